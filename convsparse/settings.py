@@ -1,0 +1,41 @@
+"""Typed configuration, read from arguments or `CONVSPARSE_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONVSPARSE_", extra="ignore")
+
+    # Encoder
+    model: str = Field(default="", description="Hub id or local path of the student; '' = shipped default")
+    runtime: Literal["torch", "onnx"] = "onnx"
+    device: str = "auto"
+    max_length: int = 256
+    cache_dir: Path = Path.home() / ".cache" / "convsparse"
+
+    # Backend
+    backend: Literal["embedded", "opensearch"] = "embedded"
+    data_dir: Path = Path.home() / ".local" / "share" / "convsparse"
+    opensearch_url: str = "http://localhost:9200"
+    opensearch_user: str | None = None
+    opensearch_password: str | None = None
+    opensearch_ca_certs: Path | None = None
+    opensearch_verify_certs: bool = True
+    opensearch_aws_region: str | None = None
+    opensearch_timeout_s: float = 30.0
+
+    # Queue
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    result_url: str | None = None
+    visibility_timeout_s: int = 3600
+    query_timeout_s: float = 2.0
+
+
+def get_settings(**overrides: object) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

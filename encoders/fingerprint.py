@@ -1,0 +1,29 @@
+"""Encoder fingerprints: a stable hash of everything that changes a term map."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import torch
+
+
+def encoder_fingerprint(
+    model: torch.nn.Module, tokenizer, *, pooling: str, max_length: int, document_pruning: str
+) -> str:
+    """sha256 over weights, vocabulary, model config, pooling, max length and ingest-time
+    pruning. Two encoders with the same fingerprint emit the same term maps."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    vocab = tokenizer.get_vocab()
+    h.update(json.dumps(sorted(vocab.items(), key=lambda kv: kv[1]), ensure_ascii=False).encode())
+    config = getattr(model, "config", None)
+    if config is not None:
+        cfg = config.to_dict()
+        for volatile in ("_name_or_path", "transformers_version", "torch_dtype", "dtype"):
+            cfg.pop(volatile, None)
+        h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+    h.update(f"pooling={pooling};max_length={max_length};doc_pruning={document_pruning}".encode())
+    return "sha256:" + h.hexdigest()[:16]

@@ -1,0 +1,79 @@
+"""The one protocol every search backend implements.
+
+The client, the tuner and the workers only ever see `Backend`; OpenSearch and the embedded
+in-process index are interchangeable behind it (and a test can swap in its own).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from convsparse.termmap import TermMap
+
+
+@dataclass(frozen=True)
+class IndexedDocument:
+    """A document ready for a backend: its source id, term map and stored fields."""
+
+    id: str
+    term_map: TermMap
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DocumentResult:
+    """Per-document outcome of a bulk write: ok, or the status and reason it failed."""
+
+    id: str
+    ok: bool
+    status: int = 200
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    name: str
+    fingerprint: str
+    count: int
+    vocabulary: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Index management, bulk upserts and term-map search."""
+
+    def create_index(
+        self, name: str, *, fingerprint: str, vocabulary: str | None = None, exist_ok: bool = False
+    ) -> IndexInfo: ...
+
+    def describe_index(self, name: str) -> IndexInfo: ...
+
+    def delete_index(self, name: str, *, missing_ok: bool = False) -> None: ...
+
+    def upsert(self, name: str, documents: Iterable[IndexedDocument]) -> Iterator[DocumentResult]:
+        """Write documents (same id overwrites); yields one result per input document."""
+        ...
+
+    def delete_documents(self, name: str, ids: Iterable[str]) -> Iterator[DocumentResult]: ...
+
+    def search(
+        self, name: str, query: TermMap, k: int = 10, *,
+        fingerprint: str | None = None, rescore: TermMap | None = None, rescore_window: int = 0,
+    ) -> list[Hit]:
+        """Top-k documents by dot product with `query`. If `rescore` is given, the top
+        `rescore_window` hits are re-ranked by their dot product with `rescore` (two-phase
+        search: retrieve with the pruned query, rescore with the full one). If `fingerprint`
+        is given and differs from the index's, raise `FingerprintMismatchError`."""
+        ...
+
+    def count(self, name: str) -> int: ...
