@@ -1,9 +1,104 @@
-"""`convsparse` commands of the workers part."""
+"""`convsparse` commands of the workers part: `worker`, `jobs status`, `jobs retry`.
+
+`convsparse ingest SOURCE --index NAME --via celery` (integration/cli.py) calls
+`convsparse.workers.submit.run_ingest_job`.
+"""
 
 from __future__ import annotations
 
+import json
+from typing import Optional
+
 import typer
+
+jobs_app = typer.Typer(help="Inspect and retry ingestion jobs (state kept in Redis).",
+                       no_args_is_help=True)
+
+
+def print_status(status, *, as_json: bool = False, limit: int = 20) -> None:
+    if as_json:
+        typer.echo(json.dumps(status.to_dict(), indent=2, default=str))
+        return
+    typer.echo(f"job {status.job_id}: {status.state}")
+    if status.state == "unknown":
+        return
+    typer.echo(f"  index {status.index}  source {status.source}")
+    typer.echo(f"  read {status.records_read}  submitted {status.submitted}  "
+               f"indexed {status.indexed}  failed {status.failed}")
+    typer.echo(f"  chunks {status.chunks_done}/{status.chunks_total} done")
+    if status.redelivered_chunks:
+        typer.echo(f"  redelivered chunks: {status.redelivered_chunks}")
+    if status.missing_chunks:
+        typer.echo(f"  missing chunks ({len(status.missing_chunks)}): "
+                   f"{', '.join(status.missing_chunks[:limit])}")
+        typer.echo(f"  missing ids ({len(status.missing_ids)}): "
+                   f"{', '.join(status.missing_ids[:limit])}")
+    if status.dead_letter:
+        typer.echo(f"  dead letter ({len(status.dead_letter)}):")
+        for d in status.dead_letter[:limit]:
+            where = f"position {d.position}" if d.position is not None else f"chunk {d.chunk}"
+            typer.echo(f"    {d.id!s:<24} {where:<16} {d.reason}")
+        if len(status.dead_letter) > limit:
+            typer.echo(f"    ... {len(status.dead_letter) - limit} more (--json for all)")
+
+
+@jobs_app.command("status")
+def jobs_status(
+    job_id: str = typer.Argument(..., help="Job id printed by `convsparse ingest --via celery`."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full status as JSON."),
+) -> None:
+    """Counts, missing chunks and the dead-letter report (id, reason) of a job."""
+    from convsparse.workers.app import WorkerSettings
+    from convsparse.workers.jobs import JobStore
+
+    status = JobStore.from_url(WorkerSettings().redis_url).status(job_id)
+    print_status(status, as_json=as_json)
+    if status.state == "unknown":
+        raise typer.Exit(1)
+
+
+@jobs_app.command("retry")
+def jobs_retry(
+    job_id: str = typer.Argument(...),
+    failed: bool = typer.Option(False, "--failed",
+                                help="Also re-run chunks whose documents were dead-lettered."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Re-run a job from its source: finished chunks are skipped, the rest are resubmitted."""
+    from convsparse.workers.submit import retry_job
+
+    status = retry_job(job_id, failed=failed, progress=progress)
+    print_status(status)
+    if not status.finished:
+        raise typer.Exit(2)
+
+
+def worker_argv(queues: str = "ingest,query", pool: str = "solo", concurrency: int = 1,
+                loglevel: str = "info", hostname: str | None = None) -> list[str]:
+    argv = ["worker", f"--pool={pool}", "-Q", queues, f"--concurrency={concurrency}",
+            f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    return argv
 
 
 def register(app: typer.Typer) -> None:
     """Add this part's commands to the top-level app."""
+    app.add_typer(jobs_app, name="jobs")
+
+    @app.command("worker")
+    def worker(
+        queues: str = typer.Option("ingest,query", "--queues", "-Q",
+                                   help="Queues to consume: ingest (GPU batches), query."),
+        pool: str = typer.Option("solo", help="solo = one process per GPU (CUDA-safe); "
+                                              "prefork for CPU-only workers."),
+        concurrency: int = typer.Option(1, help="Processes (prefork only)."),
+        loglevel: str = typer.Option("info"),
+        hostname: Optional[str] = typer.Option(None, help="Worker name, e.g. gpu0@%h."),
+    ) -> None:
+        """Start a Celery worker (`celery -A convsparse.workers.app worker --pool=solo ...`).
+
+        Run one per GPU, each with its own CUDA_VISIBLE_DEVICES."""
+        from convsparse.workers.app import app as celery_app
+
+        celery_app.worker_main(worker_argv(queues, pool, concurrency, loglevel, hostname))

@@ -1,0 +1,265 @@
+"""Read documents from JSONL, CSV/TSV, Parquet files or Python iterables, one result per record.
+
+`read_records(source)` yields, in source order, either a valid `SourceRecord` or a
+`RecordError(position, id, reason)`; it never raises for a single bad record, so one broken line
+never sinks a file (the `streaming_bulk` habit: a bad item is a reported item, the rest stream on).
+
+Checks, each reported with its reason:
+
+- broken JSON line / CSV row, a line that is not a JSON object;
+- invalid UTF-8 (JSONL and CSV are read as bytes and decoded per line, so only that line fails);
+- missing or empty id, an id that is neither a string nor an integer;
+- missing, non-string or empty (whitespace only) text;
+- a text above `max_text_chars` (default 1,000,000 characters) is **rejected**, not truncated:
+  truncating silently indexes something other than the source, and SPLADE models only read the
+  first few hundred tokens anyway, so a huge text is almost always an extraction bug worth seeing;
+- a duplicate id within the source: the first occurrence wins, later ones are rejected
+  ("duplicate id, first seen at line N"), so a re-ingest never depends on which copy came last.
+
+`position` is the 1-based line number for JSONL and CSV (the physical line where the record
+ends, as `csv` counts it), and the 1-based row / item number for Parquet and iterables.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from convsparse.integration.ingestion import SourceRecord
+
+#: Default cap on a document's text length, in characters (see module docstring).
+DEFAULT_MAX_TEXT_CHARS = 1_000_000
+
+SourceFormat = Literal["jsonl", "csv", "tsv", "parquet"]
+
+_SUFFIX_FORMATS: dict[str, SourceFormat] = {
+    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
+    ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet",
+}
+
+
+@dataclass(frozen=True)
+class RecordError:
+    """A source record that cannot be indexed: where it is, its id if known, and why."""
+
+    position: int
+    id: str | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"position": self.position, "id": self.id, "reason": self.reason}
+
+
+RecordResult = SourceRecord | RecordError
+
+
+def detect_format(path: str | Path) -> SourceFormat:
+    suffix = Path(path).suffix.lower()
+    try:
+        return _SUFFIX_FORMATS[suffix]
+    except KeyError:
+        raise ValueError(
+            f"cannot tell the format of {str(path)!r} from its suffix {suffix!r}; "
+            f"use one of {sorted(_SUFFIX_FORMATS)} or pass format="
+        ) from None
+
+
+def is_path_source(source: object) -> bool:
+    return isinstance(source, (str, Path))
+
+
+def read_records(
+    source: str | Path | Iterable[Any], *, id_field: str = "id", text_field: str = "text",
+    fields: Sequence[str] | None = None, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
+    format: SourceFormat | None = None,
+) -> Iterator[RecordResult]:
+    """Yield a `SourceRecord` or a `RecordError` for every record of `source`, in order.
+
+    `source` is a path (format from the suffix unless `format` is given) or an iterable of
+    mappings / `SourceRecord`s. `fields` lists the extra fields to keep (stored with the
+    document); None keeps every field except the id and text fields.
+    """
+    validator = _RecordValidator(id_field, text_field, fields, max_text_chars)
+    if is_path_source(source):
+        path = Path(source)
+        fmt = format or detect_format(path)
+        if fmt == "jsonl":
+            raw = _jsonl_rows(path)
+        elif fmt in ("csv", "tsv"):
+            raw = _csv_rows(path, delimiter="\t" if fmt == "tsv" else ",")
+        elif fmt == "parquet":
+            raw = _parquet_rows(path)
+        else:  # pragma: no cover - Literal guards this
+            raise ValueError(f"unknown format {fmt!r}")
+    else:
+        raw = _iterable_rows(source)
+    for position, row in raw:
+        yield validator.check(position, row)
+
+
+class _RecordValidator:
+    def __init__(
+        self, id_field: str, text_field: str, fields: Sequence[str] | None, max_text_chars: int
+    ):
+        self.id_field = id_field
+        self.text_field = text_field
+        self.fields = list(fields) if fields is not None else None
+        self.max_text_chars = max_text_chars
+        self.seen: dict[str, int] = {}
+
+    def check(self, position: int, row: object) -> RecordResult:
+        if isinstance(row, RecordError):
+            return row
+        if isinstance(row, SourceRecord):
+            row = {self.id_field: row.id, self.text_field: row.text, **dict(row.fields)}
+        if not isinstance(row, Mapping):
+            return RecordError(position, None, f"record is a {type(row).__name__}, not an object")
+        rid, problem = self._id(row)
+        if problem is not None:
+            return RecordError(position, rid, problem)
+        assert rid is not None
+        text = row.get(self.text_field)
+        if isinstance(text, bytes):
+            try:
+                text = text.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return RecordError(position, rid, f"invalid UTF-8 in field {self.text_field!r}: {e}")
+        if text is None:
+            return RecordError(position, rid, f"missing text field {self.text_field!r}")
+        if not isinstance(text, str):
+            return RecordError(
+                position, rid, f"text field {self.text_field!r} is a {type(text).__name__}, "
+                "not a string"
+            )
+        if not text.strip():
+            return RecordError(position, rid, "empty text")
+        if len(text) > self.max_text_chars:
+            return RecordError(
+                position, rid,
+                f"text too long: {len(text):,} characters, above max_text_chars="
+                f"{self.max_text_chars:,}; split the document or raise the limit",
+            )
+        if rid in self.seen:
+            return RecordError(
+                position, rid, f"duplicate id, first seen at position {self.seen[rid]}"
+            )
+        self.seen[rid] = position
+        keep = self.fields if self.fields is not None else [
+            k for k in row if k not in (self.id_field, self.text_field)
+        ]
+        extra = {k: _jsonable(row[k]) for k in keep if k in row and row[k] is not None}
+        return SourceRecord(id=rid, text=text, fields=extra)
+
+    def _id(self, row: Mapping[str, Any]) -> tuple[str | None, str | None]:
+        raw = row.get(self.id_field)
+        if raw is None:
+            return None, f"missing id field {self.id_field!r}"
+        if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+            return None, f"id field {self.id_field!r} is a {type(raw).__name__}, not a string"
+        rid = str(raw)
+        if not rid.strip():
+            return None, f"empty id field {self.id_field!r}"
+        return rid, None
+
+
+def _jsonable(value: Any) -> Any:
+    """Field values travel through JSON (Celery messages, stored fields)."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def _guess_id(line: str, id_field: str = "id") -> str | None:
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return None
+    if isinstance(obj, dict) and isinstance(obj.get(id_field), (str, int)):
+        return str(obj[id_field])
+    return None
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, object]]:
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue  # blank lines (a trailing newline) are not records
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                rid = _guess_id(raw.decode("utf-8", errors="replace"))
+                yield lineno, RecordError(lineno, rid, f"invalid UTF-8 at byte {e.start}: {e.reason}")
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError as e:
+                yield lineno, RecordError(lineno, None, f"broken JSON line: {e}")
+                continue
+            if not isinstance(obj, dict):
+                yield lineno, RecordError(
+                    lineno, None, f"JSON line is a {type(obj).__name__}, not an object"
+                )
+                continue
+            yield lineno, obj
+
+
+def _has_surrogates(value: object) -> bool:
+    return isinstance(value, str) and any("\udc80" <= c <= "\udcff" for c in value)
+
+
+def _csv_rows(path: Path, *, delimiter: str) -> Iterator[tuple[int, object]]:
+    # Undecodable bytes become lone surrogates (surrogateescape), so only the row that holds
+    # them fails; csv's default 128 KiB field limit would abort the file on one long text, so
+    # the length check is left to the validator (which reports it per record).
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    with path.open("rb") as fb:
+        text = io.TextIOWrapper(fb, encoding="utf-8", errors="surrogateescape", newline="")
+        reader = csv.DictReader(text, delimiter=delimiter)
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                yield reader.line_num, RecordError(reader.line_num, None, f"broken CSV row: {e}")
+                continue
+            line = reader.line_num
+            if None in row:  # more cells than header columns
+                yield line, RecordError(line, None, "broken CSV row: more cells than columns")
+                continue
+            bad = [k for k, v in row.items() if _has_surrogates(v) or _has_surrogates(k)]
+            if bad:
+                rid = row.get("id")
+                yield line, RecordError(
+                    line, rid if isinstance(rid, str) and not _has_surrogates(rid) else None,
+                    f"invalid UTF-8 in column(s) {', '.join(map(repr, bad))}",
+                )
+                continue
+            yield line, row
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[int, object]]:
+    import pyarrow.parquet as pq
+
+    position = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+        for row in batch.to_pylist():
+            position += 1
+            yield position, row
+
+
+def _iterable_rows(items: Iterable[Any]) -> Iterator[tuple[int, object]]:
+    for position, item in enumerate(items, start=1):
+        yield position, item

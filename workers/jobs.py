@@ -1,0 +1,214 @@
+"""Ingestion job state in Redis: counts, per-chunk done markers and the dead-letter report.
+
+Every write is idempotent, so a redelivered chunk (worker crash, visibility timeout) or a
+replayed job never double counts:
+
+- ``convsparse:job:{id}``           hash: index, source, chunk_size, created, planned, ...
+- ``convsparse:job:{id}:plan``      hash chunk id -> JSON list of the document ids it carries
+- ``convsparse:job:{id}:chunks``    hash chunk id -> JSON {indexed, failed, attempt, worker}
+                                    (the done marker; counts are sums over it, never INCRs)
+- ``convsparse:job:{id}:dead``      hash key -> JSON {id, position, chunk, reason}; key is
+                                    ``doc:<id>`` for a document a worker failed, ``pos:<n>``
+                                    for a record the reader rejected
+- ``convsparse:job:{id}:attempts``  hash chunk id -> how many times a worker started it
+
+Keys live until `JobStore.delete` (or `expire_s` after the job finishes, if set): Redis must
+run with ``maxmemory-policy noeviction`` (an evicted key would silently lose state).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+PREFIX = "convsparse:job:"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: str | None
+    reason: str
+    position: int | None = None
+    chunk: str | None = None
+
+
+@dataclass
+class JobStatus:
+    """A snapshot of one job, as `convsparse jobs status` prints it."""
+
+    job_id: str
+    index: str | None
+    source: str | None
+    state: str  # "running" | "finished" | "incomplete" | "unknown"
+    records_read: int
+    submitted: int
+    indexed: int
+    failed: int
+    chunks_total: int
+    chunks_done: int
+    missing_chunks: list[str] = field(default_factory=list)
+    missing_ids: list[str] = field(default_factory=list)
+    dead_letter: list[DeadLetter] = field(default_factory=list)
+    redelivered_chunks: dict[str, int] = field(default_factory=dict)
+    meta: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.state == "finished"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["dead_letter"] = [asdict(d) for d in self.dead_letter]
+        return out
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class JobStore:
+    """Job state on a redis-py client (the broker's Redis, `WorkerSettings.redis_url`)."""
+
+    def __init__(self, client):
+        self.r = client
+
+    @classmethod
+    def from_url(cls, url: str) -> JobStore:
+        import redis
+
+        return cls(redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=10))
+
+    # keys
+    @staticmethod
+    def key(job_id: str, part: str = "") -> str:
+        return f"{PREFIX}{job_id}" + (f":{part}" if part else "")
+
+    def keys(self, job_id: str) -> list[str]:
+        return [self.key(job_id, p) for p in ("", "plan", "chunks", "dead", "attempts")]
+
+    # submitter side
+    def start(self, job_id: str, meta: dict[str, Any]) -> None:
+        k = self.key(job_id)
+        self.r.hsetnx(k, "created", f"{time.time():.3f}")
+        self.r.hset(k, mapping={name: json.dumps(v) if not isinstance(v, str) else v
+                                for name, v in meta.items()})
+        self.r.hset(k, mapping={"planned": "0", "state": "running"})
+
+    def exists(self, job_id: str) -> bool:
+        return bool(self.r.exists(self.key(job_id)))
+
+    def meta(self, job_id: str) -> dict[str, str]:
+        return {_s(k): _s(v) for k, v in self.r.hgetall(self.key(job_id)).items()}
+
+    def set_meta(self, job_id: str, **values: Any) -> None:
+        self.r.hset(self.key(job_id), mapping={k: str(v) for k, v in values.items()})
+
+    def plan_chunk(self, job_id: str, chunk_id: str, ids: list[str]) -> None:
+        self.r.hset(self.key(job_id, "plan"), chunk_id, json.dumps(ids))
+
+    def record_read_errors(self, job_id: str, errors: Iterable[Any]) -> None:
+        mapping = {}
+        for e in errors:
+            mapping[f"pos:{e.position}"] = json.dumps(
+                {"id": e.id, "position": e.position, "chunk": None, "reason": e.reason})
+        if mapping:
+            self.r.hset(self.key(job_id, "dead"), mapping=mapping)
+
+    def finish_planning(self, job_id: str, *, chunks_total: int, records_read: int,
+                        submitted: int) -> None:
+        self.r.hset(self.key(job_id), mapping={
+            "planned": "1", "chunks_total": str(chunks_total), "records_read": str(records_read),
+            "submitted": str(submitted)})
+
+    def done_chunks(self, job_id: str, chunk_ids: Iterable[str] | None = None) -> set[str]:
+        k = self.key(job_id, "chunks")
+        if chunk_ids is None:
+            return {_s(c) for c in self.r.hkeys(k)}
+        ids = list(chunk_ids)
+        if not ids:
+            return set()
+        return {c for c, v in zip(ids, self.r.hmget(k, ids)) if v is not None}
+
+    def forget_chunks(self, job_id: str, chunk_ids: Iterable[str]) -> None:
+        ids = list(chunk_ids)
+        if ids:
+            self.r.hdel(self.key(job_id, "chunks"), *ids)
+
+    def chunk_results(self, job_id: str) -> dict[str, dict[str, Any]]:
+        return {_s(k): json.loads(v) for k, v in self.r.hgetall(self.key(job_id, "chunks")).items()}
+
+    def plan(self, job_id: str) -> dict[str, list[str]]:
+        return {_s(k): json.loads(v) for k, v in self.r.hgetall(self.key(job_id, "plan")).items()}
+
+    # worker side
+    def mark_attempt(self, job_id: str, chunk_id: str) -> int:
+        return int(self.r.hincrby(self.key(job_id, "attempts"), chunk_id, 1))
+
+    def finish_chunk(
+        self, job_id: str, chunk_id: str, *, ok_ids: list[str],
+        failures: list[tuple[str, str]], attempt: int = 1, worker: str = "",
+    ) -> None:
+        """Record a chunk's outcome atomically: clear stale dead letters of now-indexed ids,
+        add this chunk's failures, then set the done marker (last, so done implies reported)."""
+        pipe = self.r.pipeline(transaction=True)
+        dead = self.key(job_id, "dead")
+        if ok_ids:
+            pipe.hdel(dead, *[f"doc:{i}" for i in ok_ids])
+        if failures:
+            pipe.hset(dead, mapping={
+                f"doc:{i}": json.dumps({"id": i, "position": None, "chunk": chunk_id, "reason": r})
+                for i, r in failures})
+        pipe.hset(self.key(job_id, "chunks"), chunk_id, json.dumps({
+            "indexed": len(ok_ids), "failed": len(failures), "attempt": attempt,
+            "worker": worker, "at": round(time.time(), 3)}))
+        pipe.execute()
+
+    # reading
+    def dead_letter(self, job_id: str) -> list[DeadLetter]:
+        out = []
+        for raw in self.r.hvals(self.key(job_id, "dead")):
+            d = json.loads(raw)
+            out.append(DeadLetter(id=d.get("id"), reason=d["reason"], position=d.get("position"),
+                                  chunk=d.get("chunk")))
+        out.sort(key=lambda d: (d.position is None, d.position or 0, d.id or ""))
+        return out
+
+    def status(self, job_id: str) -> JobStatus:
+        meta = self.meta(job_id)
+        if not meta:
+            return JobStatus(job_id, None, None, "unknown", 0, 0, 0, 0, 0, 0)
+        chunks = self.chunk_results(job_id)
+        plan = self.plan(job_id)
+        dead = self.dead_letter(job_id)
+        attempts = {_s(k): int(v) for k, v in self.r.hgetall(self.key(job_id, "attempts")).items()}
+        missing = sorted(c for c in plan if c not in chunks)
+        missing_ids = [i for c in missing for i in plan[c]]
+        planned = meta.get("planned") == "1"
+        total = int(meta.get("chunks_total", len(plan)) or 0)
+        if planned and not missing and len(chunks) >= total:
+            state = "finished"
+        elif meta.get("state") == "incomplete":
+            state = "incomplete"
+        else:
+            state = "running"
+        read_errors = sum(1 for d in dead if d.chunk is None)
+        return JobStatus(
+            job_id=job_id, index=meta.get("index"), source=meta.get("source"), state=state,
+            records_read=int(meta.get("records_read", 0) or 0),
+            submitted=int(meta.get("submitted", sum(len(v) for v in plan.values())) or 0),
+            indexed=sum(int(c.get("indexed", 0)) for c in chunks.values()),
+            failed=read_errors + sum(int(c.get("failed", 0)) for c in chunks.values()),
+            chunks_total=total, chunks_done=len(chunks), missing_chunks=missing,
+            missing_ids=missing_ids, dead_letter=dead,
+            redelivered_chunks={c: n for c, n in attempts.items() if n > 1}, meta=meta,
+        )
+
+    def delete(self, job_id: str) -> None:
+        self.r.delete(*self.keys(job_id))
+
+    def expire(self, job_id: str, seconds: int) -> None:
+        for k in self.keys(job_id):
+            self.r.expire(k, seconds)

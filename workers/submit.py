@@ -1,0 +1,329 @@
+"""Submit an ingestion job to the workers (`--via celery`), or run the same pipeline locally.
+
+`run_ingest_job(source, index=..., settings=...)`:
+
+1. reads the source with `convsparse.integration.sources.read_records`; rejected records go
+   straight to the job's dead-letter report (they never reach a worker);
+2. cuts the valid records into chunks of at most `chunk_size` documents and `max_chunk_chars`
+   characters (a few MB per message: pass small batches through the broker, not megabytes);
+   chunk ids are their position in the source, so the same source always gives the same chunks;
+3. keeps at most `max_in_flight` chunks queued or running (backpressure: a 100M-document
+   file never floods Redis), polling the per-chunk done markers workers write;
+4. skips chunks already done when the job is re-run (the job id is derived from the source
+   path, size, mtime, index and chunk size unless given), and since document ids are the source
+   ids, anything replayed overwrites instead of duplicating;
+5. resubmits a chunk when the job makes no progress for `stall_timeout_s` (a message lost with
+   a Redis that restarted without its AOF), at most `max_resubmits` times, then reports it and
+   its document ids as missing (`JobStatus.missing_chunks` / `missing_ids`).
+
+`run_local_ingest` is the `--via local` path: same reader, same `encode_and_upsert`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from convsparse.integration.sources import (
+    DEFAULT_MAX_TEXT_CHARS, RecordError, is_path_source, read_records,
+)
+from convsparse.workers.jobs import DeadLetter, JobStatus, JobStore
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_SIZE = 64
+DEFAULT_MAX_CHUNK_CHARS = 2_000_000
+DEFAULT_MAX_IN_FLIGHT = 8
+
+
+def default_job_id(source: Any, index: str, chunk_size: int) -> str:
+    """Deterministic for a file (path, size, mtime, index, chunk size); random for iterables."""
+    if not is_path_source(source):
+        return "job-" + uuid.uuid4().hex[:16]
+    path = Path(source).resolve()
+    st = path.stat()
+    key = f"{path}|{st.st_size}|{st.st_mtime_ns}|{index}|{chunk_size}"
+    return "job-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Chunk:
+    id: str
+    records: list[dict[str, Any]]
+
+    @property
+    def ids(self) -> list[str]:
+        return [r["id"] for r in self.records]
+
+
+def chunk_records(
+    results: Iterable[Any], *, chunk_size: int = DEFAULT_CHUNK_SIZE,
+    max_chunk_chars: int = DEFAULT_MAX_CHUNK_CHARS,
+) -> Iterator[Chunk | RecordError]:
+    """Group valid records into `Chunk`s (in source order); pass `RecordError`s through."""
+    buf: list[dict[str, Any]] = []
+    chars = 0
+    n = 0
+
+    def flush() -> Chunk:
+        nonlocal buf, chars, n
+        chunk = Chunk(f"{n:07d}", buf)
+        n += 1
+        buf, chars = [], 0
+        return chunk
+
+    for item in results:
+        if isinstance(item, RecordError):
+            yield item
+            continue
+        size = len(item.text)
+        if buf and (len(buf) >= chunk_size or chars + size > max_chunk_chars):
+            yield flush()
+        buf.append({"id": item.id, "text": item.text, "fields": dict(item.fields)})
+        chars += size
+    if buf:
+        yield flush()
+
+
+class _Unavailable(Exception):
+    pass
+
+
+def _retrying(fn, *, deadline_s: float, what: str):
+    """Call `fn` until it stops raising connection errors (Redis restarting) or time runs out."""
+    import kombu.exceptions
+    import redis
+
+    errors = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
+              kombu.exceptions.OperationalError, ConnectionError, OSError)
+    start = time.monotonic()
+    delay = 0.2
+    while True:
+        try:
+            return fn()
+        except errors as e:
+            if time.monotonic() - start > deadline_s:
+                raise _Unavailable(f"{what}: Redis unavailable for {deadline_s:.0f}s ({e})") from e
+            logger.warning("%s: %s; retrying in %.1fs", what, e, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def run_ingest_job(
+    source: str | Path | Iterable[Any], *, index: str, settings=None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    job_id: str | None = None, progress: bool = True, id_field: str = "id",
+    text_field: str = "text", fields: list[str] | None = None,
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, max_chunk_chars: int = DEFAULT_MAX_CHUNK_CHARS,
+    batch_size: int = 32, stall_timeout_s: float | None = None, max_resubmits: int = 2,
+    redo_chunks: Iterable[str] = (), poll_interval_s: float = 0.05, celery_app=None,
+) -> JobStatus:
+    """Run an ingestion job through the Celery workers and wait for it; returns its status.
+
+    Re-running with the same source (or `job_id`) skips chunks already done; `redo_chunks`
+    forces some to run again (`convsparse jobs retry --failed`). The returned status has
+    `state` "finished", or "incomplete" with `missing_chunks` / `missing_ids`."""
+    from tqdm.auto import tqdm
+
+    from convsparse.workers.app import INGEST_QUEUE, INGEST_TASK, WorkerSettings, make_app
+
+    settings = settings or WorkerSettings()
+    if not hasattr(settings, "unacked_restore_interval_s"):
+        settings = WorkerSettings(**settings.model_dump())
+    capp = celery_app or make_app(settings)
+    store = JobStore.from_url(settings.redis_url)
+    job_id = job_id or default_job_id(source, index, chunk_size)
+    if stall_timeout_s is None:
+        stall_timeout_s = settings.visibility_timeout_s + 3 * settings.unacked_restore_interval_s + 30
+    redis_deadline = max(60.0, stall_timeout_s)
+    meta = {
+        "index": index, "source": str(Path(source).resolve()) if is_path_source(source)
+        else "<iterable>", "chunk_size": str(chunk_size), "id_field": id_field,
+        "text_field": text_field, "fields": fields, "max_text_chars": str(max_text_chars),
+        "max_chunk_chars": str(max_chunk_chars), "batch_size": str(batch_size),
+    }
+    _retrying(lambda: store.start(job_id, meta), deadline_s=redis_deadline, what="start job")
+    redo = set(redo_chunks)
+    if redo:
+        _retrying(lambda: store.forget_chunks(job_id, redo), deadline_s=redis_deadline,
+                  what="forget chunks")
+    already = _retrying(lambda: store.done_chunks(job_id), deadline_s=redis_deadline,
+                        what="read done chunks")
+
+    plan: dict[str, list[str]] = {}
+    read_errors: list[RecordError] = []
+    in_flight: dict[str, dict[str, Any]] = {}
+    given_up: list[str] = []
+    last_progress = time.monotonic()
+    records_read = submitted = 0
+    bar = tqdm(desc=f"ingest {index}", unit="doc", disable=not progress)
+
+    def send(chunk_id: str, records: list[dict[str, Any]]) -> None:
+        _retrying(lambda: capp.send_task(
+            INGEST_TASK, args=[job_id, chunk_id, records, index, batch_size],
+            queue=INGEST_QUEUE), deadline_s=redis_deadline, what=f"send chunk {chunk_id}")
+
+    def poll() -> None:
+        nonlocal last_progress
+        if not in_flight:
+            return
+        done = _retrying(lambda: store.done_chunks(job_id, list(in_flight)),
+                         deadline_s=redis_deadline, what="poll chunks")
+        for chunk_id in done:
+            bar.update(len(in_flight.pop(chunk_id)["records"]))
+        now = time.monotonic()
+        if done:
+            last_progress = now
+        elif now - last_progress > stall_timeout_s:
+            for chunk_id, entry in list(in_flight.items()):
+                if entry["resubmits"] >= max_resubmits:
+                    logger.error("chunk %s of job %s never finished; giving up", chunk_id, job_id)
+                    given_up.append(chunk_id)
+                    in_flight.pop(chunk_id)
+                    continue
+                entry["resubmits"] += 1
+                logger.warning("job %s made no progress for %.0fs: resubmitting chunk %s",
+                               job_id, stall_timeout_s, chunk_id)
+                send(chunk_id, entry["records"])
+            last_progress = now
+
+    def wait_for_room(limit: int) -> None:
+        while len(in_flight) > limit:
+            poll()
+            if len(in_flight) > limit:
+                time.sleep(poll_interval_s)
+
+    try:
+        reader = read_records(source, id_field=id_field, text_field=text_field, fields=fields,
+                              max_text_chars=max_text_chars)
+        for item in chunk_records(reader, chunk_size=chunk_size, max_chunk_chars=max_chunk_chars):
+            if isinstance(item, RecordError):
+                records_read += 1
+                read_errors.append(item)
+                if len(read_errors) % 100 == 0:
+                    _retrying(lambda: store.record_read_errors(job_id, read_errors[-100:]),
+                              deadline_s=redis_deadline, what="record read errors")
+                continue
+            records_read += len(item.records)
+            submitted += len(item.records)
+            plan[item.id] = item.ids
+            _retrying(lambda: store.plan_chunk(job_id, item.id, item.ids),
+                      deadline_s=redis_deadline, what="plan chunk")
+            if item.id in already and item.id not in redo:
+                bar.update(len(item.records))
+                continue
+            wait_for_room(max_in_flight - 1)
+            send(item.id, item.records)
+            in_flight[item.id] = {"records": item.records, "resubmits": 0}
+        # Re-write everything the submitter knows (idempotent), in case Redis lost it.
+        _retrying(lambda: store.record_read_errors(job_id, read_errors),
+                  deadline_s=redis_deadline, what="record read errors")
+        _retrying(lambda: store.finish_planning(job_id, chunks_total=len(plan),
+                                                records_read=records_read, submitted=submitted),
+                  deadline_s=redis_deadline, what="finish planning")
+        wait_for_room(0)
+    finally:
+        bar.close()
+
+    def finalize() -> JobStatus:
+        store.start(job_id, meta)
+        for chunk_id, ids in plan.items():
+            store.plan_chunk(job_id, chunk_id, ids)
+        store.record_read_errors(job_id, read_errors)
+        store.finish_planning(job_id, chunks_total=len(plan), records_read=records_read,
+                              submitted=submitted)
+        status = store.status(job_id)
+        store.set_meta(job_id, state="finished" if status.finished else "incomplete")
+        return store.status(job_id)
+
+    return _retrying(finalize, deadline_s=redis_deadline, what="finalize job")
+
+
+def retry_job(job_id: str, *, settings=None, failed: bool = False, progress: bool = True,
+              **kwargs: Any) -> JobStatus:
+    """Re-run a job from its stored source: unfinished chunks, and with `failed=True` also the
+    chunks that dead-lettered documents (e.g. after fixing a backend outage)."""
+    import json
+
+    from convsparse.workers.app import WorkerSettings
+
+    settings = settings or WorkerSettings()
+    store = JobStore.from_url(settings.redis_url)
+    meta = store.meta(job_id)
+    if not meta:
+        raise LookupError(f"job {job_id!r} is unknown to {settings.redis_url}")
+    source = meta.get("source", "<iterable>")
+    if source == "<iterable>":
+        raise ValueError(f"job {job_id!r} read a Python iterable: call run_ingest_job(iterable, "
+                         f"job_id={job_id!r}, ...) again to resume it")
+    redo: set[str] = set()
+    if failed:
+        redo = {c for c, r in store.chunk_results(job_id).items() if int(r.get("failed", 0))}
+    fields = json.loads(meta["fields"]) if meta.get("fields") not in (None, "null") else None
+    return run_ingest_job(
+        source, index=meta["index"], settings=settings, job_id=job_id,
+        chunk_size=int(meta.get("chunk_size", DEFAULT_CHUNK_SIZE)),
+        id_field=meta.get("id_field", "id"), text_field=meta.get("text_field", "text"),
+        fields=fields, max_text_chars=int(meta.get("max_text_chars", DEFAULT_MAX_TEXT_CHARS)),
+        max_chunk_chars=int(meta.get("max_chunk_chars", DEFAULT_MAX_CHUNK_CHARS)),
+        batch_size=int(meta.get("batch_size", 32)), redo_chunks=redo, progress=progress,
+        **kwargs)
+
+
+@dataclass
+class LocalIngestReport:
+    """Outcome of `run_local_ingest` (same counts and dead letters as a Celery job)."""
+
+    index: str
+    records_read: int = 0
+    indexed: int = 0
+    failed: int = 0
+    dead_letter: list[DeadLetter] = field(default_factory=list)
+
+
+def run_local_ingest(
+    source: str | Path | Iterable[Any], *, index: str, encoder=None, backend=None,
+    settings=None, batch_size: int = 32, progress: bool = True, id_field: str = "id",
+    text_field: str = "text", fields: list[str] | None = None,
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, chunk_size: int = 256,
+) -> LocalIngestReport:
+    """The `--via local` path: same reader and `encode_and_upsert`, in this process."""
+    from tqdm.auto import tqdm
+
+    from convsparse.integration.ingestion import SourceRecord, encode_and_upsert
+    from convsparse.workers.app import WorkerSettings, load_encoder, open_worker_backend
+    from convsparse.workers.tasks import ensure_index
+
+    settings = settings or WorkerSettings()
+    encoder = encoder or load_encoder(settings)
+    backend = backend or open_worker_backend(settings)
+    ensure_index(backend, index, encoder)
+    report = LocalIngestReport(index)
+    reader = read_records(source, id_field=id_field, text_field=text_field, fields=fields,
+                          max_text_chars=max_text_chars)
+    with tqdm(desc=f"ingest {index}", unit="doc", disable=not progress) as bar:
+        for item in chunk_records(reader, chunk_size=chunk_size):
+            if isinstance(item, RecordError):
+                report.records_read += 1
+                report.failed += 1
+                report.dead_letter.append(DeadLetter(item.id, item.reason, item.position))
+                continue
+            report.records_read += len(item.records)
+            recs = [SourceRecord(id=r["id"], text=r["text"], fields=r["fields"])
+                    for r in item.records]
+            for res in encode_and_upsert(recs, encoder=encoder, backend=backend, index=index,
+                                         batch_size=batch_size):
+                if res.ok:
+                    report.indexed += 1
+                else:
+                    report.failed += 1
+                    report.dead_letter.append(
+                        DeadLetter(res.id, res.error or f"status {res.status}", chunk=item.id))
+            bar.update(len(item.records))
+    return report

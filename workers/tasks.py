@@ -1,0 +1,104 @@
+"""Thin Celery tasks: each calls the same library function the in-process path uses.
+
+- `ingest_chunk` -> `convsparse.integration.ingestion.encode_and_upsert` on a small batch of
+  records (the submitter keeps chunks to a few dozen documents / a few MB), then records the
+  per-document outcome in the job's Redis state (`JobStore.finish_chunk`). Idempotent: document
+  ids are the source ids (a replay overwrites) and the done marker is a hash field.
+- `encode_query` -> `encoder.encode_conversation`, answering the rank_features dict and the
+  encoder fingerprint so the client can check it matches its index.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+from convsparse.workers.app import (
+    INGEST_TASK, QUERY_TASK, app, get_backend, get_encoder, get_redis, worker_settings,
+)
+from convsparse.workers.jobs import JobStore
+
+#: Transient errors (backend down) are retried this many times before the chunk's documents
+#: are dead-lettered with the error.
+MAX_CHUNK_RETRIES = 3
+
+_checked_indices: dict[str, str] = {}
+
+
+def ensure_index(backend, index: str, encoder) -> None:
+    """Create `index` for this encoder if missing; refuse an index built by another encoder."""
+    from convsparse.errors import FingerprintMismatchError, IndexNotFoundError
+
+    fp = encoder.fingerprint
+    if _checked_indices.get(index) == fp:
+        return
+    try:
+        info = backend.describe_index(index)
+    except IndexNotFoundError:
+        vocab = getattr(encoder, "vocabulary_name", None)
+        info = backend.create_index(index, fingerprint=fp, vocabulary=vocab, exist_ok=True)
+    if info.fingerprint and info.fingerprint != fp:
+        raise FingerprintMismatchError(index, info.fingerprint, fp)
+    _checked_indices[index] = fp
+
+
+def ingest_records(records: list[dict[str, Any]], index: str, *, batch_size: int = 32):
+    """Encode and upsert `records` ([{id, text, fields}]) with this process's encoder and
+    backend; returns the per-document `DocumentResult`s."""
+    from convsparse.integration.ingestion import SourceRecord, encode_and_upsert
+
+    encoder = get_encoder()
+    backend = get_backend()
+    ensure_index(backend, index, encoder)
+    recs = [SourceRecord(id=r["id"], text=r["text"], fields=r.get("fields") or {})
+            for r in records]
+    return list(encode_and_upsert(recs, encoder=encoder, backend=backend, index=index,
+                                  batch_size=batch_size))
+
+
+@app.task(name=INGEST_TASK, bind=True, ignore_result=True, acks_late=True,
+          reject_on_worker_lost=True, max_retries=MAX_CHUNK_RETRIES)
+def ingest_chunk(self, job_id: str | None, chunk_id: str, records: list[dict[str, Any]],
+                 index: str, batch_size: int = 32) -> dict[str, int]:
+    """Index one chunk of records and record its outcome in the job state."""
+    from convsparse.errors import FingerprintMismatchError
+
+    store = JobStore(get_redis()) if job_id else None
+    attempt = store.mark_attempt(job_id, chunk_id) if store else 1
+    worker = self.request.hostname or socket.gethostname()
+    delay = worker_settings().task_delay_s
+    if delay:
+        time.sleep(delay)
+    try:
+        results = ingest_records(records, index, batch_size=batch_size)
+        ok_ids = [r.id for r in results if r.ok]
+        failures = [(r.id, r.error or f"status {r.status}") for r in results if not r.ok]
+    except FingerprintMismatchError as e:  # permanent: no retry
+        ok_ids, failures = [], [(r["id"], str(e)) for r in records]
+    except Exception as e:
+        _checked_indices.pop(index, None)
+        if self.request.retries < MAX_CHUNK_RETRIES:
+            raise self.retry(exc=e, countdown=min(30, 2 ** self.request.retries))
+        ok_ids, failures = [], [(r["id"], f"{type(e).__name__}: {e}") for r in records]
+    if store:
+        store.finish_chunk(job_id, chunk_id, ok_ids=ok_ids, failures=failures,
+                           attempt=attempt, worker=worker)
+    return {"indexed": len(ok_ids), "failed": len(failures)}
+
+
+@app.task(name=QUERY_TASK, acks_late=False)
+def encode_query(conversation: Any) -> dict[str, Any]:
+    """Encode one conversation: {"terms": rank_features dict, "fingerprint", "encode_ms"}.
+
+    Not acks-late on purpose: a query nobody answers in time is answered locally by the
+    client, so redelivering it later would be wasted work (the client also sets `expires`)."""
+    start = time.perf_counter()
+    encoder = get_encoder()
+    term_map = encoder.encode_conversation(conversation)
+    return {
+        "terms": term_map.to_rank_features(),
+        "fingerprint": encoder.fingerprint,
+        "encode_ms": (time.perf_counter() - start) * 1000.0,
+        "worker": socket.gethostname(),
+    }
