@@ -1,0 +1,533 @@
+"""Retrieval evaluation of conversational search: effectiveness, sparsity cost and latency.
+
+Effectiveness (MRR@10, nDCG@3, Recall@10, Recall@100) is computed by ``ranx`` from TREC-style
+qrels and runs; we never hand-write the metric formulas.
+
+FLOPS, as reported in the SPLADE papers (Formal et al., SIGIR 2021, after Paria et al., ICLR
+2020), is the expected number of floating-point multiply-adds needed to score one query against
+one document with an inverted index, i.e. the expected number of terms they share:
+
+    FLOPS = sum_j  p_q(j) * p_d(j)
+
+where ``p_q(j)`` is the fraction of queries whose term map contains term ``j`` (non-zero weight)
+and ``p_d(j)`` the fraction of documents that do, both estimated empirically on the evaluated
+queries and the indexed corpus. (The FLOPS *regulariser* used in training replaces these
+probabilities with mean absolute weights over a batch; the measure reported here uses the
+activation probabilities.) It is reported per system together with the average number of
+query and document terms.
+
+`compare()` builds the comparison table on one collection: BM25 (``bm25s``) on the raw
+conversation (all turns concatenated) and on the human rewrite, and the student on the raw
+conversation and on the rewrite (the teacher's view). `evaluate_client()` runs every
+conversation turn through a `ConversationalSearch` client against an existing index, which is
+what `convsparse evaluate` does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from convsparse.integration.collections import Collection, ConversationTask
+from convsparse.pruning import PruningPolicy
+from convsparse.termmap import TermMap
+
+DEFAULT_METRICS: tuple[str, ...] = ("mrr@10", "ndcg@3", "recall@10", "recall@100")
+View = Literal["raw", "rewrite"]
+Run = dict[str, dict[str, float]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics
+
+
+def compute_metrics(
+    qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]],
+    metrics: Sequence[str] = DEFAULT_METRICS, *, query_ids: Iterable[str] | None = None,
+) -> dict[str, float]:
+    """Mean of each metric over the judged queries (``ranx``). A judged query missing from the
+    run counts as zero; run entries for unjudged queries are ignored."""
+    from ranx import Qrels, Run as RanxRun, evaluate
+
+    ids = set(query_ids) if query_ids is not None else set(run)
+    judged = {q: {d: int(r) for d, r in rel.items()} for q, rel in qrels.items()
+              if q in ids and any(r > 0 for r in rel.values())}
+    if not judged:
+        return {m: float("nan") for m in metrics}
+    ranx_run = {q: {d: float(s) for d, s in run.get(q, {}).items()} for q in judged}
+    ranx_run = {q: docs for q, docs in ranx_run.items() if docs}
+    if not ranx_run:
+        return {m: 0.0 for m in metrics}
+    scores = evaluate(Qrels(judged), RanxRun(ranx_run), list(metrics), make_comparable=True)
+    if isinstance(scores, (int, float, np.floating)):
+        scores = {metrics[0]: scores}
+    return {m: float(scores[m]) for m in metrics}
+
+
+def per_query_metric(
+    qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]], metric: str,
+) -> dict[str, float]:
+    """One metric per judged query in the run (``ranx``), e.g. for recall-vs-judgments plots."""
+    from ranx import Qrels, Run as RanxRun, evaluate
+
+    judged = {q: dict(r) for q, r in qrels.items() if q in run and any(v > 0 for v in r.values())}
+    sub = {q: dict(run[q]) for q in judged if run[q]}
+    if not sub:
+        return {q: 0.0 for q in judged}
+    rr = RanxRun(sub)
+    evaluate(Qrels(judged), rr, [metric], make_comparable=True)
+    per = rr.scores[metric]
+    return {q: float(per.get(q, 0.0)) for q in judged}
+
+
+@dataclass(frozen=True)
+class TermStats:
+    """How often each term is active across a set of term maps (queries or documents)."""
+
+    count: int
+    document_frequency: Mapping[str, int]
+    total_terms: int
+
+    @classmethod
+    def from_term_maps(cls, term_maps: Iterable[Mapping[str, float] | Iterable[str]]) -> TermStats:
+        df: Counter[str] = Counter()
+        n = total = 0
+        for tm in term_maps:
+            n += 1
+            total += len(tm)
+            df.update(tm.keys() if isinstance(tm, Mapping) else set(tm))
+        return cls(n, df, total)
+
+    @property
+    def average_terms(self) -> float:
+        return self.total_terms / self.count if self.count else float("nan")
+
+    def probability(self, term: str) -> float:
+        return self.document_frequency.get(term, 0) / self.count if self.count else 0.0
+
+
+def flops(queries: TermStats, documents: TermStats) -> float:
+    """SPLADE's FLOPS: sum_j p_q(j) * p_d(j) (activation probabilities, see module docstring)."""
+    if not queries.count or not documents.count:
+        return float("nan")
+    small, large = sorted((queries, documents), key=lambda s: len(s.document_frequency))
+    return float(sum(c * large.document_frequency.get(t, 0) for t, c in
+                     small.document_frequency.items()) / (queries.count * documents.count))
+
+
+def latency_summary(samples_ms: Sequence[float]) -> dict[str, float]:
+    if not samples_ms:
+        return {"mean": float("nan"), "p50": float("nan"), "p95": float("nan")}
+    a = np.asarray(samples_ms, dtype=float)
+    return {"mean": float(a.mean()), "p50": float(np.percentile(a, 50)),
+            "p95": float(np.percentile(a, 95))}
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class SystemResult:
+    """One system (retriever x query view) evaluated on one set of conversation turns."""
+
+    system: str
+    view: str
+    n_queries: int
+    metrics: dict[str, float]
+    latency_ms: dict[str, float]
+    flops: float | None = None
+    avg_query_terms: float | None = None
+    avg_doc_terms: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    run: Run = field(default_factory=dict, repr=False)
+
+    def to_dict(self, *, include_run: bool = False) -> dict[str, Any]:
+        d = asdict(self)
+        if not include_run:
+            d.pop("run")
+        return d
+
+
+@dataclass
+class EvaluationReport:
+    collection: str
+    n_passages: int
+    results: list[SystemResult]
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    notes: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def result(self, system: str, view: str) -> SystemResult:
+        for r in self.results:
+            if r.system == system and r.view == view:
+                return r
+        raise KeyError(f"no result for {system!r} on the {view!r} view")
+
+    def to_dict(self, *, include_runs: bool = False) -> dict[str, Any]:
+        return {
+            "collection": self.collection, "n_passages": self.n_passages,
+            "metrics": list(self.metrics), "config": self.config, "notes": self.notes,
+            "results": [r.to_dict(include_run=include_runs) for r in self.results],
+        }
+
+    def to_json(self, *, include_runs: bool = False) -> str:
+        return json.dumps(_jsonable(self.to_dict(include_runs=include_runs)), indent=2)
+
+    def to_markdown(self) -> str:
+        head = ["System", "Query view", "Turns", *[_metric_label(m) for m in self.metrics],
+                "FLOPS", "Query terms", "Doc terms", "Latency p50 ms", "Latency p95 ms"]
+        lines = [f"### Retrieval on `{self.collection}` ({self.n_passages} passages)", "",
+                 "| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+        for r in self.results:
+            cells = [r.system, r.view, str(r.n_queries),
+                     *[_fmt(r.metrics.get(m), 3) for m in self.metrics],
+                     _fmt(r.flops, 2), _fmt(r.avg_query_terms, 1), _fmt(r.avg_doc_terms, 1),
+                     _fmt(r.latency_ms.get("p50"), 2), _fmt(r.latency_ms.get("p95"), 2)]
+            lines.append("| " + " | ".join(cells) + " |")
+        if self.notes:
+            lines += [""] + [f"- {n}" for n in self.notes]
+        return "\n".join(lines) + "\n"
+
+    def save(self, prefix: str | Path) -> tuple[Path, Path]:
+        """Write ``<prefix>.json`` and ``<prefix>.md``; returns both paths."""
+        prefix = Path(prefix)
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+        js, md = prefix.with_suffix(".json"), prefix.with_suffix(".md")
+        js.write_text(self.to_json() + "\n", encoding="utf-8")
+        md.write_text(self.to_markdown(), encoding="utf-8")
+        return js, md
+
+
+def _metric_label(m: str) -> str:
+    name, _, k = m.partition("@")
+    pretty = {"mrr": "MRR", "ndcg": "nDCG", "recall": "Recall", "precision": "P", "map": "MAP"}
+    return f"{pretty.get(name, name)}@{k}" if k else pretty.get(name, name)
+
+
+def _fmt(v: float | None, digits: int) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v:.{digits}f}"
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        f = float(obj)
+        return None if math.isnan(f) or math.isinf(f) else f
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------
+# Query views
+
+
+def query_for(task: ConversationTask, view: View) -> Any:
+    """What a system sees for `task`: the whole conversation (raw) or the standalone rewrite."""
+    if view == "raw":
+        return list(task.turns)
+    if task.rewrite is None:
+        raise ValueError(f"task {task.id!r} has no rewrite")
+    return task.rewrite
+
+
+def tasks_for(collection: Collection, view: View, *, judged_only: bool = True) -> list[ConversationTask]:
+    tasks = collection.judged_conversations if judged_only else list(collection.conversations)
+    return [t for t in tasks if view == "raw" or t.rewrite]
+
+
+# ---------------------------------------------------------------------------------------------
+# BM25 (bm25s)
+
+
+class BM25Baseline:
+    """BM25 over the corpus (title + text) with ``bm25s`` (English stopwords, default k1/b)."""
+
+    def __init__(self, collection: Collection, *, stopwords: str | None = "en"):
+        import bm25s
+
+        self._bm25s = bm25s
+        self.stopwords = stopwords
+        self.ids = list(collection.corpus)
+        texts = [collection.corpus[i].indexed_text for i in self.ids]
+        tokens = bm25s.tokenize(texts, stopwords=stopwords, show_progress=False)
+        self.retriever = bm25s.BM25()
+        self.retriever.index(tokens, show_progress=False)
+        inverse = {i: t for t, i in tokens.vocab.items()}
+        self._doc_stats = TermStats.from_term_maps({inverse[i] for i in d} for d in tokens.ids)
+        self.doc_terms = self._doc_stats.average_terms if self.ids else 0.0
+
+    def search(self, text: str, k: int) -> dict[str, float]:
+        q = self._bm25s.tokenize([text], stopwords=self.stopwords, show_progress=False)
+        if not q.ids or not q.ids[0]:
+            return {}
+        k = min(k, len(self.ids))
+        docs, scores = self.retriever.retrieve(q, k=k, show_progress=False, n_threads=1)
+        return {self.ids[int(d)]: float(s) for d, s in zip(docs[0], scores[0]) if s > 0}
+
+    def query_terms(self, text: str) -> set[str]:
+        q = self._bm25s.tokenize([text], stopwords=self.stopwords, show_progress=False,
+                                 return_ids=False)
+        return set(q[0]) if q else set()
+
+    def evaluate(self, collection: Collection, view: View, *, k: int = 100,
+                 metrics: Sequence[str] = DEFAULT_METRICS, tasks: Sequence[ConversationTask] | None = None,
+                 name: str = "BM25") -> SystemResult:
+        tasks = list(tasks) if tasks is not None else tasks_for(collection, view)
+        run: Run = {}
+        lat: list[float] = []
+        qterms: list[set[str]] = []
+        for t in tasks:
+            text = t.concatenated() if view == "raw" else t.rewrite or ""
+            t0 = time.perf_counter()
+            run[t.id] = self.search(text, k)
+            lat.append((time.perf_counter() - t0) * 1000)
+            qterms.append(self.query_terms(text))
+        return SystemResult(
+            system=name, view=view, n_queries=len(tasks),
+            metrics=compute_metrics(collection.qrels, run, metrics, query_ids=run),
+            latency_ms=latency_summary(lat),
+            flops=flops(TermStats.from_term_maps(qterms), self._doc_stats),
+            avg_query_terms=float(np.mean([len(q) for q in qterms])) if qterms else None,
+            avg_doc_terms=self.doc_terms, run=run,
+            extra={"latency_includes": "tokenize + bm25s retrieve, one query at a time"},
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Learned sparse (encoder + backend, or the client)
+
+
+def encode_queries(encoder, tasks: Sequence[ConversationTask], view: View, *,
+                   batch_size: int = 32) -> tuple[list[TermMap], float]:
+    """Query term maps in task order (batched) and the encoding time per query in ms."""
+    t0 = time.perf_counter()
+    if not tasks:
+        return [], 0.0
+    ids = [t.id for t in tasks]
+    batch = encoder.encode_conversations([query_for(t, view) for t in tasks], ids=ids,
+                                         batch_size=batch_size)
+    per_query = (time.perf_counter() - t0) * 1000 / len(tasks)
+    return list(batch.term_maps if hasattr(batch, "term_maps") else batch), per_query
+
+
+def search_term_maps(
+    backend, index: str, queries: Sequence[TermMap], ids: Sequence[str], *, k: int = 100,
+    fingerprint: str | None = None, pruning: PruningPolicy | None = None,
+) -> tuple[Run, list[float], list[TermMap]]:
+    """Search each (pruned) query; returns the run, search latencies (ms) and the pruned maps."""
+    run: Run = {}
+    lat: list[float] = []
+    pruned = []
+    for qid, tm in zip(ids, queries):
+        q = pruning.apply(tm) if pruning is not None else tm
+        pruned.append(q)
+        t0 = time.perf_counter()
+        hits = backend.search(index, q, k=k, fingerprint=fingerprint) if len(q) else []
+        lat.append((time.perf_counter() - t0) * 1000)
+        run[qid] = {h.id: float(h.score) for h in hits}
+    return run, lat, pruned
+
+
+def evaluate_term_maps(
+    collection: Collection, view: View, *, encoder, backend, index: str, k: int = 100,
+    metrics: Sequence[str] = DEFAULT_METRICS, pruning: PruningPolicy | None = None,
+    doc_stats: TermStats | None = None, tasks: Sequence[ConversationTask] | None = None,
+    name: str = "student", batch_size: int = 32,
+) -> SystemResult:
+    """Batched query encoding, then one backend search per turn (search latency per query)."""
+    tasks = list(tasks) if tasks is not None else tasks_for(collection, view)
+    maps, encode_ms = encode_queries(encoder, tasks, view, batch_size=batch_size)
+    ids = [t.id for t in tasks]
+    run, lat, pruned = search_term_maps(backend, index, maps, ids, k=k,
+                                        fingerprint=getattr(encoder, "fingerprint", None),
+                                        pruning=pruning)
+    qstats = TermStats.from_term_maps(pruned)
+    return SystemResult(
+        system=name, view=view, n_queries=len(tasks),
+        metrics=compute_metrics(collection.qrels, run, metrics, query_ids=ids),
+        latency_ms=latency_summary(lat),
+        flops=flops(qstats, doc_stats) if doc_stats is not None else None,
+        avg_query_terms=qstats.average_terms if tasks else None,
+        avg_doc_terms=doc_stats.average_terms if doc_stats is not None else None,
+        extra={"encode_ms_per_query": encode_ms, "pruning": (pruning or PruningPolicy()).describe(),
+               "latency_includes": "backend search only (queries encoded in batches)"},
+        run=run,
+    )
+
+
+def evaluate_client(
+    client, collection: Collection, view: View = "raw", *, k: int = 100,
+    metrics: Sequence[str] = DEFAULT_METRICS, doc_stats: TermStats | None = None,
+    tasks: Sequence[ConversationTask] | None = None, name: str = "student",
+    progress: Callable[[int, int], None] | None = None,
+) -> SystemResult:
+    """Every turn through ``client.search(conversation, k)`` (a `ConversationalSearch`): the
+    latency is the client's end-to-end ``total_ms`` (format + encode + search)."""
+    tasks = list(tasks) if tasks is not None else tasks_for(collection, view)
+    run: Run = {}
+    total: list[float] = []
+    parts: dict[str, list[float]] = {}
+    qmaps: list[Any] = []
+    qterms: list[int] = []
+    for i, t in enumerate(tasks):
+        t0 = time.perf_counter()
+        res = client.search(query_for(t, view), k=k)
+        wall = (time.perf_counter() - t0) * 1000
+        timings = dict(getattr(res, "timings", {}) or {})
+        total.append(float(timings.get("total_ms", wall)))
+        for key, v in timings.items():
+            parts.setdefault(key, []).append(float(v))
+        run[t.id] = {h.id: float(h.score) for h in res.hits}
+        qterms.append(int(getattr(res, "query_terms_after", 0) or 0))
+        qmap = getattr(res, "query", None) or getattr(res, "query_term_map", None)
+        if qmap is not None:
+            qmaps.append(qmap)
+        if progress:
+            progress(i + 1, len(tasks))
+    flops_value = None
+    if doc_stats is not None:
+        if len(qmaps) == len(tasks):
+            flops_value = flops(TermStats.from_term_maps(qmaps), doc_stats)
+        elif getattr(client, "encoder", None) is not None and tasks:
+            maps, _ = encode_queries(client.encoder, tasks, view)
+            pol = getattr(client, "pruning", None)
+            flops_value = flops(TermStats.from_term_maps(
+                [pol.apply(m) if pol is not None else m for m in maps]), doc_stats)
+    return SystemResult(
+        system=name, view=view, n_queries=len(tasks),
+        metrics=compute_metrics(collection.qrels, run, metrics, query_ids=run),
+        latency_ms=latency_summary(total), flops=flops_value,
+        avg_query_terms=float(np.mean(qterms)) if qterms else None,
+        avg_doc_terms=doc_stats.average_terms if doc_stats is not None else None,
+        extra={"latency_includes": "client total_ms (format + encode + search)",
+               **{f"{key}_mean": float(np.mean(v)) for key, v in parts.items()}},
+        run=run,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Indexing a collection (once) for the student rows
+
+
+def index_corpus(
+    collection: Collection, *, encoder, backend, index: str, batch_size: int = 32,
+    recreate: bool = False, progress: bool = False,
+) -> TermStats:
+    """Encode every passage once, write it to `backend` under `index`, return its term stats.
+
+    Goes through the backend's normal `upsert` with `IndexedDocument`s; the title and text are
+    stored as fields. (`convsparse collection index` uses the ingestion pipeline instead.)
+    """
+    from convsparse.integration.backend import IndexedDocument
+
+    if recreate:
+        backend.delete_index(index, missing_ok=True)
+    backend.create_index(index, fingerprint=encoder.fingerprint,
+                         vocabulary=getattr(encoder, "vocabulary_name", None), exist_ok=True)
+    passages = list(collection.corpus.values())
+    batch = encoder.encode_documents([p.indexed_text for p in passages], ids=[p.id for p in passages],
+                                     batch_size=batch_size, progress=progress)
+    maps = list(batch.term_maps if hasattr(batch, "term_maps") else batch)
+    docs = [IndexedDocument(p.id, tm, {"title": p.title, "text": p.text})
+            for p, tm in zip(passages, maps)]
+    failed = [r for r in backend.upsert(index, docs) if not r.ok]
+    if failed:
+        from convsparse.errors import BackendError
+
+        raise BackendError(f"{len(failed)} passages failed to index, first: {failed[0]}")
+    return TermStats.from_term_maps(maps)
+
+
+def compare(
+    collection: Collection, *, encoder=None, backend=None, index: str = "eval-corpus",
+    k: int = 100, metrics: Sequence[str] = DEFAULT_METRICS, pruning: PruningPolicy | None = None,
+    student_name: str = "student", all_turns: bool = True, doc_stats: TermStats | None = None,
+    reindex: bool = True, progress: bool = False,
+) -> EvaluationReport:
+    """The comparison table: BM25 raw / BM25 rewrite / student raw / student rewrite.
+
+    All four rows use the judged turns that have a rewrite, so they are comparable. With
+    ``all_turns`` (and when some turns lack a rewrite) BM25 raw and student raw are also
+    reported on every judged turn. Without an encoder only the BM25 rows are produced. Without a
+    backend the student rows use a temporary `EmbeddedBackend`.
+    """
+    notes: list[str] = []
+    rewritten = tasks_for(collection, "rewrite")
+    everything = tasks_for(collection, "raw")
+    shared = rewritten if rewritten else everything
+    if not rewritten:
+        notes.append("no turn has a rewrite: only the raw-conversation rows are reported")
+    bm25 = BM25Baseline(collection)
+    results = [bm25.evaluate(collection, "raw", k=k, metrics=metrics, tasks=shared)]
+    if rewritten:
+        results.append(bm25.evaluate(collection, "rewrite", k=k, metrics=metrics, tasks=rewritten))
+    tmp = None
+    if encoder is not None:
+        if backend is None:
+            import tempfile
+
+            from convsparse.integration.embedded import EmbeddedBackend
+
+            tmp = tempfile.TemporaryDirectory(prefix="convsparse-eval-")
+            backend = EmbeddedBackend(Path(tmp.name))
+        try:
+            if reindex or doc_stats is None:
+                doc_stats = index_corpus(collection, encoder=encoder, backend=backend, index=index,
+                                         recreate=True, progress=progress)
+            kw = dict(encoder=encoder, backend=backend, index=index, k=k, metrics=metrics,
+                      pruning=pruning, doc_stats=doc_stats, name=student_name)
+            results.append(evaluate_term_maps(collection, "raw", tasks=shared, **kw))
+            if rewritten:
+                results.append(evaluate_term_maps(collection, "rewrite", tasks=rewritten, **kw))
+            if all_turns and rewritten and len(everything) > len(rewritten):
+                results.append(bm25.evaluate(collection, "raw", k=k, metrics=metrics,
+                                             tasks=everything, name="BM25 (all turns)"))
+                results.append(evaluate_term_maps(collection, "raw", tasks=everything,
+                                                  **{**kw, "name": f"{student_name} (all turns)"}))
+        finally:
+            if tmp is not None:
+                tmp.cleanup()
+    else:
+        notes.append("no student encoder given: student rows omitted")
+        if all_turns and rewritten and len(everything) > len(rewritten):
+            results.append(bm25.evaluate(collection, "raw", k=k, metrics=metrics,
+                                         tasks=everything, name="BM25 (all turns)"))
+    notes.append("raw = every turn of the conversation (BM25: concatenated; student: the "
+                 "conversation formatter's input); rewrite = the human standalone rewrite")
+    notes.append("FLOPS = sum_j p_q(j) p_d(j), activation probabilities over the evaluated queries "
+                 "and the corpus (SPLADE); for BM25 the term sets are the analysed tokens")
+    notes.append("student latency is the backend search per query (queries encoded in batches, "
+                 "see encode_ms_per_query in the JSON); BM25 latency is tokenize + retrieve")
+    return EvaluationReport(
+        collection=collection.name, n_passages=len(collection.corpus), results=results,
+        metrics=tuple(metrics), notes=notes,
+        config={"k": k, "pruning": (pruning or PruningPolicy()).describe(),
+                "student": getattr(encoder, "source", None) or type(encoder).__name__
+                if encoder is not None else None,
+                "fingerprint": getattr(encoder, "fingerprint", None) if encoder is not None else None},
+    )
+
+
+__all__ = [
+    "BM25Baseline", "DEFAULT_METRICS", "EvaluationReport", "SystemResult", "TermStats", "compare",
+    "compute_metrics", "encode_queries", "evaluate_client", "evaluate_term_maps", "flops",
+    "index_corpus", "latency_summary", "per_query_metric", "query_for", "search_term_maps",
+    "tasks_for",
+]
