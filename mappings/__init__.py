@@ -1,1 +1,117 @@
-"""mappings"""
+"""The OpenSearch index body for term maps, built from the `index.json` template.
+
+One index holds documents from one encoder. Its mapping is strict (`"dynamic": "strict"`), so a
+document with an unexpected field is a 400 for that document instead of a silently auto-mapped
+field (an auto-created index would map a term map as an object and hit the 1,000-field limit):
+
+- `terms` (`rank_features`): the term map, feature names escaped with `escape_token`
+  ("%" -> "%25", "." -> "%2E") so that `rank_feature` queries on "terms.<name>" can match dotted
+  tokens. `positive_score_impact` is left at its default (true): the API specification does not
+  list it, and a term weight always raises the score.
+- `id` (keyword): the source record's id (the OpenSearch `_id` is a hash, see `document_id`).
+- `title`, `text` (text): stored for display and for BM25 if someone wants it.
+- `metadata` (object, `enabled: false`): any other stored fields, kept in `_source` but neither
+  parsed nor indexed, so arbitrary metadata cannot blow up the mapping under strict dynamic
+  mapping (it also works on every OpenSearch version, unlike `flat_object`).
+- `_meta`: encoder fingerprint, vocabulary, term field, convsparse version and the escaping
+  scheme. `OpenSearchBackend.search` reads it to refuse queries from another encoder.
+
+Bulk loads: create the index with `bulk_load=True` (refresh off, no replicas), load, then apply
+`serving_settings()` with `indices.put_settings` (the backend's `end_bulk_load` does this).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from functools import cache
+from importlib import resources
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+__all__ = [
+    "ESCAPING_SCHEME",
+    "TERM_FIELD",
+    "bulk_load_settings",
+    "convsparse_version",
+    "index_body",
+    "serving_settings",
+    "template",
+]
+
+#: Default name of the `rank_features` field holding the term map.
+TERM_FIELD = "terms"
+#: How token strings become feature names (see convsparse.termmap.escape_token).
+ESCAPING_SCHEME = "percent: '%' -> '%25', '.' -> '%2E'"
+
+
+@cache
+def _template_text() -> str:
+    return resources.files(__package__).joinpath("index.json").read_text(encoding="utf-8")
+
+
+def template() -> dict[str, Any]:
+    """A fresh copy of `index.json` (placeholders in `_meta` are null)."""
+    return json.loads(_template_text())
+
+
+def convsparse_version() -> str:
+    try:
+        return version("convsparse")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0+unknown"
+
+
+def bulk_load_settings() -> dict[str, Any]:
+    """Index settings while bulk loading: no periodic refresh, no replicas to copy to."""
+    return {"index": {"refresh_interval": "-1", "number_of_replicas": 0}}
+
+
+def serving_settings(*, replicas: int = 1, refresh_interval: str = "1s") -> dict[str, Any]:
+    """Index settings to apply (with `indices.put_settings`) once a bulk load is finished."""
+    if replicas < 0:
+        raise ValueError("replicas must be >= 0")
+    return {"index": {"refresh_interval": refresh_interval, "number_of_replicas": replicas}}
+
+
+def index_body(
+    fingerprint: str,
+    vocabulary: str | None = None,
+    *,
+    field: str = TERM_FIELD,
+    shards: int = 1,
+    replicas: int = 1,
+    refresh_interval: str = "1s",
+    bulk_load: bool = False,
+) -> dict[str, Any]:
+    """The `indices.create` body for an index of term maps from encoder `fingerprint`.
+
+    `bulk_load=True` starts the index with `bulk_load_settings()`; switch to
+    `serving_settings(replicas=..., refresh_interval=...)` after loading.
+    """
+    if not fingerprint or not isinstance(fingerprint, str):
+        raise ValueError("fingerprint must be a non-empty string (the encoder's fingerprint)")
+    if not field or "." in field or field in {"id", "title", "text", "metadata"}:
+        raise ValueError(f"invalid term field name {field!r} (no dots, not a reserved field)")
+    if shards < 1:
+        raise ValueError("shards must be >= 1")
+    body = template()
+    settings = body["settings"]["index"]
+    settings["number_of_shards"] = shards
+    if bulk_load:
+        settings.update(bulk_load_settings()["index"])
+    else:
+        settings.update(serving_settings(replicas=replicas, refresh_interval=refresh_interval)["index"])
+    mappings = body["mappings"]
+    props = mappings["properties"]
+    props[field] = props.pop(TERM_FIELD)
+    mappings["_meta"] = {
+        "convsparse_version": convsparse_version(),
+        "encoder_fingerprint": fingerprint,
+        "vocabulary": vocabulary,
+        "term_field": field,
+        "feature_name_escaping": ESCAPING_SCHEME,
+    }
+    if vocabulary is None:
+        del mappings["_meta"]["vocabulary"]
+    return copy.deepcopy(body)

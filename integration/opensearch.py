@@ -1,0 +1,573 @@
+"""`OpenSearchBackend`: the `Backend` protocol on an OpenSearch cluster, with opensearch-py.
+
+Why opensearch-py: it is the official, maintained client; it handles connection pooling, node
+retries on dropped connections, TLS, basic auth and AWS SigV4 signing, and its
+`helpers.streaming_bulk` turns a bulk response into one `(ok, item)` per document.
+
+Writes (`upsert`, `delete_documents`):
+- Each document is validated before anything is sent (a term map with NaN, inf, zero, negative or
+  subnormal weights, an empty id, non-JSON fields): it becomes a failed `DocumentResult` (status
+  400) and is never sent.
+- `_id` is `document_id(fingerprint, source_id)`, a hash of the encoder fingerprint and the source
+  id: OpenSearch has no bulk idempotency, so a replayed batch (a retried request, a redelivered
+  Celery task) overwrites instead of duplicating. The source id is kept in the `id` field.
+- Documents go out in chunks through `streaming_bulk(max_retries=0, raise_on_error=False)`; this
+  module does the retrying itself, because streaming_bulk's own backoff has no jitter and blocks
+  in `time.sleep` (which tests cannot shorten):
+  * item 429 (`es_rejected_execution_exception`): only those items are resent, with capped
+    exponential backoff and equal jitter, at most `max_retries` times each;
+  * item 400/409 and every other item error: permanent, reported per document with the reason;
+  * whole-request 429, 502/503/504 or a dropped connection/timeout: the chunk is resent (safe
+    because `_id`s are deterministic) up to `max_retries` times, then every document of the chunk
+    is reported failed;
+  * whole-request 413 (above `http.max_content_length`): the chunk is split in halves and resent;
+    a single document that is still too large is reported failed with status 413.
+  One bad document never raises; results come back in input order, one per document.
+
+Search: refuses an index whose `_meta.encoder_fingerprint` differs from the query's fingerprint
+(`FingerprintMismatchError`; the meta is cached for `meta_cache_ttl_s`), checks the clause limit
+(`indices.query.bool.max_clause_count`, read from the cluster once, 1024 if unreadable), and
+builds a `rank_feature` or `neural_sparse` query (see `query_dsl`), with a `rescore` phase for
+two-phase search.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from opensearchpy import OpenSearch
+from opensearchpy.exceptions import ConnectionError as OSConnectionError
+from opensearchpy.exceptions import NotFoundError, RequestError, TransportError
+from opensearchpy.helpers import streaming_bulk
+
+from convsparse.errors import (
+    BackendError,
+    FingerprintMismatchError,
+    IndexExistsError,
+    IndexNotFoundError,
+    InvalidTermMapError,
+    TooManyClausesError,
+)
+from convsparse.integration.backend import DocumentResult, Hit, IndexedDocument, IndexInfo
+from convsparse.integration.query_dsl import (
+    DEFAULT_MAX_CLAUSE_COUNT,
+    QueryMode,
+    build_query,
+    search_body,
+)
+from convsparse.mappings import TERM_FIELD, bulk_load_settings, index_body, serving_settings
+from convsparse.termmap import TermMap
+
+__all__ = ["BulkStats", "OpenSearchBackend", "document_id"]
+
+log = logging.getLogger(__name__)
+
+MAX_CLAUSE_COUNT_SETTING = "indices.query.bool.max_clause_count"
+#: Whole-request statuses worth resending (besides connection errors and timeouts).
+TRANSIENT_REQUEST_STATUSES = frozenset({429, 502, 503, 504})
+#: Fields stored at the top level of the document; all others go into `metadata`.
+TOP_LEVEL_FIELDS = ("title", "text")
+
+
+def document_id(fingerprint: str, source_id: str) -> str:
+    """Deterministic OpenSearch `_id`: a hash of the encoder fingerprint and the source id
+    (bounded length, no character restrictions, same input -> same `_id`)."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(fingerprint.encode("utf-8"))
+    digest.update(b"\x00")
+    digest.update(source_id.encode("utf-8"))
+    return digest.hexdigest()
+
+
+@dataclass
+class BulkStats:
+    """Counters for the writes of one backend (cumulative; `reset()` to start again)."""
+
+    requests: int = 0
+    documents_sent: int = 0
+    item_retries: int = 0
+    request_retries: int = 0
+    splits: int = 0
+    sleeps: list[float] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+
+@dataclass
+class _Entry:
+    pos: int
+    source_id: str
+    action: dict[str, Any]
+    size: int
+    attempts: int = 0
+
+
+def _error_reason(info: Mapping[str, Any]) -> str:
+    """'type: reason (caused by: type: reason)' from a bulk item's `error`."""
+    error = info.get("error")
+    if error is None:
+        return f"status {info.get('status')}"
+    if isinstance(error, str):
+        return error
+    parts = [f"{error.get('type', 'error')}: {error.get('reason', '')}".rstrip(": ")]
+    cause = error.get("caused_by")
+    while isinstance(cause, Mapping):
+        parts.append(f"caused by {cause.get('type', 'error')}: {cause.get('reason', '')}")
+        cause = cause.get("caused_by")
+    return "; ".join(parts)
+
+
+def _status_of(exc: TransportError) -> int | None:
+    status = exc.status_code
+    return status if isinstance(status, int) else None
+
+
+class OpenSearchBackend:
+    """`Backend` on an OpenSearch cluster (see the module docstring for the retry rules)."""
+
+    def __init__(
+        self,
+        client: OpenSearch,
+        *,
+        max_clause_count: int | None = None,
+        query_mode: QueryMode = "rank_feature",
+        field: str = TERM_FIELD,
+        shards: int = 1,
+        replicas: int = 1,
+        refresh_interval: str = "1s",
+        chunk_size: int = 500,
+        max_chunk_bytes: int = 10 * 1024 * 1024,
+        max_retries: int = 5,
+        initial_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        refresh_after_upsert: bool = True,
+        meta_cache_ttl_s: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ):
+        if query_mode not in ("rank_feature", "neural_sparse"):
+            raise ValueError(f"query_mode must be 'rank_feature' or 'neural_sparse', not {query_mode!r}")
+        if chunk_size < 1 or max_chunk_bytes < 1 or max_retries < 0:
+            raise ValueError("chunk_size and max_chunk_bytes must be >= 1, max_retries >= 0")
+        self.client = client
+        self.query_mode: QueryMode = query_mode
+        self.field = field
+        self.shards = shards
+        self.replicas = replicas
+        self.refresh_interval = refresh_interval
+        self.chunk_size = chunk_size
+        self.max_chunk_bytes = max_chunk_bytes
+        self.max_retries = max_retries
+        self.initial_backoff = initial_backoff
+        self.max_backoff = max_backoff
+        self.refresh_after_upsert = refresh_after_upsert
+        self.meta_cache_ttl_s = meta_cache_ttl_s
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._max_clause_count = max_clause_count
+        self._meta_cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.stats = BulkStats()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_settings(cls, settings: Any = None, **backend_options: Any) -> OpenSearchBackend:
+        """Build the client from `Settings` (`CONVSPARSE_OPENSEARCH_*`):
+
+        - `opensearch_url` (http or https; the scheme decides TLS), `opensearch_timeout_s`;
+        - basic auth: `opensearch_user` + `opensearch_password`;
+        - TLS: `opensearch_ca_certs` (CA bundle path), `opensearch_verify_certs`;
+        - AWS SigV4: `opensearch_aws_region` (service "es", or "aoss" for a serverless URL);
+          needs botocore (credentials from the usual AWS chain) or the `aws` extra
+          (requests-aws4auth, credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
+          AWS_SESSION_TOKEN).
+        """
+        if settings is None:
+            from convsparse.settings import get_settings
+
+            settings = get_settings()
+        return cls(build_client(settings), **backend_options)
+
+    # ------------------------------------------------------------------ index management
+    def create_index(
+        self, name: str, *, fingerprint: str, vocabulary: str | None = None,
+        exist_ok: bool = False, bulk_load: bool = False,
+    ) -> IndexInfo:
+        """Create `name` explicitly (never rely on auto-creation: it would map term maps as
+        objects). With `exist_ok`, an existing index built by the same encoder is accepted and
+        one built by another encoder raises `FingerprintMismatchError`."""
+        body = index_body(
+            fingerprint, vocabulary, field=self.field, shards=self.shards,
+            replicas=self.replicas, refresh_interval=self.refresh_interval, bulk_load=bulk_load,
+        )
+        try:
+            self.client.indices.create(index=name, body=body)
+        except RequestError as exc:
+            if "resource_already_exists_exception" not in str(exc.error):
+                raise BackendError(f"cannot create index {name!r}: {exc.info or exc}") from exc
+            if not exist_ok:
+                raise IndexExistsError(name) from None
+            info = self.describe_index(name)
+            if info.fingerprint != fingerprint:
+                raise FingerprintMismatchError(name, info.fingerprint, fingerprint) from None
+            return info
+        self._meta_cache.pop(name, None)
+        return self.describe_index(name)
+
+    def describe_index(self, name: str) -> IndexInfo:
+        meta = self._meta(name, fresh=True)
+        return IndexInfo(
+            name=name,
+            fingerprint=meta["encoder_fingerprint"],
+            count=self.count(name),
+            vocabulary=meta.get("vocabulary"),
+            extra={k: v for k, v in meta.items() if k not in ("encoder_fingerprint", "vocabulary")},
+        )
+
+    def delete_index(self, name: str, *, missing_ok: bool = False) -> None:
+        self._meta_cache.pop(name, None)
+        try:
+            self.client.indices.delete(index=name)
+        except NotFoundError:
+            if not missing_ok:
+                raise IndexNotFoundError(name) from None
+
+    def count(self, name: str) -> int:
+        try:
+            return int(self.client.count(index=name)["count"])
+        except NotFoundError:
+            raise IndexNotFoundError(name) from None
+
+    def refresh(self, name: str) -> None:
+        """Make every write so far visible to search and count."""
+        try:
+            self.client.indices.refresh(index=name)
+        except NotFoundError:
+            raise IndexNotFoundError(name) from None
+
+    def begin_bulk_load(self, name: str) -> None:
+        """Refresh off and no replicas while loading (`mappings.bulk_load_settings`)."""
+        self.client.indices.put_settings(index=name, body=bulk_load_settings())
+
+    def end_bulk_load(self, name: str) -> None:
+        """Back to serving settings (replicas, refresh interval), then refresh."""
+        self.client.indices.put_settings(
+            index=name,
+            body=serving_settings(replicas=self.replicas, refresh_interval=self.refresh_interval),
+        )
+        self.refresh(name)
+
+    def _meta(self, name: str, *, fresh: bool = False) -> dict[str, Any]:
+        cached = self._meta_cache.get(name)
+        now = time.monotonic()
+        if cached is not None and not fresh and now - cached[0] < self.meta_cache_ttl_s:
+            return cached[1]
+        try:
+            response = self.client.indices.get_mapping(index=name)
+        except NotFoundError:
+            self._meta_cache.pop(name, None)
+            raise IndexNotFoundError(name) from None
+        if not response:
+            raise IndexNotFoundError(name)
+        # The key is the concrete index name (it differs when `name` is an alias).
+        mapping = next(iter(response.values())).get("mappings", {})
+        meta = dict(mapping.get("_meta") or {})
+        if not meta.get("encoder_fingerprint"):
+            raise BackendError(
+                f"index {name!r} has no encoder fingerprint in its _meta: it was not created by "
+                "convsparse; create it with `convsparse index create`"
+            )
+        self._meta_cache[name] = (now, meta)
+        return meta
+
+    # ------------------------------------------------------------------ writes
+    def upsert(self, name: str, documents: Iterable[IndexedDocument]) -> Iterator[DocumentResult]:
+        """Index documents (same source id overwrites); one result per document, input order."""
+        meta = self._meta(name)
+        fingerprint = meta["encoder_fingerprint"]
+        field_name = meta.get("term_field", self.field)
+
+        def entries() -> Iterator[_Entry | DocumentResult]:
+            for pos, doc in enumerate(documents):
+                yield self._prepare_index(name, pos, doc, fingerprint, field_name)
+
+        yield from self._write(name, entries())
+
+    def delete_documents(self, name: str, ids: Iterable[str]) -> Iterator[DocumentResult]:
+        """Delete by source id. Deleting a missing document is ok (status 404): replays are safe."""
+        fingerprint = self._meta(name)["encoder_fingerprint"]
+
+        def entries() -> Iterator[_Entry | DocumentResult]:
+            for pos, source_id in enumerate(ids):
+                if not isinstance(source_id, str) or not source_id:
+                    yield DocumentResult(str(source_id), False, 400, "id must be a non-empty string")
+                    continue
+                action = {"_op_type": "delete", "_index": name,
+                          "_id": document_id(fingerprint, source_id)}
+                yield _Entry(pos, source_id, action, 100)
+
+        yield from self._write(name, entries(), ok_statuses=(404,))
+
+    def _prepare_index(
+        self, name: str, pos: int, doc: IndexedDocument, fingerprint: str, field_name: str
+    ) -> _Entry | DocumentResult:
+        source_id = getattr(doc, "id", None)
+        if not isinstance(source_id, str) or not source_id:
+            return DocumentResult(str(source_id), False, 400, "id must be a non-empty string")
+        try:
+            term_map = doc.term_map if isinstance(doc.term_map, TermMap) else TermMap(
+                doc.term_map, record_id=source_id
+            )
+        except InvalidTermMapError as exc:
+            return DocumentResult(source_id, False, 400, f"invalid term map: {exc}")
+        except (TypeError, AttributeError) as exc:
+            return DocumentResult(source_id, False, 400, f"invalid term map: {exc}")
+        source: dict[str, Any] = {"id": source_id}
+        metadata: dict[str, Any] = {}
+        for key, value in (doc.fields or {}).items():
+            if key in TOP_LEVEL_FIELDS and (value is None or isinstance(value, str)):
+                source[key] = value
+            else:
+                metadata[str(key)] = value
+        if metadata:
+            source["metadata"] = metadata
+        source[field_name] = term_map.to_rank_features()
+        try:
+            size = len(json.dumps(source, allow_nan=False, ensure_ascii=False).encode("utf-8"))
+        except (TypeError, ValueError) as exc:
+            return DocumentResult(source_id, False, 400, f"fields are not valid JSON: {exc}")
+        action = {"_op_type": "index", "_index": name, "_id": document_id(fingerprint, source_id),
+                  "_source": source}
+        return _Entry(pos, source_id, action, size + 100)
+
+    def _write(
+        self, name: str, items: Iterator[_Entry | DocumentResult], ok_statuses: tuple[int, ...] = ()
+    ) -> Iterator[DocumentResult]:
+        """Chunk, send, yield results in input order; refresh before the last results."""
+        chunk: list[_Entry | DocumentResult] = []
+        chunk_bytes = 0
+        sent_any = False
+
+        def flush(last: bool) -> list[DocumentResult]:
+            nonlocal sent_any
+            entries = [e for e in chunk if isinstance(e, _Entry)]
+            results: dict[int, DocumentResult] = {}
+            if entries:
+                sent_any = True
+                results = self._send(entries, ok_statuses)
+            if last and sent_any and self.refresh_after_upsert:
+                try:
+                    self.refresh(name)
+                except (TransportError, IndexNotFoundError) as exc:
+                    log.warning("refresh of %r after bulk write failed: %s", name, exc)
+            return [e if isinstance(e, DocumentResult) else results[e.pos] for e in chunk]
+
+        for item in items:
+            size = item.size if isinstance(item, _Entry) else 0
+            n_entries = sum(isinstance(e, _Entry) for e in chunk)
+            if chunk and (n_entries >= self.chunk_size or chunk_bytes + size > self.max_chunk_bytes):
+                yield from flush(last=False)
+                chunk, chunk_bytes = [], 0
+            chunk.append(item)
+            chunk_bytes += size
+        yield from flush(last=True)
+
+    def _backoff(self, attempt: int) -> float:
+        """Capped exponential backoff with equal jitter: half fixed, half random."""
+        cap = min(self.max_backoff, self.initial_backoff * (2 ** (attempt - 1)))
+        delay = cap / 2 + self._rng.uniform(0, cap / 2)
+        self.stats.sleeps.append(delay)
+        return delay
+
+    def _send(self, entries: list[_Entry], ok_statuses: tuple[int, ...]) -> dict[int, DocumentResult]:
+        results: dict[int, DocumentResult] = {}
+        pending = entries
+        request_failures = 0
+        item_round = 0
+        while pending:
+            self.stats.requests += 1
+            self.stats.documents_sent += len(pending)
+            try:
+                outcome = list(streaming_bulk(
+                    self.client, [e.action for e in pending],
+                    chunk_size=len(pending) + 1, max_chunk_bytes=2**62,
+                    raise_on_error=False, raise_on_exception=True, max_retries=0,
+                ))
+            except TransportError as exc:
+                status = _status_of(exc)
+                if status == 413:
+                    if len(pending) == 1:
+                        e = pending[0]
+                        results[e.pos] = DocumentResult(
+                            e.source_id, False, 413,
+                            "document is larger than the cluster's http.max_content_length",
+                        )
+                        return results
+                    self.stats.splits += 1
+                    half = len(pending) // 2
+                    results.update(self._send(pending[:half], ok_statuses))
+                    results.update(self._send(pending[half:], ok_statuses))
+                    return results
+                transient = isinstance(exc, OSConnectionError) or status in TRANSIENT_REQUEST_STATUSES
+                if transient and request_failures < self.max_retries:
+                    request_failures += 1
+                    self.stats.request_retries += 1
+                    log.info("bulk request failed (%s), retry %d/%d",
+                             status or type(exc).__name__, request_failures, self.max_retries)
+                    self._sleep(self._backoff(request_failures))
+                    continue
+                reason = (f"bulk request failed after {request_failures + 1} attempt(s): "
+                          f"{type(exc).__name__}({status or 'no response'}): {exc.error or exc}")
+                for e in pending:
+                    results[e.pos] = DocumentResult(e.source_id, False, status or 503, reason)
+                return results
+
+            retry: list[_Entry] = []
+            for e, (ok, item) in zip(pending, outcome):
+                info = next(iter(item.values())) if item else {}
+                status = int(info.get("status", 500))
+                if ok or status in ok_statuses:
+                    results[e.pos] = DocumentResult(e.source_id, True, status)
+                elif status == 429 and e.attempts < self.max_retries:
+                    e.attempts += 1
+                    retry.append(e)
+                else:
+                    results[e.pos] = DocumentResult(e.source_id, False, status, _error_reason(info))
+            for e in pending[len(outcome):]:
+                results[e.pos] = DocumentResult(
+                    e.source_id, False, 500, "the bulk response has no item for this document")
+            if not retry:
+                break
+            item_round += 1
+            self.stats.item_retries += len(retry)
+            log.info("%d bulk item(s) rejected with 429, retry round %d", len(retry), item_round)
+            self._sleep(self._backoff(item_round))
+            pending = retry
+        return results
+
+    # ------------------------------------------------------------------ search
+    @property
+    def max_clause_count(self) -> int:
+        """`indices.query.bool.max_clause_count` of the cluster (read once; 1024 if unreadable)."""
+        if self._max_clause_count is None:
+            self._max_clause_count = self._read_max_clause_count()
+        return self._max_clause_count
+
+    def _read_max_clause_count(self) -> int:
+        try:
+            response = self.client.cluster.get_settings(include_defaults=True, flat_settings=True)
+        except TransportError as exc:  # e.g. no cluster:monitor permission on a managed domain
+            log.info("cannot read cluster settings (%s); assuming max_clause_count=%d",
+                     exc, DEFAULT_MAX_CLAUSE_COUNT)
+            return DEFAULT_MAX_CLAUSE_COUNT
+        for section in ("transient", "persistent", "defaults"):
+            value = (response.get(section) or {}).get(MAX_CLAUSE_COUNT_SETTING)
+            if value is not None:
+                try:
+                    return int(value)
+                except (TypeError, ValueError):
+                    break
+        return DEFAULT_MAX_CLAUSE_COUNT
+
+    def search(
+        self, name: str, query: TermMap, k: int = 10, *,
+        fingerprint: str | None = None, rescore: TermMap | None = None, rescore_window: int = 0,
+    ) -> list[Hit]:
+        meta = self._meta(name)
+        index_fp = meta["encoder_fingerprint"]
+        if fingerprint is not None and fingerprint != index_fp:
+            raise FingerprintMismatchError(name, index_fp, fingerprint)
+        field_name = meta.get("term_field", self.field)
+        query = query if isinstance(query, TermMap) else TermMap(query)
+        if not query:
+            return []
+        limit = self.max_clause_count
+        body = search_body(
+            build_query(query, field_name, mode=self.query_mode, max_clause_count=limit),
+            k,
+            rescore=None if rescore is None or not len(rescore) else build_query(
+                rescore, field_name, mode=self.query_mode, max_clause_count=limit),
+            rescore_window=rescore_window,
+            exclude_fields=(field_name,),
+        )
+        try:
+            response = self.client.search(index=name, body=body)
+        except NotFoundError:
+            self._meta_cache.pop(name, None)
+            raise IndexNotFoundError(name) from None
+        except RequestError as exc:
+            if "too_many" in str(exc.error) or "too_many" in str(exc.info):
+                raise TooManyClausesError(max(len(query), len(rescore or ())), limit) from exc
+            raise BackendError(f"search on {name!r} failed: {exc.info or exc}") from exc
+        hits = []
+        for hit in response["hits"]["hits"]:
+            source = hit.get("_source") or {}
+            fields = {key: source[key] for key in TOP_LEVEL_FIELDS if key in source}
+            fields.update(source.get("metadata") or {})
+            hits.append(Hit(id=source.get("id", hit.get("_id")), score=float(hit["_score"]),
+                            fields=fields))
+        return hits
+
+
+def build_client(settings: Any) -> OpenSearch:
+    """An `OpenSearch` client from `Settings` (see `OpenSearchBackend.from_settings`)."""
+    url = str(settings.opensearch_url)
+    options: dict[str, Any] = {
+        "hosts": [url],
+        "timeout": float(settings.opensearch_timeout_s),
+        "http_compress": True,
+        # Replays are safe: bulk writes use deterministic _ids, searches are read-only.
+        "retry_on_timeout": True,
+        "max_retries": 3,
+        "verify_certs": bool(settings.opensearch_verify_certs),
+    }
+    if settings.opensearch_ca_certs:
+        options["ca_certs"] = str(settings.opensearch_ca_certs)
+    if not settings.opensearch_verify_certs:
+        options["ssl_show_warn"] = False
+    if settings.opensearch_aws_region:
+        if settings.opensearch_user:
+            raise ValueError("set either opensearch_user/password or opensearch_aws_region, not both")
+        options.update(_sigv4_options(url, settings.opensearch_aws_region))
+    elif settings.opensearch_user:
+        if settings.opensearch_password is None:
+            raise ValueError("opensearch_user is set but opensearch_password is not")
+        options["http_auth"] = (settings.opensearch_user, settings.opensearch_password)
+    return OpenSearch(**options)
+
+
+def _sigv4_options(url: str, region: str) -> dict[str, Any]:
+    """Client options for AWS SigV4 (Amazon OpenSearch Service "es", Serverless "aoss")."""
+    service = "aoss" if ".aoss." in url else "es"
+    try:
+        import botocore.session  # noqa: PLC0415
+    except ImportError:
+        botocore = None  # type: ignore[assignment]
+    if botocore is not None:
+        from opensearchpy import Urllib3AWSV4SignerAuth  # noqa: PLC0415
+
+        credentials = botocore.session.Session().get_credentials()
+        if credentials is None:
+            raise BackendError("AWS SigV4: no AWS credentials found (environment, profile or role)")
+        return {"http_auth": Urllib3AWSV4SignerAuth(credentials, region, service)}
+    try:
+        from opensearchpy import RequestsHttpConnection  # noqa: PLC0415
+        from requests_aws4auth import AWS4Auth  # noqa: PLC0415
+    except ImportError:
+        raise BackendError(
+            "AWS SigV4 needs botocore or the optional extra: pip install 'convsparse[aws]'"
+        ) from None
+    import os  # noqa: PLC0415
+
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if not key or not secret:
+        raise BackendError("AWS SigV4: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+    auth = AWS4Auth(key, secret, region, service, session_token=os.environ.get("AWS_SESSION_TOKEN"))
+    return {"http_auth": auth, "connection_class": RequestsHttpConnection}

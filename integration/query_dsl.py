@@ -1,0 +1,164 @@
+"""Pure functions that build OpenSearch query and search bodies from term maps.
+
+Two query forms score a document by the dot product of the query's term map with the stored
+`rank_features` (both apply the same Lucene FeatureField linear function):
+
+- `rank_feature_query`: a `bool` with one `should` clause per query term,
+  `{"rank_feature": {"field": "terms.<name>", "linear": {}, "boost": weight}}`. `linear` is always
+  sent, because a `rank_feature` query without a function defaults to `saturation`. Core
+  OpenSearch, no plugin needed.
+- `neural_sparse_query`: `{"neural_sparse": {"terms": {"query_tokens": {name: weight}}}}` (the
+  neural-search plugin, 2.14+). Each weight must be in (0, 64].
+
+Feature names are escaped with `TermMap.to_rank_features()` in both forms (the `rank_feature`
+query splits `field` at its last dot, so an unescaped "u.s" would silently never match).
+
+Clause limit: Lucene counts every leaf clause of a query against
+`indices.query.bool.max_clause_count` (1024 by default); the main query and the rescore query are
+rewritten separately, and each must stay within the limit. We check both, with the conservative
+rule "terms <= limit", and raise `TooManyClausesError` rather than let the server answer 400
+(`too_many_clauses` / `too_many_nested_clauses`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from convsparse.errors import InvalidTermMapError, TooManyClausesError
+from convsparse.termmap import TermMap
+
+__all__ = [
+    "DEFAULT_MAX_CLAUSE_COUNT",
+    "NEURAL_SPARSE_MAX_WEIGHT",
+    "QueryMode",
+    "build_query",
+    "neural_sparse_query",
+    "rank_feature_query",
+    "search_body",
+]
+
+#: OpenSearch's default `indices.query.bool.max_clause_count`.
+DEFAULT_MAX_CLAUSE_COUNT = 1024
+#: The neural-search plugin rejects `query_tokens` weights above this (and <= 0).
+NEURAL_SPARSE_MAX_WEIGHT = 64.0
+
+QueryMode = Literal["rank_feature", "neural_sparse"]
+
+
+def _as_term_map(query: Mapping[str, float]) -> TermMap:
+    """Validate (NaN, inf, zero, negative and subnormal weights raise) before anything is built."""
+    return query if isinstance(query, TermMap) else TermMap(query)
+
+
+def _check_clauses(n_terms: int, max_clause_count: int | None) -> None:
+    if max_clause_count is not None and n_terms > max_clause_count:
+        raise TooManyClausesError(n_terms, max_clause_count)
+
+
+def rank_feature_query(
+    term_map: Mapping[str, float],
+    field: str = "terms",
+    *,
+    max_clause_count: int | None = DEFAULT_MAX_CLAUSE_COUNT,
+) -> dict[str, Any]:
+    """`bool.should` of one linear `rank_feature` clause per term, boost = query weight.
+
+    Score of a document = sum over shared terms of weight x quantized(document value), i.e.
+    the dot product up to FeatureField's 9-bit storage precision.
+    """
+    tm = _as_term_map(term_map)
+    if not tm:
+        raise InvalidTermMapError("the query term map is empty (nothing to search for)")
+    _check_clauses(len(tm), max_clause_count)
+    clauses = [
+        {"rank_feature": {"field": f"{field}.{name}", "linear": {}, "boost": weight}}
+        for name, weight in tm.to_rank_features().items()
+    ]
+    return {"bool": {"should": clauses}}
+
+
+def neural_sparse_query(
+    term_map: Mapping[str, float],
+    field: str = "terms",
+    *,
+    max_clause_count: int | None = DEFAULT_MAX_CLAUSE_COUNT,
+    clip: bool = False,
+) -> dict[str, Any]:
+    """`neural_sparse` with precomputed `query_tokens` (escaped names, same as the index).
+
+    The plugin rejects weights outside (0, 64]; a larger weight raises `InvalidTermMapError`
+    unless `clip=True`, which caps it at 64 (this changes scores, so it is opt-in).
+    """
+    tm = _as_term_map(term_map)
+    if not tm:
+        raise InvalidTermMapError("the query term map is empty (nothing to search for)")
+    _check_clauses(len(tm), max_clause_count)
+    tokens: dict[str, float] = {}
+    for name, weight in tm.to_rank_features().items():
+        if weight > NEURAL_SPARSE_MAX_WEIGHT:
+            if not clip:
+                raise InvalidTermMapError(
+                    f"weight {weight} is above neural_sparse's limit of {NEURAL_SPARSE_MAX_WEIGHT:g}; "
+                    "use query_mode='rank_feature', scale the query, or pass clip=True",
+                    token=name,
+                )
+            weight = NEURAL_SPARSE_MAX_WEIGHT
+        tokens[name] = weight
+    return {"neural_sparse": {field: {"query_tokens": tokens}}}
+
+
+def build_query(
+    term_map: Mapping[str, float],
+    field: str = "terms",
+    *,
+    mode: QueryMode = "rank_feature",
+    max_clause_count: int | None = DEFAULT_MAX_CLAUSE_COUNT,
+) -> dict[str, Any]:
+    """The query container for `mode` ("rank_feature" or "neural_sparse")."""
+    if mode == "rank_feature":
+        return rank_feature_query(term_map, field, max_clause_count=max_clause_count)
+    if mode == "neural_sparse":
+        return neural_sparse_query(term_map, field, max_clause_count=max_clause_count)
+    raise ValueError(f"unknown query mode {mode!r}; use 'rank_feature' or 'neural_sparse'")
+
+
+def search_body(
+    query: Mapping[str, Any],
+    k: int = 10,
+    *,
+    rescore: Mapping[str, Any] | None = None,
+    rescore_window: int = 0,
+    source_fields: Sequence[str] | None = None,
+    exclude_fields: Sequence[str] = ("terms",),
+) -> dict[str, Any]:
+    """A `_search` body: top `k` by `query`, optionally rescoring the top `rescore_window`.
+
+    `query` and `rescore` are query containers (e.g. from `rank_feature_query`). The rescorer
+    uses `query_weight: 0` and `rescore_query_weight: 1`, so a rescored hit's score is exactly the
+    rescore query's score (the full query's dot product); the window is at least `k`. `_source`
+    returns `source_fields` (all fields if None) minus `exclude_fields` (the term map by default:
+    it is large and not needed for display).
+    """
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    body: dict[str, Any] = {"size": k, "query": dict(query)}
+    if rescore is not None:
+        if rescore_window < 0:
+            raise ValueError("rescore_window must be >= 0")
+        body["rescore"] = {
+            "window_size": max(rescore_window, k),
+            "query": {
+                "rescore_query": dict(rescore),
+                "query_weight": 0.0,
+                "rescore_query_weight": 1.0,
+            },
+        }
+    source: dict[str, Any] = {}
+    if source_fields is not None:
+        source["includes"] = list(source_fields)
+    if exclude_fields:
+        source["excludes"] = list(exclude_fields)
+    if source:
+        body["_source"] = source
+    return body
