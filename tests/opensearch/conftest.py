@@ -1,0 +1,70 @@
+"""Fixtures for the OpenSearch tests: the closed-spec validator, a scripted fake server, a real
+opensearch-py client pointed at it, and backends whose backoff sleeps are recorded, not slept."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+from opensearchpy import OpenSearch
+
+HERE = Path(__file__).resolve().parent
+
+
+def _load(name: str):
+    module_name = f"convsparse_tests_opensearch_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, HERE / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+spec_validator = _load("spec_validator")
+fake_server = _load("fake_server")
+
+
+@pytest.fixture(scope="session")
+def spec():
+    validator = spec_validator.SpecValidator.load()
+    if validator is None:
+        pytest.skip(f"OpenSearch API specification not found at {spec_validator.SPEC_DIR}")
+    return validator
+
+
+@pytest.fixture(scope="session")
+def spec_or_none():
+    return spec_validator.SpecValidator.load()
+
+
+@pytest.fixture
+def fake(spec_or_none):
+    with fake_server.FakeOpenSearch(validator=spec_or_none) as server:
+        yield server
+        assert server.validation_errors == [], server.validation_errors
+
+
+@pytest.fixture
+def client(fake):
+    # max_retries=0: the transport does not resend on its own, so the backend's retries show.
+    return OpenSearch(hosts=[fake.url], max_retries=0, timeout=5)
+
+
+@pytest.fixture
+def make_backend(client):
+    from convsparse.integration.opensearch import OpenSearchBackend
+
+    def make(**options):
+        sleeps: list[float] = []
+        options.setdefault("sleep", sleeps.append)
+        options.setdefault("initial_backoff", 0.01)
+        options.setdefault("max_backoff", 0.04)
+        backend = OpenSearchBackend(options.pop("client", client), **options)
+        backend.recorded_sleeps = sleeps
+        return backend
+
+    return make

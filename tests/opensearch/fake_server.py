@@ -1,0 +1,292 @@
+"""A tiny scripted OpenSearch stand-in on 127.0.0.1 for failure-injection tests.
+
+It speaks just enough of the REST API for `OpenSearchBackend` (create/get-mapping/delete index,
+`_bulk`, `_refresh`, `_count`, `_search`, `_cluster/settings`) through a real opensearch-py client,
+and answers with the documented response shapes (`BulkResponse`/`ResponseItem` of
+spec/schemas/_core.bulk.yaml; bulk answers HTTP 200 with `errors: true` and per-item errors).
+
+Failure injection:
+- `item_rules[source_id]`: a list of statuses the item gets on successive attempts (e.g.
+  `[429, 429]` = rejected twice, then stored; `[400]` = mapper_parsing_exception, ...);
+- `request_script`: what the next `_bulk` requests get: `None` (normal), an int status for the
+  whole request (e.g. 429), or "drop" (the connection is closed without an answer);
+- `max_content_length`: bulk bodies above it get a whole-request 413.
+Search scores follow Lucene's FeatureField linear function: boost x value truncated to 9
+significant bits, so tests can check score parity.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import socket
+import struct
+import threading
+from collections import defaultdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+ITEM_ERRORS = {
+    400: {"type": "mapper_parsing_exception", "reason": "failed to parse field [terms] of type [rank_features]",
+          "caused_by": {"type": "illegal_argument_exception",
+                        "reason": "[rank_features] fields do not support indexing multiple values for the same rank feature [terms.x] in the same document"}},
+    409: {"type": "version_conflict_engine_exception",
+          "reason": "[doc]: version conflict, current version [2] is higher or equal to the one provided [1]"},
+    429: {"type": "es_rejected_execution_exception",
+          "reason": "rejected execution of coordinating operation [coordinating_and_primary_bytes=0, replica_bytes=0, all_bytes=0, coordinating_operation_bytes=1, max_coordinating_and_primary_bytes=1]"},
+}
+
+
+def quantize(value: float) -> float:
+    """Lucene FeatureField storage: keep the top 9 significant bits of the float (bits >>> 15)."""
+    bits = struct.unpack(">i", struct.pack(">f", value))[0]
+    return struct.unpack(">f", struct.pack(">i", (bits >> 15) << 15))[0]
+
+
+def _error(status: int, kind: str, reason: str) -> tuple[int, dict[str, Any]]:
+    cause = {"type": kind, "reason": reason}
+    return status, {"error": {"root_cause": [cause], **cause}, "status": status}
+
+
+class FakeOpenSearch:
+    quantize = staticmethod(quantize)
+
+    def __init__(self, validator: Any = None):
+        self.validator = validator
+        self.indices: dict[str, dict[str, Any]] = {}
+        self.requests: list[tuple[str, str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.validation_errors: list[str] = []
+        self.item_rules: dict[str, list[int]] = {}
+        self.request_script: list[Any] = []
+        self.max_content_length: int | None = None
+        self.max_clause_count: int | str = 1024
+        self.cluster_settings_status = 200
+        self.attempts: dict[str, int] = defaultdict(int)  # bulk item attempts per source id
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeOpenSearch:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    # ------------------------------------------------------------------ helpers for tests
+    def paths(self, method: str | None = None) -> list[str]:
+        return [p for m, p, _ in self.requests if method is None or m == method]
+
+    def bulk_requests(self) -> list[list[dict[str, Any]]]:
+        return [b for m, p, b in self.requests if p.endswith("/_bulk")]
+
+    def docs(self, index: str) -> dict[str, dict[str, Any]]:
+        return self.indices[index]["docs"]
+
+    def _check(self, kind: str, body: Any, mapping: Any = None) -> None:
+        if self.validator is None:
+            return
+        try:
+            if kind == "index":
+                self.validator.validate_index_body(body)
+            elif kind == "search":
+                self.validator.validate_search_body(body)
+            elif kind == "bulk":
+                self.validator.validate_bulk_lines(body, mapping)
+            elif kind == "bulk_response":
+                self.validator.validate_bulk_response(body)
+        except Exception as exc:  # recorded, asserted empty by the tests
+            self.validation_errors.append(f"{kind}: {exc}")
+
+    # ------------------------------------------------------------------ request handling
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _body(self) -> bytes:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                if self.headers.get("Content-Encoding") == "gzip":
+                    raw = gzip.decompress(raw)
+                return raw
+
+            def _handle(self, method: str) -> None:
+                raw = self._body()
+                url = urlsplit(self.path)
+                fake.headers.append(dict(self.headers.items()))
+                answer = fake.route(method, url.path, parse_qs(url.query), raw)
+                if answer == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                status, payload = answer
+                data = b"" if payload is None else json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if method != "HEAD":
+                    self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                self._handle("GET")
+
+            def do_POST(self) -> None:
+                self._handle("POST")
+
+            def do_PUT(self) -> None:
+                self._handle("PUT")
+
+            def do_DELETE(self) -> None:
+                self._handle("DELETE")
+
+            def do_HEAD(self) -> None:
+                self._handle("HEAD")
+
+        return Handler
+
+    def route(self, method: str, path: str, query: dict[str, list[str]], raw: bytes) -> Any:
+        parts = [p for p in path.split("/") if p]
+        with self.lock:
+            if parts and parts[-1] == "_bulk":
+                lines = [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
+                self.requests.append((method, path, lines))
+                return self._bulk(lines, len(raw))
+            body = json.loads(raw) if raw else None
+            self.requests.append((method, path, body))
+            if parts == ["_cluster", "settings"]:
+                if self.cluster_settings_status != 200:
+                    return _error(self.cluster_settings_status, "security_exception", "no permissions")
+                return 200, {"persistent": {}, "transient": {},
+                             "defaults": {"indices.query.bool.max_clause_count": str(self.max_clause_count)}}
+            if len(parts) == 1 and method == "PUT":
+                return self._create(parts[0], body)
+            if not parts or parts[0] not in self.indices:
+                name = parts[0] if parts else ""
+                return _error(404, "index_not_found_exception", f"no such index [{name}]")
+            index = self.indices[parts[0]]
+            rest = parts[1:]
+            if not rest and method == "DELETE":
+                del self.indices[parts[0]]
+                return 200, {"acknowledged": True}
+            if rest == ["_mapping"]:
+                return 200, {parts[0]: {"mappings": index["mappings"]}}
+            if rest == ["_refresh"]:
+                return 200, {"_shards": {"total": 1, "successful": 1, "failed": 0}}
+            if rest == ["_settings"]:
+                index["settings"].update(body["index"])
+                return 200, {"acknowledged": True}
+            if rest == ["_count"]:
+                return 200, {"count": len(index["docs"])}
+            if rest == ["_search"]:
+                self._check("search", body)
+                return self._search(index, body)
+            return _error(400, "illegal_argument_exception", f"unsupported {method} {path}")
+
+    def _create(self, name: str, body: dict[str, Any]) -> Any:
+        self._check("index", body)
+        if name in self.indices:
+            return _error(400, "resource_already_exists_exception", f"index [{name}] already exists")
+        self.indices[name] = {"mappings": body["mappings"], "settings": dict(body["settings"]["index"]),
+                              "docs": {}}
+        return 200, {"acknowledged": True, "shards_acknowledged": True, "index": name}
+
+    def _bulk(self, lines: list[dict[str, Any]], size: int) -> Any:
+        if self.request_script:
+            step = self.request_script.pop(0)
+            if step == "drop":
+                return "drop"
+            if step == "drop_after":  # stored, but the answer is lost: the client must replay
+                self._bulk(lines, size)
+                return "drop"
+            if isinstance(step, int):
+                if step == 429:
+                    return _error(429, "es_rejected_execution_exception", "rejected execution of bulk request")
+                return _error(step, "status_exception", f"scripted status {step}")
+        if self.max_content_length is not None and size > self.max_content_length:
+            return 413, None
+        items = []
+        i = 0
+        while i < len(lines):
+            action = lines[i]
+            op, meta = next(iter(action.items()))
+            index_name = meta["_index"]
+            source = lines[i + 1] if op in ("index", "create") else None
+            i += 2 if source is not None else 1
+            index = self.indices.get(index_name)
+            if index is not None:
+                self._check("bulk", [action] + ([source] if source is not None else []), index["mappings"])
+            source_id = source["id"] if source else meta["_id"]
+            self.attempts[source_id] += 1
+            rule = self.item_rules.get(source_id)
+            status = rule.pop(0) if rule else None
+            item: dict[str, Any] = {"_index": index_name, "_id": meta["_id"]}
+            if status is None and index is None:
+                status = 404
+                item["error"] = {"type": "index_not_found_exception", "reason": f"no such index [{index_name}]"}
+            if status is not None:
+                item["status"] = status
+                item.setdefault("error", ITEM_ERRORS.get(status, {"type": "exception", "reason": "scripted"}))
+            elif op == "delete":
+                existed = index["docs"].pop(meta["_id"], None) is not None
+                item.update(status=200 if existed else 404, result="deleted" if existed else "not_found",
+                            _version=1, _seq_no=0, _primary_term=1,
+                            _shards={"total": 1, "successful": 1, "failed": 0})
+            else:
+                existed = meta["_id"] in index["docs"]
+                index["docs"][meta["_id"]] = source
+                item.update(status=200 if existed else 201, result="updated" if existed else "created",
+                            _version=1, _seq_no=0, _primary_term=1,
+                            _shards={"total": 1, "successful": 1, "failed": 0})
+            items.append({op: item})
+        response = {"took": 3, "errors": any(next(iter(it.values()))["status"] >= 300 for it in items),
+                    "items": items}
+        self._check("bulk_response", response)
+        return 200, response
+
+    # ------------------------------------------------------------------ search emulation
+    @staticmethod
+    def _query_terms(query: dict[str, Any]) -> tuple[str, dict[str, float]]:
+        if "bool" in query:
+            terms: dict[str, float] = {}
+            field = ""
+            for clause in query["bool"]["should"]:
+                rf = clause["rank_feature"]
+                assert "linear" in rf, "rank_feature without linear defaults to saturation"
+                field, name = rf["field"].rsplit(".", 1)
+                terms[name] = rf.get("boost", 1.0)
+            return field, terms
+        (field, spec), = query["neural_sparse"].items()
+        return field, dict(spec["query_tokens"])
+
+    def _score(self, doc: dict[str, Any], query: dict[str, Any]) -> float:
+        field, terms = self._query_terms(query)
+        features = doc.get(field, {})
+        return sum(w * quantize(features[t]) for t, w in terms.items() if t in features)
+
+    def _search(self, index: dict[str, Any], body: dict[str, Any]) -> Any:
+        scored = [(self._score(doc, body["query"]), doc_id, doc) for doc_id, doc in index["docs"].items()]
+        scored = sorted((s for s in scored if s[0] > 0), key=lambda s: (-s[0], s[1]))
+        if "rescore" in body:
+            window = body["rescore"]["window_size"]
+            rq = body["rescore"]["query"]
+            head = [(rq["query_weight"] * s + rq["rescore_query_weight"] * self._score(doc, rq["rescore_query"]),
+                     doc_id, doc) for s, doc_id, doc in scored[:window]]
+            scored = sorted(head, key=lambda s: (-s[0], s[1])) + scored[window:]
+        excludes = set(body.get("_source", {}).get("excludes", []))
+        hits = [{"_index": "x", "_id": doc_id, "_score": score,
+                 "_source": {k: v for k, v in doc.items() if k not in excludes}}
+                for score, doc_id, doc in scored[: body["size"]]]
+        return 200, {"took": 1, "timed_out": False, "_shards": {"total": 1, "successful": 1, "failed": 0},
+                     "hits": {"total": {"value": len(scored), "relation": "eq"},
+                              "max_score": hits[0]["_score"] if hits else None, "hits": hits}}
