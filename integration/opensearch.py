@@ -79,11 +79,9 @@ TOP_LEVEL_FIELDS = ("title", "text")
 def document_id(fingerprint: str, source_id: str) -> str:
     """Deterministic OpenSearch `_id`: a hash of the encoder fingerprint and the source id
     (bounded length, no character restrictions, same input -> same `_id`)."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(fingerprint.encode("utf-8"))
-    digest.update(b"\x00")
-    digest.update(source_id.encode("utf-8"))
-    return digest.hexdigest()
+    # JSON-encode the pair so that no choice of strings makes two pairs collide.
+    key = json.dumps([fingerprint, source_id], ensure_ascii=False).encode("utf-8")
+    return hashlib.blake2b(key, digest_size=16).hexdigest()
 
 
 @dataclass
