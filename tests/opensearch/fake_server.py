@@ -52,7 +52,7 @@ def _error(status: int, kind: str, reason: str) -> tuple[int, dict[str, Any]]:
 class FakeOpenSearch:
     quantize = staticmethod(quantize)
 
-    def __init__(self, validator: Any = None):
+    def __init__(self, validator: Any = None, ssl_context: Any = None):
         self.validator = validator
         self.indices: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, str, Any]] = []
@@ -67,7 +67,11 @@ class FakeOpenSearch:
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "http"
+        if ssl_context is not None:  # TLS: the handshake happens in accept()
+            self.server.socket = ssl_context.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def __enter__(self) -> FakeOpenSearch:
@@ -116,14 +120,14 @@ class FakeOpenSearch:
             def _body(self) -> bytes:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
-                if self.headers.get("Content-Encoding") == "gzip":
+                if (self.headers.get("Content-Encoding") or "").lower() == "gzip":
                     raw = gzip.decompress(raw)
                 return raw
 
             def _handle(self, method: str) -> None:
                 raw = self._body()
                 url = urlsplit(self.path)
-                fake.headers.append(dict(self.headers.items()))
+                fake.headers.append({k.lower(): v for k, v in self.headers.items()})
                 answer = fake.route(method, url.path, parse_qs(url.query), raw)
                 if answer == "drop":
                     self.close_connection = True

@@ -1,0 +1,288 @@
+"""Index management, search and bad input against the scripted server: dotted tokens, clause
+limits, unknown indices, fingerprint mismatch, score parity (boost x quantized value)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from opensearchpy import OpenSearch
+
+from convsparse.errors import (
+    BackendError,
+    FingerprintMismatchError,
+    IndexExistsError,
+    IndexNotFoundError,
+    InvalidTermMapError,
+    TooManyClausesError,
+)
+from convsparse.integration.backend import Backend, IndexedDocument
+from convsparse.integration.opensearch import OpenSearchBackend
+from convsparse.integration.query_dsl import (
+    build_query,
+    neural_sparse_query,
+    rank_feature_query,
+    search_body,
+)
+from convsparse.settings import Settings
+from convsparse.termmap import TermMap
+
+DOCS = {
+    "usa": TermMap({"u.s": 1.7, "capital": 0.3, "washington": 2.1}),
+    "france": TermMap({"paris": 2.2, "capital": 0.9, "france": 1.9}),
+    "pct": TermMap({"100%": 1.1, "discount": 0.7}),
+    "none": TermMap({"unrelated": 3.0}),
+}
+
+
+@pytest.fixture(params=["rank_feature", "neural_sparse"])
+def loaded(request, fake, make_backend):
+    backend = make_backend(query_mode=request.param)
+    backend.create_index("kb", fingerprint="fp", vocabulary="v")
+    docs = [IndexedDocument(i, tm, {"title": i.upper(), "text": f"about {i}", "source": "test"})
+            for i, tm in DOCS.items()]
+    assert all(r.ok for r in backend.upsert("kb", docs))
+    return backend
+
+
+def expected_score(fake, query, doc):
+    return sum(w * fake.quantize(doc[t]) for t, w in query.items() if t in doc)
+
+
+def test_backend_protocol(make_backend):
+    assert isinstance(make_backend(), Backend)
+
+
+def test_create_describe_delete(fake, make_backend):
+    backend = make_backend(shards=2, replicas=0)
+    info = backend.create_index("kb", fingerprint="fp", vocabulary="bert:30522")
+    assert (info.name, info.fingerprint, info.count, info.vocabulary) == ("kb", "fp", 0, "bert:30522")
+    assert info.extra["term_field"] == "terms" and "feature_name_escaping" in info.extra
+    assert fake.indices["kb"]["settings"]["number_of_shards"] == 2
+    with pytest.raises(IndexExistsError):
+        backend.create_index("kb", fingerprint="fp")
+    assert backend.create_index("kb", fingerprint="fp", exist_ok=True).fingerprint == "fp"
+    with pytest.raises(FingerprintMismatchError):
+        backend.create_index("kb", fingerprint="other", exist_ok=True)
+    backend.delete_index("kb")
+    assert "kb" not in fake.indices
+    with pytest.raises(IndexNotFoundError):
+        backend.delete_index("kb")
+    backend.delete_index("kb", missing_ok=True)
+
+
+def test_bulk_load_settings_roundtrip(fake, make_backend):
+    backend = make_backend(replicas=2, refresh_interval="5s")
+    backend.create_index("kb", fingerprint="fp", bulk_load=True)
+    assert fake.indices["kb"]["settings"]["refresh_interval"] == "-1"
+    backend.end_bulk_load("kb")
+    assert fake.indices["kb"]["settings"] == {"number_of_shards": 1, "number_of_replicas": 2,
+                                              "refresh_interval": "5s"}
+    backend.begin_bulk_load("kb")
+    assert fake.indices["kb"]["settings"]["number_of_replicas"] == 0
+
+
+@pytest.mark.parametrize("call", [
+    lambda b: b.describe_index("nope"),
+    lambda b: b.count("nope"),
+    lambda b: b.search("nope", TermMap({"a": 1.0})),
+    lambda b: list(b.upsert("nope", [IndexedDocument("x", TermMap({"a": 1.0}))])),
+    lambda b: list(b.delete_documents("nope", ["x"])),
+])
+def test_unknown_index(fake, make_backend, call):
+    with pytest.raises(IndexNotFoundError, match="nope"):
+        call(make_backend())
+    assert not fake.bulk_requests()  # nothing written: no auto-created index
+
+
+def test_index_without_meta_is_refused(fake, make_backend):
+    fake.indices["foreign"] = {"mappings": {"properties": {}}, "settings": {}, "docs": {}}
+    with pytest.raises(BackendError, match="not created by convsparse"):
+        make_backend().search("foreign", TermMap({"a": 1.0}))
+
+
+def test_search_scores_are_boost_times_quantized_value(fake, loaded):
+    query = TermMap({"capital": 1.3, "paris": 0.7, "u.s": 0.45})
+    hits = loaded.search("kb", query, k=10, fingerprint="fp")
+    assert [h.id for h in hits] == ["france", "usa"]
+    for hit in hits:
+        assert hit.score == pytest.approx(expected_score(fake, query, DOCS[hit.id]), rel=1e-6)
+        assert abs(hit.score - query.dot(DOCS[hit.id])) <= query.dot(DOCS[hit.id]) * 2**-8
+    assert hits[0].fields == {"title": "FRANCE", "text": "about france", "source": "test"}
+
+
+def test_dotted_and_percent_tokens_match_in_both_modes(fake, loaded):
+    assert [h.id for h in loaded.search("kb", TermMap({"u.s": 1.0}))] == ["usa"]
+    assert [h.id for h in loaded.search("kb", TermMap({"100%": 1.0}))] == ["pct"]
+    (_, _, body) = [r for r in fake.requests if r[1] == "/kb/_search"][0]
+    assert "terms.u%2Es" in repr(body) or "'u%2Es'" in repr(body)
+
+
+def test_rescore_two_phase(fake, loaded):
+    full = TermMap({"capital": 2.0, "washington": 0.1, "paris": 0.1})
+    pruned = TermMap({"capital": 2.0})
+    hits = loaded.search("kb", pruned, k=2, rescore=full, rescore_window=10)
+    assert [h.id for h in hits] == ["france", "usa"]
+    for hit in hits:
+        assert hit.score == pytest.approx(expected_score(fake, full, DOCS[hit.id]), rel=1e-6)
+    body = [b for m, p, b in fake.requests if p == "/kb/_search"][-1]
+    assert body["rescore"]["window_size"] == 10
+    assert body["rescore"]["query"]["query_weight"] == 0.0
+
+
+def test_empty_query_returns_nothing_without_a_request(fake, loaded):
+    assert loaded.search("kb", TermMap({})) == []
+    assert "/kb/_search" not in fake.paths()
+
+
+def test_fingerprint_mismatch(fake, loaded):
+    with pytest.raises(FingerprintMismatchError, match="other-encoder"):
+        loaded.search("kb", TermMap({"paris": 1.0}), fingerprint="other-encoder")
+    assert "/kb/_search" not in fake.paths()
+    mapping_reads = fake.paths("GET").count("/kb/_mapping")
+    loaded.search("kb", TermMap({"paris": 1.0}), fingerprint="fp")
+    loaded.search("kb", TermMap({"paris": 1.0}), fingerprint="fp")
+    assert fake.paths("GET").count("/kb/_mapping") == mapping_reads  # meta is cached
+
+
+def test_max_clause_count_read_from_cluster(fake, make_backend):
+    fake.max_clause_count = 8
+    backend = make_backend()
+    backend.create_index("kb", fingerprint="fp")
+    assert backend.max_clause_count == 8
+    backend.search("kb", TermMap({f"t{i}": 1.0 for i in range(8)}))
+    with pytest.raises(TooManyClausesError, match="9 terms .* 8 clauses"):
+        backend.search("kb", TermMap({f"t{i}": 1.0 for i in range(9)}))
+    with pytest.raises(TooManyClausesError):
+        backend.search("kb", TermMap({"t0": 1.0}), rescore=TermMap({f"t{i}": 1.0 for i in range(9)}))
+    assert fake.paths().count("/kb/_search") == 1
+
+
+def test_max_clause_count_defaults(fake, make_backend):
+    fake.cluster_settings_status = 403
+    assert make_backend().max_clause_count == 1024
+    assert make_backend(max_clause_count=50).max_clause_count == 50
+
+
+@pytest.mark.parametrize("weights, message", [
+    ({"a": math.nan}, "finite"), ({"a": math.inf}, "finite"), ({"a": 0.0}, "positive normal"),
+    ({"a": -0.5}, "positive normal"), ({"a": 1e-39}, "positive normal"), ({}, "empty"),
+])
+@pytest.mark.parametrize("builder", [rank_feature_query, neural_sparse_query])
+def test_query_builders_reject_bad_weights(builder, weights, message):
+    with pytest.raises(InvalidTermMapError, match=message):
+        builder(weights)
+
+
+def test_query_forms():
+    tm = TermMap({"u.s": 1.5, "a%b": 0.5})
+    assert rank_feature_query(tm)["bool"]["should"] == [
+        {"rank_feature": {"field": "terms.u%2Es", "linear": {}, "boost": 1.5}},
+        {"rank_feature": {"field": "terms.a%25b", "linear": {}, "boost": 0.5}},
+    ]
+    assert neural_sparse_query(tm, "sparse") == {
+        "neural_sparse": {"sparse": {"query_tokens": {"u%2Es": 1.5, "a%25b": 0.5}}}}
+    with pytest.raises(TooManyClausesError):
+        build_query({f"t{i}": 1.0 for i in range(1025)})
+    assert len(build_query({f"t{i}": 1.0 for i in range(1024)})["bool"]["should"]) == 1024
+    with pytest.raises(ValueError, match="unknown query mode"):
+        build_query(tm, mode="bm25")
+    with pytest.raises(ValueError):
+        search_body(rank_feature_query(tm), 0)
+    assert search_body(rank_feature_query(tm), 20, rescore=rank_feature_query(tm))["rescore"][
+        "window_size"] == 20
+
+
+def test_neural_sparse_weight_limit():
+    with pytest.raises(InvalidTermMapError, match="64"):
+        neural_sparse_query({"a": 64.5})
+    assert neural_sparse_query({"a": 64.0})["neural_sparse"]["terms"]["query_tokens"] == {"a": 64.0}
+    clipped = neural_sparse_query({"a": 100.0, "b": 2.0}, clip=True)
+    assert clipped["neural_sparse"]["terms"]["query_tokens"] == {"a": 64.0, "b": 2.0}
+
+
+# ---------------------------------------------------------------------- connections
+def _settings(fake, **overrides):
+    return Settings(opensearch_url=fake.url, opensearch_timeout_s=5, **overrides)
+
+
+def test_from_settings_basic_auth(fake):
+    backend = OpenSearchBackend.from_settings(
+        _settings(fake, opensearch_user="admin", opensearch_password="s3cret"))
+    backend.create_index("kb", fingerprint="fp")
+    assert fake.headers[-1]["authorization"] == "Basic YWRtaW46czNjcmV0"
+    # http_compress: bulk bodies go out gzip-compressed
+    list(backend.upsert("kb", [IndexedDocument("x", TermMap({"a": 1.0}))]))
+    bulk_headers = [h for h, (m, p, b) in zip(fake.headers, fake.requests) if p == "/_bulk"]
+    assert bulk_headers[0].get("content-encoding") == "gzip"
+
+
+def test_from_settings_password_required(fake):
+    with pytest.raises(ValueError, match="password"):
+        OpenSearchBackend.from_settings(_settings(fake, opensearch_user="admin"))
+
+
+def test_from_settings_tls_ca_bundle(tmp_path):
+    from opensearchpy import RequestsHttpConnection  # noqa: F401  (import check only)
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not used until a connection is made\n")
+    settings = Settings(opensearch_url="https://search.example:9200", opensearch_ca_certs=ca)
+    try:
+        backend = OpenSearchBackend.from_settings(settings)
+    except Exception as exc:  # urllib3 loads the bundle eagerly on some versions
+        assert "ca" in str(exc).lower() or "pem" in str(exc).lower() or "ssl" in str(exc).lower()
+        return
+    connection = backend.client.transport.connection_pool.connections[0]
+    assert connection.use_ssl and connection.host == "https://search.example:9200"
+    assert connection.pool.ca_certs == str(ca)
+    assert connection.pool.cert_reqs == "CERT_REQUIRED"
+
+
+def test_from_settings_tls_with_ca_bundle_against_a_tls_server(tmp_path, spec_or_none):
+    """A real TLS handshake: the client trusts the server only through the CA bundle."""
+    import shutil
+    import ssl
+    import subprocess
+    import sys
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not available")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    fake_server = sys.modules["convsparse_tests_opensearch_fake_server"]
+    with fake_server.FakeOpenSearch(spec_or_none, ssl_context=context) as tls:
+        assert tls.url.startswith("https://")
+        backend = OpenSearchBackend.from_settings(Settings(
+            opensearch_url=tls.url, opensearch_ca_certs=cert, opensearch_timeout_s=5,
+            opensearch_user="admin", opensearch_password="pw"))
+        assert backend.create_index("kb", fingerprint="fp").count == 0
+        untrusted = OpenSearchBackend.from_settings(Settings(
+            opensearch_url=tls.url, opensearch_timeout_s=5))
+        with pytest.raises(Exception, match="(?i)certificate|ssl"):
+            untrusted.describe_index("kb")
+        assert not tls.validation_errors
+
+
+def test_from_settings_sigv4_signs_requests(fake, monkeypatch, tmp_path):
+    pytest.importorskip("botocore")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    backend = OpenSearchBackend.from_settings(_settings(fake, opensearch_aws_region="eu-west-1"))
+    backend.create_index("kb", fingerprint="fp")
+    auth = fake.headers[-1]["authorization"]
+    assert auth.startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+    assert "/eu-west-1/es/aws4_request" in auth
+    with pytest.raises(ValueError, match="not both"):
+        OpenSearchBackend.from_settings(_settings(fake, opensearch_aws_region="eu-west-1",
+                                                  opensearch_user="u", opensearch_password="p"))
+
+
+def test_client_is_a_real_opensearch_py_client(make_backend):
+    assert isinstance(make_backend().client, OpenSearch)
