@@ -455,6 +455,16 @@ def index_corpus(
     return TermStats.from_term_maps(maps)
 
 
+def temporary_backend():
+    """An `EmbeddedBackend` in a fresh temporary folder, and the folder (call `.cleanup()`)."""
+    import tempfile
+
+    from convsparse.integration.embedded import EmbeddedBackend
+
+    tmp = tempfile.TemporaryDirectory(prefix="convsparse-eval-")
+    return EmbeddedBackend(Path(tmp.name)), tmp
+
+
 def compare(
     collection: Collection, *, encoder=None, backend=None, index: str = "eval-corpus",
     k: int = 100, metrics: Sequence[str] = DEFAULT_METRICS, pruning: PruningPolicy | None = None,
@@ -481,12 +491,7 @@ def compare(
     tmp = None
     if encoder is not None:
         if backend is None:
-            import tempfile
-
-            from convsparse.integration.embedded import EmbeddedBackend
-
-            tmp = tempfile.TemporaryDirectory(prefix="convsparse-eval-")
-            backend = EmbeddedBackend(Path(tmp.name))
+            backend, tmp = temporary_backend()
         try:
             if reindex or doc_stats is None:
                 doc_stats = index_corpus(collection, encoder=encoder, backend=backend, index=index,

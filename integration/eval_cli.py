@@ -1,0 +1,314 @@
+"""`convsparse collection`, `convsparse evaluate` and `convsparse tune`.
+
+Registered on the top-level app with `register(app)`. Heavy imports stay inside the command
+bodies so that `convsparse --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+collection_app = typer.Typer(help="Conversational retrieval collections (corpus, conversations, "
+                                  "qrels): inspect them and index their corpus.",
+                             no_args_is_help=True)
+
+_MODEL_HELP = "Student folder or hub id; default: the shipped student (CONVSPARSE_MODEL)."
+_DIR_HELP = "Collection folder: corpus.jsonl|tsv, conversations.jsonl, qrels.tsv ('sample' = shipped)."
+
+
+def _collection(path: str, limit: int | None = None):
+    from convsparse.integration.collections import load_collection, sample_collection
+
+    col = sample_collection() if path == "sample" else load_collection(path)
+    return col.subset(limit=limit, judged_only=bool(col.qrels)) if limit else col
+
+
+def _settings(backend: str | None, data_dir: Path | None, model: str | None,
+              runtime: str | None):
+    from convsparse.settings import get_settings
+
+    return get_settings(backend=backend, data_dir=data_dir, model=model, runtime=runtime)
+
+
+def load_encoder(settings):
+    """The student named by `settings` (helper A's `load_student`, else the PyTorch student)."""
+    try:
+        from convsparse.encoders.loading import load_student
+    except ImportError:
+        load_student = None
+    if load_student is not None:
+        return load_student(settings.model or None, runtime=settings.runtime,
+                            device=settings.device)
+    from convsparse.encoders.student import SpladeStudent
+
+    if not settings.model:
+        raise typer.BadParameter("pass --model (a local student folder)")
+    return SpladeStudent.from_pretrained(settings.model, device=settings.device)
+
+
+def open_backend(settings):
+    """The configured backend: embedded (default) or OpenSearch."""
+    try:
+        from convsparse.integration.backends import open_backend as _open
+    except ImportError:
+        _open = None
+    if _open is not None:
+        return _open(settings)
+    if settings.backend != "embedded":
+        raise typer.BadParameter("the OpenSearch backend is not available in this build")
+    from convsparse.integration.embedded import EmbeddedBackend
+
+    return EmbeddedBackend(Path(settings.data_dir))
+
+
+def _floats(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=False)
+
+
+def _print_table(rows: list[dict[str, str]], title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    head = list(dict.fromkeys(h for r in rows for h in r))
+    for h in head:
+        table.add_column(h, justify="left" if h in ("System", "setting", "Query view") else "right")
+    for r in rows:
+        table.add_row(*[r.get(h, "") for h in head])
+    _console().print(table)
+
+
+def _report_rows(report) -> list[dict[str, str]]:
+    from convsparse.integration.evaluation import _fmt, _metric_label
+
+    rows = []
+    for r in report.results:
+        rows.append({"System": r.system, "Query view": r.view, "Turns": str(r.n_queries),
+                     **{_metric_label(m): _fmt(r.metrics.get(m), 3) for m in report.metrics},
+                     "FLOPS": _fmt(r.flops, 2), "Q terms": _fmt(r.avg_query_terms, 1),
+                     "D terms": _fmt(r.avg_doc_terms, 1),
+                     "p50 ms": _fmt(r.latency_ms.get("p50"), 2),
+                     "p95 ms": _fmt(r.latency_ms.get("p95"), 2)})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# collection
+
+
+@collection_app.command("show")
+def collection_show(path: str = typer.Argument(..., help=_DIR_HELP)) -> None:
+    """Count passages, conversation turns, rewrites and judgments in a collection."""
+    col = _collection(path)
+    n_rw = sum(1 for c in col.conversations if c.rewrite)
+    n_conv = len({c.conversation_id or c.id for c in col.conversations})
+    typer.echo(f"{col.name}: {len(col.corpus)} passages, {len(col.conversations)} turns from "
+               f"{n_conv} conversations ({n_rw} with a rewrite), "
+               f"{sum(len(r) for r in col.qrels.values())} judgments for {len(col.qrels)} turns")
+
+
+@collection_app.command("index")
+def collection_index(
+    path: str = typer.Argument(..., help=_DIR_HELP),
+    index: str = typer.Option(..., "--index", "-i", help="Index to create/fill."),
+    model: Optional[str] = typer.Option(None, help=_MODEL_HELP),
+    runtime: Optional[str] = typer.Option(None, help="torch or onnx."),
+    backend: Optional[str] = typer.Option(None, help="embedded or opensearch (CONVSPARSE_BACKEND)."),
+    data_dir: Optional[Path] = typer.Option(None, help="Embedded backend folder."),
+    batch_size: int = typer.Option(32, min=1),
+    recreate: bool = typer.Option(False, help="Delete the index first."),
+) -> None:
+    """Encode a collection's corpus and write it to an index through the ingestion pipeline."""
+    from convsparse.integration.ingestion import encode_and_upsert
+
+    col = _collection(path)
+    if not col.corpus:
+        raise typer.BadParameter(f"{path} has no corpus file", param_hint="PATH")
+    settings = _settings(backend, data_dir, model, runtime)
+    encoder = load_encoder(settings)
+    be = open_backend(settings)
+    if recreate:
+        be.delete_index(index, missing_ok=True)
+    be.create_index(index, fingerprint=encoder.fingerprint, exist_ok=True)
+    ok = failed = 0
+    first_error = None
+    from tqdm.auto import tqdm
+
+    for res in tqdm(encode_and_upsert(col.source_records(), encoder=encoder, backend=be,
+                                      index=index, batch_size=batch_size),
+                    total=len(col.corpus), unit="doc", desc=f"indexing {col.name}"):
+        if res.ok:
+            ok += 1
+        else:
+            failed += 1
+            first_error = first_error or f"{res.id}: {res.error}"
+    typer.echo(f"indexed {ok} passages into {index!r} ({failed} failed)"
+               + (f"; first failure {first_error}" if first_error else ""))
+    if failed and not ok:
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate
+
+
+def evaluate_command(
+    path: str = typer.Argument(..., help=_DIR_HELP),
+    index: Optional[str] = typer.Option(None, "--index", "-i",
+                                        help="Existing index to search through the client. "
+                                             "Without it the corpus is indexed into a temporary "
+                                             "embedded index."),
+    view: str = typer.Option("both", help="raw (whole conversation), rewrite, or both."),
+    compare_bm25: bool = typer.Option(True, "--bm25/--no-bm25",
+                                      help="Add the BM25 rows (raw and rewrite) with bm25s."),
+    k: int = typer.Option(100, min=10, help="Hits per turn (Recall@100 needs 100)."),
+    model: Optional[str] = typer.Option(None, help=_MODEL_HELP),
+    runtime: Optional[str] = typer.Option(None, help="torch or onnx."),
+    backend: Optional[str] = typer.Option(None, help="embedded or opensearch."),
+    data_dir: Optional[Path] = typer.Option(None, help="Embedded backend folder."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Evaluate the first N judged turns."),
+    flops_docs: int = typer.Option(5000, min=0, help="Passages encoded to estimate p_d for "
+                                                     "FLOPS when searching an existing index "
+                                                     "(0 = skip FLOPS)."),
+    out: Optional[Path] = typer.Option(None, help="Write <out>.json and <out>.md."),
+    bm25_only: bool = typer.Option(False, help="Only the BM25 rows (no model needed)."),
+) -> None:
+    """MRR@10, nDCG@3, Recall@10/100, FLOPS, term counts and latency on a collection.
+
+    With --index every judged turn goes through `ConversationalSearch` against that index;
+    without it the corpus is encoded once into a temporary embedded index. BM25 rows (bm25s)
+    on the concatenated conversation and on the rewrite are added for comparison.
+    """
+    from convsparse.integration import evaluation as ev
+
+    if view not in ("raw", "rewrite", "both"):
+        raise typer.BadParameter("view must be raw, rewrite or both", param_hint="--view")
+    col = _collection(path, limit)
+    views = ["raw", "rewrite"] if view == "both" else [view]
+    if not any(c.rewrite for c in col.conversations):
+        views = [v for v in views if v == "raw"]
+    encoder = None
+    if not bm25_only:
+        encoder = load_encoder(_settings(backend, data_dir, model, runtime))
+    if index is None or bm25_only:
+        report = ev.compare(col, encoder=encoder, k=k, progress=True)
+        if not compare_bm25 and encoder is not None:
+            report.results = [r for r in report.results if not r.system.startswith("BM25")]
+        report.results = [r for r in report.results if r.view in views]
+    else:
+        from convsparse.integration.client import ConversationalSearch
+
+        settings = _settings(backend, data_dir, model, runtime)
+        be = open_backend(settings)
+        client = ConversationalSearch(index, encoder=encoder, backend=be)
+        doc_stats = None
+        if flops_docs and col.corpus:
+            passages = list(col.corpus.values())[:flops_docs]
+            batch = encoder.encode_documents([p.indexed_text for p in passages], progress=True)
+            doc_stats = ev.TermStats.from_term_maps(getattr(batch, "term_maps", batch))
+        results = []
+        if compare_bm25:
+            bm25 = ev.BM25Baseline(col)
+            results += [bm25.evaluate(col, v, k=k) for v in views]
+        results += [ev.evaluate_client(client, col, v, k=k, doc_stats=doc_stats,
+                                       name=f"student ({index})") for v in views]
+        report = ev.EvaluationReport(col.name, len(col.corpus), results,
+                                     config={"index": index, "k": k, "backend": type(be).__name__})
+    _print_table(_report_rows(report), f"{report.collection}: {len(col.judged_conversations)} "
+                                       "judged turns")
+    if out is not None:
+        js, md = report.save(out)
+        typer.echo(f"wrote {js} and {md}")
+
+
+# ---------------------------------------------------------------------------------------------
+# tune
+
+
+def tune_command(
+    path: str = typer.Argument(..., help=_DIR_HELP + " Conversations (and qrels) are used."),
+    index: str = typer.Option(..., "--index", "-i", help="Index to search."),
+    k: int = typer.Option(10, min=1, help="Recall@k cut-off."),
+    kinds: str = typer.Option("top_k,max_ratio,min_weight,alpha_mass",
+                              help="Comma-separated pruning kinds to sweep."),
+    top_k: Optional[str] = typer.Option(None, help="Thresholds for top_k, e.g. 8,16,32."),
+    max_ratio: Optional[str] = typer.Option(None, help="Thresholds for max_ratio."),
+    min_weight: Optional[str] = typer.Option(None, help="Thresholds for min_weight "
+                                                        "(default: query weight quantiles)."),
+    alpha_mass: Optional[str] = typer.Option(None, help="Thresholds for alpha_mass."),
+    budget_ms: Optional[float] = typer.Option(None, help="Latency budget per search."),
+    max_recall_drop: Optional[float] = typer.Option(None, help="Largest acceptable drop of "
+                                                               "recall@k vs unpruned (0.02 = 2%)."),
+    latency_stat: str = typer.Option("p50", help="p50, p95 or mean: the latency the budget "
+                                                 "and the frontier use."),
+    warmup: int = typer.Option(1, min=0), repeats: int = typer.Option(3, min=1),
+    view: str = typer.Option("raw", help="raw (whole conversation) or rewrite."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Use the first N turns."),
+    model: Optional[str] = typer.Option(None, help=_MODEL_HELP),
+    runtime: Optional[str] = typer.Option(None, help="torch or onnx."),
+    backend: Optional[str] = typer.Option(None, help="embedded or opensearch."),
+    data_dir: Optional[Path] = typer.Option(None, help="Embedded backend folder."),
+    out: Optional[Path] = typer.Option(None, help="Write <out>.json, <out>.md and <out>.png."),
+) -> None:
+    """Sweep query pruning thresholds: latency p50/p95, recall@k vs unpruned and vs qrels,
+    FLOPS; plot latency vs recall with the Pareto frontier and recommend a PruningPolicy."""
+    from convsparse.integration.evaluation import TermStats, tasks_for
+    from convsparse.integration.tuning import PruningTuner
+
+    if view not in ("raw", "rewrite"):
+        raise typer.BadParameter("view must be raw or rewrite", param_hint="--view")
+    col = _collection(path)
+    tasks = tasks_for(col, view, judged_only=bool(col.qrels))  # type: ignore[arg-type]
+    tasks = tasks[:limit] if limit else tasks
+    if not tasks:
+        raise typer.BadParameter(f"{path} has no conversations for the {view!r} view")
+    settings = _settings(backend, data_dir, model, runtime)
+    encoder = load_encoder(settings)
+    be = open_backend(settings)
+    doc_stats = None
+    if col.corpus:
+        passages = list(col.corpus.values())[:5000]
+        batch = encoder.encode_documents([p.indexed_text for p in passages], progress=True)
+        doc_stats = TermStats.from_term_maps(getattr(batch, "term_maps", batch))
+    tuner = PruningTuner(be, index, encoder, tasks, qrels=col.qrels or None, k=k, warmup=warmup,
+                         repeats=repeats, view=view, doc_stats=doc_stats,
+                         latency_stat=latency_stat)
+    grid = tuner.default_grid()
+    for kind, text in (("top_k", top_k), ("max_ratio", max_ratio), ("min_weight", min_weight),
+                       ("alpha_mass", alpha_mass)):
+        if text is not None:
+            grid[kind] = _floats(text) or []
+    result = tuner.run(grid, kinds=[x.strip() for x in kinds.split(",") if x.strip()])
+    rec = result.recommend(budget_ms=budget_ms, max_recall_drop=max_recall_drop)
+    _print_table(result.rows(), f"pruning sweep: {result.n_queries} turns, index {index!r}, "
+                                f"k={k}")
+    typer.echo(f"Recommendation: {rec.reason}")
+    if rec.point is not None:
+        typer.echo("Paste into code:\n\n    from convsparse.pruning import PruningPolicy\n    "
+                   f"pruning = {rec.point.policy_code()}\n")
+    if out is not None:
+        paths = result.save(out, rec)
+        typer.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
+def register(app: typer.Typer) -> None:
+    """Add `collection`, `evaluate` and `tune` to the top-level app."""
+    app.add_typer(collection_app, name="collection")
+    app.command("evaluate")(evaluate_command)
+    app.command("tune")(tune_command)
+
+
+__all__ = ["register", "load_encoder", "open_backend"]
