@@ -39,6 +39,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,6 +122,15 @@ def _error_reason(info: Mapping[str, Any]) -> str:
         parts.append(f"caused by {cause.get('type', 'error')}: {cause.get('reason', '')}")
         cause = cause.get("caused_by")
     return "; ".join(parts)
+
+
+@contextmanager
+def _reachable(what: str) -> Iterator[None]:
+    """Turn "cannot connect" (refused, TLS failure, timeout) into a `BackendError` that says so."""
+    try:
+        yield
+    except OSConnectionError as exc:
+        raise BackendError(f"{what}: cannot reach OpenSearch ({exc})") from exc
 
 
 def _status_of(exc: TransportError) -> int | None:
@@ -206,7 +216,8 @@ class OpenSearchBackend:
             replicas=self.replicas, refresh_interval=self.refresh_interval, bulk_load=bulk_load,
         )
         try:
-            self.client.indices.create(index=name, body=body)
+            with _reachable(f"create index {name!r}"):
+                self.client.indices.create(index=name, body=body)
         except RequestError as exc:
             if "resource_already_exists_exception" not in str(exc.error):
                 raise BackendError(f"cannot create index {name!r}: {exc.info or exc}") from exc
@@ -232,14 +243,16 @@ class OpenSearchBackend:
     def delete_index(self, name: str, *, missing_ok: bool = False) -> None:
         self._meta_cache.pop(name, None)
         try:
-            self.client.indices.delete(index=name)
+            with _reachable(f"delete index {name!r}"):
+                self.client.indices.delete(index=name)
         except NotFoundError:
             if not missing_ok:
                 raise IndexNotFoundError(name) from None
 
     def count(self, name: str) -> int:
         try:
-            return int(self.client.count(index=name)["count"])
+            with _reachable(f"count {name!r}"):
+                return int(self.client.count(index=name)["count"])
         except NotFoundError:
             raise IndexNotFoundError(name) from None
 
@@ -268,7 +281,8 @@ class OpenSearchBackend:
         if cached is not None and not fresh and now - cached[0] < self.meta_cache_ttl_s:
             return cached[1]
         try:
-            response = self.client.indices.get_mapping(index=name)
+            with _reachable(f"read the mapping of {name!r}"):
+                response = self.client.indices.get_mapping(index=name)
         except NotFoundError:
             self._meta_cache.pop(name, None)
             raise IndexNotFoundError(name) from None
@@ -496,7 +510,8 @@ class OpenSearchBackend:
             exclude_fields=(field_name,),
         )
         try:
-            response = self.client.search(index=name, body=body)
+            with _reachable(f"search {name!r}"):
+                response = self.client.search(index=name, body=body)
         except NotFoundError:
             self._meta_cache.pop(name, None)
             raise IndexNotFoundError(name) from None

@@ -217,6 +217,17 @@ def test_from_settings_basic_auth(fake):
     assert bulk_headers[0].get("content-encoding") == "gzip"
 
 
+def test_unreachable_server_is_a_clear_error():
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    backend = OpenSearchBackend(OpenSearch(hosts=[f"http://127.0.0.1:{port}"], max_retries=0))
+    with pytest.raises(BackendError, match="cannot reach OpenSearch"):
+        backend.search("kb", TermMap({"a": 1.0}))
+
+
 def test_from_settings_password_required(fake):
     with pytest.raises(ValueError, match="password"):
         OpenSearchBackend.from_settings(_settings(fake, opensearch_user="admin"))
@@ -263,7 +274,7 @@ def test_from_settings_tls_with_ca_bundle_against_a_tls_server(tmp_path, spec_or
         assert backend.create_index("kb", fingerprint="fp").count == 0
         untrusted = OpenSearchBackend.from_settings(Settings(
             opensearch_url=tls.url, opensearch_timeout_s=5))
-        with pytest.raises(Exception, match="(?i)certificate|ssl"):
+        with pytest.raises(BackendError, match="(?i)cannot reach OpenSearch.*(certificate|ssl)"):
             untrusted.describe_index("kb")
         assert not tls.validation_errors
 
