@@ -32,7 +32,7 @@ import threading
 from typing import Any
 
 from celery import Celery, signals
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from convsparse.settings import Settings
 
@@ -76,8 +76,14 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "result_serializer": "json",
         "accept_content": ["json"],
         "result_accept_content": ["json"],
-        "task_queues": (Queue(INGEST_QUEUE), Queue(QUERY_QUEUE)),
+        # One direct exchange per queue, so a query is never routed into the ingest queue.
+        "task_queues": (
+            Queue(INGEST_QUEUE, Exchange(INGEST_QUEUE, type="direct"), routing_key=INGEST_QUEUE),
+            Queue(QUERY_QUEUE, Exchange(QUERY_QUEUE, type="direct"), routing_key=QUERY_QUEUE),
+        ),
         "task_default_queue": INGEST_QUEUE,
+        "task_default_exchange": INGEST_QUEUE,
+        "task_default_routing_key": INGEST_QUEUE,
         "task_routes": {INGEST_TASK: {"queue": INGEST_QUEUE}, QUERY_TASK: {"queue": QUERY_QUEUE}},
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
@@ -107,7 +113,7 @@ app = make_app()
 
 # ---------------------------------------------------------------- per-process resources
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _resources: dict[str, Any] = {}
 
 
@@ -195,12 +201,9 @@ def get_redis():
     """A redis-py client on the broker Redis, for job state."""
     with _lock:
         if "redis" not in _resources:
-            import redis
+            from convsparse.workers.jobs import redis_client
 
-            _resources["redis"] = redis.Redis.from_url(
-                worker_settings().redis_url, socket_timeout=30, socket_connect_timeout=10,
-                health_check_interval=30, retry_on_timeout=True,
-            )
+            _resources["redis"] = redis_client(worker_settings().redis_url)
         return _resources["redis"]
 
 

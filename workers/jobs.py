@@ -65,6 +65,20 @@ class JobStatus:
         return out
 
 
+def redis_client(url: str, *, retries: int = 20):
+    """A redis-py client that rides out a Redis restart: connection errors are retried with
+    capped exponential backoff (0.2 s doubling to 5 s; 20 retries is about 80 s)."""
+    import redis
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
+    return redis.Redis.from_url(
+        url, socket_timeout=30, socket_connect_timeout=5, health_check_interval=15,
+        retry=Retry(ExponentialBackoff(cap=5.0, base=0.2), retries),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError],
+    )
+
+
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -76,10 +90,8 @@ class JobStore:
         self.r = client
 
     @classmethod
-    def from_url(cls, url: str) -> JobStore:
-        import redis
-
-        return cls(redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=10))
+    def from_url(cls, url: str, *, retries: int = 20) -> JobStore:
+        return cls(redis_client(url, retries=retries))
 
     # keys
     @staticmethod
@@ -131,6 +143,22 @@ class JobStore:
         if not ids:
             return set()
         return {c for c, v in zip(ids, self.r.hmget(k, ids)) if v is not None}
+
+    def chunk_markers(self, job_id: str, chunk_ids: Iterable[str]) -> dict[str, bytes]:
+        """Raw done markers of the given chunks that are done."""
+        ids = list(chunk_ids)
+        if not ids:
+            return {}
+        return {c: v for c, v in zip(ids, self.r.hmget(self.key(job_id, "chunks"), ids))
+                if v is not None}
+
+    def restore_markers(self, job_id: str, markers: dict[str, bytes]) -> None:
+        """Put back done markers a Redis without persistence lost (never overwrites)."""
+        k = self.key(job_id, "chunks")
+        pipe = self.r.pipeline()
+        for chunk_id, raw in markers.items():
+            pipe.hsetnx(k, chunk_id, raw)
+        pipe.execute()
 
     def forget_chunks(self, job_id: str, chunk_ids: Iterable[str]) -> None:
         ids = list(chunk_ids)

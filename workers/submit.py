@@ -159,6 +159,7 @@ def run_ingest_job(
     plan: dict[str, list[str]] = {}
     read_errors: list[RecordError] = []
     in_flight: dict[str, dict[str, Any]] = {}
+    markers: dict[str, bytes] = {}  # done markers seen, re-written if Redis lost them
     given_up: list[str] = []
     last_progress = time.monotonic()
     records_read = submitted = 0
@@ -173,8 +174,9 @@ def run_ingest_job(
         nonlocal last_progress
         if not in_flight:
             return
-        done = _retrying(lambda: store.done_chunks(job_id, list(in_flight)),
+        done = _retrying(lambda: store.chunk_markers(job_id, list(in_flight)),
                          deadline_s=redis_deadline, what="poll chunks")
+        markers.update(done)
         for chunk_id in done:
             bar.update(len(in_flight.pop(chunk_id)["records"]))
         now = time.monotonic()
@@ -236,6 +238,7 @@ def run_ingest_job(
         for chunk_id, ids in plan.items():
             store.plan_chunk(job_id, chunk_id, ids)
         store.record_read_errors(job_id, read_errors)
+        store.restore_markers(job_id, markers)
         store.finish_planning(job_id, chunks_total=len(plan), records_read=records_read,
                               submitted=submitted)
         status = store.status(job_id)

@@ -23,7 +23,7 @@ from convsparse.workers.jobs import JobStore
 #: are dead-lettered with the error.
 MAX_CHUNK_RETRIES = 3
 
-_checked_indices: dict[str, str] = {}
+_checked_indices: dict[tuple[int, str], str] = {}
 
 
 def ensure_index(backend, index: str, encoder) -> None:
@@ -31,7 +31,8 @@ def ensure_index(backend, index: str, encoder) -> None:
     from convsparse.errors import FingerprintMismatchError, IndexNotFoundError
 
     fp = encoder.fingerprint
-    if _checked_indices.get(index) == fp:
+    key = (id(backend), index)
+    if _checked_indices.get(key) == fp:
         return
     try:
         info = backend.describe_index(index)
@@ -40,7 +41,7 @@ def ensure_index(backend, index: str, encoder) -> None:
         info = backend.create_index(index, fingerprint=fp, vocabulary=vocab, exist_ok=True)
     if info.fingerprint and info.fingerprint != fp:
         raise FingerprintMismatchError(index, info.fingerprint, fp)
-    _checked_indices[index] = fp
+    _checked_indices[key] = fp
 
 
 def ingest_records(records: list[dict[str, Any]], index: str, *, batch_size: int = 32):
@@ -77,7 +78,7 @@ def ingest_chunk(self, job_id: str | None, chunk_id: str, records: list[dict[str
     except FingerprintMismatchError as e:  # permanent: no retry
         ok_ids, failures = [], [(r["id"], str(e)) for r in records]
     except Exception as e:
-        _checked_indices.pop(index, None)
+        _checked_indices.pop((id(get_backend()), index), None)
         if self.request.retries < MAX_CHUNK_RETRIES:
             raise self.retry(exc=e, countdown=min(30, 2 ** self.request.retries))
         ok_ids, failures = [], [(r["id"], f"{type(e).__name__}: {e}") for r in records]
