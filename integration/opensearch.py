@@ -40,7 +40,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from opensearchpy import OpenSearch
@@ -94,7 +94,7 @@ class BulkStats:
     item_retries: int = 0
     request_retries: int = 0
     splits: int = 0
-    sleeps: list[float] = field(default_factory=list)
+    backoff_s: float = 0.0
 
     def reset(self) -> None:
         self.__init__()  # type: ignore[misc]
@@ -313,7 +313,8 @@ class OpenSearchBackend:
         yield from self._write(name, entries())
 
     def delete_documents(self, name: str, ids: Iterable[str]) -> Iterator[DocumentResult]:
-        """Delete by source id. Deleting a missing document is ok (status 404): replays are safe."""
+        """Delete by source id. Deleting a missing document is ok (status 404, result
+        "not_found"), so a replayed delete succeeds; other 404s (no such index) are failures."""
         fingerprint = self._meta(name)["encoder_fingerprint"]
 
         def entries() -> Iterator[_Entry | DocumentResult]:
@@ -383,8 +384,9 @@ class OpenSearchBackend:
 
         for item in items:
             size = item.size if isinstance(item, _Entry) else 0
-            n_entries = sum(isinstance(e, _Entry) for e in chunk)
-            if chunk and (n_entries >= self.chunk_size or chunk_bytes + size > self.max_chunk_bytes):
+            # Invalid documents (already DocumentResults) count towards chunk_size too, so
+            # their results are not held back behind a long run of them.
+            if chunk and (len(chunk) >= self.chunk_size or chunk_bytes + size > self.max_chunk_bytes):
                 yield from flush(last=False)
                 chunk, chunk_bytes = [], 0
             chunk.append(item)
@@ -395,7 +397,7 @@ class OpenSearchBackend:
         """Capped exponential backoff with equal jitter: half fixed, half random."""
         cap = min(self.max_backoff, self.initial_backoff * (2 ** (attempt - 1)))
         delay = cap / 2 + self._rng.uniform(0, cap / 2)
-        self.stats.sleeps.append(delay)
+        self.stats.backoff_s += delay
         return delay
 
     def _send(self, entries: list[_Entry], ok_statuses: tuple[int, ...]) -> dict[int, DocumentResult]:
@@ -445,7 +447,7 @@ class OpenSearchBackend:
             for e, (ok, item) in zip(pending, outcome):
                 info = next(iter(item.values())) if item else {}
                 status = int(info.get("status", 500))
-                if ok or status in ok_statuses:
+                if ok or (status in ok_statuses and info.get("result") == "not_found"):
                     results[e.pos] = DocumentResult(e.source_id, True, status)
                 elif status == 429 and e.attempts < self.max_retries:
                     e.attempts += 1
