@@ -43,6 +43,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from convsparse.integration.backend import DocumentResult, Hit, IndexedDocument, IndexInfo
+from convsparse.integration.query_dsl import (
+    DEFAULT_MAX_CLAUSE_COUNT,
+    QueryMode,
+    build_query,
+    search_body,
+)
+from convsparse.mappings import TERM_FIELD, bulk_load_settings, index_body, serving_settings
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import NotFoundError, RequestError, TransportError
@@ -56,14 +64,6 @@ from convsparse.errors import (
     InvalidTermMapError,
     TooManyClausesError,
 )
-from convsparse.integration.backend import DocumentResult, Hit, IndexedDocument, IndexInfo
-from convsparse.integration.query_dsl import (
-    DEFAULT_MAX_CLAUSE_COUNT,
-    QueryMode,
-    build_query,
-    search_body,
-)
-from convsparse.mappings import TERM_FIELD, bulk_load_settings, index_body, serving_settings
 from convsparse.termmap import TermMap
 
 __all__ = ["BulkStats", "OpenSearchBackend", "document_id"]
@@ -562,24 +562,24 @@ def _sigv4_options(url: str, region: str) -> dict[str, Any]:
     """Client options for AWS SigV4 (Amazon OpenSearch Service "es", Serverless "aoss")."""
     service = "aoss" if ".aoss." in url else "es"
     try:
-        import botocore.session  # noqa: PLC0415
+        import botocore.session
     except ImportError:
         botocore = None  # type: ignore[assignment]
     if botocore is not None:
-        from opensearchpy import Urllib3AWSV4SignerAuth  # noqa: PLC0415
+        from opensearchpy import Urllib3AWSV4SignerAuth
 
         credentials = botocore.session.Session().get_credentials()
         if credentials is None:
             raise BackendError("AWS SigV4: no AWS credentials found (environment, profile or role)")
         return {"http_auth": Urllib3AWSV4SignerAuth(credentials, region, service)}
     try:
-        from opensearchpy import RequestsHttpConnection  # noqa: PLC0415
-        from requests_aws4auth import AWS4Auth  # noqa: PLC0415
+        from opensearchpy import RequestsHttpConnection
+        from requests_aws4auth import AWS4Auth
     except ImportError:
         raise BackendError(
             "AWS SigV4 needs botocore or the optional extra: pip install 'convsparse[aws]'"
         ) from None
-    import os  # noqa: PLC0415
+    import os
 
     key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
     if not key or not secret:

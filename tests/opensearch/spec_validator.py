@@ -184,6 +184,5 @@ def check_strict_document(source: Mapping[str, Any], mapping: Mapping[str, Any])
         elif kind in ("text", "keyword"):
             if value is not None and not isinstance(value, str):
                 raise ValidationError(f"{kind} field {key!r} must be a string")
-        elif kind == "object" and prop.get("enabled", True) is False:
-            if not isinstance(value, Mapping):
-                raise ValidationError(f"object field {key!r} must be an object")
+        elif kind == "object" and prop.get("enabled", True) is False and not isinstance(value, Mapping):
+            raise ValidationError(f"object field {key!r} must be an object")

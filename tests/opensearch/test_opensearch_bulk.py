@@ -8,10 +8,10 @@ import json
 import math
 
 import pytest
-from opensearchpy import OpenSearch
-
 from convsparse.integration.backend import IndexedDocument
 from convsparse.integration.opensearch import OpenSearchBackend, document_id
+from opensearchpy import OpenSearch
+
 from convsparse.termmap import TermMap
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 
 import pytest
-
 from convsparse.integration.backend import IndexedDocument
 from convsparse.integration.query_dsl import (
     neural_sparse_query,
@@ -14,6 +13,8 @@ from convsparse.integration.query_dsl import (
     search_body,
 )
 from convsparse.mappings import bulk_load_settings, index_body, serving_settings
+from jsonschema.exceptions import ValidationError
+
 from convsparse.termmap import TermMap
 
 QUERY = TermMap({"paris": 1.5, "u.s": 0.25, "100%": 0.5, "capital": 2.0})
@@ -126,9 +127,9 @@ def test_bulk_lines_from_backend_validate(spec, fake, make_backend):
     assert spec.validate_bulk_lines(delete_lines) == 2
     bad = copy.deepcopy(create_lines)
     bad[0]["index"]["_idd"] = "x"
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         spec.validate_bulk_lines(bad)
-    with pytest.raises(Exception):  # an unmapped field under dynamic: strict
+    with pytest.raises(ValidationError, match="not mapped"):  # dynamic: strict
         spec.validate_bulk_lines([create_lines[0], {**create_lines[1], "lang": "en"}], mapping)
     assert fake.validation_errors == []
 
