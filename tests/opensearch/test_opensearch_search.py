@@ -14,6 +14,9 @@ from convsparse.integration.query_dsl import (
     rank_feature_query,
     search_body,
 )
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from opensearchpy import OpenSearch
 
 from convsparse.errors import (
@@ -290,3 +293,19 @@ def test_from_settings_sigv4_signs_requests(fake, monkeypatch, tmp_path):
 
 def test_client_is_a_real_opensearch_py_client(make_backend):
     assert isinstance(make_backend().client, OpenSearch)
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(st.dictionaries(st.text(st.sampled_from("ab.%2Ee_"), min_size=1, max_size=6),
+                       st.floats(0.01, 60.0), min_size=1, max_size=6))
+def test_both_query_forms_name_the_indexed_features(weights):
+    """Whatever the tokens (dots, '%', '%2E' literally), the rank_feature field's last-dot split
+    and the neural_sparse token names equal the feature names stored at index time."""
+    tm = TermMap(weights)
+    stored = set(tm.to_rank_features())
+    rf = rank_feature_query(tm, "terms")["bool"]["should"]
+    split = {c["rank_feature"]["field"].rsplit(".", 1)[1] for c in rf}
+    assert all(c["rank_feature"]["field"].rsplit(".", 1)[0] == "terms" for c in rf)
+    assert split == stored
+    assert set(neural_sparse_query(tm)["neural_sparse"]["terms"]["query_tokens"]) == stored
+    assert TermMap.from_rank_features(tm.to_rank_features()) == tm
