@@ -313,8 +313,8 @@ class OpenSearchBackend:
         yield from self._write(name, entries())
 
     def delete_documents(self, name: str, ids: Iterable[str]) -> Iterator[DocumentResult]:
-        """Delete by source id. Deleting a missing document is ok (status 404, result
-        "not_found"), so a replayed delete succeeds; other 404s (no such index) are failures."""
+        """Delete by source id. A missing document is a failed result with status 404 and
+        error "not found" (as in the embedded backend); nothing raises for one id."""
         fingerprint = self._meta(name)["encoder_fingerprint"]
 
         def entries() -> Iterator[_Entry | DocumentResult]:
@@ -326,7 +326,7 @@ class OpenSearchBackend:
                           "_id": document_id(fingerprint, source_id)}
                 yield _Entry(pos, source_id, action, 100)
 
-        yield from self._write(name, entries(), ok_statuses=(404,))
+        yield from self._write(name, entries())
 
     def _prepare_index(
         self, name: str, pos: int, doc: IndexedDocument, fingerprint: str, field_name: str
@@ -361,7 +361,7 @@ class OpenSearchBackend:
         return _Entry(pos, source_id, action, size + 100)
 
     def _write(
-        self, name: str, items: Iterator[_Entry | DocumentResult], ok_statuses: tuple[int, ...] = ()
+        self, name: str, items: Iterator[_Entry | DocumentResult]
     ) -> Iterator[DocumentResult]:
         """Chunk, send, yield results in input order; refresh before the last results."""
         chunk: list[_Entry | DocumentResult] = []
@@ -374,7 +374,7 @@ class OpenSearchBackend:
             results: dict[int, DocumentResult] = {}
             if entries:
                 sent_any = True
-                results = self._send(entries, ok_statuses)
+                results = self._send(entries)
             if last and sent_any and self.refresh_after_upsert:
                 try:
                     self.refresh(name)
@@ -400,7 +400,7 @@ class OpenSearchBackend:
         self.stats.backoff_s += delay
         return delay
 
-    def _send(self, entries: list[_Entry], ok_statuses: tuple[int, ...]) -> dict[int, DocumentResult]:
+    def _send(self, entries: list[_Entry]) -> dict[int, DocumentResult]:
         results: dict[int, DocumentResult] = {}
         pending = entries
         request_failures = 0
@@ -426,8 +426,8 @@ class OpenSearchBackend:
                         return results
                     self.stats.splits += 1
                     half = len(pending) // 2
-                    results.update(self._send(pending[:half], ok_statuses))
-                    results.update(self._send(pending[half:], ok_statuses))
+                    results.update(self._send(pending[:half]))
+                    results.update(self._send(pending[half:]))
                     return results
                 transient = isinstance(exc, OSConnectionError) or status in TRANSIENT_REQUEST_STATUSES
                 if transient and request_failures < self.max_retries:
@@ -447,8 +447,10 @@ class OpenSearchBackend:
             for e, (ok, item) in zip(pending, outcome):
                 info = next(iter(item.values())) if item else {}
                 status = int(info.get("status", 500))
-                if ok or (status in ok_statuses and info.get("result") == "not_found"):
+                if ok:
                     results[e.pos] = DocumentResult(e.source_id, True, status)
+                elif status == 404 and info.get("result") == "not_found":
+                    results[e.pos] = DocumentResult(e.source_id, False, 404, "not found")
                 elif status == 429 and e.attempts < self.max_retries:
                     e.attempts += 1
                     retry.append(e)
@@ -506,7 +508,8 @@ class OpenSearchBackend:
         body = search_body(
             build_query(query, field_name, mode=self.query_mode, max_clause_count=limit),
             k,
-            rescore=None if rescore is None or not len(rescore) else build_query(
+            # Backend.search: rescoring happens only with a positive window.
+            rescore=None if rescore is None or not len(rescore) or rescore_window <= 0 else build_query(
                 rescore, field_name, mode=self.query_mode, max_clause_count=limit),
             rescore_window=rescore_window,
             exclude_fields=(field_name,),

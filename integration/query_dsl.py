@@ -136,7 +136,8 @@ def search_body(
 
     `query` and `rescore` are query containers (e.g. from `rank_feature_query`). The rescorer
     uses `query_weight: 0` and `rescore_query_weight: 1`, so a rescored hit's score is exactly the
-    rescore query's score (the full query's dot product); the window is at least `k`. `_source`
+    rescore query's score (the full query's dot product). The window is `rescore_window` (`k` if
+    0); hits below it keep their first-phase scores and order, as in `Backend.search`. `_source`
     returns `source_fields` (all fields if None) minus `exclude_fields` (the term map by default:
     it is large and not needed for display).
     """
@@ -147,7 +148,7 @@ def search_body(
         if rescore_window < 0:
             raise ValueError("rescore_window must be >= 0")
         body["rescore"] = {
-            "window_size": max(rescore_window, k),
+            "window_size": rescore_window or k,
             "query": {
                 "rescore_query": dict(rescore),
                 "query_weight": 0.0,

@@ -197,8 +197,9 @@ def test_delete_documents(fake, make_backend, index):
     backend = make_backend()
     list(backend.upsert(index, docs(3)))
     results = list(backend.delete_documents(index, ["d0", "gone", ""]))
-    assert [(r.id, r.ok, r.status) for r in results] == [("d0", True, 200), ("gone", True, 404),
-                                                         ("", False, 400)]
+    assert [(r.id, r.ok, r.status, r.error) for r in results] == [
+        ("d0", True, 200, None), ("gone", False, 404, "not found"),
+        ("", False, 400, "id must be a non-empty string")]
     assert backend.count(index) == 2
 
 

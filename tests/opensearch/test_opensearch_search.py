@@ -133,6 +133,21 @@ def test_rescore_two_phase(fake, loaded):
     assert body["rescore"]["query"]["query_weight"] == 0.0
 
 
+def test_rescore_needs_a_positive_window(fake, loaded):
+    """As in Backend.search (and the embedded backend): rescore_window=0 means no rescoring;
+    a window smaller than k rescores only the top of the list."""
+    full = TermMap({"capital": 2.0, "washington": 5.0})
+    pruned = TermMap({"capital": 2.0})
+    assert [h.id for h in loaded.search("kb", pruned, k=2, rescore=full)] == ["france", "usa"]
+    assert "rescore" not in [b for m, p, b in fake.requests if p == "/kb/_search"][-1]
+    hits = loaded.search("kb", pruned, k=2, rescore=full, rescore_window=1)
+    assert [h.id for h in hits] == ["france", "usa"]
+    assert hits[0].score == pytest.approx(expected_score(fake, full, DOCS["france"]), rel=1e-6)
+    assert hits[1].score == pytest.approx(expected_score(fake, pruned, DOCS["usa"]), rel=1e-6)
+    hits = loaded.search("kb", pruned, k=2, rescore=full, rescore_window=2)
+    assert [h.id for h in hits] == ["usa", "france"]
+
+
 def test_empty_query_returns_nothing_without_a_request(fake, loaded):
     assert loaded.search("kb", TermMap({})) == []
     assert "/kb/_search" not in fake.paths()
@@ -157,7 +172,8 @@ def test_max_clause_count_read_from_cluster(fake, make_backend):
     with pytest.raises(TooManyClausesError, match="9 terms .* 8 clauses"):
         backend.search("kb", TermMap({f"t{i}": 1.0 for i in range(9)}))
     with pytest.raises(TooManyClausesError):
-        backend.search("kb", TermMap({"t0": 1.0}), rescore=TermMap({f"t{i}": 1.0 for i in range(9)}))
+        backend.search("kb", TermMap({"t0": 1.0}), rescore=TermMap({f"t{i}": 1.0 for i in range(9)}),
+                       rescore_window=5)
     assert fake.paths().count("/kb/_search") == 1
 
 
@@ -194,6 +210,8 @@ def test_query_forms():
         search_body(rank_feature_query(tm), 0)
     assert search_body(rank_feature_query(tm), 20, rescore=rank_feature_query(tm))["rescore"][
         "window_size"] == 20
+    assert search_body(rank_feature_query(tm), 20, rescore=rank_feature_query(tm),
+                       rescore_window=5)["rescore"]["window_size"] == 5
 
 
 def test_neural_sparse_weight_limit():
