@@ -554,6 +554,9 @@ def build_client(settings: Any) -> OpenSearch:
         if settings.opensearch_user:
             raise ValueError("set either opensearch_user/password or opensearch_aws_region, not both")
         options.update(_sigv4_options(url, settings.opensearch_aws_region))
+        # Gzipped bodies and SigV4 have a history of signature mismatches (403) across
+        # clients (opensearch-py#176); send uncompressed bodies when signing.
+        options["http_compress"] = False
     elif settings.opensearch_user:
         if settings.opensearch_password is None:
             raise ValueError("opensearch_user is set but opensearch_password is not")

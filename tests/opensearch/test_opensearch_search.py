@@ -304,6 +304,7 @@ def test_from_settings_sigv4_signs_requests(fake, monkeypatch, tmp_path):
     auth = fake.headers[-1]["authorization"]
     assert auth.startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
     assert "/eu-west-1/es/aws4_request" in auth
+    assert "x-amz-date" in fake.headers[-1] and "content-encoding" not in fake.headers[-1]
     with pytest.raises(ValueError, match="not both"):
         OpenSearchBackend.from_settings(_settings(fake, opensearch_aws_region="eu-west-1",
                                                   opensearch_user="u", opensearch_password="p"))
