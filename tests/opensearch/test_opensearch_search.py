@@ -4,6 +4,7 @@ limits, unknown indices, fingerprint mismatch, score parity (boost x quantized v
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 from convsparse.integration.backend import Backend, IndexedDocument
@@ -328,3 +329,18 @@ def test_both_query_forms_name_the_indexed_features(weights):
     assert split == stored
     assert set(neural_sparse_query(tm)["neural_sparse"]["terms"]["query_tokens"]) == stored
     assert TermMap.from_rank_features(tm.to_rank_features()) == tm
+
+
+def test_sigv4_falls_back_to_requests_aws4auth(fake, monkeypatch):
+    """Without botocore, the optional `aws` extra (requests-aws4auth) signs the requests."""
+    pytest.importorskip("requests_aws4auth")
+    monkeypatch.setitem(sys.modules, "botocore", None)
+    monkeypatch.setitem(sys.modules, "botocore.session", None)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDFALLBACK")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    backend = OpenSearchBackend.from_settings(_settings(fake, opensearch_aws_region="us-east-1"))
+    assert backend.create_index("kb", fingerprint="fp").fingerprint == "fp"
+    assert fake.headers[-1]["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDFALLBACK/")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    with pytest.raises(BackendError, match="AWS_ACCESS_KEY_ID"):
+        OpenSearchBackend.from_settings(_settings(fake, opensearch_aws_region="us-east-1"))
