@@ -1,0 +1,110 @@
+"""In-process ingestion: source records -> encoder -> term maps -> backend, one result per record.
+
+`encode_and_upsert` is the one pipeline both the local path (`convsparse ingest`,
+`ConversationalSearch.index_documents`) and the Celery workers run. It never raises for one
+bad record: an empty text, a bad id or a document the encoder cannot turn into a valid term
+map becomes a failed `DocumentResult` with the reason, and the rest of the batch goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from convsparse.errors import InvalidTermMapError
+from convsparse.integration.backend import Backend, DocumentResult, IndexedDocument
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """One document to index: its source id, the text to encode, and fields to store."""
+
+    id: str
+    text: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_mapping(
+        cls, row: Mapping[str, Any], *, id_field: str = "id", text_field: str = "text"
+    ) -> SourceRecord:
+        """Build from a dict (other keys become stored fields). Does not validate."""
+        extra = {k: v for k, v in row.items() if k not in (id_field, text_field)}
+        rid = row.get(id_field)
+        if isinstance(rid, int) and not isinstance(rid, bool):
+            rid = str(rid)
+        return cls(id=rid, text=row.get(text_field), fields=extra)  # type: ignore[arg-type]
+
+
+def check_record(record: Any) -> str | None:
+    """Why `record` cannot be indexed, or None when it can."""
+    if not isinstance(record, SourceRecord):
+        return f"expected a SourceRecord, got {type(record).__name__}"
+    if not isinstance(record.id, str) or not record.id.strip():
+        return f"id must be a non-empty string, got {record.id!r}"
+    if not isinstance(record.text, str):
+        return f"text must be a string, got {type(record.text).__name__}"
+    if not record.text.strip():
+        return "text is empty"
+    if record.fields is not None and not isinstance(record.fields, Mapping):
+        return "fields must be a mapping"
+    return None
+
+
+def _encode(encoder, records: list[SourceRecord], batch_size: int) -> list[Any]:
+    """Term maps for `records`; one failing record is retried alone and gets its exception."""
+    texts = [r.text for r in records]
+    ids = [r.id for r in records]
+    try:
+        return list(encoder.encode_documents(texts, ids=ids, batch_size=batch_size).term_maps)
+    except (InvalidTermMapError, ValueError, RuntimeError) as batch_error:
+        if len(records) == 1:
+            return [batch_error]
+    out: list[Any] = []
+    for r in records:  # isolate the culprit(s)
+        try:
+            out.append(encoder.encode_documents([r.text], ids=[r.id], batch_size=1).term_maps[0])
+        except (InvalidTermMapError, ValueError, RuntimeError) as e:
+            out.append(e)
+    return out
+
+
+def encode_and_upsert(
+    records: Iterable[SourceRecord], *, encoder, backend: Backend, index: str, batch_size: int = 32,
+) -> Iterator[DocumentResult]:
+    """Validate, encode (in batches of `batch_size`) and upsert `records` into `index`.
+
+    Yields one `DocumentResult` per input record, in input order within each batch. The text
+    is stored with the document as field ``text`` (next to the record's own fields)."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    batch: list[SourceRecord] = []
+
+    def flush(batch: list[SourceRecord]) -> Iterator[DocumentResult]:
+        encoded = _encode(encoder, batch, batch_size)
+        docs: list[IndexedDocument] = []
+        failed: dict[int, DocumentResult] = {}
+        for i, (rec, tm) in enumerate(zip(batch, encoded)):
+            if isinstance(tm, Exception):
+                failed[i] = DocumentResult(rec.id, False, 400, f"encoding failed: {tm}")
+            else:
+                docs.append(IndexedDocument(rec.id, tm, {**dict(rec.fields or {}), "text": rec.text}))
+        written = iter(list(backend.upsert(index, docs)) if docs else [])
+        for i in range(len(batch)):
+            yield failed[i] if i in failed else next(written)
+
+    for record in records:
+        reason = check_record(record)
+        if reason is not None:
+            rid = getattr(record, "id", None)
+            yield DocumentResult(str(rid) if rid is not None else "", False, 400, reason)
+            continue
+        batch.append(record)
+        if len(batch) >= batch_size:
+            yield from flush(batch)
+            batch = []
+    if batch:
+        yield from flush(batch)
+
+
+__all__ = ["SourceRecord", "check_record", "encode_and_upsert"]
