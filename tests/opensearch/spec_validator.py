@@ -21,7 +21,6 @@ None when the spec folder is absent (skip the test then).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping
 from functools import cache
 from pathlib import Path
@@ -36,6 +35,8 @@ from referencing.jsonschema import DRAFT202012
 #: `<repo>/../shared/opensearch-api-spec/spec`
 SPEC_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "opensearch-api-spec" / "spec"
 BASE = "file:///spec/"
+#: libyaml when available (about 10x faster on the ~150 spec files)
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 #: Schemas closed with `unevaluatedProperties: false`, per file (JSON pointers into the file).
 CLOSED: dict[str, list[str]] = {
@@ -91,8 +92,7 @@ class SpecValidator:
         documents: dict[str, Any] = {}
         for folder in ("schemas", "namespaces"):
             for path in sorted((spec_dir / folder).glob("*.yaml")):
-                documents[f"{folder}/{path.name}"] = yaml.safe_load(path.read_text(encoding="utf-8"))
-        documents = copy.deepcopy(documents)
+                documents[f"{folder}/{path.name}"] = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)
         for name, pointers in closed.items():
             for pointer in pointers:
                 schema = _resolve_pointer(documents[name], pointer)
