@@ -42,7 +42,7 @@ from convsparse.termmap import TermMap
 
 KINDS = ("top_k", "max_ratio", "min_weight", "alpha_mass")
 DEFAULT_GRID: dict[str, list[float]] = {
-    "top_k": [4, 8, 16, 32, 64],
+    "top_k": [8, 16, 32, 64, 128],
     "max_ratio": [0.05, 0.1, 0.2, 0.3, 0.5],
     "alpha_mass": [0.5, 0.7, 0.8, 0.9, 0.95],
     # min_weight: picked from the quantiles of the observed query weights (scale is model-specific)
@@ -296,7 +296,8 @@ class PruningTuner:
     `conversations`: `ConversationTask`s (from `load_collection`) or anything the encoder's
     `encode_conversations` accepts (then pass `ids` for qrels to line up). `encoder` needs
     `encode_conversations(convs, ids=)` (a student) and `.fingerprint`; `backend` is any
-    `Backend` (embedded or OpenSearch).
+    `Backend` (embedded or OpenSearch). `query_maps` (id -> unpruned term map, e.g.
+    ``EvaluationReport.query_maps["raw"]``) skips encoding the conversations again.
     """
 
     def __init__(
@@ -305,6 +306,7 @@ class PruningTuner:
         k: int = 10, warmup: int = 1, repeats: int = 3, view: str = "raw",
         doc_stats: TermStats | None = None, latency_stat: str = "p50",
         baseline: PruningPolicy | None = None, batch_size: int = 32,
+        query_maps: Mapping[str, TermMap] | None = None,
     ):
         if latency_stat not in ("p50", "p95", "mean"):
             raise ValueError("latency_stat must be p50, p95 or mean")
@@ -320,8 +322,12 @@ class PruningTuner:
         else:
             self.ids = list(ids) if ids is not None else [str(i) for i in range(len(convs))]
             inputs = convs
-        batch = encoder.encode_conversations(inputs, ids=self.ids, batch_size=batch_size)
-        self.queries: list[TermMap] = list(getattr(batch, "term_maps", batch))
+        self.queries: list[TermMap]
+        if query_maps is not None and all(i in query_maps for i in self.ids):
+            self.queries = [query_maps[i] for i in self.ids]  # encoded already (same view)
+        else:
+            batch = encoder.encode_conversations(inputs, ids=self.ids, batch_size=batch_size)
+            self.queries = list(getattr(batch, "term_maps", batch))
 
     def default_grid(self) -> dict[str, list[float]]:
         weights = np.concatenate([np.fromiter(q.values(), float) for q in self.queries if len(q)]

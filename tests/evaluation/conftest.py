@@ -77,3 +77,9 @@ def sample():
     from convsparse.integration.collections import sample_collection
 
     return sample_collection()
+
+
+@pytest.fixture(scope="session")
+def memory_backend_cls():
+    """The class itself, for module-scoped fixtures that need their own backend."""
+    return MemoryBackend

@@ -16,15 +16,21 @@ GRID = {"top_k": [2, 8, 32], "max_ratio": [0.2, 0.5], "alpha_mass": [0.6, 0.9],
         "min_weight": [0.5, 2.0]}
 
 
-@pytest.fixture()
-def tuned(sample, tiny_student, memory_backend):
+@pytest.fixture(scope="module")
+def backend(memory_backend_cls):
+    return memory_backend_cls()
+
+
+@pytest.fixture(scope="module")
+def tuned(sample, tiny_student, backend):
+    memory_backend = backend
     stats = index_corpus(sample, encoder=tiny_student, backend=memory_backend, index="s")
     tuner = PruningTuner(memory_backend, "s", tiny_student, sample.conversations[:12],
                          qrels=sample.qrels, k=10, warmup=1, repeats=2, doc_stats=stats)
     return tuner, tuner.run(GRID)
 
 
-def test_sweep_measures_every_setting(tuned, memory_backend):
+def test_sweep_measures_every_setting(tuned, backend):
     tuner, result = tuned
     assert len(result.points) == 1 + sum(len(v) for v in GRID.values())
     base = result.baseline
@@ -39,7 +45,7 @@ def test_sweep_measures_every_setting(tuned, memory_backend):
     assert by["top_k=2"].recall_vs_unpruned <= by["top_k=32"].recall_vs_unpruned
     assert by["top_k=2"].flops < base.flops
     # warm-up + repeats searches per query and setting
-    assert memory_backend.searches >= len(result.points) * 12 * 3
+    assert backend.searches >= len(result.points) * 12 * 3
     assert result.frontier() and all(p.pareto for p in result.frontier())
 
 
