@@ -1,0 +1,227 @@
+"""`ConversationalSearch`: the chat app's entry point (conversation in, hits with timings out).
+
+Data flows one way: conversation -> formatter -> encoder -> term map -> `PruningPolicy` ->
+backend -> hits. Two-phase search: with `rescore_window > 0`, the backend retrieves with the
+pruned query and re-ranks its top `rescore_window` hits with the full (unpruned) query.
+
+>>> from convsparse import ConversationalSearch, PruningPolicy          # doctest: +SKIP
+>>> search = ConversationalSearch("docs", pruning=PruningPolicy(top_k=64))  # doctest: +SKIP
+>>> result = search.search([{"role": "user", "text": "Tell me about Lisbon"}], k=5)  # doctest: +SKIP
+>>> result.hits[0].id, result.timings["total_ms"]                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from convsparse.conversation import parse_conversation
+from convsparse.errors import IndexNotFoundError, InvalidConversationError
+from convsparse.integration.backend import Backend, Hit
+from convsparse.pruning import PruningPolicy
+from convsparse.termmap import TermMap
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Hits of one search, with what it cost.
+
+    - ``timings``: ``format_ms`` (validate + build the student input), ``encode_ms``,
+      ``prune_ms``, ``search_ms`` (backend, incl. rescoring), ``total_ms``.
+    - ``query_terms_before`` / ``query_terms_after``: terms of the query before/after pruning.
+    - ``flops``: expected multiply-adds per document for the query actually sent, i.e.
+      sum over its terms of the fraction of documents containing the term (the FLOPS
+      measure of Paria et al. 2020 for one query). NaN when the backend cannot report
+      document frequencies (OpenSearch).
+    - ``encoder_path``: "local", or what a remote encoder reports (``"remote"``/``"local"``).
+    """
+
+    hits: list[Hit]
+    timings: dict[str, float]
+    query_terms_before: int
+    query_terms_after: int
+    flops: float
+    encoder_path: str = "local"
+    query: TermMap | None = field(default=None, repr=False)
+
+    @property
+    def ids(self) -> list[str]:
+        return [h.id for h in self.hits]
+
+
+@dataclass
+class IndexReport:
+    """Outcome of `ConversationalSearch.index_documents`."""
+
+    index: str
+    indexed: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (id, reason)
+    elapsed_s: float = 0.0
+
+    @property
+    def n_failed(self) -> int:
+        return len(self.failed)
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+class ConversationalSearch:
+    """Search an index with conversations.
+
+    ``encoder``: anything with ``encode_conversation(conv) -> TermMap`` and ``.fingerprint``
+    (default: ``convsparse.encoders.loading.load_student()``, loaded on first use).
+    ``backend``: a `Backend` (default: ``open_backend(get_settings())``, i.e. the embedded
+    backend under ``Settings().data_dir`` unless ``CONVSPARSE_BACKEND=opensearch``).
+    ``pruning``: the default query `PruningPolicy` (``search(..., pruning=)`` overrides it).
+    ``rescore_window``: rescore that many first-phase hits with the unpruned query (0 = off).
+    """
+
+    def __init__(
+        self, index: str, *, encoder: Any = None, backend: Backend | None = None,
+        pruning: PruningPolicy | None = None, rescore_window: int = 0,
+    ):
+        if rescore_window < 0:
+            raise ValueError("rescore_window must be >= 0")
+        self.index = index
+        self._encoder = encoder
+        if backend is None:
+            from convsparse.integration.backends import open_backend
+
+            backend = open_backend()
+        self.backend = backend
+        self.pruning = pruning
+        self.rescore_window = rescore_window
+
+    def __repr__(self) -> str:
+        p = self.pruning.describe() if self.pruning else "none"
+        return (f"ConversationalSearch({self.index!r}, backend={self.backend!r}, pruning={p}, "
+                f"rescore_window={self.rescore_window})")
+
+    @property
+    def encoder(self) -> Any:
+        if self._encoder is None:
+            from convsparse.encoders.loading import load_student
+
+            self._encoder = load_student()
+        return self._encoder
+
+    # ------------------------------------------------------------------ search
+    def encode(self, conversation: Any) -> tuple[TermMap, float, float]:
+        """(full query term map, format_ms, encode_ms)."""
+        enc = self.encoder
+        t = time.perf_counter()
+        turns = parse_conversation(conversation)
+        formatter = getattr(enc, "formatter", None)
+        if formatter is not None and hasattr(enc, "activations_for_ids"):
+            from convsparse.termmap import term_map_from_vector
+
+            formatted = formatter.format(turns)
+            format_ms = _ms(t)
+            t = time.perf_counter()
+            vec = enc.activations_for_ids([formatted.input_ids], batch_size=1)[0]
+            tm = term_map_from_vector(vec, enc.vocabulary)
+        else:
+            format_ms = _ms(t)
+            t = time.perf_counter()
+            tm = enc.encode_conversation(turns)
+        return tm, format_ms, _ms(t)
+
+    def flops(self, query: Mapping[str, float]) -> float:
+        """Expected multiply-adds per document: sum of the query terms' document frequencies
+        (fraction of documents containing each term). NaN if the backend can't tell."""
+        df = getattr(self.backend, "document_frequencies", None)
+        if df is None:
+            return float("nan")
+        return float(sum(df(self.index, list(query)).values()))
+
+    def search(
+        self, conversation: Any, k: int = 10, *, pruning: PruningPolicy | None = None
+    ) -> SearchResult:
+        """Top-k hits for `conversation` (a list of {role, text} turns, a `Turn` list, a dict
+        with "turns", or a plain string = one user turn). Raises `InvalidConversationError`
+        for malformed input, `IndexNotFoundError`, `FingerprintMismatchError`."""
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        start = time.perf_counter()
+        full, format_ms, encode_ms = self.encode(conversation)
+        t = time.perf_counter()
+        policy = pruning if pruning is not None else self.pruning
+        query = policy.apply(full) if policy is not None else full
+        prune_ms = _ms(t)
+        t = time.perf_counter()
+        if len(query) == 0:
+            hits: list[Hit] = []
+            self.backend.describe_index(self.index)  # still report an unknown index
+        else:
+            two_phase = self.rescore_window > 0 and len(query) < len(full)
+            hits = self.backend.search(
+                self.index, query, k, fingerprint=self.encoder.fingerprint,
+                rescore=full if two_phase else None,
+                rescore_window=self.rescore_window if two_phase else 0,
+            )
+        search_ms = _ms(t)
+        flops = self.flops(query)
+        timings = {"format_ms": format_ms, "encode_ms": encode_ms, "prune_ms": prune_ms,
+                   "search_ms": search_ms, "total_ms": _ms(start)}
+        return SearchResult(
+            hits=hits, timings=timings, query_terms_before=len(full),
+            query_terms_after=len(query), flops=flops,
+            encoder_path=getattr(self.encoder, "last_path", None) or "local", query=query,
+        )
+
+    # ------------------------------------------------------------------ indexing
+    def ensure_index(self) -> None:
+        """Create the index for this encoder if it does not exist."""
+        try:
+            self.backend.describe_index(self.index)
+        except IndexNotFoundError:
+            vocab = getattr(self.encoder, "vocabulary_name", None)
+            self.backend.create_index(self.index, fingerprint=self.encoder.fingerprint,
+                                      vocabulary=vocab, exist_ok=True)
+
+    def index_documents(
+        self, records: Iterable[Any], *, progress: bool = True, batch_size: int = 32,
+        id_field: str = "id", text_field: str = "text",
+    ) -> IndexReport:
+        """Encode and upsert `records` (`SourceRecord`s or dicts with id/text and other fields
+        to store) in this process, with a progress bar. One bad record is reported in
+        ``report.failed`` with its reason; the rest are indexed."""
+        from tqdm.auto import tqdm
+
+        from convsparse.integration.ingestion import SourceRecord, encode_and_upsert
+
+        self.ensure_index()
+        report = IndexReport(self.index)
+        start = time.perf_counter()
+        try:
+            total = len(records)  # type: ignore[arg-type]
+        except TypeError:
+            total = None
+
+        def records_only() -> Iterable[SourceRecord]:
+            for i, r in enumerate(records):
+                if isinstance(r, SourceRecord):
+                    yield r
+                elif isinstance(r, Mapping):
+                    yield SourceRecord.from_mapping(r, id_field=id_field, text_field=text_field)
+                else:
+                    report.failed.append((str(i), f"record is a {type(r).__name__}, expected a mapping"))
+                    bar.update(1)
+
+        with tqdm(total=total, desc=f"index {self.index}", unit="doc", disable=not progress) as bar:
+            for res in encode_and_upsert(records_only(), encoder=self.encoder, backend=self.backend,
+                                         index=self.index, batch_size=batch_size):
+                if res.ok:
+                    report.indexed += 1
+                else:
+                    report.failed.append((res.id, res.error or f"status {res.status}"))
+                bar.update(1)
+        report.elapsed_s = time.perf_counter() - start
+        return report
+
+
+__all__ = ["ConversationalSearch", "IndexReport", "SearchResult", "InvalidConversationError"]
