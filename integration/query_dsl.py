@@ -143,7 +143,9 @@ def search_body(
     """
     if k < 1:
         raise ValueError("k must be >= 1")
-    body: dict[str, Any] = {"size": k, "query": dict(query)}
+    # track_total_hits=False lets Lucene skip non-competitive documents (block-max WAND over the
+    # FeatureField impacts) instead of counting every match; we never report a total.
+    body: dict[str, Any] = {"size": k, "query": dict(query), "track_total_hits": False}
     if rescore is not None:
         if rescore_window < 0:
             raise ValueError("rescore_window must be >= 0")

@@ -209,6 +209,7 @@ def test_query_forms():
         build_query(tm, mode="bm25")
     with pytest.raises(ValueError):
         search_body(rank_feature_query(tm), 0)
+    assert search_body(rank_feature_query(tm), 3)["track_total_hits"] is False
     assert search_body(rank_feature_query(tm), 20, rescore=rank_feature_query(tm))["rescore"][
         "window_size"] == 20
     assert search_body(rank_feature_query(tm), 20, rescore=rank_feature_query(tm),
