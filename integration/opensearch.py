@@ -189,7 +189,8 @@ class OpenSearchBackend:
     def from_settings(cls, settings: Any = None, **backend_options: Any) -> OpenSearchBackend:
         """Build the client from `Settings` (`CONVSPARSE_OPENSEARCH_*`):
 
-        - `opensearch_url` (http or https; the scheme decides TLS), `opensearch_timeout_s`;
+        - `opensearch_url` (http or https; the scheme decides TLS; several nodes separated by
+          commas), `opensearch_timeout_s`;
         - basic auth: `opensearch_user` + `opensearch_password`;
         - TLS: `opensearch_ca_certs` (CA bundle path), `opensearch_verify_certs`;
         - AWS SigV4: `opensearch_aws_region` (service "es", or "aoss" for a serverless URL);
@@ -537,8 +538,11 @@ class OpenSearchBackend:
 def build_client(settings: Any) -> OpenSearch:
     """An `OpenSearch` client from `Settings` (see `OpenSearchBackend.from_settings`)."""
     url = str(settings.opensearch_url)
+    hosts = [u.strip() for u in url.split(",") if u.strip()]  # "https://a:9200,https://b:9200"
+    if not hosts:
+        raise ValueError("opensearch_url is empty")
     options: dict[str, Any] = {
-        "hosts": [url],
+        "hosts": hosts,
         "timeout": float(settings.opensearch_timeout_s),
         "http_compress": True,
         # Replays are safe: bulk writes use deterministic _ids, searches are read-only.

@@ -251,6 +251,12 @@ def test_unreachable_server_is_a_clear_error():
         backend.search("kb", TermMap({"a": 1.0}))
 
 
+def test_from_settings_several_nodes(fake):
+    backend = OpenSearchBackend.from_settings(Settings(opensearch_url=f"{fake.url}, {fake.url}/"))
+    assert len(backend.client.transport.connection_pool.connections) == 2
+    assert backend.create_index("kb", fingerprint="fp").count == 0
+
+
 def test_from_settings_password_required(fake):
     with pytest.raises(ValueError, match="password"):
         OpenSearchBackend.from_settings(_settings(fake, opensearch_user="admin"))
