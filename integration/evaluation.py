@@ -404,7 +404,9 @@ def evaluate_client(
             parts.setdefault(key, []).append(float(v))
         run[t.id] = {h.id: float(h.score) for h in res.hits}
         qterms.append(int(getattr(res, "query_terms_after", 0) or 0))
-        qmap = getattr(res, "query", None) or getattr(res, "query_term_map", None)
+        qmap = getattr(res, "query", None)
+        if qmap is None:
+            qmap = getattr(res, "query_term_map", None)
         if qmap is not None:
             qmaps.append(qmap)
         if progress:

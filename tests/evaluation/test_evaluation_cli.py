@@ -65,3 +65,26 @@ def test_tune_rejects_unknown_kind(app, sample, tiny_student, memory_backend):
     r = CliRunner().invoke(app, ["tune", "sample", "--index", "s", "--kinds", "bogus",
                                  "--limit", "2"])
     assert r.exit_code != 0
+
+
+def test_collection_index_then_evaluate_through_the_client(monkeypatch, tiny_student, tmp_path):
+    """The real path: ingestion pipeline into an EmbeddedBackend, then ConversationalSearch."""
+    pytest.importorskip("convsparse.integration.ingestion")
+    pytest.importorskip("convsparse.integration.client")
+    monkeypatch.setattr(eval_cli, "load_encoder", lambda settings: tiny_student)
+    app = typer.Typer()
+    eval_cli.register(app)
+    data = str(tmp_path / "store")
+    r = CliRunner().invoke(app, ["collection", "index", "sample", "--index", "sample",
+                                 "--backend", "embedded", "--data-dir", data])
+    assert r.exit_code == 0, r.output
+    assert "indexed 60 passages into 'sample' (0 failed)" in r.output
+    r = CliRunner().invoke(app, ["evaluate", "sample", "--index", "sample", "--backend",
+                                 "embedded", "--data-dir", data, "--view", "rewrite",
+                                 "--out", str(tmp_path / "ev")])
+    assert r.exit_code == 0, r.output
+    res = {x["system"]: x for x in json.loads((tmp_path / "ev.json").read_text())["results"]}
+    student = res["student (sample)"]
+    assert student["n_queries"] == 25 and student["metrics"]["recall@10"] >= 0.7
+    assert student["flops"] > 0 and "encode_ms_mean" in student["extra"]
+    assert "BM25" in res
