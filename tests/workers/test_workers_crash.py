@@ -1,0 +1,144 @@
+"""Failure injection with real processes: SIGKILL a worker mid-task, restart Redis mid-job."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from convsparse.workers.jobs import JobStore
+from convsparse.workers.submit import run_ingest_job
+
+pytestmark = pytest.mark.slow
+
+N_DOCS = 200
+CHUNK = 20  # -> 10 chunks
+
+
+def start_job(source, settings, **kwargs):
+    """run_ingest_job in a thread; returns (thread, box) where box["status"] is the outcome."""
+    box: dict = {}
+
+    def target():
+        try:
+            box["status"] = run_ingest_job(source, index="crash", settings=settings,
+                                           chunk_size=CHUNK, max_in_flight=3, progress=False,
+                                           **kwargs)
+        except BaseException as e:  # surfaced by the test
+            box["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, box
+
+
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError("condition not reached")
+
+
+def running_chunk(store: JobStore, min_done: int):
+    """A chunk a worker has started but not finished, once `min_done` chunks are done."""
+    jobs = [k.decode().split(":")[2] for k in store.r.keys("convsparse:job:*:attempts")]
+    for job in jobs:
+        done = store.done_chunks(job)
+        started = {k.decode() for k in store.r.hkeys(store.key(job, "attempts"))}
+        if len(done) >= min_done and started - done:
+            return job, sorted(started - done)[0]
+    return None
+
+
+def check_index(settings, corpus):
+    from convsparse.integration.embedded import EmbeddedBackend
+
+    backend = EmbeddedBackend(settings.data_dir)
+    assert backend.count("crash") == len(corpus)
+    for d in corpus:  # every id is there; with the count, exactly once
+        backend.get_document("crash", d["id"])
+
+
+def test_sigkill_worker_mid_task_redelivers_once(redis_db, make_worker, helpers, tiny_model_dir,
+                                                  tmp_path):
+    data = tmp_path / "data"
+    settings = helpers.settings_for(redis_db, tiny_model_dir, data)
+    env = helpers.worker_env(redis_db, tiny_model_dir, data, CONVSPARSE_TASK_DELAY_S="0.4")
+    worker = make_worker(env, "crash")
+    worker.start()
+    corpus = helpers.make_corpus(N_DOCS, seed=1)
+    source = helpers.write_jsonl(tmp_path / "corpus.jsonl", corpus)
+    thread, box = start_job(source, settings, stall_timeout_s=60, max_resubmits=0)
+
+    store = JobStore.from_url(redis_db)
+    job_id, killed_chunk = wait_for(lambda: running_chunk(store, min_done=2))
+    worker.kill()  # SIGKILL mid-task: no warm shutdown, nothing requeued by the worker
+    assert killed_chunk not in store.done_chunks(job_id)
+    worker.start()  # the unacked message comes back after the visibility timeout
+
+    thread.join(120)
+    assert not thread.is_alive() and "error" not in box, box
+    status = box["status"]
+    assert status.state == "finished", status
+    assert (status.indexed, status.failed, status.chunks_done) == (N_DOCS, 0, N_DOCS // CHUNK)
+    assert status.redelivered_chunks == {killed_chunk: 2}  # exactly one redelivery
+    check_index(settings, corpus)
+
+
+def test_redis_restart_mid_job(make_redis, make_worker, helpers, tiny_model_dir, tmp_path):
+    server = make_redis(appendonly=True)  # like production: AOF on, noeviction
+    url = server.url(0)
+    data = tmp_path / "data"
+    settings = helpers.settings_for(url, tiny_model_dir, data)
+    env = helpers.worker_env(url, tiny_model_dir, data, CONVSPARSE_TASK_DELAY_S="0.3")
+    worker = make_worker(env, "redis")
+    worker.start()
+    corpus = helpers.make_corpus(N_DOCS, seed=2)
+    source = helpers.write_jsonl(tmp_path / "corpus.jsonl", corpus)
+    thread, box = start_job(source, settings, stall_timeout_s=30, max_resubmits=2)
+
+    store = JobStore.from_url(url)
+    wait_for(lambda: running_chunk(store, min_done=3))
+    server.restart(pause_s=1.0)
+
+    thread.join(150)
+    assert not thread.is_alive() and "error" not in box, box
+    status = box["status"]
+    # Either it finished, or it says exactly which chunks / ids are missing.
+    if status.state != "finished":
+        pytest.fail(f"missing chunks {status.missing_chunks}, ids {status.missing_ids}")
+    assert (status.indexed, status.failed) == (N_DOCS, 0)
+    check_index(settings, corpus)
+
+
+def test_redis_restart_without_persistence_loses_nothing(make_redis, make_worker, helpers,
+                                                         tiny_model_dir, tmp_path):
+    """Worst case: Redis restarts empty (queued chunks and job state gone). The submitter
+    resubmits what stalled and re-writes what it knows; the job still ends with every id
+    indexed once, or names the missing ones."""
+    server = make_redis(appendonly=False)
+    url = server.url(0)
+    data = tmp_path / "data"
+    settings = helpers.settings_for(url, tiny_model_dir, data)
+    env = helpers.worker_env(url, tiny_model_dir, data, CONVSPARSE_TASK_DELAY_S="0.3")
+    worker = make_worker(env, "volatile")
+    worker.start()
+    corpus = helpers.make_corpus(N_DOCS, seed=4)
+    source = helpers.write_jsonl(tmp_path / "corpus.jsonl", corpus)
+    thread, box = start_job(source, settings, stall_timeout_s=6, max_resubmits=3)
+
+    store = JobStore.from_url(url)
+    wait_for(lambda: running_chunk(store, min_done=3))
+    server.restart(pause_s=0.5)
+
+    thread.join(150)
+    assert not thread.is_alive() and "error" not in box, box
+    status = box["status"]
+    if status.state != "finished":
+        pytest.fail(f"missing chunks {status.missing_chunks}, ids {status.missing_ids}")
+    assert status.indexed == N_DOCS and status.chunks_done == N_DOCS // CHUNK
+    check_index(settings, corpus)
