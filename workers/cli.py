@@ -37,7 +37,7 @@ def print_status(status, *, as_json: bool = False, limit: int = 20) -> None:
         typer.echo(f"  dead letter ({len(status.dead_letter)}):")
         for d in status.dead_letter[:limit]:
             where = f"position {d.position}" if d.position is not None else f"chunk {d.chunk}"
-            typer.echo(f"    {d.id!s:<24} {where:<16} {d.reason}")
+            typer.echo(f"    {d.id if d.id is not None else '-':<24} {where:<16} {d.reason}")
         if len(status.dead_letter) > limit:
             typer.echo(f"    ... {len(status.dead_letter) - limit} more (--json for all)")
 

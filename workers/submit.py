@@ -164,6 +164,9 @@ def run_ingest_job(
     last_progress = time.monotonic()
     records_read = submitted = 0
     bar = tqdm(desc=f"ingest {index}", unit="doc", disable=not progress)
+    if progress:
+        bar.write(f"job {job_id}: {meta['source']} -> index {index!r} "
+                  f"(follow it with `convsparse jobs status {job_id}`)")
 
     def send(chunk_id: str, records: list[dict[str, Any]]) -> None:
         _retrying(lambda: capp.send_task(

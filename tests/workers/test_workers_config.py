@@ -59,7 +59,7 @@ def test_compose_file():
     gpu = services["worker-gpu"]
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
-    assert devices[0]["count"] == 1  # one GPU per replica: --scale worker-gpu=N
+    assert devices[0]["device_ids"] == ["0"]  # one service per GPU (see gpu_workers.py)
     cpu = services["worker-cpu"]
     assert cpu["profiles"] == ["cpu"] and "deploy" not in cpu
     for worker in (gpu, cpu):
@@ -75,6 +75,24 @@ def test_compose_file():
     assert gpu["environment"]["CONVSPARSE_DEVICE"] == "cuda"
     dockerfile = (ROOT / "docker" / "worker.Dockerfile").read_text()
     assert "onnxruntime-gpu" in dockerfile and "--pool=solo" in dockerfile
+
+
+def test_gpu_worker_override_pins_one_gpu_each():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_workers", ROOT / "docker" / "gpu_workers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    services = yaml.safe_load(yaml.safe_dump(module.override(4)))["services"]
+    assert sorted(services) == ["worker-gpu1", "worker-gpu2", "worker-gpu3"]
+    pinned = []
+    for name, svc in services.items():
+        devices = svc["deploy"]["resources"]["reservations"]["devices"]
+        assert len(devices) == 1 and devices[0]["driver"] == "nvidia"
+        pinned += devices[0]["device_ids"]
+        assert "--pool=solo" in svc["command"] and f"--hostname={name[7:]}@%h" in svc["command"]
+        assert svc["environment"]["CONVSPARSE_DEVICE"] == "cuda"
+    assert pinned == ["1", "2", "3"]
 
 
 def test_worker_command_defaults():
