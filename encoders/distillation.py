@@ -60,6 +60,8 @@ class DistillConfig(BaseModel):
     holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     teachers: list[TeacherName] = Field(default_factory=lambda: ["bm25", "dense"], min_length=1)
     teacher_weights: list[float] | None = None
+    teacher_runs_dir: Path | None = Field(None, description="cache of TREC teacher runs; "
+                                          "default <output_dir>/teacher_runs")
     teacher_depth: int = Field(1000, ge=10)
     n_negatives: int = Field(16, ge=1)
     rank_window: tuple[int, int] = (10, 960)
@@ -69,6 +71,9 @@ class DistillConfig(BaseModel):
     doc_stage_negatives: int = Field(3, ge=1)
     doc_stage_batch_size: int = Field(4, ge=1)
     freeze_documents: bool = True
+    freeze_embeddings: bool = Field(True, description="keep the word embeddings (tied to the MLM "
+                                    "decoder) fixed in stage 2: the vocabulary geometry stays "
+                                    "shared with the frozen document side, and CPU steps are cheaper")
     batch_size: int = Field(8, ge=1)
     learning_rate: float = Field(2e-5, gt=0)
     max_length: int = Field(128, ge=8)
@@ -128,6 +133,7 @@ class DistillConfig(BaseModel):
         data.output_dir = fix(data.output_dir)
         data.corpus = fix(data.corpus)
         data.qrels = fix(data.qrels)
+        data.teacher_runs_dir = fix(data.teacher_runs_dir)
         for src in data.conversations:
             src.path = fix(src.path)
         if data.student and not Path(data.student).is_absolute() and (base / data.student).exists():
@@ -292,7 +298,8 @@ class _Trainer:
                              + str(cfg.corpus).encode()).hexdigest()[:10]
         runs = []
         for name in cfg.teachers:
-            path = self.out / "teacher_runs" / f"{name}-{key}.trec"
+            base = cfg.teacher_runs_dir or (self.out / "teacher_runs")
+            path = Path(base) / f"{name}-{key}.trec"
             if path.exists():
                 run = read_trec_run(path)
             else:
@@ -418,7 +425,9 @@ class _Trainer:
     def conversation_stage(self, doc_matrix: torch.Tensor, teacher: Run) -> None:
         cfg = self.cfg
         model = self.student.model
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
+        emb = model.mlm.get_input_embeddings().weight
+        emb.requires_grad_(not cfg.freeze_embeddings)
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate)
         start = self._resume("conversations", model, opt)
         loss_fn = DistillationLoss(infonce_weight=cfg.infonce_weight, kl_temperature=cfg.kl_temperature,
                                    infonce_temperature=cfg.infonce_temperature, lambda_q=cfg.lambda_q,
@@ -461,7 +470,14 @@ class _Trainer:
         else:
             rows = s.tokenize_documents([t.teacher_query for t in self.test])
         q = s.activations_for_ids(rows)
-        out = evaluate_scores(q @ doc_matrix.T, [t.task_id for t in self.test], self.doc_ids, self.qrels)
+        scores = q @ doc_matrix.T
+        qids = [t.task_id for t in self.test]
+        out = evaluate_scores(scores, qids, self.doc_ids, self.qrels)
+        sub = [i for i, t in enumerate(self.test) if t.has_rewrite]
+        if sub:
+            out["rewrite_subset"] = evaluate_scores(scores[sub], [qids[i] for i in sub], self.doc_ids,
+                                                    self.qrels)
+            out["rewrite_subset"]["n_queries"] = len(sub)
         out["flops"] = flops_metric(q, doc_matrix)
         out["avg_query_terms"] = float((q > 0).sum(1).mean())
         out["n_queries"] = len(self.test)
@@ -481,7 +497,8 @@ class DistillResult:
     log: list[dict]
 
 
-def distill(config: DistillConfig | str | Path, *, doc_matrix: np.ndarray | None = None) -> DistillResult:
+def distill(config: DistillConfig | str | Path, *, doc_matrix: np.ndarray | None = None,
+            evaluate_baselines: bool = True) -> DistillResult:
     """Run both stages as configured; returns where the student went and held-out metrics.
     `doc_matrix` (n_docs, vocab) reuses precomputed frozen document maps (stage 1 must be off)."""
     cfg = config if isinstance(config, DistillConfig) else DistillConfig.from_file(config)
@@ -496,16 +513,35 @@ def distill(config: DistillConfig | str | Path, *, doc_matrix: np.ndarray | None
     if doc_matrix is None:
         doc_matrix = tr.doc_activations()
     teacher = tr.teacher_runs(tr.student, doc_matrix)
-    before = tr.evaluate(doc_matrix)
+    before = tr.evaluate(doc_matrix) if evaluate_baselines else {}
+    rewrite = tr.evaluate(doc_matrix, conversation=False) if evaluate_baselines else {}
     tr.conversation_stage(torch.from_numpy(doc_matrix), teacher)
     after = tr.evaluate(doc_matrix)
-    rewrite = tr.evaluate(doc_matrix, conversation=False)
     final = tr.out / "final"
     tr.student.model.mlm.save_pretrained(final)
     tr.tokenizer.save_pretrained(final)
-    metrics = {"heldout_before": before, "heldout_after": after, "heldout_student_on_rewrite": rewrite,
+    metrics = {"heldout_before": before, "heldout_after": after, "heldout_before_student_on_rewrite": rewrite,
                "train_tasks": len(tr.train), "heldout_tasks": len(tr.test),
                "seconds": round(time.time() - t0, 1), "config": json.loads(cfg.model_dump_json())}
     (tr.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (tr.out / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in tr.log))
     return DistillResult(tr.out, final, metrics, tr.log)
+
+
+def save_fp16_student(src: str | Path, dst: str | Path) -> Path:
+    """Copy a trained student folder as fp16 safetensors + tokenizer files, for shipping.
+    `config.json` keeps `dtype: float32`, so `from_pretrained` upcasts the weights on load
+    (fp16 matmuls on CPU are slow and lose precision)."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    mlm = AutoModelForMaskedLM.from_pretrained(str(src), dtype=torch.float32)
+    mlm.half().save_pretrained(dst, safe_serialization=True)
+    AutoTokenizer.from_pretrained(str(src)).save_pretrained(dst)
+    cfg_path = dst / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["dtype"] = "float32"
+    cfg.pop("torch_dtype", None)
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    return dst
