@@ -22,6 +22,15 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "mtrag"
 
 
+def _find_split(args) -> Path | None:
+    """The distillation split (F writes split.json next to the trained student)."""
+    candidates = [args.split] if args.split else []
+    if args.model:
+        candidates.append(Path(args.model) / "split.json")
+    candidates.append(REPO / "convsparse" / "models" / "student" / "split.json")
+    return next((c for c in candidates if c is not None and c.is_file()), None)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -37,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-recall-drop", type=float, default=0.02)
     ap.add_argument("--budget-ms", type=float, default=None)
     ap.add_argument("--name", default="mtrag", help="file name suffix")
+    ap.add_argument("--split", type=Path, default=None,
+                    help="split.json of the distilled student ({'heldout': [task ids]}); "
+                         "default: next to the model")
     args = ap.parse_args(argv)
 
     if not args.data.is_dir():
@@ -96,6 +108,22 @@ def main(argv: list[str] | None = None) -> int:
         report = compare(col, encoder=encoder, backend=backend, index=args.name,
                          doc_stats=doc_stats, reindex=False,
                          student_name=f"student ({Path(str(getattr(encoder, 'source', '') or 'default')).name})")
+        split = _find_split(args)
+        if split is not None:
+            import json
+
+            held = set(json.loads(split.read_text())["heldout"])
+            sub = col.subset(held)
+            if sub.conversations:
+                ho = compare(sub, encoder=encoder, backend=backend, index=args.name,
+                             doc_stats=doc_stats, reindex=False, student_name="student",
+                             all_turns=False)
+                for r in ho.results:
+                    r.system = f"{r.system} [held-out]"
+                report.results += ho.results
+                report.notes.append(f"[held-out] rows: the {len(sub.conversations)} turns of "
+                                    f"the conversations the student never saw in training "
+                                    f"({split})")
         report.config["index_seconds"] = round(time.perf_counter() - t0, 1)
         report.config["threads"] = args.threads
         js, md = report.save(args.out / f"evaluation_{args.name}")

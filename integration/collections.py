@@ -30,7 +30,6 @@ from convsparse.conversation import Turn, parse_conversation
 from convsparse.errors import ConvsparseError, InvalidConversationError
 
 
-
 def _sample_dir() -> Path:
     from importlib.resources import files
 
@@ -327,6 +326,14 @@ def sample_collection() -> Collection:
 
 
 __all__ = [
-    "Collection", "ConversationTask", "InvalidCollectionError", "Passage", "SAMPLE_DIR",
-    "load_collection", "load_conversations", "load_corpus", "load_qrels", "sample_collection",
+    "SAMPLE_DIR",
+    "Collection",
+    "ConversationTask",
+    "InvalidCollectionError",
+    "Passage",
+    "load_collection",
+    "load_conversations",
+    "load_corpus",
+    "load_qrels",
+    "sample_collection",
 ]

@@ -7,7 +7,6 @@ bodies so that `convsparse --help` stays fast.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -124,10 +123,10 @@ def collection_show(path: str = typer.Argument(..., help=_DIR_HELP)) -> None:
 def collection_index(
     path: str = typer.Argument(..., help=_DIR_HELP),
     index: str = typer.Option(..., "--index", "-i", help="Index to create/fill."),
-    model: Optional[str] = typer.Option(None, help=_MODEL_HELP),
-    runtime: Optional[str] = typer.Option(None, help="torch or onnx."),
-    backend: Optional[str] = typer.Option(None, help="embedded or opensearch (CONVSPARSE_BACKEND)."),
-    data_dir: Optional[Path] = typer.Option(None, help="Embedded backend folder."),
+    model: str | None = typer.Option(None, help=_MODEL_HELP),
+    runtime: str | None = typer.Option(None, help="torch or onnx."),
+    backend: str | None = typer.Option(None, help="embedded or opensearch (CONVSPARSE_BACKEND)."),
+    data_dir: Path | None = typer.Option(None, help="Embedded backend folder."),
     batch_size: int = typer.Option(32, min=1),
     recreate: bool = typer.Option(False, help="Delete the index first."),
 ) -> None:
@@ -167,7 +166,7 @@ def collection_index(
 
 def evaluate_command(
     path: str = typer.Argument(..., help=_DIR_HELP),
-    index: Optional[str] = typer.Option(None, "--index", "-i",
+    index: str | None = typer.Option(None, "--index", "-i",
                                         help="Existing index to search through the client. "
                                              "Without it the corpus is indexed into a temporary "
                                              "embedded index."),
@@ -175,15 +174,15 @@ def evaluate_command(
     compare_bm25: bool = typer.Option(True, "--bm25/--no-bm25",
                                       help="Add the BM25 rows (raw and rewrite) with bm25s."),
     k: int = typer.Option(100, min=10, help="Hits per turn (Recall@100 needs 100)."),
-    model: Optional[str] = typer.Option(None, help=_MODEL_HELP),
-    runtime: Optional[str] = typer.Option(None, help="torch or onnx."),
-    backend: Optional[str] = typer.Option(None, help="embedded or opensearch."),
-    data_dir: Optional[Path] = typer.Option(None, help="Embedded backend folder."),
-    limit: Optional[int] = typer.Option(None, min=1, help="Evaluate the first N judged turns."),
+    model: str | None = typer.Option(None, help=_MODEL_HELP),
+    runtime: str | None = typer.Option(None, help="torch or onnx."),
+    backend: str | None = typer.Option(None, help="embedded or opensearch."),
+    data_dir: Path | None = typer.Option(None, help="Embedded backend folder."),
+    limit: int | None = typer.Option(None, min=1, help="Evaluate the first N judged turns."),
     flops_docs: int = typer.Option(5000, min=0, help="Passages encoded to estimate p_d for "
                                                      "FLOPS when searching an existing index "
                                                      "(0 = skip FLOPS)."),
-    out: Optional[Path] = typer.Option(None, help="Write <out>.json and <out>.md."),
+    out: Path | None = typer.Option(None, help="Write <out>.json and <out>.md."),
     bm25_only: bool = typer.Option(False, help="Only the BM25 rows (no model needed)."),
 ) -> None:
     """MRR@10, nDCG@3, Recall@10/100, FLOPS, term counts and latency on a collection.
@@ -244,24 +243,24 @@ def tune_command(
     k: int = typer.Option(10, min=1, help="Recall@k cut-off."),
     kinds: str = typer.Option("top_k,max_ratio,min_weight,alpha_mass",
                               help="Comma-separated pruning kinds to sweep."),
-    top_k: Optional[str] = typer.Option(None, help="Thresholds for top_k, e.g. 8,16,32."),
-    max_ratio: Optional[str] = typer.Option(None, help="Thresholds for max_ratio."),
-    min_weight: Optional[str] = typer.Option(None, help="Thresholds for min_weight "
+    top_k: str | None = typer.Option(None, help="Thresholds for top_k, e.g. 8,16,32."),
+    max_ratio: str | None = typer.Option(None, help="Thresholds for max_ratio."),
+    min_weight: str | None = typer.Option(None, help="Thresholds for min_weight "
                                                         "(default: query weight quantiles)."),
-    alpha_mass: Optional[str] = typer.Option(None, help="Thresholds for alpha_mass."),
-    budget_ms: Optional[float] = typer.Option(None, help="Latency budget per search."),
-    max_recall_drop: Optional[float] = typer.Option(None, help="Largest acceptable drop of "
+    alpha_mass: str | None = typer.Option(None, help="Thresholds for alpha_mass."),
+    budget_ms: float | None = typer.Option(None, help="Latency budget per search."),
+    max_recall_drop: float | None = typer.Option(None, help="Largest acceptable drop of "
                                                                "recall@k vs unpruned (0.02 = 2%)."),
     latency_stat: str = typer.Option("p50", help="p50, p95 or mean: the latency the budget "
                                                  "and the frontier use."),
     warmup: int = typer.Option(1, min=0), repeats: int = typer.Option(3, min=1),
     view: str = typer.Option("raw", help="raw (whole conversation) or rewrite."),
-    limit: Optional[int] = typer.Option(None, min=1, help="Use the first N turns."),
-    model: Optional[str] = typer.Option(None, help=_MODEL_HELP),
-    runtime: Optional[str] = typer.Option(None, help="torch or onnx."),
-    backend: Optional[str] = typer.Option(None, help="embedded or opensearch."),
-    data_dir: Optional[Path] = typer.Option(None, help="Embedded backend folder."),
-    out: Optional[Path] = typer.Option(None, help="Write <out>.json, <out>.md and <out>.png."),
+    limit: int | None = typer.Option(None, min=1, help="Use the first N turns."),
+    model: str | None = typer.Option(None, help=_MODEL_HELP),
+    runtime: str | None = typer.Option(None, help="torch or onnx."),
+    backend: str | None = typer.Option(None, help="embedded or opensearch."),
+    data_dir: Path | None = typer.Option(None, help="Embedded backend folder."),
+    out: Path | None = typer.Option(None, help="Write <out>.json, <out>.md and <out>.png."),
 ) -> None:
     """Sweep query pruning thresholds: latency p50/p95, recall@k vs unpruned and vs qrels,
     FLOPS; plot latency vs recall with the Pareto frontier and recommend a PruningPolicy."""
@@ -311,4 +310,4 @@ def register(app: typer.Typer) -> None:
     app.command("tune")(tune_command)
 
 
-__all__ = ["register", "load_encoder", "open_backend"]
+__all__ = ["load_encoder", "open_backend", "register"]

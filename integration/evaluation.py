@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-
 from convsparse.integration.collections import Collection, ConversationTask
+
 from convsparse.pruning import PruningPolicy
 from convsparse.termmap import TermMap
 
@@ -55,7 +55,8 @@ def compute_metrics(
 ) -> dict[str, float]:
     """Mean of each metric over the judged queries (``ranx``). A judged query missing from the
     run counts as zero; run entries for unjudged queries are ignored."""
-    from ranx import Qrels, Run as RanxRun, evaluate
+    from ranx import Qrels, evaluate
+    from ranx import Run as RanxRun
 
     ids = set(query_ids) if query_ids is not None else set(run)
     judged = {q: {d: int(r) for d, r in rel.items()} for q, rel in qrels.items()
@@ -76,7 +77,8 @@ def per_query_metric(
     qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]], metric: str,
 ) -> dict[str, float]:
     """One metric per judged query in the run (``ranx``), e.g. for recall-vs-judgments plots."""
-    from ranx import Qrels, Run as RanxRun, evaluate
+    from ranx import Qrels, evaluate
+    from ranx import Run as RanxRun
 
     judged = {q: dict(r) for q, r in qrels.items() if q in run and any(v > 0 for v in r.values())}
     sub = {q: dict(run[q]) for q in judged if run[q]}
@@ -507,8 +509,9 @@ def compare(
             if reindex or doc_stats is None:
                 doc_stats = index_corpus(collection, encoder=encoder, backend=backend, index=index,
                                          recreate=True, progress=progress)
-            kw = dict(encoder=encoder, backend=backend, index=index, k=k, metrics=metrics,
-                      pruning=pruning, doc_stats=doc_stats, name=student_name)
+            kw = {"encoder": encoder, "backend": backend, "index": index, "k": k,
+                  "metrics": metrics, "pruning": pruning, "doc_stats": doc_stats,
+                  "name": student_name}
             extra_rows = all_turns and rewritten and len(everything) > len(rewritten)
             # encode each view once (batched); the rows reuse the maps
             raw_tasks = everything if extra_rows else shared
@@ -552,8 +555,21 @@ def compare(
 
 
 __all__ = [
-    "BM25Baseline", "DEFAULT_METRICS", "EvaluationReport", "SystemResult", "TermStats", "compare",
-    "compute_metrics", "encode_queries", "evaluate_client", "evaluate_term_maps", "flops",
-    "index_corpus", "latency_summary", "per_query_metric", "query_for", "search_term_maps",
+    "DEFAULT_METRICS",
+    "BM25Baseline",
+    "EvaluationReport",
+    "SystemResult",
+    "TermStats",
+    "compare",
+    "compute_metrics",
+    "encode_queries",
+    "evaluate_client",
+    "evaluate_term_maps",
+    "flops",
+    "index_corpus",
+    "latency_summary",
+    "per_query_metric",
+    "query_for",
+    "search_term_maps",
     "tasks_for",
 ]

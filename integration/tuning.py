@@ -32,11 +32,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from convsparse.integration.evaluation import (
+    TermStats,
+    _jsonable,
+    compute_metrics,
+    flops,
+    latency_summary,
+    query_for,
+)
 
 from convsparse.errors import BackendError, TooManyClausesError
-from convsparse.integration.evaluation import (
-    TermStats, _jsonable, compute_metrics, flops, latency_summary, query_for,
-)
 from convsparse.pruning import PruningPolicy
 from convsparse.termmap import TermMap
 
@@ -199,8 +204,9 @@ class TuningResult:
     def to_markdown(self, recommendation: Recommendation | None = None) -> str:
         rows = self.rows()
         head = list(dict.fromkeys(h for r in rows for h in r))
-        lines = [f"### Query pruning sweep: {self.n_queries} conversations, `{self.backend}` "
-                 f"index `{self.index}`, k={self.k}", "",
+        title = (f"### Query pruning sweep: {self.n_queries} conversations, `{self.backend}` "
+                 f"index `{self.index}`, k={self.k}")
+        lines = [title, "",
                  "| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
         lines += ["| " + " | ".join(r.get(h, "") for h in head) + " |" for r in rows]
         if recommendation is not None:

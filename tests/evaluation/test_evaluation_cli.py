@@ -6,9 +6,8 @@ import json
 
 import pytest
 import typer
-from typer.testing import CliRunner
-
 from convsparse.integration import eval_cli, evaluation
+from typer.testing import CliRunner
 
 
 @pytest.fixture()

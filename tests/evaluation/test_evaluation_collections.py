@@ -6,9 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-
 from convsparse.integration.collections import (
-    InvalidCollectionError, load_collection, load_conversations, load_corpus, load_qrels,
+    InvalidCollectionError,
+    load_collection,
+    load_conversations,
+    load_corpus,
+    load_qrels,
     sample_collection,
 )
 

@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from convsparse.integration.collections import Collection, ConversationTask, Passage
 from convsparse.integration.evaluation import (
-    BM25Baseline, EvaluationReport, compare, evaluate_client, evaluate_term_maps, index_corpus,
+    BM25Baseline,
+    EvaluationReport,
+    compare,
+    evaluate_client,
+    evaluate_term_maps,
+    index_corpus,
 )
+
 from convsparse.conversation import Turn
 
 
@@ -25,8 +30,8 @@ def own_collection() -> Collection:
         "v2": Passage("v2", "Version 3.0 of the parser drops Python 3.8 support.", "Parser 3.0"),
         "z1": Passage("z1", "Glaciers carve U-shaped valleys as they slide downhill.", "Glaciers"),
     }
-    U = lambda t: Turn(role="user", text=t)  # noqa: E731
-    A = lambda t: Turn(role="assistant", text=t)  # noqa: E731
+    U = lambda t: Turn(role="user", text=t)
+    A = lambda t: Turn(role="assistant", text=t)
     convs = [
         ConversationTask("kakapo_1", (U("What is a kakapo?"),), "What is a kakapo?", "kakapo"),
         ConversationTask("kakapo_2", (U("What is a kakapo?"), A("A flightless parrot."),

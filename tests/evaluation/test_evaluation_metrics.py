@@ -5,10 +5,14 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from convsparse.integration.evaluation import (
-    TermStats, compute_metrics, flops, latency_summary, per_query_metric,
+    TermStats,
+    compute_metrics,
+    flops,
+    latency_summary,
+    per_query_metric,
 )
+
 from convsparse.termmap import TermMap
 
 QRELS = {"q1": {"d1": 1}, "q2": {"d2": 1, "d3": 1}, "q3": {"d9": 0}}

@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from convsparse.integration.evaluation import index_corpus
 from convsparse.integration.tuning import (
-    PruningTuner, TuningPoint, TuningResult, pareto_frontier, policy_for,
+    PruningTuner,
+    TuningPoint,
+    TuningResult,
+    pareto_frontier,
+    policy_for,
 )
+
 from convsparse.pruning import PruningPolicy
 
 GRID = {"top_k": [2, 8, 32], "max_ratio": [0.2, 0.5], "alpha_mass": [0.6, 0.9],
@@ -31,7 +35,7 @@ def tuned(sample, tiny_student, backend):
 
 
 def test_sweep_measures_every_setting(tuned, backend):
-    tuner, result = tuned
+    _, result = tuned
     assert len(result.points) == 1 + sum(len(v) for v in GRID.values())
     base = result.baseline
     assert base.label == "unpruned" and base.recall_vs_unpruned == 1.0
@@ -61,7 +65,7 @@ def test_recommendations(tuned):
     assert not none and "no setting meets" in none.reason
     code = rec.point.policy_code()
     assert code.startswith("PruningPolicy(")
-    assert eval(code, {"PruningPolicy": PruningPolicy}) == rec.point.policy  # noqa: S307
+    assert eval(code, {"PruningPolicy": PruningPolicy}) == rec.point.policy
 
 
 def test_outputs_and_plot(tuned, tmp_path):
