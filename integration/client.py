@@ -209,7 +209,7 @@ class ConversationalSearch:
                 elif isinstance(r, Mapping):
                     yield SourceRecord.from_mapping(r, id_field=id_field, text_field=text_field)
                 else:
-                    report.failed.append((str(i), f"record is a {type(r).__name__}, expected a mapping"))
+                    report.failed.append((f"#{i}", f"record is a {type(r).__name__}, expected a mapping"))
                     bar.update(1)
 
         with tqdm(total=total, desc=f"index {self.index}", unit="doc", disable=not progress) as bar:

@@ -74,37 +74,43 @@ def encode_and_upsert(
 ) -> Iterator[DocumentResult]:
     """Validate, encode (in batches of `batch_size`) and upsert `records` into `index`.
 
-    Yields one `DocumentResult` per input record, in input order within each batch. The text
+    Yields one `DocumentResult` per input record, in input order. The text
     is stored with the document as field ``text`` (next to the record's own fields)."""
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    batch: list[SourceRecord] = []
+    pending: list[tuple[Any, DocumentResult | None]] = []  # (record, failure) in input order
 
-    def flush(batch: list[SourceRecord]) -> Iterator[DocumentResult]:
-        encoded = _encode(encoder, batch, batch_size)
+    def flush(pending: list[tuple[Any, DocumentResult | None]]) -> Iterator[DocumentResult]:
+        valid = [rec for rec, fail in pending if fail is None]
+        encoded = iter(_encode(encoder, valid, batch_size) if valid else [])
         docs: list[IndexedDocument] = []
-        failed: dict[int, DocumentResult] = {}
-        for i, (rec, tm) in enumerate(zip(batch, encoded)):
-            if isinstance(tm, Exception):
-                failed[i] = DocumentResult(rec.id, False, 400, f"encoding failed: {tm}")
-            else:
-                docs.append(IndexedDocument(rec.id, tm, {**dict(rec.fields or {}), "text": rec.text}))
+        outcome: list[DocumentResult | None] = []
+        for rec, fail in pending:
+            if fail is None:
+                tm = next(encoded)
+                if isinstance(tm, Exception):
+                    fail = DocumentResult(rec.id, False, 400, f"encoding failed: {tm}")
+                else:
+                    docs.append(IndexedDocument(rec.id, tm, {**dict(rec.fields or {}), "text": rec.text}))
+            outcome.append(fail)
         written = iter(list(backend.upsert(index, docs)) if docs else [])
-        for i in range(len(batch)):
-            yield failed[i] if i in failed else next(written)
+        for fail in outcome:
+            yield fail if fail is not None else next(written)
 
+    n_valid = 0
     for record in records:
         reason = check_record(record)
         if reason is not None:
             rid = getattr(record, "id", None)
-            yield DocumentResult(str(rid) if rid is not None else "", False, 400, reason)
-            continue
-        batch.append(record)
-        if len(batch) >= batch_size:
-            yield from flush(batch)
-            batch = []
-    if batch:
-        yield from flush(batch)
+            pending.append((record, DocumentResult(str(rid) if rid is not None else "", False, 400, reason)))
+        else:
+            pending.append((record, None))
+            n_valid += 1
+        if n_valid >= batch_size or len(pending) >= 4 * batch_size:
+            yield from flush(pending)
+            pending, n_valid = [], 0
+    if pending:
+        yield from flush(pending)
 
 
 __all__ = ["SourceRecord", "check_record", "encode_and_upsert"]

@@ -1,0 +1,119 @@
+"""Ranking parity with real Lucene: FeatureField documents + linear feature queries (what an
+OpenSearch `rank_features` field and `rank_feature` query with `linear` run) versus
+`EmbeddedBackend(quantize=True)`. Needs Debian's liblucene8-java and JPype1; skipped otherwise."""
+
+from __future__ import annotations
+
+import glob
+
+import numpy as np
+import pytest
+
+from convsparse.integration.backend import IndexedDocument
+from convsparse.integration.embedded import EmbeddedBackend
+from convsparse.termmap import TermMap
+
+jpype = pytest.importorskip("jpype")
+JARS = sorted(glob.glob("/usr/share/java/lucene-core*.jar"))
+pytestmark = pytest.mark.skipif(not JARS, reason="lucene-core jar not installed (apt install liblucene8-java)")
+
+
+@pytest.fixture(scope="module")
+def lucene():
+    if not jpype.isJVMStarted():
+        try:
+            jpype.startJVM(classpath=JARS[:1], convertStrings=True)
+        except OSError as e:  # no JVM
+            pytest.skip(f"cannot start a JVM: {e}")
+    return {
+        "FeatureField": jpype.JClass("org.apache.lucene.document.FeatureField"),
+        "Document": jpype.JClass("org.apache.lucene.document.Document"),
+        "StringField": jpype.JClass("org.apache.lucene.document.StringField"),
+        "Store": jpype.JClass("org.apache.lucene.document.Field$Store"),
+        "Dir": jpype.JClass("org.apache.lucene.store.ByteBuffersDirectory"),
+        "IWC": jpype.JClass("org.apache.lucene.index.IndexWriterConfig"),
+        "IW": jpype.JClass("org.apache.lucene.index.IndexWriter"),
+        "Reader": jpype.JClass("org.apache.lucene.index.DirectoryReader"),
+        "Searcher": jpype.JClass("org.apache.lucene.search.IndexSearcher"),
+        "BQ": jpype.JClass("org.apache.lucene.search.BooleanQuery$Builder"),
+        "Occur": jpype.JClass("org.apache.lucene.search.BooleanClause$Occur"),
+        "BQclass": jpype.JClass("org.apache.lucene.search.BooleanQuery"),
+        "Term": jpype.JClass("org.apache.lucene.index.Term"),
+    }
+
+
+def random_term_maps(rng, n_docs, vocab, terms_per_doc):
+    maps = []
+    p = 1.0 / np.arange(1, len(vocab) + 1)  # Zipfian
+    p /= p.sum()
+    for _ in range(n_docs):
+        n = rng.integers(1, terms_per_doc)
+        toks = rng.choice(len(vocab), size=n, replace=False, p=p)
+        weights = rng.lognormal(mean=-0.5, sigma=1.0, size=n)
+        maps.append(TermMap({vocab[t]: float(w) for t, w in zip(toks, weights)}))
+    return maps
+
+
+def lucene_doc(L, doc_id, tm):
+    d = L["Document"]()
+    d.add(L["StringField"]("id", doc_id, L["Store"].YES))
+    for tok, w in tm.to_rank_features().items():
+        d.add(L["FeatureField"]("terms", tok, float(w)))
+    return d
+
+
+def lucene_search(L, searcher, query_tm, k):
+    builder = L["BQ"]()
+    for tok, w in query_tm.to_rank_features().items():
+        builder.add(L["FeatureField"].newLinearQuery("terms", tok, float(w)), L["Occur"].SHOULD)
+    top = searcher.search(builder.build(), k)
+    return [(str(searcher.doc(sd.doc).get("id")), float(sd.score)) for sd in top.scoreDocs]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_topk_and_scores_match_lucene(lucene, tmp_path, seed):
+    L = lucene
+    rng = np.random.default_rng(seed)
+    vocab = [f"t{i}" for i in range(300)] + ["u.s", "100%", "##ing"]
+    docs = random_term_maps(rng, 400, vocab, 40)
+    ids = [f"d{i}" for i in range(len(docs))]
+    # a few overwrites and deletes, as OpenSearch does them (delete + append a new doc)
+    updates = {f"d{i}": tm for i, tm in zip(rng.choice(len(docs), 30, replace=False),
+                                              random_term_maps(rng, 30, vocab, 40))}
+    deletes = [f"d{i}" for i in rng.choice(len(docs), 20, replace=False) if f"d{i}" not in updates]
+
+    L["BQclass"].setMaxClauseCount(4096)
+    directory = L["Dir"]()
+    writer = L["IW"](directory, L["IWC"]())
+    for doc_id, tm in zip(ids, docs):
+        writer.addDocument(lucene_doc(L, doc_id, tm))
+    for doc_id, tm in updates.items():
+        writer.updateDocument(L["Term"]("id", doc_id), lucene_doc(L, doc_id, tm))
+    for doc_id in deletes:
+        writer.deleteDocuments(L["Term"]("id", doc_id))
+    writer.commit()
+    searcher = L["Searcher"](L["Reader"].open(directory))
+
+    be = EmbeddedBackend(tmp_path, quantize=True)
+    be.create_index("parity", fingerprint="fp")
+    list(be.upsert("parity", [IndexedDocument(i, tm) for i, tm in zip(ids, docs)]))
+    list(be.upsert("parity", [IndexedDocument(i, tm) for i, tm in updates.items()]))
+    list(be.delete_documents("parity", deletes))
+    assert be.count("parity") == searcher.getIndexReader().numDocs()
+
+    queries = random_term_maps(rng, 25, vocab, 250)
+    for q in queries:
+        for k in (10, 100):
+            expected = lucene_search(L, searcher, q, k)
+            got = [(h.id, h.score) for h in be.search("parity", q, k)]
+            assert [i for i, _ in got] == [i for i, _ in expected]
+            np.testing.assert_allclose([s for _, s in got], [s for _, s in expected], rtol=1e-5)
+
+    # without quantization the ranking can differ, and scores do (relative error up to 2^-8)
+    raw = EmbeddedBackend(tmp_path, quantize=False)
+    q = queries[0]
+    exp = dict(lucene_search(L, searcher, q, 10))
+    for h in raw.search("parity", q, 10):
+        if h.id in exp:
+            assert abs(h.score - exp[h.id]) <= h.score * 2.0 ** -8 + 1e-6
+    directory.close()
