@@ -1,1 +1,50 @@
-"""encoders"""
+"""Student encoders: conversations and documents -> term maps (PyTorch or ONNX Runtime).
+
+>>> from convsparse.encoders import load_student          # doctest: +SKIP
+>>> student = load_student(runtime="onnx")                 # doctest: +SKIP
+>>> student.encode_conversation([{"role": "user", "text": "renew a passport"}]).top(3)  # doctest: +SKIP
+
+Imports are lazy, so importing the package does not load torch or onnxruntime.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__all__ = [
+    "load_student",
+    "SpladeStudent",
+    "OnnxStudent",
+    "StudentEncoderBase",
+    "ConversationFormatter",
+    "FormattedConversation",
+    "SpladeModel",
+    "base_student_dir",
+    "export_onnx",
+]
+
+_LAZY = {
+    "load_student": "convsparse.encoders.loading",
+    "SpladeStudent": "convsparse.encoders.student",
+    "StudentEncoderBase": "convsparse.encoders.student",
+    "OnnxStudent": "convsparse.encoders.onnx_runtime",
+    "export_onnx": "convsparse.encoders.onnx_runtime",
+    "ConversationFormatter": "convsparse.encoders.formatter",
+    "FormattedConversation": "convsparse.encoders.formatter",
+    "SpladeModel": "convsparse.encoders.pooling",
+    "base_student_dir": "convsparse.encoders.base_student",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'convsparse.encoders' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,145 @@
+"""`load_student`: one entry point for every student checkpoint and runtime.
+
+Accepted sources:
+
+- a Hugging Face masked-LM folder or hub id (``AutoModelForMaskedLM``: BERT, DistilBERT, ...);
+- a sentence-transformers ``SparseEncoder`` folder: ``modules.json`` names an MLM transformer
+  module (``MLMTransformer``, or ``Transformer`` with ``transformer_task="fill-mask"``) followed
+  by ``SpladePooling`` with max pooling and ReLU -> log1p; the masked-LM is loaded from the
+  transformer module's sub-folder and our own SPLADE pooling goes on top (same formula);
+- ``None``: the default model, ``convsparse/models/student/`` when the package ships one (the
+  distilled student), else the base student built from MiniLM (`base_student`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from convsparse.pruning import PruningPolicy
+
+_MLM_MODULE_TYPES = ("MLMTransformer",)
+_TRANSFORMER_MODULE_TYPES = ("Transformer",)
+
+
+class UnsupportedModelError(ValueError):
+    """The folder is a sentence-transformers model we cannot run as a SPLADE student."""
+
+
+def shipped_student_dir() -> Path:
+    """Where the package's distilled student lives (may not exist)."""
+    import convsparse
+
+    return Path(convsparse.__file__).parent / "models" / "student"
+
+
+def default_model_path() -> Path:
+    """The shipped student when present, else the (cached) base student."""
+    shipped = shipped_student_dir()
+    if (shipped / "config.json").exists():
+        return shipped
+    from convsparse.encoders.base_student import base_student_dir
+
+    return base_student_dir()
+
+
+def _read_json(path: Path) -> dict | list:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def resolve_sparse_encoder(folder: str | Path) -> tuple[Path, int | None]:
+    """(masked-LM folder, max_seq_length or None) of a sentence-transformers SparseEncoder
+    folder. Raises `UnsupportedModelError` when its modules are not MLM + SPLADE max pooling."""
+    folder = Path(folder)
+    modules = _read_json(folder / "modules.json")
+    if not isinstance(modules, list) or not modules:
+        raise UnsupportedModelError(f"{folder}/modules.json lists no modules")
+    kinds = [(m.get("type", "").rsplit(".", 1)[-1], m) for m in sorted(modules, key=lambda m: m.get("idx", 0))]
+    names = [k for k, _ in kinds]
+    if len(kinds) != 2 or kinds[1][0] != "SpladePooling":
+        raise UnsupportedModelError(
+            f"{folder}: expected an MLM transformer followed by SpladePooling, got modules {names}"
+            " (inference-free / Router / SparseStaticEmbedding models are not SPLADE students)"
+        )
+    (mlm_kind, mlm_module), (_, pool_module) = kinds
+    mlm_dir = folder / mlm_module.get("path", "")
+    st_config_path = mlm_dir / "sentence_bert_config.json"
+    st_config = _read_json(st_config_path) if st_config_path.exists() else {}
+    if mlm_kind not in _MLM_MODULE_TYPES and not (
+        mlm_kind in _TRANSFORMER_MODULE_TYPES and st_config.get("transformer_task") == "fill-mask"
+    ):
+        raise UnsupportedModelError(
+            f"{folder}: module 0 is {mlm_kind!r}; a SPLADE student needs a masked-LM transformer "
+            "(MLMTransformer or Transformer with transformer_task='fill-mask')"
+        )
+    pool_cfg_path = folder / pool_module.get("path", "") / "config.json"
+    pool_cfg = _read_json(pool_cfg_path) if pool_cfg_path.exists() else {}
+    strategy = pool_cfg.get("pooling_strategy", "max")
+    activation = pool_cfg.get("activation_function", "relu")
+    if strategy != "max" or activation != "relu":
+        raise UnsupportedModelError(
+            f"{folder}: SpladePooling is pooling_strategy={strategy!r}, "
+            f"activation_function={activation!r}; convsparse runs max pooling of log1p(relu(x)) only"
+        )
+    return mlm_dir, st_config.get("max_seq_length")
+
+
+def _local_or_snapshot(name_or_path: str | Path) -> Path | str:
+    """A local folder stays a Path; a hub id stays a string unless it is a SparseEncoder repo
+    available locally (then its snapshot folder, so modules.json can be read)."""
+    p = Path(name_or_path).expanduser()
+    if p.exists():
+        return p
+    name = str(name_or_path)
+    try:
+        from huggingface_hub import hf_hub_download, snapshot_download
+
+        hf_hub_download(name, "modules.json")
+        return Path(snapshot_download(name))
+    except Exception:
+        return name
+
+
+def load_student(
+    name_or_path: str | Path | None = None,
+    *,
+    runtime: Literal["torch", "onnx"] = "torch",
+    device: str = "auto",
+    max_length: int | None = None,
+    document_pruning: PruningPolicy | None = None,
+    fp16: bool = False,
+    cache_dir: str | Path | None = None,
+):
+    """Load a student encoder (a `StudentEncoderBase`).
+
+    ``runtime="onnx"`` exports the PyTorch model once (cached by fingerprint under
+    ``Settings().cache_dir/onnx``) and runs it with ONNX Runtime; ``fp16`` applies to ONNX on
+    CUDA (and to the PyTorch runtime on CUDA). The fingerprint is the same for both runtimes.
+    """
+    from convsparse.encoders.student import SpladeStudent
+
+    if runtime not in ("torch", "onnx"):
+        raise ValueError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
+    source = default_model_path() if name_or_path in (None, "") else _local_or_snapshot(name_or_path)
+    model_path: Path | str = source
+    if isinstance(source, Path) and (source / "modules.json").exists():
+        model_path, st_max = resolve_sparse_encoder(source)
+        if max_length is None and st_max:
+            max_length = int(st_max)
+    torch_device = "cpu" if runtime == "onnx" else device
+    student = SpladeStudent.from_pretrained(
+        model_path, device=torch_device, max_length=max_length, document_pruning=document_pruning,
+    )
+    student.source = str(source)
+    if runtime == "torch":
+        if fp16 and student.device.startswith("cuda"):
+            _ = student.fingerprint  # of the fp32 weights, like the ONNX fp16 export's
+            student.model.half()
+        return student
+    from convsparse.encoders.onnx_runtime import OnnxStudent
+
+    return OnnxStudent.from_torch(student, device=device, fp16=fp16, cache_dir=cache_dir)
