@@ -39,7 +39,7 @@ DEFAULT_MAX_TEXT_CHARS = 1_000_000
 SourceFormat = Literal["jsonl", "csv", "tsv", "parquet"]
 
 _SUFFIX_FORMATS: dict[str, SourceFormat] = {
-    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
+    ".jsonl": "jsonl", ".ndjson": "jsonl",
     ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet",
 }
 
@@ -66,7 +66,8 @@ def detect_format(path: str | Path) -> SourceFormat:
     except KeyError:
         raise ValueError(
             f"cannot tell the format of {str(path)!r} from its suffix {suffix!r}; "
-            f"use one of {sorted(_SUFFIX_FORMATS)} or pass format="
+            f"use one of {sorted(_SUFFIX_FORMATS)} (JSON Lines, one object per line) or pass "
+            "format="
         ) from None
 
 
