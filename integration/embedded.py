@@ -15,10 +15,10 @@ Every call first checks (two ``stat``s) whether another process wrote since this
 looked and, if so, replays the new log lines or loads the new snapshot: workers upsert in one
 process and a client reads in another.
 
-Search is exact: an inverted view (terms x docs CSR, the transpose of the document matrix)
-gives each query term's posting list; scores are accumulated with ``np.bincount`` over the
-concatenated postings (weights x query weight), dead rows (overwritten or deleted) masked, and
-the top k taken with ``argpartition``. Ties are broken by insertion order, like Lucene's doc ids.
+Search is exact: a CSC copy of the document matrix is the inverted index (column t = term
+t's posting list); scipy slices the query terms' columns and multiplies them by the query
+weights in C++ (``X[:, q_terms] @ q_weights``), dead rows (overwritten or deleted) are masked
+and the top k taken with ``argpartition``. Ties are broken by insertion order, like Lucene's doc ids.
 `benchmarks/search_latency.py` compares this with the other candidates.
 
 ``quantize=True`` stores document weights the way Lucene's ``FeatureField`` does (the float's
@@ -460,7 +460,7 @@ class EmbeddedBackend:
                     (quantize_feature_values(docs.data), docs.indices, docs.indptr), shape=docs.shape
                 )
             st.docs = docs
-            st.inverted = docs.T.tocsr()
+            st.inverted = docs.tocsc()  # column t = posting list of term t
             st.inverted.sort_indices()
             st.quantized = self.quantize
         if st.alive_mask is None:
@@ -470,7 +470,7 @@ class EmbeddedBackend:
         cols, vals = [], []
         for token, w in query.items():
             tid = st.term_ids.get(token)
-            if tid is not None and tid < st.inverted.shape[0]:
+            if tid is not None and tid < st.inverted.shape[1]:
                 cols.append(tid)
                 vals.append(w)
         return np.asarray(cols, dtype=np.int64), np.asarray(vals, dtype=np.float64)
@@ -478,19 +478,10 @@ class EmbeddedBackend:
     def _scores(self, st: _IndexState, query: Mapping[str, float]) -> np.ndarray:
         cols, vals = self._query_vector(st, query)
         inv = st.inverted
-        n = inv.shape[1]
         if len(cols) == 0:
-            return np.zeros(n)
-        starts, ends = inv.indptr[cols], inv.indptr[cols + 1]
-        lengths = ends - starts
-        total = int(lengths.sum())
-        if total == 0:
-            return np.zeros(n)
-        # gather all postings of the query terms in one vectorised step
-        offsets = np.repeat(starts - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
-        pos = np.arange(total) + offsets
-        weights = inv.data[pos].astype(np.float64) * np.repeat(vals, lengths)
-        return np.bincount(inv.indices[pos], weights=weights, minlength=n)
+            return np.zeros(inv.shape[0])
+        # slice the query terms' posting lists (CSC columns) and multiply-add them in C++
+        return np.asarray(inv[:, cols] @ vals).ravel()
 
     @staticmethod
     def _top(scores: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
@@ -556,7 +547,7 @@ class EmbeddedBackend:
         out = {}
         for t in tokens:
             tid = st.term_ids.get(t)
-            if tid is None or tid >= inv.shape[0]:
+            if tid is None or tid >= inv.shape[1]:
                 out[t] = 0.0
             else:
                 rows = inv.indices[inv.indptr[tid]:inv.indptr[tid + 1]]
