@@ -151,7 +151,8 @@ def load_encoder(settings: Settings):
         load_student = None
     if load_student is not None:
         return load_student(settings.model or None, runtime=settings.runtime,
-                            device=settings.device, max_length=max_length)
+                            device=settings.device, max_length=max_length,
+                            cache_dir=settings.cache_dir)
     from convsparse.encoders.student import SpladeStudent
 
     if not settings.model:
