@@ -101,8 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="convsparse-eval-") as tmp:
         backend = EmbeddedBackend(Path(tmp))
         t0 = time.perf_counter()
+        from convsparse.settings import get_settings
+
+        cache = (get_settings().cache_dir / "eval-docs"
+                 / f"{args.name}-{encoder.fingerprint[:24]}.jsonl")
         doc_stats = index_corpus(col, encoder=encoder, backend=backend, index=args.name,
-                                 progress=True)
+                                 progress=True, cache=cache, batch_size=16)
         print(f"indexed {doc_stats.count} passages in {time.perf_counter() - t0:.0f}s "
               f"({doc_stats.average_terms:.0f} terms per passage)")
         report = compare(col, encoder=encoder, backend=backend, index=args.name,

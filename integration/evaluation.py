@@ -440,12 +440,14 @@ def evaluate_client(
 
 def index_corpus(
     collection: Collection, *, encoder, backend, index: str, batch_size: int = 32,
-    recreate: bool = False, progress: bool = False,
+    recreate: bool = False, progress: bool = False, cache: str | Path | None = None,
 ) -> TermStats:
     """Encode every passage once, write it to `backend` under `index`, return its term stats.
 
     Goes through the backend's normal `upsert` with `IndexedDocument`s; the title and text are
     stored as fields. (`convsparse collection index` uses the ingestion pipeline instead.)
+    `cache`: a JSONL file of document term maps for this encoder; read when it exists and holds
+    exactly these passages, written otherwise (benchmark reruns skip the encoding).
     """
     from convsparse.integration.backend import IndexedDocument
 
@@ -454,9 +456,14 @@ def index_corpus(
     backend.create_index(index, fingerprint=encoder.fingerprint,
                          vocabulary=getattr(encoder, "vocabulary_name", None), exist_ok=True)
     passages = list(collection.corpus.values())
-    batch = encoder.encode_documents([p.indexed_text for p in passages], ids=[p.id for p in passages],
-                                     batch_size=batch_size, progress=progress)
-    maps = list(batch.term_maps if hasattr(batch, "term_maps") else batch)
+    maps = _read_doc_cache(cache, encoder.fingerprint, [p.id for p in passages])
+    if maps is None:
+        batch = encoder.encode_documents([p.indexed_text for p in passages],
+                                         ids=[p.id for p in passages], batch_size=batch_size,
+                                         progress=progress)
+        maps = list(batch.term_maps if hasattr(batch, "term_maps") else batch)
+        if cache is not None:
+            _write_doc_cache(cache, encoder.fingerprint, [p.id for p in passages], maps)
     docs = [IndexedDocument(p.id, tm, {"title": p.title, "text": p.text})
             for p, tm in zip(passages, maps)]
     failed = [r for r in backend.upsert(index, docs) if not r.ok]
@@ -465,6 +472,30 @@ def index_corpus(
 
         raise BackendError(f"{len(failed)} passages failed to index, first: {failed[0]}")
     return TermStats.from_term_maps(maps)
+
+
+def _read_doc_cache(cache, fingerprint: str, ids: list[str]) -> list[TermMap] | None:
+    if cache is None or not Path(cache).is_file():
+        return None
+    with Path(cache).open(encoding="utf-8") as f:
+        head = json.loads(f.readline())
+        if head.get("fingerprint") != fingerprint:
+            return None
+        rows = [json.loads(line) for line in f]
+    if [r["id"] for r in rows] != ids:
+        return None
+    return [TermMap(r["terms"]) for r in rows]
+
+
+def _write_doc_cache(cache, fingerprint: str, ids: list[str], maps: list[TermMap]) -> None:
+    path = Path(cache)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(json.dumps({"fingerprint": fingerprint}) + "\n")
+        for i, m in zip(ids, maps):
+            f.write(json.dumps({"id": i, "terms": m.to_dict()}) + "\n")
+    tmp.replace(path)
 
 
 def temporary_backend():
