@@ -22,7 +22,9 @@ def encoder_fingerprint(
     config = getattr(model, "config", None)
     if config is not None:
         cfg = config.to_dict()
-        for volatile in ("_name_or_path", "transformers_version", "torch_dtype", "dtype"):
+        # Keys that do not change a term map (paths, versions, load dtype, KV-cache flag: a
+        # sentence-transformers save flips use_cache) stay out of the hash.
+        for volatile in ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "use_cache"):
             cfg.pop(volatile, None)
         h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
     h.update(f"pooling={pooling};max_length={max_length};doc_pruning={document_pruning}".encode())
