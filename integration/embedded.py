@@ -467,13 +467,14 @@ class EmbeddedBackend:
             st.alive_mask = np.asarray(st.alive, dtype=bool)
 
     def _query_vector(self, st: _IndexState, query: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
-        cols, vals = [], []
-        for token, w in query.items():
-            tid = st.term_ids.get(token)
-            if tid is not None and tid < st.inverted.shape[1]:
-                cols.append(tid)
-                vals.append(w)
-        return np.asarray(cols, dtype=np.int64), np.asarray(vals, dtype=np.float64)
+        """Column ids and weights (float32, like Lucene's boosts) of the query's known terms."""
+        get = st.term_ids.get
+        cols = np.fromiter((get(t, -1) for t in query.keys()), dtype=np.int64, count=len(query))
+        vals = np.fromiter(query.values(), dtype=np.float32, count=len(query))
+        keep = (cols >= 0) & (cols < st.inverted.shape[1])
+        if not keep.all():
+            cols, vals = cols[keep], vals[keep]
+        return cols, vals
 
     def _scores(self, st: _IndexState, query: Mapping[str, float]) -> np.ndarray:
         cols, vals = self._query_vector(st, query)
@@ -484,13 +485,16 @@ class EmbeddedBackend:
         return np.asarray(inv[:, cols] @ vals).ravel()
 
     @staticmethod
-    def _top(scores: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
-        """Rows of the k best candidates, by score desc then row asc (Lucene's doc order)."""
-        if len(candidates) > k:
-            part = np.argpartition(-scores[candidates], k - 1)[:k]
-            kth = scores[candidates[part]].min()
-            # keep every candidate tied with the k-th so the tie-break by row is exact
-            candidates = candidates[scores[candidates] >= kth]
+    def _top(scores: np.ndarray, k: int) -> np.ndarray:
+        """Rows of the k best matching docs (score > 0), by score desc then row asc (Lucene's
+        doc-id order for ties)."""
+        n = len(scores)
+        if n > k:
+            kth = scores[np.argpartition(-scores, k - 1)[k - 1]]
+            # every row tied with the k-th is kept, so the tie-break by row is exact
+            candidates = np.flatnonzero(scores >= max(kth, np.finfo(np.float32).tiny))
+        else:
+            candidates = np.flatnonzero(scores > 0)
         order = np.lexsort((candidates, -scores[candidates]))
         return candidates[order][:k]
 
@@ -509,9 +513,9 @@ class EmbeddedBackend:
         self._prepare(st)
         window = max(k, rescore_window) if rescore is not None and rescore_window > 0 else k
         scores = self._scores(st, query)
-        scores[~st.alive_mask] = 0.0
-        candidates = np.flatnonzero(scores > 0.0)
-        rows = self._top(scores, candidates, window)
+        if st.n_alive < len(st.alive):  # some rows were overwritten or deleted
+            scores[~st.alive_mask] = 0.0
+        rows = self._top(scores, window)
         final = scores[rows].astype(np.float32)
         if rescore is not None and rescore_window > 0 and len(rows):
             n_re = min(rescore_window, len(rows))
