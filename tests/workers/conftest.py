@@ -234,7 +234,8 @@ def make_worker(tmp_path):
         return worker
 
     yield factory
-    for worker in started:
+    for worker in started:  # the test is over: no need for a warm shutdown
+        worker.kill()
         worker.stop()
 
 

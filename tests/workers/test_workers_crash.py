@@ -12,8 +12,8 @@ from convsparse.workers.submit import run_ingest_job
 
 pytestmark = pytest.mark.slow
 
-N_DOCS = 200
-CHUNK = 20  # -> 10 chunks
+N_DOCS = 100  # the 200-document parity run is in test_workers_e2e.py
+CHUNK = 10  # -> 10 chunks
 
 
 def start_job(source, settings, **kwargs):
