@@ -96,6 +96,28 @@ def main() -> None:
         ("KLD + InfoNCE + L1 q (lambda_q=1e-3)", dict(infonce_weight=0.1, lambda_q=1e-3)),
         ("KLD + InfoNCE + L1 q (lambda_q=1e-2)", dict(infonce_weight=0.1, lambda_q=1e-2)),
     ]
+    def write(done: int) -> None:
+        result = {
+            "setup": {
+                "data": "MTRAG (1,488 passages, 409 tasks; 20% of judged conversations held out by "
+                        "conversation_id, seed 0) + CAsT conversations as extra train-only pairs",
+                "cast_limit": args.cast_limit, "train_tasks": len(probe.train),
+                "heldout_tasks": len(probe.test), "heldout_with_rewrite": len(rewrite_ids),
+                "teacher": "z-score average of student, BM25 and dense MiniLM on the rewrite "
+                           "(last user turn where a task has no rewrite)",
+                "steps": args.steps, "batch_size": args.batch_size, "max_length": args.max_length,
+                "lr": args.lr, "n_negatives": 16, "rank_window": [10, 960], "threads": args.threads,
+                "device": "cpu (2 shared cores)", "doc_encoding_seconds": round(t_docs, 1),
+                "total_seconds": round(time.time() - t_start, 1),
+                "variants_done": f"{done}/{len(variants)}",
+            },
+            "rows": rows,
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+        args.out.with_suffix(".md").write_text(to_markdown(result))
+        print(to_markdown(result), flush=True)
+
     for i, (label, extra) in enumerate(variants):
         slug = f"v{i}"
         t0 = time.time()
@@ -109,26 +131,8 @@ def main() -> None:
         rows.append({"row": label, "metrics": res.metrics["heldout_after"], "dir": str(res.model_dir),
                      "seconds": round(time.time() - t0, 1),
                      "loss_first10": float(np.mean(losses[:10])), "loss_last10": float(np.mean(losses[-10:]))})
+        write(i + 1)
 
-    result = {
-        "setup": {
-            "data": "MTRAG (1,488 passages, 409 tasks; 20% of judged conversations held out by "
-                    "conversation_id, seed 0) + CAsT conversations as extra train-only pairs",
-            "cast_limit": args.cast_limit, "train_tasks": len(probe.train), "heldout_tasks": len(probe.test),
-            "heldout_with_rewrite": len(rewrite_ids),
-            "teacher": "z-score average of student, BM25 and dense MiniLM on the rewrite "
-                       "(last user turn where a task has no rewrite)",
-            "steps": args.steps, "batch_size": args.batch_size, "max_length": args.max_length,
-            "lr": args.lr, "n_negatives": 16, "rank_window": [10, 960], "threads": args.threads,
-            "device": "cpu (2 shared cores)", "doc_encoding_seconds": round(t_docs, 1),
-            "total_seconds": round(time.time() - t_start, 1),
-        },
-        "rows": rows,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    args.out.with_suffix(".md").write_text(to_markdown(result))
-    print(to_markdown(result))
 
 
 def to_markdown(result: dict) -> str:
