@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-
 from convsparse.integration.embedded import EmbeddedBackend
+
 from convsparse.pruning import PruningPolicy
 from convsparse.termmap import TermMap
 
@@ -310,8 +310,8 @@ def main() -> None:
 
 def to_markdown(r: dict) -> str:
     cfg = r["config"]
-    lines = [f"# Search latency ({cfg['docs']:,} docs, {cfg['terms_per_doc']} terms/doc, "
-             f"vocab {cfg['vocab']:,}, {cfg['cpus']} CPUs, 1 thread)", "",
+    lines = [(f"# Search latency ({cfg['docs']:,} docs, {cfg['terms_per_doc']} terms/doc, "
+              f"vocab {cfg['vocab']:,}, {cfg['cpus']} CPUs, 1 thread)"), "",
              "## Candidates (k=10, single query)", "",
              "| candidate | kind | query terms | p50 ms | p95 ms | recall@10 |", "|---|---|---:|---:|---:|---:|"]
     for c in r["candidates"]:

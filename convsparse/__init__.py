@@ -11,12 +11,12 @@ from typing import Any
 
 __all__ = [
     "ConversationalSearch",
-    "SearchResult",
+    "EmbeddedBackend",
     "IndexReport",
     "PruningPolicy",
-    "TermMap",
-    "EmbeddedBackend",
+    "SearchResult",
     "SourceRecord",
+    "TermMap",
     "open_backend",
 ]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -117,9 +117,9 @@ def _pruning(top_k, min_weight, max_ratio, alpha_mass):
 @index_app.command("create")
 def index_create(
     name: str = typer.Argument(..., help="Index name."),
-    fingerprint: Optional[str] = typer.Option(None, help="Encoder fingerprint (default: the --model's)."),
+    fingerprint: str | None = typer.Option(None, help="Encoder fingerprint (default: the --model's)."),
     exist_ok: bool = typer.Option(False, "--exist-ok", help="Succeed if it already exists."),
-    model: Optional[str] = _MODEL, data_dir: Optional[Path] = _DATA_DIR, backend: Optional[str] = _BACKEND,
+    model: str | None = _MODEL, data_dir: Path | None = _DATA_DIR, backend: str | None = _BACKEND,
 ) -> None:
     """Create an index for an encoder (its fingerprint is recorded; other encoders are refused)."""
     from convsparse.errors import ConvsparseError
@@ -138,7 +138,7 @@ def index_create(
 
 @index_app.command("describe")
 def index_describe(
-    name: str = typer.Argument(...), data_dir: Optional[Path] = _DATA_DIR, backend: Optional[str] = _BACKEND,
+    name: str = typer.Argument(...), data_dir: Path | None = _DATA_DIR, backend: str | None = _BACKEND,
 ) -> None:
     """Print an index's encoder fingerprint, document count and details as JSON."""
     from convsparse.errors import ConvsparseError
@@ -152,7 +152,7 @@ def index_describe(
 
 
 @index_app.command("list")
-def index_list(data_dir: Optional[Path] = _DATA_DIR) -> None:
+def index_list(data_dir: Path | None = _DATA_DIR) -> None:
     """List the embedded backend's indices."""
     from convsparse.integration.embedded import EmbeddedBackend
 
@@ -164,7 +164,7 @@ def index_list(data_dir: Optional[Path] = _DATA_DIR) -> None:
 def index_delete(
     name: str = typer.Argument(...),
     missing_ok: bool = typer.Option(False, "--missing-ok", help="Succeed if it does not exist."),
-    data_dir: Optional[Path] = _DATA_DIR, backend: Optional[str] = _BACKEND,
+    data_dir: Path | None = _DATA_DIR, backend: str | None = _BACKEND,
 ) -> None:
     """Delete an index and all its documents."""
     from convsparse.errors import ConvsparseError
@@ -191,7 +191,7 @@ def _read_records(source: Path, id_field: str, text_field: str):
                         yield SourceRecord.from_mapping(json.loads(line), id_field=id_field,
                                                         text_field=text_field)
 
-        RecordError = ()  # noqa: N806
+        RecordError = ()
     return read_records(source, id_field=id_field, text_field=text_field), RecordError
 
 
@@ -203,7 +203,7 @@ def ingest(
     text_field: str = typer.Option("text", "--text-field"),
     batch_size: int = typer.Option(32, "--batch-size"),
     show_failures: int = typer.Option(10, "--show-failures", help="How many failed records to print."),
-    model: Optional[str] = _MODEL, data_dir: Optional[Path] = _DATA_DIR, backend: Optional[str] = _BACKEND,
+    model: str | None = _MODEL, data_dir: Path | None = _DATA_DIR, backend: str | None = _BACKEND,
 ) -> None:
     """Encode a file of documents and index them (in-process, or through the Celery workers)."""
     from convsparse.errors import ConvsparseError
@@ -222,10 +222,9 @@ def ingest(
         return
     if via != "local":
         raise _fail(f"--via must be 'local' or 'celery', got {via!r}", 2)
-    from tqdm.auto import tqdm
-
     from convsparse.integration.client import ConversationalSearch
     from convsparse.integration.ingestion import encode_and_upsert
+    from tqdm.auto import tqdm
 
     settings = _settings(data_dir, backend, model)
     client = ConversationalSearch(index, encoder=load_encoder(model), backend=_backend(settings))
@@ -265,18 +264,19 @@ def search(
     conversation: str = typer.Option(..., "--conversation", "-c",
                                      help="JSON turn list, a .json/.jsonl file, or plain text."),
     k: int = typer.Option(10, "--k", "-k", min=1),
-    top_k: Optional[int] = typer.Option(None, "--top-k", help="Keep the top-k query terms."),
-    min_weight: Optional[float] = typer.Option(None, "--min-weight"),
-    max_ratio: Optional[float] = typer.Option(None, "--max-ratio"),
-    alpha_mass: Optional[float] = typer.Option(None, "--alpha-mass"),
+    top_k: int | None = typer.Option(None, "--top-k", help="Keep the top-k query terms."),
+    min_weight: float | None = typer.Option(None, "--min-weight"),
+    max_ratio: float | None = typer.Option(None, "--max-ratio"),
+    alpha_mass: float | None = typer.Option(None, "--alpha-mass"),
     rescore_window: int = typer.Option(0, "--rescore-window", min=0,
                                        help="Rescore this many hits with the unpruned query."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    model: Optional[str] = _MODEL, data_dir: Optional[Path] = _DATA_DIR, backend: Optional[str] = _BACKEND,
+    model: str | None = _MODEL, data_dir: Path | None = _DATA_DIR, backend: str | None = _BACKEND,
 ) -> None:
     """Search an index with a conversation and print the hits with timings."""
-    from convsparse.errors import ConvsparseError
     from convsparse.integration.client import ConversationalSearch
+
+    from convsparse.errors import ConvsparseError
 
     conv = read_conversation(conversation)
     policy = _pruning(top_k, min_weight, max_ratio, alpha_mass)
@@ -299,8 +299,8 @@ def search(
 
 # ---------------------------------------------------------------------- quickstart
 def quickstart(
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Keep the index here (default: a temp dir)."),
-    model: Optional[str] = _MODEL,
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Keep the index here (default: a temp dir)."),
+    model: str | None = _MODEL,
     k: int = typer.Option(3, "--k", "-k", min=1),
     conversations: int = typer.Option(2, "--conversations", min=1, help="Sample conversations to run."),
 ) -> None:
@@ -309,10 +309,10 @@ def quickstart(
     import time
     from importlib import resources
 
-    from rich.console import Console
-
     from convsparse.integration.client import ConversationalSearch
     from convsparse.integration.embedded import EmbeddedBackend
+    from rich.console import Console
+
     from convsparse.pruning import PruningPolicy
 
     console = Console()

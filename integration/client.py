@@ -17,9 +17,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from convsparse.integration.backend import Backend, Hit
+
 from convsparse.conversation import parse_conversation
 from convsparse.errors import IndexNotFoundError, InvalidConversationError
-from convsparse.integration.backend import Backend, Hit
 from convsparse.pruning import PruningPolicy
 from convsparse.termmap import TermMap
 
@@ -190,9 +191,8 @@ class ConversationalSearch:
         """Encode and upsert `records` (`SourceRecord`s or dicts with id/text and other fields
         to store) in this process, with a progress bar. One bad record is reported in
         ``report.failed`` with its reason; the rest are indexed."""
-        from tqdm.auto import tqdm
-
         from convsparse.integration.ingestion import SourceRecord, encode_and_upsert
+        from tqdm.auto import tqdm
 
         self.ensure_index()
         report = IndexReport(self.index)
@@ -224,4 +224,4 @@ class ConversationalSearch:
         return report
 
 
-__all__ = ["ConversationalSearch", "IndexReport", "SearchResult", "InvalidConversationError"]
+__all__ = ["ConversationalSearch", "IndexReport", "InvalidConversationError", "SearchResult"]

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from convsparse.integration.backend import DocumentResult, Hit, IndexedDocument, IndexInfo
 
 from convsparse.errors import (
     BackendError,
@@ -48,7 +49,6 @@ from convsparse.errors import (
     IndexExistsError,
     IndexNotFoundError,
 )
-from convsparse.integration.backend import DocumentResult, Hit, IndexedDocument, IndexInfo
 from convsparse.termmap import TermMap
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-.]{0,254}$")
@@ -469,7 +469,7 @@ class EmbeddedBackend:
     def _query_vector(self, st: _IndexState, query: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
         """Column ids and weights (float32, like Lucene's boosts) of the query's known terms."""
         get = st.term_ids.get
-        cols = np.fromiter((get(t, -1) for t in query.keys()), dtype=np.int64, count=len(query))
+        cols = np.fromiter((get(t, -1) for t in query), dtype=np.int64, count=len(query))
         vals = np.fromiter(query.values(), dtype=np.float32, count=len(query))
         keep = (cols >= 0) & (cols < st.inverted.shape[1])
         if not keep.all():
@@ -588,5 +588,5 @@ class EmbeddedBackend:
         return self.describe_index(name)
 
 
-__all__ = ["EmbeddedBackend", "quantize_feature_values", "check_index_name"]
+__all__ = ["EmbeddedBackend", "check_index_name", "quantize_feature_values"]
 

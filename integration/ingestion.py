@@ -12,8 +12,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from convsparse.errors import InvalidTermMapError
 from convsparse.integration.backend import Backend, DocumentResult, IndexedDocument
+
+from convsparse.errors import InvalidTermMapError
 
 
 @dataclass(frozen=True)
