@@ -13,15 +13,15 @@ from importlib import import_module
 from typing import Any
 
 __all__ = [
-    "load_student",
-    "SpladeStudent",
-    "OnnxStudent",
-    "StudentEncoderBase",
     "ConversationFormatter",
     "FormattedConversation",
+    "OnnxStudent",
     "SpladeModel",
+    "SpladeStudent",
+    "StudentEncoderBase",
     "base_student_dir",
     "export_onnx",
+    "load_student",
 ]
 
 _LAZY = {

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -17,11 +16,11 @@ _DEVICE = typer.Option(None, "--device", help="cpu, cuda or auto (default: CONVS
 
 
 def export(
-    model: Optional[str] = typer.Argument(None, help="Student folder or hub id (default: the shipped student)."),
+    model: str | None = typer.Argument(None, help="Student folder or hub id (default: the shipped student)."),
     out: Path = typer.Option(..., "--out", help="A .onnx file, or a folder (graph + tokenizer + metadata)."),
     fp16: bool = typer.Option(False, "--fp16", help="float16 graph (for the CUDA execution provider)."),
-    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Output only the k heaviest terms."),
-    max_length: Optional[int] = typer.Option(None, "--max-length", min=8),
+    top_k: int | None = typer.Option(None, "--top-k", min=1, help="Output only the k heaviest terms."),
+    max_length: int | None = typer.Option(None, "--max-length", min=8),
 ) -> None:
     """Export a student (masked-LM + SPLADE pooling) to ONNX."""
     from convsparse.encoders.export import export_student
@@ -63,18 +62,19 @@ def _read_conversations(path: Path) -> tuple[list[str], list]:
 
 
 def encode(
-    documents: Optional[Path] = typer.Option(None, "--documents", exists=True, dir_okay=False,
+    documents: Path | None = typer.Option(None, "--documents", exists=True, dir_okay=False,
                                              help="JSONL {id, text} or a text file (one a line)."),
-    conversation: Optional[Path] = typer.Option(None, "--conversation", exists=True, dir_okay=False,
+    conversation: Path | None = typer.Option(None, "--conversation", exists=True, dir_okay=False,
                                                 help="A conversation JSON (or a list / JSONL of them)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Student folder or hub id."),
-    runtime: Optional[str] = _RUNTIME,
-    device: Optional[str] = _DEVICE,
-    top: Optional[int] = typer.Option(None, "--top", min=1, help="Keep only the top N terms in the output."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write the JSON here (default: stdout)."),
+    model: str | None = typer.Option(None, "--model", help="Student folder or hub id."),
+    runtime: str | None = _RUNTIME,
+    device: str | None = _DEVICE,
+    top: int | None = typer.Option(None, "--top", min=1, help="Keep only the top N terms in the output."),
+    out: Path | None = typer.Option(None, "--out", help="Write the JSON here (default: stdout)."),
 ) -> None:
     """Encode documents or conversations into term maps (JSON)."""
     from convsparse.encoders.loading import load_student
+
     from convsparse.errors import InvalidConversationError
     from convsparse.settings import get_settings
 

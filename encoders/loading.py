@@ -17,8 +17,6 @@ import json
 from pathlib import Path
 from typing import Literal
 
-import torch
-
 from convsparse.pruning import PruningPolicy
 
 _MLM_MODULE_TYPES = ("MLMTransformer",)
