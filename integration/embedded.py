@@ -460,8 +460,12 @@ class EmbeddedBackend:
                     (quantize_feature_values(docs.data), docs.indices, docs.indptr), shape=docs.shape
                 )
             st.docs = docs
-            st.inverted = docs.tocsc()  # column t = posting list of term t
-            st.inverted.sort_indices()
+            inv = docs.tocsc()  # column t = posting list of term t
+            if inv.nnz < 2**31 - 1 and inv.indices.dtype != np.int32:  # halves memory traffic
+                inv = sp.csc_matrix((inv.data, inv.indices.astype(np.int32), inv.indptr.astype(np.int32)),
+                                    shape=inv.shape)
+            inv.sort_indices()
+            st.inverted = inv
             st.quantized = self.quantize
         if st.alive_mask is None:
             st.alive_mask = np.asarray(st.alive, dtype=bool)
