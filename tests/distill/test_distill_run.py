@@ -86,3 +86,23 @@ def test_short_run_lowers_the_loss(tiny_model_dir, tmp_path):
     # resume: a finished run picks up at its last checkpoint and does no more steps
     again = distill(cfg)
     assert [r["loss"] for r in again.log if r["stage"] == "conversations"][:30] == losses
+
+
+def test_cli_reports_config_errors(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from convsparse.encoders.distill_cli import register
+
+    app = typer.Typer()
+    register(app)
+
+    @app.command()
+    def _noop() -> None:  # a second command keeps `distill` a named subcommand
+        pass
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("output_dir: out\n")
+    result = CliRunner().invoke(app, ["distill", str(bad)])
+    assert result.exit_code == 2
+    assert "corpus" in result.output and "conversations" in result.output
