@@ -369,18 +369,7 @@ class _Trainer:
             cols, cc, cm, ts, pi, bm = self._batch_tensors(batch, cl, tl)
             q = self._encode(model, self.student.tokenize_documents([t.teacher_query for t in batch]))
             d = self._encode(model, self.student.tokenize_documents([self.corpus[x] for x in cols]))
-            scores = q @ d.T
-            parts = loss_fn(step=step + 1, query_maps=q, doc_maps=d,
-                            candidate_scores=scores.gather(1, cc.to(self.device)),
-                            teacher_scores=ts.to(self.device), candidate_mask=cm.to(self.device),
-                            batch_scores=scores, positive_index=pi.to(self.device),
-                            batch_mask=bm.to(self.device))
-            opt.zero_grad()
-            parts.total.backward()
-            opt.step()
-            self.log.append({"stage": "documents", "step": step + 1, "loss": parts.total.item(),
-                             "kl": parts.kl, "info_nce": parts.info_nce, "l1": parts.l1,
-                             "flops": parts.flops})
+            parts = self._train_step("documents", step, loss_fn, opt, q, d, cc, cm, ts, pi, bm)
             bar.set_postfix(loss=f"{parts.total.item():.3f}")
             if (step + 1) % cfg.checkpoint_every == 0:
                 self._checkpoint("documents", step + 1, model, opt)
@@ -389,6 +378,23 @@ class _Trainer:
         ck.mkdir(exist_ok=True)
         torch.save(model.state_dict(), ck / "documents_model.pt")
         self._checkpoint("conversations", 0, model, torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate))
+
+    def _train_step(self, stage, step, loss_fn, opt, q, d, cc, cm, ts, pi, bm):
+        """One optimiser step on a batch of query maps `q` against candidate documents `d`;
+        both stages share it so their losses and logs cannot drift apart."""
+        scores = q @ d.T
+        parts = loss_fn(step=step + 1, query_maps=q, doc_maps=d,
+                        candidate_scores=scores.gather(1, cc.to(self.device)),
+                        teacher_scores=ts.to(self.device), candidate_mask=cm.to(self.device),
+                        batch_scores=scores, positive_index=pi.to(self.device),
+                        batch_mask=bm.to(self.device))
+        opt.zero_grad()
+        parts.total.backward()
+        opt.step()
+        self.log.append({"stage": stage, "step": step + 1, "loss": parts.total.item(),
+                         "kl": parts.kl, "info_nce": parts.info_nce, "l1": parts.l1,
+                         "flops": parts.flops})
+        return parts
 
     # ---------------------------------------------------------------- stage 2: conversations
     def conversation_stage(self, doc_matrix: torch.Tensor, teacher: Run) -> None:
@@ -412,18 +418,7 @@ class _Trainer:
             cols, cc, cm, ts, pi, bm = self._batch_tensors(batch, cl, tl)
             q = self._encode(model, [rows[t.task_id] for t in batch])
             d = doc_matrix[[self.doc_index[x] for x in cols]].to(self.device)
-            scores = q @ d.T
-            parts = loss_fn(step=step + 1, query_maps=q, doc_maps=d,
-                            candidate_scores=scores.gather(1, cc.to(self.device)),
-                            teacher_scores=ts.to(self.device), candidate_mask=cm.to(self.device),
-                            batch_scores=scores, positive_index=pi.to(self.device),
-                            batch_mask=bm.to(self.device))
-            opt.zero_grad()
-            parts.total.backward()
-            opt.step()
-            self.log.append({"stage": "conversations", "step": step + 1, "loss": parts.total.item(),
-                             "kl": parts.kl, "info_nce": parts.info_nce, "l1": parts.l1,
-                             "flops": parts.flops})
+            parts = self._train_step("conversations", step, loss_fn, opt, q, d, cc, cm, ts, pi, bm)
             bar.set_postfix(loss=f"{parts.total.item():.3f}", kl=f"{parts.kl:.3f}")
             if (step + 1) % cfg.checkpoint_every == 0:
                 self._checkpoint("conversations", step + 1, model, opt)
