@@ -6,8 +6,7 @@ The public surface is re-exported here; imports are lazy so `import convsparse` 
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from convsparse._lazy import lazy_exports
 
 __all__ = [
     "ConversationalSearch",
@@ -32,14 +31,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'convsparse' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports('convsparse', _LAZY, globals())

@@ -9,8 +9,7 @@ Imports are lazy, so importing the package does not load torch or onnxruntime.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from convsparse._lazy import lazy_exports
 
 __all__ = [
     "ConversationFormatter",
@@ -37,14 +36,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'convsparse.encoders' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports('convsparse.encoders', _LAZY, globals())
