@@ -89,56 +89,41 @@ def test_sigkill_worker_mid_task_redelivers_once(redis_db, make_worker, helpers,
     check_index(settings, corpus)
 
 
-def test_redis_restart_mid_job(make_redis, make_worker, helpers, tiny_model_dir, tmp_path):
-    server = make_redis(appendonly=True)  # like production: AOF on, noeviction
+@pytest.mark.parametrize(
+    "appendonly, seed, stall_timeout_s, max_resubmits, pause_s",
+    [
+        # like production: AOF on, noeviction
+        pytest.param(True, 2, 30, 2, 1.0, id="aof"),
+        # worst case: Redis restarts empty (queued chunks and job state gone); the submitter
+        # resubmits what stalled and re-writes what it knows
+        pytest.param(False, 4, 6, 3, 0.5, id="no-persistence"),
+    ],
+)
+def test_redis_restart_mid_job_loses_nothing(make_redis, make_worker, helpers, tiny_model_dir,
+                                             tmp_path, appendonly, seed, stall_timeout_s,
+                                             max_resubmits, pause_s):
+    """The job ends with every id indexed once, or names exactly the missing ones."""
+    server = make_redis(appendonly=appendonly)
     url = server.url(0)
     data = tmp_path / "data"
     settings = helpers.settings_for(url, tiny_model_dir, data)
     env = helpers.worker_env(url, tiny_model_dir, data, CONVSPARSE_TASK_DELAY_S="0.3")
-    worker = make_worker(env, "redis")
+    worker = make_worker(env, "aof" if appendonly else "volatile")
     worker.start()
-    corpus = helpers.make_corpus(N_DOCS, seed=2)
+    corpus = helpers.make_corpus(N_DOCS, seed=seed)
     source = helpers.write_jsonl(tmp_path / "corpus.jsonl", corpus)
-    thread, box = start_job(source, settings, stall_timeout_s=30, max_resubmits=2)
+    thread, box = start_job(source, settings, stall_timeout_s=stall_timeout_s,
+                            max_resubmits=max_resubmits)
 
     store = JobStore.from_url(url)
     wait_for(lambda: running_chunk(store, min_done=3))
-    server.restart(pause_s=1.0)
+    server.restart(pause_s=pause_s)
 
     thread.join(150)
     assert not thread.is_alive() and "error" not in box, box
     status = box["status"]
-    # Either it finished, or it says exactly which chunks / ids are missing.
     if status.state != "finished":
         pytest.fail(f"missing chunks {status.missing_chunks}, ids {status.missing_ids}")
     assert (status.indexed, status.failed) == (N_DOCS, 0)
-    check_index(settings, corpus)
-
-
-def test_redis_restart_without_persistence_loses_nothing(make_redis, make_worker, helpers,
-                                                         tiny_model_dir, tmp_path):
-    """Worst case: Redis restarts empty (queued chunks and job state gone). The submitter
-    resubmits what stalled and re-writes what it knows; the job still ends with every id
-    indexed once, or names the missing ones."""
-    server = make_redis(appendonly=False)
-    url = server.url(0)
-    data = tmp_path / "data"
-    settings = helpers.settings_for(url, tiny_model_dir, data)
-    env = helpers.worker_env(url, tiny_model_dir, data, CONVSPARSE_TASK_DELAY_S="0.3")
-    worker = make_worker(env, "volatile")
-    worker.start()
-    corpus = helpers.make_corpus(N_DOCS, seed=4)
-    source = helpers.write_jsonl(tmp_path / "corpus.jsonl", corpus)
-    thread, box = start_job(source, settings, stall_timeout_s=6, max_resubmits=3)
-
-    store = JobStore.from_url(url)
-    wait_for(lambda: running_chunk(store, min_done=3))
-    server.restart(pause_s=0.5)
-
-    thread.join(150)
-    assert not thread.is_alive() and "error" not in box, box
-    status = box["status"]
-    if status.state != "finished":
-        pytest.fail(f"missing chunks {status.missing_chunks}, ids {status.missing_ids}")
-    assert status.indexed == N_DOCS and status.chunks_done == N_DOCS // CHUNK
+    assert status.chunks_done == N_DOCS // CHUNK
     check_index(settings, corpus)
