@@ -37,10 +37,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from convsparse.encoders.distillation import (
+    from convsparse.training.trainer import (
         DistillConfig, _Trainer, distill, evaluate_scores, flops_metric,
     )
-    from convsparse.encoders.teachers import average_runs, read_trec_run
+    from convsparse.training.teachers import average_runs, read_trec_run
 
     mtrag, cast = args.data / "mtrag", args.data / "cast"
     if not (mtrag / "corpus.jsonl").exists():

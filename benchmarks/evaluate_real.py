@@ -61,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
 
-    from convsparse.integration.collections import load_collection
-    from convsparse.integration.evaluation import compare, index_corpus, tasks_for
-    from convsparse.integration.tuning import PruningTuner
+    from convsparse.collections import load_collection
+    from convsparse.evaluation.harness import compare, index_corpus, tasks_for
+    from convsparse.evaluation.tuning import PruningTuner
 
     t_start = time.perf_counter()
     col = load_collection(args.data)
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {js}, {md} in {time.perf_counter() - t_start:.0f}s")
         return 0
 
-    from convsparse.integration.embedded import EmbeddedBackend
+    from convsparse.integration.backends.embedded import EmbeddedBackend
 
     with tempfile.TemporaryDirectory(prefix="convsparse-eval-") as tmp:
         backend = EmbeddedBackend(Path(tmp))

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
              "--without-gossip", "--without-mingle", "--without-heartbeat"],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
-        from convsparse.integration.embedded import EmbeddedBackend
+        from convsparse.integration.backends.embedded import EmbeddedBackend
 
         encoder = load_encoder(settings)
         local_backend = EmbeddedBackend(tmp / "local")

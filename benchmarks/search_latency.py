@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-from convsparse.integration.embedded import EmbeddedBackend
+from convsparse.integration.backends.embedded import EmbeddedBackend
 
 from convsparse.pruning import PruningPolicy
 from convsparse.termmap import TermMap

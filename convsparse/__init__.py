@@ -25,9 +25,9 @@ _LAZY = {
     "IndexReport": "convsparse.integration.client",
     "PruningPolicy": "convsparse.pruning",
     "TermMap": "convsparse.termmap",
-    "EmbeddedBackend": "convsparse.integration.embedded",
+    "EmbeddedBackend": "convsparse.integration.backends.embedded",
     "SourceRecord": "convsparse.integration.ingestion",
-    "open_backend": "convsparse.integration.backends",
+    "open_backend": "convsparse.compose",
 }
 
 

@@ -90,7 +90,7 @@ class ConversationalSearch:
         self.index = index
         self._encoder = encoder
         if backend is None:
-            from convsparse.integration.backends import open_backend
+            from convsparse.compose import open_backend
 
             backend = open_backend()
         self.backend = backend

@@ -163,12 +163,12 @@ def load_encoder(settings: Settings):
 
 def open_worker_backend(settings: Settings):
     try:
-        from convsparse.integration.backends import open_backend
+        from convsparse.compose import open_backend
     except ImportError:
         open_backend = None
     if open_backend is not None:
         return open_backend(settings)
-    from convsparse.integration.embedded import EmbeddedBackend
+    from convsparse.integration.backends.embedded import EmbeddedBackend
 
     return EmbeddedBackend(settings.data_dir)
 

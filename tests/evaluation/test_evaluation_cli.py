@@ -6,7 +6,8 @@ import json
 
 import pytest
 import typer
-from convsparse.integration import eval_cli, evaluation
+from convsparse.cli import evaluation as eval_cli
+from convsparse.evaluation import harness as evaluation
 from typer.testing import CliRunner
 
 

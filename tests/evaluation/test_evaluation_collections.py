@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from convsparse.integration.collections import (
+from convsparse.collections import (
     InvalidCollectionError,
     load_collection,
     load_conversations,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from convsparse.integration.collections import Collection, ConversationTask, Passage
-from convsparse.integration.evaluation import (
+from convsparse.collections import Collection, ConversationTask, Passage
+from convsparse.evaluation.harness import (
     BM25Baseline,
     EvaluationReport,
     compare,

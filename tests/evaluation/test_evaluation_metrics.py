@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from convsparse.integration.evaluation import (
+from convsparse.evaluation.harness import (
     TermStats,
     compute_metrics,
     flops,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from convsparse.integration.evaluation import index_corpus
-from convsparse.integration.tuning import (
+from convsparse.evaluation.harness import index_corpus
+from convsparse.evaluation.tuning import (
     PruningTuner,
     TuningPoint,
     TuningResult,

@@ -10,7 +10,7 @@ import pytest
 
 @pytest.fixture
 def backend(tmp_path):
-    from convsparse.integration.embedded import EmbeddedBackend
+    from convsparse.integration.backends.embedded import EmbeddedBackend
 
     return EmbeddedBackend(tmp_path / "data")
 
@@ -31,7 +31,7 @@ def sample_conversations():
 def sample_index(tmp_path_factory, tiny_student, sample_corpus):
     """(root_dir, index name) of the sample corpus indexed with the tiny student."""
     from convsparse.integration.client import ConversationalSearch
-    from convsparse.integration.embedded import EmbeddedBackend
+    from convsparse.integration.backends.embedded import EmbeddedBackend
 
     root = tmp_path_factory.mktemp("sample-index")
     client = ConversationalSearch("sample", encoder=tiny_student, backend=EmbeddedBackend(root))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from convsparse.integration.embedded import EmbeddedBackend
+from convsparse.integration.backends.embedded import EmbeddedBackend
 
 from convsparse import ConversationalSearch, PruningPolicy, SearchResult, TermMap
 from convsparse.errors import FingerprintMismatchError, IndexNotFoundError, InvalidConversationError

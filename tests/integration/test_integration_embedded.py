@@ -9,7 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 from convsparse.integration.backend import Backend, IndexedDocument
-from convsparse.integration.embedded import EmbeddedBackend, quantize_feature_values
+from convsparse.integration.backends.embedded import EmbeddedBackend, quantize_feature_values
 
 from convsparse.errors import FingerprintMismatchError, IndexExistsError, IndexNotFoundError
 from convsparse.termmap import TermMap
@@ -152,7 +152,7 @@ def test_two_objects_see_each_others_writes(tmp_path):
 WRITER = textwrap.dedent("""
     import sys
     from convsparse.integration.backend import IndexedDocument
-    from convsparse.integration.embedded import EmbeddedBackend
+    from convsparse.integration.backends.embedded import EmbeddedBackend
     from convsparse.termmap import TermMap
     root, prefix = sys.argv[1], sys.argv[2]
     be = EmbeddedBackend(root, compact_min_ops=40)

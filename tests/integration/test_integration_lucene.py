@@ -9,7 +9,7 @@ import glob
 import numpy as np
 import pytest
 from convsparse.integration.backend import IndexedDocument
-from convsparse.integration.embedded import EmbeddedBackend
+from convsparse.integration.backends.embedded import EmbeddedBackend
 
 from convsparse.termmap import TermMap
 

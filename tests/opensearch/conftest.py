@@ -56,7 +56,7 @@ def client(fake):
 
 @pytest.fixture
 def make_backend(client):
-    from convsparse.integration.opensearch import OpenSearchBackend
+    from convsparse.integration.backends.opensearch import OpenSearchBackend
 
     def make(**options):
         sleeps: list[float] = []

@@ -9,7 +9,7 @@ import math
 
 import pytest
 from convsparse.integration.backend import IndexedDocument
-from convsparse.integration.opensearch import OpenSearchBackend, document_id
+from convsparse.integration.backends.opensearch import OpenSearchBackend, document_id
 from opensearchpy import OpenSearch
 
 from convsparse.termmap import TermMap

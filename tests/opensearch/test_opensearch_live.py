@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 from convsparse.integration.backend import IndexedDocument
-from convsparse.integration.opensearch import OpenSearchBackend
+from convsparse.integration.backends.opensearch import OpenSearchBackend
 from opensearchpy.exceptions import RequestError
 
 from convsparse.settings import Settings

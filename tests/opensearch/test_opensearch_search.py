@@ -8,8 +8,8 @@ import sys
 
 import pytest
 from convsparse.integration.backend import Backend, IndexedDocument
-from convsparse.integration.opensearch import OpenSearchBackend
-from convsparse.integration.query_dsl import (
+from convsparse.integration.backends.opensearch import OpenSearchBackend
+from convsparse.integration.backends.query_dsl import (
     build_query,
     neural_sparse_query,
     rank_feature_query,

@@ -7,7 +7,7 @@ import copy
 
 import pytest
 from convsparse.integration.backend import IndexedDocument
-from convsparse.integration.query_dsl import (
+from convsparse.integration.backends.query_dsl import (
     neural_sparse_query,
     rank_feature_query,
     search_body,

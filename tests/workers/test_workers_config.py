@@ -96,7 +96,7 @@ def test_gpu_worker_override_pins_one_gpu_each():
 
 
 def test_worker_command_defaults():
-    from convsparse.workers.cli import worker_argv
+    from convsparse.cli.workers import worker_argv
 
     argv = worker_argv()
     assert "--pool=solo" in argv and argv[argv.index("-Q") + 1] == "ingest,query"

@@ -55,7 +55,7 @@ def running_chunk(store: JobStore, min_done: int):
 
 
 def check_index(settings, corpus):
-    from convsparse.integration.embedded import EmbeddedBackend
+    from convsparse.integration.backends.embedded import EmbeddedBackend
 
     backend = EmbeddedBackend(settings.data_dir)
     assert backend.count("crash") == len(corpus)

@@ -28,7 +28,7 @@ def local_encoder(tiny_model_dir):
 
 
 def test_ingest_through_worker_equals_in_process(session_worker, helpers, local_encoder, tmp_path):
-    from convsparse.integration.embedded import EmbeddedBackend
+    from convsparse.integration.backends.embedded import EmbeddedBackend
 
     settings = session_worker.settings
     corpus = helpers.make_corpus(200)
@@ -63,7 +63,7 @@ def test_ingest_through_worker_equals_in_process(session_worker, helpers, local_
 
 
 def test_bad_records_go_to_dead_letter(session_worker, helpers, tmp_path):
-    from convsparse.integration.embedded import EmbeddedBackend
+    from convsparse.integration.backends.embedded import EmbeddedBackend
 
     settings = session_worker.settings
     good = helpers.make_corpus(30, seed=3)
@@ -142,7 +142,7 @@ def test_job_without_worker_reports_missing_then_retry_finishes(
     from typer.testing import CliRunner
 
     from convsparse.cli import app
-    from convsparse.integration.embedded import EmbeddedBackend
+    from convsparse.integration.backends.embedded import EmbeddedBackend
 
     data = tmp_path / "data"
     settings = helpers.settings_for(redis_db, tiny_model_dir, data)

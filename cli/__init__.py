@@ -22,11 +22,11 @@ def version() -> None:
 
 def _register_all() -> None:
     # Each area owns its commands; imports inside the command bodies keep `--help` fast.
-    from convsparse.encoders.cli import register as register_encoders
-    from convsparse.encoders.distill_cli import register as register_distill
-    from convsparse.integration.cli import register as register_integration
-    from convsparse.integration.eval_cli import register as register_evaluation
-    from convsparse.workers.cli import register as register_workers
+    from convsparse.cli.encode import register as register_encoders
+    from convsparse.cli.distill import register as register_distill
+    from convsparse.cli.index import register as register_integration
+    from convsparse.cli.evaluation import register as register_evaluation
+    from convsparse.cli.workers import register as register_workers
 
     register_encoders(app)
     register_distill(app)

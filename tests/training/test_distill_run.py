@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convsparse.encoders.distillation import DistillConfig, distill
-from convsparse.encoders.teachers import (
+from convsparse.training.trainer import DistillConfig, distill
+from convsparse.training.teachers import (
     average_runs, bm25_run, normalise_run, read_trec_run, sample_candidates, write_trec_run,
 )
 
@@ -92,7 +92,7 @@ def test_cli_reports_config_errors(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from convsparse.encoders.distill_cli import register
+    from convsparse.cli.distill import register
 
     app = typer.Typer()
     register(app)

@@ -19,7 +19,7 @@ _DIR_HELP = "Collection folder: corpus.jsonl|tsv, conversations.jsonl, qrels.tsv
 
 
 def _collection(path: str, limit: int | None = None):
-    from convsparse.integration.collections import load_collection, sample_collection
+    from convsparse.collections import load_collection, sample_collection
 
     col = sample_collection() if path == "sample" else load_collection(path)
     return col.subset(limit=limit, judged_only=bool(col.qrels)) if limit else col
@@ -51,14 +51,14 @@ def load_encoder(settings):
 def open_backend(settings):
     """The configured backend: embedded (default) or OpenSearch."""
     try:
-        from convsparse.integration.backends import open_backend as _open
+        from convsparse.compose import open_backend as _open
     except ImportError:
         _open = None
     if _open is not None:
         return _open(settings)
     if settings.backend != "embedded":
         raise typer.BadParameter("the OpenSearch backend is not available in this build")
-    from convsparse.integration.embedded import EmbeddedBackend
+    from convsparse.integration.backends.embedded import EmbeddedBackend
 
     return EmbeddedBackend(Path(settings.data_dir))
 
@@ -91,7 +91,7 @@ def _print_table(rows: list[dict[str, str]], title: str) -> None:
 
 
 def _report_rows(report) -> list[dict[str, str]]:
-    from convsparse.integration.evaluation import _fmt, _metric_label
+    from convsparse.evaluation.harness import _fmt, _metric_label
 
     rows = []
     for r in report.results:
@@ -191,7 +191,7 @@ def evaluate_command(
     without it the corpus is encoded once into a temporary embedded index. BM25 rows (bm25s)
     on the concatenated conversation and on the rewrite are added for comparison.
     """
-    from convsparse.integration import evaluation as ev
+    from convsparse.evaluation import harness as ev
 
     if view not in ("raw", "rewrite", "both"):
         raise typer.BadParameter("view must be raw, rewrite or both", param_hint="--view")
@@ -264,8 +264,8 @@ def tune_command(
 ) -> None:
     """Sweep query pruning thresholds: latency p50/p95, recall@k vs unpruned and vs qrels,
     FLOPS; plot latency vs recall with the Pareto frontier and recommend a PruningPolicy."""
-    from convsparse.integration.evaluation import TermStats, tasks_for
-    from convsparse.integration.tuning import PruningTuner
+    from convsparse.evaluation.harness import TermStats, tasks_for
+    from convsparse.evaluation.tuning import PruningTuner
 
     if view not in ("raw", "rewrite"):
         raise typer.BadParameter("view must be raw or rewrite", param_hint="--view")

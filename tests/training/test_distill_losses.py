@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from convsparse.encoders.losses import (
+from convsparse.training.losses import (
     DistillationLoss, FlopsLoss, InfoNCELoss, KLDivergenceLoss, L1Loss, quadratic_warmup,
 )
 

@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
         """Distil the conversational student from teacher runs on rewrites (KL + InfoNCE + L1/FLOPS)."""
         import json
 
-        from convsparse.encoders.distillation import DistillConfig, distill as run_distill
+        from convsparse.training.trainer import DistillConfig, distill as run_distill
 
         try:
             cfg = DistillConfig.from_file(config)

@@ -1,6 +1,6 @@
 """`convsparse` commands of the workers part: `worker`, `jobs status`, `jobs retry`.
 
-`convsparse ingest SOURCE --index NAME --via celery` (integration/cli.py) calls
+`convsparse ingest SOURCE --index NAME --via celery` (cli/index.py) calls
 `convsparse.workers.submit.run_ingest_job`.
 """
 

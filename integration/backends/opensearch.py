@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from convsparse.integration.backend import DocumentResult, Hit, IndexedDocument, IndexInfo
-from convsparse.integration.query_dsl import (
+from convsparse.integration.backends.query_dsl import (
     DEFAULT_MAX_CLAUSE_COUNT,
     QueryMode,
     build_query,

@@ -17,11 +17,11 @@ def open_backend(settings: Any = None, **options: Any) -> Backend:
         settings = get_settings()
     kind = getattr(settings, "backend", "embedded")
     if kind == "embedded":
-        from convsparse.integration.embedded import EmbeddedBackend
+        from convsparse.integration.backends.embedded import EmbeddedBackend
 
         return EmbeddedBackend(settings.data_dir, **options)
     if kind == "opensearch":
-        from convsparse.integration.opensearch import OpenSearchBackend
+        from convsparse.integration.backends.opensearch import OpenSearchBackend
 
         return OpenSearchBackend.from_settings(settings, **options)
     raise ValueError(f"unknown backend {kind!r}; expected 'embedded' or 'opensearch'")

@@ -27,7 +27,7 @@ def _settings(data_dir: Path | None = None, backend: str | None = None, model: s
 
 
 def _backend(settings):
-    from convsparse.integration.backends import open_backend
+    from convsparse.compose import open_backend
 
     return open_backend(settings)
 
@@ -154,7 +154,7 @@ def index_describe(
 @index_app.command("list")
 def index_list(data_dir: Path | None = _DATA_DIR) -> None:
     """List the embedded backend's indices."""
-    from convsparse.integration.embedded import EmbeddedBackend
+    from convsparse.integration.backends.embedded import EmbeddedBackend
 
     for name in EmbeddedBackend(_settings(data_dir).data_dir).list_indices():
         typer.echo(name)
@@ -211,7 +211,7 @@ def ingest(
     if not source.exists():
         raise _fail(f"source {str(source)!r} does not exist", 2)
     if via == "celery":
-        from convsparse.workers.cli import print_status
+        from convsparse.cli.workers import print_status
         from convsparse.workers.submit import run_ingest_job
 
         status = run_ingest_job(source, index=index, id_field=id_field, text_field=text_field,
@@ -310,7 +310,7 @@ def quickstart(
     from importlib import resources
 
     from convsparse.integration.client import ConversationalSearch
-    from convsparse.integration.embedded import EmbeddedBackend
+    from convsparse.integration.backends.embedded import EmbeddedBackend
     from rich.console import Console
 
     from convsparse.pruning import PruningPolicy

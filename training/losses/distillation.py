@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from convsparse.encoders.losses.flops import FlopsLoss
-from convsparse.encoders.losses.info_nce import InfoNCELoss
-from convsparse.encoders.losses.kl_divergence import KLDivergenceLoss
-from convsparse.encoders.losses.l1 import L1Loss
-from convsparse.encoders.losses.warmup import quadratic_warmup
+from convsparse.training.losses.flops import FlopsLoss
+from convsparse.training.losses.info_nce import InfoNCELoss
+from convsparse.training.losses.kl_divergence import KLDivergenceLoss
+from convsparse.training.losses.l1 import L1Loss
+from convsparse.training.losses.warmup import quadratic_warmup
 
 
 @dataclass

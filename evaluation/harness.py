@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from convsparse.integration.collections import Collection, ConversationTask
+from convsparse.collections import Collection, ConversationTask
 
 from convsparse.pruning import PruningPolicy
 from convsparse.termmap import TermMap
@@ -502,7 +502,7 @@ def temporary_backend():
     """An `EmbeddedBackend` in a fresh temporary folder, and the folder (call `.cleanup()`)."""
     import tempfile
 
-    from convsparse.integration.embedded import EmbeddedBackend
+    from convsparse.integration.backends.embedded import EmbeddedBackend
 
     tmp = tempfile.TemporaryDirectory(prefix="convsparse-eval-")
     return EmbeddedBackend(Path(tmp.name)), tmp

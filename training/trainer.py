@@ -29,9 +29,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from tqdm.auto import tqdm
 
-from convsparse.encoders.losses import DistillationLoss
+from convsparse.training.losses import DistillationLoss
 from convsparse.encoders.student import SpladeStudent, pad_batch, resolve_device
-from convsparse.encoders.teachers import (
+from convsparse.training.teachers import (
     Run, average_runs, bm25_run, dense_run, read_qrels, read_trec_run, sample_candidates,
     student_run, teacher_score, write_trec_run,
 )

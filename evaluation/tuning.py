@@ -8,14 +8,14 @@ maps and every pruned query is searched against the backend (warm-up runs first,
 - recall@k against the unpruned results: the share of the unpruned query's top-k documents the
   pruned query still returns in its top k (1.0 = pruning changed nothing that matters);
 - recall@k against the judgments (``ranx``) when qrels are given;
-- FLOPS (sum_j p_q(j) p_d(j), see `convsparse.integration.evaluation`) when document term
+- FLOPS (sum_j p_q(j) p_d(j), see `convsparse.evaluation.harness`) when document term
   statistics are given, and the average number of query terms.
 
 `TuningResult.recommend(budget_ms=..., max_recall_drop=...)` picks a setting;
 `TuningResult.plot(path)` draws latency versus recall with every point labelled by its
 threshold and the Pareto frontier (fastest for its recall) marked.
 
->>> from convsparse.integration.tuning import PruningTuner            # doctest: +SKIP
+>>> from convsparse.evaluation.tuning import PruningTuner            # doctest: +SKIP
 >>> result = PruningTuner(backend, "docs", encoder, conversations, qrels=qrels).run()
 >>> best = result.recommend(max_recall_drop=0.02); print(best.policy_code())
 PruningPolicy(top_k=32)
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from convsparse.integration.evaluation import (
+from convsparse.evaluation.harness import (
     TermStats,
     _jsonable,
     compute_metrics,

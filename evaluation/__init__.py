@@ -1,0 +1,1 @@
+"""Retrieval evaluation: metrics (ranx), BM25, FLOPS, reports, pruning tuning."""

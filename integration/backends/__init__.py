@@ -1,0 +1,1 @@
+"""Search backends behind the `Backend` protocol: embedded (in-process) and OpenSearch."""

@@ -1,0 +1,1 @@
+"""Distillation of the conversational student: config, data, teachers, losses, trainer."""
