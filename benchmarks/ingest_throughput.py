@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from convsparse.workers.app import WorkerSettings, load_encoder
+    from convsparse.compose import load_encoder
+    from convsparse.workers.app import WorkerSettings
     from convsparse.workers.submit import run_ingest_job, run_local_ingest
 
     tmp = Path(tempfile.mkdtemp(prefix="convsparse-bench-"))

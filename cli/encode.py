@@ -73,15 +73,14 @@ def encode(
     out: Path | None = typer.Option(None, "--out", help="Write the JSON here (default: stdout)."),
 ) -> None:
     """Encode documents or conversations into term maps (JSON)."""
-    from convsparse.encoders.loading import load_student
-
+    from convsparse.compose import load_encoder
     from convsparse.errors import InvalidConversationError
     from convsparse.settings import get_settings
 
     if (documents is None) == (conversation is None):
         raise typer.BadParameter("pass exactly one of --documents or --conversation")
     settings = get_settings(model=model, runtime=runtime, device=device)
-    student = load_student(settings.model or None, runtime=settings.runtime, device=settings.device)
+    student = load_encoder(settings)
     try:
         if documents is not None:
             ids, texts = _read_documents(documents)

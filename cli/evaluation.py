@@ -10,6 +10,8 @@ from pathlib import Path
 
 import typer
 
+from convsparse.compose import load_encoder, open_backend
+
 collection_app = typer.Typer(help="Conversational retrieval collections (corpus, conversations, "
                                   "qrels): inspect them and index their corpus.",
                              no_args_is_help=True)
@@ -30,37 +32,6 @@ def _settings(backend: str | None, data_dir: Path | None, model: str | None,
     from convsparse.settings import get_settings
 
     return get_settings(backend=backend, data_dir=data_dir, model=model, runtime=runtime)
-
-
-def load_encoder(settings):
-    """The student named by `settings` (helper A's `load_student`, else the PyTorch student)."""
-    try:
-        from convsparse.encoders.loading import load_student
-    except ImportError:
-        load_student = None
-    if load_student is not None:
-        return load_student(settings.model or None, runtime=settings.runtime,
-                            device=settings.device)
-    from convsparse.encoders.student import SpladeStudent
-
-    if not settings.model:
-        raise typer.BadParameter("pass --model (a local student folder)")
-    return SpladeStudent.from_pretrained(settings.model, device=settings.device)
-
-
-def open_backend(settings):
-    """The configured backend: embedded (default) or OpenSearch."""
-    try:
-        from convsparse.compose import open_backend as _open
-    except ImportError:
-        _open = None
-    if _open is not None:
-        return _open(settings)
-    if settings.backend != "embedded":
-        raise typer.BadParameter("the OpenSearch backend is not available in this build")
-    from convsparse.integration.backends.embedded import EmbeddedBackend
-
-    return EmbeddedBackend(Path(settings.data_dir))
 
 
 def _floats(text: str | None) -> list[float] | None:
@@ -217,7 +188,7 @@ def evaluate_command(
         if flops_docs and col.corpus:
             passages = list(col.corpus.values())[:flops_docs]
             batch = encoder.encode_documents([p.indexed_text for p in passages], progress=True)
-            doc_stats = ev.TermStats.from_term_maps(getattr(batch, "term_maps", batch))
+            doc_stats = ev.TermStats.from_term_maps(batch.term_maps)
         results = []
         if compare_bm25:
             bm25 = ev.BM25Baseline(col)
@@ -281,7 +252,7 @@ def tune_command(
     if col.corpus:
         passages = list(col.corpus.values())[:5000]
         batch = encoder.encode_documents([p.indexed_text for p in passages], progress=True)
-        doc_stats = TermStats.from_term_maps(getattr(batch, "term_maps", batch))
+        doc_stats = TermStats.from_term_maps(batch.term_maps)
     tuner = PruningTuner(be, index, encoder, tasks, qrels=col.qrels or None, k=k, warmup=warmup,
                          repeats=repeats, view=view, doc_stats=doc_stats,
                          latency_stat=latency_stat)
@@ -310,4 +281,4 @@ def register(app: typer.Typer) -> None:
     app.command("tune")(tune_command)
 
 
-__all__ = ["load_encoder", "open_backend", "register"]
+__all__ = ["register"]

@@ -13,6 +13,8 @@ from typing import Any
 
 import typer
 
+from convsparse.compose import load_encoder, open_backend
+
 index_app = typer.Typer(help="Create, describe, list or delete an index.", no_args_is_help=True)
 
 _DATA_DIR = typer.Option(None, "--data-dir", help="Embedded backend folder (default: CONVSPARSE_DATA_DIR).")
@@ -24,27 +26,6 @@ def _settings(data_dir: Path | None = None, backend: str | None = None, model: s
     from convsparse.settings import get_settings
 
     return get_settings(data_dir=data_dir, backend=backend, model=model)
-
-
-def _backend(settings):
-    from convsparse.compose import open_backend
-
-    return open_backend(settings)
-
-
-def load_encoder(model: str | None = None):
-    """The student: `load_student(model)` (helper A's loader), or a `SpladeStudent` folder."""
-    try:
-        from convsparse.encoders.loading import load_student
-    except ImportError:
-        load_student = None
-    if load_student is not None:
-        return load_student(model or None)
-    if not model:
-        raise typer.BadParameter("no default student is available in this install; pass --model PATH")
-    from convsparse.encoders.student import SpladeStudent
-
-    return SpladeStudent.from_pretrained(model, device="cpu")
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -127,10 +108,10 @@ def index_create(
     settings = _settings(data_dir, backend, model)
     vocab = None
     if fingerprint is None:
-        enc = load_encoder(model)
-        fingerprint, vocab = enc.fingerprint, getattr(enc, "vocabulary_name", None)
+        enc = load_encoder(settings)
+        fingerprint, vocab = enc.fingerprint, enc.vocabulary_name
     try:
-        info = _backend(settings).create_index(name, fingerprint=fingerprint, vocabulary=vocab, exist_ok=exist_ok)
+        info = open_backend(settings).create_index(name, fingerprint=fingerprint, vocabulary=vocab, exist_ok=exist_ok)
     except (ConvsparseError, ValueError) as e:
         raise _fail(str(e)) from None
     typer.echo(f"created index {info.name} (encoder {info.fingerprint}, {info.count} documents)")
@@ -144,7 +125,7 @@ def index_describe(
     from convsparse.errors import ConvsparseError
 
     try:
-        info = _backend(_settings(data_dir, backend)).describe_index(name)
+        info = open_backend(_settings(data_dir, backend)).describe_index(name)
     except (ConvsparseError, ValueError) as e:
         raise _fail(str(e)) from None
     typer.echo(json.dumps({"name": info.name, "fingerprint": info.fingerprint, "count": info.count,
@@ -152,11 +133,14 @@ def index_describe(
 
 
 @index_app.command("list")
-def index_list(data_dir: Path | None = _DATA_DIR) -> None:
-    """List the embedded backend's indices."""
-    from convsparse.integration.backends.embedded import EmbeddedBackend
+def index_list(data_dir: Path | None = _DATA_DIR, backend: str | None = _BACKEND) -> None:
+    """List the backend's indices (backends that can list them: embedded)."""
+    from convsparse.integration.backend import SupportsIndexListing
 
-    for name in EmbeddedBackend(_settings(data_dir).data_dir).list_indices():
+    be = open_backend(_settings(data_dir, backend))
+    if not isinstance(be, SupportsIndexListing):
+        raise _fail(f"{type(be).__name__} cannot list its indices", 2)
+    for name in be.list_indices():
         typer.echo(name)
 
 
@@ -170,7 +154,7 @@ def index_delete(
     from convsparse.errors import ConvsparseError
 
     try:
-        _backend(_settings(data_dir, backend)).delete_index(name, missing_ok=missing_ok)
+        open_backend(_settings(data_dir, backend)).delete_index(name, missing_ok=missing_ok)
     except (ConvsparseError, ValueError) as e:
         raise _fail(str(e)) from None
     typer.echo(f"deleted index {name}")
@@ -227,7 +211,7 @@ def ingest(
     from tqdm.auto import tqdm
 
     settings = _settings(data_dir, backend, model)
-    client = ConversationalSearch(index, encoder=load_encoder(model), backend=_backend(settings))
+    client = ConversationalSearch(index, encoder=load_encoder(settings), backend=open_backend(settings))
     try:
         client.ensure_index()
     except ConvsparseError as e:
@@ -281,7 +265,7 @@ def search(
     conv = read_conversation(conversation)
     policy = _pruning(top_k, min_weight, max_ratio, alpha_mass)
     settings = _settings(data_dir, backend, model)
-    client = ConversationalSearch(index, encoder=load_encoder(model), backend=_backend(settings),
+    client = ConversationalSearch(index, encoder=load_encoder(settings), backend=open_backend(settings),
                                   pruning=policy, rescore_window=rescore_window)
     try:
         result = client.search(conv, k)
@@ -333,7 +317,7 @@ def quickstart(
         data_dir = Path(tmp.name)
     try:
         t = time.perf_counter()
-        encoder = load_encoder(model)
+        encoder = load_encoder(_settings(data_dir, "embedded", model))
         console.print(f"loaded student {encoder.fingerprint} in {time.perf_counter() - t:.1f} s")
         backend = EmbeddedBackend(data_dir)
         backend.delete_index("quickstart", missing_ok=True)

@@ -1,30 +1,60 @@
-"""`open_backend(settings)`: the configured `Backend` (embedded by default, or OpenSearch)."""
+"""The composition root: the one place that turns `Settings` into an encoder and a backend.
+
+Every entry point goes through here (the CLI commands, `ConversationalSearch`'s defaults, the
+Celery workers, the evaluation harness), so `CONVSPARSE_MODEL`, `CONVSPARSE_RUNTIME`,
+`CONVSPARSE_DEVICE`, `CONVSPARSE_MAX_LENGTH`, `CONVSPARSE_CACHE_DIR` and `CONVSPARSE_BACKEND`
+mean the same thing whichever way a user came in. It sits on top of the dependency order (it
+imports the implementations); nothing below it imports it, except lazily for a default.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import os
 
+from convsparse.encoders.protocol import Encoder
 from convsparse.integration.backend import Backend
+from convsparse.settings import Settings, get_settings
 
 
-def open_backend(settings: Any = None, **options: Any) -> Backend:
-    """`Settings.backend == "embedded"` -> `EmbeddedBackend(settings.data_dir)`;
+def _max_length(settings: Settings) -> int | None:
+    """`settings.max_length` (None = the model's own), clamped to a local model's position
+    embeddings."""
+    limit = settings.max_length
+    if limit is None or not (settings.model and os.path.isdir(settings.model)):
+        return limit
+    try:
+        from transformers import AutoConfig
+
+        positions = AutoConfig.from_pretrained(settings.model).max_position_embeddings
+    except (OSError, ValueError, AttributeError):  # not a HF folder: the loader decides
+        return limit
+    return min(limit, int(positions)) if positions else limit
+
+
+def load_encoder(settings: Settings | None = None) -> Encoder:
+    """The student named by `settings`: `model` ('' = the shipped student), `runtime`
+    (torch | onnx), `device`, `max_length`, `cache_dir`."""
+    from convsparse.encoders.loading import load_student
+
+    settings = settings or get_settings()
+    return load_student(settings.model or None, runtime=settings.runtime, device=settings.device,
+                        max_length=_max_length(settings), cache_dir=settings.cache_dir)
+
+
+def open_backend(settings: Settings | None = None, **options: object) -> Backend:
+    """`settings.backend == "embedded"` -> `EmbeddedBackend(settings.data_dir)`;
     `"opensearch"` -> `OpenSearchBackend.from_settings(settings)` (imported only then, so the
     embedded path never imports opensearch-py). Extra `options` go to the backend."""
-    if settings is None:
-        from convsparse.settings import get_settings
-
-        settings = get_settings()
-    kind = getattr(settings, "backend", "embedded")
-    if kind == "embedded":
+    settings = settings or get_settings()
+    if settings.backend == "embedded":
         from convsparse.integration.backends.embedded import EmbeddedBackend
 
         return EmbeddedBackend(settings.data_dir, **options)
-    if kind == "opensearch":
+    if settings.backend == "opensearch":
         from convsparse.integration.backends.opensearch import OpenSearchBackend
 
         return OpenSearchBackend.from_settings(settings, **options)
-    raise ValueError(f"unknown backend {kind!r}; expected 'embedded' or 'opensearch'")
+    raise ValueError(f"unknown backend {settings.backend!r}; expected 'embedded' or 'opensearch'")
 
 
-__all__ = ["open_backend"]
+__all__ = ["load_encoder", "open_backend"]

@@ -100,6 +100,3 @@ def base_student_dir(cache_dir: str | Path | None = None, *, rebuild: bool = Fal
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-ensure_base_student = base_student_dir

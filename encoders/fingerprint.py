@@ -8,6 +8,16 @@ import json
 import torch
 
 
+def vocabulary_name(tokenizer) -> str:
+    """Names a vocabulary: tokenizer class, size and a hash of the token -> id table, e.g.
+    ``BertTokenizerFast:30522:sha256:1f2e...``; written to an index's ``_meta.vocabulary``."""
+    vocab = tokenizer.get_vocab()
+    digest = hashlib.sha256(
+        json.dumps(sorted(vocab.items(), key=lambda kv: kv[1]), ensure_ascii=False).encode()
+    ).hexdigest()[:12]
+    return f"{type(tokenizer).__name__}:{len(vocab)}:sha256:{digest}"
+
+
 def encoder_fingerprint(
     model: torch.nn.Module, tokenizer, *, pooling: str, max_length: int, document_pruning: str
 ) -> str:

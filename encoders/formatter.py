@@ -46,6 +46,3 @@ class ConversationFormatter:
             budget -= len(piece) + 1
             used += 1
         return FormattedConversation(ids, self.tokenizer.decode(ids), used)
-
-    def format_text(self, conversation: ConversationLike) -> str:
-        return self.format(conversation).text

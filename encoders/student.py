@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from convsparse.conversation import ConversationLike
-from convsparse.encoders.fingerprint import encoder_fingerprint
+from convsparse.encoders.fingerprint import encoder_fingerprint, vocabulary_name
 from convsparse.encoders.formatter import ConversationFormatter
 from convsparse.encoders.pooling import POOLING_NAME, SpladeModel
 from convsparse.pruning import PruningPolicy
@@ -60,6 +60,10 @@ class StudentEncoderBase:
         for token, i in vocab.items():
             out[i] = token
         return out
+
+    @cached_property
+    def vocabulary_name(self) -> str:
+        return vocabulary_name(self.tokenizer)
 
     @property
     def fingerprint(self) -> str:

@@ -328,7 +328,7 @@ def encode_queries(encoder, tasks: Sequence[ConversationTask], view: View, *,
     batch = encoder.encode_conversations([query_for(t, view) for t in tasks], ids=ids,
                                          batch_size=batch_size)
     per_query = (time.perf_counter() - t0) * 1000 / len(tasks)
-    return list(batch.term_maps if hasattr(batch, "term_maps") else batch), per_query
+    return list(batch.term_maps), per_query
 
 
 def search_term_maps(
@@ -366,7 +366,7 @@ def evaluate_term_maps(
         maps, encode_ms = encode_queries(encoder, tasks, view, batch_size=batch_size)
     ids = [t.id for t in tasks]
     run, lat, pruned = search_term_maps(backend, index, maps, ids, k=k,
-                                        fingerprint=getattr(encoder, "fingerprint", None),
+                                        fingerprint=encoder.fingerprint,
                                         pruning=pruning)
     qstats = TermStats.from_term_maps(pruned)
     return SystemResult(
@@ -400,28 +400,18 @@ def evaluate_client(
         t0 = time.perf_counter()
         res = client.search(query_for(t, view), k=k)
         wall = (time.perf_counter() - t0) * 1000
-        timings = dict(getattr(res, "timings", {}) or {})
+        timings = dict(res.timings)
         total.append(float(timings.get("total_ms", wall)))
         for key, v in timings.items():
             parts.setdefault(key, []).append(float(v))
         run[t.id] = {h.id: float(h.score) for h in res.hits}
-        qterms.append(int(getattr(res, "query_terms_after", 0) or 0))
-        qmap = getattr(res, "query", None)
-        if qmap is None:
-            qmap = getattr(res, "query_term_map", None)
-        if qmap is not None:
-            qmaps.append(qmap)
+        qterms.append(res.query_terms_after)
+        qmaps.append(res.query)
         if progress:
             progress(i + 1, len(tasks))
     flops_value = None
     if doc_stats is not None:
-        if len(qmaps) == len(tasks):
-            flops_value = flops(TermStats.from_term_maps(qmaps), doc_stats)
-        elif getattr(client, "encoder", None) is not None and tasks:
-            maps, _ = encode_queries(client.encoder, tasks, view)
-            pol = getattr(client, "pruning", None)
-            flops_value = flops(TermStats.from_term_maps(
-                [pol.apply(m) if pol is not None else m for m in maps]), doc_stats)
+        flops_value = flops(TermStats.from_term_maps(qmaps), doc_stats)
     return SystemResult(
         system=name, view=view, n_queries=len(tasks),
         metrics=compute_metrics(collection.qrels, run, metrics, query_ids=run),
@@ -454,14 +444,14 @@ def index_corpus(
     if recreate:
         backend.delete_index(index, missing_ok=True)
     backend.create_index(index, fingerprint=encoder.fingerprint,
-                         vocabulary=getattr(encoder, "vocabulary_name", None), exist_ok=True)
+                         vocabulary=encoder.vocabulary_name, exist_ok=True)
     passages = list(collection.corpus.values())
     maps = _read_doc_cache(cache, encoder.fingerprint, [p.id for p in passages])
     if maps is None:
         batch = encoder.encode_documents([p.indexed_text for p in passages],
                                          ids=[p.id for p in passages], batch_size=batch_size,
                                          progress=progress)
-        maps = list(batch.term_maps if hasattr(batch, "term_maps") else batch)
+        maps = list(batch.term_maps)
         if cache is not None:
             _write_doc_cache(cache, encoder.fingerprint, [p.id for p in passages], maps)
     docs = [IndexedDocument(p.id, tm, {"title": p.title, "text": p.text})
@@ -579,9 +569,8 @@ def compare(
         collection=collection.name, n_passages=len(collection.corpus), results=results,
         metrics=tuple(metrics), notes=notes, query_maps={"raw": report_maps} if report_maps else {},
         config={"k": k, "pruning": (pruning or PruningPolicy()).describe(),
-                "student": getattr(encoder, "source", None) or type(encoder).__name__
-                if encoder is not None else None,
-                "fingerprint": getattr(encoder, "fingerprint", None) if encoder is not None else None},
+                "student": type(encoder).__name__ if encoder is not None else None,
+                "fingerprint": encoder.fingerprint if encoder is not None else None},
     )
 
 

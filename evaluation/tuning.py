@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from convsparse.collections import ConversationTask
 from convsparse.evaluation.harness import (
     TermStats,
     _jsonable,
@@ -322,7 +323,7 @@ class PruningTuner:
         self.doc_stats, self.latency_stat = doc_stats, latency_stat
         self.baseline = baseline or PruningPolicy()
         convs = list(conversations)
-        if convs and hasattr(convs[0], "turns") and hasattr(convs[0], "id"):
+        if convs and isinstance(convs[0], ConversationTask):
             self.ids = [c.id for c in convs]
             inputs = [query_for(c, view) for c in convs]
         else:
@@ -333,7 +334,7 @@ class PruningTuner:
             self.queries = [query_maps[i] for i in self.ids]  # encoded already (same view)
         else:
             batch = encoder.encode_conversations(inputs, ids=self.ids, batch_size=batch_size)
-            self.queries = list(getattr(batch, "term_maps", batch))
+            self.queries = list(batch.term_maps)
 
     def default_grid(self) -> dict[str, list[float]]:
         weights = np.concatenate([np.fromiter(q.values(), float) for q in self.queries if len(q)]
@@ -344,7 +345,7 @@ class PruningTuner:
         return grid
 
     def _measure(self, policy: PruningPolicy):
-        fp = getattr(self.encoder, "fingerprint", None)
+        fp = self.encoder.fingerprint
         pruned = [self.baseline.apply(policy.apply(q)) for q in self.queries]
         run: dict[str, dict[str, float]] = {}
         samples: list[float] = []

@@ -1,7 +1,12 @@
-"""The one protocol every search backend implements.
+"""The one protocol every search backend implements, and the optional capabilities.
 
 The client, the tuner and the workers only ever see `Backend`; OpenSearch and the embedded
-in-process index are interchangeable behind it (and a test can swap in its own).
+in-process index are interchangeable behind it (and a test can swap in its own). What only some
+backends can do is a small protocol of its own, checked with `isinstance`:
+
+- `SupportsDocumentFrequencies`: the fraction of documents holding each term (the client's
+  per-query FLOPS; embedded only, OpenSearch cannot tell cheaply);
+- `SupportsIndexListing`: the names of the indices it holds (`convsparse index list`).
 """
 
 from __future__ import annotations
@@ -77,3 +82,15 @@ class Backend(Protocol):
         ...
 
     def count(self, name: str) -> int: ...
+
+
+@runtime_checkable
+class SupportsDocumentFrequencies(Protocol):
+    def document_frequencies(self, name: str, tokens: Iterable[str]) -> dict[str, float]:
+        """Fraction of the index's documents whose term map holds each token."""
+        ...
+
+
+@runtime_checkable
+class SupportsIndexListing(Protocol):
+    def list_indices(self) -> list[str]: ...

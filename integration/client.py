@@ -17,10 +17,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from convsparse.integration.backend import Backend, Hit
-
 from convsparse.conversation import parse_conversation
+from convsparse.encoders.protocol import Encoder, ReportsEncoderPath
 from convsparse.errors import IndexNotFoundError, InvalidConversationError
+from convsparse.integration.backend import Backend, Hit, SupportsDocumentFrequencies
 from convsparse.pruning import PruningPolicy
 from convsparse.termmap import TermMap
 
@@ -73,26 +73,29 @@ def _ms(start: float) -> float:
 class ConversationalSearch:
     """Search an index with conversations.
 
-    ``encoder``: anything with ``encode_conversation(conv) -> TermMap`` and ``.fingerprint``
-    (default: ``convsparse.encoders.loading.load_student()``, loaded on first use).
-    ``backend``: a `Backend` (default: ``open_backend(get_settings())``, i.e. the embedded
-    backend under ``Settings().data_dir`` unless ``CONVSPARSE_BACKEND=opensearch``).
+    ``encoder``: an `Encoder` (default: ``convsparse.compose.load_encoder(settings)``, loaded on
+    first use, so ``CONVSPARSE_MODEL`` / ``CONVSPARSE_RUNTIME`` / ``CONVSPARSE_DEVICE`` apply as
+    they do to every command).
+    ``backend``: a `Backend` (default: ``convsparse.compose.open_backend(settings)``, i.e. the
+    embedded backend under ``Settings().data_dir`` unless ``CONVSPARSE_BACKEND=opensearch``).
+    ``settings``: the `Settings` the defaults are built from (default: the environment).
     ``pruning``: the default query `PruningPolicy` (``search(..., pruning=)`` overrides it).
     ``rescore_window``: rescore that many first-phase hits with the unpruned query (0 = off).
     """
 
     def __init__(
-        self, index: str, *, encoder: Any = None, backend: Backend | None = None,
-        pruning: PruningPolicy | None = None, rescore_window: int = 0,
+        self, index: str, *, encoder: Encoder | None = None, backend: Backend | None = None,
+        pruning: PruningPolicy | None = None, rescore_window: int = 0, settings: Any = None,
     ):
         if rescore_window < 0:
             raise ValueError("rescore_window must be >= 0")
         self.index = index
         self._encoder = encoder
+        self._settings = settings
         if backend is None:
-            from convsparse.compose import open_backend
+            from convsparse.compose import open_backend  # the composition root builds defaults
 
-            backend = open_backend()
+            backend = open_backend(settings)
         self.backend = backend
         self.pruning = pruning
         self.rescore_window = rescore_window
@@ -103,11 +106,11 @@ class ConversationalSearch:
                 f"rescore_window={self.rescore_window})")
 
     @property
-    def encoder(self) -> Any:
+    def encoder(self) -> Encoder:
         if self._encoder is None:
-            from convsparse.encoders.loading import load_student
+            from convsparse.compose import load_encoder
 
-            self._encoder = load_student()
+            self._encoder = load_encoder(self._settings)
         return self._encoder
 
     # ------------------------------------------------------------------ search
@@ -116,28 +119,17 @@ class ConversationalSearch:
         enc = self.encoder
         t = time.perf_counter()
         turns = parse_conversation(conversation)
-        formatter = getattr(enc, "formatter", None)
-        if formatter is not None and hasattr(enc, "activations_for_ids"):
-            from convsparse.termmap import term_map_from_vector
-
-            formatted = formatter.format(turns)
-            format_ms = _ms(t)
-            t = time.perf_counter()
-            vec = enc.activations_for_ids([formatted.input_ids], batch_size=1)[0]
-            tm = term_map_from_vector(vec, enc.vocabulary)
-        else:
-            format_ms = _ms(t)
-            t = time.perf_counter()
-            tm = enc.encode_conversation(turns)
+        format_ms = _ms(t)
+        t = time.perf_counter()
+        tm = enc.encode_conversation(turns)
         return tm, format_ms, _ms(t)
 
     def flops(self, query: Mapping[str, float]) -> float:
         """Expected multiply-adds per document: sum of the query terms' document frequencies
         (fraction of documents containing each term). NaN if the backend can't tell."""
-        df = getattr(self.backend, "document_frequencies", None)
-        if df is None:
+        if not isinstance(self.backend, SupportsDocumentFrequencies):
             return float("nan")
-        return float(sum(df(self.index, list(query)).values()))
+        return float(sum(self.backend.document_frequencies(self.index, list(query)).values()))
 
     def search(
         self, conversation: Any, k: int = 10, *, pruning: PruningPolicy | None = None
@@ -166,12 +158,13 @@ class ConversationalSearch:
             )
         search_ms = _ms(t)
         flops = self.flops(query)
+        path = self.encoder.last_path if isinstance(self.encoder, ReportsEncoderPath) else None
         timings = {"format_ms": format_ms, "encode_ms": encode_ms, "prune_ms": prune_ms,
                    "search_ms": search_ms, "total_ms": _ms(start)}
         return SearchResult(
             hits=hits, timings=timings, query_terms_before=len(full),
             query_terms_after=len(query), flops=flops,
-            encoder_path=getattr(self.encoder, "last_path", None) or "local", query=query,
+            encoder_path=path or "local", query=query,
         )
 
     # ------------------------------------------------------------------ indexing
@@ -180,9 +173,8 @@ class ConversationalSearch:
         try:
             self.backend.describe_index(self.index)
         except IndexNotFoundError:
-            vocab = getattr(self.encoder, "vocabulary_name", None)
             self.backend.create_index(self.index, fingerprint=self.encoder.fingerprint,
-                                      vocabulary=vocab, exist_ok=True)
+                                      vocabulary=self.encoder.vocabulary_name, exist_ok=True)
 
     def index_documents(
         self, records: Iterable[Any], *, progress: bool = True, batch_size: int = 32,

@@ -491,21 +491,3 @@ def distill(config: DistillConfig | str | Path, *, doc_matrix: np.ndarray | None
     (tr.out / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in tr.log))
     return DistillResult(tr.out, final, metrics, tr.log)
 
-
-def save_fp16_student(src: str | Path, dst: str | Path) -> Path:
-    """Copy a trained student folder as fp16 safetensors + tokenizer files, for shipping.
-    `config.json` keeps `dtype: float32`, so `from_pretrained` upcasts the weights on load
-    (fp16 matmuls on CPU are slow and lose precision)."""
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
-
-    dst = Path(dst)
-    dst.mkdir(parents=True, exist_ok=True)
-    mlm = AutoModelForMaskedLM.from_pretrained(str(src), dtype=torch.float32)
-    mlm.half().save_pretrained(dst, safe_serialization=True)
-    AutoTokenizer.from_pretrained(str(src)).save_pretrained(dst)
-    cfg_path = dst / "config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["dtype"] = "float32"
-    cfg.pop("torch_dtype", None)
-    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-    return dst

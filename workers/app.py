@@ -34,6 +34,7 @@ from typing import Any
 from celery import Celery, signals
 from kombu import Exchange, Queue
 
+from convsparse.compose import load_encoder, open_backend
 from convsparse.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -125,54 +126,6 @@ def worker_settings() -> WorkerSettings:
         return _resources["settings"]
 
 
-def _max_length(settings: Settings) -> int:
-    """`settings.max_length`, clamped to a local model's position embeddings."""
-    limit = settings.max_length
-    if settings.model and os.path.isdir(settings.model):
-        try:
-            from transformers import AutoConfig
-
-            positions = getattr(AutoConfig.from_pretrained(settings.model),
-                                "max_position_embeddings", None)
-            if positions:
-                limit = min(limit, int(positions))
-        except Exception:  # not a HF folder (e.g. ONNX export): let the loader decide
-            pass
-    return limit
-
-
-def load_encoder(settings: Settings):
-    """The student for `settings`: A's `load_student` when available (ONNX Runtime picks the
-    CUDA provider when onnxruntime-gpu and a GPU are present), else the PyTorch student."""
-    max_length = _max_length(settings)
-    try:
-        from convsparse.encoders.loading import load_student
-    except ImportError:
-        load_student = None
-    if load_student is not None:
-        return load_student(settings.model or None, runtime=settings.runtime,
-                            device=settings.device, max_length=max_length,
-                            cache_dir=settings.cache_dir)
-    from convsparse.encoders.student import SpladeStudent
-
-    if not settings.model:
-        raise RuntimeError("set CONVSPARSE_MODEL to a local student folder")
-    return SpladeStudent.from_pretrained(settings.model, device=settings.device,
-                                         max_length=max_length)
-
-
-def open_worker_backend(settings: Settings):
-    try:
-        from convsparse.compose import open_backend
-    except ImportError:
-        open_backend = None
-    if open_backend is not None:
-        return open_backend(settings)
-    from convsparse.integration.backends.embedded import EmbeddedBackend
-
-    return EmbeddedBackend(settings.data_dir)
-
-
 def get_encoder():
     """This process's encoder, loaded once."""
     settings = worker_settings()
@@ -184,8 +137,7 @@ def get_encoder():
 
                 torch.set_num_threads(int(threads))
             _resources["encoder"] = load_encoder(settings)
-            logger.info("convsparse worker loaded encoder %s",
-                        getattr(_resources["encoder"], "fingerprint", "?"))
+            logger.info("convsparse worker loaded encoder %s", _resources["encoder"].fingerprint)
         return _resources["encoder"]
 
 
@@ -194,7 +146,7 @@ def get_backend():
     settings = worker_settings()
     with _lock:
         if "backend" not in _resources:
-            _resources["backend"] = open_worker_backend(settings)
+            _resources["backend"] = open_backend(settings)
         return _resources["backend"]
 
 

@@ -70,7 +70,7 @@ class RemoteEncoder:
     def fallback(self):
         """The local encoder (loaded on first use from settings, on CPU, if not given)."""
         if self._fallback is None:
-            from convsparse.workers.app import load_encoder
+            from convsparse.compose import load_encoder
 
             self._fallback = load_encoder(self.settings.model_copy(update={"device": "cpu"}))
         return self._fallback
@@ -82,6 +82,19 @@ class RemoteEncoder:
     @property
     def vocabulary(self):
         return self.fallback.vocabulary
+
+    @property
+    def vocabulary_name(self) -> str:
+        return self.fallback.vocabulary_name
+
+    def encode_conversations(self, conversations, *, ids=None, batch_size: int = 32):
+        """Batches are encoded by the local fallback (the remote queue answers one chat query
+        at a time)."""
+        return self.fallback.encode_conversations(conversations, ids=ids, batch_size=batch_size)
+
+    def encode_documents(self, texts, *, ids=None, batch_size: int = 32, progress: bool = False):
+        return self.fallback.encode_documents(texts, ids=ids, batch_size=batch_size,
+                                              progress=progress)
 
     def encode_remote(self, conversation: ConversationLike) -> dict[str, Any]:
         """The worker's raw answer; raises on timeout or broker errors."""

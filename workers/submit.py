@@ -303,12 +303,13 @@ def run_local_ingest(
     from tqdm.auto import tqdm
 
     from convsparse.integration.ingestion import SourceRecord, encode_and_upsert
-    from convsparse.workers.app import WorkerSettings, load_encoder, open_worker_backend
+    from convsparse.compose import load_encoder, open_backend
+    from convsparse.workers.app import WorkerSettings
     from convsparse.workers.tasks import ensure_index
 
     settings = settings or WorkerSettings()
     encoder = encoder or load_encoder(settings)
-    backend = backend or open_worker_backend(settings)
+    backend = backend or open_backend(settings)
     ensure_index(backend, index, encoder)
     report = LocalIngestReport(index)
     reader = read_records(source, id_field=id_field, text_field=text_field, fields=fields,

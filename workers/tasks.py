@@ -37,8 +37,8 @@ def ensure_index(backend, index: str, encoder) -> None:
     try:
         info = backend.describe_index(index)
     except IndexNotFoundError:
-        vocab = getattr(encoder, "vocabulary_name", None)
-        info = backend.create_index(index, fingerprint=fp, vocabulary=vocab, exist_ok=True)
+        info = backend.create_index(index, fingerprint=fp, vocabulary=encoder.vocabulary_name,
+                                    exist_ok=True)
     if info.fingerprint and info.fingerprint != fp:
         raise FingerprintMismatchError(index, info.fingerprint, fp)
     _checked_indices[key] = fp

@@ -93,8 +93,9 @@ def test_report_save(tmp_path, sample, tiny_student, memory_backend):
 
 
 class _Result:
-    def __init__(self, hits, terms):
-        self.hits = hits
+    def __init__(self, hits, query):
+        self.hits, self.query = hits, query
+        terms = len(query)
         self.timings = {"encode_ms": 1.0, "search_ms": 2.0, "total_ms": 3.0}
         self.query_terms_before = self.query_terms_after = terms
 
@@ -107,7 +108,7 @@ class _Client:
 
     def search(self, conversation, k=10):
         q = self.encoder.encode_conversation(conversation)
-        return _Result(self.backend.search(self.index, q, k=k), len(q))
+        return _Result(self.backend.search(self.index, q, k=k), q)
 
 
 def test_evaluate_client_goes_through_the_client(tiny_student, memory_backend):

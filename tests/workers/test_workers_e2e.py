@@ -22,7 +22,8 @@ def stored_term_maps(backend, index: str, ids) -> dict:
 
 @pytest.fixture(scope="module")
 def local_encoder(tiny_model_dir):
-    from convsparse.workers.app import WorkerSettings, load_encoder
+    from convsparse.compose import load_encoder
+    from convsparse.workers.app import WorkerSettings
 
     return load_encoder(WorkerSettings(model=str(tiny_model_dir), runtime="torch", device="cpu"))
 
