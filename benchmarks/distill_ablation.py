@@ -37,10 +37,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from convsparse.training.trainer import (
-        DistillConfig, _Trainer, distill, evaluate_scores, flops_metric,
-    )
-    from convsparse.training.teachers import average_runs, read_trec_run
+    from convsparse.evaluation.metrics import read_trec_run
+    from convsparse.training.config import DistillConfig
+    from convsparse.training.fusion import average_runs
+    from convsparse.training.trainer import Trainer, distill, evaluate_scores
 
     mtrag, cast = args.data / "mtrag", args.data / "cast"
     if not (mtrag / "corpus.jsonl").exists():
@@ -61,7 +61,7 @@ def main() -> None:
 
     # 1. documents once (frozen), cached between invocations
     doc_cache = work / "doc_matrix.npz"
-    probe = _Trainer(DistillConfig(output_dir=work / "probe", **common))
+    probe = Trainer(DistillConfig(output_dir=work / "probe", **common))
     if doc_cache.exists():
         doc_matrix = np.load(doc_cache)["m"]
     else:

@@ -17,7 +17,8 @@ def register(app: typer.Typer) -> None:
         """Distil the conversational student from teacher runs on rewrites (KL + InfoNCE + L1/FLOPS)."""
         import json
 
-        from convsparse.training.trainer import DistillConfig, distill as run_distill
+        from convsparse.training.config import DistillConfig
+        from convsparse.training.trainer import distill as run_distill
 
         try:
             cfg = DistillConfig.from_file(config)

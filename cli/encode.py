@@ -30,7 +30,10 @@ def export(
 
 
 def _read_documents(path: Path) -> tuple[list[str], list[str]]:
-    """JSONL ({"id", "text"[, "title"]}) or plain text (one document a line)."""
+    """JSONL ({"id", "text"[, "title"]}, encoded as `document_text` says) or plain text (one
+    document a line)."""
+    from convsparse.documents import document_text
+
     ids, texts = [], []
     lines = path.read_text(encoding="utf-8").splitlines()
     for n, line in enumerate(lines, 1):
@@ -38,7 +41,7 @@ def _read_documents(path: Path) -> tuple[list[str], list[str]]:
             continue
         if path.suffix in (".jsonl", ".json") and line.lstrip().startswith("{"):
             rec = json.loads(line)
-            text = " ".join(str(rec[k]) for k in ("title", "text") if rec.get(k))
+            text = document_text(rec.get("title"), str(rec.get("text") or ""))
             ids.append(str(rec.get("id", n)))
             texts.append(text)
         else:

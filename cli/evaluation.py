@@ -62,16 +62,16 @@ def _print_table(rows: list[dict[str, str]], title: str) -> None:
 
 
 def _report_rows(report) -> list[dict[str, str]]:
-    from convsparse.evaluation.harness import _fmt, _metric_label
+    from convsparse.evaluation.report import fmt, metric_label
 
     rows = []
     for r in report.results:
         rows.append({"System": r.system, "Query view": r.view, "Turns": str(r.n_queries),
-                     **{_metric_label(m): _fmt(r.metrics.get(m), 3) for m in report.metrics},
-                     "FLOPS": _fmt(r.flops, 2), "Q terms": _fmt(r.avg_query_terms, 1),
-                     "D terms": _fmt(r.avg_doc_terms, 1),
-                     "p50 ms": _fmt(r.latency_ms.get("p50"), 2),
-                     "p95 ms": _fmt(r.latency_ms.get("p95"), 2)})
+                     **{metric_label(m): fmt(r.metrics.get(m), 3) for m in report.metrics},
+                     "FLOPS": fmt(r.flops, 2), "Q terms": fmt(r.avg_query_terms, 1),
+                     "D terms": fmt(r.avg_doc_terms, 1),
+                     "p50 ms": fmt(r.latency_ms.get("p50"), 2),
+                     "p95 ms": fmt(r.latency_ms.get("p95"), 2)})
     return rows
 
 
@@ -163,6 +163,8 @@ def evaluate_command(
     on the concatenated conversation and on the rewrite are added for comparison.
     """
     from convsparse.evaluation import harness as ev
+    from convsparse.evaluation.flops import TermStats
+    from convsparse.evaluation.report import EvaluationReport
 
     if view not in ("raw", "rewrite", "both"):
         raise typer.BadParameter("view must be raw, rewrite or both", param_hint="--view")
@@ -187,15 +189,15 @@ def evaluate_command(
         doc_stats = None
         if flops_docs and col.corpus:
             passages = list(col.corpus.values())[:flops_docs]
-            batch = encoder.encode_documents([p.indexed_text for p in passages], progress=True)
-            doc_stats = ev.TermStats.from_term_maps(batch.term_maps)
+            batch = encoder.encode_documents([p.encoded_text for p in passages], progress=True)
+            doc_stats = TermStats.from_term_maps(batch.term_maps)
         results = []
         if compare_bm25:
             bm25 = ev.BM25Baseline(col)
             results += [bm25.evaluate(col, v, k=k) for v in views]
         results += [ev.evaluate_client(client, col, v, k=k, doc_stats=doc_stats,
                                        name=f"student ({index})") for v in views]
-        report = ev.EvaluationReport(col.name, len(col.corpus), results,
+        report = EvaluationReport(col.name, len(col.corpus), results,
                                      config={"index": index, "k": k, "backend": type(be).__name__})
     _print_table(_report_rows(report), f"{report.collection}: {len(col.judged_conversations)} "
                                        "judged turns")
@@ -235,7 +237,8 @@ def tune_command(
 ) -> None:
     """Sweep query pruning thresholds: latency p50/p95, recall@k vs unpruned and vs qrels,
     FLOPS; plot latency vs recall with the Pareto frontier and recommend a PruningPolicy."""
-    from convsparse.evaluation.harness import TermStats, tasks_for
+    from convsparse.evaluation.flops import TermStats
+    from convsparse.evaluation.harness import tasks_for
     from convsparse.evaluation.tuning import PruningTuner
 
     if view not in ("raw", "rewrite"):
@@ -251,7 +254,7 @@ def tune_command(
     doc_stats = None
     if col.corpus:
         passages = list(col.corpus.values())[:5000]
-        batch = encoder.encode_documents([p.indexed_text for p in passages], progress=True)
+        batch = encoder.encode_documents([p.encoded_text for p in passages], progress=True)
         doc_stats = TermStats.from_term_maps(batch.term_maps)
     tuner = PruningTuner(be, index, encoder, tasks, qrels=col.qrels or None, k=k, warmup=warmup,
                          repeats=repeats, view=view, doc_stats=doc_stats,

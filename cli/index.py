@@ -166,7 +166,7 @@ def _read_records(source: Path, id_field: str, text_field: str):
     try:
         from convsparse.integration.sources import RecordError, read_records
     except ImportError:  # pragma: no cover - sources.py ships with the package
-        from convsparse.integration.ingestion import SourceRecord
+        from convsparse.documents import SourceRecord
 
         def read_records(path, *, id_field, text_field):
             with open(path, encoding="utf-8") as fh:

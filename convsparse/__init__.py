@@ -26,7 +26,7 @@ _LAZY = {
     "PruningPolicy": "convsparse.pruning",
     "TermMap": "convsparse.termmap",
     "EmbeddedBackend": "convsparse.integration.backends.embedded",
-    "SourceRecord": "convsparse.integration.ingestion",
+    "SourceRecord": "convsparse.documents",
     "open_backend": "convsparse.compose",
 }
 

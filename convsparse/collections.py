@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from convsparse.conversation import Turn, parse_conversation
+from convsparse.documents import SourceRecord, document_text
 from convsparse.errors import ConvsparseError, InvalidConversationError
 
 
@@ -71,10 +72,9 @@ class Passage:
     fields: Mapping[str, Any] = field(default_factory=dict)
 
     @property
-    def indexed_text(self) -> str:
-        """What gets encoded: the title, if any, then the text."""
-        return f"{self.title}. {self.text}" if self.title and not self.text.startswith(self.title) \
-            else self.text
+    def encoded_text(self) -> str:
+        """What an encoder reads (`convsparse.documents.document_text`)."""
+        return document_text(self.title, self.text)
 
 
 @dataclass(frozen=True)
@@ -127,13 +127,11 @@ class Collection:
         return Collection(self.corpus, convs, {q: r for q, r in self.qrels.items() if q in ids},
                           self.name)
 
-    def source_records(self) -> Iterator[Any]:
-        """The corpus as ingestion `SourceRecord`s (title + text encoded; title kept as a field)."""
-        from convsparse.integration.ingestion import SourceRecord
-
+    def source_records(self) -> Iterator[SourceRecord]:
+        """The corpus as `SourceRecord`s (the title is a stored field, and encoded with the text
+        by `document_text`; the stored text stays the passage's own)."""
         for p in self.corpus.values():
-            yield SourceRecord(id=p.id, text=p.indexed_text,
-                               fields={"title": p.title, "text": p.text, **dict(p.fields)})
+            yield SourceRecord(id=p.id, text=p.text, fields={"title": p.title, **dict(p.fields)})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,241 +1,32 @@
-"""Retrieval evaluation of conversational search: effectiveness, sparsity cost and latency.
+"""The evaluation harness: run systems over a collection's conversation turns and report.
 
-Effectiveness (MRR@10, nDCG@3, Recall@10, Recall@100) is computed by ``ranx`` from TREC-style
-qrels and runs; we never hand-write the metric formulas.
-
-FLOPS, as reported in the SPLADE papers (Formal et al., SIGIR 2021, after Paria et al., ICLR
-2020), is the expected number of floating-point multiply-adds needed to score one query against
-one document with an inverted index, i.e. the expected number of terms they share:
-
-    FLOPS = sum_j  p_q(j) * p_d(j)
-
-where ``p_q(j)`` is the fraction of queries whose term map contains term ``j`` (non-zero weight)
-and ``p_d(j)`` the fraction of documents that do, both estimated empirically on the evaluated
-queries and the indexed corpus. (The FLOPS *regulariser* used in training replaces these
-probabilities with mean absolute weights over a batch; the measure reported here uses the
-activation probabilities.) It is reported per system together with the average number of
-query and document terms.
-
-`compare()` builds the comparison table on one collection: BM25 (``bm25s``) on the raw
-conversation (all turns concatenated) and on the human rewrite, and the student on the raw
-conversation and on the rewrite (the teacher's view). `evaluate_client()` runs every
+`compare()` builds the comparison table on one collection: BM25 (`convsparse.evaluation.bm25`)
+on the raw conversation (all turns concatenated) and on the human rewrite, and the student on the
+raw conversation and on the rewrite (the teacher's view). `evaluate_client()` runs every
 conversation turn through a `ConversationalSearch` client against an existing index, which is
-what `convsparse evaluate` does.
+what `convsparse evaluate --index` does. Metrics come from `metrics` (ranx), FLOPS from `flops`,
+the tables from `report`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from convsparse.collections import Collection, ConversationTask
 
+from convsparse.collections import Collection, ConversationTask
+from convsparse.evaluation.bm25 import BM25
+from convsparse.evaluation.flops import TermStats, flops
+from convsparse.evaluation.metrics import DEFAULT_METRICS, Run, compute_metrics, latency_summary
+from convsparse.evaluation.report import EvaluationReport, SystemResult
 from convsparse.pruning import PruningPolicy
 from convsparse.termmap import TermMap
 
-DEFAULT_METRICS: tuple[str, ...] = ("mrr@10", "ndcg@3", "recall@10", "recall@100")
 View = Literal["raw", "rewrite"]
-Run = dict[str, dict[str, float]]
-
-
-# ---------------------------------------------------------------------------------------------
-# Metrics
-
-
-def compute_metrics(
-    qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]],
-    metrics: Sequence[str] = DEFAULT_METRICS, *, query_ids: Iterable[str] | None = None,
-) -> dict[str, float]:
-    """Mean of each metric over the judged queries (``ranx``). A judged query missing from the
-    run counts as zero; run entries for unjudged queries are ignored."""
-    from ranx import Qrels, evaluate
-    from ranx import Run as RanxRun
-
-    ids = set(query_ids) if query_ids is not None else set(run)
-    judged = {q: {d: int(r) for d, r in rel.items()} for q, rel in qrels.items()
-              if q in ids and any(r > 0 for r in rel.values())}
-    if not judged:
-        return {m: float("nan") for m in metrics}
-    ranx_run = {q: {d: float(s) for d, s in run.get(q, {}).items()} for q in judged}
-    ranx_run = {q: docs for q, docs in ranx_run.items() if docs}
-    if not ranx_run:
-        return {m: 0.0 for m in metrics}
-    scores = evaluate(Qrels(judged), RanxRun(ranx_run), list(metrics), make_comparable=True)
-    if isinstance(scores, (int, float, np.floating)):
-        scores = {metrics[0]: scores}
-    return {m: float(scores[m]) for m in metrics}
-
-
-def per_query_metric(
-    qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]], metric: str,
-) -> dict[str, float]:
-    """One metric per judged query in the run (``ranx``), e.g. for recall-vs-judgments plots."""
-    from ranx import Qrels, evaluate
-    from ranx import Run as RanxRun
-
-    judged = {q: dict(r) for q, r in qrels.items() if q in run and any(v > 0 for v in r.values())}
-    sub = {q: dict(run[q]) for q in judged if run[q]}
-    if not sub:
-        return {q: 0.0 for q in judged}
-    rr = RanxRun(sub)
-    evaluate(Qrels(judged), rr, [metric], make_comparable=True)
-    per = rr.scores[metric]
-    return {q: float(per.get(q, 0.0)) for q in judged}
-
-
-@dataclass(frozen=True)
-class TermStats:
-    """How often each term is active across a set of term maps (queries or documents)."""
-
-    count: int
-    document_frequency: Mapping[str, int]
-    total_terms: int
-
-    @classmethod
-    def from_term_maps(cls, term_maps: Iterable[Mapping[str, float] | Iterable[str]]) -> TermStats:
-        df: Counter[str] = Counter()
-        n = total = 0
-        for tm in term_maps:
-            n += 1
-            total += len(tm)
-            df.update(tm.keys() if isinstance(tm, Mapping) else set(tm))
-        return cls(n, df, total)
-
-    @property
-    def average_terms(self) -> float:
-        return self.total_terms / self.count if self.count else float("nan")
-
-    def probability(self, term: str) -> float:
-        return self.document_frequency.get(term, 0) / self.count if self.count else 0.0
-
-
-def flops(queries: TermStats, documents: TermStats) -> float:
-    """SPLADE's FLOPS: sum_j p_q(j) * p_d(j) (activation probabilities, see module docstring)."""
-    if not queries.count or not documents.count:
-        return float("nan")
-    small, large = sorted((queries, documents), key=lambda s: len(s.document_frequency))
-    return float(sum(c * large.document_frequency.get(t, 0) for t, c in
-                     small.document_frequency.items()) / (queries.count * documents.count))
-
-
-def latency_summary(samples_ms: Sequence[float]) -> dict[str, float]:
-    if not samples_ms:
-        return {"mean": float("nan"), "p50": float("nan"), "p95": float("nan")}
-    a = np.asarray(samples_ms, dtype=float)
-    return {"mean": float(a.mean()), "p50": float(np.percentile(a, 50)),
-            "p95": float(np.percentile(a, 95))}
-
-
-# ---------------------------------------------------------------------------------------------
-# Results
-
-
-@dataclass
-class SystemResult:
-    """One system (retriever x query view) evaluated on one set of conversation turns."""
-
-    system: str
-    view: str
-    n_queries: int
-    metrics: dict[str, float]
-    latency_ms: dict[str, float]
-    flops: float | None = None
-    avg_query_terms: float | None = None
-    avg_doc_terms: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    run: Run = field(default_factory=dict, repr=False)
-
-    def to_dict(self, *, include_run: bool = False) -> dict[str, Any]:
-        d = asdict(self)
-        if not include_run:
-            d.pop("run")
-        return d
-
-
-@dataclass
-class EvaluationReport:
-    collection: str
-    n_passages: int
-    results: list[SystemResult]
-    metrics: tuple[str, ...] = DEFAULT_METRICS
-    notes: list[str] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)
-    #: unpruned student query term maps by view and task id (not serialised), for reuse
-    query_maps: dict[str, dict[str, TermMap]] = field(default_factory=dict, repr=False)
-
-    def result(self, system: str, view: str) -> SystemResult:
-        for r in self.results:
-            if r.system == system and r.view == view:
-                return r
-        raise KeyError(f"no result for {system!r} on the {view!r} view")
-
-    def to_dict(self, *, include_runs: bool = False) -> dict[str, Any]:
-        return {
-            "collection": self.collection, "n_passages": self.n_passages,
-            "metrics": list(self.metrics), "config": self.config, "notes": self.notes,
-            "results": [r.to_dict(include_run=include_runs) for r in self.results],
-        }
-
-    def to_json(self, *, include_runs: bool = False) -> str:
-        return json.dumps(_jsonable(self.to_dict(include_runs=include_runs)), indent=2)
-
-    def to_markdown(self) -> str:
-        head = ["System", "Query view", "Turns", *[_metric_label(m) for m in self.metrics],
-                "FLOPS", "Query terms", "Doc terms", "Latency p50 ms", "Latency p95 ms"]
-        lines = [f"### Retrieval on `{self.collection}` ({self.n_passages} passages)", "",
-                 "| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
-        for r in self.results:
-            cells = [r.system, r.view, str(r.n_queries),
-                     *[_fmt(r.metrics.get(m), 3) for m in self.metrics],
-                     _fmt(r.flops, 2), _fmt(r.avg_query_terms, 1), _fmt(r.avg_doc_terms, 1),
-                     _fmt(r.latency_ms.get("p50"), 2), _fmt(r.latency_ms.get("p95"), 2)]
-            lines.append("| " + " | ".join(cells) + " |")
-        if self.notes:
-            lines += [""] + [f"- {n}" for n in self.notes]
-        return "\n".join(lines) + "\n"
-
-    def save(self, prefix: str | Path) -> tuple[Path, Path]:
-        """Write ``<prefix>.json`` and ``<prefix>.md``; returns both paths."""
-        prefix = Path(prefix)
-        prefix.parent.mkdir(parents=True, exist_ok=True)
-        js, md = prefix.with_suffix(".json"), prefix.with_suffix(".md")
-        js.write_text(self.to_json() + "\n", encoding="utf-8")
-        md.write_text(self.to_markdown(), encoding="utf-8")
-        return js, md
-
-
-def _metric_label(m: str) -> str:
-    name, _, k = m.partition("@")
-    pretty = {"mrr": "MRR", "ndcg": "nDCG", "recall": "Recall", "precision": "P", "map": "MAP"}
-    return f"{pretty.get(name, name)}@{k}" if k else pretty.get(name, name)
-
-
-def _fmt(v: float | None, digits: int) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    return f"{v:.{digits}f}"
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        f = float(obj)
-        return None if math.isnan(f) or math.isinf(f) else f
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,38 +48,16 @@ def tasks_for(collection: Collection, view: View, *, judged_only: bool = True) -
 
 
 # ---------------------------------------------------------------------------------------------
-# BM25 (bm25s)
+# BM25 rows
 
 
-class BM25Baseline:
-    """BM25 over the corpus (title + text) with ``bm25s`` (English stopwords, default k1/b)."""
+class BM25Baseline(BM25):
+    """`BM25` over the collection's corpus (`Passage.encoded_text`), evaluated per view."""
 
     def __init__(self, collection: Collection, *, stopwords: str | None = "en"):
-        import bm25s
-
-        self._bm25s = bm25s
-        self.stopwords = stopwords
-        self.ids = list(collection.corpus)
-        texts = [collection.corpus[i].indexed_text for i in self.ids]
-        tokens = bm25s.tokenize(texts, stopwords=stopwords, show_progress=False)
-        self.retriever = bm25s.BM25()
-        self.retriever.index(tokens, show_progress=False)
-        inverse = {i: t for t, i in tokens.vocab.items()}
-        self._doc_stats = TermStats.from_term_maps({inverse[i] for i in d} for d in tokens.ids)
-        self.doc_terms = self._doc_stats.average_terms if self.ids else 0.0
-
-    def search(self, text: str, k: int) -> dict[str, float]:
-        q = self._bm25s.tokenize([text], stopwords=self.stopwords, show_progress=False)
-        if not q.ids or not q.ids[0]:
-            return {}
-        k = min(k, len(self.ids))
-        docs, scores = self.retriever.retrieve(q, k=k, show_progress=False, n_threads=1)
-        return {self.ids[int(d)]: float(s) for d, s in zip(docs[0], scores[0]) if s > 0}
-
-    def query_terms(self, text: str) -> set[str]:
-        q = self._bm25s.tokenize([text], stopwords=self.stopwords, show_progress=False,
-                                 return_ids=False)
-        return set(q[0]) if q else set()
+        super().__init__({i: p.encoded_text for i, p in collection.corpus.items()},
+                         stopwords=stopwords)
+        self.doc_terms = self.doc_stats.average_terms if self.ids else 0.0
 
     def evaluate(self, collection: Collection, view: View, *, k: int = 100,
                  metrics: Sequence[str] = DEFAULT_METRICS, tasks: Sequence[ConversationTask] | None = None,
@@ -307,7 +76,7 @@ class BM25Baseline:
             system=name, view=view, n_queries=len(tasks),
             metrics=compute_metrics(collection.qrels, run, metrics, query_ids=run),
             latency_ms=latency_summary(lat),
-            flops=flops(TermStats.from_term_maps(qterms), self._doc_stats),
+            flops=flops(TermStats.from_term_maps(qterms), self.doc_stats),
             avg_query_terms=float(np.mean([len(q) for q in qterms])) if qterms else None,
             avg_doc_terms=self.doc_terms, run=run,
             extra={"latency_includes": "tokenize + bm25s retrieve, one query at a time"},
@@ -448,7 +217,7 @@ def index_corpus(
     passages = list(collection.corpus.values())
     maps = _read_doc_cache(cache, encoder.fingerprint, [p.id for p in passages])
     if maps is None:
-        batch = encoder.encode_documents([p.indexed_text for p in passages],
+        batch = encoder.encode_documents([p.encoded_text for p in passages],
                                          ids=[p.id for p in passages], batch_size=batch_size,
                                          progress=progress)
         maps = list(batch.term_maps)
@@ -575,21 +344,15 @@ def compare(
 
 
 __all__ = [
-    "DEFAULT_METRICS",
     "BM25Baseline",
-    "EvaluationReport",
-    "SystemResult",
-    "TermStats",
+    "View",
     "compare",
-    "compute_metrics",
     "encode_queries",
     "evaluate_client",
     "evaluate_term_maps",
-    "flops",
     "index_corpus",
-    "latency_summary",
-    "per_query_metric",
     "query_for",
     "search_term_maps",
     "tasks_for",
+    "temporary_backend",
 ]

@@ -33,15 +33,10 @@ from typing import Any
 
 import numpy as np
 from convsparse.collections import ConversationTask
-from convsparse.evaluation.harness import (
-    TermStats,
-    _jsonable,
-    compute_metrics,
-    flops,
-    latency_summary,
-    query_for,
-)
-
+from convsparse.evaluation.flops import TermStats, flops
+from convsparse.evaluation.harness import query_for
+from convsparse.evaluation.metrics import compute_metrics, latency_summary
+from convsparse.evaluation.report import jsonable
 from convsparse.errors import BackendError, TooManyClausesError
 from convsparse.pruning import PruningPolicy
 from convsparse.termmap import TermMap
@@ -186,7 +181,7 @@ class TuningResult:
                 "points": [p.to_dict() for p in self.points]}
 
     def to_json(self) -> str:
-        return json.dumps(_jsonable(self.to_dict()), indent=2)
+        return json.dumps(jsonable(self.to_dict()), indent=2)
 
     def rows(self) -> list[dict[str, str]]:
         k = self.k
@@ -272,7 +267,7 @@ class TuningResult:
         if recommendation is not None:
             data["recommendation"] = {"reason": recommendation.reason, "point":
                                       recommendation.point.to_dict() if recommendation.point else None}
-        js.write_text(json.dumps(_jsonable(data), indent=2) + "\n", encoding="utf-8")
+        js.write_text(json.dumps(jsonable(data), indent=2) + "\n", encoding="utf-8")
         md.write_text(self.to_markdown(recommendation), encoding="utf-8")
         self.plot(png)
         return js, md, png

@@ -183,7 +183,8 @@ class ConversationalSearch:
         """Encode and upsert `records` (`SourceRecord`s or dicts with id/text and other fields
         to store) in this process, with a progress bar. One bad record is reported in
         ``report.failed`` with its reason; the rest are indexed."""
-        from convsparse.integration.ingestion import SourceRecord, encode_and_upsert
+        from convsparse.documents import SourceRecord
+        from convsparse.integration.ingestion import encode_and_upsert
         from tqdm.auto import tqdm
 
         self.ensure_index()

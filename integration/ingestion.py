@@ -9,32 +9,11 @@ map becomes a failed `DocumentResult` with the reason, and the rest of the batch
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from convsparse.integration.backend import Backend, DocumentResult, IndexedDocument
-
+from convsparse.documents import SourceRecord
 from convsparse.errors import InvalidTermMapError
-
-
-@dataclass(frozen=True)
-class SourceRecord:
-    """One document to index: its source id, the text to encode, and fields to store."""
-
-    id: str
-    text: str
-    fields: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_mapping(
-        cls, row: Mapping[str, Any], *, id_field: str = "id", text_field: str = "text"
-    ) -> SourceRecord:
-        """Build from a dict (other keys become stored fields). Does not validate."""
-        extra = {k: v for k, v in row.items() if k not in (id_field, text_field)}
-        rid = row.get(id_field)
-        if isinstance(rid, int) and not isinstance(rid, bool):
-            rid = str(rid)
-        return cls(id=rid, text=row.get(text_field), fields=extra)  # type: ignore[arg-type]
+from convsparse.integration.backend import Backend, DocumentResult, IndexedDocument
 
 
 def check_record(record: Any) -> str | None:
@@ -54,7 +33,7 @@ def check_record(record: Any) -> str | None:
 
 def _encode(encoder, records: list[SourceRecord], batch_size: int) -> list[Any]:
     """Term maps for `records`; one failing record is retried alone and gets its exception."""
-    texts = [r.text for r in records]
+    texts = [r.encoded_text for r in records]
     ids = [r.id for r in records]
     try:
         return list(encoder.encode_documents(texts, ids=ids, batch_size=batch_size).term_maps)
@@ -64,7 +43,8 @@ def _encode(encoder, records: list[SourceRecord], batch_size: int) -> list[Any]:
     out: list[Any] = []
     for r in records:  # isolate the culprit(s)
         try:
-            out.append(encoder.encode_documents([r.text], ids=[r.id], batch_size=1).term_maps[0])
+            out.append(encoder.encode_documents([r.encoded_text], ids=[r.id],
+                                                batch_size=1).term_maps[0])
         except (InvalidTermMapError, ValueError, RuntimeError) as e:
             out.append(e)
     return out
@@ -114,4 +94,4 @@ def encode_and_upsert(
         yield from flush(pending)
 
 
-__all__ = ["SourceRecord", "check_record", "encode_and_upsert"]
+__all__ = ["check_record", "encode_and_upsert"]

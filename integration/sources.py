@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from convsparse.integration.ingestion import SourceRecord
+from convsparse.documents import SourceRecord
 
 #: Default cap on a document's text length, in characters (see module docstring).
 DEFAULT_MAX_TEXT_CHARS = 1_000_000

@@ -302,7 +302,8 @@ def run_local_ingest(
     """The `--via local` path: same reader and `encode_and_upsert`, in this process."""
     from tqdm.auto import tqdm
 
-    from convsparse.integration.ingestion import SourceRecord, encode_and_upsert
+    from convsparse.documents import SourceRecord
+    from convsparse.integration.ingestion import encode_and_upsert
     from convsparse.compose import load_encoder, open_backend
     from convsparse.workers.app import WorkerSettings
     from convsparse.workers.tasks import ensure_index

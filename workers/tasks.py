@@ -47,7 +47,8 @@ def ensure_index(backend, index: str, encoder) -> None:
 def ingest_records(records: list[dict[str, Any]], index: str, *, batch_size: int = 32):
     """Encode and upsert `records` ([{id, text, fields}]) with this process's encoder and
     backend; returns the per-document `DocumentResult`s."""
-    from convsparse.integration.ingestion import SourceRecord, encode_and_upsert
+    from convsparse.documents import SourceRecord
+    from convsparse.integration.ingestion import encode_and_upsert
 
     encoder = get_encoder()
     backend = get_backend()

@@ -6,9 +6,9 @@ import json
 
 import pytest
 from convsparse.collections import Collection, ConversationTask, Passage
+from convsparse.evaluation.report import EvaluationReport
 from convsparse.evaluation.harness import (
     BM25Baseline,
-    EvaluationReport,
     compare,
     evaluate_client,
     evaluate_term_maps,

@@ -5,13 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-from convsparse.evaluation.harness import (
-    TermStats,
-    compute_metrics,
-    flops,
-    latency_summary,
-    per_query_metric,
-)
+from convsparse.evaluation.flops import TermStats, flops
+from convsparse.evaluation.metrics import compute_metrics, latency_summary, per_query_metric
 
 from convsparse.termmap import TermMap
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from convsparse.integration.ingestion import SourceRecord, encode_and_upsert
+from convsparse.documents import SourceRecord
+from convsparse.integration.ingestion import encode_and_upsert
 
 from convsparse.termmap import TermMap, TermMapBatch
 

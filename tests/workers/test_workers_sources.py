@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from convsparse.integration.ingestion import SourceRecord
+from convsparse.documents import SourceRecord
 from convsparse.integration.sources import RecordError, read_records
 
 

@@ -1,0 +1,69 @@
+"""Distillation data: the corpus (as `document_text` gives each passage), the conversation
+tasks with their positives, and the held-out split. Reading goes through
+`convsparse.collections`, the same loaders evaluation uses."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from convsparse.collections import load_conversations
+from convsparse.collections import load_corpus as load_passages
+from convsparse.conversation import Turn
+from convsparse.training.config import ConversationSource
+
+
+@dataclass
+class Task:
+    """One training / held-out turn: the conversation, the teacher's query and its positives."""
+
+    task_id: str
+    conversation_id: str
+    turns: list[Turn]
+    teacher_query: str  # rewrite, or the last user turn when there is none
+    has_rewrite: bool
+    train_only: bool
+    positives: list[str] = field(default_factory=list)
+
+
+def trec_safe_id(s: str) -> str:
+    """A task id a TREC run file can hold (whitespace -> "_")."""
+    return "".join("_" if c.isspace() else c for c in str(s))
+
+
+def load_corpus(path: str | Path) -> dict[str, str]:
+    """{passage id: the text encoders and teachers read (`Passage.encoded_text`)}."""
+    return {pid: p.encoded_text for pid, p in load_passages(path).items()}
+
+
+def load_tasks(sources: Sequence[ConversationSource],
+               qrels: Mapping[str, Mapping[str, int]]) -> list[Task]:
+    tasks: list[Task] = []
+    for src in sources:
+        loaded = load_conversations(src.path)
+        for c in loaded[: src.limit] if src.limit else loaded:
+            tid = trec_safe_id(c.id)
+            rewrite = (c.rewrite or "").strip()
+            last_user = next(t.text for t in reversed(c.turns) if t.role == "user")
+            pos = [d for d, rel in qrels.get(tid, {}).items() if rel > 0]
+            tasks.append(Task(tid, c.conversation_id or tid, list(c.turns), rewrite or last_user,
+                              bool(rewrite), src.train_only, pos))
+    return tasks
+
+
+def split_tasks(tasks: Sequence[Task], fraction: float, seed: int) -> tuple[list[Task], list[Task]]:
+    """Hold out `fraction` of the judged conversations (by conversation_id, hashed with the seed,
+    so a conversation is entirely in or out). Unjudged / train_only tasks always train."""
+    convs = sorted({t.conversation_id for t in tasks if t.positives and not t.train_only})
+    rng = random.Random(seed)
+    rng.shuffle(convs)
+    held = set(convs[: round(len(convs) * fraction)])
+    train = [t for t in tasks if t.conversation_id not in held]
+    test = [t for t in tasks if t.conversation_id in held and t.positives]
+    return train, test
+
+
+
+__all__ = ["Task", "load_corpus", "load_tasks", "split_tasks", "trec_safe_id"]
