@@ -1,7 +1,10 @@
 """convsparse: conversational learned-sparse search.
 
-The public surface is re-exported here; imports are lazy so `import convsparse` stays light
-(torch, scipy and the backends load only when a name that needs them is first used).
+The public surface is declared here (`__all__`); everything else is internal. Imports are lazy,
+so `import convsparse` stays light (torch, scipy and the backends load only when a name that
+needs them is first used).
+
+>>> from convsparse import ConversationalSearch, PruningPolicy, Settings, load_encoder  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -9,26 +12,62 @@ from __future__ import annotations
 from convsparse._lazy import lazy_exports
 
 __all__ = [
+    "Backend",
+    "BackendError",
     "ConversationalSearch",
+    "ConvsparseError",
     "EmbeddedBackend",
+    "Encoder",
+    "FingerprintMismatchError",
+    "Hit",
+    "IndexExistsError",
+    "IndexNotFoundError",
     "IndexReport",
+    "InvalidCollectionError",
+    "InvalidConversationError",
+    "InvalidDocumentError",
+    "InvalidTermMapError",
+    "OpenSearchBackend",
     "PruningPolicy",
     "SearchResult",
+    "Settings",
     "SourceRecord",
     "TermMap",
+    "TooManyClausesError",
+    "UnsupportedModelError",
+    "document_text",
+    "load_collection",
+    "load_encoder",
+    "load_student",
     "open_backend",
+    "sample_collection",
 ]
 
+_ERRORS = ("BackendError", "ConvsparseError", "FingerprintMismatchError", "IndexExistsError",
+           "IndexNotFoundError", "InvalidCollectionError", "InvalidConversationError",
+           "InvalidDocumentError", "InvalidTermMapError", "TooManyClausesError",
+           "UnsupportedModelError")
+
 _LAZY = {
+    "Backend": "convsparse.integration.backend",
+    "Hit": "convsparse.integration.backend",
     "ConversationalSearch": "convsparse.integration.client",
     "SearchResult": "convsparse.integration.client",
     "IndexReport": "convsparse.integration.client",
-    "PruningPolicy": "convsparse.pruning",
-    "TermMap": "convsparse.termmap",
     "EmbeddedBackend": "convsparse.integration.backends.embedded",
-    "SourceRecord": "convsparse.documents",
+    "OpenSearchBackend": "convsparse.integration.backends.opensearch",
+    "Encoder": "convsparse.encoders.protocol",
+    "load_student": "convsparse.encoders.loading",
+    "load_encoder": "convsparse.compose",
     "open_backend": "convsparse.compose",
+    "PruningPolicy": "convsparse.pruning",
+    "Settings": "convsparse.settings",
+    "SourceRecord": "convsparse.documents",
+    "document_text": "convsparse.documents",
+    "TermMap": "convsparse.termmap",
+    "load_collection": "convsparse.collections",
+    "sample_collection": "convsparse.collections",
+    **dict.fromkeys(_ERRORS, "convsparse.errors"),
 }
 
-
-__getattr__, __dir__ = lazy_exports('convsparse', _LAZY, globals())
+__getattr__, __dir__ = lazy_exports("convsparse", _LAZY, globals())

@@ -28,7 +28,7 @@ from typing import Any
 
 from convsparse.conversation import Turn, parse_conversation
 from convsparse.documents import SourceRecord, document_text
-from convsparse.errors import ConvsparseError, InvalidConversationError
+from convsparse.errors import InvalidCollectionError, InvalidConversationError
 
 
 def _sample_dir() -> Path:
@@ -49,19 +49,6 @@ _ROLE_ALIASES = {"user": "user", "human": "user", "question": "user", "assistant
 _CORPUS_NAMES = ("corpus.jsonl", "corpus.tsv", "collection.tsv", "passages.jsonl", "documents.jsonl")
 _CONV_NAMES = ("conversations.jsonl", "queries.jsonl", "topics.jsonl", "tasks.jsonl", "topics.json")
 _QRELS_NAMES = ("qrels.tsv", "qrels.trec", "qrels.txt", "qrels")
-
-
-class InvalidCollectionError(ConvsparseError, ValueError):
-    """A collection file cannot be read; names the file, the line and the fix."""
-
-    def __init__(self, reason: str, *, path: str | Path | None = None, line: int | None = None):
-        self.reason = reason
-        self.path = str(path) if path is not None else None
-        self.line = line
-        where = f"{path}" if path is not None else "collection"
-        if line is not None:
-            where += f":{line}"
-        super().__init__(f"{where}: {reason}")
 
 
 @dataclass(frozen=True)

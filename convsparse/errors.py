@@ -1,6 +1,24 @@
-"""Exception classes. Each names the record and says how to fix it."""
+"""Every error convsparse raises on purpose. Each names the record and says how to fix it.
+
+    ConvsparseError
+    ├── InvalidTermMapError        (also ValueError)   a weight/token OpenSearch would reject
+    ├── InvalidConversationError   (also ValueError)   a conversation cannot become student input
+    ├── InvalidDocumentError       (also ValueError)   a source record cannot be indexed
+    ├── InvalidCollectionError     (also ValueError)   a collection file cannot be read
+    ├── UnsupportedModelError      (also ValueError)   a model folder is not a SPLADE student
+    ├── TooManyClausesError        (also ValueError)   a query above the clause limit
+    ├── FingerprintMismatchError                       query and index from different encoders
+    ├── IndexNotFoundError         (also LookupError)
+    ├── IndexExistsError
+    └── BackendError                                   the backend failed; not the input's fault
+
+`except ConvsparseError` catches all of them; the `ValueError` / `LookupError` bases let
+callers that already catch those keep working.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class ConvsparseError(Exception):
@@ -38,6 +56,23 @@ class InvalidDocumentError(ConvsparseError, ValueError):
         super().__init__(f"document {record_id!r}: {reason}")
 
 
+class InvalidCollectionError(ConvsparseError, ValueError):
+    """A collection file cannot be read; names the file, the line and the fix."""
+
+    def __init__(self, reason: str, *, path: str | Path | None = None, line: int | None = None):
+        self.reason = reason
+        self.path = str(path) if path is not None else None
+        self.line = line
+        where = f"{path}" if path is not None else "collection"
+        if line is not None:
+            where += f":{line}"
+        super().__init__(f"{where}: {reason}")
+
+
+class UnsupportedModelError(ConvsparseError, ValueError):
+    """The folder is a sentence-transformers model we cannot run as a SPLADE student."""
+
+
 class FingerprintMismatchError(ConvsparseError):
     """Query term maps come from a different encoder than the index's documents."""
 
@@ -52,12 +87,16 @@ class FingerprintMismatchError(ConvsparseError):
 
 
 class IndexNotFoundError(ConvsparseError, LookupError):
+    """The index does not exist on the backend."""
+
     def __init__(self, index: str):
         self.index = index
         super().__init__(f"index {index!r} does not exist; create it with `convsparse index create`")
 
 
 class IndexExistsError(ConvsparseError):
+    """`create_index` on a name that exists (without exist_ok)."""
+
     def __init__(self, index: str):
         self.index = index
         super().__init__(f"index {index!r} already exists; delete it first or pass exist_ok=True")

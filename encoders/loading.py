@@ -17,14 +17,11 @@ import json
 from pathlib import Path
 from typing import Literal
 
+from convsparse.errors import UnsupportedModelError
 from convsparse.pruning import PruningPolicy
 
 _MLM_MODULE_TYPES = ("MLMTransformer",)
 _TRANSFORMER_MODULE_TYPES = ("Transformer",)
-
-
-class UnsupportedModelError(ValueError):
-    """The folder is a sentence-transformers model we cannot run as a SPLADE student."""
 
 
 def shipped_student_dir() -> Path:
