@@ -17,6 +17,11 @@
    its document ids as missing (`JobStatus.missing_chunks` / `missing_ids`).
 
 `run_local_ingest` is the `--via local` path: same reader, same `encode_and_upsert`.
+
+Retries, one layer per transport: Redis calls (job state) ride on the redis-py `Retry` of
+`workers.jobs.redis_client` (capped exponential backoff, about 80 s); publishing a chunk rides on
+kombu's publish retry (`PUBLISH_RETRY_POLICY`); a chunk that fails on a worker is retried by
+Celery (`workers.tasks.ingest_chunk`). Nothing here wraps those in a loop of its own.
 """
 
 from __future__ import annotations
@@ -91,28 +96,10 @@ def chunk_records(
         yield flush()
 
 
-class _Unavailable(Exception):
-    pass
-
-
-def _retrying(fn, *, deadline_s: float, what: str):
-    """Call `fn` until it stops raising connection errors (Redis restarting) or time runs out."""
-    import kombu.exceptions
-    import redis
-
-    errors = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
-              kombu.exceptions.OperationalError, ConnectionError, OSError)
-    start = time.monotonic()
-    delay = 0.2
-    while True:
-        try:
-            return fn()
-        except errors as e:
-            if time.monotonic() - start > deadline_s:
-                raise _Unavailable(f"{what}: Redis unavailable for {deadline_s:.0f}s ({e})") from e
-            logger.warning("%s: %s; retrying in %.1fs", what, e, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+#: kombu's publish retry for `send_task` (the Celery transport's one retry layer): rides out a
+#: Redis restart of up to about two minutes.
+PUBLISH_RETRY_POLICY = {"max_retries": 30, "interval_start": 0.2, "interval_step": 0.5,
+                        "interval_max": 5.0}
 
 
 def run_ingest_job(
@@ -141,20 +128,17 @@ def run_ingest_job(
     job_id = job_id or default_job_id(source, index, chunk_size)
     if stall_timeout_s is None:
         stall_timeout_s = settings.visibility_timeout_s + 3 * settings.unacked_restore_interval_s + 30
-    redis_deadline = max(60.0, stall_timeout_s)
     meta = {
         "index": index, "source": str(Path(source).resolve()) if is_path_source(source)
         else "<iterable>", "chunk_size": str(chunk_size), "id_field": id_field,
         "text_field": text_field, "fields": fields, "max_text_chars": str(max_text_chars),
         "max_chunk_chars": str(max_chunk_chars), "batch_size": str(batch_size),
     }
-    _retrying(lambda: store.start(job_id, meta), deadline_s=redis_deadline, what="start job")
+    store.start(job_id, meta)
     redo = set(redo_chunks)
     if redo:
-        _retrying(lambda: store.forget_chunks(job_id, redo), deadline_s=redis_deadline,
-                  what="forget chunks")
-    already = _retrying(lambda: store.done_chunks(job_id), deadline_s=redis_deadline,
-                        what="read done chunks")
+        store.forget_chunks(job_id, redo)
+    already = store.done_chunks(job_id)
 
     plan: dict[str, list[str]] = {}
     read_errors: list[RecordError] = []
@@ -169,16 +153,14 @@ def run_ingest_job(
                   f"(follow it with `convsparse jobs status {job_id}`)")
 
     def send(chunk_id: str, records: list[dict[str, Any]]) -> None:
-        _retrying(lambda: capp.send_task(
-            INGEST_TASK, args=[job_id, chunk_id, records, index, batch_size],
-            queue=INGEST_QUEUE), deadline_s=redis_deadline, what=f"send chunk {chunk_id}")
+        capp.send_task(INGEST_TASK, args=[job_id, chunk_id, records, index, batch_size],
+                       queue=INGEST_QUEUE, retry=True, retry_policy=PUBLISH_RETRY_POLICY)
 
     def poll() -> None:
         nonlocal last_progress
         if not in_flight:
             return
-        done = _retrying(lambda: store.chunk_markers(job_id, list(in_flight)),
-                         deadline_s=redis_deadline, what="poll chunks")
+        done = store.chunk_markers(job_id, list(in_flight))
         markers.update(done)
         for chunk_id in done:
             bar.update(len(in_flight.pop(chunk_id)["records"]))
@@ -212,14 +194,12 @@ def run_ingest_job(
                 records_read += 1
                 read_errors.append(item)
                 if len(read_errors) % 100 == 0:
-                    _retrying(lambda: store.record_read_errors(job_id, read_errors[-100:]),
-                              deadline_s=redis_deadline, what="record read errors")
+                    store.record_read_errors(job_id, read_errors[-100:])
                 continue
             records_read += len(item.records)
             submitted += len(item.records)
             plan[item.id] = item.ids
-            _retrying(lambda: store.plan_chunk(job_id, item.id, item.ids),
-                      deadline_s=redis_deadline, what="plan chunk")
+            store.plan_chunk(job_id, item.id, item.ids)
             if item.id in already and item.id not in redo:
                 bar.update(len(item.records))
                 continue
@@ -227,11 +207,9 @@ def run_ingest_job(
             send(item.id, item.records)
             in_flight[item.id] = {"records": item.records, "resubmits": 0}
         # Re-write everything the submitter knows (idempotent), in case Redis lost it.
-        _retrying(lambda: store.record_read_errors(job_id, read_errors),
-                  deadline_s=redis_deadline, what="record read errors")
-        _retrying(lambda: store.finish_planning(job_id, chunks_total=len(plan),
-                                                records_read=records_read, submitted=submitted),
-                  deadline_s=redis_deadline, what="finish planning")
+        store.record_read_errors(job_id, read_errors)
+        store.finish_planning(job_id, chunks_total=len(plan), records_read=records_read,
+                              submitted=submitted)
         wait_for_room(0)
     finally:
         bar.close()
@@ -248,7 +226,7 @@ def run_ingest_job(
         store.set_meta(job_id, state="finished" if status.finished else "incomplete")
         return store.status(job_id)
 
-    return _retrying(finalize, deadline_s=redis_deadline, what="finalize job")
+    return finalize()
 
 
 def retry_job(job_id: str, *, settings=None, failed: bool = False, progress: bool = True,

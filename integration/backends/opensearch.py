@@ -11,9 +11,13 @@ Writes (`upsert`, `delete_documents`):
 - `_id` is `document_id(fingerprint, source_id)`, a hash of the encoder fingerprint and the source
   id: OpenSearch has no bulk idempotency, so a replayed batch (a retried request, a redelivered
   Celery task) overwrites instead of duplicating. The source id is kept in the `id` field.
-- Documents go out in chunks through `streaming_bulk(max_retries=0, raise_on_error=False)`; this
-  module does the retrying itself, because streaming_bulk's own backoff has no jitter and blocks
-  in `time.sleep` (which tests cannot shorten):
+Retries: exactly one layer, this module's. The opensearch-py transport is built with
+`max_retries=0, retry_on_timeout=False` (`build_client`, which the tests use too) and
+`streaming_bulk` with `max_retries=0`: streaming_bulk's own backoff has no jitter and blocks in
+`time.sleep` (which tests cannot shorten), and transport retries would nest inside ours. Searches
+are not retried: a chat query has a latency budget, and its caller decides whether to ask again.
+
+- Documents go out in chunks through `streaming_bulk(max_retries=0, raise_on_error=False)`:
   * item 429 (`es_rejected_execution_exception`): only those items are resent, with capped
     exponential backoff and equal jitter, at most `max_retries` times each;
   * item 400/409 and every other item error: permanent, reported per document with the reason;
@@ -545,9 +549,11 @@ def build_client(settings: Any) -> OpenSearch:
         "hosts": hosts,
         "timeout": float(settings.opensearch_timeout_s),
         "http_compress": True,
-        # Replays are safe: bulk writes use deterministic _ids, searches are read-only.
-        "retry_on_timeout": True,
-        "max_retries": 3,
+        # One retry layer: OpenSearchBackend's own (see the module docstring). The transport
+        # never resends, or its retries would nest inside the backend's (up to 24 sends of a
+        # chunk for one 503, the inner ones without backoff).
+        "retry_on_timeout": False,
+        "max_retries": 0,
         "verify_certs": bool(settings.opensearch_verify_certs),
     }
     if settings.opensearch_ca_certs:

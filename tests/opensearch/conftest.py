@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from opensearchpy import OpenSearch
+
+from convsparse.integration.backends.opensearch import build_client
+from convsparse.settings import Settings
 
 HERE = Path(__file__).resolve().parent
 
@@ -50,8 +52,8 @@ def fake(spec_or_none):
 
 @pytest.fixture
 def client(fake):
-    # max_retries=0: the transport does not resend on its own, so the backend's retries show.
-    return OpenSearch(hosts=[fake.url], max_retries=0, timeout=5)
+    # Built exactly as production builds it (the transport never resends on its own).
+    return build_client(Settings(opensearch_url=fake.url, opensearch_timeout_s=5))
 
 
 @pytest.fixture

@@ -130,13 +130,13 @@ def test_dropped_connection_is_replayed_without_duplicates(fake, make_backend, i
     assert first == second  # same actions and _ids
 
 
-def test_transport_level_retry_also_recovers(fake, index):
-    """With opensearch-py's own retries (the default client), a dropped connection is resent by
-    the transport; replay is harmless for the same reason."""
+def test_dropped_connection_is_resent_by_one_layer_only(fake, client, index):
+    """The production client never resends on its own: a dropped connection is resent once, by
+    the backend (with backoff), and replay is harmless for the same reason (deterministic _ids)."""
     fake.request_script = ["drop_after"]
-    backend = OpenSearchBackend(OpenSearch(hosts=[fake.url], timeout=5), sleep=lambda s: None)
+    backend = OpenSearchBackend(client, sleep=lambda s: None)
     assert all(r.ok for r in backend.upsert(index, docs(4)))
-    assert backend.stats.request_retries == 0 and len(fake.docs(index)) == 4
+    assert backend.stats.request_retries == 1 and len(fake.docs(index)) == 4
 
 
 def test_connection_down_reports_every_document(fake, make_backend, index):

@@ -246,7 +246,7 @@ def test_unreachable_server_is_a_clear_error():
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    backend = OpenSearchBackend(OpenSearch(hosts=[f"http://127.0.0.1:{port}"], max_retries=0))
+    backend = OpenSearchBackend.from_settings(Settings(opensearch_url=f"http://127.0.0.1:{port}"))
     with pytest.raises(BackendError, match="cannot reach OpenSearch"):
         backend.search("kb", TermMap({"a": 1.0}))
 
