@@ -1,4 +1,19 @@
-"""The `convsparse` command line. Each part of the library registers its own commands."""
+"""The `convsparse` command line: one typer app, one module per command group.
+
+| module | commands |
+|---|---|
+| `encode` | `encode`, `export` |
+| `index` | `index create / describe / list / delete` |
+| `ingest` | `ingest` |
+| `search` | `search` |
+| `quickstart` | `quickstart` |
+| `evaluation` | `collection show / index`, `evaluate`, `tune` |
+| `distill` | `distill` |
+| `workers` | `worker`, `jobs status / retry` |
+
+Shared options (`--model`, `--runtime`, `--device`, `--backend`, `--data-dir`) are declared once
+in `options`; every command builds its encoder and backend through `convsparse.compose`.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +27,6 @@ app = typer.Typer(
 )
 
 
-@app.command()
 def version() -> None:
     """Print the convsparse version."""
     from importlib.metadata import version as dist_version
@@ -20,22 +34,24 @@ def version() -> None:
     typer.echo(dist_version("convsparse"))
 
 
-def _register_all() -> None:
-    # Each area owns its commands; imports inside the command bodies keep `--help` fast.
-    from convsparse.cli.encode import register as register_encoders
-    from convsparse.cli.distill import register as register_distill
-    from convsparse.cli.index import register as register_integration
-    from convsparse.cli.evaluation import register as register_evaluation
-    from convsparse.cli.workers import register as register_workers
+app.command("version")(version)
 
-    register_encoders(app)
-    register_distill(app)
-    register_integration(app)
-    register_evaluation(app)
-    register_workers(app)
+from convsparse.cli import (  # noqa: E402  (the groups register on `app`, defined above)
+    distill,
+    encode,
+    evaluation,
+    index,
+    ingest,
+    quickstart,
+    search,
+    workers,
+)
 
-
-_register_all()
+# One registration style: every command-group module has `register(app)`, which adds its
+# commands (`app.command(name)(function)`) or its sub-app (`app.add_typer(group, name=...)`).
+# Heavy imports stay inside the command bodies, so `--help` is fast.
+for _group in (encode, index, ingest, search, quickstart, evaluation, distill, workers):
+    _group.register(app)
 
 if __name__ == "__main__":
     app()

@@ -1,38 +1,39 @@
-"""`convsparse distill CONFIG`: the lead wires `register(app)` into convsparse/cli.py."""
+"""The training command group: `convsparse distill CONFIG`."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 
 
+def distill(
+    config: Path = typer.Argument(..., help="YAML or JSON DistillConfig"),
+    steps: int | None = typer.Option(None, help="override the config's stage-2 steps"),
+    no_resume: bool = typer.Option(False, "--no-resume", help="ignore an existing checkpoint"),
+) -> None:
+    """Distil the conversational student from teacher runs on rewrites (KL + InfoNCE + L1/FLOPS)."""
+    from convsparse.training.config import DistillConfig
+    from convsparse.training.trainer import distill as run_distill
+
+    try:
+        cfg = DistillConfig.from_file(config)
+    except ValueError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2) from None
+    updates = {}
+    if steps is not None:
+        updates["steps"] = steps
+    if no_resume:
+        updates["resume"] = False
+    cfg = cfg.model_copy(update=updates)
+    result = run_distill(cfg)
+    typer.echo(f"student written to {result.model_dir}")
+    after = result.metrics.get("heldout_after") or {}
+    if after:
+        typer.echo(json.dumps({"heldout_after": after}, indent=2))
+
+
 def register(app: typer.Typer) -> None:
-    @app.command()
-    def distill(
-        config: Path = typer.Argument(..., help="YAML or JSON DistillConfig"),
-        steps: int | None = typer.Option(None, help="override the config's stage-2 steps"),
-        no_resume: bool = typer.Option(False, "--no-resume", help="ignore an existing checkpoint"),
-    ) -> None:
-        """Distil the conversational student from teacher runs on rewrites (KL + InfoNCE + L1/FLOPS)."""
-        import json
-
-        from convsparse.training.config import DistillConfig
-        from convsparse.training.trainer import distill as run_distill
-
-        try:
-            cfg = DistillConfig.from_file(config)
-        except ValueError as e:
-            typer.echo(str(e), err=True)
-            raise typer.Exit(2) from None
-        updates = {}
-        if steps is not None:
-            updates["steps"] = steps
-        if no_resume:
-            updates["resume"] = False
-        cfg = cfg.model_copy(update=updates)
-        result = run_distill(cfg)
-        typer.echo(f"student written to {result.model_dir}")
-        after = result.metrics.get("heldout_after") or {}
-        if after:
-            typer.echo(json.dumps({"heldout_after": after}, indent=2))
+    app.command("distill")(distill)

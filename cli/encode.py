@@ -1,4 +1,4 @@
-"""`convsparse` commands of the encoders part: `export` and `encode`.
+"""The encoder command group: `convsparse encode` and `convsparse export`.
 
 Heavy imports (torch, onnxruntime) happen inside the command bodies so `--help` stays fast.
 """
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import typer
 
-_RUNTIME = typer.Option(None, "--runtime", help="torch or onnx (default: CONVSPARSE_RUNTIME).")
-_DEVICE = typer.Option(None, "--device", help="cpu, cuda or auto (default: CONVSPARSE_DEVICE).")
+from convsparse.cli.options import Device, Model, Runtime, settings_from
+
 
 
 def export(
@@ -69,20 +69,17 @@ def encode(
                                              help="JSONL {id, text} or a text file (one a line)."),
     conversation: Path | None = typer.Option(None, "--conversation", exists=True, dir_okay=False,
                                                 help="A conversation JSON (or a list / JSONL of them)."),
-    model: str | None = typer.Option(None, "--model", help="Student folder or hub id."),
-    runtime: str | None = _RUNTIME,
-    device: str | None = _DEVICE,
+    model: Model = None, runtime: Runtime = None, device: Device = None,
     top: int | None = typer.Option(None, "--top", min=1, help="Keep only the top N terms in the output."),
     out: Path | None = typer.Option(None, "--out", help="Write the JSON here (default: stdout)."),
 ) -> None:
     """Encode documents or conversations into term maps (JSON)."""
     from convsparse.compose import load_encoder
     from convsparse.errors import InvalidConversationError
-    from convsparse.settings import get_settings
 
     if (documents is None) == (conversation is None):
         raise typer.BadParameter("pass exactly one of --documents or --conversation")
-    settings = get_settings(model=model, runtime=runtime, device=device)
+    settings = settings_from(model=model, runtime=runtime, device=device)
     student = load_encoder(settings)
     try:
         if documents is not None:
@@ -111,6 +108,5 @@ def encode(
 
 
 def register(app: typer.Typer) -> None:
-    """Add this part's commands to the top-level app."""
     app.command("export")(export)
     app.command("encode")(encode)

@@ -1,7 +1,6 @@
-"""`convsparse collection`, `convsparse evaluate` and `convsparse tune`.
+"""The evaluation command group: `convsparse collection show|index`, `evaluate`, `tune`.
 
-Registered on the top-level app with `register(app)`. Heavy imports stay inside the command
-bodies so that `convsparse --help` stays fast.
+Heavy imports stay inside the command bodies so that `convsparse --help` stays fast.
 """
 
 from __future__ import annotations
@@ -10,13 +9,13 @@ from pathlib import Path
 
 import typer
 
+from convsparse.cli.options import BackendName, DataDir, Model, Runtime, settings_from
 from convsparse.compose import load_encoder, open_backend
 
 collection_app = typer.Typer(help="Conversational retrieval collections (corpus, conversations, "
                                   "qrels): inspect them and index their corpus.",
                              no_args_is_help=True)
 
-_MODEL_HELP = "Student folder or hub id; default: the shipped student (CONVSPARSE_MODEL)."
 _DIR_HELP = "Collection folder: corpus.jsonl|tsv, conversations.jsonl, qrels.tsv ('sample' = shipped)."
 
 
@@ -25,13 +24,6 @@ def _collection(path: str, limit: int | None = None):
 
     col = sample_collection() if path == "sample" else load_collection(path)
     return col.subset(limit=limit, judged_only=bool(col.qrels)) if limit else col
-
-
-def _settings(backend: str | None, data_dir: Path | None, model: str | None,
-              runtime: str | None):
-    from convsparse.settings import get_settings
-
-    return get_settings(backend=backend, data_dir=data_dir, model=model, runtime=runtime)
 
 
 def _floats(text: str | None) -> list[float] | None:
@@ -94,40 +86,27 @@ def collection_show(path: str = typer.Argument(..., help=_DIR_HELP)) -> None:
 def collection_index(
     path: str = typer.Argument(..., help=_DIR_HELP),
     index: str = typer.Option(..., "--index", "-i", help="Index to create/fill."),
-    model: str | None = typer.Option(None, help=_MODEL_HELP),
-    runtime: str | None = typer.Option(None, help="torch or onnx."),
-    backend: str | None = typer.Option(None, help="embedded or opensearch (CONVSPARSE_BACKEND)."),
-    data_dir: Path | None = typer.Option(None, help="Embedded backend folder."),
+    model: Model = None, runtime: Runtime = None, backend: BackendName = None,
+    data_dir: DataDir = None,
     batch_size: int = typer.Option(32, min=1),
     recreate: bool = typer.Option(False, help="Delete the index first."),
 ) -> None:
-    """Encode a collection's corpus and write it to an index through the ingestion pipeline."""
-    from convsparse.integration.ingestion import encode_and_upsert
+    """Encode a collection's corpus and write it to an index through the ingestion driver."""
+    from convsparse.integration.ingestion import ingest
 
     col = _collection(path)
     if not col.corpus:
         raise typer.BadParameter(f"{path} has no corpus file", param_hint="PATH")
-    settings = _settings(backend, data_dir, model, runtime)
-    encoder = load_encoder(settings)
+    settings = settings_from(backend=backend, data_dir=data_dir, model=model, runtime=runtime)
     be = open_backend(settings)
     if recreate:
         be.delete_index(index, missing_ok=True)
-    be.create_index(index, fingerprint=encoder.fingerprint, exist_ok=True)
-    ok = failed = 0
-    first_error = None
-    from tqdm.auto import tqdm
-
-    for res in tqdm(encode_and_upsert(col.source_records(), encoder=encoder, backend=be,
-                                      index=index, batch_size=batch_size),
-                    total=len(col.corpus), unit="doc", desc=f"indexing {col.name}"):
-        if res.ok:
-            ok += 1
-        else:
-            failed += 1
-            first_error = first_error or f"{res.id}: {res.error}"
-    typer.echo(f"indexed {ok} passages into {index!r} ({failed} failed)"
+    report = ingest(col.source_records(), encoder=load_encoder(settings), backend=be,
+                    index=index, batch_size=batch_size, progress=True, total=len(col.corpus))
+    first_error = ": ".join(report.failed[0]) if report.failed else None
+    typer.echo(f"indexed {report.indexed} passages into {index!r} ({report.n_failed} failed)"
                + (f"; first failure {first_error}" if first_error else ""))
-    if failed and not ok:
+    if report.failed and not report.indexed:
         raise typer.Exit(1)
 
 
@@ -145,10 +124,8 @@ def evaluate_command(
     compare_bm25: bool = typer.Option(True, "--bm25/--no-bm25",
                                       help="Add the BM25 rows (raw and rewrite) with bm25s."),
     k: int = typer.Option(100, min=10, help="Hits per turn (Recall@100 needs 100)."),
-    model: str | None = typer.Option(None, help=_MODEL_HELP),
-    runtime: str | None = typer.Option(None, help="torch or onnx."),
-    backend: str | None = typer.Option(None, help="embedded or opensearch."),
-    data_dir: Path | None = typer.Option(None, help="Embedded backend folder."),
+    model: Model = None, runtime: Runtime = None, backend: BackendName = None,
+    data_dir: DataDir = None,
     limit: int | None = typer.Option(None, min=1, help="Evaluate the first N judged turns."),
     flops_docs: int = typer.Option(5000, min=0, help="Passages encoded to estimate p_d for "
                                                      "FLOPS when searching an existing index "
@@ -174,7 +151,7 @@ def evaluate_command(
         views = [v for v in views if v == "raw"]
     encoder = None
     if not bm25_only:
-        encoder = load_encoder(_settings(backend, data_dir, model, runtime))
+        encoder = load_encoder(settings_from(backend=backend, data_dir=data_dir, model=model, runtime=runtime))
     if index is None or bm25_only:
         report = ev.compare(col, encoder=encoder, k=k, progress=True)
         if not compare_bm25 and encoder is not None:
@@ -183,7 +160,7 @@ def evaluate_command(
     else:
         from convsparse.integration.client import ConversationalSearch
 
-        settings = _settings(backend, data_dir, model, runtime)
+        settings = settings_from(backend=backend, data_dir=data_dir, model=model, runtime=runtime)
         be = open_backend(settings)
         client = ConversationalSearch(index, encoder=encoder, backend=be)
         doc_stats = None
@@ -229,10 +206,8 @@ def tune_command(
     warmup: int = typer.Option(1, min=0), repeats: int = typer.Option(3, min=1),
     view: str = typer.Option("raw", help="raw (whole conversation) or rewrite."),
     limit: int | None = typer.Option(None, min=1, help="Use the first N turns."),
-    model: str | None = typer.Option(None, help=_MODEL_HELP),
-    runtime: str | None = typer.Option(None, help="torch or onnx."),
-    backend: str | None = typer.Option(None, help="embedded or opensearch."),
-    data_dir: Path | None = typer.Option(None, help="Embedded backend folder."),
+    model: Model = None, runtime: Runtime = None, backend: BackendName = None,
+    data_dir: DataDir = None,
     out: Path | None = typer.Option(None, help="Write <out>.json, <out>.md and <out>.png."),
 ) -> None:
     """Sweep query pruning thresholds: latency p50/p95, recall@k vs unpruned and vs qrels,
@@ -248,7 +223,7 @@ def tune_command(
     tasks = tasks[:limit] if limit else tasks
     if not tasks:
         raise typer.BadParameter(f"{path} has no conversations for the {view!r} view")
-    settings = _settings(backend, data_dir, model, runtime)
+    settings = settings_from(backend=backend, data_dir=data_dir, model=model, runtime=runtime)
     encoder = load_encoder(settings)
     be = open_backend(settings)
     doc_stats = None

@@ -1,4 +1,4 @@
-"""`convsparse` commands of the workers part: `worker`, `jobs status`, `jobs retry`.
+"""The workers command group: `convsparse worker`, `jobs status`, `jobs retry`.
 
 `convsparse ingest SOURCE --index NAME --via celery` (cli/index.py) calls
 `convsparse.workers.submit.run_ingest_job`.
@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 
@@ -82,23 +81,23 @@ def worker_argv(queues: str = "ingest,query", pool: str = "solo", concurrency: i
     return argv
 
 
+def worker(
+    queues: str = typer.Option("ingest,query", "--queues", "-Q",
+                               help="Queues to consume: ingest (GPU batches), query."),
+    pool: str = typer.Option("solo", help="solo = one process per GPU (CUDA-safe); "
+                                          "prefork for CPU-only workers."),
+    concurrency: int = typer.Option(1, help="Processes (prefork only)."),
+    loglevel: str = typer.Option("info"),
+    hostname: str | None = typer.Option(None, help="Worker name, e.g. gpu0@%h."),
+) -> None:
+    """Start a Celery worker (`celery -A convsparse.workers.app worker --pool=solo ...`).
+
+    Run one per GPU, each with its own CUDA_VISIBLE_DEVICES."""
+    from convsparse.workers.app import app as celery_app
+
+    celery_app.worker_main(worker_argv(queues, pool, concurrency, loglevel, hostname))
+
+
 def register(app: typer.Typer) -> None:
-    """Add this part's commands to the top-level app."""
     app.add_typer(jobs_app, name="jobs")
-
-    @app.command("worker")
-    def worker(
-        queues: str = typer.Option("ingest,query", "--queues", "-Q",
-                                   help="Queues to consume: ingest (GPU batches), query."),
-        pool: str = typer.Option("solo", help="solo = one process per GPU (CUDA-safe); "
-                                              "prefork for CPU-only workers."),
-        concurrency: int = typer.Option(1, help="Processes (prefork only)."),
-        loglevel: str = typer.Option("info"),
-        hostname: Optional[str] = typer.Option(None, help="Worker name, e.g. gpu0@%h."),
-    ) -> None:
-        """Start a Celery worker (`celery -A convsparse.workers.app worker --pool=solo ...`).
-
-        Run one per GPU, each with its own CUDA_VISIBLE_DEVICES."""
-        from convsparse.workers.app import app as celery_app
-
-        celery_app.worker_main(worker_argv(queues, pool, concurrency, loglevel, hostname))
+    app.command("worker")(worker)

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from convsparse.conversation import parse_conversation
+from convsparse.documents import SourceRecord
 from convsparse.encoders.protocol import Encoder, ReportsEncoderPath
-from convsparse.errors import IndexNotFoundError, InvalidConversationError
 from convsparse.integration.backend import Backend, Hit, SupportsDocumentFrequencies
+from convsparse.integration.ingestion import IndexReport
 from convsparse.pruning import PruningPolicy
 from convsparse.termmap import TermMap
 
@@ -50,20 +51,6 @@ class SearchResult:
     @property
     def ids(self) -> list[str]:
         return [h.id for h in self.hits]
-
-
-@dataclass
-class IndexReport:
-    """Outcome of `ConversationalSearch.index_documents`."""
-
-    index: str
-    indexed: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (id, reason)
-    elapsed_s: float = 0.0
-
-    @property
-    def n_failed(self) -> int:
-        return len(self.failed)
 
 
 def _ms(start: float) -> float:
@@ -169,52 +156,39 @@ class ConversationalSearch:
 
     # ------------------------------------------------------------------ indexing
     def ensure_index(self) -> None:
-        """Create the index for this encoder if it does not exist."""
-        try:
-            self.backend.describe_index(self.index)
-        except IndexNotFoundError:
-            self.backend.create_index(self.index, fingerprint=self.encoder.fingerprint,
-                                      vocabulary=self.encoder.vocabulary_name, exist_ok=True)
+        """Create the index for this encoder if it does not exist (refuse another encoder's)."""
+        from convsparse.integration.ingestion import ensure_index
+
+        ensure_index(self.backend, self.index, self.encoder)
 
     def index_documents(
         self, records: Iterable[Any], *, progress: bool = True, batch_size: int = 32,
         id_field: str = "id", text_field: str = "text",
     ) -> IndexReport:
         """Encode and upsert `records` (`SourceRecord`s or dicts with id/text and other fields
-        to store) in this process, with a progress bar. One bad record is reported in
-        ``report.failed`` with its reason; the rest are indexed."""
-        from convsparse.documents import SourceRecord
-        from convsparse.integration.ingestion import encode_and_upsert
-        from tqdm.auto import tqdm
+        to store; a ``title`` field is encoded with the text) in this process, with a progress
+        bar. One bad record is reported in ``report.failed`` with its reason; the rest are
+        indexed."""
+        from convsparse.integration.ingestion import ingest
+        from convsparse.integration.sources import RecordError
 
-        self.ensure_index()
-        report = IndexReport(self.index)
-        start = time.perf_counter()
         try:
             total = len(records)  # type: ignore[arg-type]
         except TypeError:
             total = None
 
-        def records_only() -> Iterable[SourceRecord]:
+        def as_records() -> Iterable[SourceRecord | RecordError]:
             for i, r in enumerate(records):
                 if isinstance(r, SourceRecord):
                     yield r
                 elif isinstance(r, Mapping):
                     yield SourceRecord.from_mapping(r, id_field=id_field, text_field=text_field)
                 else:
-                    report.failed.append((f"#{i}", f"record is a {type(r).__name__}, expected a mapping"))
-                    bar.update(1)
+                    yield RecordError(i, f"#{i}", f"record is a {type(r).__name__}, "
+                                                  "expected a mapping")
 
-        with tqdm(total=total, desc=f"index {self.index}", unit="doc", disable=not progress) as bar:
-            for res in encode_and_upsert(records_only(), encoder=self.encoder, backend=self.backend,
-                                         index=self.index, batch_size=batch_size):
-                if res.ok:
-                    report.indexed += 1
-                else:
-                    report.failed.append((res.id, res.error or f"status {res.status}"))
-                bar.update(1)
-        report.elapsed_s = time.perf_counter() - start
-        return report
+        return ingest(as_records(), encoder=self.encoder, backend=self.backend, index=self.index,
+                      batch_size=batch_size, progress=progress, total=total)
 
 
-__all__ = ["ConversationalSearch", "IndexReport", "InvalidConversationError", "SearchResult"]
+__all__ = ["ConversationalSearch", "IndexReport", "SearchResult"]

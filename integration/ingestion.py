@@ -1,19 +1,56 @@
-"""In-process ingestion: source records -> encoder -> term maps -> backend, one result per record.
+"""Ingestion: source records -> encoder -> term maps -> backend, one result per record.
 
-`encode_and_upsert` is the one pipeline both the local path (`convsparse ingest`,
-`ConversationalSearch.index_documents`) and the Celery workers run. It never raises for one
-bad record: an empty text, a bad id or a document the encoder cannot turn into a valid term
-map becomes a failed `DocumentResult` with the reason, and the rest of the batch goes on.
+- `encode_and_upsert` is the one pipeline every path runs, the Celery workers included. It never
+  raises for one bad record: an empty text, a bad id or a document the encoder cannot turn into
+  a valid term map becomes a failed `DocumentResult` with the reason, and the rest goes on.
+  Records are checked once here (`check_record`); backends trust the `IndexedDocument`s they get.
+- `ingest` is the one local driver on top of it (`convsparse ingest`, `collection index`,
+  `quickstart`, `ConversationalSearch.index_documents`): it creates the index for the encoder,
+  counts reader errors and per-document failures, shows one progress bar and returns one
+  `IndexReport`.
+- `ensure_index` creates an index for an encoder, or refuses one built by another encoder.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from convsparse.documents import SourceRecord
-from convsparse.errors import InvalidTermMapError
-from convsparse.integration.backend import Backend, DocumentResult, IndexedDocument
+from convsparse.encoders.protocol import Encoder
+from convsparse.errors import FingerprintMismatchError, IndexNotFoundError, InvalidTermMapError
+from convsparse.integration.backend import Backend, DocumentResult, IndexedDocument, IndexInfo
+from convsparse.integration.sources import RecordError
+
+
+@dataclass
+class IndexReport:
+    """Outcome of one `ingest`: how many documents were indexed, and each failure with its
+    reason (reader errors as "line N" when the record had no id)."""
+
+    index: str
+    indexed: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (id, reason)
+    elapsed_s: float = 0.0
+
+    @property
+    def n_failed(self) -> int:
+        return len(self.failed)
+
+
+def ensure_index(backend: Backend, index: str, encoder: Encoder) -> IndexInfo:
+    """Create `index` for `encoder` if missing (fingerprint and `_meta.vocabulary`); raise
+    `FingerprintMismatchError` if it was built by another encoder."""
+    try:
+        info = backend.describe_index(index)
+    except IndexNotFoundError:
+        info = backend.create_index(index, fingerprint=encoder.fingerprint,
+                                    vocabulary=encoder.vocabulary_name, exist_ok=True)
+    if info.fingerprint and info.fingerprint != encoder.fingerprint:
+        raise FingerprintMismatchError(index, info.fingerprint, encoder.fingerprint)
+    return info
 
 
 def check_record(record: Any) -> str | None:
@@ -94,4 +131,37 @@ def encode_and_upsert(
         yield from flush(pending)
 
 
-__all__ = ["check_record", "encode_and_upsert"]
+def ingest(
+    records: Iterable[SourceRecord | RecordError], *, encoder: Encoder, backend: Backend,
+    index: str, batch_size: int = 32, progress: bool = False, total: int | None = None,
+) -> IndexReport:
+    """Index `records` (as `read_records` yields them: `SourceRecord`s, or `RecordError`s for
+    what the reader rejected) into `index` in this process: one loop, one report."""
+    from tqdm.auto import tqdm
+
+    ensure_index(backend, index, encoder)
+    report = IndexReport(index)
+    start = time.perf_counter()
+    with tqdm(total=total, desc=f"index {index}", unit="doc", disable=not progress) as bar:
+
+        def valid() -> Iterator[SourceRecord]:
+            for item in records:
+                if isinstance(item, RecordError):
+                    report.failed.append((item.id if item.id is not None
+                                          else f"line {item.position}", item.reason))
+                    bar.update(1)
+                else:
+                    yield item
+
+        for res in encode_and_upsert(valid(), encoder=encoder, backend=backend, index=index,
+                                     batch_size=batch_size):
+            if res.ok:
+                report.indexed += 1
+            else:
+                report.failed.append((res.id, res.error or f"status {res.status}"))
+            bar.update(1)
+    report.elapsed_s = time.perf_counter() - start
+    return report
+
+
+__all__ = ["IndexReport", "check_record", "encode_and_upsert", "ensure_index", "ingest"]

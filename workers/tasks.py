@@ -6,6 +6,10 @@
   ids are the source ids (a replay overwrites) and the done marker is a hash field.
 - `encode_query` -> `encoder.encode_conversation`, answering the rank_features dict and the
   encoder fingerprint so the client can check it matches its index.
+
+Retries: a chunk that raises is retried by Celery (`self.retry`, Celery's capped exponential
+backoff with full jitter, `MAX_CHUNK_RETRIES` times), then its documents are dead-lettered. Job
+state goes through the redis-py client's own `Retry`; nothing else loops.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from typing import Any
 from convsparse.workers.app import (
     INGEST_TASK, QUERY_TASK, app, get_backend, get_encoder, get_redis, worker_settings,
 )
+from celery.utils.time import get_exponential_backoff_interval
+
 from convsparse.workers.jobs import JobStore
 
 #: Transient errors (backend down) are retried this many times before the chunk's documents
@@ -27,21 +33,14 @@ _checked_indices: dict[tuple[int, str], str] = {}
 
 
 def ensure_index(backend, index: str, encoder) -> None:
-    """Create `index` for this encoder if missing; refuse an index built by another encoder."""
-    from convsparse.errors import FingerprintMismatchError, IndexNotFoundError
+    """`integration.ingestion.ensure_index`, checked once per (backend, index, encoder)."""
+    from convsparse.integration.ingestion import ensure_index as create_or_check
 
-    fp = encoder.fingerprint
     key = (id(backend), index)
-    if _checked_indices.get(key) == fp:
+    if _checked_indices.get(key) == encoder.fingerprint:
         return
-    try:
-        info = backend.describe_index(index)
-    except IndexNotFoundError:
-        info = backend.create_index(index, fingerprint=fp, vocabulary=encoder.vocabulary_name,
-                                    exist_ok=True)
-    if info.fingerprint and info.fingerprint != fp:
-        raise FingerprintMismatchError(index, info.fingerprint, fp)
-    _checked_indices[key] = fp
+    create_or_check(backend, index, encoder)
+    _checked_indices[key] = encoder.fingerprint
 
 
 def ingest_records(records: list[dict[str, Any]], index: str, *, batch_size: int = 32):
@@ -81,7 +80,10 @@ def ingest_chunk(self, job_id: str | None, chunk_id: str, records: list[dict[str
     except Exception as e:
         _checked_indices.pop((id(get_backend()), index), None)
         if self.request.retries < MAX_CHUNK_RETRIES:
-            raise self.retry(exc=e, countdown=min(30, 2 ** self.request.retries))
+            # Celery's own backoff (what retry_backoff/retry_jitter compute for autoretry_for,
+            # which cannot dead-letter the chunk once the retries are spent).
+            raise self.retry(exc=e, countdown=get_exponential_backoff_interval(
+                factor=1, retries=self.request.retries, maximum=30, full_jitter=True))
         ok_ids, failures = [], [(r["id"], f"{type(e).__name__}: {e}") for r in records]
     if store:
         store.finish_chunk(job_id, chunk_id, ok_ids=ok_ids, failures=failures,

@@ -1,0 +1,39 @@
+"""Options every command group shares, declared once (`Annotated`), and the two helpers all
+commands use: `settings_from` (options over `CONVSPARSE_*`) and `fail` (a red message, an exit
+code)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from convsparse.settings import Settings, get_settings
+
+Model = Annotated[str | None, typer.Option(
+    "--model", help="Student folder or hub id (default: CONVSPARSE_MODEL, else the shipped student).")]
+Runtime = Annotated[str | None, typer.Option(
+    "--runtime", help="torch or onnx (default: CONVSPARSE_RUNTIME).")]
+Device = Annotated[str | None, typer.Option(
+    "--device", help="cpu, cuda or auto (default: CONVSPARSE_DEVICE).")]
+BackendName = Annotated[str | None, typer.Option(
+    "--backend", help="embedded or opensearch (default: CONVSPARSE_BACKEND).")]
+DataDir = Annotated[Path | None, typer.Option(
+    "--data-dir", help="Embedded backend folder (default: CONVSPARSE_DATA_DIR).")]
+
+
+def settings_from(**options: object) -> Settings:
+    """`Settings` from the environment, with every option the user passed (not None) on top."""
+    return get_settings(**options)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print `message` in red on stderr; return the `typer.Exit` to raise."""
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+__all__ = ["BackendName", "DataDir", "Device", "Model", "Runtime", "fail", "settings_from"]

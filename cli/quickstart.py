@@ -1,0 +1,73 @@
+"""`convsparse quickstart`: index the bundled sample corpus and answer sample conversations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from convsparse.cli.options import Model, Runtime, settings_from
+from convsparse.cli.search import print_hits
+from convsparse.compose import load_encoder
+
+
+def quickstart(
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Keep the index here (default: a temp dir)."),
+    model: Model = None, runtime: Runtime = None,
+    k: int = typer.Option(3, "--k", "-k", min=1),
+    conversations: int = typer.Option(2, "--conversations", min=1, help="Sample conversations to run."),
+) -> None:
+    """Index the bundled sample corpus with the default student and run sample conversations."""
+    import tempfile
+    import time
+    from importlib import resources
+
+    from convsparse.integration.client import ConversationalSearch
+    from convsparse.integration.backends.embedded import EmbeddedBackend
+    from rich.console import Console
+
+    from convsparse.pruning import PruningPolicy
+
+    console = Console()
+    sample = resources.files("convsparse") / "sample_data"
+    corpus = [json.loads(ln) for ln in (sample / "corpus.jsonl").read_text(encoding="utf-8").splitlines() if ln.strip()]
+    convs = [json.loads(ln) for ln in (sample / "conversations.jsonl").read_text(encoding="utf-8").splitlines() if ln.strip()]
+    # the multi-turn ones show what conversational search is for: longest context first
+    convs = sorted(convs, key=lambda c: -len(c["turns"]))
+    picked, seen = [], set()
+    for c in convs:
+        key = c.get("conversation_id", c["id"])
+        if key not in seen:
+            picked.append(c)
+            seen.add(key)
+    tmp = None
+    if data_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="convsparse-quickstart-")
+        data_dir = Path(tmp.name)
+    try:
+        t = time.perf_counter()
+        encoder = load_encoder(settings_from(data_dir=data_dir, backend="embedded", model=model,
+                                             runtime=runtime))
+        console.print(f"loaded student {encoder.fingerprint} in {time.perf_counter() - t:.1f} s")
+        backend = EmbeddedBackend(data_dir)
+        backend.delete_index("quickstart", missing_ok=True)
+        client = ConversationalSearch("quickstart", encoder=encoder, backend=backend,
+                                      pruning=PruningPolicy(top_k=64), rescore_window=20)
+        report = client.index_documents(corpus, progress=True)
+        console.print(f"indexed {report.indexed} passages into {data_dir / 'quickstart'} "
+                      f"in {report.elapsed_s:.1f} s ({report.n_failed} failed)")
+        client.search(picked[0]["turns"], k)  # warm-up (first torch call)
+        for conv in picked[:conversations]:
+            console.rule(f"conversation {conv['id']}")
+            for turn in conv["turns"]:
+                console.print(f"[bold]{turn['role']}:[/] {turn['text']}", highlight=False)
+            print_hits(client.search(conv["turns"], k))
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+
+def register(app: typer.Typer) -> None:
+    app.command("quickstart")(quickstart)
