@@ -126,7 +126,8 @@ def main() -> None:
         if i == 0:
             rows.insert(0, {"row": "base student on raw conversation (before distillation)",
                             "metrics": res.metrics["heldout_before"]})
-            rows.insert(1, {"row": "base student on rewrite (teacher, full ranking)", "metrics": res.metrics["heldout_before_student_on_rewrite"]})
+            rows.insert(1, {"row": "base student on rewrite (teacher, full ranking)",
+                            "metrics": res.metrics["heldout_before_student_on_rewrite"]})
         losses = [r["loss"] for r in res.log]
         rows.append({"row": label, "metrics": res.metrics["heldout_after"], "dir": str(res.model_dir),
                      "seconds": round(time.time() - t0, 1),
@@ -147,7 +148,8 @@ def to_markdown(result: dict) -> str:
     ]
     for r in result["rows"]:
         m = r["metrics"]
-        f = lambda k: f"{m[k]:.3f}" if isinstance(m.get(k), (int, float)) else "-"  # noqa: E731
+        def f(k, m=m):
+            return f"{m[k]:.3f}" if isinstance(m.get(k), (int, float)) else "-"
         sub = m.get("rewrite_subset", {}).get("mrr@10")
         lines.append(f"| {r['row']} | {f('mrr@10')} | {f('ndcg@3')} | {f('recall@100')} | "
                      f"{f('flops')} | {m['avg_query_terms']:.0f} |" if "avg_query_terms" in m else

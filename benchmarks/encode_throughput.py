@@ -40,7 +40,9 @@ def sample_documents(n: int) -> list[str]:
                 rec = json.loads(line)
                 base.append(" ".join(str(rec.get(k, "")) for k in ("title", "text")).strip())
     if not base:
-        words = ["solar", "panel", "energy", "grid", "battery", "passport", "visa", "travel", "museum", "river", "bridge", "city", "train", "ticket", "hotel", "recipe", "bread", "oven", "flour", "garden", "tomato"]
+        words = ["solar", "panel", "energy", "grid", "battery", "passport", "visa", "travel", "museum",
+                 "river", "bridge", "city", "train", "ticket", "hotel", "recipe", "bread", "oven",
+                 "flour", "garden", "tomato"]
         rng = np.random.default_rng(0)
         base = [" ".join(rng.choice(words, size=60)) for _ in range(32)]
     rng = np.random.default_rng(1)
@@ -72,7 +74,7 @@ def run_pair(name: str, encoders: dict, rows, args) -> list[dict]:
     """Interleave the runtimes for `args.repeats` rounds; medians per runtime."""
     tput = {k: [] for k in encoders}
     lat = {k: [] for k in encoders}
-    for k, enc in encoders.items():  # warm-up (first-run allocations, ORT arena)
+    for enc in encoders.values():  # warm-up (first-run allocations, ORT arena)
         enc.activations_for_ids(rows[:args.batch_size], batch_size=args.batch_size)
     for r in range(args.repeats):
         order = list(encoders) if r % 2 == 0 else list(reversed(encoders))

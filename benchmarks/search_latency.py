@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-from convsparse.integration.backends.embedded import EmbeddedBackend
 
+from convsparse.integration.backends.embedded import EmbeddedBackend
 from convsparse.pruning import PruningPolicy
 from convsparse.termmap import TermMap
 
@@ -211,7 +211,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--lengths", type=int, nargs="+", default=[40, 250])
     ap.add_argument("--no-seismic", action="store_true")
-    ap.add_argument("--python-queries", type=int, default=10, help="queries for the slow pure-Python candidate (0=skip)")
+    ap.add_argument("--python-queries", type=int, default=10,
+                    help="queries for the slow pure-Python candidate (0=skip)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -233,7 +234,8 @@ def main() -> None:
         print("build seconds:", {k: round(v, 1) for k, v in c.build_s.items()})
         report = {
             "config": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                       "terms_per_doc": round(X.nnz / X.shape[0], 1), "machine": platform.processor() or platform.machine(),
+                       "terms_per_doc": round(X.nnz / X.shape[0], 1),
+                       "machine": platform.processor() or platform.machine(),
                        "cpus": os.cpu_count(), "threads": 1, "python": platform.python_version()},
             "build_s": {k: round(v, 2) for k, v in c.build_s.items()},
             "candidates": [], "pruning": [],

@@ -14,7 +14,6 @@ import typer
 from convsparse.cli.options import Device, Model, Runtime, settings_from
 
 
-
 def export(
     model: str | None = typer.Argument(None, help="Student folder or hub id (default: the shipped student)."),
     out: Path = typer.Option(..., "--out", help="A .onnx file, or a folder (graph + tokenizer + metadata)."),

@@ -23,16 +23,20 @@ def quickstart(
     import time
     from importlib import resources
 
-    from convsparse.integration.client import ConversationalSearch
-    from convsparse.integration.backends.embedded import EmbeddedBackend
     from rich.console import Console
 
+    from convsparse.integration.backends.embedded import EmbeddedBackend
+    from convsparse.integration.client import ConversationalSearch
     from convsparse.pruning import PruningPolicy
 
     console = Console()
     sample = resources.files("convsparse") / "sample_data"
-    corpus = [json.loads(ln) for ln in (sample / "corpus.jsonl").read_text(encoding="utf-8").splitlines() if ln.strip()]
-    convs = [json.loads(ln) for ln in (sample / "conversations.jsonl").read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+    def jsonl(name: str) -> list[dict]:
+        lines = (sample / name).read_text(encoding="utf-8").splitlines()
+        return [json.loads(ln) for ln in lines if ln.strip()]
+
+    corpus, convs = jsonl("corpus.jsonl"), jsonl("conversations.jsonl")
     # the multi-turn ones show what conversational search is for: longest context first
     convs = sorted(convs, key=lambda c: -len(c["turns"]))
     picked, seen = [], set()

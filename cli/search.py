@@ -87,9 +87,8 @@ def search(
     backend: BackendName = None,
 ) -> None:
     """Search an index with a conversation and print the hits with timings."""
-    from convsparse.integration.client import ConversationalSearch
-
     from convsparse.errors import ConvsparseError
+    from convsparse.integration.client import ConversationalSearch
 
     conv = read_conversation(conversation)
     policy = _pruning(top_k, min_weight, max_ratio, alpha_mass)

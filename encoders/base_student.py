@@ -44,9 +44,10 @@ SPECIAL_TOKEN_BIAS = -30.0
 
 def build_base_masked_lm():
     """(BertForMaskedLM, tokenizer) for the base student, in memory (see the module docstring)."""
-    from convsparse.encoders.tiny import minilm_model_dir
     from transformers import AutoTokenizer, BertForMaskedLM
     from transformers.utils import logging as hf_logging
+
+    from convsparse.encoders.tiny import minilm_model_dir
 
     src = minilm_model_dir()
     tokenizer = AutoTokenizer.from_pretrained(str(src))

@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from convsparse.encoders.pooling import SpladeModel
 from convsparse.encoders.student import StudentEncoderBase
-
 from convsparse.pruning import PruningPolicy
 
 log = logging.getLogger(__name__)

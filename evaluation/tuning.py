@@ -32,12 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from convsparse.collections import ConversationTask
+from convsparse.errors import BackendError, TooManyClausesError
 from convsparse.evaluation.flops import TermStats, flops
 from convsparse.evaluation.harness import query_for
 from convsparse.evaluation.metrics import compute_metrics, latency_summary
 from convsparse.evaluation.report import jsonable
-from convsparse.errors import BackendError, TooManyClausesError
 from convsparse.pruning import PruningPolicy
 from convsparse.termmap import TermMap
 

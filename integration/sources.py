@@ -262,5 +262,4 @@ def _parquet_rows(path: Path) -> Iterator[tuple[int, object]]:
 
 
 def _iterable_rows(items: Iterable[Any]) -> Iterator[tuple[int, object]]:
-    for position, item in enumerate(items, start=1):
-        yield position, item
+    yield from enumerate(items, start=1)

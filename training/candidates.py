@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+
 def teacher_score(run_q: Mapping[str, float], doc: str) -> float:
     """A teacher's score for `doc`, or its lowest score for the query when not retrieved."""
     if doc in run_q:

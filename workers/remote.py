@@ -87,11 +87,6 @@ class RemoteEncoder:
     def vocabulary_name(self) -> str:
         return self.fallback.vocabulary_name
 
-    def encode_conversations(self, conversations, *, ids=None, batch_size: int = 32):
-        """Batches are encoded by the local fallback (the remote queue answers one chat query
-        at a time)."""
-        return self.fallback.encode_conversations(conversations, ids=ids, batch_size=batch_size)
-
     def encode_documents(self, texts, *, ids=None, batch_size: int = 32, progress: bool = False):
         return self.fallback.encode_documents(texts, ids=ids, batch_size=batch_size,
                                               progress=progress)

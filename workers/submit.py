@@ -36,7 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from convsparse.integration.sources import (
-    DEFAULT_MAX_TEXT_CHARS, RecordError, is_path_source, read_records,
+    DEFAULT_MAX_TEXT_CHARS,
+    RecordError,
+    is_path_source,
+    read_records,
 )
 from convsparse.workers.jobs import DeadLetter, JobStatus, JobStore
 
@@ -280,9 +283,9 @@ def run_local_ingest(
     """The `--via local` path: same reader and `encode_and_upsert`, in this process."""
     from tqdm.auto import tqdm
 
+    from convsparse.compose import load_encoder, open_backend
     from convsparse.documents import SourceRecord
     from convsparse.integration.ingestion import encode_and_upsert
-    from convsparse.compose import load_encoder, open_backend
     from convsparse.workers.app import WorkerSettings
     from convsparse.workers.tasks import ensure_index
 

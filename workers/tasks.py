@@ -18,11 +18,17 @@ import socket
 import time
 from typing import Any
 
-from convsparse.workers.app import (
-    INGEST_TASK, QUERY_TASK, app, get_backend, get_encoder, get_redis, worker_settings,
-)
 from celery.utils.time import get_exponential_backoff_interval
 
+from convsparse.workers.app import (
+    INGEST_TASK,
+    QUERY_TASK,
+    app,
+    get_backend,
+    get_encoder,
+    get_redis,
+    worker_settings,
+)
 from convsparse.workers.jobs import JobStore
 
 #: Transient errors (backend down) are retried this many times before the chunk's documents
@@ -83,7 +89,7 @@ def ingest_chunk(self, job_id: str | None, chunk_id: str, records: list[dict[str
             # Celery's own backoff (what retry_backoff/retry_jitter compute for autoretry_for,
             # which cannot dead-letter the chunk once the retries are spent).
             raise self.retry(exc=e, countdown=get_exponential_backoff_interval(
-                factor=1, retries=self.request.retries, maximum=30, full_jitter=True))
+                factor=1, retries=self.request.retries, maximum=30, full_jitter=True)) from e
         ok_ids, failures = [], [(r["id"], f"{type(e).__name__}: {e}") for r in records]
     if store:
         store.finish_chunk(job_id, chunk_id, ok_ids=ok_ids, failures=failures,

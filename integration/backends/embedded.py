@@ -41,7 +41,6 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from convsparse.integration.backend import DocumentResult, Hit, IndexedDocument, IndexInfo
 
 from convsparse.errors import (
     BackendError,
@@ -49,6 +48,7 @@ from convsparse.errors import (
     IndexExistsError,
     IndexNotFoundError,
 )
+from convsparse.integration.backend import DocumentResult, Hit, IndexedDocument, IndexInfo
 from convsparse.termmap import TermMap
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-.]{0,254}$")

@@ -47,14 +47,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from convsparse.integration.backend import DocumentResult, Hit, IndexedDocument, IndexInfo
-from convsparse.integration.backends.query_dsl import (
-    DEFAULT_MAX_CLAUSE_COUNT,
-    QueryMode,
-    build_query,
-    search_body,
-)
-from convsparse.mappings import TERM_FIELD, bulk_load_settings, index_body, serving_settings
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import NotFoundError, RequestError, TransportError
@@ -68,6 +60,14 @@ from convsparse.errors import (
     InvalidTermMapError,
     TooManyClausesError,
 )
+from convsparse.integration.backend import DocumentResult, Hit, IndexedDocument, IndexInfo
+from convsparse.integration.backends.query_dsl import (
+    DEFAULT_MAX_CLAUSE_COUNT,
+    QueryMode,
+    build_query,
+    search_body,
+)
+from convsparse.mappings import TERM_FIELD, bulk_load_settings, index_body, serving_settings
 from convsparse.termmap import TermMap
 
 __all__ = ["BulkStats", "OpenSearchBackend", "document_id"]

@@ -20,8 +20,9 @@ def _isolated_cache(encoders_cache_dir, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_distilbert_dir(tmp_path_factory):
     """A tiny, randomly initialised DistilBertForMaskedLM with the MiniLM WordPiece vocabulary."""
-    from convsparse.encoders.tiny import minilm_model_dir
     from transformers import BertTokenizerFast, DistilBertConfig, DistilBertForMaskedLM
+
+    from convsparse.encoders.tiny import minilm_model_dir
 
     out = tmp_path_factory.mktemp("tiny-distilbert")
     tokenizer = BertTokenizerFast.from_pretrained(str(minilm_model_dir()))

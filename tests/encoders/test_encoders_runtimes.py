@@ -96,7 +96,6 @@ def test_export_cache_is_reused(tiny_student, tiny_onnx_student, encoders_cache_
 
 def test_top_k_output_matches_pruned_torch(tiny_student, encoders_cache_dir):
     from convsparse.encoders.onnx_runtime import OnnxStudent
-
     from convsparse.pruning import PruningPolicy
 
     k = 8

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from convsparse.integration.backend import DocumentResult, Hit, IndexInfo
 
 from convsparse.errors import FingerprintMismatchError, IndexExistsError, IndexNotFoundError
+from convsparse.integration.backend import DocumentResult, Hit, IndexInfo
 
 
 class MemoryBackend:

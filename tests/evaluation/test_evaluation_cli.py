@@ -6,9 +6,10 @@ import json
 
 import pytest
 import typer
+from typer.testing import CliRunner
+
 from convsparse.cli import evaluation as eval_cli
 from convsparse.evaluation import harness as evaluation
-from typer.testing import CliRunner
 
 
 @pytest.fixture()

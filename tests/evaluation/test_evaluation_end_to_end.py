@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from convsparse.collections import Collection, ConversationTask, Passage
-from convsparse.evaluation.report import EvaluationReport
+from convsparse.conversation import Turn
 from convsparse.evaluation.harness import (
     BM25Baseline,
     compare,
@@ -14,8 +15,7 @@ from convsparse.evaluation.harness import (
     evaluate_term_maps,
     index_corpus,
 )
-
-from convsparse.conversation import Turn
+from convsparse.evaluation.report import EvaluationReport
 
 
 def own_collection() -> Collection:
@@ -30,8 +30,12 @@ def own_collection() -> Collection:
         "v2": Passage("v2", "Version 3.0 of the parser drops Python 3.8 support.", "Parser 3.0"),
         "z1": Passage("z1", "Glaciers carve U-shaped valleys as they slide downhill.", "Glaciers"),
     }
-    U = lambda t: Turn(role="user", text=t)
-    A = lambda t: Turn(role="assistant", text=t)
+    def U(t):
+        return Turn(role="user", text=t)
+
+    def A(t):
+        return Turn(role="assistant", text=t)
+
     convs = [
         ConversationTask("kakapo_1", (U("What is a kakapo?"),), "What is a kakapo?", "kakapo"),
         ConversationTask("kakapo_2", (U("What is a kakapo?"), A("A flightless parrot."),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from convsparse.evaluation.flops import TermStats, flops
 from convsparse.evaluation.metrics import compute_metrics, latency_summary, per_query_metric
-
 from convsparse.termmap import TermMap
 
 QRELS = {"q1": {"d1": 1}, "q2": {"d2": 1, "d3": 1}, "q3": {"d9": 0}}

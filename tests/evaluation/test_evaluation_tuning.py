@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from convsparse.evaluation.harness import index_corpus
 from convsparse.evaluation.tuning import (
     PruningTuner,
@@ -13,7 +14,6 @@ from convsparse.evaluation.tuning import (
     pareto_frontier,
     policy_for,
 )
-
 from convsparse.pruning import PruningPolicy
 
 GRID = {"top_k": [2, 8, 32], "max_ratio": [0.2, 0.5], "alpha_mass": [0.6, 0.9],

@@ -30,8 +30,8 @@ def sample_conversations():
 @pytest.fixture(scope="session")
 def sample_index(tmp_path_factory, tiny_student, sample_corpus):
     """(root_dir, index name) of the sample corpus indexed with the tiny student."""
-    from convsparse.integration.client import ConversationalSearch
     from convsparse.integration.backends.embedded import EmbeddedBackend
+    from convsparse.integration.client import ConversationalSearch
 
     root = tmp_path_factory.mktemp("sample-index")
     client = ConversationalSearch("sample", encoder=tiny_student, backend=EmbeddedBackend(root))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 
 import pytest
-from convsparse.integration.backends.embedded import EmbeddedBackend
 
 from convsparse import ConversationalSearch, PruningPolicy, SearchResult, TermMap
 from convsparse.errors import FingerprintMismatchError, IndexNotFoundError, InvalidConversationError
+from convsparse.integration.backends.embedded import EmbeddedBackend
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ import textwrap
 
 import numpy as np
 import pytest
-from convsparse.integration.backend import Backend, IndexedDocument
-from convsparse.integration.backends.embedded import EmbeddedBackend, quantize_feature_values
 
 from convsparse.errors import FingerprintMismatchError, IndexExistsError, IndexNotFoundError
+from convsparse.integration.backend import Backend, IndexedDocument
+from convsparse.integration.backends.embedded import EmbeddedBackend, quantize_feature_values
 from convsparse.termmap import TermMap
 
 

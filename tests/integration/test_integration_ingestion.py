@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+
 from convsparse.documents import SourceRecord
 from convsparse.integration.ingestion import encode_and_upsert
-
 from convsparse.termmap import TermMap, TermMapBatch
 
 

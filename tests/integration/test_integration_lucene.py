@@ -8,9 +8,9 @@ import glob
 
 import numpy as np
 import pytest
+
 from convsparse.integration.backend import IndexedDocument
 from convsparse.integration.backends.embedded import EmbeddedBackend
-
 from convsparse.termmap import TermMap
 
 jpype = pytest.importorskip("jpype")

@@ -30,11 +30,14 @@ from urllib.parse import parse_qs, urlsplit
 ITEM_ERRORS = {
     400: {"type": "mapper_parsing_exception", "reason": "failed to parse field [terms] of type [rank_features]",
           "caused_by": {"type": "illegal_argument_exception",
-                        "reason": "[rank_features] fields do not support indexing multiple values for the same rank feature [terms.x] in the same document"}},
+                        "reason": "[rank_features] fields do not support indexing multiple values "
+                                  "for the same rank feature [terms.x] in the same document"}},
     409: {"type": "version_conflict_engine_exception",
           "reason": "[doc]: version conflict, current version [2] is higher or equal to the one provided [1]"},
     429: {"type": "es_rejected_execution_exception",
-          "reason": "rejected execution of coordinating operation [coordinating_and_primary_bytes=0, replica_bytes=0, all_bytes=0, coordinating_operation_bytes=1, max_coordinating_and_primary_bytes=1]"},
+          "reason": "rejected execution of coordinating operation [coordinating_and_primary_bytes=0, "
+                    "replica_bytes=0, all_bytes=0, coordinating_operation_bytes=1, "
+                    "max_coordinating_and_primary_bytes=1]"},
 }
 
 

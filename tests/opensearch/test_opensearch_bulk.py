@@ -8,10 +8,9 @@ import json
 import math
 
 import pytest
+
 from convsparse.integration.backend import IndexedDocument
 from convsparse.integration.backends.opensearch import OpenSearchBackend, document_id
-from opensearchpy import OpenSearch
-
 from convsparse.termmap import TermMap
 
 

@@ -15,10 +15,10 @@ import sys
 import uuid
 
 import pytest
-from convsparse.integration.backend import IndexedDocument
-from convsparse.integration.backends.opensearch import OpenSearchBackend
 from opensearchpy.exceptions import RequestError
 
+from convsparse.integration.backend import IndexedDocument
+from convsparse.integration.backends.opensearch import OpenSearchBackend
 from convsparse.settings import Settings
 from convsparse.termmap import TermMap
 

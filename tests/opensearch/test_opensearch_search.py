@@ -7,14 +7,6 @@ import math
 import sys
 
 import pytest
-from convsparse.integration.backend import Backend, IndexedDocument
-from convsparse.integration.backends.opensearch import OpenSearchBackend
-from convsparse.integration.backends.query_dsl import (
-    build_query,
-    neural_sparse_query,
-    rank_feature_query,
-    search_body,
-)
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -27,6 +19,14 @@ from convsparse.errors import (
     IndexNotFoundError,
     InvalidTermMapError,
     TooManyClausesError,
+)
+from convsparse.integration.backend import Backend, IndexedDocument
+from convsparse.integration.backends.opensearch import OpenSearchBackend
+from convsparse.integration.backends.query_dsl import (
+    build_query,
+    neural_sparse_query,
+    rank_feature_query,
+    search_body,
 )
 from convsparse.settings import Settings
 from convsparse.termmap import TermMap

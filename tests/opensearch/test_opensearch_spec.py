@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 
 import pytest
+from jsonschema.exceptions import ValidationError
+
 from convsparse.integration.backend import IndexedDocument
 from convsparse.integration.backends.query_dsl import (
     neural_sparse_query,
@@ -13,8 +15,6 @@ from convsparse.integration.backends.query_dsl import (
     search_body,
 )
 from convsparse.mappings import bulk_load_settings, index_body, serving_settings
-from jsonschema.exceptions import ValidationError
-
 from convsparse.termmap import TermMap
 
 QUERY = TermMap({"paris": 1.5, "u.s": 0.25, "100%": 0.5, "capital": 2.0})

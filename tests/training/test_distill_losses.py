@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from convsparse.training.losses import (
-    DistillationLoss, FlopsLoss, InfoNCELoss, KLDivergenceLoss, L1Loss, quadratic_warmup,
+    DistillationLoss,
+    FlopsLoss,
+    InfoNCELoss,
+    KLDivergenceLoss,
+    L1Loss,
+    quadratic_warmup,
 )
 
 

@@ -6,12 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convsparse.training.config import DistillConfig
-from convsparse.training.trainer import distill
 from convsparse.evaluation.metrics import read_trec_run, write_trec_run
 from convsparse.training.candidates import sample_candidates
+from convsparse.training.config import DistillConfig
 from convsparse.training.fusion import average_runs, normalise_run
 from convsparse.training.teachers import bm25_run
+from convsparse.training.trainer import distill
 
 SAMPLE = Path(__file__).resolve().parents[2] / "convsparse" / "sample_data"
 

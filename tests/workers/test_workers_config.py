@@ -7,7 +7,11 @@ from pathlib import Path
 import yaml
 
 from convsparse.workers.app import (
-    INGEST_QUEUE, QUERY_QUEUE, WorkerSettings, celery_config, make_app,
+    INGEST_QUEUE,
+    QUERY_QUEUE,
+    WorkerSettings,
+    celery_config,
+    make_app,
 )
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,6 @@ import pytest
 from convsparse.workers.jobs import JobStore
 from convsparse.workers.submit import run_ingest_job, run_local_ingest
 
-
 #: Give up on a chunk after 30 s without progress instead of the production hour.
 FAIL_FAST = {"stall_timeout_s": 30, "max_resubmits": 0}
 
