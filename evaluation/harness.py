@@ -197,23 +197,44 @@ def evaluate_client(
 # Indexing a collection (once) for the student rows
 
 
+class _EncodedOnce:
+    """An `Encoder` whose document term maps were computed already (one length-sorted pass over
+    the whole corpus, or the cache), so indexing goes through the one ingestion driver without
+    encoding again."""
+
+    def __init__(self, encoder, maps: Mapping[str, TermMap]):
+        self._encoder, self._maps = encoder, maps
+        self.fingerprint = encoder.fingerprint
+        self.vocabulary_name = encoder.vocabulary_name
+
+    def encode_documents(self, texts, *, ids=None, batch_size: int = 32, progress: bool = False):
+        from convsparse.termmap import TermMapBatch
+
+        return TermMapBatch([self._maps[i] for i in ids], self.fingerprint, list(ids))
+
+    def encode_conversation(self, conversation):
+        return self._encoder.encode_conversation(conversation)
+
+    def encode_conversations(self, conversations, *, ids=None, batch_size: int = 32):
+        return self._encoder.encode_conversations(conversations, ids=ids, batch_size=batch_size)
+
+
 def index_corpus(
     collection: Collection, *, encoder, backend, index: str, batch_size: int = 32,
     recreate: bool = False, progress: bool = False, cache: str | Path | None = None,
 ) -> TermStats:
-    """Encode every passage once, write it to `backend` under `index`, return its term stats.
+    """Encode every passage once, write it to `backend` under `index` through the ingestion
+    driver (`convsparse.integration.ingestion.ingest`, as `convsparse collection index` does),
+    return its term stats.
 
-    Goes through the backend's normal `upsert` with `IndexedDocument`s; the title and text are
-    stored as fields. (`convsparse collection index` uses the ingestion pipeline instead.)
     `cache`: a JSONL file of document term maps for this encoder; read when it exists and holds
     exactly these passages, written otherwise (benchmark reruns skip the encoding).
     """
-    from convsparse.integration.backend import IndexedDocument
+    from convsparse.errors import BackendError
+    from convsparse.integration.ingestion import ingest
 
     if recreate:
         backend.delete_index(index, missing_ok=True)
-    backend.create_index(index, fingerprint=encoder.fingerprint,
-                         vocabulary=encoder.vocabulary_name, exist_ok=True)
     passages = list(collection.corpus.values())
     maps = _read_doc_cache(cache, encoder.fingerprint, [p.id for p in passages])
     if maps is None:
@@ -223,13 +244,11 @@ def index_corpus(
         maps = list(batch.term_maps)
         if cache is not None:
             _write_doc_cache(cache, encoder.fingerprint, [p.id for p in passages], maps)
-    docs = [IndexedDocument(p.id, tm, {"title": p.title, "text": p.text})
-            for p, tm in zip(passages, maps)]
-    failed = [r for r in backend.upsert(index, docs) if not r.ok]
-    if failed:
-        from convsparse.errors import BackendError
-
-        raise BackendError(f"{len(failed)} passages failed to index, first: {failed[0]}")
+    report = ingest(collection.source_records(), backend=backend, index=index,
+                    encoder=_EncodedOnce(encoder, {p.id: m for p, m in zip(passages, maps)}),
+                    batch_size=max(batch_size, 256))
+    if report.failed:
+        raise BackendError(f"{report.n_failed} passages failed to index, first: {report.failed[0]}")
     return TermStats.from_term_maps(maps)
 
 

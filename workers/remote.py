@@ -53,7 +53,7 @@ class RemoteEncoder:
             self.settings = WorkerSettings()
         else:
             settings = settings_or_app or WorkerSettings()
-            if not hasattr(settings, "unacked_restore_interval_s"):
+            if not isinstance(settings, WorkerSettings):  # plain Settings: add the queue knobs
                 settings = WorkerSettings(**settings.model_dump())
             self.settings = settings
             self.app = make_app(settings)

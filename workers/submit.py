@@ -124,7 +124,7 @@ def run_ingest_job(
     from convsparse.workers.app import INGEST_QUEUE, INGEST_TASK, WorkerSettings, make_app
 
     settings = settings or WorkerSettings()
-    if not hasattr(settings, "unacked_restore_interval_s"):
+    if not isinstance(settings, WorkerSettings):  # plain Settings: add the queue knobs
         settings = WorkerSettings(**settings.model_dump())
     capp = celery_app or make_app(settings)
     store = JobStore.from_url(settings.redis_url)
