@@ -10,18 +10,30 @@ import typer
 
 def distill(
     config: Path = typer.Argument(..., help="YAML or JSON DistillConfig"),
-    steps: int | None = typer.Option(None, help="override the config's stage-2 steps"),
+    steps: int | None = typer.Option(None, help="override the config's stage-2 steps "
+                                     "(epochs for recipe: anchored)"),
     no_resume: bool = typer.Option(False, "--no-resume", help="ignore an existing checkpoint"),
 ) -> None:
-    """Distil the conversational student from teacher runs on rewrites (KL + InfoNCE + L1/FLOPS)."""
-    from convsparse.training.config import DistillConfig
-    from convsparse.training.trainer import distill as run_distill
+    """Distil a student from teachers on rewrites. `recipe: anchored` trains the shipped kind (a
+    gated history expansion over a frozen base); the default recipe fine-tunes a whole masked-LM
+    (KL + InfoNCE + L1/FLOPS)."""
+    from convsparse.training.config import ExpansionConfig, load_config
 
     try:
-        cfg = DistillConfig.from_file(config)
+        cfg = load_config(config)
     except ValueError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(2) from None
+    if isinstance(cfg, ExpansionConfig):
+        from convsparse.training.expansion import distill_anchored
+
+        if steps is not None:
+            cfg = cfg.model_copy(update={"epochs": steps})
+        result = distill_anchored(cfg, log=typer.echo)
+        typer.echo(f"student written to {result.model_dir} (load_student({str(result.model_dir)!r}))")
+        return
+    from convsparse.training.trainer import distill as run_distill
+
     updates = {}
     if steps is not None:
         updates["steps"] = steps

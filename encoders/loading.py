@@ -7,8 +7,12 @@ Accepted sources:
   module (``MLMTransformer``, or ``Transformer`` with ``transformer_task="fill-mask"``) followed
   by ``SpladePooling`` with max pooling and ReLU -> log1p; the masked-LM is loaded from the
   transformer module's sub-folder and our own SPLADE pooling goes on top (same formula);
-- ``None``: the default model, ``convsparse/models/student/`` when the package ships one (the
-  distilled student), else the base student built from MiniLM (`base_student`).
+- a base-model name from `convsparse.encoders.base_models.BASE_MODELS` (``splade-tiny``,
+  ``minilm``);
+- an anchored-student folder (``anchored.json``: a gate over a named or relative base), loaded
+  as `AnchoredStudent` on the same runtime;
+- ``None``: the default model, ``convsparse/models/student/`` (the shipped anchored student
+  over SPLADE-tiny; see its MODEL_CARD.md).
 """
 
 from __future__ import annotations
@@ -32,13 +36,14 @@ def shipped_student_dir() -> Path:
 
 
 def default_model_path() -> Path:
-    """The shipped student when present, else the (cached) base student."""
-    shipped = shipped_student_dir()
-    if (shipped / "config.json").exists():
-        return shipped
-    from convsparse.encoders.base_student import base_student_dir
+    """The shipped student when present, else the SPLADE-tiny base."""
+    from convsparse.encoders.anchored import is_anchored_folder
+    from convsparse.encoders.base_models import splade_tiny_dir
 
-    return base_student_dir()
+    shipped = shipped_student_dir()
+    if is_anchored_folder(shipped) or (shipped / "config.json").exists():
+        return shipped
+    return splade_tiny_dir()
 
 
 def _read_json(path: Path) -> dict | list:
@@ -115,11 +120,21 @@ def load_student(
     ``Settings().cache_dir/onnx``) and runs it with ONNX Runtime; ``fp16`` applies to ONNX on
     CUDA (and to the PyTorch runtime on CUDA). The fingerprint is the same for both runtimes.
     """
+    from convsparse.encoders.anchored import AnchoredStudent, ExpansionGate, is_anchored_folder
+    from convsparse.encoders.base_models import BASE_MODELS, base_model_dir
     from convsparse.encoders.student import SpladeStudent
 
     if runtime not in ("torch", "onnx"):
         raise ValueError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
+    if isinstance(name_or_path, str) and name_or_path in BASE_MODELS:
+        name_or_path = base_model_dir(name_or_path)
     source = default_model_path() if name_or_path in (None, "") else _local_or_snapshot(name_or_path)
+    if isinstance(source, Path) and is_anchored_folder(source):
+        gate, base_ref = ExpansionGate.load(source)
+        base_path = base_ref if base_ref in BASE_MODELS else source / base_ref
+        base = load_student(base_path, runtime=runtime, device=device, max_length=max_length,
+                            document_pruning=document_pruning, fp16=fp16, cache_dir=cache_dir)
+        return AnchoredStudent(base, gate, source=str(source))
     model_path: Path | str = source
     if isinstance(source, Path) and (source / "modules.json").exists():
         model_path, st_max = resolve_sparse_encoder(source)

@@ -37,6 +37,15 @@ class TermStats:
         return cls(int(active.shape[0]), df, int(active.sum()))
 
     @classmethod
+    def from_sparse(cls, matrix) -> TermStats:
+        """From a scipy sparse (n, vocab) matrix (stored non-zeros > 0 are active)."""
+        csr = matrix.tocsr()
+        active = csr > 0
+        per_term = np.asarray(active.sum(axis=0)).ravel()
+        df = {int(j): int(per_term[j]) for j in np.flatnonzero(per_term)}
+        return cls(int(csr.shape[0]), df, int(active.sum()))
+
+    @classmethod
     def from_term_maps(cls, term_maps: Iterable[Mapping[str, float] | Iterable[str]]) -> TermStats:
         df: Counter[str] = Counter()
         n = total = 0

@@ -5,8 +5,34 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+def _read_mapping(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        raw = yaml.safe_load(text)
+    else:
+        raw = json.loads(text)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of settings at the top level")
+    return raw
+
+
+def _validate(cls, raw: dict, path: str | Path):
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as e:
+        lines = [f"  {'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
+                 for err in e.errors()]
+        raise ValueError(f"invalid distillation config {path}:\n" + "\n".join(lines)) from None
 
 
 class ConversationSource(BaseModel):
@@ -85,25 +111,8 @@ class DistillConfig(BaseModel):
     def from_file(cls, path: str | Path) -> DistillConfig:
         """Read YAML (.yaml/.yml) or JSON; relative paths are resolved against the file's folder.
         Raises ValueError with every problem listed."""
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"config file {path} does not exist")
-        text = path.read_text(encoding="utf-8")
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            raw = yaml.safe_load(text)
-        else:
-            raw = json.loads(text)
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a mapping of settings at the top level")
-        try:
-            cfg = cls.model_validate(raw)
-        except ValidationError as e:
-            lines = [f"  {'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
-                     for err in e.errors()]
-            raise ValueError(f"invalid distillation config {path}:\n" + "\n".join(lines)) from None
-        return cfg.resolve_paths(path.parent)
+        cfg = _validate(cls, _read_mapping(path), path)
+        return cfg.resolve_paths(Path(path).parent)
 
     def resolve_paths(self, base: Path) -> DistillConfig:
         def fix(p: Path | None) -> Path | None:
@@ -121,5 +130,67 @@ class DistillConfig(BaseModel):
         return data
 
 
+class ExpansionConfig(BaseModel):
+    """The anchored student's recipe (`recipe: anchored`): distil the expansion gate over a
+    frozen base (`convsparse.training.expansion`). Unknown keys are errors."""
 
-__all__ = ["ConversationSource", "DistillConfig"]
+    model_config = ConfigDict(extra="forbid")
+
+    recipe: Literal["anchored"] = "anchored"
+    output_dir: Path
+    collection: Path = Field(description="folder with corpus.jsonl, conversations.jsonl, qrels.tsv")
+    extra_conversations: list[ConversationSource] = Field(
+        default_factory=list, description="more training turns (e.g. TREC CAsT); always train")
+    base: str = Field("splade-tiny", description="base-model name or masked-LM folder")
+    teacher: Literal["search_queries", "rewrite"] = Field(
+        "search_queries", description="the base reading this text is the teacher; "
+        "search_queries falls back to the rewrite where a turn has none")
+    heldout_source: str = Field("mtrag", description="tasks of this `source` are split by "
+                                "conversation; others (MTRAG-UN) only train")
+    holdout_per_domain: int = Field(4, ge=0, description="conversations per domain never seen")
+    holdout_seed: int = 13
+    validation_conversations: int = Field(8, ge=1, description="held-in conversations that "
+                                          "pick the epoch")
+    validation_seed: int = 7
+    n_candidates: int = Field(100, ge=2)
+    kl_weight: float = Field(1.0, ge=0)
+    kl_temperature: float = Field(1.0, gt=0)
+    infonce_weight: float = Field(0.1, ge=0)
+    infonce_temperature: float = Field(1.0, gt=0, description="scores are raw dot products")
+    term_weight: float = Field(0.0, ge=0)
+    flops_weight: float = Field(0.0, ge=0)
+    epochs: int = Field(15, ge=1)
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(0.03, gt=0)
+    initial_weight: float = Field(0.15, gt=0, description="history weight before training")
+    seed: int = 0
+    progress: bool = True
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> ExpansionConfig:
+        return _validate(cls, _read_mapping(path), path).resolve_paths(Path(path).parent)
+
+    def resolve_paths(self, base: Path) -> ExpansionConfig:
+        data = self.model_copy(deep=True)
+        data.output_dir = data.output_dir if data.output_dir.is_absolute() else base / data.output_dir
+        data.collection = data.collection if data.collection.is_absolute() else base / data.collection
+        for src in data.extra_conversations:
+            src.path = src.path if src.path.is_absolute() else base / src.path
+        if not Path(data.base).is_absolute() and (base / data.base).exists():
+            data.base = str(base / data.base)
+        return data
+
+
+def load_config(path: str | Path) -> DistillConfig | ExpansionConfig:
+    """A distillation config of either recipe: ``recipe: anchored`` (`ExpansionConfig`) or
+    the full-model recipe (`DistillConfig`, the default)."""
+    raw = _read_mapping(path)
+    if raw.get("recipe") == "anchored":
+        return ExpansionConfig.from_file(path)
+    if raw.get("recipe", "full") != "full":
+        raise ValueError(f"{path}: recipe must be 'anchored' or 'full', got {raw['recipe']!r}")
+    raw.pop("recipe", None)
+    return _validate(DistillConfig, raw, path).resolve_paths(Path(path).parent)
+
+
+__all__ = ["ConversationSource", "DistillConfig", "ExpansionConfig", "load_config"]

@@ -65,5 +65,21 @@ def split_tasks(tasks: Sequence[Task], fraction: float, seed: int) -> tuple[list
     return train, test
 
 
+def stratified_holdout(conversations: Sequence[tuple[str, str]], per_domain: int, seed: int
+                       ) -> set[str]:
+    """`per_domain` conversation ids of each domain, drawn with `seed`, from (conversation id,
+    domain) pairs: a held-out part that keeps every domain (MTRAG's dev tasks come from 54
+    conversations, so a random fraction can leave a domain nearly empty)."""
+    by_domain: dict[str, set[str]] = {}
+    for cid, domain in conversations:
+        by_domain.setdefault(str(domain), set()).add(cid)
+    rng = random.Random(seed)
+    held: set[str] = set()
+    for domain in sorted(by_domain):
+        ids = sorted(by_domain[domain])
+        rng.shuffle(ids)
+        held |= set(ids[:per_domain])
+    return held
 
-__all__ = ["Task", "load_corpus", "load_tasks", "split_tasks", "trec_safe_id"]
+
+__all__ = ["Task", "load_corpus", "load_tasks", "split_tasks", "stratified_holdout", "trec_safe_id"]

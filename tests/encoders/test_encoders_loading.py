@@ -81,8 +81,9 @@ def test_base_student_from_shipped_minilm(tmp_path, monkeypatch):
     assert base_student_dir() == path and (path / "config.json").stat().st_mtime_ns == mtime
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp leftovers
 
-    student = loading.load_student(device="cpu")
+    student = loading.load_student("minilm", device="cpu")  # a base model, by name
     assert student.source == str(path)
+    assert loading.default_model_path().name == "splade-tiny"  # no shipped student -> SPLADE-tiny
     mlm = student.model.mlm
     assert mlm.config.hidden_size == 384 and mlm.config.num_hidden_layers == 6
     assert mlm.cls.predictions.decoder.weight.data_ptr() == mlm.bert.embeddings.word_embeddings.weight.data_ptr()

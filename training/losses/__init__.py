@@ -5,7 +5,8 @@ from convsparse.training.losses.flops import FlopsLoss
 from convsparse.training.losses.info_nce import InfoNCELoss
 from convsparse.training.losses.kl_divergence import KLDivergenceLoss
 from convsparse.training.losses.l1 import L1Loss
+from convsparse.training.losses.term_space import TermSpaceLoss
 from convsparse.training.losses.warmup import quadratic_warmup
 
 __all__ = ["DistillationLoss", "FlopsLoss", "InfoNCELoss", "KLDivergenceLoss", "L1Loss",
-           "LossParts", "quadratic_warmup"]
+           "LossParts", "TermSpaceLoss", "quadratic_warmup"]

@@ -1,0 +1,212 @@
+"""The anchored student: the current question's term map plus a learned, gated expansion from
+the conversation's history.
+
+Why this shape. On `mtrag-pooled` (dev conversations, documents encoded by the untrained
+SPLADE-tiny base; MRR@10), the same encoder fed different conversation formats gives:
+the whole conversation newest first .240, user turns only .294, the current question plus the
+previous answer .266, the current question alone .418, and the current question's term map plus
+0.15 x the term map of a short context (question, first 40 words of the previous answer, earlier
+questions) .459 (`benchmarks/results/student_ablation.md` has every row). Feeding the history
+into one pass drowns the question; adding it as a second, down-weighted vector helps. So the
+current question stays in charge: its term map passes unchanged, and each history view v
+(context, previous answer, earlier questions) adds, term by term,
+
+    q_j = cur_j + sum_v softplus(a_v) * sigmoid(theta_v . phi_j + b_v) * v_j
+
+where phi_j are per-term features (the term's weight in the current question and in each view,
+whether the current question has it, a constant). The gate is what is learned (distilled from
+a teacher reading the annotators' search queries or the rewrite, see
+`convsparse.training.expansion`); the encoder itself is the frozen base shared with the
+documents, so the document index never changes when the query side is retrained and the
+fingerprint of an anchored student is its base's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from convsparse.conversation import ConversationLike, Turn, parse_conversation
+from convsparse.termmap import TermMapBatch, term_map_from_vector
+
+#: the history views, in the order the gate's parameters are stored
+VIEWS: tuple[str, ...] = ("context", "previous_answer", "earlier_questions")
+#: words of the previous answer a view keeps (its opening names what it is about)
+ANSWER_WORDS = 40
+GATE_FILE = "anchored.json"
+
+
+def is_anchored_folder(path: str | Path) -> bool:
+    """A folder holding an anchored student (its gate file)."""
+    return (Path(path) / GATE_FILE).is_file()
+
+
+@dataclass(frozen=True)
+class ConversationViews:
+    """The texts an anchored student encodes for one conversation ('' = view absent)."""
+
+    current: str
+    context: str
+    previous_answer: str
+    earlier_questions: str
+
+    @classmethod
+    def from_turns(cls, turns: Sequence[Turn], sep: str = " [SEP] ") -> ConversationViews:
+        current = turns[-1].text
+        earlier = [t.text for t in reversed(turns[:-1]) if t.role == "user"]
+        answer = next((t.text for t in reversed(turns[:-1]) if t.role == "assistant"), "")
+        answer = " ".join(answer.split()[:ANSWER_WORDS])
+        context = sep.join(p for p in [current, answer, *earlier] if p)
+        return cls(current, context, answer, sep.join(earlier))
+
+    @classmethod
+    def parse(cls, conversation: ConversationLike, *, record_id: str | None = None,
+              sep: str = " [SEP] ") -> ConversationViews:
+        return cls.from_turns(parse_conversation(conversation, record_id=record_id), sep)
+
+    def texts(self) -> list[str]:
+        return [self.current, *(getattr(self, v) for v in VIEWS)]
+
+
+class ExpansionGate(nn.Module):
+    """q = cur + sum_v softplus(alpha_v) * sigmoid(phi . theta_v + b_v) * view_v, per term.
+
+    Works on dense (batch, vocab) tensors: `current` and `views` (batch, n_views, vocab)."""
+
+    n_features = len(VIEWS) + 3  # cur, each view, has-in-current, constant
+
+    def __init__(self, initial_weight: float = 0.15):
+        super().__init__()
+        n = len(VIEWS)
+        self.theta = nn.Parameter(torch.zeros(n, self.n_features))
+        self.bias = nn.Parameter(torch.zeros(n))
+        # sigmoid(0) = 0.5, so each view starts at initial_weight / n overall
+        start = float(np.log(np.expm1(2 * initial_weight / n)))
+        self.alpha = nn.Parameter(torch.full((n,), start))
+
+    def features(self, current: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+        ones = torch.ones_like(current)
+        return torch.stack([current, *views.unbind(1), (current > 0).to(current.dtype), ones], -1)
+
+    def forward(self, current: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+        phi = self.features(current, views)                          # (B, V, F)
+        gate = torch.sigmoid(phi @ self.theta.T + self.bias)         # (B, V, n)
+        weight = nn.functional.softplus(self.alpha)                   # (n,)
+        return current + (gate * weight * views.permute(0, 2, 1)).sum(-1)
+
+    def to_dict(self, base: str = "splade-tiny") -> dict:
+        return {"format": 1, "base": base, "views": list(VIEWS), "answer_words": ANSWER_WORDS,
+                "theta": self.theta.detach().tolist(), "bias": self.bias.detach().tolist(),
+                "alpha": self.alpha.detach().tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ExpansionGate:
+        if d.get("format") != 1 or tuple(d.get("views", ())) != VIEWS:
+            raise ValueError(f"{GATE_FILE}: unsupported gate format {d.get('format')!r} / views "
+                             f"{d.get('views')!r}; expected format 1 with views {list(VIEWS)}")
+        gate = cls()
+        with torch.no_grad():
+            gate.theta.copy_(torch.tensor(d["theta"]))
+            gate.bias.copy_(torch.tensor(d["bias"]))
+            gate.alpha.copy_(torch.tensor(d["alpha"]))
+        return gate
+
+    def save(self, folder: str | Path, *, base: str = "splade-tiny") -> Path:
+        """Write `anchored.json`; `base` is a base-model name or a path relative to `folder`."""
+        path = Path(folder) / GATE_FILE
+        path.write_text(json.dumps(self.to_dict(base), indent=1) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> tuple[ExpansionGate, str]:
+        """(gate, base reference) from a folder's `anchored.json`."""
+        d = json.loads((Path(folder) / GATE_FILE).read_text(encoding="utf-8"))
+        return cls.from_dict(d), str(d.get("base") or "splade-tiny")
+
+
+class AnchoredStudent:
+    """An `Encoder`: documents through the base student; conversations as the current question
+    plus the gated history expansion. Runs on either runtime of the base (PyTorch or ONNX
+    Runtime), since the gate is a few element-wise operations on its output."""
+
+    runtime_suffix = "+anchored"
+
+    def __init__(self, base, gate: ExpansionGate, *, source: str = ""):
+        self.base = base
+        self.gate = gate.eval()
+        self.source = source
+
+    # the index contract is the document side's: same base, same term space
+    @property
+    def fingerprint(self) -> str:
+        return self.base.fingerprint
+
+    @property
+    def vocabulary_name(self) -> str:
+        return self.base.vocabulary_name
+
+    @property
+    def vocabulary(self) -> list[str]:
+        return self.base.vocabulary
+
+    @property
+    def tokenizer(self):
+        return self.base.tokenizer
+
+    @property
+    def max_length(self) -> int:
+        return self.base.max_length
+
+    @property
+    def runtime(self) -> str:
+        return self.base.runtime + self.runtime_suffix
+
+    @property
+    def document_pruning(self):
+        return self.base.document_pruning
+
+    def encode_documents(self, texts, *, ids=None, batch_size: int = 32, progress: bool = False):
+        return self.base.encode_documents(texts, ids=ids, batch_size=batch_size, progress=progress)
+
+    def view_activations(self, views: Sequence[ConversationViews], *, batch_size: int = 32
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """(current (n, vocab), history (n, n_views, vocab)) activations of the base."""
+        texts = [t for v in views for t in v.texts()]
+        present = [i for i, t in enumerate(texts) if t.strip()]
+        rows = self.base.tokenize_documents([texts[i] for i in present])
+        dense = np.zeros((len(texts), len(self.vocabulary)), dtype=np.float32)
+        if present:
+            dense[present] = self.base.activations_for_ids(rows, batch_size=batch_size)
+        per = dense.reshape(len(views), 1 + len(VIEWS), -1)
+        return per[:, 0], per[:, 1:]
+
+    @torch.inference_mode()
+    def combine(self, current: np.ndarray, history: np.ndarray) -> np.ndarray:
+        return self.gate(torch.from_numpy(current), torch.from_numpy(history)).numpy()
+
+    def views(self, conversations: Sequence[ConversationLike], ids: Sequence[str] | None = None
+              ) -> list[ConversationViews]:
+        sep = f" {self.tokenizer.sep_token} " if self.tokenizer.sep_token else " "
+        return [ConversationViews.parse(c, record_id=ids[i] if ids is not None else str(i), sep=sep)
+                for i, c in enumerate(conversations)]
+
+    def encode_conversations(self, conversations, *, ids=None, batch_size: int = 32,
+                             progress: bool = False):
+        views = self.views(list(conversations), ids)
+        current, history = self.view_activations(views, batch_size=batch_size)
+        vectors = self.combine(current, history)
+        maps = [term_map_from_vector(v, self.vocabulary, record_id=ids[i] if ids is not None else None)
+                for i, v in enumerate(vectors)]
+        return TermMapBatch(maps, self.fingerprint, list(ids) if ids is not None else None)
+
+    def encode_conversation(self, conversation):
+        return self.encode_conversations([conversation], batch_size=8)[0]
+
+    def encode_texts(self, texts, *, batch_size: int = 32):
+        return self.base.encode_texts(texts, batch_size=batch_size)
