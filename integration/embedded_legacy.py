@@ -64,6 +64,11 @@ def _shared_lock(folder: Path) -> Iterator[None]:
         os.close(fd)
 
 
+@contextmanager
+def _no_lock() -> Iterator[None]:
+    yield
+
+
 def parse_log(data: bytes) -> tuple[list[dict[str, Any]], int, int]:
     """(operations, torn lines dropped, records recovered from glued lines) of a format-1 log."""
     ops: list[dict[str, Any]] = []
@@ -98,9 +103,10 @@ def parse_log(data: bytes) -> tuple[list[dict[str, Any]], int, int]:
     return ops, torn, recovered
 
 
-def read_legacy(folder: Path) -> LegacyIndex:
-    """The live documents of a format-1 index (never writes)."""
-    with _shared_lock(folder):
+def read_legacy(folder: Path, *, lock: bool = True) -> LegacyIndex:
+    """The live documents of a format-1 index (never writes). `lock=False` when the caller
+    already holds the exclusive lock."""
+    with _shared_lock(folder) if lock else _no_lock():
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
         gen = int(meta["generation"])
         rows: dict[str, tuple[int, list[str], list[float], dict[str, Any]]] = {}
@@ -148,7 +154,7 @@ def migrate(folder: Path, *, durable: bool = True) -> bool:
         fcntl.flock(fh, fcntl.LOCK_EX)
         if store_mod.is_store(folder):
             return False
-        legacy = read_legacy(folder)
+        legacy = read_legacy(folder, lock=False)
         tmp = folder / f".{store_mod.DB_NAME}.migrating"
         for leftover in folder.glob(f".{store_mod.DB_NAME}.migrating*"):
             leftover.unlink()

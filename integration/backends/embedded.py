@@ -27,6 +27,7 @@ top 9 significant bits, ``bits >>> 15``, truncated), so scores equal a real Open
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -401,6 +402,9 @@ class EmbeddedBackend:
             if store is None:
                 raise IndexWriteError(name, what, PermissionError(
                     "a format-1 index in a folder this process cannot write (read-only)"))
+            if store.immutable or not os.access(store.folder, os.W_OK):
+                raise IndexWriteError(name, what, PermissionError(
+                    errno.EROFS, f"{store.folder} is read-only here"))
             try:
                 with store.lock, store.write() as conn:
                     step("write:begin")
