@@ -32,7 +32,13 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     """Print `message` in red on stderr; return the `typer.Exit` to raise."""
     from rich.console import Console
 
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    from rich.markup import escape
+
+    from convsparse.redaction import mask_secrets
+    from convsparse.terminal import printable
+
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(printable(mask_secrets(message)))}",
+                               highlight=False)
     return typer.Exit(code)
 
 
