@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from convsparse.integration.backend import IndexedDocument
-from convsparse.integration.embedded import EmbeddedBackend
+from convsparse.integration.backends.embedded import EmbeddedBackend
 from convsparse.termmap import TermMap
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,12 +1,12 @@
 """`EmbeddedBackend`: the default, server-less search backend (SQLite store, scipy.sparse search).
 
 One folder per index under ``root_dir``; the store of record is ``index.sqlite`` (see
-`convsparse.integration.embedded_store` for its tables, its fsync policy and why SQLite): a
+`convsparse.integration.backends.embedded_store` for its tables, its fsync policy and why SQLite): a
 batch of upserts or deletes is one transaction, all or nothing, and a failed write (full disk,
 I/O error, read-only file system) raises `IndexWriteError` and leaves every batch acknowledged
 before it readable. Indices written by format 1 (snapshot + JSON-lines log) are converted on
 first open, or read as they are where the folder cannot be written
-(`convsparse.integration.embedded_legacy`).
+(`convsparse.integration.backends.embedded_legacy`).
 
 The search structures are a cache derived from the store, in memory: every call first checks
 (one ``stat`` and SQLite's ``PRAGMA data_version``) whether another connection committed since
@@ -42,8 +42,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from convsparse.integration import embedded_legacy as legacy
-from convsparse.integration.embedded_store import (
+from convsparse.integration.backends import embedded_legacy as legacy
+from convsparse.integration.backends.embedded_store import (
     FORMAT, IndexStore, IndexWriteError, decode_meta, is_store, step,
 )
 
@@ -195,7 +195,7 @@ class EmbeddedBackend:
 
     ``durable=True`` (the default) fsyncs every committed batch (SQLite ``synchronous=FULL``);
     ``durable=False`` survives a crash of the process but may lose the last batches on power
-    loss. See `convsparse.integration.embedded_store`.
+    loss. See `convsparse.integration.backends.embedded_store`.
 
     >>> import tempfile
     >>> from convsparse.termmap import TermMap

@@ -19,9 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from convsparse.integration import embedded_store
+from convsparse.integration.backends import embedded_store
 from convsparse.integration.backend import IndexedDocument
-from convsparse.integration.embedded import EmbeddedBackend, IndexWriteError
+from convsparse.integration.backends.embedded import EmbeddedBackend, IndexWriteError
 
 from convsparse.termmap import TermMap
 
@@ -147,9 +147,9 @@ def test_error_during_compaction_keeps_the_index(tmp_path, hook):
 # ---------------------------------------------------------------------------- crashes
 CRASHER = textwrap.dedent("""
     import os, signal, sys
-    from convsparse.integration import embedded_store
+    from convsparse.integration.backends import embedded_store
     from convsparse.integration.backend import IndexedDocument
-    from convsparse.integration.embedded import EmbeddedBackend
+    from convsparse.integration.backends.embedded import EmbeddedBackend
     from convsparse.termmap import TermMap
 
     root, mode, step, at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])

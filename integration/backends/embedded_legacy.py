@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from convsparse.integration import embedded_store as store_mod
+from convsparse.integration.backends import embedded_store as store_mod
 
 logger = logging.getLogger(__name__)
 
