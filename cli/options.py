@@ -31,7 +31,6 @@ def settings_from(**options: object) -> Settings:
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print `message` in red on stderr; return the `typer.Exit` to raise."""
     from rich.console import Console
-
     from rich.markup import escape
 
     from convsparse.redaction import mask_secrets

@@ -34,9 +34,9 @@ import hashlib
 import logging
 import time
 import uuid
-from datetime import datetime, timezone
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 

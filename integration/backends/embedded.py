@@ -42,11 +42,6 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from convsparse.integration.backends import embedded_legacy as legacy
-from convsparse.integration.backends.embedded_store import (
-    FORMAT, IndexStore, IndexWriteError, decode_meta, is_store, step,
-)
-
 from convsparse.errors import (
     BackendError,
     FingerprintMismatchError,
@@ -54,6 +49,15 @@ from convsparse.errors import (
     IndexNotFoundError,
 )
 from convsparse.integration.backend import DocumentResult, Hit, IndexedDocument, IndexInfo
+from convsparse.integration.backends import embedded_legacy as legacy
+from convsparse.integration.backends.embedded_store import (
+    FORMAT,
+    IndexStore,
+    IndexWriteError,
+    decode_meta,
+    is_store,
+    step,
+)
 from convsparse.termmap import TermMap
 
 logger = logging.getLogger(__name__)

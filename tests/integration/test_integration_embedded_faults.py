@@ -19,10 +19,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from convsparse.integration.backends import embedded_store
-from convsparse.integration.backend import IndexedDocument
-from convsparse.integration.backends.embedded import EmbeddedBackend, IndexWriteError
 
+from convsparse.integration.backend import IndexedDocument
+from convsparse.integration.backends import embedded_store
+from convsparse.integration.backends.embedded import EmbeddedBackend, IndexWriteError
 from convsparse.termmap import TermMap
 
 FIXTURE = Path(__file__).parent / "fixtures" / "legacy_v1"
@@ -163,19 +163,19 @@ CRASHER = textwrap.dedent("""
 
     def batch(n):
         return [IndexedDocument(f"b{n}-{i}", TermMap({f"t{n}": 1.0 + i, "common": 1.0, f"w{i}": 2.0}),
-                                {"text": f"batch {n} doc {i}"}) for i in range(%(BATCH)d)]
+                                {"text": f"batch {n} doc {i}"}) for i in range(__BATCH__)]
 
     be = EmbeddedBackend(root)
     embedded_store.fault_hook = kill
     if mode == "write":
-        for n in range(%(N)d):
+        for n in range(__N__):
             list(be.upsert("i", batch(n)))
             print(n, flush=True)  # the acknowledgement
     elif mode == "compact":
         be.compact("i")
     elif mode == "migrate":
         be.count("docs")
-""" % {"BATCH": BATCH, "N": N_BATCHES})
+""").replace("__BATCH__", str(BATCH)).replace("__N__", str(N_BATCHES))
 
 
 def run_crasher(root, mode, step, at=1) -> tuple[int, list[int]]:
@@ -382,8 +382,11 @@ def test_real_tmpfs_filled_to_the_brim(tmp_path):
         be = EmbeddedBackend(mnt)
         be.create_index("i", fingerprint="fp")
         acked, n = [], 0
-        big = lambda n: [IndexedDocument(f"b{n}-{i}", TermMap({f"t{n}-{i}-{j}": 1.0 for j in range(60)} | {"common": 1.0}),
-                                         {"text": "x" * 400}) for i in range(BATCH)]  # noqa: E731
+
+        def big(n):
+            return [IndexedDocument(f"b{n}-{i}", TermMap({f"t{n}-{i}-{j}": 1.0 for j in range(60)} | {"common": 1.0}),
+                                    {"text": "x" * 400}) for i in range(BATCH)]
+
         while n < 200:
             try:
                 list(be.upsert("i", big(n)))

@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -145,6 +144,7 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path):
     import random
 
     import numpy as np
+
     from convsparse.training.trainer import Trainer
 
     model = torch.nn.Linear(3, 2)
@@ -193,8 +193,8 @@ def test_search_and_ingest_output_escape_document_text(tmp_path, tiny_model_dir,
 
 # ---------------------------------------------------------------------------- max_text_chars
 def test_index_documents_enforces_max_text_chars(tmp_path, tiny_student):
-    from convsparse.integration.client import ConversationalSearch
     from convsparse.integration.backends.embedded import EmbeddedBackend
+    from convsparse.integration.client import ConversationalSearch
     from convsparse.integration.sources import DEFAULT_MAX_TEXT_CHARS
 
     client = ConversationalSearch("docs", encoder=tiny_student, backend=EmbeddedBackend(tmp_path))
