@@ -90,11 +90,12 @@ class _IndexState:
     terms: list[str] = field(default_factory=list)
     term_ids: dict[str, int] = field(default_factory=dict)
     ids: list[str] = field(default_factory=list)
-    fields: list[dict[str, Any]] = field(default_factory=list)
+    fields: list[dict[str, Any] | str] = field(default_factory=list)  # JSON text until first read
     alive: list[bool] = field(default_factory=list)
     row_of: dict[str, int] = field(default_factory=dict)
     base: sp.csr_matrix | None = None  # first `base.shape[0]` rows
-    pending: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    # rows not yet in `base`, in chunks: (row lengths, term ids, weights)
+    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
     last_seq: int = 0  # the store's operations up to this seq are applied
     data_version: int = -1
     n_ops: int = 0  # operations in the store since the last compaction
@@ -113,17 +114,27 @@ class _IndexState:
     def n_dead(self) -> int:
         return len(self.ids) - len(self.row_of) + self.n_deletes
 
-    def add_row(self, doc_id: str, cols: np.ndarray, vals: np.ndarray, fields: dict) -> None:
+    def add_row(self, doc_id: str, cols: np.ndarray, vals: np.ndarray, fields: dict | str) -> None:
+        self._add_id(doc_id, fields)
+        self.pending.append((np.array([len(cols)], dtype=np.int64), cols, vals))
+        self.docs = self.inverted = self.alive_mask = None
+
+    def _add_id(self, doc_id: str, fields: dict | str) -> None:
+        """Bookkeeping of one new row (its term ids and weights go to `pending`)."""
         old = self.row_of.get(doc_id)
         if old is not None:
             self.alive[old] = False
-        row = len(self.ids)
+        self.row_of[doc_id] = len(self.ids)
         self.ids.append(doc_id)
         self.fields.append(fields)
         self.alive.append(True)
-        self.row_of[doc_id] = row
-        self.pending.append((cols, vals))
-        self.docs = self.inverted = self.alive_mask = None
+
+    def field_dict(self, row: int) -> dict[str, Any]:
+        """The stored fields of `row` (parsed from JSON on first use)."""
+        f = self.fields[row]
+        if isinstance(f, str):
+            f = self.fields[row] = json.loads(f) if f else {}
+        return f
 
     def delete_row(self, doc_id: str) -> bool:
         row = self.row_of.pop(doc_id, None)
@@ -144,11 +155,12 @@ class _IndexState:
         if self.base is None:
             self.base = sp.csr_matrix((0, n_terms), dtype=np.float32)
         if self.pending:
-            indptr = np.zeros(len(self.pending) + 1, dtype=np.int64)
-            np.cumsum([len(c) for c, _ in self.pending], out=indptr[1:])
-            cols = np.concatenate([c for c, _ in self.pending]) if indptr[-1] else np.zeros(0, np.int32)
-            vals = np.concatenate([v for _, v in self.pending]) if indptr[-1] else np.zeros(0, np.float32)
-            extra = sp.csr_matrix((vals, cols, indptr), shape=(len(self.pending), n_terms))
+            lens = np.concatenate([n for n, _, _ in self.pending])
+            indptr = np.zeros(len(lens) + 1, dtype=np.int64)
+            np.cumsum(lens, out=indptr[1:])
+            cols = np.concatenate([c for _, c, _ in self.pending]).astype(np.int32, copy=False)
+            vals = np.concatenate([v for _, _, v in self.pending]).astype(np.float32, copy=False)
+            extra = sp.csr_matrix((vals, cols, indptr), shape=(len(lens), n_terms))
             base = self.base
             base = sp.csr_matrix((base.data, base.indices, base.indptr), shape=(base.shape[0], n_terms))
             self.base = sp.vstack([base, extra], format="csr", dtype=np.float32)
@@ -176,21 +188,29 @@ def _catch_up(conn: sqlite3.Connection, st: _IndexState | None, store: IndexStor
         if terms[0][0] != len(st.terms) or terms[-1][0] != len(st.terms) + len(terms) - 1:
             raise BackendError(f"index {meta.get('name')!r}: the term dictionary has gaps")
         st.add_terms(t for _, t in terms)
-    frombuffer, loads = np.frombuffer, json.loads
     last = st.last_seq
     # read everything first: a read error must not leave `st` half caught up
     rows = conn.execute("SELECT seq, doc_id, cols, vals, fields FROM ops WHERE seq > ? ORDER BY seq",
                         (last,)).fetchall()
-    for seq, doc_id, cols, vals, fields in rows:
+    if not rows:
+        return st
+    col_blobs, val_blobs = [], []
+    add_id = st._add_id
+    for _, doc_id, cols, vals, fields in rows:
         if cols is None:
             st.delete_row(doc_id)
             st.n_deletes += 1
         else:
-            st.add_row(doc_id, frombuffer(cols, dtype=np.int32), frombuffer(vals, dtype=np.float32),
-                       loads(fields) if fields else {})
-        st.n_ops += 1
-        last = seq
-    st.last_seq = last
+            add_id(doc_id, fields or "")
+            col_blobs.append(cols)
+            val_blobs.append(vals)
+    if col_blobs:  # one array for the whole read, not one per row
+        lens = np.fromiter((len(b) for b in col_blobs), dtype=np.int64, count=len(col_blobs)) // 4
+        st.pending.append((lens, np.frombuffer(b"".join(col_blobs), dtype=np.int32),
+                           np.frombuffer(b"".join(val_blobs), dtype=np.float32)))
+        st.docs = st.inverted = st.alive_mask = None
+    st.n_ops += len(rows)
+    st.last_seq = rows[-1][0]
     return st
 
 
@@ -458,7 +478,7 @@ class EmbeddedBackend:
                     st.delete_row(doc_id)
                     st.n_deletes += 1
                 else:
-                    st.add_row(doc_id, cols, vals, json.loads(fields) if fields else {})
+                    st.add_row(doc_id, cols, vals, fields or "")
             st.n_ops += len(applied)
             st.last_seq = seq
             self._states[name] = st
@@ -615,7 +635,7 @@ class EmbeddedBackend:
             rows = np.concatenate([head[order], rows[n_re:]])
             final = np.concatenate([new[order], scores[rows[n_re:]]]).astype(np.float32)
         return [
-            Hit(st.ids[r], float(s), st.fields[r]) for r, s in zip(rows[:k].tolist(), final[:k].tolist())
+            Hit(st.ids[r], float(s), st.field_dict(r)) for r, s in zip(rows[:k].tolist(), final[:k].tolist())
         ]
 
     def get_document(self, name: str, doc_id: str) -> tuple[TermMap, dict[str, Any]]:
@@ -626,7 +646,7 @@ class EmbeddedBackend:
             raise KeyError(doc_id)
         mat = st.matrix()
         r = mat[row]
-        return TermMap({st.terms[c]: float(v) for c, v in zip(r.indices, r.data)}), st.fields[row]
+        return TermMap({st.terms[c]: float(v) for c, v in zip(r.indices, r.data)}), st.field_dict(row)
 
     def document_frequencies(self, name: str, tokens: Iterable[str]) -> dict[str, float]:
         """Fraction of live documents containing each token (for FLOPS estimates)."""
