@@ -90,7 +90,7 @@ class _IndexState:
     terms: list[str] = field(default_factory=list)
     term_ids: dict[str, int] = field(default_factory=dict)
     ids: list[str] = field(default_factory=list)
-    fields: list[dict[str, Any] | str] = field(default_factory=list)  # JSON text until first read
+    fields: list[dict[str, Any]] = field(default_factory=list)
     alive: list[bool] = field(default_factory=list)
     row_of: dict[str, int] = field(default_factory=dict)
     base: sp.csr_matrix | None = None  # first `base.shape[0]` rows
@@ -114,12 +114,12 @@ class _IndexState:
     def n_dead(self) -> int:
         return len(self.ids) - len(self.row_of) + self.n_deletes
 
-    def add_row(self, doc_id: str, cols: np.ndarray, vals: np.ndarray, fields: dict | str) -> None:
+    def add_row(self, doc_id: str, cols: np.ndarray, vals: np.ndarray, fields: dict) -> None:
         self._add_id(doc_id, fields)
         self.pending.append((np.array([len(cols)], dtype=np.int64), cols, vals))
         self.docs = self.inverted = self.alive_mask = None
 
-    def _add_id(self, doc_id: str, fields: dict | str) -> None:
+    def _add_id(self, doc_id: str, fields: dict) -> None:
         """Bookkeeping of one new row (its term ids and weights go to `pending`)."""
         old = self.row_of.get(doc_id)
         if old is not None:
@@ -129,12 +129,6 @@ class _IndexState:
         self.fields.append(fields)
         self.alive.append(True)
 
-    def field_dict(self, row: int) -> dict[str, Any]:
-        """The stored fields of `row` (parsed from JSON on first use)."""
-        f = self.fields[row]
-        if isinstance(f, str):
-            f = self.fields[row] = json.loads(f) if f else {}
-        return f
 
     def delete_row(self, doc_id: str) -> bool:
         row = self.row_of.pop(doc_id, None)
@@ -171,6 +165,11 @@ class _IndexState:
         return self.base
 
 
+def parse_fields(texts: list[str | None]) -> list[dict[str, Any]]:
+    """Stored fields (JSON objects) parsed in one call: searches never pay for a parse."""
+    return json.loads("[" + ",".join(t or "{}" for t in texts) + "]") if texts else []
+
+
 def _catch_up(conn: sqlite3.Connection, st: _IndexState | None, store: IndexStore) -> _IndexState:
     """`st` with every operation committed in the store applied (a new state after a
     compaction). `conn` is inside a transaction, so what it reads is one consistent snapshot."""
@@ -195,13 +194,14 @@ def _catch_up(conn: sqlite3.Connection, st: _IndexState | None, store: IndexStor
     if not rows:
         return st
     col_blobs, val_blobs = [], []
+    parsed = iter(parse_fields([r[4] for r in rows if r[2] is not None]))
     add_id = st._add_id
-    for _, doc_id, cols, vals, fields in rows:
+    for _, doc_id, cols, vals, _ in rows:
         if cols is None:
             st.delete_row(doc_id)
             st.n_deletes += 1
         else:
-            add_id(doc_id, fields or "")
+            add_id(doc_id, next(parsed))
             col_blobs.append(cols)
             val_blobs.append(vals)
     if col_blobs:  # one array for the whole read, not one per row
@@ -473,12 +473,13 @@ class EmbeddedBackend:
                 raise IndexWriteError(name, what, e) from e
             # committed (and fsynced when durable): now the in-memory copy
             st.add_terms(new_terms)
-            for doc_id, cols, vals, fields in applied:
+            parsed = iter(parse_fields([a[3] for a in applied if a[1] is not None]))
+            for doc_id, cols, vals, _ in applied:
                 if cols is None:
                     st.delete_row(doc_id)
                     st.n_deletes += 1
                 else:
-                    st.add_row(doc_id, cols, vals, fields or "")
+                    st.add_row(doc_id, cols, vals, next(parsed))
             st.n_ops += len(applied)
             st.last_seq = seq
             self._states[name] = st
@@ -568,6 +569,10 @@ class EmbeddedBackend:
                 inv = sp.csc_matrix((inv.data, inv.indices.astype(np.int32), inv.indptr.astype(np.int32)),
                                     shape=inv.shape)
             inv.sort_indices()
+            # fresh, compact copies of the posting arrays: the kernel streams through them, and
+            # arrays left where the conversions put them measured up to ~5-10% slower
+            inv = sp.csc_matrix((inv.data.copy(), inv.indices.copy(), inv.indptr.copy()), shape=inv.shape)
+            inv.has_sorted_indices = True
             st.inverted = inv
             st.quantized = self.quantize
         if st.alive_mask is None:
@@ -635,7 +640,7 @@ class EmbeddedBackend:
             rows = np.concatenate([head[order], rows[n_re:]])
             final = np.concatenate([new[order], scores[rows[n_re:]]]).astype(np.float32)
         return [
-            Hit(st.ids[r], float(s), st.field_dict(r)) for r, s in zip(rows[:k].tolist(), final[:k].tolist())
+            Hit(st.ids[r], float(s), st.fields[r]) for r, s in zip(rows[:k].tolist(), final[:k].tolist())
         ]
 
     def get_document(self, name: str, doc_id: str) -> tuple[TermMap, dict[str, Any]]:
@@ -646,7 +651,7 @@ class EmbeddedBackend:
             raise KeyError(doc_id)
         mat = st.matrix()
         r = mat[row]
-        return TermMap({st.terms[c]: float(v) for c, v in zip(r.indices, r.data)}), st.field_dict(row)
+        return TermMap({st.terms[c]: float(v) for c, v in zip(r.indices, r.data)}), st.fields[row]
 
     def document_frequencies(self, name: str, tokens: Iterable[str]) -> dict[str, float]:
         """Fraction of live documents containing each token (for FLOPS estimates)."""
