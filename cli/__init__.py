@@ -17,9 +17,30 @@ in `options`; every command builds its encoder and backend through `convsparse.c
 
 from __future__ import annotations
 
+import sys
+import traceback
+
 import typer
 
-app = typer.Typer(
+
+class _MaskingTyper(typer.Typer):
+    """The top-level app: an uncaught error is printed with credentials masked (a Redis or
+    OpenSearch URL can carry a password) and control characters escaped, then exit 1."""
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as e:
+            from convsparse.redaction import mask_secrets
+            from convsparse.terminal import printable
+
+            text = "".join(traceback.format_exception(e))
+            sys.stderr.write(printable(mask_secrets(text), newlines=True))
+            sys.stderr.write(f"error: {printable(mask_secrets(f'{type(e).__name__}: {e}'))}\n")
+            sys.exit(1)
+
+
+app = _MaskingTyper(
     name="convsparse",
     help="Conversational learned-sparse search: encode, index, search, tune, distil.",
     no_args_is_help=True,
@@ -52,6 +73,10 @@ from convsparse.cli import (  # noqa: E402  (the groups register on `app`, defin
 # Heavy imports stay inside the command bodies, so `--help` is fast.
 for _group in (encode, index, ingest, search, quickstart, evaluation, distill, workers):
     _group.register(app)
+
+from convsparse.redaction import install_log_masking  # noqa: E402
+
+install_log_masking()  # no log line of any command may show a password
 
 if __name__ == "__main__":
     app()

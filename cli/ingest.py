@@ -49,9 +49,12 @@ def ingest(
     except ConvsparseError as e:
         raise fail(str(e)) from None
     indexed, failures = report.indexed, report.failed
+    from convsparse.redaction import mask_secrets
+    from convsparse.terminal import printable
+
     typer.echo(f"indexed {indexed}, failed {len(failures)} into {index}")
     for rid, reason in failures[:show_failures]:
-        typer.echo(f"  failed {rid}: {reason}")
+        typer.echo(f"  failed {printable(rid)}: {printable(mask_secrets(reason))}")
     if failures and not indexed:
         raise typer.Exit(1)
 

@@ -31,8 +31,13 @@ def settings_from(**options: object) -> Settings:
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print `message` in red on stderr; return the `typer.Exit` to raise."""
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    from convsparse.redaction import mask_secrets
+    from convsparse.terminal import printable
+
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(printable(mask_secrets(message)))}",
+                               highlight=False)
     return typer.Exit(code)
 
 

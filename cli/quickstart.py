@@ -24,10 +24,12 @@ def quickstart(
     from importlib import resources
 
     from rich.console import Console
+    from rich.markup import escape
 
     from convsparse.integration.backends.embedded import EmbeddedBackend
     from convsparse.integration.client import ConversationalSearch
     from convsparse.pruning import PruningPolicy
+    from convsparse.terminal import printable
 
     console = Console()
     sample = resources.files("convsparse") / "sample_data"
@@ -65,7 +67,8 @@ def quickstart(
         for conv in picked[:conversations]:
             console.rule(f"conversation {conv['id']}")
             for turn in conv["turns"]:
-                console.print(f"[bold]{turn['role']}:[/] {turn['text']}", highlight=False)
+                console.print(f"[bold]{escape(printable(turn['role']))}:[/] "
+                              f"{escape(printable(turn['text']))}", highlight=False)
             print_hits(client.search(conv["turns"], k))
     finally:
         if tmp is not None:

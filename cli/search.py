@@ -37,6 +37,9 @@ def read_conversation(value: str) -> Any:
 def print_hits(result, *, title: str = "", snippet_chars: int = 90) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    from convsparse.terminal import printable
 
     table = Table(title=title or None, show_lines=False)
     table.add_column("#", justify="right")
@@ -50,7 +53,8 @@ def print_hits(result, *, title: str = "", snippet_chars: int = 90) -> None:
         snippet = (f"{text}: " if text else "") + body
         if len(snippet) > snippet_chars:
             snippet = snippet[: snippet_chars - 1] + "…"
-        table.add_row(str(i), hit.id, f"{hit.score:.3f}", snippet)
+        # document text is data, never markup or terminal control sequences
+        table.add_row(str(i), Text(printable(hit.id)), f"{hit.score:.3f}", Text(printable(snippet)))
     console = Console()
     console.print(table)
     t = result.timings

@@ -15,13 +15,21 @@ jobs_app = typer.Typer(help="Inspect and retry ingestion jobs (state kept in Red
 
 
 def print_status(status, *, as_json: bool = False, limit: int = 20) -> None:
-    if as_json:
-        typer.echo(json.dumps(status.to_dict(), indent=2, default=str))
+    """Print a job's status. Ids and reasons come from documents and errors: control
+    characters are escaped and credentials masked."""
+    from convsparse.redaction import mask_secrets
+    from convsparse.terminal import printable
+
+    def show(value) -> str:
+        return printable(mask_secrets(value))
+
+    if as_json:  # json.dumps escapes control characters itself
+        typer.echo(mask_secrets(json.dumps(status.to_dict(), indent=2, default=str)))
         return
     typer.echo(f"job {status.job_id}: {status.state}")
     if status.state == "unknown":
         return
-    typer.echo(f"  index {status.index}  source {status.source}")
+    typer.echo(f"  index {show(status.index)}  source {show(status.source)}")
     typer.echo(f"  read {status.records_read}  submitted {status.submitted}  "
                f"indexed {status.indexed}  failed {status.failed}")
     typer.echo(f"  chunks {status.chunks_done}/{status.chunks_total} done")
@@ -31,12 +39,19 @@ def print_status(status, *, as_json: bool = False, limit: int = 20) -> None:
         typer.echo(f"  missing chunks ({len(status.missing_chunks)}): "
                    f"{', '.join(status.missing_chunks[:limit])}")
         typer.echo(f"  missing ids ({len(status.missing_ids)}): "
-                   f"{', '.join(status.missing_ids[:limit])}")
+                   f"{show(', '.join(status.missing_ids[:limit]))}")
+    for w in status.waiting[:limit]:
+        who = f" on {w.worker}" if w.worker else ""
+        note = {"queued": "no worker took it yet", "running": f"attempt {w.attempt}",
+                "worker lost": f"attempt {w.attempt}; its worker stopped beating: the submitter "
+                               "resubmits it"}[w.state]
+        typer.echo(f"  chunk {w.chunk}: {w.state}{who} for {w.age_s:.0f} s ({note})")
     if status.dead_letter:
         typer.echo(f"  dead letter ({len(status.dead_letter)}):")
         for d in status.dead_letter[:limit]:
             where = f"position {d.position}" if d.position is not None else f"chunk {d.chunk}"
-            typer.echo(f"    {d.id if d.id is not None else '-':<24} {where:<16} {d.reason}")
+            rid = show(d.id) if d.id is not None else "-"
+            typer.echo(f"    {rid:<24} {where:<16} {show(d.reason)}")
         if len(status.dead_letter) > limit:
             typer.echo(f"    ... {len(status.dead_letter) - limit} more (--json for all)")
 

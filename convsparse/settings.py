@@ -33,7 +33,10 @@ class Settings(BaseSettings):
     # Queue
     redis_url: str = "redis://127.0.0.1:6379/0"
     result_url: str | None = None
-    visibility_timeout_s: int = 3600
+    #: Seconds before Redis hands an unacknowledged chunk to another worker. It must exceed the
+    #: longest task (a 64-document chunk takes seconds on a GPU, well under a minute on a CPU);
+    #: a worker that dies is noticed sooner, by its missing heartbeat (`worker_heartbeat_s`).
+    visibility_timeout_s: int = 600
     query_timeout_s: float = 2.0
 
 

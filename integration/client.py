@@ -163,15 +163,17 @@ class ConversationalSearch:
 
     def index_documents(
         self, records: Iterable[Any], *, progress: bool = True, batch_size: int = 32,
-        id_field: str = "id", text_field: str = "text",
+        id_field: str = "id", text_field: str = "text", max_text_chars: int | None = None,
     ) -> IndexReport:
         """Encode and upsert `records` (`SourceRecord`s or dicts with id/text and other fields
         to store; a ``title`` field is encoded with the text) in this process, with a progress
         bar. One bad record is reported in ``report.failed`` with its reason; the rest are
-        indexed."""
+        indexed. A text over `max_text_chars` (default `DEFAULT_MAX_TEXT_CHARS`, as in
+        `convsparse ingest` and the Celery path) is rejected, not truncated."""
         from convsparse.integration.ingestion import ingest
-        from convsparse.integration.sources import RecordError
+        from convsparse.integration.sources import DEFAULT_MAX_TEXT_CHARS, RecordError, text_too_long
 
+        limit = DEFAULT_MAX_TEXT_CHARS if max_text_chars is None else int(max_text_chars)
         try:
             total = len(records)  # type: ignore[arg-type]
         except TypeError:
@@ -180,12 +182,17 @@ class ConversationalSearch:
         def as_records() -> Iterable[SourceRecord | RecordError]:
             for i, r in enumerate(records):
                 if isinstance(r, SourceRecord):
-                    yield r
+                    rec = r
                 elif isinstance(r, Mapping):
-                    yield SourceRecord.from_mapping(r, id_field=id_field, text_field=text_field)
+                    rec = SourceRecord.from_mapping(r, id_field=id_field, text_field=text_field)
                 else:
                     yield RecordError(i, f"#{i}", f"record is a {type(r).__name__}, "
                                                   "expected a mapping")
+                    continue
+                if isinstance(rec.text, str) and len(rec.text) > limit:
+                    yield RecordError(i, str(rec.id), text_too_long(len(rec.text), limit))
+                    continue
+                yield rec
 
         return ingest(as_records(), encoder=self.encoder, backend=self.backend, index=self.index,
                       batch_size=batch_size, progress=progress, total=total)

@@ -36,6 +36,12 @@ from convsparse.documents import SourceRecord
 #: Default cap on a document's text length, in characters (see module docstring).
 DEFAULT_MAX_TEXT_CHARS = 1_000_000
 
+
+def text_too_long(n_chars: int, max_text_chars: int) -> str:
+    """The one reason every ingestion path gives for a text over `max_text_chars`."""
+    return (f"text too long: {n_chars:,} characters, above max_text_chars={max_text_chars:,}; "
+            "split the document or raise the limit")
+
 SourceFormat = Literal["jsonl", "csv", "tsv", "parquet"]
 
 _SUFFIX_FORMATS: dict[str, SourceFormat] = {
@@ -141,11 +147,7 @@ class _RecordValidator:
         if not text.strip():
             return RecordError(position, rid, "empty text")
         if len(text) > self.max_text_chars:
-            return RecordError(
-                position, rid,
-                f"text too long: {len(text):,} characters, above max_text_chars="
-                f"{self.max_text_chars:,}; split the document or raise the limit",
-            )
+            return RecordError(position, rid, text_too_long(len(text), self.max_text_chars))
         if rid in self.seen:
             return RecordError(
                 position, rid, f"duplicate id, first seen at position {self.seen[rid]}"

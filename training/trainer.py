@@ -63,6 +63,22 @@ def evaluate_scores(scores: np.ndarray, qids: Sequence[str], doc_ids: Sequence[s
     return compute_metrics(qrels, run, ["mrr@10", "ndcg@3", "recall@100"], query_ids=qids)
 
 
+def load_checkpoint(path: Path, device) -> dict:
+    """A checkpoint from `<output_dir>/checkpoint/`, loaded with ``weights_only=True``: only
+    tensors, dicts, lists, tuples, strings, numbers, booleans and None are accepted (the types
+    `Trainer._checkpoint` writes), so a pickle planted in the output folder cannot run code."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(
+            f"{path}: refused to load a checkpoint holding objects other than tensors and plain "
+            f"values ({str(e).splitlines()[0]}); it was not written by this version of "
+            "convsparse or was tampered with: delete it, or set resume: false"
+        ) from None
+
+
 class Trainer:
     """Both distillation stages on one `DistillConfig` (see the module docstring); `distill()`
     runs them in order."""
@@ -129,9 +145,13 @@ class Trainer:
     def _checkpoint(self, stage: str, step: int, model, opt) -> None:
         ck = self.out / "checkpoint"
         ck.mkdir(exist_ok=True)
+        # tensors and plain values only, so that resuming can load with weights_only=True
+        name, keys, pos, has_gauss, gauss = np.random.get_state()
+        np_state = (str(name), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos),
+                    int(has_gauss), float(gauss))
         torch.save({"stage": stage, "step": step, "model": model.state_dict(),
                     "optimizer": opt.state_dict(), "log": self.log,
-                    "rng": (random.getstate(), np.random.get_state(), torch.get_rng_state())},
+                    "rng": (random.getstate(), np_state, torch.get_rng_state())},
                    ck / "state.pt.tmp")
         (ck / "state.pt.tmp").replace(ck / "state.pt")
 
@@ -139,14 +159,16 @@ class Trainer:
         path = self.out / "checkpoint" / "state.pt"
         if not (self.cfg.resume and path.exists()):
             return 0
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        state = load_checkpoint(path, self.device)
         if state["stage"] != stage:
             return -1 if stage == "documents" else 0  # documents stage finished earlier
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         self.log = state["log"]
         random.setstate(state["rng"][0])
-        np.random.set_state(state["rng"][1])
+        name, keys, pos, has_gauss, gauss = state["rng"][1]
+        np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos,
+                             has_gauss, gauss))
         torch.set_rng_state(state["rng"][2])
         return int(state["step"])
 
@@ -157,7 +179,7 @@ class Trainer:
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
         start = self._resume("documents", model, opt)
         if start < 0:
-            ck = torch.load(self.out / "checkpoint" / "documents_model.pt", map_location=self.device)
+            ck = load_checkpoint(self.out / "checkpoint" / "documents_model.pt", self.device)
             model.load_state_dict(ck)
             return
         loss_fn = DistillationLoss(infonce_weight=cfg.infonce_weight, kl_temperature=cfg.kl_temperature,

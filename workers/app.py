@@ -16,10 +16,15 @@ Delivery guarantees (see shared/docs facts 13-18):
 - `task_acks_late` + `task_reject_on_worker_lost` + prefetch 1: a message is acknowledged only
   after its task ran, so a crashed worker's chunk is redelivered, never lost; tasks are
   idempotent (deterministic document ids, per-chunk result markers) so a replay overwrites;
-- `visibility_timeout` (default 1 h, must exceed the longest task) set in
+- `visibility_timeout` (default 10 min, must exceed the longest task) set in
   `broker_transport_options`, `result_backend_transport_options` and the app config, because
   the shortest one wins; `unacked_restore_interval`/`unacked_restore_throttle` decide how soon
   after the visibility timeout a SIGKILLed worker's message is restored;
+- a lost worker is noticed before that: every process running tasks refreshes a heartbeat key
+  in Redis (`worker_heartbeat_s`); the submitter resubmits a chunk whose worker's heartbeat
+  stopped (`JobStore.lost_chunks`), and a redelivered chunk that is already done is skipped;
+- a chunk is acknowledged only after its task returned, and the task returns only after the
+  backend's write is durable (the embedded store commits with ``synchronous=FULL``);
 - the model is loaded once per worker process, lazily or at `worker_process_init` (prefork
   children) / `worker_ready` (solo), never in a prefork parent (CUDA would break the children).
 """
@@ -54,6 +59,9 @@ class WorkerSettings(Settings):
     result_expires_s: int = 3600
     #: Load the encoder when the worker process starts (else on the first task).
     worker_preload: bool = True
+    #: Every process running tasks refreshes a Redis key this often; a chunk whose worker
+    #: missed three beats is resubmitted by the submitter (long before the visibility timeout).
+    worker_heartbeat_s: float = 10.0
     #: Testing/debugging only: sleep this long in every ingest task (a slow GPU batch), so
     #: crash tests can kill a worker mid-task deterministically.
     task_delay_s: float = 0.0
@@ -110,6 +118,11 @@ def make_app(settings: WorkerSettings | None = None) -> Celery:
 
 
 app = make_app()
+
+# Broker URLs carry passwords: no log line of a worker or submitter may show one.
+from convsparse.redaction import install_log_masking  # noqa: E402
+
+install_log_masking()
 
 
 # ---------------------------------------------------------------- per-process resources

@@ -11,6 +11,10 @@ replayed job never double counts:
                                     ``doc:<id>`` for a document a worker failed, ``pos:<n>``
                                     for a record the reader rejected
 - ``convsparse:job:{id}:attempts``  hash chunk id -> how many times a worker started it
+- ``convsparse:job:{id}:running``   hash chunk id -> JSON {worker, attempt, started} of the
+                                    latest start (stays after the chunk is done)
+- ``convsparse:job:{id}:sent``      hash chunk id -> when the submitter last sent it
+- ``convsparse:worker:{name}``      a worker process's heartbeat (expires after 3 beats)
 
 Keys live until `JobStore.delete` (or `expire_s` after the job finishes, if set): Redis must
 run with ``maxmemory-policy noeviction`` (an evicted key would silently lose state).
@@ -25,6 +29,18 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 PREFIX = "convsparse:job:"
+WORKER_PREFIX = "convsparse:worker:"
+
+
+@dataclass(frozen=True)
+class ChunkWait:
+    """A chunk the job is waiting for: who runs it (if anyone) and for how long."""
+
+    chunk: str
+    state: str  # "queued" (sent, no worker started it) | "running" | "worker lost"
+    age_s: float  # since it was sent (queued) or started (running, worker lost)
+    worker: str | None = None
+    attempt: int = 0
 
 
 @dataclass(frozen=True)
@@ -53,6 +69,7 @@ class JobStatus:
     missing_ids: list[str] = field(default_factory=list)
     dead_letter: list[DeadLetter] = field(default_factory=list)
     redelivered_chunks: dict[str, int] = field(default_factory=dict)
+    waiting: list[ChunkWait] = field(default_factory=list)
     meta: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -62,6 +79,7 @@ class JobStatus:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["dead_letter"] = [asdict(d) for d in self.dead_letter]
+        out["waiting"] = [asdict(w) for w in self.waiting]
         return out
 
 
@@ -99,7 +117,8 @@ class JobStore:
         return f"{PREFIX}{job_id}" + (f":{part}" if part else "")
 
     def keys(self, job_id: str) -> list[str]:
-        return [self.key(job_id, p) for p in ("", "plan", "chunks", "dead", "attempts")]
+        return [self.key(job_id, p) for p in ("", "plan", "chunks", "dead", "attempts", "running",
+                                              "sent")]
 
     # submitter side
     def start(self, job_id: str, meta: dict[str, Any]) -> None:
@@ -171,9 +190,53 @@ class JobStore:
     def plan(self, job_id: str) -> dict[str, list[str]]:
         return {_s(k): json.loads(v) for k, v in self.r.hgetall(self.key(job_id, "plan")).items()}
 
+    def mark_sent(self, job_id: str, chunk_ids: Iterable[str]) -> None:
+        now = f"{time.time():.3f}"
+        ids = list(chunk_ids)
+        if ids:
+            self.r.hset(self.key(job_id, "sent"), mapping={c: now for c in ids})
+
     # worker side
-    def mark_attempt(self, job_id: str, chunk_id: str) -> int:
-        return int(self.r.hincrby(self.key(job_id, "attempts"), chunk_id, 1))
+    def mark_attempt(self, job_id: str, chunk_id: str, worker: str = "") -> int:
+        attempt = int(self.r.hincrby(self.key(job_id, "attempts"), chunk_id, 1))
+        self.r.hset(self.key(job_id, "running"), chunk_id, json.dumps(
+            {"worker": worker, "attempt": attempt, "started": round(time.time(), 3)}))
+        return attempt
+
+    def heartbeat(self, worker: str, interval_s: float) -> None:
+        """A worker process is alive (the key expires after three missed beats)."""
+        self.r.set(WORKER_PREFIX + worker, f"{time.time():.3f}",
+                   px=max(1, int(3 * interval_s * 1000)))
+
+    def workers_alive(self, workers: Iterable[str]) -> dict[str, bool]:
+        names = sorted(set(workers))
+        if not names:
+            return {}
+        return {w: v is not None
+                for w, v in zip(names, self.r.mget([WORKER_PREFIX + w for w in names]))}
+
+    def waiting(self, job_id: str, chunk_ids: Iterable[str]) -> list[ChunkWait]:
+        """What the job waits for: each of `chunk_ids` (not done) as queued, running or lost."""
+        ids = sorted(chunk_ids)
+        if not ids:
+            return []
+        now = time.time()
+        running = dict(zip(ids, self.r.hmget(self.key(job_id, "running"), ids)))
+        sent = dict(zip(ids, self.r.hmget(self.key(job_id, "sent"), ids)))
+        started = {c: json.loads(v) for c, v in running.items() if v is not None}
+        alive = self.workers_alive(r["worker"] for r in started.values() if r.get("worker"))
+        out = []
+        for c in ids:
+            sent_at = float(sent[c]) if sent[c] is not None else None
+            r = started.get(c)
+            if r is not None and (sent_at is None or r["started"] >= sent_at - 1.0):
+                state = "running" if alive.get(r.get("worker"), False) else "worker lost"
+                out.append(ChunkWait(c, state, max(0.0, now - r["started"]), r.get("worker"),
+                                     int(r.get("attempt", 0))))
+            else:
+                out.append(ChunkWait(c, "queued", max(0.0, now - sent_at) if sent_at else 0.0,
+                                     None, int(r.get("attempt", 0)) if r else 0))
+        return out
 
     def finish_chunk(
         self, job_id: str, chunk_id: str, *, ok_ids: list[str],
@@ -231,8 +294,14 @@ class JobStore:
             failed=read_errors + sum(int(c.get("failed", 0)) for c in chunks.values()),
             chunks_total=total, chunks_done=len(chunks), missing_chunks=missing,
             missing_ids=missing_ids, dead_letter=dead,
-            redelivered_chunks={c: n for c, n in attempts.items() if n > 1}, meta=meta,
+            redelivered_chunks={c: n for c, n in attempts.items() if n > 1},
+            waiting=[] if state == "finished" else self.waiting(
+                job_id, [c for c in self._sent_ids(job_id) if c not in chunks]),
+            meta=meta,
         )
+
+    def _sent_ids(self, job_id: str) -> list[str]:
+        return [_s(c) for c in self.r.hkeys(self.key(job_id, "sent"))]
 
     def delete(self, job_id: str) -> None:
         self.r.delete(*self.keys(job_id))

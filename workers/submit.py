@@ -12,9 +12,13 @@
 4. skips chunks already done when the job is re-run (the job id is derived from the source
    path, size, mtime, index and chunk size unless given), and since document ids are the source
    ids, anything replayed overwrites instead of duplicating;
-5. resubmits a chunk when the job makes no progress for `stall_timeout_s` (a message lost with
-   a Redis that restarted without its AOF), at most `max_resubmits` times, then reports it and
-   its document ids as missing (`JobStatus.missing_chunks` / `missing_ids`).
+5. resubmits a chunk at once when the worker that started it stops beating (a SIGKILLed or
+   lost worker: no waiting for the visibility timeout), and resubmits every chunk in flight
+   when the job makes no progress for `stall_timeout_s` (a message lost with a Redis that
+   restarted without its AOF), at most `max_resubmits` times, then reports it and its document
+   ids as missing (`JobStatus.missing_chunks` / `missing_ids`);
+6. while nothing finishes it says, every `report_every_s`, which chunks it waits for (queued,
+   running on which worker for how long, worker lost) and until when before it resubmits.
 
 `run_local_ingest` is the `--via local` path: same reader, same `encode_and_upsert`.
 
@@ -32,6 +36,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +46,7 @@ from convsparse.integration.sources import (
     is_path_source,
     read_records,
 )
+from convsparse.redaction import mask_secrets
 from convsparse.workers.jobs import DeadLetter, JobStatus, JobStore
 
 logger = logging.getLogger(__name__)
@@ -113,6 +119,7 @@ def run_ingest_job(
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, max_chunk_chars: int = DEFAULT_MAX_CHUNK_CHARS,
     batch_size: int = 32, stall_timeout_s: float | None = None, max_resubmits: int = 2,
     redo_chunks: Iterable[str] = (), poll_interval_s: float = 0.05, celery_app=None,
+    report_every_s: float = 10.0,
 ) -> JobStatus:
     """Run an ingestion job through the Celery workers and wait for it; returns its status.
 
@@ -158,6 +165,53 @@ def run_ingest_job(
     def send(chunk_id: str, records: list[dict[str, Any]]) -> None:
         capp.send_task(INGEST_TASK, args=[job_id, chunk_id, records, index, batch_size],
                        queue=INGEST_QUEUE, retry=True, retry_policy=PUBLISH_RETRY_POLICY)
+        store.mark_sent(job_id, [chunk_id])
+
+    heartbeat_s = float(getattr(settings, "worker_heartbeat_s", 10.0))
+    checks = {"lost": time.monotonic(), "report": time.monotonic()}
+
+    def say(message: str) -> None:
+        logger.info(message)
+        if progress:
+            bar.write(message)
+
+    def check_lost_workers(now: float) -> None:
+        """Resubmit the chunks whose worker stopped beating (SIGKILL, OOM, a lost host)."""
+        if now - checks["lost"] < max(0.5, heartbeat_s):
+            return
+        checks["lost"] = now
+        waits = store.waiting(job_id, list(in_flight))
+        for w in waits:
+            entry = in_flight.get(w.chunk)
+            if w.state != "worker lost" or entry is None or entry.get("lost_attempt") == w.attempt:
+                continue
+            entry["lost_attempt"] = w.attempt
+            say(f"job {job_id}: worker {w.worker} stopped beating (no heartbeat for "
+                f"{3 * heartbeat_s:.0f} s) {w.age_s:.0f} s into chunk {w.chunk} (attempt "
+                f"{w.attempt}): resubmitting it now instead of waiting for the visibility "
+                f"timeout ({settings.visibility_timeout_s} s)")
+            send(w.chunk, entry["records"])
+
+    def report_wait(now: float) -> None:
+        """Say what the job waits for, and until when, while nothing finishes."""
+        if now - last_progress < report_every_s or now - checks["report"] < report_every_s:
+            return
+        checks["report"] = now
+        waits = store.waiting(job_id, list(in_flight))
+        parts = []
+        for w in waits[:5]:
+            if w.state == "queued":
+                parts.append(f"{w.chunk} queued for {w.age_s:.0f} s (no worker took it yet)")
+            else:
+                parts.append(f"{w.chunk} {w.state} on {w.worker} for {w.age_s:.0f} s "
+                             f"(attempt {w.attempt})")
+        more = f" and {len(waits) - 5} more" if len(waits) > 5 else ""
+        until = datetime.now(timezone.utc).timestamp() + (stall_timeout_s - (now - last_progress))
+        at = datetime.fromtimestamp(until, timezone.utc).strftime("%H:%M:%S UTC")
+        say(f"job {job_id}: no chunk finished for {now - last_progress:.0f} s; waiting for "
+            f"{'; '.join(parts)}{more}. A chunk whose worker dies is resubmitted within "
+            f"{3 * heartbeat_s:.0f} s; if nothing finishes, every chunk in flight is resubmitted "
+            f"at {at}.")
 
     def poll() -> None:
         nonlocal last_progress
@@ -168,8 +222,12 @@ def run_ingest_job(
         for chunk_id in done:
             bar.update(len(in_flight.pop(chunk_id)["records"]))
         now = time.monotonic()
+        if in_flight:
+            check_lost_workers(now)
         if done:
             last_progress = now
+        elif in_flight and now - last_progress <= stall_timeout_s:
+            report_wait(now)
         elif now - last_progress > stall_timeout_s:
             for chunk_id, entry in list(in_flight.items()):
                 if entry["resubmits"] >= max_resubmits:
@@ -244,7 +302,7 @@ def retry_job(job_id: str, *, settings=None, failed: bool = False, progress: boo
     store = JobStore.from_url(settings.redis_url)
     meta = store.meta(job_id)
     if not meta:
-        raise LookupError(f"job {job_id!r} is unknown to {settings.redis_url}")
+        raise LookupError(f"job {job_id!r} is unknown to {mask_secrets(settings.redis_url)}")
     source = meta.get("source", "<iterable>")
     if source == "<iterable>":
         raise ValueError(f"job {job_id!r} read a Python iterable: call run_ingest_job(iterable, "

@@ -3,7 +3,10 @@
 - `ingest_chunk` -> `convsparse.integration.ingestion.encode_and_upsert` on a small batch of
   records (the submitter keeps chunks to a few dozen documents / a few MB), then records the
   per-document outcome in the job's Redis state (`JobStore.finish_chunk`). Idempotent: document
-  ids are the source ids (a replay overwrites) and the done marker is a hash field.
+  ids are the source ids (a replay overwrites) and the done marker is a hash field; a chunk
+  delivered again after it was done (a resubmission raced the visibility timeout) is skipped.
+  The task returns, and so the message is acknowledged (acks_late), only after the backend's
+  write is durable.
 - `encode_query` -> `encoder.encode_conversation`, answering the rank_features dict and the
   encoder fingerprint so the client can check it matches its index.
 
@@ -14,7 +17,10 @@ state goes through the redis-py client's own `Retry`; nothing else loops.
 
 from __future__ import annotations
 
+import logging
+import os
 import socket
+import threading
 import time
 from typing import Any
 
@@ -36,6 +42,36 @@ from convsparse.workers.jobs import JobStore
 MAX_CHUNK_RETRIES = 3
 
 _checked_indices: dict[tuple[int, str], str] = {}
+_heartbeat: dict[str, Any] = {}
+logger = logging.getLogger(__name__)
+
+
+def worker_identity() -> str:
+    """This process's name in job state and heartbeats (host:pid: a prefork child has its own)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def ensure_heartbeat() -> None:
+    """Start (once per process) the thread that tells Redis this worker process is alive."""
+    me = worker_identity()
+    if _heartbeat.get("name") == me:
+        return
+    interval = max(0.2, float(worker_settings().worker_heartbeat_s))
+    store = JobStore(get_redis())
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.is_set():
+            try:
+                store.heartbeat(me, interval)
+            except Exception as e:  # Redis restarting: the next beat retries
+                logger.warning("heartbeat of %s failed: %s", me, e)
+            stop.wait(interval)
+
+    store.heartbeat(me, interval)
+    thread = threading.Thread(target=beat, name="convsparse-heartbeat", daemon=True)
+    thread.start()
+    _heartbeat.update(name=me, thread=thread, stop=stop)
 
 
 def ensure_index(backend, index: str, encoder) -> None:
@@ -72,8 +108,13 @@ def ingest_chunk(self, job_id: str | None, chunk_id: str, records: list[dict[str
     from convsparse.errors import FingerprintMismatchError
 
     store = JobStore(get_redis()) if job_id else None
-    attempt = store.mark_attempt(job_id, chunk_id) if store else 1
     worker = self.request.hostname or socket.gethostname()
+    if store:
+        ensure_heartbeat()
+        if store.done_chunks(job_id, [chunk_id]):  # a second delivery of a finished chunk
+            logger.info("chunk %s of job %s is already done: skipped", chunk_id, job_id)
+            return {"indexed": 0, "failed": 0, "skipped": 1}
+    attempt = store.mark_attempt(job_id, chunk_id, worker_identity()) if store else 1
     delay = worker_settings().task_delay_s
     if delay:
         time.sleep(delay)

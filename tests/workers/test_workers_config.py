@@ -104,3 +104,22 @@ def test_worker_command_defaults():
 
     argv = worker_argv()
     assert "--pool=solo" in argv and argv[argv.index("-Q") + 1] == "ingest,query"
+
+
+def test_defaults_size_the_queue_to_the_work_and_ack_after_durable_writes(tmp_path):
+    """Issue 13: the default visibility timeout is minutes (not an hour), a lost worker is
+    noticed by its heartbeat, and the embedded backend a worker opens fsyncs every batch
+    before the task returns (the chunk is acknowledged after that: acks_late)."""
+    from convsparse.compose import open_backend
+
+    settings = WorkerSettings(backend="embedded", data_dir=tmp_path)
+    assert 60 <= settings.visibility_timeout_s <= 900
+    assert 3 * settings.worker_heartbeat_s < settings.visibility_timeout_s / 10
+    conf = celery_config(settings)
+    assert conf["task_acks_late"] and conf["broker_transport_options"]["visibility_timeout"] == 600
+    backend = open_backend(settings)  # what a worker opens (workers.app.get_backend)
+    assert backend.durable is True
+    backend.create_index("i", fingerprint="fp")
+    backend.describe_index("i")
+    store = backend._states["i"].store
+    assert store.writer().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL

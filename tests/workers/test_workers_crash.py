@@ -127,3 +127,57 @@ def test_redis_restart_mid_job_loses_nothing(make_redis, make_worker, helpers, t
     assert (status.indexed, status.failed) == (N_DOCS, 0)
     assert status.chunks_done == N_DOCS // CHUNK
     check_index(settings, corpus)
+
+
+def test_sigkill_at_the_default_visibility_timeout_is_noticed_in_seconds(
+        redis_db, make_worker, helpers, tiny_model_dir, tmp_path, monkeypatch, caplog):
+    """Issue 13's row: one worker SIGKILLed with the default visibility timeout (now 600 s, was
+    3,600 s). The lost worker's heartbeat stops, the submitter resubmits its chunk at once and
+    says so, `jobs status` shows the stalled chunk's age, and the job finishes in seconds."""
+    import logging
+    import re
+
+    from typer.testing import CliRunner
+
+    from convsparse.cli import app
+    from convsparse.settings import Settings
+    from convsparse.workers.app import WorkerSettings
+
+    default_vt = Settings.model_fields["visibility_timeout_s"].default
+    assert 60 <= default_vt <= 900  # minutes, not an hour
+    data = tmp_path / "data"
+    settings = WorkerSettings(
+        redis_url=redis_db, result_url=redis_db, model=str(tiny_model_dir), runtime="torch",
+        device="cpu", backend="embedded", data_dir=data, worker_heartbeat_s=1.0)
+    assert settings.visibility_timeout_s == default_vt
+    env = helpers.worker_env(redis_db, tiny_model_dir, data, CONVSPARSE_TASK_DELAY_S="0.4",
+                             CONVSPARSE_WORKER_HEARTBEAT_S="1")
+    env.pop("CONVSPARSE_VISIBILITY_TIMEOUT_S")  # the default
+    worker = make_worker(env, "default")
+    worker.start()
+    corpus = helpers.make_corpus(N_DOCS, seed=5)
+    source = helpers.write_jsonl(tmp_path / "corpus.jsonl", corpus)
+    caplog.set_level(logging.INFO, logger="convsparse.workers.submit")
+    started = time.monotonic()
+    thread, box = start_job(source, settings, report_every_s=1.0)
+
+    store = JobStore.from_url(redis_db)
+    job_id, killed_chunk = wait_for(lambda: running_chunk(store, min_done=2))
+    worker.kill()
+    time.sleep(1.5)
+    monkeypatch.setenv("CONVSPARSE_REDIS_URL", redis_db)
+    out = CliRunner().invoke(app, ["jobs", "status", job_id]).output
+    assert re.search(rf"chunk {killed_chunk}: (running|worker lost|queued)\b.* for \d+ s", out), out
+    wait_for(lambda: "stopped beating" in caplog.text, timeout=30)
+    worker.start()
+
+    thread.join(120)
+    assert not thread.is_alive() and "error" not in box, box
+    assert time.monotonic() - started < default_vt / 2  # not the visibility timeout
+    status = box["status"]
+    assert status.state == "finished", status
+    assert (status.indexed, status.failed, status.chunks_done) == (N_DOCS, 0, N_DOCS // CHUNK)
+    assert status.redelivered_chunks == {killed_chunk: 2}
+    assert f"into chunk {killed_chunk}" in caplog.text
+    assert "waiting for" in caplog.text and "UTC" in caplog.text  # what for, and until when
+    check_index(settings, corpus)

@@ -1,0 +1,257 @@
+"""The embedded backend's store of record: one SQLite database per index (format 2).
+
+``<root>/<index>/index.sqlite`` (plus SQLite's ``-wal`` and ``-shm`` while it is open)::
+
+    meta(key, value)                      format, name, fingerprint, vocabulary, generation
+    terms(id, token)                      the term dictionary; ids are never reused
+    ops(seq, doc_id, cols, vals, fields)  one row per upsert (cols int32 term ids, vals float32,
+                                          fields JSON) or delete (cols NULL), in commit order
+
+Why SQLite and not a log of our own: its commit is atomic (a batch is one transaction, all or
+nothing), a failed write (``SQLITE_FULL``, ``SQLITE_IOERR``, a read-only file system) rolls
+back and leaves the database exactly as it was, and its own test suite simulates I/O errors,
+full disks and power loss at every write. The CSR/CSC matrices `EmbeddedBackend` searches are a
+derived cache, rebuilt in memory from ``ops`` (``seq`` tells a reader what it has already seen;
+a compaction bumps ``generation``, which tells it to reload).
+
+Durability (the fsync policy): the database runs in WAL mode with ``synchronous=FULL`` by
+default, so ``COMMIT`` returns only after the write-ahead log is fsynced: an acknowledged batch
+(and a Celery chunk, acknowledged after its upsert returned) survives a crash or power loss.
+``durable=False`` selects ``synchronous=NORMAL``: commits survive a crash of the process but
+the last ones may be lost on power loss (no fsync per commit; see
+`benchmarks/results/embedded_store.md` for what the fsync costs). New files are created with
+mode 0666 minus the umask (SQLite's ``-wal``/``-shm`` copy the database's mode), and the
+folder is fsynced after the database file is created.
+
+Reading never needs write access: searches use a second connection opened
+``file:...?mode=ro`` (SQLite's shared locks on a read-only descriptor), and on read-only media
+where SQLite cannot create its ``-shm`` file, ``immutable=1`` (then nothing can change the file).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from convsparse.errors import BackendError
+
+FORMAT = 2
+DB_NAME = "index.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS terms (id INTEGER PRIMARY KEY, token TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS ops (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    doc_id TEXT NOT NULL,
+    cols BLOB,
+    vals BLOB,
+    fields TEXT
+);
+"""
+
+#: Test hook: called with the name of each step of a write, a compaction or a migration
+#: (``write:begin`` ... ``write:commit``), so fault-injection tests can raise an `OSError` or
+#: SIGKILL the process between steps. None (the default) costs one attribute read per step.
+fault_hook: Callable[[str], None] | None = None
+
+
+def step(name: str) -> None:
+    hook = fault_hook
+    if hook is not None:
+        hook(name)
+
+
+class IndexWriteError(BackendError):
+    """A write to an embedded index failed and was rolled back; earlier batches are intact."""
+
+    def __init__(self, index: str, what: str, cause: BaseException):
+        self.index = index
+        self.cause = cause
+        reason = f"{type(cause).__name__}: {cause}"
+        hint = _hint(cause)
+        super().__init__(
+            f"index {index!r}: {what} failed and was rolled back (nothing of it is stored; "
+            f"everything acknowledged before is intact): {reason}; {hint}"
+        )
+
+
+def _hint(cause: BaseException) -> str:
+    text = str(cause).lower()
+    code = getattr(cause, "errno", None)
+    if code == errno.ENOSPC or "full" in text:
+        return "free disk space (or raise the quota) and re-run: finished batches are kept"
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM) or "readonly" in text or "read-only" in text:
+        return "the index folder is read-only here: write from a host that can write it"
+    return "check the disk (dmesg) and re-run: finished batches are kept"
+
+
+def create_file(path: Path) -> bool:
+    """Create an empty file with mode 0666 minus the umask; False if it already existed."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a folder's entries (a created or renamed file) durable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a directory
+        pass
+    finally:
+        os.close(fd)
+
+
+class IndexStore:
+    """The SQLite database of one index: a lazily opened writer and a read-only reader.
+
+    Connections are opened per process (a forked Celery child reopens them) and used under
+    `lock` (they are shared between threads)."""
+
+    def __init__(self, folder: Path, *, durable: bool = True):
+        self.folder = folder
+        self.path = folder / DB_NAME
+        self.durable = durable
+        self.lock = threading.RLock()
+        self.immutable = False
+        self._reader: sqlite3.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        st = self.path.stat()
+        self.inode = (st.st_dev, st.st_ino)
+
+    # ------------------------------------------------------------------ connections
+    def _check_fork(self) -> None:
+        if self._pid != os.getpid():  # never use a connection across fork()
+            self._reader = self._writer = None
+            self._pid = os.getpid()
+
+    def reader(self) -> sqlite3.Connection:
+        self._check_fork()
+        if self._reader is None:
+            uri = self.path.resolve().as_uri()
+            conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None,
+                                   check_same_thread=False)
+            try:
+                conn.execute("SELECT 1 FROM meta LIMIT 1").fetchall()
+                self.immutable = False
+            except sqlite3.OperationalError as e:
+                conn.close()
+                if "no such table" in str(e):
+                    raise
+                # read-only media: SQLite cannot create the -shm it needs for WAL reads
+                conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True,
+                                       isolation_level=None, check_same_thread=False)
+                conn.execute("SELECT 1 FROM meta LIMIT 1").fetchall()
+                self.immutable = True
+            self._reader = conn
+        return self._reader
+
+    def writer(self) -> sqlite3.Connection:
+        self._check_fork()
+        if self._writer is None:
+            conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
+                                   timeout=60.0)
+            try:
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if mode.lower() != "wal":
+                    raise sqlite3.OperationalError(f"cannot switch to WAL mode (got {mode})")
+                conn.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
+            except sqlite3.Error:
+                conn.close()
+                raise
+            self._writer = conn
+        return self._writer
+
+    def data_version(self) -> int:
+        return self.reader().execute("PRAGMA data_version").fetchone()[0]
+
+    def close(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None and self._pid == os.getpid():
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+        self._reader = self._writer = None
+
+    # ------------------------------------------------------------------ transactions
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot (one read transaction) on the read-only connection."""
+        conn = self.reader()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``: writers in every process take turns);
+        committed at the end, rolled back if anything raises."""
+        conn = self.writer()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            step("write:commit")
+            conn.execute("COMMIT")
+        except BaseException:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # SQLite already rolled back (e.g. SQLITE_FULL during COMMIT)
+            raise
+
+    # ------------------------------------------------------------------ creation
+    @classmethod
+    def create(cls, folder: Path, meta: dict, *, durable: bool = True) -> tuple[IndexStore, bool]:
+        """Create (or open) the database and write `meta` unless an index is already there;
+        returns (store, created)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        new_file = create_file(folder / DB_NAME)
+        store = cls(folder, durable=durable)
+        conn = store.writer()
+        created = False
+        with store.write():
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            if conn.execute("SELECT value FROM meta WHERE key='fingerprint'").fetchone() is None:
+                conn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                                 sorted(encode_meta(meta).items()))
+                created = True
+        if new_file:
+            fsync_dir(folder)
+        return store, created
+
+
+def encode_meta(meta: dict) -> dict[str, str]:
+    """Meta values are stored as JSON text (None, numbers and strings round-trip)."""
+    return {k: json.dumps(v, ensure_ascii=False) for k, v in meta.items()}
+
+
+def decode_meta(rows) -> dict:
+    return {k: json.loads(v) for k, v in rows}
+
+
+def is_store(folder: Path) -> bool:
+    return (folder / DB_NAME).exists()
+
+
+__all__ = ["DB_NAME", "FORMAT", "IndexStore", "IndexWriteError", "create_file", "decode_meta",
+           "encode_meta", "fsync_dir", "is_store", "step"]
