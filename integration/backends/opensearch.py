@@ -4,7 +4,8 @@ Why opensearch-py: it is the official, maintained client; it handles connection 
 retries on dropped connections, TLS, basic auth and AWS SigV4 signing, and its
 `helpers.streaming_bulk` turns a bulk response into one `(ok, item)` per document.
 
-Writes (`upsert`, `delete_documents`):
+Writes (`upsert`, `delete_documents`) come from `bulk.BulkWriter`, shared with the
+Elasticsearch backend; this module supplies opensearch-py's `streaming_bulk` and exceptions:
 - Each document is validated before anything is sent (a term map with NaN, inf, zero, negative or
   subnormal weights, an empty id, non-JSON fields): it becomes a failed `DocumentResult` (status
   400) and is never sent.
@@ -37,14 +38,11 @@ two-phase search.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from opensearchpy import OpenSearch
@@ -57,10 +55,16 @@ from convsparse.errors import (
     FingerprintMismatchError,
     IndexExistsError,
     IndexNotFoundError,
-    InvalidTermMapError,
     TooManyClausesError,
 )
-from convsparse.integration.backend import DocumentResult, Hit, IndexedDocument, IndexInfo
+from convsparse.integration.backend import Hit, IndexInfo
+from convsparse.integration.backends.bulk import (
+    TOP_LEVEL_FIELDS,
+    BulkStats,
+    BulkWriter,
+    RequestFailure,
+    document_id,
+)
 from convsparse.integration.backends.query_dsl import (
     DEFAULT_MAX_CLAUSE_COUNT,
     QueryMode,
@@ -75,57 +79,6 @@ __all__ = ["BulkStats", "OpenSearchBackend", "document_id"]
 log = logging.getLogger(__name__)
 
 MAX_CLAUSE_COUNT_SETTING = "indices.query.bool.max_clause_count"
-#: Whole-request statuses worth resending (besides connection errors and timeouts).
-TRANSIENT_REQUEST_STATUSES = frozenset({429, 502, 503, 504})
-#: Fields stored at the top level of the document; all others go into `metadata`.
-TOP_LEVEL_FIELDS = ("title", "text")
-
-
-def document_id(fingerprint: str, source_id: str) -> str:
-    """Deterministic OpenSearch `_id`: a hash of the encoder fingerprint and the source id
-    (bounded length, no character restrictions, same input -> same `_id`)."""
-    # JSON-encode the pair so that no choice of strings makes two pairs collide.
-    key = json.dumps([fingerprint, source_id], ensure_ascii=False).encode("utf-8")
-    return hashlib.blake2b(key, digest_size=16).hexdigest()
-
-
-@dataclass
-class BulkStats:
-    """Counters for the writes of one backend (cumulative; `reset()` to start again)."""
-
-    requests: int = 0
-    documents_sent: int = 0
-    item_retries: int = 0
-    request_retries: int = 0
-    splits: int = 0
-    backoff_s: float = 0.0
-
-    def reset(self) -> None:
-        self.__init__()  # type: ignore[misc]
-
-
-@dataclass
-class _Entry:
-    pos: int
-    source_id: str
-    action: dict[str, Any]
-    size: int
-    attempts: int = 0
-
-
-def _error_reason(info: Mapping[str, Any]) -> str:
-    """'type: reason (caused by: type: reason)' from a bulk item's `error`."""
-    error = info.get("error")
-    if error is None:
-        return f"status {info.get('status')}"
-    if isinstance(error, str):
-        return error
-    parts = [f"{error.get('type', 'error')}: {error.get('reason', '')}".rstrip(": ")]
-    cause = error.get("caused_by")
-    while isinstance(cause, Mapping):
-        parts.append(f"caused by {cause.get('type', 'error')}: {cause.get('reason', '')}")
-        cause = cause.get("caused_by")
-    return "; ".join(parts)
 
 
 @contextmanager
@@ -142,7 +95,9 @@ def _status_of(exc: TransportError) -> int | None:
     return status if isinstance(status, int) else None
 
 
-class OpenSearchBackend:
+class OpenSearchBackend(BulkWriter):
+    _refresh_errors = (TransportError,)
+
     """`Backend` on an OpenSearch cluster (see the module docstring for the retry rules)."""
 
     def __init__(
@@ -167,26 +122,19 @@ class OpenSearchBackend:
     ):
         if query_mode not in ("rank_feature", "neural_sparse"):
             raise ValueError(f"query_mode must be 'rank_feature' or 'neural_sparse', not {query_mode!r}")
-        if chunk_size < 1 or max_chunk_bytes < 1 or max_retries < 0:
-            raise ValueError("chunk_size and max_chunk_bytes must be >= 1, max_retries >= 0")
+        self._init_bulk(chunk_size=chunk_size, max_chunk_bytes=max_chunk_bytes,
+                        max_retries=max_retries, initial_backoff=initial_backoff,
+                        max_backoff=max_backoff, refresh_after_upsert=refresh_after_upsert,
+                        sleep=sleep, rng=rng)
         self.client = client
         self.query_mode: QueryMode = query_mode
         self.field = field
         self.shards = shards
         self.replicas = replicas
         self.refresh_interval = refresh_interval
-        self.chunk_size = chunk_size
-        self.max_chunk_bytes = max_chunk_bytes
-        self.max_retries = max_retries
-        self.initial_backoff = initial_backoff
-        self.max_backoff = max_backoff
-        self.refresh_after_upsert = refresh_after_upsert
         self.meta_cache_ttl_s = meta_cache_ttl_s
-        self._sleep = sleep
-        self._rng = rng or random.Random()
         self._max_clause_count = max_clause_count
         self._meta_cache: dict[str, tuple[float, dict[str, Any]]] = {}
-        self.stats = BulkStats()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -304,174 +252,17 @@ class OpenSearchBackend:
         self._meta_cache[name] = (now, meta)
         return meta
 
-    # ------------------------------------------------------------------ writes
-    def upsert(self, name: str, documents: Iterable[IndexedDocument]) -> Iterator[DocumentResult]:
-        """Index documents (same source id overwrites); one result per document, input order."""
-        meta = self._meta(name)
-        fingerprint = meta["encoder_fingerprint"]
-        field_name = meta.get("term_field", self.field)
+    # ------------------------------------------------------------------ writes (bulk.BulkWriter)
+    def _bulk_round(self, actions: list[dict[str, Any]]) -> list[tuple[bool, dict[str, Any]]]:
+        return list(streaming_bulk(
+            self.client, actions, chunk_size=len(actions) + 1, max_chunk_bytes=2**62,
+            raise_on_error=False, raise_on_exception=True, max_retries=0,
+        ))
 
-        def entries() -> Iterator[_Entry | DocumentResult]:
-            for pos, doc in enumerate(documents):
-                yield self._prepare_index(name, pos, doc, fingerprint, field_name)
-
-        yield from self._write(name, entries())
-
-    def delete_documents(self, name: str, ids: Iterable[str]) -> Iterator[DocumentResult]:
-        """Delete by source id. A missing document is a failed result with status 404 and
-        error "not found" (as in the embedded backend); nothing raises for one id."""
-        fingerprint = self._meta(name)["encoder_fingerprint"]
-
-        def entries() -> Iterator[_Entry | DocumentResult]:
-            for pos, source_id in enumerate(ids):
-                if not isinstance(source_id, str) or not source_id:
-                    yield DocumentResult(str(source_id), False, 400, "id must be a non-empty string")
-                    continue
-                action = {"_op_type": "delete", "_index": name,
-                          "_id": document_id(fingerprint, source_id)}
-                yield _Entry(pos, source_id, action, 100)
-
-        yield from self._write(name, entries())
-
-    def _prepare_index(
-        self, name: str, pos: int, doc: IndexedDocument, fingerprint: str, field_name: str
-    ) -> _Entry | DocumentResult:
-        source_id = getattr(doc, "id", None)
-        if not isinstance(source_id, str) or not source_id:
-            return DocumentResult(str(source_id), False, 400, "id must be a non-empty string")
-        try:
-            term_map = doc.term_map if isinstance(doc.term_map, TermMap) else TermMap(
-                doc.term_map, record_id=source_id
-            )
-        except InvalidTermMapError as exc:
-            return DocumentResult(source_id, False, 400, f"invalid term map: {exc}")
-        except (TypeError, AttributeError) as exc:
-            return DocumentResult(source_id, False, 400, f"invalid term map: {exc}")
-        source: dict[str, Any] = {"id": source_id}
-        metadata: dict[str, Any] = {}
-        for key, value in (doc.fields or {}).items():
-            if key in TOP_LEVEL_FIELDS and (value is None or isinstance(value, str)):
-                source[key] = value
-            else:
-                metadata[str(key)] = value
-        if metadata:
-            source["metadata"] = metadata
-        source[field_name] = term_map.to_rank_features()
-        try:
-            size = len(json.dumps(source, allow_nan=False, ensure_ascii=False).encode("utf-8"))
-        except (TypeError, ValueError) as exc:
-            return DocumentResult(source_id, False, 400, f"fields are not valid JSON: {exc}")
-        action = {"_op_type": "index", "_index": name, "_id": document_id(fingerprint, source_id),
-                  "_source": source}
-        return _Entry(pos, source_id, action, size + 100)
-
-    def _write(
-        self, name: str, items: Iterator[_Entry | DocumentResult]
-    ) -> Iterator[DocumentResult]:
-        """Chunk, send, yield results in input order; refresh before the last results."""
-        chunk: list[_Entry | DocumentResult] = []
-        chunk_bytes = 0
-        sent_any = False
-
-        def flush(last: bool) -> list[DocumentResult]:
-            nonlocal sent_any
-            entries = [e for e in chunk if isinstance(e, _Entry)]
-            results: dict[int, DocumentResult] = {}
-            if entries:
-                sent_any = True
-                results = self._send(entries)
-            if last and sent_any and self.refresh_after_upsert:
-                try:
-                    self.refresh(name)
-                except (TransportError, IndexNotFoundError) as exc:
-                    log.warning("refresh of %r after bulk write failed: %s", name, exc)
-            return [e if isinstance(e, DocumentResult) else results[e.pos] for e in chunk]
-
-        for item in items:
-            size = item.size if isinstance(item, _Entry) else 0
-            # Invalid documents (already DocumentResults) count towards chunk_size too, so
-            # their results are not held back behind a long run of them.
-            if chunk and (len(chunk) >= self.chunk_size or chunk_bytes + size > self.max_chunk_bytes):
-                yield from flush(last=False)
-                chunk, chunk_bytes = [], 0
-            chunk.append(item)
-            chunk_bytes += size
-        yield from flush(last=True)
-
-    def _backoff(self, attempt: int) -> float:
-        """Capped exponential backoff with equal jitter: half fixed, half random."""
-        cap = min(self.max_backoff, self.initial_backoff * (2 ** (attempt - 1)))
-        delay = cap / 2 + self._rng.uniform(0, cap / 2)
-        self.stats.backoff_s += delay
-        return delay
-
-    def _send(self, entries: list[_Entry]) -> dict[int, DocumentResult]:
-        results: dict[int, DocumentResult] = {}
-        pending = entries
-        request_failures = 0
-        item_round = 0
-        while pending:
-            self.stats.requests += 1
-            self.stats.documents_sent += len(pending)
-            try:
-                outcome = list(streaming_bulk(
-                    self.client, [e.action for e in pending],
-                    chunk_size=len(pending) + 1, max_chunk_bytes=2**62,
-                    raise_on_error=False, raise_on_exception=True, max_retries=0,
-                ))
-            except TransportError as exc:
-                status = _status_of(exc)
-                if status == 413:
-                    if len(pending) == 1:
-                        e = pending[0]
-                        results[e.pos] = DocumentResult(
-                            e.source_id, False, 413,
-                            "document is larger than the cluster's http.max_content_length",
-                        )
-                        return results
-                    self.stats.splits += 1
-                    half = len(pending) // 2
-                    results.update(self._send(pending[:half]))
-                    results.update(self._send(pending[half:]))
-                    return results
-                transient = isinstance(exc, OSConnectionError) or status in TRANSIENT_REQUEST_STATUSES
-                if transient and request_failures < self.max_retries:
-                    request_failures += 1
-                    self.stats.request_retries += 1
-                    log.info("bulk request failed (%s), retry %d/%d",
-                             status or type(exc).__name__, request_failures, self.max_retries)
-                    self._sleep(self._backoff(request_failures))
-                    continue
-                reason = (f"bulk request failed after {request_failures + 1} attempt(s): "
-                          f"{type(exc).__name__}({status or 'no response'}): {exc.error or exc}")
-                for e in pending:
-                    results[e.pos] = DocumentResult(e.source_id, False, status or 503, reason)
-                return results
-
-            retry: list[_Entry] = []
-            for e, (ok, item) in zip(pending, outcome):
-                info = next(iter(item.values())) if item else {}
-                status = int(info.get("status", 500))
-                if ok:
-                    results[e.pos] = DocumentResult(e.source_id, True, status)
-                elif status == 404 and info.get("result") == "not_found":
-                    results[e.pos] = DocumentResult(e.source_id, False, 404, "not found")
-                elif status == 429 and e.attempts < self.max_retries:
-                    e.attempts += 1
-                    retry.append(e)
-                else:
-                    results[e.pos] = DocumentResult(e.source_id, False, status, _error_reason(info))
-            for e in pending[len(outcome):]:
-                results[e.pos] = DocumentResult(
-                    e.source_id, False, 500, "the bulk response has no item for this document")
-            if not retry:
-                break
-            item_round += 1
-            self.stats.item_retries += len(retry)
-            log.info("%d bulk item(s) rejected with 429, retry round %d", len(retry), item_round)
-            self._sleep(self._backoff(item_round))
-            pending = retry
-        return results
+    def _request_failure(self, exc: BaseException) -> RequestFailure | None:
+        if not isinstance(exc, TransportError):
+            return None
+        return RequestFailure(_status_of(exc), isinstance(exc, OSConnectionError))
 
     # ------------------------------------------------------------------ search
     @property
