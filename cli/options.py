@@ -18,7 +18,7 @@ Runtime = Annotated[str | None, typer.Option(
 Device = Annotated[str | None, typer.Option(
     "--device", help="cpu, cuda or auto (default: CONVSPARSE_DEVICE).")]
 BackendName = Annotated[str | None, typer.Option(
-    "--backend", help="embedded or opensearch (default: CONVSPARSE_BACKEND).")]
+    "--backend", help="embedded, opensearch or elasticsearch (default: CONVSPARSE_BACKEND).")]
 DataDir = Annotated[Path | None, typer.Option(
     "--data-dir", help="Embedded backend folder (default: CONVSPARSE_DATA_DIR).")]
 

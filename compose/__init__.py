@@ -43,8 +43,9 @@ def load_encoder(settings: Settings | None = None) -> Encoder:
 
 def open_backend(settings: Settings | None = None, **options: object) -> Backend:
     """`settings.backend == "embedded"` -> `EmbeddedBackend(settings.data_dir)`;
-    `"opensearch"` -> `OpenSearchBackend.from_settings(settings)` (imported only then, so the
-    embedded path never imports opensearch-py). Extra `options` go to the backend."""
+    `"opensearch"` -> `OpenSearchBackend.from_settings(settings)`; `"elasticsearch"` ->
+    `ElasticsearchBackend.from_settings(settings)` (each imported only then, so the embedded path
+    never imports a search client). Extra `options` go to the backend."""
     settings = settings or get_settings()
     if settings.backend == "embedded":
         from convsparse.integration.backends.embedded import EmbeddedBackend
@@ -54,7 +55,12 @@ def open_backend(settings: Settings | None = None, **options: object) -> Backend
         from convsparse.integration.backends.opensearch import OpenSearchBackend
 
         return OpenSearchBackend.from_settings(settings, **options)
-    raise ValueError(f"unknown backend {settings.backend!r}; expected 'embedded' or 'opensearch'")
+    if settings.backend == "elasticsearch":
+        from convsparse.integration.backends.elasticsearch import ElasticsearchBackend
+
+        return ElasticsearchBackend.from_settings(settings, **options)
+    raise ValueError(
+        f"unknown backend {settings.backend!r}; expected 'embedded', 'opensearch' or 'elasticsearch'")
 
 
 __all__ = ["load_encoder", "open_backend"]

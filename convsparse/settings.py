@@ -20,7 +20,7 @@ class Settings(BaseSettings):
     cache_dir: Path = Path.home() / ".cache" / "convsparse"
 
     # Backend
-    backend: Literal["embedded", "opensearch"] = "embedded"
+    backend: Literal["embedded", "opensearch", "elasticsearch"] = "embedded"
     data_dir: Path = Path.home() / ".local" / "share" / "convsparse"
     opensearch_url: str = "http://localhost:9200"
     opensearch_user: str | None = None
@@ -29,6 +29,16 @@ class Settings(BaseSettings):
     opensearch_verify_certs: bool = True
     opensearch_aws_region: str | None = None
     opensearch_timeout_s: float = 30.0
+    # Elasticsearch (CONVSPARSE_BACKEND=elasticsearch; pip install 'convsparse[elasticsearch]')
+    elasticsearch_url: str = "http://localhost:9200"
+    elasticsearch_cloud_id: str | None = None
+    elasticsearch_api_key: str | None = None
+    elasticsearch_user: str | None = None
+    elasticsearch_password: str | None = None
+    elasticsearch_ca_certs: Path | None = None
+    elasticsearch_verify_certs: bool = True
+    elasticsearch_timeout_s: float = 30.0
+    elasticsearch_field_type: Literal["rank_features", "sparse_vector"] = "rank_features"
 
     # Queue
     redis_url: str = "redis://127.0.0.1:6379/0"

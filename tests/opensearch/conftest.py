@@ -1,5 +1,11 @@
 """Fixtures for the OpenSearch tests: the closed-spec validator, a scripted fake server, a real
-opensearch-py client pointed at it, and backends whose backoff sleeps are recorded, not slept."""
+opensearch-py client pointed at it, and backends whose backoff sleeps are recorded, not slept.
+
+The same fixtures serve Elasticsearch: they follow the `engine` fixture ("opensearch" unless a
+test or module parametrizes it, e.g. `@pytest.mark.parametrize("engine", ENGINES,
+indirect=True)`), which picks the fake server's dialect, its spec validator, the official client
+(opensearch-py or elasticsearch-py) and the backend class. That is how the failure-injection
+and contract tests here run against both engines."""
 
 from __future__ import annotations
 
@@ -43,29 +49,57 @@ def spec_or_none():
     return spec_validator.SpecValidator.load()
 
 
+#: The engines the shared contract and failure-injection tests run against.
+ENGINES = ["opensearch", "elasticsearch"]
+
+
 @pytest.fixture
-def fake(spec_or_none):
-    with fake_server.FakeOpenSearch(validator=spec_or_none) as server:
+def engine(request):
+    return getattr(request, "param", "opensearch")
+
+
+@pytest.fixture(scope="session")
+def es_spec_or_none():
+    return spec_validator.ElasticsearchSpecValidator.load()
+
+
+@pytest.fixture
+def fake(engine, spec_or_none, es_spec_or_none):
+    validator = spec_or_none if engine == "opensearch" else es_spec_or_none
+    with fake_server.FakeOpenSearch(validator=validator, engine=engine) as server:
         yield server
         assert server.validation_errors == [], server.validation_errors
 
 
 @pytest.fixture
-def client(fake):
+def client(fake, engine):
     # Built exactly as production builds it (the transport never resends on its own).
+    if engine == "elasticsearch":
+        from convsparse.integration.backends.elasticsearch import build_client as build_es_client
+
+        return build_es_client(Settings(elasticsearch_url=fake.url, elasticsearch_timeout_s=5))
     return build_client(Settings(opensearch_url=fake.url, opensearch_timeout_s=5))
 
 
 @pytest.fixture
-def make_backend(client):
+def backend_cls(engine):
+    if engine == "elasticsearch":
+        from convsparse.integration.backends.elasticsearch import ElasticsearchBackend
+
+        return ElasticsearchBackend
     from convsparse.integration.backends.opensearch import OpenSearchBackend
 
+    return OpenSearchBackend
+
+
+@pytest.fixture
+def make_backend(client, backend_cls):
     def make(**options):
         sleeps: list[float] = []
         options.setdefault("sleep", sleeps.append)
         options.setdefault("initial_backoff", 0.01)
         options.setdefault("max_backoff", 0.04)
-        backend = OpenSearchBackend(options.pop("client", client), **options)
+        backend = backend_cls(options.pop("client", client), **options)
         backend.recorded_sleeps = sleeps
         return backend
 

@@ -13,12 +13,26 @@ Failure injection:
 - `max_content_length`: bulk bodies above it get a whole-request 413.
 Search scores follow Lucene's FeatureField linear function: boost x value truncated to 9
 significant bits, so tests can check score parity.
+
+`FakeOpenSearch(engine="elasticsearch")` (or `FakeElasticsearch(...)`) answers as Elasticsearch
+does where it differs, for the official elasticsearch-py client:
+- every response carries `X-Elastic-Product: Elasticsearch` (the client refuses a 2xx without
+  it; `product_header=False` leaves it out), and `GET /` answers the server `version`;
+- an `Accept`/`Content-Type` with `compatible-with=N` outside [major - 1, major] of `version` is a
+  400 `media_type_header_exception` (a 9.x client against an 8.x server);
+- the `sparse_vector` query (`query_vector`, linear FeatureField scores as `rank_feature`) and its
+  token pruning: with `prune: true`, a token is dropped when its document frequency is above
+  `tokens_freq_ratio_threshold` x the field's average and its weight below
+  `tokens_weight_threshold` x the query's largest weight (the documented rule; defaults 5 and
+  0.4); `only_score_pruned_tokens` keeps the dropped ones instead;
+- a `sparse_vector` document with a dot in a feature name is an item 400, as on the server.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import re
 import socket
 import struct
 import threading
@@ -55,7 +69,13 @@ def _error(status: int, kind: str, reason: str) -> tuple[int, dict[str, Any]]:
 class FakeOpenSearch:
     quantize = staticmethod(quantize)
 
-    def __init__(self, validator: Any = None, ssl_context: Any = None):
+    def __init__(self, validator: Any = None, ssl_context: Any = None, *, engine: str = "opensearch",
+                 version: str | None = None, product_header: bool = True):
+        if engine not in ("opensearch", "elasticsearch"):
+            raise ValueError(f"unknown engine {engine!r}")
+        self.engine = engine
+        self.version = version or ("2.19.1" if engine == "opensearch" else "9.1.0")
+        self.product_header = product_header
         self.validator = validator
         self.indices: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, str, Any]] = []
@@ -131,8 +151,9 @@ class FakeOpenSearch:
             def _handle(self, method: str) -> None:
                 raw = self._body()
                 url = urlsplit(self.path)
-                fake.headers.append({k.lower(): v for k, v in self.headers.items()})
-                answer = fake.route(method, url.path, parse_qs(url.query), raw)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                fake.headers.append(headers)
+                answer = fake.compatibility(headers) or fake.route(method, url.path, parse_qs(url.query), raw)
                 if answer == "drop":
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
@@ -141,6 +162,8 @@ class FakeOpenSearch:
                 data = b"" if payload is None else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
+                if fake.engine == "elasticsearch" and fake.product_header:
+                    self.send_header("X-Elastic-Product", "Elasticsearch")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 if method != "HEAD":
@@ -163,9 +186,28 @@ class FakeOpenSearch:
 
         return Handler
 
+    def compatibility(self, headers: dict[str, str]) -> Any:
+        """Elasticsearch's REST API compatibility check (None: the request may proceed)."""
+        if self.engine != "elasticsearch":
+            return None
+        major = int(self.version.split(".")[0])
+        for name in ("accept", "content-type"):
+            found = re.search(r"compatible-with=(\d+)", headers.get(name, ""))
+            if found and not major - 1 <= int(found.group(1)) <= major:
+                return _error(400, "media_type_header_exception",
+                              f"Invalid media-type value on headers [Accept, Content-Type]: "
+                              f"compatible-with={found.group(1)} is not supported by {self.version}")
+        return None
+
     def route(self, method: str, path: str, query: dict[str, list[str]], raw: bytes) -> Any:
         parts = [p for p in path.split("/") if p]
         with self.lock:
+            if not parts and method in ("GET", "HEAD"):
+                self.requests.append((method, path, None))
+                distribution = {} if self.engine == "elasticsearch" else {"distribution": "opensearch"}
+                return 200, {"name": "fake", "cluster_name": "fake", "cluster_uuid": "x",
+                             "version": {"number": self.version, **distribution},
+                             "tagline": "You Know, for Search"}
             if parts and parts[-1] == "_bulk":
                 lines = [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
                 self.requests.append((method, path, lines))
@@ -239,6 +281,18 @@ class FakeOpenSearch:
             rule = self.item_rules.get(source_id)
             status = rule.pop(0) if rule else None
             item: dict[str, Any] = {"_index": index_name, "_id": meta["_id"]}
+            if status is None and index is not None and source is not None:
+                for key, prop in index["mappings"]["properties"].items():
+                    dotted = [n for n in (source.get(key) or {}) if "." in n] \
+                        if prop.get("type") == "sparse_vector" else []
+                    if dotted:
+                        status = 400
+                        item["error"] = {"type": "document_parsing_exception",
+                                         "reason": f"[1:2] failed to parse field [{key}] of type [sparse_vector]",
+                                         "caused_by": {"type": "illegal_argument_exception",
+                                                       "reason": "[sparse_vector] fields do not support dots in "
+                                                                 f"feature names but found [{dotted[0]}]"}}
+                        break
             if status is None and index is None:
                 status = 404
                 item["error"] = {"type": "index_not_found_exception", "reason": f"no such index [{index_name}]"}
@@ -274,8 +328,34 @@ class FakeOpenSearch:
                 field, name = rf["field"].rsplit(".", 1)
                 terms[name] = rf.get("boost", 1.0)
             return field, terms
+        if "sparse_vector" in query:
+            spec = query["sparse_vector"]
+            return spec["field"], dict(spec["query_vector"])
         (field, spec), = query["neural_sparse"].items()
         return field, dict(spec["query_tokens"])
+
+    @staticmethod
+    def _pruned(query: dict[str, Any], index: dict[str, Any]) -> dict[str, Any]:
+        """A `sparse_vector` query with `prune: true`, reduced to the tokens the server keeps."""
+        spec = query.get("sparse_vector")
+        if not spec or not spec.get("prune"):
+            return query
+        config = spec.get("pruning_config") or {}
+        ratio = config.get("tokens_freq_ratio_threshold", 5)
+        weight_threshold = config.get("tokens_weight_threshold", 0.4)
+        only_pruned = config.get("only_score_pruned_tokens", False)
+        field, vector = spec["field"], spec["query_vector"]
+        docs = list(index["docs"].values())
+        freq: dict[str, int] = defaultdict(int)
+        for doc in docs:
+            for name in doc.get(field, {}):
+                freq[name] += 1
+        average = sum(freq.values()) / len(freq) if freq else 0.0
+        best = max(vector.values())
+        dropped = {t for t, w in vector.items()
+                   if average and freq.get(t, 0) > ratio * average and w < weight_threshold * best}
+        keep = {t: w for t, w in vector.items() if (t in dropped) == only_pruned}
+        return {"sparse_vector": {**spec, "query_vector": keep}}
 
     def _score(self, doc: dict[str, Any], query: dict[str, Any]) -> float:
         field, terms = self._query_terms(query)
@@ -283,11 +363,13 @@ class FakeOpenSearch:
         return sum(w * quantize(features[t]) for t, w in terms.items() if t in features)
 
     def _search(self, index: dict[str, Any], body: dict[str, Any]) -> Any:
-        scored = [(self._score(doc, body["query"]), doc_id, doc) for doc_id, doc in index["docs"].items()]
+        query = self._pruned(body["query"], index)
+        scored = [(self._score(doc, query), doc_id, doc) for doc_id, doc in index["docs"].items()]
         scored = sorted((s for s in scored if s[0] > 0), key=lambda s: (-s[0], s[1]))
         if "rescore" in body:
             window = body["rescore"]["window_size"]
-            rq = body["rescore"]["query"]
+            rq = dict(body["rescore"]["query"])
+            rq["rescore_query"] = self._pruned(rq["rescore_query"], index)
             head = [(rq["query_weight"] * s + rq["rescore_query_weight"] * self._score(doc, rq["rescore_query"]),
                      doc_id, doc) for s, doc_id, doc in scored[:window]]
             scored = sorted(head, key=lambda s: (-s[0], s[1])) + scored[window:]
@@ -298,3 +380,8 @@ class FakeOpenSearch:
         return 200, {"took": 1, "timed_out": False, "_shards": {"total": 1, "successful": 1, "failed": 0},
                      "hits": {"total": {"value": len(scored), "relation": "eq"},
                               "max_score": hits[0]["_score"] if hits else None, "hits": hits}}
+
+
+def FakeElasticsearch(validator: Any = None, ssl_context: Any = None, **options: Any) -> FakeOpenSearch:  # noqa: N802
+    """The scripted server answering as Elasticsearch (see the module docstring)."""
+    return FakeOpenSearch(validator, ssl_context, engine="elasticsearch", **options)

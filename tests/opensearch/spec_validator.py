@@ -88,6 +88,13 @@ def _resolve_pointer(document: Any, pointer: str) -> Any:
 class SpecValidator:
     """Closed-schema validators for the bodies convsparse sends to OpenSearch."""
 
+    INDEX_CREATE = INDEX_CREATE
+    SEARCH = SEARCH
+    QUERY = QUERY
+    BULK_ACTION = BULK_ACTION
+    BULK_RESPONSE = BULK_RESPONSE
+    base = BASE
+
     def __init__(self, spec_dir: Path = SPEC_DIR, closed: Mapping[str, list[str]] = CLOSED):
         documents: dict[str, Any] = {}
         for folder in ("schemas", "namespaces"):
@@ -113,7 +120,7 @@ class SpecValidator:
 
     def validator(self, ref: str) -> Draft202012Validator:
         if ref not in self._validators:
-            self._validators[ref] = Draft202012Validator({"$ref": BASE + ref}, registry=self.registry)
+            self._validators[ref] = Draft202012Validator({"$ref": self.base + ref}, registry=self.registry)
         return self._validators[ref]
 
     def errors(self, ref: str, instance: Any) -> list[ValidationError]:
@@ -129,16 +136,16 @@ class SpecValidator:
 
     # Named checks for the bodies we send
     def validate_index_body(self, body: Mapping[str, Any]) -> None:
-        self.validate(INDEX_CREATE, body)
+        self.validate(self.INDEX_CREATE, body)
 
     def validate_search_body(self, body: Mapping[str, Any]) -> None:
-        self.validate(SEARCH, body)
+        self.validate(self.SEARCH, body)
 
     def validate_query(self, query: Mapping[str, Any]) -> None:
-        self.validate(QUERY, query)
+        self.validate(self.QUERY, query)
 
     def validate_bulk_response(self, response: Mapping[str, Any]) -> None:
-        self.validate(BULK_RESPONSE, response)
+        self.validate(self.BULK_RESPONSE, response)
 
     def validate_bulk_lines(
         self, lines: Iterable[Mapping[str, Any]], mapping: Mapping[str, Any] | None = None
@@ -150,7 +157,7 @@ class SpecValidator:
         i = n = 0
         while i < len(lines):
             action = lines[i]
-            self.validate(BULK_ACTION, action)
+            self.validate(self.BULK_ACTION, action)
             n += 1
             op = next(iter(action))
             if op in ("index", "create", "update"):
@@ -172,9 +179,9 @@ def check_strict_document(source: Mapping[str, Any], mapping: Mapping[str, Any])
             raise ValidationError(f"strict mapping: field {key!r} is not mapped")
         prop = properties[key]
         kind = prop.get("type", "object")
-        if kind == "rank_features":
+        if kind in ("rank_features", "sparse_vector"):
             if not isinstance(value, Mapping):
-                raise ValidationError(f"rank_features field {key!r} must be an object")
+                raise ValidationError(f"{kind} field {key!r} must be an object")
             for name, weight in value.items():
                 if "." in name:
                     raise ValidationError(f"feature name {name!r} contains a dot (never matches)")
@@ -186,3 +193,105 @@ def check_strict_document(source: Mapping[str, Any], mapping: Mapping[str, Any])
                 raise ValidationError(f"{kind} field {key!r} must be a string")
         elif kind == "object" and prop.get("enabled", True) is False and not isinstance(value, Mapping):
             raise ValidationError(f"object field {key!r} must be an object")
+
+
+# ---------------------------------------------------------------------------- Elasticsearch
+#: `<repo>/../shared/elasticsearch-api-spec/elasticsearch-serverless-openapi.json`
+ES_SPEC_FILE = (Path(__file__).resolve().parents[2] / ".." / "shared" / "elasticsearch-api-spec"
+                / "elasticsearch-serverless-openapi.json")
+ES_BASE = "file:///es/"
+_ES_SCHEMAS = "/components/schemas/"
+#: Schemas closed with `unevaluatedProperties: false` (JSON pointers into the one document).
+ES_CLOSED = [
+    *(_ES_SCHEMAS + name for name in (
+        "_types.query_dsl.QueryContainer", "_types.query_dsl.BoolQuery",
+        "_types.query_dsl.RankFeatureQuery", "_types.query_dsl.RankFeatureFunctionLinear",
+        "_types.query_dsl.SparseVectorQuery", "_types.TokenPruningConfig",
+        "_types.mapping.TypeMapping", "_types.mapping.KeywordProperty", "_types.mapping.TextProperty",
+        "_types.mapping.ObjectProperty", "_types.mapping.RankFeaturesProperty",
+        "_types.mapping.SparseVectorProperty", "_types.mapping.SparseVectorIndexOptions",
+        "_global.search._types.Rescore", "_global.search._types.RescoreQuery",
+        "_global.bulk.OperationContainer", "_global.bulk.IndexOperation",
+        "_global.bulk.DeleteOperation")),
+    "/paths/~1{index}/put/requestBody/content/application~1json/schema",
+    "/components/requestBodies/search/content/application~1json/schema",
+]
+
+
+def _exactly_one_variant(node: Any) -> None:
+    """The generated OpenAPI writes a "one of these keys" variant that sits beside other keys
+    (`Rescore`: window_size + one of query/learning_to_rank/script; `SparseVectorQuery`: field
+    + one of query_vector/inference_id) as an `allOf` member with `minProperties: 1,
+    maxProperties: 1`. JSON Schema applies those to the whole object, so every valid body
+    would fail; rewrite such a member as "exactly one of its properties is present"."""
+    if isinstance(node, dict):
+        members = node.get("allOf")
+        if isinstance(members, list) and len(members) > 1:
+            for member in members:
+                if (isinstance(member, dict) and member.get("maxProperties") == 1
+                        and isinstance(member.get("properties"), dict)):
+                    member.pop("maxProperties")
+                    member.pop("minProperties", None)
+                    member["oneOf"] = [{"required": [key]} for key in member["properties"]]
+        for value in node.values():
+            _exactly_one_variant(value)
+    elif isinstance(node, list):
+        for value in node:
+            _exactly_one_variant(value)
+
+
+def _generator_artifacts(schemas: dict[str, Any]) -> None:
+    """Two more places where the generated JSON says less than the TypeScript source:
+    `_types.Metadata` (`_meta`) is `Dictionary<string, UserDefinedValue>`, any JSON value, but is
+    generated as "values are objects"; `Id | null` is generated as `oneOf: [string, nullable
+    string]`, which no string can satisfy (it matches both). Restore what the source says."""
+    schemas["_types.Metadata"]["additionalProperties"] = {}
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            members = node.get("oneOf")
+            if isinstance(members, list) and len(members) > 1 and all(
+                    isinstance(m, dict) and set(m) <= {"type", "nullable"} and m.get("type") == "string"
+                    for m in members):
+                node["anyOf"] = node.pop("oneOf")
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(schemas)
+
+
+class ElasticsearchSpecValidator(SpecValidator):
+    """The same closed-schema checks against Elastic's published OpenAPI document (one JSON
+    file with internal `#/components/...` refs; see the folder's SOURCE.md). It is the
+    serverless variant: it has no `number_of_shards`/`number_of_replicas` settings, which is
+    harmless because settings schemas stay open (as for OpenSearch)."""
+
+    INDEX_CREATE = "openapi.json#/paths/~1{index}/put/requestBody/content/application~1json/schema"
+    SEARCH = "openapi.json#/components/requestBodies/search/content/application~1json/schema"
+    QUERY = "openapi.json#/components/schemas/_types.query_dsl.QueryContainer"
+    BULK_ACTION = "openapi.json#/components/schemas/_global.bulk.OperationContainer"
+    BULK_RESPONSE = ("openapi.json#/components/responses/bulk-200/content/application~1json/schema")
+    base = ES_BASE
+
+    def __init__(self, spec_file: Path = ES_SPEC_FILE, closed: Iterable[str] = ES_CLOSED):
+        import json
+
+        document = json.loads(spec_file.read_text(encoding="utf-8"))
+        _exactly_one_variant(document["components"]["schemas"])
+        _generator_artifacts(document["components"]["schemas"])
+        for pointer in closed:
+            _resolve_pointer(document, pointer)["unevaluatedProperties"] = False
+        self.registry = Registry().with_resource(
+            ES_BASE + "openapi.json", Resource.from_contents(document, default_specification=DRAFT202012))
+        self._validators = {}
+
+    @classmethod
+    @cache
+    def load(cls) -> ElasticsearchSpecValidator | None:  # type: ignore[override]
+        """The shared validator, or None when the spec file is absent."""
+        if not ES_SPEC_FILE.is_file():
+            return None
+        return cls()

@@ -1,6 +1,9 @@
-"""Failure injection through a real opensearch-py client and a scripted HTTP server answering
-with the documented bulk response shapes: only 429s are retried (with capped, jittered backoff),
-400/409 are reported per document, whole-request 429/413/dropped connections lose nothing."""
+"""Failure injection through a real client and a scripted HTTP server answering with the
+documented bulk response shapes: only 429s are retried (with capped, jittered backoff), 400/409
+are reported per document, whole-request 429/413/dropped connections lose nothing.
+
+Every test runs against both engines: OpenSearch (opensearch-py) and Elasticsearch
+(elasticsearch-py, the server answering as Elasticsearch, product header included)."""
 
 from __future__ import annotations
 
@@ -10,8 +13,13 @@ import math
 import pytest
 
 from convsparse.integration.backend import IndexedDocument
-from convsparse.integration.backends.opensearch import OpenSearchBackend, document_id
+from convsparse.integration.backends.opensearch import document_id
 from convsparse.termmap import TermMap
+
+
+@pytest.fixture(params=["opensearch", "elasticsearch"])
+def engine(request):
+    return request.param
 
 
 def docs(n, prefix="d", terms=3):
@@ -129,11 +137,11 @@ def test_dropped_connection_is_replayed_without_duplicates(fake, make_backend, i
     assert first == second  # same actions and _ids
 
 
-def test_dropped_connection_is_resent_by_one_layer_only(fake, client, index):
+def test_dropped_connection_is_resent_by_one_layer_only(fake, client, backend_cls, index):
     """The production client never resends on its own: a dropped connection is resent once, by
     the backend (with backoff), and replay is harmless for the same reason (deterministic _ids)."""
     fake.request_script = ["drop_after"]
-    backend = OpenSearchBackend(client, sleep=lambda s: None)
+    backend = backend_cls(client, sleep=lambda s: None)
     assert all(r.ok for r in backend.upsert(index, docs(4)))
     assert backend.stats.request_retries == 1 and len(fake.docs(index)) == 4
 
