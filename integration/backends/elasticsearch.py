@@ -61,7 +61,6 @@ from convsparse.termmap import TermMap
 
 try:
     from elasticsearch import ApiError, Elasticsearch, NotFoundError, TransportError
-    from elasticsearch import ConnectionError as ESConnectionError
     from elasticsearch.helpers import streaming_bulk
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(

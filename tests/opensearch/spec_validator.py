@@ -243,16 +243,17 @@ def _exactly_one_variant(node: Any) -> None:
 def _generator_artifacts(schemas: dict[str, Any]) -> None:
     """Two more places where the generated JSON says less than the TypeScript source:
     `_types.Metadata` (`_meta`) is `Dictionary<string, UserDefinedValue>`, any JSON value, but is
-    generated as "values are objects"; `Id | null` is generated as `oneOf: [string, nullable
-    string]`, which no string can satisfy (it matches both). Restore what the source says."""
+    generated as "values are objects"; TypeScript unions of string types are generated as
+    `oneOf`, whose members overlap (`Id | null`: string or nullable string; `Duration`: "-1" or
+    "0" or any string), so a valid string matches several and fails `oneOf`. Restore what the
+    source says: `_meta` values are any JSON, and such unions are `anyOf`."""
     schemas["_types.Metadata"]["additionalProperties"] = {}
 
     def visit(node: Any) -> None:
         if isinstance(node, dict):
             members = node.get("oneOf")
             if isinstance(members, list) and len(members) > 1 and all(
-                    isinstance(m, dict) and set(m) <= {"type", "nullable"} and m.get("type") == "string"
-                    for m in members):
+                    isinstance(m, dict) and m.get("type") == "string" for m in members):
                 node["anyOf"] = node.pop("oneOf")
             for value in node.values():
                 visit(value)

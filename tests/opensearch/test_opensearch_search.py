@@ -1,5 +1,8 @@
 """Index management, search and bad input against the scripted server: dotted tokens, clause
-limits, unknown indices, fingerprint mismatch, score parity (boost x quantized value)."""
+limits, unknown indices, fingerprint mismatch, score parity (boost x quantized value).
+
+The tests marked `@both` are the backend contract and run against OpenSearch (rank_feature and
+neural_sparse queries) and Elasticsearch (rank_features and sparse_vector fields)."""
 
 from __future__ import annotations
 
@@ -31,6 +34,12 @@ from convsparse.integration.backends.query_dsl import (
 from convsparse.settings import Settings
 from convsparse.termmap import TermMap
 
+#: Apply to a test to run it against both engines (the `engine` fixture, see conftest.py).
+both = pytest.mark.parametrize("engine", ["opensearch", "elasticsearch"], indirect=True)
+#: The two query forms of each engine: OpenSearch query modes, Elasticsearch field types.
+FORMS = {"opensearch": ("query_mode", ["rank_feature", "neural_sparse"]),
+         "elasticsearch": ("field_type", ["rank_features", "sparse_vector"])}
+
 DOCS = {
     "usa": TermMap({"u.s": 1.7, "capital": 0.3, "washington": 2.1}),
     "france": TermMap({"paris": 2.2, "capital": 0.9, "france": 1.9}),
@@ -39,9 +48,10 @@ DOCS = {
 }
 
 
-@pytest.fixture(params=["rank_feature", "neural_sparse"])
-def loaded(request, fake, make_backend):
-    backend = make_backend(query_mode=request.param)
+@pytest.fixture(params=[0, 1], ids=["form0", "form1"])
+def loaded(request, engine, fake, make_backend):
+    option, forms = FORMS[engine]
+    backend = make_backend(**{option: forms[request.param]})
     backend.create_index("kb", fingerprint="fp", vocabulary="v")
     docs = [IndexedDocument(i, tm, {"title": i.upper(), "text": f"about {i}", "source": "test"})
             for i, tm in DOCS.items()]
@@ -53,10 +63,12 @@ def expected_score(fake, query, doc):
     return sum(w * fake.quantize(doc[t]) for t, w in query.items() if t in doc)
 
 
+@both
 def test_backend_protocol(make_backend):
     assert isinstance(make_backend(), Backend)
 
 
+@both
 def test_create_describe_delete(fake, make_backend):
     backend = make_backend(shards=2, replicas=0)
     info = backend.create_index("kb", fingerprint="fp", vocabulary="bert:30522")
@@ -75,6 +87,7 @@ def test_create_describe_delete(fake, make_backend):
     backend.delete_index("kb", missing_ok=True)
 
 
+@both
 def test_bulk_load_settings_roundtrip(fake, make_backend):
     backend = make_backend(replicas=2, refresh_interval="5s")
     backend.create_index("kb", fingerprint="fp", bulk_load=True)
@@ -86,6 +99,7 @@ def test_bulk_load_settings_roundtrip(fake, make_backend):
     assert fake.indices["kb"]["settings"]["number_of_replicas"] == 0
 
 
+@both
 @pytest.mark.parametrize("call", [
     lambda b: b.describe_index("nope"),
     lambda b: b.count("nope"),
@@ -99,12 +113,14 @@ def test_unknown_index(fake, make_backend, call):
     assert not fake.bulk_requests()  # nothing written: no auto-created index
 
 
+@both
 def test_index_without_meta_is_refused(fake, make_backend):
     fake.indices["foreign"] = {"mappings": {"properties": {}}, "settings": {}, "docs": {}}
     with pytest.raises(BackendError, match="not created by convsparse"):
         make_backend().search("foreign", TermMap({"a": 1.0}))
 
 
+@both
 def test_search_scores_are_boost_times_quantized_value(fake, loaded):
     query = TermMap({"capital": 1.3, "paris": 0.7, "u.s": 0.45})
     hits = loaded.search("kb", query, k=10, fingerprint="fp")
@@ -115,6 +131,7 @@ def test_search_scores_are_boost_times_quantized_value(fake, loaded):
     assert hits[0].fields == {"title": "FRANCE", "text": "about france", "source": "test"}
 
 
+@both
 def test_dotted_and_percent_tokens_match_in_both_modes(fake, loaded):
     assert [h.id for h in loaded.search("kb", TermMap({"u.s": 1.0}))] == ["usa"]
     assert [h.id for h in loaded.search("kb", TermMap({"100%": 1.0}))] == ["pct"]
@@ -122,6 +139,7 @@ def test_dotted_and_percent_tokens_match_in_both_modes(fake, loaded):
     assert "terms.u%2Es" in repr(body) or "'u%2Es'" in repr(body)
 
 
+@both
 def test_rescore_two_phase(fake, loaded):
     full = TermMap({"capital": 2.0, "washington": 0.1, "paris": 0.1})
     pruned = TermMap({"capital": 2.0})
@@ -134,6 +152,7 @@ def test_rescore_two_phase(fake, loaded):
     assert body["rescore"]["query"]["query_weight"] == 0.0
 
 
+@both
 def test_rescore_needs_a_positive_window(fake, loaded):
     """As in Backend.search (and the embedded backend): rescore_window=0 means no rescoring;
     a window smaller than k rescores only the top of the list."""
@@ -149,11 +168,13 @@ def test_rescore_needs_a_positive_window(fake, loaded):
     assert [h.id for h in hits] == ["usa", "france"]
 
 
+@both
 def test_empty_query_returns_nothing_without_a_request(fake, loaded):
     assert loaded.search("kb", TermMap({})) == []
     assert "/kb/_search" not in fake.paths()
 
 
+@both
 def test_fingerprint_mismatch(fake, loaded):
     with pytest.raises(FingerprintMismatchError, match="other-encoder"):
         loaded.search("kb", TermMap({"paris": 1.0}), fingerprint="other-encoder")
