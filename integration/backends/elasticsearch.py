@@ -374,7 +374,8 @@ def build_client(settings: Any) -> Elasticsearch:
         options["cloud_id"] = settings.elasticsearch_cloud_id
     else:
         url = str(settings.elasticsearch_url)
-        hosts = [u.strip().rstrip("/") for u in url.split(",") if u.strip()]
+        # "https://a:9200,https://b:9200"; a node listed twice once (the client refuses duplicates)
+        hosts = list(dict.fromkeys(u.strip().rstrip("/") for u in url.split(",") if u.strip()))
         if not hosts:
             raise ValueError("elasticsearch_url is empty (or set elasticsearch_cloud_id)")
         options["hosts"] = hosts
