@@ -204,4 +204,5 @@ def test_version_gates_are_the_specs_availability():
     assert _since("_types/query_dsl/abstractions.ts", "sparse_vector") == es_backend.SPARSE_VECTOR_QUERY_SINCE
     assert _since("_types/query_dsl/SparseVectorQuery.ts", "prune") == es_backend.SPARSE_VECTOR_QUERY_SINCE
     assert _since("_types/query_dsl/SparseVectorQuery.ts", "pruning_config") == es_backend.SPARSE_VECTOR_QUERY_SINCE
-    assert _since("_types/mapping/core.ts", "index_options", "class SparseVectorProperty") == es_backend.SPARSE_VECTOR_INDEX_OPTIONS_SINCE
+    index_options = _since("_types/mapping/core.ts", "index_options", "class SparseVectorProperty")
+    assert index_options == es_backend.SPARSE_VECTOR_INDEX_OPTIONS_SINCE
