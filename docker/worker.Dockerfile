@@ -15,7 +15,7 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /app
 COPY . /app
 # CPU torch wheels keep the image small: the GPU path is ONNX Runtime (onnxruntime-gpu, CUDA 12).
-RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu ".[gpu]" \
+RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu ".[gpu,elasticsearch]" \
  && pip uninstall -y onnxruntime \
  && pip install --force-reinstall --no-deps "onnxruntime-gpu>=1.20"
 

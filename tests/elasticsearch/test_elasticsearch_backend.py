@@ -230,3 +230,26 @@ def test_compose_opens_the_backend_from_settings(fake, monkeypatch):
     backend.create_index("kb", fingerprint="fp")
     assert fake.indices["kb"]["settings"]["number_of_replicas"] == 0
     assert fake.indices["kb"]["mappings"]["_meta"]["field_type"] == "sparse_vector"
+
+
+def test_compose_service_and_worker_override():
+    import yaml
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[2] / "docker"
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())
+    es = compose["services"]["elasticsearch"]
+    assert es["profiles"] == ["es"]
+    env = es["environment"]
+    assert env["discovery.type"] == "single-node"
+    # security is stated explicitly (off for development; the header says how to turn it on)
+    assert env["xpack.security.enabled"] == "false"
+    assert "xpack.security.enabled" in (root / "docker-compose.yml").read_text().split("name: convsparse")[0]
+    assert es["ports"] == ["9201:9200"] and es["healthcheck"]
+    assert es["image"].rsplit(":", 1)[1].split(".")[0] == "9"
+    override = yaml.safe_load((root / "docker-compose.es.yml").read_text())
+    for name in ("worker-gpu", "worker-cpu"):
+        worker = override["services"][name]
+        assert worker["environment"]["CONVSPARSE_BACKEND"] == "elasticsearch"
+        assert worker["environment"]["CONVSPARSE_ELASTICSEARCH_URL"] == "http://elasticsearch:9200"
+        assert "elasticsearch" in worker["depends_on"]
+    assert "elasticsearch" in (root / "worker.Dockerfile").read_text()
