@@ -1,10 +1,19 @@
 """Ranking parity with real Lucene: FeatureField documents + linear feature queries (what an
 OpenSearch `rank_features` field and `rank_feature` query with `linear` run) versus
-`EmbeddedBackend(quantize=True)`. Needs Debian's liblucene8-java and JPype1; skipped otherwise."""
+`EmbeddedBackend(quantize=True)`. Needs Debian's liblucene8-java and JPype1; skipped otherwise
+(`CONVSPARSE_LUCENE_JARS`, a glob, points at the jars elsewhere).
+
+`test_backend_bodies_score_as_lucene` covers the bodies the OpenSearch and Elasticsearch
+backends send: each body is turned into Lucene queries the way the servers' query builders do
+(`rank_feature` + `linear`: the field split at its last dot, `FeatureField.newLinearQuery(field,
+feature, boost)`; Elasticsearch's `sparse_vector` with `query_vector` and no pruning: one
+`FeatureField.newLinearQuery(field, token, weight)` SHOULD clause per token, on the same
+FeatureField storage), and must rank and score as the embedded backend does."""
 
 from __future__ import annotations
 
 import glob
+import os
 
 import numpy as np
 import pytest
@@ -14,7 +23,7 @@ from convsparse.integration.backends.embedded import EmbeddedBackend
 from convsparse.termmap import TermMap
 
 jpype = pytest.importorskip("jpype")
-JARS = sorted(glob.glob("/usr/share/java/lucene-core*.jar"))
+JARS = sorted(glob.glob(os.environ.get("CONVSPARSE_LUCENE_JARS", "/usr/share/java/lucene-core*.jar")))
 pytestmark = pytest.mark.skipif(not JARS, reason="lucene-core jar not installed (apt install liblucene8-java)")
 
 
@@ -116,4 +125,63 @@ def test_topk_and_scores_match_lucene(lucene, tmp_path, seed):
     for h in raw.search("parity", q, 10):
         if h.id in exp:
             assert abs(h.score - exp[h.id]) <= h.score * 2.0 ** -8 + 1e-6
+    directory.close()
+
+
+def lucene_clauses_from_body(query):
+    """(field, feature, weight) Lucene linear FeatureField clauses a server builds from `query`."""
+    if "bool" in query:
+        clauses = []
+        for clause in query["bool"]["should"]:
+            rf = clause["rank_feature"]
+            assert rf["linear"] == {}, "without linear the server applies saturation"
+            field, feature = rf["field"].rsplit(".", 1)
+            clauses.append((field, feature, rf.get("boost", 1.0)))
+        return clauses
+    sv = query["sparse_vector"]
+    assert sv["prune"] is False and "pruning_config" not in sv
+    return [(sv["field"], token, weight) for token, weight in sv["query_vector"].items()]
+
+
+def _body_builders():
+    from convsparse.integration.backends import query_dsl
+
+    builders = {"opensearch rank_feature": query_dsl.rank_feature_query}
+    try:
+        from convsparse.integration.backends import elasticsearch_query
+    except ImportError:
+        return builders
+    builders["elasticsearch rank_feature"] = elasticsearch_query.rank_feature_query
+    builders["elasticsearch sparse_vector"] = elasticsearch_query.sparse_vector_query
+    return builders
+
+
+@pytest.mark.parametrize("builder", list(_body_builders()))
+def test_backend_bodies_score_as_lucene(lucene, tmp_path, builder):
+    L = lucene
+    build = _body_builders()[builder]
+    rng = np.random.default_rng(7)
+    vocab = [f"t{i}" for i in range(200)] + ["u.s", "100%", "e.g.", "a%2Eb"]
+    docs = random_term_maps(rng, 300, vocab, 30)
+    ids = [f"d{i}" for i in range(len(docs))]
+    L["BQclass"].setMaxClauseCount(4096)
+    directory = L["Dir"]()
+    writer = L["IW"](directory, L["IWC"]())
+    for doc_id, tm in zip(ids, docs):
+        writer.addDocument(lucene_doc(L, doc_id, tm))
+    writer.commit()
+    searcher = L["Searcher"](L["Reader"].open(directory))
+    be = EmbeddedBackend(tmp_path, quantize=True)
+    be.create_index("parity", fingerprint="fp")
+    list(be.upsert("parity", [IndexedDocument(i, tm) for i, tm in zip(ids, docs)]))
+    for q in random_term_maps(rng, 15, vocab, 120):
+        builder_query = L["BQ"]()
+        for field, feature, weight in lucene_clauses_from_body(build(q, "terms")):
+            builder_query.add(L["FeatureField"].newLinearQuery(field, feature, float(weight)),
+                              L["Occur"].SHOULD)
+        top = searcher.search(builder_query.build(), 20)
+        expected = [(str(searcher.doc(sd.doc).get("id")), float(sd.score)) for sd in top.scoreDocs]
+        got = [(h.id, h.score) for h in be.search("parity", q, 20)]
+        assert [i for i, _ in got] == [i for i, _ in expected]
+        np.testing.assert_allclose([s for _, s in got], [s for _, s in expected], rtol=1e-5)
     directory.close()
