@@ -276,6 +276,13 @@ class ElasticsearchBackend(BulkWriter):
         )
         self.refresh(name)
 
+    def list_indices(self) -> list[str]:
+        """The indices convsparse created (those with an encoder fingerprint in `_meta`)."""
+        with _reachable("list indices"):
+            response = _body(self.client.indices.get_mapping(index="*"))
+        return sorted(name for name, entry in (response or {}).items()
+                      if ((entry.get("mappings") or {}).get("_meta") or {}).get("encoder_fingerprint"))
+
     def _meta(self, name: str, *, fresh: bool = False) -> dict[str, Any]:
         cached = self._meta_cache.get(name)
         now = time.monotonic()

@@ -253,3 +253,27 @@ def test_compose_service_and_worker_override():
         assert worker["environment"]["CONVSPARSE_ELASTICSEARCH_URL"] == "http://elasticsearch:9200"
         assert "elasticsearch" in worker["depends_on"]
     assert "elasticsearch" in (root / "worker.Dockerfile").read_text()
+
+
+def test_cli_index_commands_with_the_backend_from_the_environment(fake, make_backend, monkeypatch):
+    """`convsparse index list|describe|delete` reach Elasticsearch through compose, unchanged."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from convsparse.cli import app
+
+    make_backend(field_type="sparse_vector").create_index("docs", fingerprint="fp", vocabulary="v")
+    fake.indices["foreign"] = {"mappings": {"properties": {}}, "settings": {}, "docs": {}}
+    monkeypatch.setenv("CONVSPARSE_BACKEND", "elasticsearch")
+    monkeypatch.setenv("CONVSPARSE_ELASTICSEARCH_URL", fake.url)
+    runner = CliRunner()
+    listed = runner.invoke(app, ["index", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert listed.output.split() == ["docs"]
+    described = runner.invoke(app, ["index", "describe", "docs"])
+    assert described.exit_code == 0, described.output
+    info = json.loads(described.output)
+    assert info["fingerprint"] == "fp" and info["field_type"] == "sparse_vector"
+    deleted = runner.invoke(app, ["index", "delete", "docs"])
+    assert deleted.exit_code == 0 and "docs" not in fake.indices

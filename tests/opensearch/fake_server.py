@@ -221,6 +221,8 @@ class FakeOpenSearch:
                              "defaults": {"indices.query.bool.max_clause_count": str(self.max_clause_count)}}
             if len(parts) == 1 and method == "PUT":
                 return self._create(parts[0], body)
+            if parts == ["*", "_mapping"] and method == "GET":
+                return 200, {name: {"mappings": ix["mappings"]} for name, ix in self.indices.items()}
             if not parts or parts[0] not in self.indices:
                 name = parts[0] if parts else ""
                 return _error(404, "index_not_found_exception", f"no such index [{name}]")
