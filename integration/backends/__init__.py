@@ -1,1 +1,1 @@
-"""Search backends behind the `Backend` protocol: embedded (in-process) and OpenSearch."""
+"""Search backends behind the `Backend` protocol: embedded (in-process), OpenSearch and Elasticsearch."""
