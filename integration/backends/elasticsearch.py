@@ -266,14 +266,12 @@ class ElasticsearchBackend(BulkWriter):
 
     def begin_bulk_load(self, name: str) -> None:
         """Refresh off and no replicas while loading (`mappings.bulk_load_settings`)."""
-        self.client.indices.put_settings(index=name, settings=bulk_load_settings())
+        self.client.indices.put_settings(index=name, settings=self._without_unset(bulk_load_settings()))
 
     def end_bulk_load(self, name: str) -> None:
         """Back to serving settings (replicas, refresh interval), then refresh."""
-        self.client.indices.put_settings(
-            index=name,
-            settings=serving_settings(replicas=self.replicas or 0, refresh_interval=self.refresh_interval),
-        )
+        self.client.indices.put_settings(index=name, settings=self._without_unset(
+            serving_settings(replicas=self.replicas or 0, refresh_interval=self.refresh_interval)))
         self.refresh(name)
 
     def list_indices(self) -> list[str]:
@@ -282,6 +280,12 @@ class ElasticsearchBackend(BulkWriter):
             response = _body(self.client.indices.get_mapping(index="*"))
         return sorted(name for name, entry in (response or {}).items()
                       if ((entry.get("mappings") or {}).get("_meta") or {}).get("encoder_fingerprint"))
+
+    def _without_unset(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """`replicas=None` (e.g. Serverless, which manages them): never send number_of_replicas."""
+        if self.replicas is None:
+            settings["index"].pop("number_of_replicas", None)
+        return settings
 
     def _meta(self, name: str, *, fresh: bool = False) -> dict[str, Any]:
         cached = self._meta_cache.get(name)

@@ -277,3 +277,14 @@ def test_cli_index_commands_with_the_backend_from_the_environment(fake, make_bac
     assert info["fingerprint"] == "fp" and info["field_type"] == "sparse_vector"
     deleted = runner.invoke(app, ["index", "delete", "docs"])
     assert deleted.exit_code == 0 and "docs" not in fake.indices
+
+
+def test_shards_and_replicas_left_to_the_server(fake, make_backend):
+    """Elastic Cloud Serverless manages shards and replicas: with None they are never sent."""
+    backend = make_backend(shards=None, replicas=None, refresh_interval="5s")
+    backend.create_index("kb", fingerprint="fp", bulk_load=True)
+    assert fake.indices["kb"]["settings"] == {"refresh_interval": "-1"}
+    backend.end_bulk_load("kb")
+    backend.begin_bulk_load("kb")
+    puts = [b for m, p, b in fake.requests if p == "/kb/_settings"]
+    assert puts == [{"index": {"refresh_interval": "5s"}}, {"index": {"refresh_interval": "-1"}}]
