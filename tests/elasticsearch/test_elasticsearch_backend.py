@@ -288,3 +288,12 @@ def test_shards_and_replicas_left_to_the_server(fake, make_backend):
     backend.begin_bulk_load("kb")
     puts = [b for m, p, b in fake.requests if p == "/kb/_settings"]
     assert puts == [{"index": {"refresh_interval": "5s"}}, {"index": {"refresh_interval": "-1"}}]
+
+
+def test_elasticsearch_credentials_are_masked_in_messages(monkeypatch):
+    from convsparse.redaction import mask_secrets
+
+    monkeypatch.setenv("CONVSPARSE_ELASTICSEARCH_API_KEY", "ZW5jb2RlZC1rZXk=")
+    monkeypatch.setenv("CONVSPARSE_ELASTICSEARCH_PASSWORD", "s3cret-pw")
+    text = mask_secrets("auth ZW5jb2RlZC1rZXk= and s3cret-pw at https://elastic:s3cret-pw@es:9200")
+    assert "ZW5jb2RlZC1rZXk=" not in text and "s3cret-pw" not in text
