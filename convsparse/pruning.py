@@ -6,9 +6,10 @@ time (index size). Every criterion that is set must hold for a term to be kept.
 
 from __future__ import annotations
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from convsparse.termmap import TermMap
+from convsparse.termmap import CsrRows, TermMap, Vocabulary
 
 
 class PruningPolicy(BaseModel):
@@ -70,3 +71,55 @@ class PruningPolicy(BaseModel):
                     break
             ranked = kept
         return TermMap(ranked)
+
+    def apply_csr(self, rows: CsrRows, vocabulary: Vocabulary) -> CsrRows:
+        """`apply` to every row of a CSR batch at once, with exactly the same result as
+        `apply` on each row's `TermMap` (float64 comparisons, ties at the top-k boundary
+        broken by token as `TermMap.top` does). Vectorised over the batch, except
+        `alpha_mass`, whose running sum is taken row by row (over a row's non-zero terms,
+        never the vocabulary) so that it adds in the same order as `apply`."""
+        if self.is_noop or rows.nnz == 0:
+            return rows
+        weights = rows.values.astype(np.float64)
+        row_of = rows.row_of_entries()
+        keep = np.ones(rows.nnz, dtype=bool)
+        rank_in_row = None
+        if self.top_k is not None or self.alpha_mass is not None:
+            # sorted by row, then weight descending, then token (TermMap.top's order)
+            order = np.lexsort((vocabulary.rank[rows.indices], -weights, row_of))
+            rank_in_row = np.empty(rows.nnz, dtype=np.int64)
+            rank_in_row[order] = np.arange(rows.nnz) - np.repeat(rows.indptr[:-1], rows.counts())
+            if self.top_k is not None:
+                keep &= rank_in_row < self.top_k
+        if self.min_weight is not None:
+            keep &= weights >= self.min_weight
+        if self.max_ratio is not None:
+            counts = rows.counts()
+            row_max = np.zeros(rows.n_rows, dtype=np.float64)
+            nonempty = counts > 0
+            row_max[nonempty] = np.maximum.reduceat(weights, rows.indptr[:-1][nonempty])
+            keep &= weights >= self.max_ratio * row_max[row_of]
+        if self.alpha_mass is not None:
+            keep = self._alpha_mass_csr(rows, weights, keep, order)
+        return rows.select(keep)
+
+    def _alpha_mass_csr(self, rows: CsrRows, weights: np.ndarray, keep: np.ndarray,
+                        order: np.ndarray) -> np.ndarray:
+        """Keep the heaviest kept terms of each row until they hold `alpha_mass` of the row's
+        total (the term that crosses the target is kept), as `apply` does."""
+        out = np.zeros_like(keep)
+        values = rows.values.tolist()
+        for r in range(rows.n_rows):
+            a, b = int(rows.indptr[r]), int(rows.indptr[r + 1])
+            if a == b:
+                continue
+            target = self.alpha_mass * float(sum(values[a:b]))  # = TermMap.total()
+            ranked = order[a:b][keep[order[a:b]]]
+            if not len(ranked):
+                continue
+            mass = np.cumsum(weights[ranked])  # sequential adds, like apply's loop
+            # kept while the mass *before* a term is below the target
+            before = np.concatenate(([0.0], mass[:-1]))
+            n = int(np.count_nonzero(before < target)) if len(ranked) > 1 else 1
+            out[ranked[:max(1, n)]] = True
+        return out
