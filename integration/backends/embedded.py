@@ -392,9 +392,8 @@ class EmbeddedBackend:
             except (TypeError, ValueError) as e:
                 results.append(DocumentResult(doc_id, False, 400, f"fields are not JSON-serialisable: {e}"))
                 continue
-            items = tm.to_dict()
-            ops.append({"op": "upsert", "id": doc_id, "t": list(items), "w": list(items.values()),
-                        "f": fields})
+            tokens, weights = tm.tokens_and_weights()  # CSR-backed maps: straight from arrays
+            ops.append({"op": "upsert", "id": doc_id, "t": tokens, "w": weights, "f": fields})
             seen[doc_id] = len(results)
             results.append(DocumentResult(doc_id, True, 200))
         self._append(name, ops)
