@@ -106,8 +106,12 @@ def quantize_int8(src: str | Path, out_path: str | Path) -> Path:
 
     out_path = Path(out_path)
     tmp = out_path.with_name(f".{out_path.name}.tmp.onnx")
+    import onnx
+
+    # The optimizer's fused ops (com.microsoft domain) defeat shape inference: say FLOAT.
     quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8,
-                     op_types_to_quantize=["MatMul"])
+                     op_types_to_quantize=["MatMul"],
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     os.replace(tmp, out_path)
     return out_path
 

@@ -128,13 +128,14 @@ class StudentEncoderBase:
             if n <= 1:
                 raise
             self._release_memory()
-            self.max_batch = max(1, n // 2) if self.max_batch is None else min(self.max_batch, max(1, n // 2))
+            half = (n + 1) // 2
+            self.max_batch = half if self.max_batch is None else min(self.max_batch, half)
             log.warning("out of memory on a batch of %d documents: halving it (batches are "
                         "capped at %d from now on)", n, self.max_batch)
             return self._run_halves(input_ids, attention_mask, pruning)
 
     def _run_halves(self, input_ids, attention_mask, pruning) -> CsrRows:
-        half = int(input_ids.shape[0]) // 2
+        half = (int(input_ids.shape[0]) + 1) // 2
         parts = []
         for sl in (slice(0, half), slice(half, None)):
             ids, mask = input_ids[sl], attention_mask[sl]
