@@ -83,14 +83,20 @@ class PruningPolicy(BaseModel):
         weights = rows.values.astype(np.float64)
         row_of = rows.row_of_entries()
         keep = np.ones(rows.nnz, dtype=bool)
-        rank_in_row = None
-        if self.top_k is not None or self.alpha_mass is not None:
-            # sorted by row, then weight descending, then token (TermMap.top's order)
-            order = np.lexsort((vocabulary.rank[rows.indices], -weights, row_of))
-            rank_in_row = np.empty(rows.nnz, dtype=np.int64)
-            rank_in_row[order] = np.arange(rows.nnz) - np.repeat(rows.indptr[:-1], rows.counts())
-            if self.top_k is not None:
-                keep &= rank_in_row < self.top_k
+        order = None
+        if self.alpha_mass is not None:
+            order = self._ranked_order(rows, vocabulary, weights, row_of)
+        if self.top_k is not None:
+            long_rows = rows.counts() > self.top_k
+            if long_rows.any():  # rows already within top_k (the device's output) keep all
+                sub = rows if long_rows.all() else rows.take_rows(np.flatnonzero(long_rows))
+                sub_w = sub.values.astype(np.float64)
+                sub_order = self._ranked_order(sub, vocabulary, sub_w, sub.row_of_entries())
+                rank_in_row = np.empty(sub.nnz, dtype=np.int64)
+                rank_in_row[sub_order] = (np.arange(sub.nnz)
+                                          - np.repeat(sub.indptr[:-1], sub.counts()))
+                entry_is_long = long_rows[row_of]
+                keep[entry_is_long] &= rank_in_row < self.top_k
         if self.min_weight is not None:
             keep &= weights >= self.min_weight
         if self.max_ratio is not None:
@@ -102,6 +108,12 @@ class PruningPolicy(BaseModel):
         if self.alpha_mass is not None:
             keep = self._alpha_mass_csr(rows, weights, keep, order)
         return rows.select(keep)
+
+    @staticmethod
+    def _ranked_order(rows: CsrRows, vocabulary: Vocabulary, weights: np.ndarray,
+                      row_of: np.ndarray) -> np.ndarray:
+        """Entry order by row, then weight descending, then token (`TermMap.top`'s order)."""
+        return np.lexsort((vocabulary.rank[rows.indices], -weights, row_of))
 
     def _alpha_mass_csr(self, rows: CsrRows, weights: np.ndarray, keep: np.ndarray,
                         order: np.ndarray) -> np.ndarray:

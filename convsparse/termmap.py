@@ -222,6 +222,19 @@ class TermMapBatch:
         ]
         return cls(maps, fingerprint, list(ids) if ids is not None else None, csr=rows)
 
+    def rank_features(self) -> list[dict[str, float]]:
+        """Every term map's `to_rank_features()` (the `rank_features` objects of a bulk body).
+        A CSR-backed batch gathers the escaped names and weights once for the whole batch."""
+        if self.csr is None:
+            return [tm.to_rank_features() for tm in self.term_maps]
+        vocab = self.term_maps[0]._vocab if self.term_maps else None
+        if vocab is None:
+            return []
+        names = vocab.escaped[self.csr.indices].tolist()
+        weights = self.csr.values.tolist()
+        bounds = self.csr.indptr.tolist()
+        return [dict(zip(names[a:b], weights[a:b])) for a, b in zip(bounds[:-1], bounds[1:])]
+
 
 def term_map_from_vector(
     vector: np.ndarray, vocabulary: list[str], *, record_id: str | None = None

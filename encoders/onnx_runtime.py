@@ -9,7 +9,7 @@ activations and their token ids), never the ``batch x tokens x vocab`` logits.
   transformer fusions know; the dynamo exporter (needs onnxscript) works too but takes ~10x
   longer, so it is only the fallback. Batch and sequence axes are dynamic.
 - Exports are cached by the encoder fingerprint:
-  ``Settings().cache_dir/onnx/<fingerprint>[-topK][-fp16].onnx``, written atomically. The
+  ``Settings().cache_dir/onnx/<fingerprint>-g<graph version>[-topK][-fp16].onnx``, written atomically. The
   `OnnxStudent` carries the same fingerprint as the PyTorch student it came from: both emit
   the same term maps (max abs difference < 1e-4 in fp32, checked in the tests).
 - Providers: ``CPUExecutionProvider``; ``CUDAExecutionProvider`` first when onnxruntime-gpu
@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 INPUT_NAMES = ["input_ids", "attention_mask"]
 OPSET = 17
+#: Bumped when the exported graph changes for the same weights (2: max-first SPLADE pooling),
+#: so a cached export of an older graph is not reused.
+GRAPH_VERSION = 2
 
 
 class _TopKSplade(torch.nn.Module):
@@ -72,7 +75,7 @@ def onnx_cache_path(
         from convsparse.settings import get_settings
 
         cache_dir = get_settings().cache_dir
-    name = fingerprint.split(":", 1)[-1]
+    name = fingerprint.split(":", 1)[-1] + f"-g{GRAPH_VERSION}"
     if top_k:
         name += f"-top{top_k}"
     if fp16:

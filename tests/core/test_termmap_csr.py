@@ -101,3 +101,10 @@ def test_min_normal_weight_is_kept():
     dense[0, 1] = FLOAT_MIN_NORMAL
     assert TermMapBatch.from_csr(CsrRows.from_dense(dense), VOCAB, "fp")[0].to_dict() == {
         "paris": FLOAT_MIN_NORMAL}
+
+
+def test_batch_rank_features_equal_per_map():
+    batch = TermMapBatch.from_csr(CsrRows.from_dense(dense_rows()), VOCAB, "fp")
+    assert batch.rank_features() == [tm.to_rank_features() for tm in batch]
+    plain = TermMapBatch([TermMap(tm) for tm in batch], "fp")
+    assert plain.rank_features() == batch.rank_features()
