@@ -435,7 +435,8 @@ def markdown(result: dict) -> str:
                 f"hidden {m['hidden']}, {m['dtype']}; {m['documents']} documents, "
                 f"{m['mean_tokens']:.0f} tokens and {m['mean_terms_per_doc']:.0f} terms each "
                 "on average)", "",
-                "| row | device | documents/s | vs model only | vs end to end |", "|---|---|---:|---:|---:|"]
+                "| row | device | documents/s | vs model only | vs end to end |",
+                "|---|---|---:|---:|---:|"]
         for r in m["rows"]:
             out.append(f"| {r['row']} | {r['device']} | {r['docs_per_s']:,.1f} | "
                        f"{r['docs_per_s'] / ref:.2f}x | {r['docs_per_s'] / e2e:.2f}x |")

@@ -374,7 +374,8 @@ class CsrRows:
             pos = int(np.flatnonzero(~finite)[0])
             raise InvalidTermMapError(
                 f"encoder produced {float(values[pos])} (broken model or input)",
-                record_id=_record_of(self, pos, ids), token=vocabulary.tokens[int(self.indices[pos])],
+                record_id=_record_of(self, pos, ids),
+                token=vocabulary.tokens[int(self.indices[pos])],
             )
         rows = self.select(values >= FLOAT_MIN_NORMAL)
         if len(rows.indices) and (rows.indices.min() < 0 or rows.indices.max() >= len(vocabulary)):

@@ -27,7 +27,7 @@ activations and their token ids), never the ``batch x tokens x vocab`` logits.
   MatMul weights (``quantize_dynamic``, QInt8, per-channel off) on top of the optimized graph.
   Both keep the encoder's fingerprint, like fp16: term maps are close, not equal. Speed and
   the ranking-quality change (MRR@10, R@100 on mtrag-pooled) are in
-  ``benchmarks/results/onnx_cpu_optimizations.md``; read them before indexing with int8.
+  ``benchmarks/results/onnx_cpu_quality.md``; read them before indexing with int8.
 - The bulk path reads the top-k export's (values, ids) straight into CSR arrays (no dense row).
 """
 
@@ -238,7 +238,8 @@ class OnnxStudent(StudentEncoderBase):
             raise ValueError("fp16 is for CUDA; optimize/int8 are CPU opt-ins: pick one")
         plain = onnx_cache_path(fingerprint, fp16=fp16, top_k=top_k, cache_dir=cache_dir)
         if not plain.exists():
-            export_onnx(student.model, plain, vocab_size=len(student.vocabulary), fp16=fp16, top_k=top_k)
+            export_onnx(student.model, plain, vocab_size=len(student.vocabulary), fp16=fp16,
+                        top_k=top_k)
         path = plain
         if optimize or int8:
             cfg = student.model.mlm.config

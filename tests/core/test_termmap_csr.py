@@ -66,8 +66,8 @@ def test_take_rows_and_concat_round_trip():
     rows = CsrRows.from_dense(dense_rows())
     perm = np.array([3, 1, 0, 2])
     back = rows.take_rows(perm).take_rows(np.argsort(perm))
-    for a, b in zip((rows.indptr, rows.indices, rows.values), (back.indptr, back.indices, back.values)):
-        np.testing.assert_array_equal(a, b)
+    for name in ("indptr", "indices", "values"):
+        np.testing.assert_array_equal(getattr(rows, name), getattr(back, name))
     both = CsrRows.concat([rows, CsrRows.empty(2), rows])
     assert both.n_rows == 10 and both.nnz == 2 * rows.nnz
 

@@ -11,7 +11,7 @@ import torch
 
 from convsparse.errors import InvalidTermMapError
 from convsparse.pruning import PruningPolicy
-from convsparse.termmap import CsrTermMap
+from convsparse.termmap import CsrTermMap, TermMap
 
 DOCS = [
     "The cat sat on the mat.",
@@ -169,7 +169,7 @@ def test_device_mask_is_a_superset_of_the_exact_pruning():
     for policy in POLICIES:
         keep = keep_mask(act, policy)
         for r in range(act.shape[0]):
-            exact = set(policy.apply(__import__("convsparse.termmap", fromlist=["TermMap"]).TermMap(
+            exact = set(policy.apply(TermMap(
                 {str(i): float(v) for i, v in enumerate(act[r].tolist()) if v > 0})))
             assert {str(i) for i in keep[r].nonzero().flatten().tolist()} >= exact
     rows = sparsify(act)
@@ -182,7 +182,8 @@ def test_onnx_bulk_path_matches_its_dense_path(tiny_student, tiny_onnx_student, 
 
     old = dense_reference(tiny_onnx_student, DOCS, IDS, None, 3)
     assert list(tiny_onnx_student.encode_documents(DOCS, ids=IDS, batch_size=3)) == list(old)
-    topk = OnnxStudent.from_torch(tiny_student, device="cpu", top_k=16, cache_dir=encoders_cache_dir)
+    topk = OnnxStudent.from_torch(tiny_student, device="cpu", top_k=16,
+                                  cache_dir=encoders_cache_dir)
     for x, y in zip(topk.encode_documents(DOCS), tiny_student.encode_documents(DOCS)):
         assert len(x) <= 16
         assert [t for t, _ in x.top(5)] == [t for t, _ in y.top(5)]
@@ -192,7 +193,8 @@ def test_onnx_cpu_opt_ins_run_close(tiny_student, encoders_cache_dir):
     from convsparse.encoders.onnx_runtime import OnnxStudent
 
     ref = tiny_student.encode_documents(DOCS)
-    opt = OnnxStudent.from_torch(tiny_student, device="cpu", optimize=True, cache_dir=encoders_cache_dir)
+    opt = OnnxStudent.from_torch(tiny_student, device="cpu", optimize=True,
+                                 cache_dir=encoders_cache_dir)
     q8 = OnnxStudent.from_torch(tiny_student, device="cpu", int8=True, cache_dir=encoders_cache_dir)
     assert opt.onnx_path.name.endswith("-opt.onnx") and q8.onnx_path.name.endswith("-opt-int8.onnx")
     assert opt.fingerprint == q8.fingerprint == tiny_student.fingerprint
