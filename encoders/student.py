@@ -127,12 +127,13 @@ class StudentEncoderBase:
         except torch.OutOfMemoryError:
             if n <= 1:
                 raise
-            self._release_memory()
-            half = (n + 1) // 2
-            self.max_batch = half if self.max_batch is None else min(self.max_batch, half)
-            log.warning("out of memory on a batch of %d documents: halving it (batches are "
-                        "capped at %d from now on)", n, self.max_batch)
-            return self._run_halves(input_ids, attention_mask, pruning)
+        # Outside the except block: the traceback (and the tensors its frames hold) is gone.
+        self._release_memory()
+        half = (n + 1) // 2
+        self.max_batch = half if self.max_batch is None else min(self.max_batch, half)
+        log.warning("out of memory on a batch of %d documents: halving it (batches are capped "
+                    "at %d from now on)", n, self.max_batch)
+        return self._run_halves(input_ids, attention_mask, pruning)
 
     def _run_halves(self, input_ids, attention_mask, pruning) -> CsrRows:
         half = (int(input_ids.shape[0]) + 1) // 2

@@ -236,3 +236,20 @@ def test_prefetch_order_errors_and_early_stop():
     n = len(produced)
     threading.Event().wait(0.3)
     assert len(produced) <= n + 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bf16_path_matches_cpu_fp32(tiny_model_dir, tiny_student):
+    """On a GPU machine: bf16 by default, pinned staging, sparsified on the device, and the
+    same heavy terms as fp32 on the CPU (exact equality holds only within one device/dtype)."""
+    from convsparse.encoders.student import SpladeStudent, pad_batch
+
+    gpu = SpladeStudent.from_pretrained(tiny_model_dir, device="cuda")
+    assert gpu.dtype == torch.bfloat16 and gpu.fingerprint == tiny_student.fingerprint
+    ids, mask = gpu._stage(*pad_batch(gpu.tokenize_documents(DOCS[:2]), 0))
+    assert ids.is_pinned() and mask.is_pinned()
+    fp32 = SpladeStudent.from_pretrained(tiny_model_dir, device="cuda", dtype="float32")
+    assert list(fp32.encode_documents(DOCS)) == list(dense_reference(fp32, DOCS, None, None, 32))
+    for x, y in zip(tiny_student.encode_documents(DOCS), gpu.encode_documents(DOCS)):
+        top = [t for t, w in x.top(10) if w > 0.1 * x.top(1)[0][1]]
+        assert all(t in y and abs(x[t] - y[t]) <= 0.02 * x[t] + 0.02 for t in top)
