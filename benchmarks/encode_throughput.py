@@ -313,6 +313,23 @@ def run_rows(rows: list[tuple[str, int, Callable[[], float]]], repeats: int, tag
              "docs_per_s_runs": runs[name]} for name, n, _ in rows]
 
 
+def host_only(label: str, path: str | None, device: str, args) -> list[dict]:
+    """Only the host rows of one model (`--host-only`)."""
+    from convsparse.encoders.loading import load_student
+    from convsparse.pruning import PruningPolicy
+
+    passages = load_passages(args.documents)
+    ids, texts = [p[0] for p in passages], [p[1] for p in passages]
+    student = load_student(path, runtime="torch", device=device, dtype=args.dtype,
+                           max_length=args.max_length)
+    bs = args.batch_size
+    batch = student.encode_documents(texts, ids=ids, batch_size=bs)
+    device_pruned = student._encode_groups(
+        student._tokenized_groups(texts), len(texts), batch_size=bs,
+        pruning=PruningPolicy(top_k=128), progress=False, desc="")
+    return host_stage(student, batch.csr, device_pruned, ids, args.host_documents, args.repeats)
+
+
 def bench_model(label: str, path: str | None, device: str, args, tmp: Path) -> dict:
     from convsparse.encoders.loading import load_student
     from convsparse.encoders.onnx_runtime import OnnxStudent
@@ -446,7 +463,13 @@ def markdown(result: dict) -> str:
             out.append("\nONNX preparation (export / optimize / quantize, cached afterwards): " +
                        ", ".join(f"{k} {v['prepare_s']:.1f} s" for k, v in m["onnx"].items()) + ".")
         if m["host_rows"]:
-            out += ["", "| host stage (no model, one core) | documents | documents/s |",
+            when = result.get("host_rows_remeasured")
+            first = m["host_rows"][0]
+            out += ["", "Host stage alone (goal >= 50,000 documents/s on one core"
+                    + (f"; re-measured {when}" if when else "") + "): "
+                    f"{first['mean_terms_raw']:.0f} terms/document unpruned, "
+                    f"{first['mean_terms_device_pruned']:.0f} after the device's top_k=128.",
+                    "", "| host stage (no model, one core) | documents | documents/s |",
                     "|---|---:|---:|"]
             for r in m["host_rows"]:
                 out.append(f"| {r['row']} | {r['documents']:,} | {r['docs_per_s']:,.0f} |")
@@ -473,6 +496,8 @@ def main() -> None:
     ap.add_argument("--no-st", action="store_true")
     ap.add_argument("--no-onnx", action="store_true")
     ap.add_argument("--onnx-model-only", action="store_true", help="also ONNX model-only rows")
+    ap.add_argument("--host-only", action="store_true",
+                    help="re-measure only the host rows of the existing result file")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     device = args.device
@@ -487,6 +512,16 @@ def main() -> None:
     models = [("shipped student (MiniLM-L6 SPLADE)", args.student)]
     if args.tiny and Path(args.tiny).exists():
         models.append(("SPLADE-tiny", args.tiny))
+    stem = "encode_throughput_cuda" if cuda else "encode_throughput"
+    if args.host_only:  # re-measure the host rows of an existing result, keep the rest
+        result = json.loads((args.out / f"{stem}.json").read_text())
+        for m, (label, path) in zip(result["models"], models):
+            m["host_rows"] = host_only(label, path, device, args)
+        result["host_rows_remeasured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+        (args.out / f"{stem}.md").write_text(markdown(result))
+        print(markdown(result))
+        return
     tmp = Path(tempfile.mkdtemp(prefix="convsparse-encode-bench-"))
     try:
         results = [bench_model(label, path, device, args, tmp) for label, path in models]
@@ -500,7 +535,6 @@ def main() -> None:
         "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__,
         "python": platform.python_version(), "models": results,
     }
-    stem = "encode_throughput_cuda" if cuda else "encode_throughput"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / f"{stem}.md").write_text(markdown(result))

@@ -55,6 +55,24 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-.]{0,254}$")
 _FORMAT = 1
 
 
+def _log_line(op: Mapping[str, Any]) -> bytes:
+    """One append-log line. orjson (a dependency of ranx, so always installed with us) writes
+    the same JSON ~6x faster than `json` (float formatting dominates a term map's line);
+    anything it refuses (an integer beyond 64 bits in stored fields) goes through `json`."""
+    if _orjson is not None:
+        try:
+            return _orjson.dumps(op) + b"\n"
+        except TypeError:
+            pass
+    return (json.dumps(op, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - ranx brings it
+    _orjson = None
+
+
 def quantize_feature_values(values: np.ndarray) -> np.ndarray:
     """Lucene FeatureField storage: keep the top 9 significant bits of each float32."""
     v = np.ascontiguousarray(values, dtype=np.float32)
@@ -109,7 +127,11 @@ class _IndexState:
         old = self.row_of.get(doc_id)
         if old is not None:
             self.alive[old] = False
-        cols = np.fromiter((self.term_id(t) for t in tokens), dtype=np.int32, count=len(tokens))
+        get = self.term_ids.get
+        ids = [get(t) for t in tokens]  # known terms: one dict lookup each, no method call
+        if None in ids:
+            ids = [i if i is not None else self.term_id(t) for i, t in zip(ids, tokens)]
+        cols = np.asarray(ids, dtype=np.int32)
         vals = np.asarray(weights, dtype=np.float32)
         row = len(self.ids)
         self.ids.append(doc_id)
@@ -358,8 +380,7 @@ class EmbeddedBackend:
             else:
                 self._replay(st, d)
             if ops:
-                payload = "".join(json.dumps(op, ensure_ascii=False) + "\n" for op in ops)
-                data = payload.encode("utf-8")
+                data = b"".join(_log_line(op) for op in ops)
                 with open(d / f"log-{st.generation}.jsonl", "ab") as fh:
                     fh.write(data)
                     fh.flush()

@@ -204,3 +204,18 @@ def test_csr_backed_term_maps_index_like_dict_ones(backend):
     assert all(r.ok for r in results)
     assert backend.get_document("csr", "a")[0] == TermMap({"lisbon": 1.5, "u.s": 0.25})
     assert ids(backend.search("csr", TermMap({"50%": 1.0}))) == ["b"]
+
+
+def test_log_lines_are_json_whatever_the_encoder(backend, tmp_path):
+    """The append log stays plain JSON lines (orjson when present, json for what it refuses)."""
+    import json as _json
+
+    from convsparse.integration.embedded import _log_line
+
+    op = {"op": "upsert", "id": "é", "t": ["u.s", "naïve"], "w": [0.1, 1e-30], "f": {"n": 2**70}}
+    assert _json.loads(_log_line(op)) == op
+    backend.create_index("big", fingerprint="fp")
+    docs = [IndexedDocument("x", TermMap({"a": 1.0}), {"n": 2**70, "s": "ü"})]
+    assert all(r.ok for r in backend.upsert("big", docs))
+    fresh = EmbeddedBackend(backend.root)  # replays the log written above
+    assert fresh.get_document("big", "x")[1]["n"] == 2**70
