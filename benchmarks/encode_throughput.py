@@ -230,9 +230,10 @@ def host_stage(student, raw, device_pruned, ids, n_rows: int, repeats: int) -> l
     _ = vocab.escaped, vocab.rank, vocab.valid  # per-vocabulary arrays, built once per encoder
 
     def to_batch(rows, p):
-        rows = rows.validated(vocab, big_ids)  # what _batch_from_csr does
+        row_ids = big_ids[:rows.n_rows]
+        rows = rows.validated(vocab, row_ids)  # what _batch_from_csr does
         rows = p.apply_csr(rows, vocab) if p is not None else rows
-        return TermMapBatch.from_csr(rows, vocab, "fp", big_ids, checked=True)
+        return TermMapBatch.from_csr(rows, vocab, "fp", row_ids, checked=True)
 
     def termmaps(rows, p, bodies: bool):
         def run():
@@ -524,7 +525,12 @@ def main() -> None:
         return
     tmp = Path(tempfile.mkdtemp(prefix="convsparse-encode-bench-"))
     try:
-        results = [bench_model(label, path, device, args, tmp) for label, path in models]
+        results = []
+        for label, path in models:
+            results.append(bench_model(label, path, device, args, tmp))
+            partial = args.out / f".{stem}.partial.json"  # a crash later keeps this model's rows
+            args.out.mkdir(parents=True, exist_ok=True)
+            partial.write_text(json.dumps(results, indent=2) + "\n")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     result = {

@@ -13,6 +13,7 @@ verbatim; `neural_sparse` gets the same escaped names so both query forms hit th
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -233,7 +234,15 @@ class TermMapBatch:
         names = vocab.escaped[self.csr.indices].tolist()
         weights = self.csr.values.tolist()
         bounds = self.csr.indptr.tolist()
-        return [dict(zip(names[a:b], weights[a:b])) for a, b in zip(bounds[:-1], bounds[1:])]
+        # Thousands of fresh dicts would trigger cyclic-GC passes that find nothing to free
+        # (dicts of str -> float hold no cycles): pause the collector while building them.
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return [dict(zip(names[a:b], weights[a:b])) for a, b in zip(bounds[:-1], bounds[1:])]
+        finally:
+            if paused:
+                gc.enable()
 
 
 def term_map_from_vector(
