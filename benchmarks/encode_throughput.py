@@ -62,16 +62,16 @@ if not CORPUS.exists():
 
 
 def load_passages(n: int) -> list[tuple[str, str]]:
-    """(id, text-to-encode) of the first `n` passages."""
+    """(id, text-to-encode) of the first `n` passages (`document_text`: the one rule)."""
+    from convsparse.documents import document_text
+
     out = []
     with open(CORPUS, encoding="utf-8") as f:
         for line in f:
             if len(out) >= n:
                 break
             rec = json.loads(line)
-            title, text = str(rec.get("title") or ""), str(rec["text"])
-            out.append((str(rec["id"]), f"{title}. {text}" if title and not text.startswith(title)
-                        else text))
+            out.append((str(rec["id"]), document_text(rec.get("title"), str(rec["text"]))))
     return out
 
 
@@ -215,7 +215,7 @@ def host_stage(student, raw, device_pruned, ids, n_rows: int, repeats: int) -> l
     documents: `raw` (every weight >= Float.MIN_NORMAL) and `device_pruned` (the device's
     top_k=128 superset), tiled to `n_rows` documents."""
     from convsparse.integration.backend import IndexedDocument
-    from convsparse.integration.embedded import EmbeddedBackend
+    from convsparse.integration.backends.embedded import EmbeddedBackend
     from convsparse.pruning import PruningPolicy
     from convsparse.termmap import TermMapBatch, term_map_from_vector
 
@@ -334,8 +334,9 @@ def host_only(label: str, path: str | None, device: str, args) -> list[dict]:
 def bench_model(label: str, path: str | None, device: str, args, tmp: Path) -> dict:
     from convsparse.encoders.loading import load_student
     from convsparse.encoders.onnx_runtime import OnnxStudent
-    from convsparse.integration.embedded import EmbeddedBackend
-    from convsparse.integration.ingestion import SourceRecord, encode_and_upsert
+    from convsparse.integration.backends.embedded import EmbeddedBackend
+    from convsparse.documents import SourceRecord
+    from convsparse.integration.ingestion import encode_and_upsert
 
     passages = load_passages(args.documents)
     ids, texts = [p[0] for p in passages], [p[1] for p in passages]

@@ -62,8 +62,8 @@ def main() -> None:
     from convsparse.encoders.loading import load_student
     from convsparse.encoders.onnx_runtime import OnnxStudent
     from convsparse.integration.backend import IndexedDocument
-    from convsparse.integration.collections import Collection, load_collection
-    from convsparse.integration.evaluation import evaluate_term_maps, temporary_backend
+    from convsparse.collections import Collection, load_collection
+    from convsparse.evaluation.harness import evaluate_term_maps, temporary_backend
 
     threads = args.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
@@ -77,7 +77,7 @@ def main() -> None:
     pool = sorted(judged) + rest[:max(0, args.passages - len(judged))]
     sub = Collection({p: col.corpus[p] for p in pool}, tasks,
                      {t.id: col.qrels[t.id] for t in tasks if t.id in col.qrels}, col.name)
-    texts = [col.corpus[p].indexed_text for p in pool]
+    texts = [col.corpus[p].encoded_text for p in pool]
 
     ref = load_student(args.model, runtime="torch", device="cpu")
     variants = [("PyTorch fp32 (reference)", ref)]

@@ -210,7 +210,7 @@ def test_log_lines_are_json_whatever_the_encoder(backend, tmp_path):
     """The append log stays plain JSON lines (orjson when present, json for what it refuses)."""
     import json as _json
 
-    from convsparse.integration.embedded import _log_line
+    from convsparse.integration.backends.embedded import _log_line
 
     op = {"op": "upsert", "id": "é", "t": ["u.s", "naïve"], "w": [0.1, 1e-30], "f": {"n": 2**70}}
     assert _json.loads(_log_line(op)) == op
