@@ -139,9 +139,11 @@ def encode_and_upsert(
 def ingest(
     records: Iterable[SourceRecord | RecordError], *, encoder: Encoder, backend: Backend,
     index: str, batch_size: int = 32, progress: bool = False, total: int | None = None,
+    flush_size: int | None = 1024,
 ) -> IndexReport:
     """Index `records` (as `read_records` yields them: `SourceRecord`s, or `RecordError`s for
-    what the reader rejected) into `index` in this process: one loop, one report."""
+    what the reader rejected) into `index` in this process: one loop, one report. Records are
+    encoded `flush_size` at a time (several batches, so tokenizing overlaps the forward pass)."""
     from tqdm.auto import tqdm
 
     ensure_index(backend, index, encoder)
@@ -159,7 +161,7 @@ def ingest(
                     yield item
 
         for res in encode_and_upsert(valid(), encoder=encoder, backend=backend, index=index,
-                                     batch_size=batch_size):
+                                     batch_size=batch_size, flush_size=flush_size):
             if res.ok:
                 report.indexed += 1
             else:
