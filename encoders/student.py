@@ -162,7 +162,9 @@ class StudentEncoderBase:
         parts: list[CsrRows] = []
         order: list[int] = []
         bar = tqdm(total=n, desc=desc, unit="doc", disable=not progress)
-        for positions, ids, mask in prefetch(self._padded_batches(groups, batch_size)):
+        batches = self._padded_batches(groups, batch_size)
+        # one batch (a query): nothing to overlap, so no thread on the latency path
+        for positions, ids, mask in (batches if n <= batch_size else prefetch(batches)):
             parts.append(self._run_batch(ids, mask, pruning))
             order.extend(positions)
             bar.update(len(positions))
@@ -215,6 +217,8 @@ class StudentEncoderBase:
     def _to_batch(
         self, vectors: np.ndarray, ids: Sequence[str] | None, pruning: PruningPolicy | None
     ) -> TermMapBatch:
+        """The dense reference path (before issue 15): one TermMap per vocabulary-sized row.
+        Kept for the tests and the benchmark's legacy row; the bulk path must equal it."""
         maps = []
         for i, vec in enumerate(vectors):
             rid = ids[i] if ids is not None else None
