@@ -2,9 +2,12 @@
 both students, in one run with interleaved repeats (each repeat runs every row once, in a
 rotated order, so machine noise hits all rows alike) and medians.
 
-    python benchmarks/encode_throughput.py                   # CPU (and CUDA rows when present)
+    python benchmarks/encode_throughput.py --device cpu      # the CPU rows (what is in results/)
     python benchmarks/encode_throughput.py --device cuda     # the GPU run: one command
-    python benchmarks/encode_throughput.py --device cuda --compile   # + torch.compile rows
+    python benchmarks/encode_throughput.py --device cuda --compile --chunk-size 256,1024,4096
+
+(``--device auto``, the default, is CUDA when present. On a GPU machine pass ``--tiny DIR`` if
+the SPLADE-tiny checkpoint is not at /tmp/ckpt/splade-tiny; a missing one is skipped.)
 
 Models: the shipped student (`load_student()`: MiniLM-L6 SPLADE) and SPLADE-tiny (BertForMaskedLM,
 2 layers, hidden 128; `--tiny`, default /tmp/ckpt/splade-tiny). Documents: the first
@@ -20,7 +23,9 @@ Rows (documents/s; "in-process" = the `encode_documents` of the bulk path):
   TermMap per document in Python), for the speed-up;
 - end to end -> embedded backend: `encode_and_upsert` of the records into an EmbeddedBackend;
 - Celery worker: `run_ingest_job` through Redis and one `--pool=solo` worker (same model,
-  device, dtype, threads) into an EmbeddedBackend, chunk `--chunk-size`;
+  device, dtype, threads) into an EmbeddedBackend, one row per `--chunk-size` (a comma list
+  sweeps the task size: on a GPU, the smallest chunk whose row stays >= 85% of in-process is
+  the one that keeps the device busy);
 - sentence-transformers `SparseEncoder` on the same weights: `encode_document` + `decode`
   to dicts (the peer row);
 - ONNX Runtime on CPU: plain export, + transformer optimizer, + int8 dynamic quantization
@@ -393,9 +398,10 @@ def bench_model(label: str, path: str | None, device: str, args, tmp: Path) -> d
         warm.write_text("".join(json.dumps({"id": f"w{i}", "text": t}) + "\n"
                                 for i, t in enumerate(texts[:w])))
         rig = CeleryRig(tmp, model_dir, device, args.dtype, args.threads)
-        warmups.append(rig.row(warm, w, args.chunk_size, bs))
-        rows.append((f"Celery worker (chunk {args.chunk_size}) -> embedded backend", n,
-                     rig.row(source, n, args.chunk_size, bs)))
+        warmups.append(rig.row(warm, w, args.chunk_sizes[0], bs))
+        for chunk in args.chunk_sizes:
+            rows.append((f"Celery worker (chunk {chunk}) -> embedded backend", n,
+                         rig.row(source, n, chunk, bs)))
     if not args.no_st:
         st = st_sparse_encoder(model_dir, device, student.max_length, student.dtype)
         warmups.append(st_row(st, texts[:w], bs, device))
@@ -487,7 +493,8 @@ def main() -> None:
     ap.add_argument("--tiny", default="/tmp/ckpt/splade-tiny", help="SPLADE-tiny folder ('' skips)")
     ap.add_argument("--documents", type=int, default=None, help="default: 256 on CPU, 8192 on CUDA")
     ap.add_argument("--batch-size", type=int, default=None, help="default: 32 on CPU, 256 on CUDA")
-    ap.add_argument("--chunk-size", type=int, default=None, help="Celery chunk (default 1024)")
+    ap.add_argument("--chunk-size", default="1024",
+                    help="Celery chunk size, or a comma list to sweep (e.g. 256,1024,4096)")
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--dtype", default="auto", help="auto = bf16 on CUDA, fp32 on CPU")
     ap.add_argument("--compile", action="store_true", help="add torch.compile model-only rows")
@@ -508,7 +515,7 @@ def main() -> None:
     cuda = device.startswith("cuda")
     args.documents = args.documents or (8192 if cuda else 256)
     args.batch_size = args.batch_size or (256 if cuda else 32)
-    args.chunk_size = args.chunk_size or 1024
+    args.chunk_sizes = [int(c) for c in str(args.chunk_size).split(",") if c.strip()]
     args.threads = args.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(args.threads)
     models = [("shipped student (MiniLM-L6 SPLADE)", args.student)]
@@ -537,7 +544,7 @@ def main() -> None:
     result = {
         "benchmark": "encode_throughput", "device_label": torch.cuda.get_device_name(0) if cuda
         else "CPU", "device": device, "threads": args.threads, "batch_size": args.batch_size,
-        "max_length": args.max_length, "repeats": args.repeats, "chunk_size": args.chunk_size,
+        "max_length": args.max_length, "repeats": args.repeats, "chunk_sizes": args.chunk_sizes,
         "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
         "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__,
         "python": platform.python_version(), "models": results,
