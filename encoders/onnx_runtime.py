@@ -20,7 +20,8 @@ activations and their token ids), never the ``batch x tokens x vocab`` logits.
   differ from fp32 by ~1e-2, so the fingerprint rule "same fingerprint, same term maps" holds
   only approximately for fp16 (documented; index and query with the same precision).
 - CPU session: all graph optimisations, intra-op threads = the CPUs this process may use,
-  sequential execution (a BERT graph has no useful inter-op parallelism).
+  sequential execution (a BERT graph has no useful inter-op parallelism), no memory arena
+  (it would pin the peak of a bulk batch's logits, gigabytes, for the session's life).
 - Opt-ins for CPU (issue 15), cached next to the export (``-opt`` / ``-int8`` suffixes):
   ``optimize=True`` runs ONNX Runtime's transformer optimizer (``model_type="bert"``: fused
   attention, skip-layer-norm, bias-GELU); ``int8=True`` adds int8 dynamic quantization of the
@@ -216,6 +217,10 @@ class OnnxStudent(StudentEncoderBase):
         opts.intra_op_num_threads = intra_op_threads or _cpu_threads()
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        # No CPU memory arena: a bulk batch's (batch x tokens x vocab) logits are gigabytes,
+        # and the arena would keep that peak for the life of the session (one per worker);
+        # blocks that large are mmap'd either way, so the arena buys no speed.
+        opts.enable_cpu_mem_arena = False
         self.session = ort.InferenceSession(str(self.onnx_path), opts, providers=self.providers)
         self.output_names = [o.name for o in self.session.get_outputs()]
 
