@@ -337,10 +337,10 @@ def host_only(label: str, path: str | None, device: str, args) -> list[dict]:
 
 
 def bench_model(label: str, path: str | None, device: str, args, tmp: Path) -> dict:
+    from convsparse.documents import SourceRecord
     from convsparse.encoders.loading import load_student
     from convsparse.encoders.onnx_runtime import OnnxStudent
     from convsparse.integration.backends.embedded import EmbeddedBackend
-    from convsparse.documents import SourceRecord
     from convsparse.integration.ingestion import encode_and_upsert
 
     passages = load_passages(args.documents)

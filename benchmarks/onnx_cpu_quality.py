@@ -59,11 +59,11 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
+    from convsparse.collections import Collection, load_collection
     from convsparse.encoders.loading import load_student
     from convsparse.encoders.onnx_runtime import OnnxStudent
-    from convsparse.integration.backend import IndexedDocument
-    from convsparse.collections import Collection, load_collection
     from convsparse.evaluation.harness import evaluate_term_maps, temporary_backend
+    from convsparse.integration.backend import IndexedDocument
 
     threads = args.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)

@@ -33,7 +33,6 @@ from typing import Any
 
 from celery import Celery, signals
 from kombu import Exchange, Queue
-
 from pydantic import Field
 
 from convsparse.compose import load_encoder, open_backend

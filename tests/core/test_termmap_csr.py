@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 from convsparse.errors import InvalidTermMapError
 from convsparse.pruning import PruningPolicy
 from convsparse.termmap import (
-    FLOAT_MIN_NORMAL, CsrRows, CsrTermMap, TermMap, TermMapBatch, Vocabulary, term_map_from_vector,
+    FLOAT_MIN_NORMAL,
+    CsrRows,
+    CsrTermMap,
+    TermMap,
+    TermMapBatch,
+    Vocabulary,
+    term_map_from_vector,
 )
 
 VOCAB = ["[PAD]", "paris", "u.s", "50%", "b", "a", "zz", "capital", "france", "city"]
