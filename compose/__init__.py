@@ -33,12 +33,13 @@ def _max_length(settings: Settings) -> int | None:
 
 def load_encoder(settings: Settings | None = None) -> Encoder:
     """The student named by `settings`: `model` ('' = the shipped student), `runtime`
-    (torch | onnx), `device`, `max_length`, `cache_dir`."""
+    (torch | onnx), `device`, `max_length`, `cache_dir`, `dtype` (PyTorch: "auto" = bf16 on CUDA)."""
     from convsparse.encoders.loading import load_student
 
     settings = settings or get_settings()
     return load_student(settings.model or None, runtime=settings.runtime, device=settings.device,
-                        max_length=_max_length(settings), cache_dir=settings.cache_dir)
+                        max_length=_max_length(settings), cache_dir=settings.cache_dir,
+                        dtype=settings.dtype)
 
 
 def open_backend(settings: Settings | None = None, **options: object) -> Backend:

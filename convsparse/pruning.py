@@ -6,9 +6,10 @@ time (index size). Every criterion that is set must hold for a term to be kept.
 
 from __future__ import annotations
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from convsparse.termmap import TermMap
+from convsparse.termmap import CsrRows, TermMap, Vocabulary
 
 
 class PruningPolicy(BaseModel):
@@ -70,3 +71,67 @@ class PruningPolicy(BaseModel):
                     break
             ranked = kept
         return TermMap(ranked)
+
+    def apply_csr(self, rows: CsrRows, vocabulary: Vocabulary) -> CsrRows:
+        """`apply` to every row of a CSR batch at once, with exactly the same result as
+        `apply` on each row's `TermMap` (float64 comparisons, ties at the top-k boundary
+        broken by token as `TermMap.top` does). Vectorised over the batch, except
+        `alpha_mass`, whose running sum is taken row by row (over a row's non-zero terms,
+        never the vocabulary) so that it adds in the same order as `apply`."""
+        if self.is_noop or rows.nnz == 0:
+            return rows
+        weights = rows.values.astype(np.float64)
+        row_of = rows.row_of_entries()
+        keep = np.ones(rows.nnz, dtype=bool)
+        order = None
+        if self.alpha_mass is not None:
+            order = self._ranked_order(rows, vocabulary, weights, row_of)
+        if self.top_k is not None:
+            long_rows = rows.counts() > self.top_k
+            if long_rows.any():  # rows already within top_k (the device's output) keep all
+                sub = rows if long_rows.all() else rows.take_rows(np.flatnonzero(long_rows))
+                sub_w = sub.values.astype(np.float64)
+                sub_order = self._ranked_order(sub, vocabulary, sub_w, sub.row_of_entries())
+                rank_in_row = np.empty(sub.nnz, dtype=np.int64)
+                rank_in_row[sub_order] = (np.arange(sub.nnz)
+                                          - np.repeat(sub.indptr[:-1], sub.counts()))
+                entry_is_long = long_rows[row_of]
+                keep[entry_is_long] &= rank_in_row < self.top_k
+        if self.min_weight is not None:
+            keep &= weights >= self.min_weight
+        if self.max_ratio is not None:
+            counts = rows.counts()
+            row_max = np.zeros(rows.n_rows, dtype=np.float64)
+            nonempty = counts > 0
+            row_max[nonempty] = np.maximum.reduceat(weights, rows.indptr[:-1][nonempty])
+            keep &= weights >= self.max_ratio * row_max[row_of]
+        if self.alpha_mass is not None:
+            keep = self._alpha_mass_csr(rows, weights, keep, order)
+        return rows.select(keep)
+
+    @staticmethod
+    def _ranked_order(rows: CsrRows, vocabulary: Vocabulary, weights: np.ndarray,
+                      row_of: np.ndarray) -> np.ndarray:
+        """Entry order by row, then weight descending, then token (`TermMap.top`'s order)."""
+        return np.lexsort((vocabulary.rank[rows.indices], -weights, row_of))
+
+    def _alpha_mass_csr(self, rows: CsrRows, weights: np.ndarray, keep: np.ndarray,
+                        order: np.ndarray) -> np.ndarray:
+        """Keep the heaviest kept terms of each row until they hold `alpha_mass` of the row's
+        total (the term that crosses the target is kept), as `apply` does."""
+        out = np.zeros_like(keep)
+        values = rows.values.tolist()
+        for r in range(rows.n_rows):
+            a, b = int(rows.indptr[r]), int(rows.indptr[r + 1])
+            if a == b:
+                continue
+            target = self.alpha_mass * float(sum(values[a:b]))  # = TermMap.total()
+            ranked = order[a:b][keep[order[a:b]]]
+            if not len(ranked):
+                continue
+            mass = np.cumsum(weights[ranked])  # sequential adds, like apply's loop
+            # kept while the mass *before* a term is below the target
+            before = np.concatenate(([0.0], mass[:-1]))
+            n = int(np.count_nonzero(before < target)) if len(ranked) > 1 else 1
+            out[ranked[:max(1, n)]] = True
+        return out

@@ -16,6 +16,8 @@ class Settings(BaseSettings):
     model: str = Field(default="", description="Hub id or local path of the student; '' = shipped default")
     runtime: Literal["torch", "onnx"] = "onnx"
     device: str = "auto"
+    #: PyTorch runtime precision: "auto" = bfloat16 on CUDA, float32 on CPU.
+    dtype: str = "auto"
     max_length: int | None = Field(default=None, ge=8, description="Token limit; None = the model's own (at most 256)")
     cache_dir: Path = Path.home() / ".cache" / "convsparse"
 

@@ -13,9 +13,11 @@ verbatim; `neural_sparse` gets the same escaped names so both query forms hit th
 
 from __future__ import annotations
 
+import gc
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -146,6 +148,10 @@ class TermMap(Mapping[str, float]):
     def to_dict(self) -> dict[str, float]:
         return dict(self._weights)
 
+    def tokens_and_weights(self) -> tuple[list[str], list[float]]:
+        """(tokens, weights) as two parallel lists (what a backend's write log stores)."""
+        return list(self._weights), list(self._weights.values())
+
     def to_rank_features(self) -> dict[str, float]:
         """The object stored in a `rank_features` field (escaped feature names)."""
         return {escape_token(t): w for t, w in self._weights.items()}
@@ -178,6 +184,8 @@ class TermMapBatch:
     term_maps: list[TermMap]
     fingerprint: str
     ids: list[str] | None = field(default=None)
+    #: The CSR arrays the term maps are views of, when the batch came from `from_csr`.
+    csr: CsrRows | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.ids is not None and len(self.ids) != len(self.term_maps):
@@ -192,6 +200,50 @@ class TermMapBatch:
     def __getitem__(self, i: int) -> TermMap:
         return self.term_maps[i]
 
+    @classmethod
+    def from_csr(
+        cls, rows: CsrRows, vocabulary: Vocabulary | Sequence[str], fingerprint: str,
+        ids: Sequence[str] | None = None, *, checked: bool = False,
+    ) -> TermMapBatch:
+        """A batch whose term maps are lazy views of `rows` (CSR arrays over `vocabulary`).
+
+        Validated once for the whole batch, vectorised, with the same rules and errors as
+        `TermMap.from_scores`: a non-finite weight raises `InvalidTermMapError` naming the
+        record and token, weights below Float.MIN_NORMAL are dropped, and a token that is not
+        a valid feature name raises (``checked=True``: `rows` come from `CsrRows.validated`
+        already). No per-document dict is built until a term map is read."""
+        vocab = vocabulary if isinstance(vocabulary, Vocabulary) else Vocabulary(vocabulary)
+        if ids is not None and len(ids) != rows.n_rows:
+            raise ValueError("ids and rows differ in length")
+        if not checked:
+            rows = rows.validated(vocab, ids)
+        maps: list[TermMap] = [
+            CsrTermMap(vocab, rows.indices[a:b], rows.values[a:b])
+            for a, b in zip(rows.indptr[:-1].tolist(), rows.indptr[1:].tolist())
+        ]
+        return cls(maps, fingerprint, list(ids) if ids is not None else None, csr=rows)
+
+    def rank_features(self) -> list[dict[str, float]]:
+        """Every term map's `to_rank_features()` (the `rank_features` objects of a bulk body).
+        A CSR-backed batch gathers the escaped names and weights once for the whole batch."""
+        if self.csr is None:
+            return [tm.to_rank_features() for tm in self.term_maps]
+        vocab = self.term_maps[0]._vocab if self.term_maps else None
+        if vocab is None:
+            return []
+        names = vocab.escaped[self.csr.indices].tolist()
+        weights = self.csr.values.tolist()
+        bounds = self.csr.indptr.tolist()
+        # Thousands of fresh dicts would trigger cyclic-GC passes that find nothing to free
+        # (dicts of str -> float hold no cycles): pause the collector while building them.
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return [dict(zip(names[a:b], weights[a:b])) for a, b in zip(bounds[:-1], bounds[1:])]
+        finally:
+            if paused:
+                gc.enable()
+
 
 def term_map_from_vector(
     vector: np.ndarray, vocabulary: list[str], *, record_id: str | None = None
@@ -199,3 +251,188 @@ def term_map_from_vector(
     """Vocabulary-sized activation vector -> TermMap of its non-zero entries."""
     nz = np.flatnonzero(vector)
     return TermMap.from_scores((vocabulary[i] for i in nz), vector[nz].tolist(), record_id=record_id)
+
+
+# --------------------------------------------------------------------------- the CSR form
+
+
+class Vocabulary:
+    """Token id -> token, plus the per-vocabulary arrays the CSR path needs, computed once:
+    the tokens as a numpy object array (fancy-indexable), their escaped feature names, which
+    ids are valid feature names at all, and each token's rank in string order (the tie-break
+    of `TermMap.top`)."""
+
+    def __init__(self, tokens: Sequence[str]):
+        self.tokens = list(tokens)
+        self.array = np.empty(len(self.tokens), dtype=object)
+        self.array[:] = self.tokens
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @cached_property
+    def escaped(self) -> np.ndarray:
+        out = np.empty(len(self.tokens), dtype=object)
+        out[:] = [escape_token(t) if isinstance(t, str) else t for t in self.tokens]
+        return out
+
+    @cached_property
+    def invalid_reason(self) -> dict[int, str]:
+        """Ids whose token `TermMap` would reject, with the reason."""
+        bad: dict[int, str] = {}
+        for i, t in enumerate(self.tokens):
+            if not isinstance(t, str) or not t:
+                bad[i] = "tokens must be non-empty strings"
+            elif len(t) * 4 > MAX_TOKEN_BYTES and len(t.encode("utf-8")) > MAX_TOKEN_BYTES:
+                bad[i] = f"token is longer than Lucene's {MAX_TOKEN_BYTES}-byte term limit"
+        return bad
+
+    @cached_property
+    def valid(self) -> np.ndarray:
+        ok = np.ones(len(self.tokens), dtype=bool)
+        ok[list(self.invalid_reason)] = False
+        return ok
+
+    @cached_property
+    def rank(self) -> np.ndarray:
+        """rank[i] = position of token i in string order (ties by id, which cannot matter for
+        the unique tokens of a real vocabulary)."""
+        order = sorted(range(len(self.tokens)), key=lambda i: (str(self.tokens[i]), i))
+        rank = np.empty(len(self.tokens), dtype=np.int64)
+        rank[np.asarray(order, dtype=np.int64)] = np.arange(len(self.tokens), dtype=np.int64)
+        return rank
+
+
+@dataclass(frozen=True)
+class CsrRows:
+    """Documents x vocabulary weights as CSR arrays: row i's token ids are
+    ``indices[indptr[i]:indptr[i+1]]`` (ascending) and its weights the same slice of
+    ``values`` (float32). What crosses from the device to the host: never a dense row."""
+
+    indptr: np.ndarray  # int64, n_rows + 1
+    indices: np.ndarray  # int32
+    values: np.ndarray  # float32
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.indptr) - 1
+
+    @property
+    def nnz(self) -> int:
+        return int(self.indptr[-1])
+
+    def counts(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+    def row_of_entries(self) -> np.ndarray:
+        """The row index of every stored entry."""
+        return np.repeat(np.arange(self.n_rows, dtype=np.int64), self.counts())
+
+    @classmethod
+    def empty(cls, n_rows: int = 0) -> CsrRows:
+        return cls(np.zeros(n_rows + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32))
+
+    @classmethod
+    def from_dense(cls, dense: np.ndarray) -> CsrRows:
+        """CSR of a dense (n, vocab) matrix's non-zero entries (vectorised)."""
+        dense = np.asarray(dense)
+        rows, cols = np.nonzero(dense)
+        indptr = np.zeros(dense.shape[0] + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=dense.shape[0]), out=indptr[1:])
+        return cls(indptr, cols.astype(np.int32), dense[rows, cols].astype(np.float32, copy=False))
+
+    @classmethod
+    def from_counts(cls, counts: np.ndarray, indices: np.ndarray, values: np.ndarray) -> CsrRows:
+        indptr = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        return cls(indptr, np.asarray(indices, dtype=np.int32),
+                   np.asarray(values, dtype=np.float32))
+
+    @classmethod
+    def concat(cls, parts: Sequence[CsrRows]) -> CsrRows:
+        if not parts:
+            return cls.empty()
+        counts = np.concatenate([p.counts() for p in parts])
+        return cls.from_counts(counts, np.concatenate([p.indices for p in parts]),
+                               np.concatenate([p.values for p in parts]))
+
+    def take_rows(self, rows: np.ndarray) -> CsrRows:
+        """The rows `rows` (in that order), vectorised."""
+        rows = np.asarray(rows, dtype=np.int64)
+        counts = self.counts()[rows]
+        starts = self.indptr[:-1][rows]
+        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        gather = np.repeat(starts - indptr[:-1], counts) + np.arange(indptr[-1], dtype=np.int64)
+        return CsrRows(indptr, self.indices[gather], self.values[gather])
+
+    def select(self, keep: np.ndarray) -> CsrRows:
+        """Only the entries where `keep` (a bool per entry) holds."""
+        if keep.all():
+            return self
+        counts = np.bincount(self.row_of_entries()[keep], minlength=self.n_rows)
+        return CsrRows.from_counts(counts, self.indices[keep], self.values[keep])
+
+    def validated(self, vocabulary: Vocabulary, ids: Sequence[str] | None = None) -> CsrRows:
+        """These rows as `TermMap.from_scores` would accept them: raise for non-finite weights
+        and invalid tokens (naming the record and token), drop weights < Float.MIN_NORMAL."""
+
+        values = self.values
+        finite = np.isfinite(values)
+        if not finite.all():
+            pos = int(np.flatnonzero(~finite)[0])
+            raise InvalidTermMapError(
+                f"encoder produced {float(values[pos])} (broken model or input)",
+                record_id=_record_of(self, pos, ids),
+                token=vocabulary.tokens[int(self.indices[pos])],
+            )
+        rows = self.select(values >= FLOAT_MIN_NORMAL)
+        if len(rows.indices) and (rows.indices.min() < 0 or rows.indices.max() >= len(vocabulary)):
+            raise ValueError("CSR token ids fall outside the vocabulary")
+        ok = vocabulary.valid[rows.indices]
+        if not ok.all():
+            pos = int(np.flatnonzero(~ok)[0])
+            tid = int(rows.indices[pos])
+            raise InvalidTermMapError(vocabulary.invalid_reason[tid],
+                                      record_id=_record_of(rows, pos, ids),
+                                      token=vocabulary.tokens[tid])
+        return rows
+
+
+def _record_of(rows: CsrRows, pos: int, ids: Sequence[str] | None) -> str | None:
+    """The record id of the row holding entry `pos`."""
+    row = int(np.searchsorted(rows.indptr, pos, side="right") - 1)
+    return ids[row] if ids is not None else None
+
+
+class CsrTermMap(TermMap):
+    """A `TermMap` that is a view of one CSR row: already validated (by
+    `TermMapBatch.from_csr`), and its dict is only built when something reads it. The forms a
+    backend needs (`to_rank_features`, `tokens_and_weights`) come straight from the arrays."""
+
+    __slots__ = ("_vocab", "_idx", "_val")
+
+    def __init__(self, vocabulary: Vocabulary, indices: np.ndarray, values: np.ndarray):
+        self._vocab, self._idx, self._val = vocabulary, indices, values
+
+    def __getattr__(self, name: str):
+        if name == "_weights":  # first read: materialise the dict
+            weights = dict(zip(self._vocab.array[self._idx].tolist(), self._val.tolist()))
+            TermMap._weights.__set__(self, weights)
+            return weights
+        raise AttributeError(name)
+
+    def __len__(self) -> int:
+        return len(self._idx)
+
+    def __reduce__(self):  # pickles (and copies) as a plain TermMap
+        return (TermMap, (self.to_dict(),))
+
+    def tokens_and_weights(self) -> tuple[list[str], list[float]]:
+        return self._vocab.array[self._idx].tolist(), self._val.tolist()
+
+    def to_rank_features(self) -> dict[str, float]:
+        return dict(zip(self._vocab.escaped[self._idx].tolist(), self._val.tolist()))
+
+    def total(self) -> float:
+        return float(sum(self._val.tolist()))

@@ -113,12 +113,22 @@ def load_student(
     document_pruning: PruningPolicy | None = None,
     fp16: bool = False,
     cache_dir: str | Path | None = None,
+    dtype: str = "auto",
+    compile: bool = False,
+    onnx_optimize: bool = False,
+    onnx_int8: bool = False,
 ):
     """Load a student encoder (a `StudentEncoderBase`).
 
     ``runtime="onnx"`` exports the PyTorch model once (cached by fingerprint under
     ``Settings().cache_dir/onnx``) and runs it with ONNX Runtime; ``fp16`` applies to ONNX on
     CUDA (and to the PyTorch runtime on CUDA). The fingerprint is the same for both runtimes.
+
+    PyTorch: ``dtype="auto"`` runs bfloat16 on CUDA and float32 on CPU (``fp16=True`` on CUDA
+    means float16); ``compile=True`` wraps forward + pooling in ``torch.compile``. ONNX Runtime
+    opt-ins (CPU): ``onnx_optimize`` runs ONNX Runtime's transformer optimizer on the export,
+    ``onnx_int8`` adds int8 dynamic quantization (see `encoders/onnx_runtime.py` for the speed
+    and ranking-quality numbers).
     """
     from convsparse.encoders.anchored import AnchoredStudent, ExpansionGate, is_anchored_folder
     from convsparse.encoders.base_models import BASE_MODELS, base_model_dir
@@ -141,15 +151,18 @@ def load_student(
         if max_length is None and st_max:
             max_length = int(st_max)
     torch_device = "cpu" if runtime == "onnx" else device
+    from convsparse.encoders.student import resolve_device
+
+    if runtime == "torch" and fp16 and resolve_device(torch_device).startswith("cuda"):
+        dtype = "float16"
     student = SpladeStudent.from_pretrained(
         model_path, device=torch_device, max_length=max_length, document_pruning=document_pruning,
+        dtype=dtype if runtime == "torch" else "float32", compile=compile and runtime == "torch",
     )
     student.source = str(source)
     if runtime == "torch":
-        if fp16 and student.device.startswith("cuda"):
-            _ = student.fingerprint  # of the fp32 weights, like the ONNX fp16 export's
-            student.model.half()
         return student
     from convsparse.encoders.onnx_runtime import OnnxStudent
 
-    return OnnxStudent.from_torch(student, device=device, fp16=fp16, cache_dir=cache_dir)
+    return OnnxStudent.from_torch(student, device=device, fp16=fp16, cache_dir=cache_dir,
+                                  optimize=onnx_optimize, int8=onnx_int8)

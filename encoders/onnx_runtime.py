@@ -9,7 +9,7 @@ activations and their token ids), never the ``batch x tokens x vocab`` logits.
   transformer fusions know; the dynamo exporter (needs onnxscript) works too but takes ~10x
   longer, so it is only the fallback. Batch and sequence axes are dynamic.
 - Exports are cached by the encoder fingerprint:
-  ``Settings().cache_dir/onnx/<fingerprint>[-topK][-fp16].onnx``, written atomically. The
+  ``Settings().cache_dir/onnx/<fingerprint>-g<graph version>[-topK][-fp16].onnx``, written atomically. The
   `OnnxStudent` carries the same fingerprint as the PyTorch student it came from: both emit
   the same term maps (max abs difference < 1e-4 in fp32, checked in the tests).
 - Providers: ``CPUExecutionProvider``; ``CUDAExecutionProvider`` first when onnxruntime-gpu
@@ -20,7 +20,16 @@ activations and their token ids), never the ``batch x tokens x vocab`` logits.
   differ from fp32 by ~1e-2, so the fingerprint rule "same fingerprint, same term maps" holds
   only approximately for fp16 (documented; index and query with the same precision).
 - CPU session: all graph optimisations, intra-op threads = the CPUs this process may use,
-  sequential execution (a BERT graph has no useful inter-op parallelism).
+  sequential execution (a BERT graph has no useful inter-op parallelism), no memory arena
+  (it would pin the peak of a bulk batch's logits, gigabytes, for the session's life).
+- Opt-ins for CPU (issue 15), cached next to the export (``-opt`` / ``-int8`` suffixes):
+  ``optimize=True`` runs ONNX Runtime's transformer optimizer (``model_type="bert"``: fused
+  attention, skip-layer-norm, bias-GELU); ``int8=True`` adds int8 dynamic quantization of the
+  MatMul weights (``quantize_dynamic``, QInt8, per-channel off) on top of the optimized graph.
+  Both keep the encoder's fingerprint, like fp16: term maps are close, not equal. Speed and
+  the ranking-quality change (MRR@10, R@100 on mtrag-pooled) are in
+  ``benchmarks/results/onnx_cpu_quality.md``; read them before indexing with int8.
+- The bulk path reads the top-k export's (values, ids) straight into CSR arrays (no dense row).
 """
 
 from __future__ import annotations
@@ -37,11 +46,15 @@ import torch
 from convsparse.encoders.pooling import SpladeModel
 from convsparse.encoders.student import StudentEncoderBase
 from convsparse.pruning import PruningPolicy
+from convsparse.termmap import CsrRows
 
 log = logging.getLogger(__name__)
 
 INPUT_NAMES = ["input_ids", "attention_mask"]
 OPSET = 17
+#: Bumped when the exported graph changes for the same weights (2: max-first SPLADE pooling),
+#: so a cached export of an older graph is not reused.
+GRAPH_VERSION = 2
 
 
 class _TopKSplade(torch.nn.Module):
@@ -56,19 +69,55 @@ class _TopKSplade(torch.nn.Module):
 
 def onnx_cache_path(
     fingerprint: str, *, fp16: bool = False, top_k: int | None = None,
-    cache_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None, optimize: bool = False, int8: bool = False,
 ) -> Path:
     """Where the export of the encoder with this fingerprint is cached."""
     if cache_dir is None:
         from convsparse.settings import get_settings
 
         cache_dir = get_settings().cache_dir
-    name = fingerprint.split(":", 1)[-1]
+    name = fingerprint.split(":", 1)[-1] + f"-g{GRAPH_VERSION}"
     if top_k:
         name += f"-top{top_k}"
     if fp16:
         name += "-fp16"
+    if optimize or int8:
+        name += "-opt"
+    if int8:
+        name += "-int8"
     return Path(cache_dir) / "onnx" / f"{name}.onnx"
+
+
+def optimize_onnx(src: str | Path, out_path: str | Path, *, num_heads: int = 0,
+                  hidden_size: int = 0) -> Path:
+    """ONNX Runtime's transformer optimizer (BERT fusions) applied to `src` (atomic write)."""
+    from onnxruntime.transformers import optimizer
+
+    out_path = Path(out_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = optimizer.optimize_model(str(src), model_type="bert", num_heads=num_heads,
+                                         hidden_size=hidden_size, opt_level=1)
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    model.save_model_to_file(str(tmp))
+    os.replace(tmp, out_path)
+    return out_path
+
+
+def quantize_int8(src: str | Path, out_path: str | Path) -> Path:
+    """int8 dynamic quantization of the MatMul weights of `src` (atomic write)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out_path = Path(out_path)
+    tmp = out_path.with_name(f".{out_path.name}.tmp.onnx")
+    import onnx
+
+    # The optimizer's fused ops (com.microsoft domain) defeat shape inference: say FLOAT.
+    quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8,
+                     op_types_to_quantize=["MatMul"],
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    os.replace(tmp, out_path)
+    return out_path
 
 
 def _dummy_inputs(vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,6 +217,10 @@ class OnnxStudent(StudentEncoderBase):
         opts.intra_op_num_threads = intra_op_threads or _cpu_threads()
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        # No CPU memory arena: a bulk batch's (batch x tokens x vocab) logits are gigabytes,
+        # and the arena would keep that peak for the life of the session (one per worker);
+        # blocks that large are mmap'd either way, so the arena buys no speed.
+        opts.enable_cpu_mem_arena = False
         self.session = ort.InferenceSession(str(self.onnx_path), opts, providers=self.providers)
         self.output_names = [o.name for o in self.session.get_outputs()]
 
@@ -179,14 +232,31 @@ class OnnxStudent(StudentEncoderBase):
     def from_torch(
         cls, student, *, device: str = "auto", fp16: bool = False, top_k: int | None = None,
         cache_dir: str | Path | None = None, intra_op_threads: int | None = None,
+        optimize: bool = False, int8: bool = False,
     ) -> OnnxStudent:
-        """Export a `SpladeStudent` (or reuse its cached export) and open it."""
+        """Export a `SpladeStudent` (or reuse its cached export) and open it; `optimize` /
+        `int8` are the CPU opt-ins described in the module docstring."""
         fingerprint = student.fingerprint
         if fp16 and providers_for(device)[0] != "CUDAExecutionProvider":
             log.warning("fp16 ONNX runs on CPU are slow and less exact; fp16 is meant for CUDA")
-        path = onnx_cache_path(fingerprint, fp16=fp16, top_k=top_k, cache_dir=cache_dir)
-        if not path.exists():
-            export_onnx(student.model, path, vocab_size=len(student.vocabulary), fp16=fp16, top_k=top_k)
+        if fp16 and (optimize or int8):
+            raise ValueError("fp16 is for CUDA; optimize/int8 are CPU opt-ins: pick one")
+        plain = onnx_cache_path(fingerprint, fp16=fp16, top_k=top_k, cache_dir=cache_dir)
+        if not plain.exists():
+            export_onnx(student.model, plain, vocab_size=len(student.vocabulary), fp16=fp16,
+                        top_k=top_k)
+        path = plain
+        if optimize or int8:
+            cfg = student.model.mlm.config
+            opt = onnx_cache_path(fingerprint, top_k=top_k, cache_dir=cache_dir, optimize=True)
+            if not opt.exists():
+                optimize_onnx(plain, opt, num_heads=getattr(cfg, "num_attention_heads", 0) or 0,
+                              hidden_size=getattr(cfg, "hidden_size", 0) or 0)
+            path = opt
+            if int8:
+                path = onnx_cache_path(fingerprint, top_k=top_k, cache_dir=cache_dir, int8=True)
+                if not path.exists():
+                    quantize_int8(opt, path)
         return cls(path, student.tokenizer, fingerprint=fingerprint, max_length=student.max_length,
                    document_pruning=student.document_pruning, device=device,
                    intra_op_threads=intra_op_threads, source=getattr(student, "source", ""))
@@ -201,3 +271,16 @@ class OnnxStudent(StudentEncoderBase):
         dense = np.zeros((input_ids.shape[0], len(self.vocabulary)), dtype=np.float32)
         np.put_along_axis(dense, indices.astype(np.int64), np.maximum(values, 0), axis=1)
         return dense
+
+    def _sparse_rows(self, input_ids, attention_mask, pruning: PruningPolicy | None) -> CsrRows:
+        feeds = {"input_ids": np.asarray(input_ids, dtype=np.int64),
+                 "attention_mask": np.asarray(attention_mask, dtype=np.int64)}
+        outputs = self.session.run(None, feeds)
+        if len(outputs) == 1:
+            return CsrRows.from_dense(outputs[0])
+        values, indices = (np.asarray(o) for o in outputs)  # top-k export: (batch, k) each
+        order = np.argsort(indices, axis=1, kind="stable")  # ascending token ids per row
+        values = np.take_along_axis(values, order, axis=1).astype(np.float32, copy=False)
+        indices = np.take_along_axis(indices, order, axis=1)
+        keep = (values > 0) | ~np.isfinite(values)
+        return CsrRows.from_counts(keep.sum(axis=1), indices[keep], values[keep])

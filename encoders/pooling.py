@@ -15,10 +15,12 @@ class SpladeMaxPooling(nn.Module):
     """(batch, tokens, vocab) logits + (batch, tokens) mask -> (batch, vocab) activations."""
 
     def forward(self, logits: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        activations = torch.log1p(torch.relu(logits))
-        # Activations are >= 0, so zeroing padded positions cannot change the max.
-        activations = activations * attention_mask.unsqueeze(-1).to(activations.dtype)
-        return activations.amax(dim=1)
+        # log1p(relu(x)) is non-decreasing, so it commutes with the max over tokens: taking the
+        # max first gives bit-identical activations (and the same gradients) while the
+        # transcendental runs on (batch, vocab), not (batch, tokens, vocab). A padded position
+        # becomes 0, which relu would have made of any non-positive logit anyway.
+        pooled = logits.masked_fill(attention_mask.unsqueeze(-1) == 0, 0).amax(dim=1)
+        return torch.log1p(torch.relu(pooled))
 
 
 class SpladeModel(nn.Module):

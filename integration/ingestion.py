@@ -89,13 +89,18 @@ def _encode(encoder, records: list[SourceRecord], batch_size: int) -> list[Any]:
 
 def encode_and_upsert(
     records: Iterable[SourceRecord], *, encoder, backend: Backend, index: str, batch_size: int = 32,
+    flush_size: int | None = None,
 ) -> Iterator[DocumentResult]:
     """Validate, encode (in batches of `batch_size`) and upsert `records` into `index`.
 
+    Records are encoded and written `flush_size` valid records at a time (default
+    `batch_size`); a larger unit lets the encoder overlap tokenizing with the forward pass and
+    sort by length across several batches (a GPU worker passes its whole chunk).
     Yields one `DocumentResult` per input record, in input order. The text
     is stored with the document as field ``text`` (next to the record's own fields)."""
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
+    flush_size = max(batch_size, int(flush_size or batch_size))
     pending: list[tuple[Any, DocumentResult | None]] = []  # (record, failure) in input order
 
     def flush(pending: list[tuple[Any, DocumentResult | None]]) -> Iterator[DocumentResult]:
@@ -124,7 +129,7 @@ def encode_and_upsert(
         else:
             pending.append((record, None))
             n_valid += 1
-        if n_valid >= batch_size or len(pending) >= 4 * batch_size:
+        if n_valid >= flush_size or len(pending) >= 4 * flush_size:
             yield from flush(pending)
             pending, n_valid = [], 0
     if pending:
@@ -134,9 +139,11 @@ def encode_and_upsert(
 def ingest(
     records: Iterable[SourceRecord | RecordError], *, encoder: Encoder, backend: Backend,
     index: str, batch_size: int = 32, progress: bool = False, total: int | None = None,
+    flush_size: int | None = 1024,
 ) -> IndexReport:
     """Index `records` (as `read_records` yields them: `SourceRecord`s, or `RecordError`s for
-    what the reader rejected) into `index` in this process: one loop, one report."""
+    what the reader rejected) into `index` in this process: one loop, one report. Records are
+    encoded `flush_size` at a time (several batches, so tokenizing overlaps the forward pass)."""
     from tqdm.auto import tqdm
 
     ensure_index(backend, index, encoder)
@@ -154,7 +161,7 @@ def ingest(
                     yield item
 
         for res in encode_and_upsert(valid(), encoder=encoder, backend=backend, index=index,
-                                     batch_size=batch_size):
+                                     batch_size=batch_size, flush_size=flush_size):
             if res.ok:
                 report.indexed += 1
             else:

@@ -38,6 +38,7 @@ from typing import Any
 
 from celery import Celery, signals
 from kombu import Exchange, Queue
+from pydantic import Field
 
 from convsparse.compose import load_encoder, open_backend
 from convsparse.settings import Settings
@@ -65,6 +66,12 @@ class WorkerSettings(Settings):
     #: Testing/debugging only: sleep this long in every ingest task (a slow GPU batch), so
     #: crash tests can kill a worker mid-task deterministically.
     task_delay_s: float = 0.0
+    #: Documents per ingest task (one broker message, one redelivery unit). A GPU worker wants
+    #: units of several device batches, so the model never waits on the broker and the
+    #: per-task overhead is amortised; a crash redelivers at most one such unit.
+    ingest_chunk_size: int = Field(default=1024, ge=1)
+    #: Documents per forward pass inside a task (the device batch).
+    ingest_batch_size: int = Field(default=128, ge=1)
 
 
 def celery_config(settings: WorkerSettings) -> dict[str, Any]:

@@ -51,7 +51,8 @@ from convsparse.workers.jobs import DeadLetter, JobStatus, JobStore
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CHUNK_SIZE = 64
+#: Documents per task when neither the caller nor CONVSPARSE_INGEST_CHUNK_SIZE says otherwise.
+DEFAULT_CHUNK_SIZE = 1024
 DEFAULT_MAX_CHUNK_CHARS = 2_000_000
 DEFAULT_MAX_IN_FLIGHT = 8
 
@@ -113,11 +114,11 @@ PUBLISH_RETRY_POLICY = {"max_retries": 30, "interval_start": 0.2, "interval_step
 
 def run_ingest_job(
     source: str | Path | Iterable[Any], *, index: str, settings=None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    chunk_size: int | None = None, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     job_id: str | None = None, progress: bool = True, id_field: str = "id",
     text_field: str = "text", fields: list[str] | None = None,
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, max_chunk_chars: int = DEFAULT_MAX_CHUNK_CHARS,
-    batch_size: int = 32, stall_timeout_s: float | None = None, max_resubmits: int = 2,
+    batch_size: int | None = None, stall_timeout_s: float | None = None, max_resubmits: int = 2,
     redo_chunks: Iterable[str] = (), poll_interval_s: float = 0.05, celery_app=None,
     report_every_s: float = 10.0,
 ) -> JobStatus:
@@ -125,7 +126,10 @@ def run_ingest_job(
 
     Re-running with the same source (or `job_id`) skips chunks already done; `redo_chunks`
     forces some to run again (`convsparse jobs retry --failed`). The returned status has
-    `state` "finished", or "incomplete" with `missing_chunks` / `missing_ids`."""
+    `state` "finished", or "incomplete" with `missing_chunks` / `missing_ids`.
+
+    `chunk_size` (documents per task) and `batch_size` (documents per forward pass) default
+    to `WorkerSettings.ingest_chunk_size` / `ingest_batch_size` (``CONVSPARSE_INGEST_*``)."""
     from tqdm.auto import tqdm
 
     from convsparse.workers.app import INGEST_QUEUE, INGEST_TASK, WorkerSettings, make_app
@@ -133,6 +137,8 @@ def run_ingest_job(
     settings = settings or WorkerSettings()
     if not isinstance(settings, WorkerSettings):  # plain Settings: add the queue knobs
         settings = WorkerSettings(**settings.model_dump())
+    chunk_size = int(chunk_size or settings.ingest_chunk_size)
+    batch_size = int(batch_size or settings.ingest_batch_size)
     capp = celery_app or make_app(settings)
     store = JobStore.from_url(settings.redis_url)
     job_id = job_id or default_job_id(source, index, chunk_size)

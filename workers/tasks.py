@@ -1,7 +1,8 @@
 """Thin Celery tasks: each calls the same library function the in-process path uses.
 
-- `ingest_chunk` -> `convsparse.integration.ingestion.encode_and_upsert` on a small batch of
-  records (the submitter keeps chunks to a few dozen documents / a few MB), then records the
+- `ingest_chunk` -> `convsparse.integration.ingestion.encode_and_upsert` on one chunk of
+  records, encoded as one unit (`WorkerSettings.ingest_chunk_size`, default 1,024 documents /
+  at most a few MB, in device batches of `ingest_batch_size`), then records the
   per-document outcome in the job's Redis state (`JobStore.finish_chunk`). Idempotent: document
   ids are the source ids (a replay overwrites) and the done marker is a hash field; a chunk
   delivered again after it was done (a resubmission raced the visibility timeout) is skipped.
@@ -97,7 +98,7 @@ def ingest_records(records: list[dict[str, Any]], index: str, *, batch_size: int
     recs = [SourceRecord(id=r["id"], text=r["text"], fields=r.get("fields") or {})
             for r in records]
     return list(encode_and_upsert(recs, encoder=encoder, backend=backend, index=index,
-                                  batch_size=batch_size))
+                                  batch_size=batch_size, flush_size=len(recs)))
 
 
 @app.task(name=INGEST_TASK, bind=True, ignore_result=True, acks_late=True,

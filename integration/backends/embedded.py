@@ -509,8 +509,8 @@ class EmbeddedBackend:
             except (TypeError, ValueError) as e:
                 results.append(DocumentResult(doc_id, False, 400, f"fields are not JSON-serialisable: {e}"))
                 continue
-            items = tm.to_dict()
-            ops.append((doc_id, list(items), list(items.values()), fields))
+            tokens, weights = tm.tokens_and_weights()  # CSR-backed maps: straight from arrays
+            ops.append((doc_id, list(tokens), list(weights), fields))
             results.append(DocumentResult(doc_id, True, 200))
         if ops:
             self._commit(name, ops, f"a batch of {len(ops)} documents")

@@ -190,3 +190,19 @@ def test_document_frequencies(backend):
     backend.create_index("i", fingerprint="fp")
     list(backend.upsert("i", [doc("a", x=1.0, y=1.0), doc("b", x=1.0), doc("c", z=1.0), doc("d", z=1.0)]))
     assert backend.document_frequencies("i", ["x", "y", "nope"]) == {"x": 0.5, "y": 0.25, "nope": 0.0}
+
+
+def test_csr_backed_term_maps_index_like_dict_ones(backend):
+    """Term maps from the bulk (CSR) path are written straight from their arrays."""
+    from convsparse.termmap import CsrRows, TermMapBatch
+
+    vocab = ["[PAD]", "lisbon", "u.s", "50%", "rome"]
+    dense = np.array([[0, 1.5, 0.25, 0, 0], [0, 0, 0, 2.0, 1.0]], dtype=np.float32)
+    batch = TermMapBatch.from_csr(CsrRows.from_dense(dense), vocab, "fp:csr", ["a", "b"])
+    backend.create_index("csr", fingerprint="fp:csr")
+    results = list(backend.upsert("csr", [IndexedDocument(i, tm, {}) for i, tm in zip(batch.ids, batch)]))
+    assert all(r.ok for r in results)
+    assert backend.get_document("csr", "a")[0] == TermMap({"lisbon": 1.5, "u.s": 0.25})
+    assert ids(backend.search("csr", TermMap({"50%": 1.0}))) == ["b"]
+
+

@@ -66,3 +66,17 @@ def test_batches_and_overwrite(backend):
 def test_from_mapping():
     rec = SourceRecord.from_mapping({"pid": 7, "body": "x", "title": "T"}, id_field="pid", text_field="body")
     assert rec == SourceRecord("7", "x", {"title": "T"})
+
+
+def test_flush_size_encodes_larger_units(backend):
+    """A worker encodes its whole chunk as one unit (batches inside it are the encoder's)."""
+    backend.create_index("u", fingerprint=FakeEncoder.fingerprint)
+    records = [SourceRecord(f"r{i}", f"word{i} common") for i in range(10)]
+    enc = FakeEncoder()
+    results = list(encode_and_upsert(records, encoder=enc, backend=backend, index="u",
+                                     batch_size=2, flush_size=10))
+    assert enc.calls == 1 and [r.id for r in results] == [r.id for r in records]
+    assert all(r.ok for r in results) and backend.count("u") == 10
+    enc = FakeEncoder()
+    list(encode_and_upsert(records, encoder=enc, backend=backend, index="u", batch_size=2))
+    assert enc.calls == 5  # default: one unit per batch, as before

@@ -123,3 +123,16 @@ def test_defaults_size_the_queue_to_the_work_and_ack_after_durable_writes(tmp_pa
     backend.describe_index("i")
     store = backend._states["i"].store
     assert store.writer().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_ingest_units_are_gpu_sized_and_configurable(monkeypatch):
+    """Issue 15: a task is a unit of several device batches; both sizes come from settings."""
+    from convsparse.workers.submit import DEFAULT_CHUNK_SIZE
+
+    settings = WorkerSettings()
+    assert settings.ingest_chunk_size == DEFAULT_CHUNK_SIZE == 1024
+    assert settings.ingest_batch_size == 128
+    monkeypatch.setenv("CONVSPARSE_INGEST_CHUNK_SIZE", "4096")
+    monkeypatch.setenv("CONVSPARSE_INGEST_BATCH_SIZE", "512")
+    settings = WorkerSettings()
+    assert (settings.ingest_chunk_size, settings.ingest_batch_size) == (4096, 512)

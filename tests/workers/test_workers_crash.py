@@ -12,8 +12,12 @@ from convsparse.workers.submit import run_ingest_job
 
 pytestmark = pytest.mark.slow
 
-N_DOCS = 100  # the 200-document parity run is in test_workers_e2e.py
-CHUNK = 10  # -> 10 chunks
+#: GPU-sized units (issue 15): a task is a whole chunk encoded as one unit, so these tests
+#: kill / restart around chunks 5x the old 10 documents. Bounded by the tests' 5 s
+#: visibility timeout: a 50-document chunk takes ~0.5 s with the tiny model on one idle CPU
+#: thread, which leaves room for a loaded CI machine.
+CHUNK = 50
+N_DOCS = 6 * CHUNK  # -> 6 chunks (the 200-document parity run is in test_workers_e2e.py)
 
 
 def start_job(source, settings, **kwargs):
