@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -50,6 +50,18 @@ class Settings(BaseSettings):
     #: a worker that dies is noticed sooner, by its missing heartbeat (`worker_heartbeat_s`).
     visibility_timeout_s: int = 600
     query_timeout_s: float = 2.0
+
+    # LLM generator (`convsparse rewrite` / `augment`, the `llm` teacher)
+    llm_backend: Literal["endpoint", "local"] = "endpoint"
+    llm_model: str = Field(default="", description="served model name, or a local HF folder")
+    llm_base_url: str = "http://localhost:8000/v1"
+    llm_api_key: SecretStr | None = None
+    llm_concurrency: int = Field(default=8, ge=1)
+    llm_timeout_s: float = Field(default=60.0, gt=0)
+    llm_max_retries: int = Field(default=4, ge=0)
+    llm_max_new_tokens: int = Field(default=128, ge=1)
+    llm_batch_size: int = Field(default=8, ge=1)
+    llm_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
 
 def get_settings(**overrides: object) -> Settings:

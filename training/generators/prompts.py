@@ -1,0 +1,91 @@
+"""Prompt templates: the standalone rewrite, the augmentation variants and the rating prompt.
+
+Templates are `str.format` strings over `{history}` (earlier turns, oldest first, one
+`role: text` line each; "(none)" for a first turn) and `{question}` (the current user turn);
+the augmentation templates also get `{response}` (the last assistant turn) and the rating one
+`{passage}`. A template file given to `convsparse rewrite --prompt` replaces
+`DEFAULT_REWRITE_PROMPT`; it is sent as the one user message (with `REWRITE_SYSTEM` as system).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from convsparse.conversation import Turn
+from convsparse.training.generators.base import Prompt
+
+REWRITE_SYSTEM = "You rewrite questions from a conversation so they can be understood on their own."
+
+DEFAULT_REWRITE_PROMPT = """\
+Conversation so far:
+{history}
+
+Current question: {question}
+
+Rewrite the current question as a standalone question that can be understood without the
+conversation: resolve pronouns and references ("it", "that one", "the second") to what they
+mean, keep every constraint the user gave, add nothing else. Answer with the rewritten question
+only, on one line."""
+
+AUGMENT_PROMPTS: dict[str, str] = {
+    # a paraphrase of the current question: the conversation stays, the wording changes
+    "question": """\
+Conversation so far:
+{history}
+
+Current question: {question}
+
+Write one different way a user could ask the current question in this conversation (it may
+lean on the conversation the same way). Answer with the question only, on one line.""",
+    # an alternative assistant response before the current question (G2R's response variants)
+    "response": """\
+Conversation so far:
+{history}
+
+Write a different, equally helpful assistant reply in place of the last assistant turn:
+{response}
+
+Answer with the reply only.""",
+}
+
+RATING_PROMPT = """\
+Conversation:
+{history}
+user: {question}
+
+Passage:
+{passage}
+
+On a scale from 0 (useless) to 10 (answers it fully), how well does the passage answer the
+user's last question? Answer with the number only."""
+
+
+def history_text(turns: Sequence[Turn]) -> str:
+    earlier = list(turns[:-1])
+    return "\n".join(f"{t.role}: {t.text}" for t in earlier) if earlier else "(none)"
+
+
+def render(template: str, turns: Sequence[Turn], *, system: str | None = REWRITE_SYSTEM,
+           **extra: str) -> Prompt:
+    """Chat messages for `template` filled from `turns` (the last one is the current question)."""
+    last_assistant = next((t.text for t in reversed(turns) if t.role == "assistant"), "")
+    content = template.format(history=history_text(turns), question=turns[-1].text,
+                              response=last_assistant, **extra)
+    msgs = [{"role": "system", "content": system}] if system else []
+    return msgs + [{"role": "user", "content": content}]
+
+
+def clean_generation(text: str) -> str:
+    """The first non-empty line, without surrounding quotes or a `Rewrite:` style label."""
+    for line in text.strip().splitlines():
+        line = line.strip().strip('"').strip()
+        if ":" in line[:24] and line.split(":", 1)[0].strip().lower() in (
+                "rewrite", "rewritten question", "standalone question", "question", "answer"):
+            line = line.split(":", 1)[1].strip().strip('"').strip()
+        if line:
+            return line
+    return ""
+
+
+__all__ = ["AUGMENT_PROMPTS", "DEFAULT_REWRITE_PROMPT", "RATING_PROMPT", "REWRITE_SYSTEM",
+           "clean_generation", "history_text", "render"]
