@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     llm_max_new_tokens: int = Field(default=128, ge=1)
     llm_batch_size: int = Field(default=8, ge=1)
     llm_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    llm_rerank_depth: int = Field(default=50, ge=1, description="BM25 candidates the llm teacher scores")
 
 
 def get_settings(**overrides: object) -> Settings:

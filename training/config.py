@@ -40,6 +40,8 @@ class ConversationSource(BaseModel):
     path: Path
     limit: int | None = Field(None, ge=1, description="use at most this many tasks (first ones)")
     train_only: bool = Field(False, description="never held out (e.g. CAsT: no local qrels)")
+    weight: float = Field(1.0, gt=0, description="sampling weight of this source's tasks in "
+                          "stage-2 batches (e.g. 0.5 for `convsparse augment` variants)")
 
 
 class DistillConfig(BaseModel):

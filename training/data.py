@@ -26,6 +26,8 @@ class Task:
     has_rewrite: bool
     train_only: bool
     positives: list[str] = field(default_factory=list)
+    source_id: str | None = None  # an augmented variant's source task (`convsparse augment`)
+    weight: float = 1.0  # sampling weight (`ConversationSource.weight`)
 
 
 def trec_safe_id(s: str) -> str:
@@ -47,21 +49,26 @@ def load_tasks(sources: Sequence[ConversationSource],
             tid = trec_safe_id(c.id)
             rewrite = (c.rewrite or "").strip()
             last_user = next(t.text for t in reversed(c.turns) if t.role == "user")
-            pos = [d for d, rel in qrels.get(tid, {}).items() if rel > 0]
+            source = c.fields.get("source_id")
+            source = trec_safe_id(source) if source is not None else None
+            pos = [d for d, rel in qrels.get(source or tid, {}).items() if rel > 0]
             tasks.append(Task(tid, c.conversation_id or tid, list(c.turns), rewrite or last_user,
-                              bool(rewrite), src.train_only, pos))
+                              bool(rewrite), src.train_only, pos, source, src.weight))
     return tasks
 
 
 def split_tasks(tasks: Sequence[Task], fraction: float, seed: int) -> tuple[list[Task], list[Task]]:
     """Hold out `fraction` of the judged conversations (by conversation_id, hashed with the seed,
-    so a conversation is entirely in or out). Unjudged / train_only tasks always train."""
-    convs = sorted({t.conversation_id for t in tasks if t.positives and not t.train_only})
+    so a conversation is entirely in or out). Unjudged / train_only tasks always train.
+    Augmented variants (`source_id`) follow their conversation into training and are never
+    held out: the held-out split is real conversations only."""
+    convs = sorted({t.conversation_id for t in tasks
+                    if t.positives and not t.train_only and t.source_id is None})
     rng = random.Random(seed)
     rng.shuffle(convs)
     held = set(convs[: round(len(convs) * fraction)])
     train = [t for t in tasks if t.conversation_id not in held]
-    test = [t for t in tasks if t.conversation_id in held and t.positives]
+    test = [t for t in tasks if t.conversation_id in held and t.positives and t.source_id is None]
     return train, test
 
 
@@ -82,4 +89,16 @@ def stratified_holdout(conversations: Sequence[tuple[str, str]], per_domain: int
     return held
 
 
-__all__ = ["Task", "load_corpus", "load_tasks", "split_tasks", "stratified_holdout", "trec_safe_id"]
+def sample_tasks(tasks: Sequence[Task], k: int, rng: random.Random) -> list[Task]:
+    """`k` distinct tasks; with `weight`s other than 1, a weighted sample without replacement
+    (Efraimidis-Spirakis: the `k` largest `u ** (1 / weight)`), else exactly `rng.sample`."""
+    k = min(k, len(tasks))
+    if all(t.weight == 1.0 for t in tasks):
+        return rng.sample(list(tasks), k)
+    keys = [rng.random() ** (1.0 / t.weight) for t in tasks]
+    order = sorted(range(len(tasks)), key=lambda i: -keys[i])
+    return [tasks[i] for i in order[:k]]
+
+
+__all__ = ["Task", "load_corpus", "load_tasks", "sample_tasks", "split_tasks", "stratified_holdout",
+           "trec_safe_id"]

@@ -33,7 +33,7 @@ from convsparse.evaluation.flops import TermStats, flops
 from convsparse.evaluation.metrics import compute_metrics, read_trec_run, write_trec_run
 from convsparse.training.candidates import CandidateBatch, sample_candidates, teacher_score
 from convsparse.training.config import DistillConfig
-from convsparse.training.data import Task, load_corpus, load_tasks, split_tasks
+from convsparse.training.data import Task, load_corpus, load_tasks, sample_tasks, split_tasks
 from convsparse.training.fusion import average_runs
 from convsparse.training.losses import DistillationLoss
 from convsparse.training.teachers import TEACHERS, Run, TeacherInputs
@@ -118,8 +118,9 @@ class Trainer:
             if path.exists():
                 run = read_trec_run(path)
             else:
-                run = TEACHERS[name](TeacherInputs(queries, self.corpus, cfg.teacher_depth,
-                                                   student=student, doc_matrix=doc_matrix))
+                run = TEACHERS[name](TeacherInputs(
+                    queries, self.corpus, cfg.teacher_depth, student=student, doc_matrix=doc_matrix,
+                    conversations={t.task_id: t.turns for t in self.train + self.test}))
                 write_trec_run(run, path, tag=name)
             runs.append(run)
         return average_runs(runs, cfg.teacher_weights) if len(runs) > 1 else runs[0]
@@ -243,7 +244,7 @@ class Trainer:
         model.train()
         bar = tqdm(range(start, cfg.steps), desc="stage 2 (conversations)", disable=not cfg.progress)
         for step in bar:
-            batch = rng.sample(self.train, min(cfg.batch_size, len(self.train)))
+            batch = sample_tasks(self.train, cfg.batch_size, rng)
             cb = self._batch(batch, teacher, rng, cfg.n_negatives)
             q = self._encode(model, [rows[t.task_id] for t in batch])
             d = doc_matrix[[self.doc_index[x] for x in cb.documents]].to(self.device)

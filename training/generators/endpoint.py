@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from convsparse.training.generators.base import GenerationError, Prompt
+from convsparse.training.generators.prompts import RATING_PROMPT
 
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
@@ -93,11 +94,13 @@ class EndpointGenerator:
 
     def score(self, prompts: Sequence[Prompt],
               continuations: Sequence[str]) -> list[float | GenerationError]:
-        """A rating prompt: each prompt already holds the passage (see `prompts.RATING_PROMPT`);
-        the first number in the reply is the score. `continuations` is unused here (a chat
-        endpoint returns no prompt log-probabilities)."""
+        """A rating prompt: `RATING_PROMPT` with the continuation (the passage) is appended to
+        each prompt (the conversation) as a user message; the first number in the reply is the
+        score (a chat endpoint returns no prompt log-probabilities)."""
+        asks = [[*map(dict, p), {"role": "user", "content": RATING_PROMPT.format(passage=c)}]
+                for p, c in zip(prompts, continuations)]
         out: list[float | GenerationError] = []
-        for reply in self._pool.map(lambda p: self._complete(p, max_tokens=8), prompts):
+        for reply in self._pool.map(lambda p: self._complete(p, max_tokens=8), asks):
             if isinstance(reply, GenerationError):
                 out.append(reply)
                 continue

@@ -2,9 +2,10 @@
 
 Templates are `str.format` strings over `{history}` (earlier turns, oldest first, one
 `role: text` line each; "(none)" for a first turn) and `{question}` (the current user turn);
-the augmentation templates also get `{response}` (the last assistant turn) and the rating one
-`{passage}`. A template file given to `convsparse rewrite --prompt` replaces
-`DEFAULT_REWRITE_PROMPT`; it is sent as the one user message (with `REWRITE_SYSTEM` as system).
+the augmentation templates also get `{response}` (the last assistant turn); `RATING_PROMPT`
+(`{passage}`) follows the conversation's own messages when an endpoint rates a passage.
+A template file given to `convsparse rewrite --prompt` replaces `DEFAULT_REWRITE_PROMPT`;
+it is sent as the one user message (with `REWRITE_SYSTEM` as system).
 """
 
 from __future__ import annotations
@@ -49,15 +50,16 @@ Answer with the reply only.""",
 }
 
 RATING_PROMPT = """\
-Conversation:
-{history}
-user: {question}
-
 Passage:
 {passage}
 
 On a scale from 0 (useless) to 10 (answers it fully), how well does the passage answer the
-user's last question? Answer with the number only."""
+user's last question in this conversation? Answer with the number only."""
+
+
+def conversation_messages(turns: Sequence[Turn]) -> Prompt:
+    """The conversation itself as chat messages (what the `llm` teacher scores a passage after)."""
+    return [{"role": t.role, "content": t.text} for t in turns]
 
 
 def history_text(turns: Sequence[Turn]) -> str:
@@ -88,4 +90,4 @@ def clean_generation(text: str) -> str:
 
 
 __all__ = ["AUGMENT_PROMPTS", "DEFAULT_REWRITE_PROMPT", "RATING_PROMPT", "REWRITE_SYSTEM",
-           "clean_generation", "history_text", "render"]
+           "clean_generation", "conversation_messages", "history_text", "render"]

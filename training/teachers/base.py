@@ -14,13 +14,17 @@ from convsparse.evaluation.metrics import Run
 @dataclass(frozen=True)
 class TeacherInputs:
     """`queries` ({task id: rewrite}) and `corpus` ({doc id: `document_text`}); `k` hits per
-    query. `student` / `doc_matrix` ((n_docs, vocab) activations) for the student teacher."""
+    query. `student` / `doc_matrix` ((n_docs, vocab) activations) for the student teacher;
+    `conversations` ({task id: turns}) and `generator` (a `training.generators.Generator`; None =
+    built from `CONVSPARSE_LLM_*`) for the `llm` teacher."""
 
     queries: Mapping[str, str]
     corpus: Mapping[str, str]
     k: int = 1000
     student: Any = None
     doc_matrix: np.ndarray | None = None
+    conversations: Mapping[str, Sequence[Any]] | None = None
+    generator: Any = None
 
 
 Teacher = Callable[[TeacherInputs], Run]
