@@ -9,6 +9,7 @@
 | `quickstart` | `quickstart` |
 | `evaluation` | `collection show / index`, `evaluate`, `tune` |
 | `distill` | `distill` |
+| `generate` | `rewrite`, `augment` (the LLM teacher's data) |
 | `workers` | `worker`, `jobs status / retry` |
 
 Shared options (`--model`, `--runtime`, `--device`, `--backend`, `--data-dir`) are declared once
@@ -61,6 +62,7 @@ from convsparse.cli import (  # noqa: E402  (the groups register on `app`, defin
     distill,
     encode,
     evaluation,
+    generate,
     index,
     ingest,
     quickstart,
@@ -71,7 +73,7 @@ from convsparse.cli import (  # noqa: E402  (the groups register on `app`, defin
 # One registration style: every command-group module has `register(app)`, which adds its
 # commands (`app.command(name)(function)`) or its sub-app (`app.add_typer(group, name=...)`).
 # Heavy imports stay inside the command bodies, so `--help` is fast.
-for _group in (encode, index, ingest, search, quickstart, evaluation, distill, workers):
+for _group in (encode, index, ingest, search, quickstart, evaluation, distill, generate, workers):
     _group.register(app)
 
 from convsparse.redaction import install_log_masking  # noqa: E402

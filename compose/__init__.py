@@ -64,4 +64,13 @@ def open_backend(settings: Settings | None = None, **options: object) -> Backend
         f"unknown backend {settings.backend!r}; expected 'embedded', 'opensearch' or 'elasticsearch'")
 
 
-__all__ = ["load_encoder", "open_backend"]
+def load_generator(settings: Settings | None = None):
+    """The LLM generator named by `CONVSPARSE_LLM_*` (`convsparse.training.generators.
+    generator_from_settings`): an OpenAI-compatible endpoint, or a local Hugging Face LM on
+    `settings.device`."""
+    from convsparse.training.generators import generator_from_settings
+
+    return generator_from_settings(settings or get_settings())
+
+
+__all__ = ["load_encoder", "load_generator", "open_backend"]

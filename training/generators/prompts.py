@@ -77,6 +77,16 @@ def render(template: str, turns: Sequence[Turn], *, system: str | None = REWRITE
     return msgs + [{"role": "user", "content": content}]
 
 
+def check_template(template: str) -> str:
+    """`template`, or a ValueError naming the placeholder it uses that does not exist."""
+    try:
+        render(template, [Turn(role="user", text="q")])
+    except (KeyError, IndexError, ValueError) as e:
+        raise ValueError(f"prompt template: unknown or broken placeholder {e} (use {{history}}, "
+                         "{question}, {response}; write literal braces as {{ }})") from None
+    return template
+
+
 def clean_generation(text: str) -> str:
     """The first non-empty line, without surrounding quotes or a `Rewrite:` style label."""
     for line in text.strip().splitlines():
@@ -89,5 +99,5 @@ def clean_generation(text: str) -> str:
     return ""
 
 
-__all__ = ["AUGMENT_PROMPTS", "DEFAULT_REWRITE_PROMPT", "RATING_PROMPT", "REWRITE_SYSTEM",
+__all__ = ["AUGMENT_PROMPTS", "check_template", "DEFAULT_REWRITE_PROMPT", "RATING_PROMPT", "REWRITE_SYSTEM",
            "clean_generation", "conversation_messages", "history_text", "render"]

@@ -25,7 +25,12 @@ from tqdm.auto import tqdm
 from convsparse.collections import ConversationTask, load_conversations
 from convsparse.training.generators.base import GenerationError, Generator, Prompt
 from convsparse.training.generators.cache import GenerationCache, cache_key
-from convsparse.training.generators.prompts import DEFAULT_REWRITE_PROMPT, clean_generation, render
+from convsparse.training.generators.prompts import (
+    DEFAULT_REWRITE_PROMPT,
+    check_template,
+    clean_generation,
+    render,
+)
 
 _REWRITE_KEYS = ("rewrite", "manual_rewrite", "manual_rewritten_utterance", "rewritten_utterance",
                  "standalone_question")
@@ -130,8 +135,9 @@ def rewrite_conversations(conversations: str | Path, out: str | Path, generator:
     """Rewrite every user turn of `conversations` into `out` (see the module docstring).
     `cache` defaults to `<out>.cache.jsonl`; `only_missing` keeps rewrites already present."""
     out = Path(out)
-    cache_store = GenerationCache(cache or out.with_name(out.name + ".cache.jsonl"))
+    check_template(template)
     pairs = task_records(conversations)
+    cache_store = GenerationCache(cache or out.with_name(out.name + ".cache.jsonl"))
     report = GenerationReport(total=len(pairs), out=out)
     jobs = {}
     for task, _ in pairs:
