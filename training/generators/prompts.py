@@ -88,12 +88,15 @@ def check_template(template: str) -> str:
 
 
 def clean_generation(text: str) -> str:
-    """The first non-empty line, without surrounding quotes or a `Rewrite:` style label."""
+    """The first non-empty line, without a `Rewrite:` style label or one pair of quotes around
+    the whole line."""
     for line in text.strip().splitlines():
-        line = line.strip().strip('"').strip()
+        line = line.strip()
         if ":" in line[:24] and line.split(":", 1)[0].strip().lower() in (
                 "rewrite", "rewritten question", "standalone question", "question", "answer"):
-            line = line.split(":", 1)[1].strip().strip('"').strip()
+            line = line.split(":", 1)[1].strip()
+        if len(line) >= 2 and line[0] == line[-1] and line[0] in "\"'":
+            line = line[1:-1].strip()
         if line:
             return line
     return ""
