@@ -40,6 +40,7 @@ class FakeChatServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # one reply is two writes: no 40 ms delayed-ACK stall
 
             def log_message(self, *a):  # quiet
                 pass
