@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 
 from convsparse.training.generators.base import GenerationError
+from convsparse.training.generators.prompts import conversation_messages
 from convsparse.training.teachers.base import Run, TeacherInputs
 from convsparse.training.teachers.bm25 import bm25_run
 
@@ -35,11 +36,17 @@ log = logging.getLogger(__name__)
 def llm_run(inputs: TeacherInputs, *, depth: int | None = None, generator=None) -> Run:
     from convsparse.settings import get_settings
     from convsparse.training.generators import generator_from_settings
-    from convsparse.training.generators.prompts import conversation_messages
-
     settings = get_settings()
+    owned = generator is None and inputs.generator is None
     gen = generator or inputs.generator or generator_from_settings(settings)
-    depth = min(depth or settings.llm_rerank_depth, inputs.k)
+    try:
+        return _rerank(inputs, gen, min(depth or settings.llm_rerank_depth, inputs.k))
+    finally:
+        if owned:
+            gen.close()
+
+
+def _rerank(inputs: TeacherInputs, gen, depth: int) -> Run:
     if inputs.conversations is None:
         raise ValueError("the llm teacher needs TeacherInputs.conversations ({task id: turns})")
     first = bm25_run(inputs.queries, inputs.corpus, k=depth)
