@@ -13,6 +13,10 @@ current question stays in charge: its term map passes unchanged, and each histor
 
     q_j = cur_j + sum_v softplus(a_v) * sigmoid(theta_v . phi_j + b_v) * v_j
 
+(The shipped gate is the dev-chosen summed-views setting, cur + 0.15 context + 0.05 earlier
+questions, written with saturated sigmoids: distilled gates did not beat it on the dev
+conversations; `benchmarks/results/student_ablation.md`.)
+
 where phi_j are per-term features (the term's weight in the current question and in each view,
 whether the current question has it, a constant). The gate is what is learned (distilled from
 a teacher reading the annotators' search queries or the rewrite, see
