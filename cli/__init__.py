@@ -22,6 +22,38 @@ import sys
 import traceback
 
 import typer
+from typer.core import TyperGroup
+
+HELP = ("Conversational learned-sparse search: encode, index, search, tune, distil.\n\n"
+        "Exit codes: 0 success; 1 a runtime error (missing index, another encoder's index, Redis "
+        "or worker not there, disk full) or, for ingest, any record that failed (--allow-failures "
+        "accepts a partial ingest); 2 a usage error (argument, option, path or conversation).\n\n"
+        "Errors are one line with the fix; --debug (or CONVSPARSE_DEBUG=1) shows the traceback.")
+
+
+class ConvsparseGroup(TyperGroup):
+    """The root group: every command runs inside `invoke`, so an expected error becomes one
+    line and an exit code here (`cli/errors.py`), whichever command raised it."""
+
+    def invoke(self, ctx):
+        from convsparse.cli.errors import debug_enabled, describe, print_error
+
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as e:
+            import click
+
+            if isinstance(e, click.exceptions.ClickException) or debug_enabled():
+                raise
+            described = describe(e)
+            if described is None:
+                raise
+            message, code = described
+            print_error(message)
+            raise typer.Exit(code) from None
+
 
 
 class _MaskingTyper(typer.Typer):
@@ -43,10 +75,18 @@ class _MaskingTyper(typer.Typer):
 
 app = _MaskingTyper(
     name="convsparse",
-    help="Conversational learned-sparse search: encode, index, search, tune, distil.",
+    cls=ConvsparseGroup,
+    help=HELP,
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug",
+                                     help="Show the traceback of an error (or CONVSPARSE_DEBUG=1).")) -> None:
+    if debug:
+        os.environ["CONVSPARSE_DEBUG"] = "1"
 
 
 def version() -> None:

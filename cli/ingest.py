@@ -6,48 +6,75 @@ from pathlib import Path
 
 import typer
 
-from convsparse.cli.options import BackendName, DataDir, Model, Runtime, fail, settings_from
+from convsparse.cli.options import BackendName, DataDir, Model, Runtime, settings_from
 from convsparse.compose import load_encoder, open_backend
+from convsparse.errors import UsageError
+
+
+def _check_source(source: Path, format: str | None):
+    """The source format, after checking the path and format (before any model loads)."""
+    from convsparse.integration.sources import check_format, detect_format
+
+    if not source.exists():
+        raise UsageError(f"source {str(source)!r} does not exist; check the path")
+    if source.is_dir():
+        raise UsageError(f"source {str(source)!r} is a folder; pass a JSONL, CSV/TSV or Parquet file")
+    return check_format(format) or detect_format(source)
 
 
 def ingest(
     source: Path = typer.Argument(..., help="JSONL, CSV/TSV or Parquet file."),
     index: str = typer.Option(..., "--index", help="Target index (created for the encoder if missing)."),
     via: str = typer.Option("local", "--via", help="local (this process) or celery (the workers)."),
+    format: str | None = typer.Option(None, "--format",
+                                      help="jsonl, csv, tsv or parquet (default: from the suffix)."),
     id_field: str = typer.Option("id", "--id-field"),
     text_field: str = typer.Option("text", "--text-field"),
-    batch_size: int = typer.Option(32, "--batch-size"),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
     show_failures: int = typer.Option(10, "--show-failures", help="How many failed records to print."),
+    allow_failures: bool = typer.Option(False, "--allow-failures",
+                                        help="Exit 0 when some records failed (a partial ingest)."),
+    wait: bool = typer.Option(True, "--wait/--no-wait",
+                              help="celery: follow the job to its end, or queue it and return."),
+    timeout: float | None = typer.Option(None, "--timeout", min=0,
+                                         help="celery: stop following the job after this many "
+                                              "seconds (it goes on; exit 1)."),
     model: Model = None, runtime: Runtime = None, data_dir: DataDir = None,
     backend: BackendName = None,
 ) -> None:
-    """Encode a file of documents and index them (in-process, or through the Celery workers)."""
-    from convsparse.errors import ConvsparseError
+    """Encode a file of documents and index them (in-process, or through the Celery workers).
 
-    if not source.exists():
-        raise fail(f"source {str(source)!r} does not exist", 2)
+    Exit codes: 0 every record indexed; 1 any record failed (0 with --allow-failures when at
+    least one was indexed), or a runtime error; 2 a usage error (path, format, option, index
+    name). `--via celery` first checks that Redis answers and a worker consumes the ingest
+    queue, and says how to start one if not."""
+    if via not in ("local", "celery"):
+        raise UsageError(f"--via must be 'local' or 'celery', got {via!r}")
+    fmt = _check_source(source, format)
+    settings = settings_from(data_dir=data_dir, backend=backend, model=model, runtime=runtime)
     if via == "celery":
         from convsparse.cli.workers import print_status
+        from convsparse.integration.sources import count_records
         from convsparse.workers.submit import run_ingest_job
 
         status = run_ingest_job(source, index=index, id_field=id_field, text_field=text_field,
-                                batch_size=batch_size)
+                                batch_size=batch_size, wait=wait, timeout_s=timeout, format=fmt,
+                                total=count_records(source, fmt))
         print_status(status)
-        if status.state != "finished":
-            raise typer.Exit(1)
+        if status.state == "running":
+            typer.echo(f"follow it with `convsparse jobs status {status.job_id}`; stop it with "
+                       f"`convsparse jobs cancel {status.job_id}`")
+            raise typer.Exit(0 if not wait else 1)
+        _exit_for(status.indexed, status.failed + len(status.missing_ids), allow_failures)
         return
-    if via != "local":
-        raise fail(f"--via must be 'local' or 'celery', got {via!r}", 2)
     from convsparse.integration.ingestion import ingest as run_ingest
-    from convsparse.integration.sources import read_records
+    from convsparse.integration.sources import count_records, read_records
 
-    settings = settings_from(data_dir=data_dir, backend=backend, model=model, runtime=runtime)
-    try:
-        report = run_ingest(read_records(source, id_field=id_field, text_field=text_field),
-                            encoder=load_encoder(settings), backend=open_backend(settings),
-                            index=index, batch_size=batch_size, progress=True)
-    except ConvsparseError as e:
-        raise fail(str(e)) from None
+    be = open_backend(settings)
+    _check_index(be, index)  # an invalid name (exit 2) before the model loads
+    report = run_ingest(read_records(source, id_field=id_field, text_field=text_field, format=fmt),
+                        encoder=load_encoder(settings), backend=be, index=index,
+                        batch_size=batch_size, progress=True, total=count_records(source, fmt))
     indexed, failures = report.indexed, report.failed
     from convsparse.redaction import mask_secrets
     from convsparse.terminal import printable
@@ -55,9 +82,25 @@ def ingest(
     typer.echo(f"indexed {indexed}, failed {len(failures)} into {index}")
     for rid, reason in failures[:show_failures]:
         typer.echo(f"  failed {printable(rid)}: {printable(mask_secrets(reason))}")
-    if failures and not indexed:
-        raise typer.Exit(1)
+    if len(failures) > show_failures:
+        typer.echo(f"  ... {len(failures) - show_failures} more (--show-failures N)")
+    _exit_for(indexed, len(failures), allow_failures)
 
+
+def _check_index(backend, index: str) -> None:
+    from convsparse.errors import IndexNotFoundError
+
+    try:
+        backend.describe_index(index)
+    except IndexNotFoundError:
+        pass  # created for the encoder by the driver
+
+
+def _exit_for(indexed: int, failed: int, allow_failures: bool) -> None:
+    if failed and not (allow_failures and indexed):
+        hint = "" if allow_failures else " (--allow-failures accepts a partial ingest)"
+        typer.echo(f"{failed} record(s) failed{hint}", err=True)
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,30 +8,82 @@ from typing import Any
 
 import typer
 
-from convsparse.cli.options import BackendName, DataDir, Model, Runtime, fail, settings_from
+from convsparse.cli.options import BackendName, DataDir, Model, Runtime, settings_from
 from convsparse.compose import load_encoder, open_backend
+from convsparse.errors import UsageError
 
 
-def read_conversation(value: str) -> Any:
-    """`--conversation`: a JSON value (turn list, {"turns": [...]}, string), a file holding
-    one (.json, or .jsonl: the first line), or plain text (one user turn)."""
-    path = Path(value)
-    text = value
+CONVERSATION_HELP = ("JSON text (a turn list, {\"turns\": [...]}, OpenAI-style {\"messages\": [...]}, or a "
+                     "\"quoted string\" = one user turn), @FILE, - (stdin), or the path of an "
+                     "existing .json/.jsonl file (.jsonl: its first line).")
+
+
+def _load_json(text: str, source: str) -> Any:
     try:
-        is_file = path.is_file()
-    except OSError:
-        is_file = False
-    if is_file:
-        text = path.read_text(encoding="utf-8")
-        if path.suffix == ".jsonl":
-            text = next((ln for ln in text.splitlines() if ln.strip()), "")
-    stripped = text.strip()
-    if stripped[:1] in ("[", "{", '"'):
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{source} is not valid JSON ({e.msg} at line {e.lineno} column "
+                         f"{e.colno})") from None
+    except RecursionError:
+        raise UsageError(f"{source} is nested too deeply to be a conversation") from None
+
+
+def _read_file(path: Path, source: str) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UsageError(f"cannot read {source}: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{source} is not UTF-8 (invalid byte at offset {e.start}); save it as "
+                         f"UTF-8, e.g. `iconv -f latin1 -t utf-8`") from None
+    if path.suffix == ".jsonl":
+        text = next((ln for ln in text.splitlines() if ln.strip()), "")
+    return text
+
+
+def read_conversation(value: str, *, stdin=None) -> Any:
+    """`--conversation`, explicitly one of: JSON text, ``@FILE``, ``-`` (stdin), or the path of
+    an existing file. Anything else is a `UsageError`, never searched as literal text (a
+    mistyped file name must not become a query). The JSON must be a list, an object or a
+    string (`parse_conversation` checks the rest)."""
+    import sys
+
+    stripped = value.strip()
+    if stripped == "-":
+        text, source = (stdin or sys.stdin).read(), "--conversation - (stdin)"
+    elif stripped.startswith("@"):
+        path = Path(stripped[1:])
+        if not path.is_file():
+            raise UsageError(f"--conversation {stripped}: no such file {str(path)!r}")
+        text, source = _read_file(path, f"--conversation file {str(path)!r}"), f"file {str(path)!r}"
+    elif stripped[:1] in ("[", "{", '"'):
+        text, source = stripped, "--conversation"
+    else:
+        path = Path(stripped)
         try:
-            return json.loads(stripped)
-        except json.JSONDecodeError as e:
-            raise fail(f"--conversation is not valid JSON ({e.msg} at line {e.lineno} col {e.colno})", 2) from None
-    return stripped
+            is_file = path.is_file()
+        except (OSError, ValueError):
+            is_file = False
+        if is_file:
+            text, source = _read_file(path, f"--conversation file {str(path)!r}"), f"file {str(path)!r}"
+        else:
+            try:
+                json.loads(stripped)
+                kind = "a JSON " + ("number" if stripped[:1] in "-0123456789" else "literal")
+            except (json.JSONDecodeError, RecursionError):
+                kind = "neither JSON nor an existing file"
+            hint = ("; to search for plain text, quote it as JSON: -c '\"your question\"'"
+                    if kind.startswith("neither") else "")
+            raise UsageError(f"--conversation {value!r} is {kind}; pass JSON text, @FILE, - "
+                             f"(stdin) or the path of an existing file{hint}")
+    conv = _load_json(text.strip(), source)
+    if not isinstance(conv, (list, dict, str)):
+        kind = {type(None): "null", bool: "boolean", int: "number", float: "number"}.get(type(conv), "value")
+        raise UsageError(f"{source} holds a JSON {kind}, not a conversation; pass a turn list, "
+                         f"{{\"turns\": [...]}} or a \"quoted string\"")
+    return conv
 
 
 def print_hits(result, *, title: str = "", snippet_chars: int = 90) -> None:
@@ -67,18 +119,32 @@ def print_hits(result, *, title: str = "", snippet_chars: int = 90) -> None:
 
 
 def _pruning(top_k, min_weight, max_ratio, alpha_mass):
+    import math
+
     from convsparse.pruning import PruningPolicy
 
+    for name, v in (("--min-weight", min_weight), ("--max-ratio", max_ratio), ("--alpha-mass", alpha_mass)):
+        if v is not None and not math.isfinite(v):
+            raise UsageError(f"{name} must be a finite number, got {v}")
     try:
         return PruningPolicy(top_k=top_k, min_weight=min_weight, max_ratio=max_ratio, alpha_mass=alpha_mass)
     except ValueError as e:
-        raise fail(f"invalid pruning option: {e}", 2) from None
+        first = e.errors()[0] if hasattr(e, "errors") else None
+        if first:
+            name = "--" + str(first["loc"][0]).replace("_", "-") if first.get("loc") else "pruning"
+            ctx = first.get("ctx", {})
+            bounds = {"greater_than": "> {gt}", "greater_than_equal": ">= {ge}",
+                      "less_than": "< {lt}", "less_than_equal": "<= {le}"}
+            kind = first.get("type", "")
+            reason = (f"must be {bounds[kind].format(**ctx)}" if kind in bounds
+                      else str(ctx.get("error", first["msg"])))
+            raise UsageError(f"{name} {first.get('input')!r}: {reason}") from None
+        raise UsageError(f"invalid pruning option: {e}") from None
 
 
 def search(
     index: str = typer.Option(..., "--index"),
-    conversation: str = typer.Option(..., "--conversation", "-c",
-                                     help="JSON turn list, a .json/.jsonl file, or plain text."),
+    conversation: str = typer.Option(..., "--conversation", "-c", help=CONVERSATION_HELP),
     k: int = typer.Option(10, "--k", "-k", min=1),
     top_k: int | None = typer.Option(None, "--top-k", help="Keep the top-k query terms."),
     min_weight: float | None = typer.Option(None, "--min-weight"),
@@ -90,19 +156,21 @@ def search(
     model: Model = None, runtime: Runtime = None, data_dir: DataDir = None,
     backend: BackendName = None,
 ) -> None:
-    """Search an index with a conversation and print the hits with timings."""
-    from convsparse.errors import ConvsparseError
+    """Search an index with a conversation and print the hits with timings.
+
+    The conversation, the pruning options and the index are checked before the model loads."""
+    from convsparse.conversation import parse_conversation
     from convsparse.integration.client import ConversationalSearch
 
     conv = read_conversation(conversation)
+    parse_conversation(conv)  # InvalidConversationError (exit 2) before loading anything
     policy = _pruning(top_k, min_weight, max_ratio, alpha_mass)
     settings = settings_from(data_dir=data_dir, backend=backend, model=model, runtime=runtime)
-    client = ConversationalSearch(index, encoder=load_encoder(settings), backend=open_backend(settings),
-                                  pruning=policy, rescore_window=rescore_window)
-    try:
-        result = client.search(conv, k)
-    except ConvsparseError as e:
-        raise fail(str(e), 2 if isinstance(e, ValueError) else 1) from None
+    be = open_backend(settings)
+    be.describe_index(index)  # IndexNotFoundError (exit 1) before the model loads
+    client = ConversationalSearch(index, backend=be, settings=settings, pruning=policy,
+                                  rescore_window=rescore_window)  # the encoder loads on first use
+    result = client.search(conv, k)
     if as_json:
         typer.echo(json.dumps({
             "hits": [{"id": h.id, "score": h.score, "fields": dict(h.fields)} for h in result.hits],

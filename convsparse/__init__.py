@@ -17,12 +17,14 @@ __all__ = [
     "ConversationalSearch",
     "ConvsparseError",
     "EmbeddedBackend",
+    "EmptyQueryError",
     "Encoder",
     "FingerprintMismatchError",
     "Hit",
     "IndexExistsError",
     "IndexNotFoundError",
     "IndexReport",
+    "InvalidIndexNameError",
     "InvalidCollectionError",
     "InvalidConversationError",
     "InvalidDocumentError",
@@ -35,6 +37,8 @@ __all__ = [
     "TermMap",
     "TooManyClausesError",
     "UnsupportedModelError",
+    "UsageError",
+    "WorkerUnavailableError",
     "document_text",
     "load_collection",
     "load_encoder",
@@ -43,10 +47,11 @@ __all__ = [
     "sample_collection",
 ]
 
-_ERRORS = ("BackendError", "ConvsparseError", "FingerprintMismatchError", "IndexExistsError",
+_ERRORS = ("BackendError", "ConvsparseError", "EmptyQueryError", "FingerprintMismatchError",
+           "IndexExistsError", "InvalidIndexNameError",
            "IndexNotFoundError", "InvalidCollectionError", "InvalidConversationError",
            "InvalidDocumentError", "InvalidTermMapError", "TooManyClausesError",
-           "UnsupportedModelError")
+           "UnsupportedModelError", "UsageError", "WorkerUnavailableError")
 
 _LAZY = {
     "Backend": "convsparse.integration.backend",

@@ -7,9 +7,14 @@
     ├── InvalidCollectionError     (also ValueError)   a collection file cannot be read
     ├── UnsupportedModelError      (also ValueError)   a model folder is not a SPLADE student
     ├── TooManyClausesError        (also ValueError)   a query above the clause limit
-    ├── FingerprintMismatchError                       query and index from different encoders
+    ├── EmptyQueryError            (also ValueError)   pruning removed every query term
+    ├── InvalidIndexNameError      (also ValueError)   an index name the backends refuse
+    ├── UnsupportedSourceError     (also ValueError)   a source file format that cannot be read
+    ├── UsageError                 (also ValueError)   a command-line argument cannot be used
+    ├── FingerprintMismatchError                       query/documents and index from different encoders
     ├── IndexNotFoundError         (also LookupError)
     ├── IndexExistsError
+    ├── WorkerUnavailableError                         Redis or a Celery worker is not there
     └── BackendError                                   the backend failed; not the input's fault
 
 `except ConvsparseError` catches all of them; the `ValueError` / `LookupError` bases let
@@ -74,16 +79,61 @@ class UnsupportedModelError(ConvsparseError, ValueError):
 
 
 class FingerprintMismatchError(ConvsparseError):
-    """Query term maps come from a different encoder than the index's documents."""
+    """Term maps (a query, or documents being written) come from a different encoder than the
+    index's. `writing=True` is the write path: nothing was written."""
 
-    def __init__(self, index: str, index_fingerprint: str, query_fingerprint: str):
+    def __init__(self, index: str, index_fingerprint: str, query_fingerprint: str, *,
+                 writing: bool = False):
         self.index = index
         self.index_fingerprint = index_fingerprint
         self.query_fingerprint = query_fingerprint
+        self.writing = writing
+        if writing:
+            msg = (f"index {index!r} was built with encoder {index_fingerprint}, but these documents "
+                   f"come from encoder {query_fingerprint}; nothing was written. Ingest with the "
+                   f"index's encoder (--model), or write to a new index (or `convsparse index "
+                   f"delete {index}` and re-ingest everything with this encoder)")
+        else:
+            msg = (f"index {index!r} was built with encoder {index_fingerprint}, but the query comes "
+                   f"from encoder {query_fingerprint}; load the index's encoder or re-index with "
+                   f"this one")
+        super().__init__(msg)
+
+    def __reduce__(self):  # picklable with its keyword (Celery results, multiprocessing)
+        return (_fingerprint_mismatch, (self.index, self.index_fingerprint,
+                                        self.query_fingerprint, self.writing))
+
+
+def _fingerprint_mismatch(index, index_fp, other_fp, writing):
+    return FingerprintMismatchError(index, index_fp, other_fp, writing=writing)
+
+
+class EmptyQueryError(ConvsparseError, ValueError):
+    """Query pruning removed every term: the search would silently return nothing."""
+
+    def __init__(self, terms_before: int, policy: str):
+        self.terms_before = terms_before
+        self.policy = policy
         super().__init__(
-            f"index {index!r} was built with encoder {index_fingerprint}, but the query comes from "
-            f"encoder {query_fingerprint}; load the index's encoder or re-index with this one"
+            f"query pruning ({policy}) kept 0 of {terms_before} query terms, so nothing can "
+            f"match; loosen it (e.g. a lower --min-weight, a higher --top-k or --alpha-mass)"
         )
+
+
+class UnsupportedSourceError(ConvsparseError, ValueError):
+    """A source file whose format cannot be read (unknown suffix or --format)."""
+
+
+class InvalidIndexNameError(ConvsparseError, ValueError):
+    """An index name the backends would refuse (the OpenSearch naming rules)."""
+
+
+class UsageError(ConvsparseError, ValueError):
+    """A command-line argument or option cannot be used; the message says which and how."""
+
+
+class WorkerUnavailableError(ConvsparseError):
+    """Redis cannot be reached, or no Celery worker consumes the queue a job needs."""
 
 
 class IndexNotFoundError(ConvsparseError, LookupError):

@@ -65,8 +65,11 @@ class Backend(Protocol):
 
     def delete_index(self, name: str, *, missing_ok: bool = False) -> None: ...
 
-    def upsert(self, name: str, documents: Iterable[IndexedDocument]) -> Iterator[DocumentResult]:
-        """Write documents (same id overwrites); yields one result per input document."""
+    def upsert(self, name: str, documents: Iterable[IndexedDocument], *,
+               fingerprint: str | None = None) -> Iterator[DocumentResult]:
+        """Write documents (same id overwrites); yields one result per input document. With
+        `fingerprint` (the encoder of the term maps) different from the index's, raise
+        `FingerprintMismatchError` before anything is written."""
         ...
 
     def delete_documents(self, name: str, ids: Iterable[str]) -> Iterator[DocumentResult]: ...

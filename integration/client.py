@@ -123,7 +123,8 @@ class ConversationalSearch:
     ) -> SearchResult:
         """Top-k hits for `conversation` (a list of {role, text} turns, a `Turn` list, a dict
         with "turns", or a plain string = one user turn). Raises `InvalidConversationError`
-        for malformed input, `IndexNotFoundError`, `FingerprintMismatchError`."""
+        for malformed input, `EmptyQueryError` when the pruning policy removes every query
+        term, `IndexNotFoundError`, `FingerprintMismatchError`."""
         if not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         start = time.perf_counter()
@@ -133,6 +134,10 @@ class ConversationalSearch:
         query = policy.apply(full) if policy is not None else full
         prune_ms = _ms(t)
         t = time.perf_counter()
+        if len(query) == 0 and len(full) > 0:
+            from convsparse.errors import EmptyQueryError
+
+            raise EmptyQueryError(len(full), policy.describe() if policy is not None else "none")
         if len(query) == 0:
             hits: list[Hit] = []
             self.backend.describe_index(self.index)  # still report an unknown index

@@ -49,7 +49,7 @@ def ensure_index(backend: Backend, index: str, encoder: Encoder) -> IndexInfo:
         info = backend.create_index(index, fingerprint=encoder.fingerprint,
                                     vocabulary=encoder.vocabulary_name, exist_ok=True)
     if info.fingerprint and info.fingerprint != encoder.fingerprint:
-        raise FingerprintMismatchError(index, info.fingerprint, encoder.fingerprint)
+        raise FingerprintMismatchError(index, info.fingerprint, encoder.fingerprint, writing=True)
     return info
 
 
@@ -96,11 +96,17 @@ def encode_and_upsert(
     Records are encoded and written `flush_size` valid records at a time (default
     `batch_size`); a larger unit lets the encoder overlap tokenizing with the forward pass and
     sort by length across several batches (a GPU worker passes its whole chunk).
-    Yields one `DocumentResult` per input record, in input order. The text
+    Raises `FingerprintMismatchError` (nothing written) when `index` was built by another
+    encoder. Yields one `DocumentResult` per input record, in input order. The text
     is stored with the document as field ``text`` (next to the record's own fields)."""
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     flush_size = max(batch_size, int(flush_size or batch_size))
+    # Every write path runs through here: refuse another encoder's index before encoding or
+    # writing anything (`FingerprintMismatchError`, naming both fingerprints and the fix).
+    info = backend.describe_index(index)
+    if info.fingerprint and info.fingerprint != encoder.fingerprint:
+        raise FingerprintMismatchError(index, info.fingerprint, encoder.fingerprint, writing=True)
     pending: list[tuple[Any, DocumentResult | None]] = []  # (record, failure) in input order
 
     def flush(pending: list[tuple[Any, DocumentResult | None]]) -> Iterator[DocumentResult]:
@@ -154,8 +160,11 @@ def ingest(
         def valid() -> Iterator[SourceRecord]:
             for item in records:
                 if isinstance(item, RecordError):
-                    report.failed.append((item.id if item.id is not None
-                                          else f"line {item.position}", item.reason))
+                    # keep the line number with a known id too ("line N: reason")
+                    where = f"line {item.position}"
+                    reason = item.reason.removeprefix(f"{where}: ")
+                    report.failed.append((where, reason) if item.id is None
+                                         else (item.id, f"{where}: {reason}"))
                     bar.update(1)
                 else:
                     yield item

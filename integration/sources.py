@@ -6,7 +6,7 @@ never sinks a file (the `streaming_bulk` habit: a bad item is a reported item, t
 
 Checks, each reported with its reason:
 
-- broken JSON line / CSV row, a line that is not a JSON object;
+- broken JSON line ("line N: not valid JSON (...)") / CSV row, a line that is not a JSON object;
 - invalid UTF-8 (JSONL and CSV are read as bytes and decoded per line, so only that line fails);
 - missing or empty id, an id that is neither a string nor an integer;
 - missing, non-string or empty (whitespace only) text;
@@ -65,16 +65,50 @@ class RecordError:
 RecordResult = SourceRecord | RecordError
 
 
+FORMATS: tuple[SourceFormat, ...] = ("jsonl", "csv", "tsv", "parquet")
+
+
 def detect_format(path: str | Path) -> SourceFormat:
+    """The source format from the file suffix; an unknown suffix raises
+    `UnsupportedSourceError` naming the fix (`--format` / `format=`)."""
+    from convsparse.errors import UnsupportedSourceError
+
     suffix = Path(path).suffix.lower()
     try:
         return _SUFFIX_FORMATS[suffix]
     except KeyError:
-        raise ValueError(
-            f"cannot tell the format of {str(path)!r} from its suffix {suffix!r}; "
-            f"use one of {sorted(_SUFFIX_FORMATS)} (JSON Lines, one object per line) or pass "
-            "format="
+        raise UnsupportedSourceError(
+            f"cannot tell the format of {str(path)!r} from its suffix {suffix!r} (known: "
+            f"{', '.join(sorted(_SUFFIX_FORMATS))}); pass --format jsonl|csv|tsv|parquet "
+            "(format= in Python). A .json file must hold one JSON object per line (jsonl), not "
+            "one array"
         ) from None
+
+
+def check_format(format: str | None) -> SourceFormat | None:
+    from convsparse.errors import UnsupportedSourceError
+
+    if format is not None and format not in FORMATS:
+        raise UnsupportedSourceError(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
+    return format  # type: ignore[return-value]
+
+
+def count_records(path: str | Path, format: SourceFormat | None = None) -> int | None:
+    """Lines (JSONL; data rows for CSV/TSV, header excluded; a CSV row with a quoted newline
+    counts twice) or rows (Parquet) of a file, for a progress bar's total. Fast: bytes only."""
+    path = Path(path)
+    fmt = format or detect_format(path)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    n, last = 0, b"\n"
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            n += block.count(b"\n")
+            last = block[-1:]
+    n += last != b"\n"
+    return max(0, n - 1) if fmt in ("csv", "tsv") else n
 
 
 def is_path_source(source: object) -> bool:
@@ -194,6 +228,14 @@ def _guess_id(line: str, id_field: str = "id") -> str | None:
     return None
 
 
+def _guess_id_loose(line: str, id_field: str = "id") -> str | None:
+    """The id of a broken JSON line, when it starts like {"id": "x", ... (for the report)."""
+    import re
+
+    m = re.match(r'\s*\{\s*"' + re.escape(id_field) + r'"\s*:\s*"([^"\\]{1,200})"', line)
+    return m.group(1) if m else None
+
+
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, object]]:
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, start=1):
@@ -208,7 +250,9 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, object]]:
             try:
                 obj = json.loads(line)
             except ValueError as e:
-                yield lineno, RecordError(lineno, None, f"broken JSON line: {e}")
+                msg = getattr(e, "msg", str(e))
+                yield lineno, RecordError(lineno, _guess_id_loose(line),
+                                          f"line {lineno}: not valid JSON ({msg})")
                 continue
             if not isinstance(obj, dict):
                 yield lineno, RecordError(

@@ -15,6 +15,7 @@ replayed job never double counts:
                                     latest start (stays after the chunk is done)
 - ``convsparse:job:{id}:sent``      hash chunk id -> when the submitter last sent it
 - ``convsparse:worker:{name}``      a worker process's heartbeat (expires after 3 beats)
+- ``convsparse:job:{id}:cancelled`` tombstone left by `JobStore.cancel` (workers skip the job)
 
 Keys live until `JobStore.delete` (or `expire_s` after the job finishes, if set): Redis must
 run with ``maxmemory-policy noeviction`` (an evicted key would silently lose state).
@@ -58,7 +59,7 @@ class JobStatus:
     job_id: str
     index: str | None
     source: str | None
-    state: str  # "running" | "finished" | "incomplete" | "unknown"
+    state: str  # "running" | "finished" | "incomplete" | "failed" | "unknown"
     records_read: int
     submitted: int
     indexed: int
@@ -279,7 +280,9 @@ class JobStore:
         missing_ids = [i for c in missing for i in plan[c]]
         planned = meta.get("planned") == "1"
         total = int(meta.get("chunks_total", len(plan)) or 0)
-        if planned and not missing and len(chunks) >= total:
+        if meta.get("state") == "failed":
+            state = "failed"
+        elif planned and not missing and len(chunks) >= total:
             state = "finished"
         elif meta.get("state") == "incomplete":
             state = "incomplete"
@@ -305,6 +308,28 @@ class JobStore:
 
     def delete(self, job_id: str) -> None:
         self.r.delete(*self.keys(job_id))
+
+    # job-level outcomes
+    def fail_job(self, job_id: str, error: dict[str, Any]) -> None:
+        """Record a permanent job-level error (e.g. the index belongs to another encoder):
+        the submitter stops and reports it instead of waiting for the rest."""
+        self.r.hset(self.key(job_id), mapping={"error": json.dumps(error), "state": "failed"})
+
+    def job_error(self, job_id: str) -> dict[str, Any] | None:
+        raw = self.r.hget(self.key(job_id), "error")
+        return json.loads(raw) if raw else None
+
+    def cancel(self, job_id: str, *, tombstone_s: int = 7 * 24 * 3600) -> bool:
+        """Delete a job's keys and leave a tombstone (``convsparse:job:{id}:cancelled``, kept
+        `tombstone_s`) so a worker that still receives one of its chunks skips it instead of
+        writing documents and re-creating keys. True if the job existed."""
+        existed = self.exists(job_id)
+        self.r.set(self.key(job_id, "cancelled"), "1", ex=tombstone_s)
+        self.delete(job_id)
+        return existed
+
+    def cancelled(self, job_id: str) -> bool:
+        return bool(self.r.exists(self.key(job_id, "cancelled")))
 
     def expire(self, job_id: str, seconds: int) -> None:
         for k in self.keys(job_id):

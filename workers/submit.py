@@ -106,6 +106,49 @@ def chunk_records(
         yield flush()
 
 
+def check_redis(url: str, *, timeout_s: float = 2.0) -> None:
+    """Raise `WorkerUnavailableError` within `timeout_s` when Redis at `url` does not answer
+    (instead of the job-state client's minute of retries)."""
+    import redis
+
+    from convsparse.errors import WorkerUnavailableError
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:
+        client.ping()
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+        raise WorkerUnavailableError(
+            f"Redis at {url} is unreachable ({e}); start it with `redis-server "
+            f"--maxmemory-policy noeviction --appendonly yes`, or point CONVSPARSE_REDIS_URL at it"
+        ) from None
+    finally:
+        client.close()
+
+
+def check_workers(capp, *, queue: str | None = None, timeout_s: float = 2.0) -> list[str]:
+    """Names of the Celery workers consuming `queue` (default: the ingest queue), asked with
+    Celery's remote control (`inspect().active_queues()`, `timeout_s`); raise
+    `WorkerUnavailableError` with the command to start one when there are none."""
+    from convsparse.errors import WorkerUnavailableError
+    from convsparse.workers.app import INGEST_QUEUE
+
+    queue = queue or INGEST_QUEUE
+    replies = capp.control.inspect(timeout=timeout_s).active_queues() or {}
+    names = sorted(w for w, queues in replies.items() if any(q.get("name") == queue for q in queues))
+    if not names:
+        seen = f" ({len(replies)} worker(s) answered, none consuming it)" if replies else ""
+        raise WorkerUnavailableError(
+            f"no Celery worker consumes the {queue!r} queue on {capp.conf.broker_url}{seen}; "
+            f"start one with `convsparse worker -Q ingest,query` (same CONVSPARSE_REDIS_URL), "
+            f"or ingest in this process with --via local"
+        )
+    return names
+
+
+class _Timeout(Exception):
+    pass
+
+
 #: kombu's publish retry for `send_task` (the Celery transport's one retry layer): rides out a
 #: Redis restart of up to about two minutes.
 PUBLISH_RETRY_POLICY = {"max_retries": 30, "interval_start": 0.2, "interval_step": 0.5,
@@ -121,17 +164,26 @@ def run_ingest_job(
     batch_size: int | None = None, stall_timeout_s: float | None = None, max_resubmits: int = 2,
     redo_chunks: Iterable[str] = (), poll_interval_s: float = 0.05, celery_app=None,
     report_every_s: float = 10.0,
+    require_worker: bool = True, worker_timeout_s: float = 2.0, wait: bool = True,
+    timeout_s: float | None = None, total: int | None = None, format: str | None = None,
 ) -> JobStatus:
     """Run an ingestion job through the Celery workers and wait for it; returns its status.
 
-    Re-running with the same source (or `job_id`) skips chunks already done; `redo_chunks`
-    forces some to run again (`convsparse jobs retry --failed`). The returned status has
-    `state` "finished", or "incomplete" with `missing_chunks` / `missing_ids`.
+    Before anything is queued, Redis must answer and (`require_worker`) a worker must consume
+    the ingest queue (`check_workers`), else `WorkerUnavailableError` with the command to start
+    one. `wait=False` queues every chunk and returns the "running" status at once (follow it
+    with `convsparse jobs status`); `timeout_s` stops following after that many seconds (the
+    job goes on). A job whose index belongs to another encoder is stopped and raises
+    `FingerprintMismatchError` (the workers write nothing). Re-running with the same source (or
+    `job_id`) skips chunks already done; `redo_chunks` forces some to run again (`convsparse
+    jobs retry --failed`). The returned status has `state` "finished", or "incomplete" with
+    `missing_chunks` / `missing_ids`.
 
     `chunk_size` (documents per task) and `batch_size` (documents per forward pass) default
     to `WorkerSettings.ingest_chunk_size` / `ingest_batch_size` (``CONVSPARSE_INGEST_*``)."""
     from tqdm.auto import tqdm
 
+    from convsparse.errors import FingerprintMismatchError, WorkerUnavailableError
     from convsparse.workers.app import INGEST_QUEUE, INGEST_TASK, WorkerSettings, make_app
 
     settings = settings or WorkerSettings()
@@ -140,6 +192,12 @@ def run_ingest_job(
     chunk_size = int(chunk_size or settings.ingest_chunk_size)
     batch_size = int(batch_size or settings.ingest_batch_size)
     capp = celery_app or make_app(settings)
+    check_redis(settings.redis_url)
+    if require_worker:
+        check_workers(capp, timeout_s=worker_timeout_s)
+    deadline = time.monotonic() + timeout_s if timeout_s is not None else None
+    if not wait:
+        max_in_flight = 1 << 62
     store = JobStore.from_url(settings.redis_url)
     job_id = job_id or default_job_id(source, index, chunk_size)
     if stall_timeout_s is None:
@@ -149,6 +207,7 @@ def run_ingest_job(
         else "<iterable>", "chunk_size": str(chunk_size), "id_field": id_field,
         "text_field": text_field, "fields": fields, "max_text_chars": str(max_text_chars),
         "max_chunk_chars": str(max_chunk_chars), "batch_size": str(batch_size),
+        **({"format": format} if format else {}),
     }
     store.start(job_id, meta)
     redo = set(redo_chunks)
@@ -163,7 +222,7 @@ def run_ingest_job(
     given_up: list[str] = []
     last_progress = time.monotonic()
     records_read = submitted = 0
-    bar = tqdm(desc=f"ingest {index}", unit="doc", disable=not progress)
+    bar = tqdm(desc=f"ingest {index}", unit="doc", total=total, disable=not progress)
     if progress:
         bar.write(f"job {job_id}: {meta['source']} -> index {index!r} "
                   f"(follow it with `convsparse jobs status {job_id}`)")
@@ -223,6 +282,14 @@ def run_ingest_job(
         nonlocal last_progress
         if not in_flight:
             return
+        error = store.job_error(job_id)
+        if error and error.get("type") == "FingerprintMismatchError":
+            raise FingerprintMismatchError(error["index"], error["index_fingerprint"],
+                                           error["fingerprint"], writing=True)
+        if error:
+            raise WorkerUnavailableError(f"job {job_id} failed: {error.get('message')}")
+        if deadline is not None and time.monotonic() > deadline:
+            raise _Timeout
         done = store.chunk_markers(job_id, list(in_flight))
         markers.update(done)
         for chunk_id in done:
@@ -255,7 +322,7 @@ def run_ingest_job(
 
     try:
         reader = read_records(source, id_field=id_field, text_field=text_field, fields=fields,
-                              max_text_chars=max_text_chars)
+                              max_text_chars=max_text_chars, format=format)
         for item in chunk_records(reader, chunk_size=chunk_size, max_chunk_chars=max_chunk_chars):
             if isinstance(item, RecordError):
                 records_read += 1
@@ -277,7 +344,11 @@ def run_ingest_job(
         store.record_read_errors(job_id, read_errors)
         store.finish_planning(job_id, chunks_total=len(plan), records_read=records_read,
                               submitted=submitted)
+        if not wait:
+            return store.status(job_id)
         wait_for_room(0)
+    except _Timeout:
+        return store.status(job_id)  # still running; the caller says how to follow it
     finally:
         bar.close()
 
@@ -324,7 +395,7 @@ def retry_job(job_id: str, *, settings=None, failed: bool = False, progress: boo
         fields=fields, max_text_chars=int(meta.get("max_text_chars", DEFAULT_MAX_TEXT_CHARS)),
         max_chunk_chars=int(meta.get("max_chunk_chars", DEFAULT_MAX_CHUNK_CHARS)),
         batch_size=int(meta.get("batch_size", 32)), redo_chunks=redo, progress=progress,
-        **kwargs)
+        format=meta.get("format") or None, **kwargs)
 
 
 @dataclass

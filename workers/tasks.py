@@ -109,6 +109,8 @@ def ingest_chunk(self, job_id: str | None, chunk_id: str, records: list[dict[str
     from convsparse.errors import FingerprintMismatchError
 
     store = JobStore(get_redis()) if job_id else None
+    if store and store.cancelled(job_id):  # `convsparse jobs cancel`: drop, write nothing
+        return {"indexed": 0, "failed": 0, "cancelled": 1}
     worker = self.request.hostname or socket.gethostname()
     if store:
         ensure_heartbeat()
@@ -123,8 +125,12 @@ def ingest_chunk(self, job_id: str | None, chunk_id: str, records: list[dict[str
         results = ingest_records(records, index, batch_size=batch_size)
         ok_ids = [r.id for r in results if r.ok]
         failures = [(r.id, r.error or f"status {r.status}") for r in results if not r.ok]
-    except FingerprintMismatchError as e:  # permanent: no retry
+    except FingerprintMismatchError as e:  # permanent: no retry, nothing was written
         ok_ids, failures = [], [(r["id"], str(e)) for r in records]
+        if store:  # the submitter stops the job and raises it
+            store.fail_job(job_id, {"type": "FingerprintMismatchError", "index": e.index,
+                                    "index_fingerprint": e.index_fingerprint,
+                                    "fingerprint": e.query_fingerprint, "message": str(e)})
     except Exception as e:
         _checked_indices.pop((id(get_backend()), index), None)
         if self.request.retries < MAX_CHUNK_RETRIES:

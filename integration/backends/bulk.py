@@ -159,10 +159,18 @@ class BulkWriter:
         raise NotImplementedError
 
     # writes ------------------------------------------------------------------------------
-    def upsert(self, name: str, documents: Iterable[IndexedDocument]) -> Iterator[DocumentResult]:
-        """Index documents (same source id overwrites); one result per document, input order."""
+    def upsert(self, name: str, documents: Iterable[IndexedDocument], *,
+               fingerprint: str | None = None) -> Iterator[DocumentResult]:
+        """Index documents (same source id overwrites); one result per document, input order.
+        `fingerprint` (the encoder of the term maps), when given, must be the index's, else
+        `FingerprintMismatchError` before anything is sent."""
         meta = self._meta(name)
-        fingerprint = meta["encoder_fingerprint"]
+        index_fp = meta["encoder_fingerprint"]
+        if fingerprint is not None and fingerprint != index_fp:
+            from convsparse.errors import FingerprintMismatchError
+
+            raise FingerprintMismatchError(name, index_fp, fingerprint, writing=True)
+        fingerprint = index_fp
         field_name = meta.get("term_field", self.field)
 
         def entries() -> Iterator[_Entry | DocumentResult]:

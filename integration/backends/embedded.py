@@ -47,6 +47,7 @@ from convsparse.errors import (
     FingerprintMismatchError,
     IndexExistsError,
     IndexNotFoundError,
+    InvalidIndexNameError,
 )
 from convsparse.integration.backend import DocumentResult, Hit, IndexedDocument, IndexInfo
 from convsparse.integration.backends import embedded_legacy as legacy
@@ -73,7 +74,7 @@ def quantize_feature_values(values: np.ndarray) -> np.ndarray:
 
 def check_index_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME_RE.match(name) or name in (".", ".."):
-        raise ValueError(
+        raise InvalidIndexNameError(
             f"invalid index name {name!r}: use lowercase letters, digits, '-', '_' or '.', "
             "starting with a letter or digit (the OpenSearch rules)"
         )
@@ -487,12 +488,17 @@ class EmbeddedBackend:
             if st.n_dead and st.n_dead >= max(self.compact_min_ops, self.compact_ratio * len(st.ids)):
                 self._compact(name, st)
 
-    def upsert(self, name: str, documents: Iterable[IndexedDocument]) -> Iterator[DocumentResult]:
+    def upsert(self, name: str, documents: Iterable[IndexedDocument], *,
+               fingerprint: str | None = None) -> Iterator[DocumentResult]:
         """Write documents (same id overwrites). Runs eagerly; yields one result per input.
 
         The valid documents are one transaction: all stored, or none (then `IndexWriteError`,
-        a `BackendError`, says why, and nothing acknowledged before is lost)."""
-        self._state(name)  # IndexNotFoundError before reading the documents
+        a `BackendError`, says why, and nothing acknowledged before is lost). `fingerprint`
+        (the encoder of the term maps), when given, must be the index's, else
+        `FingerprintMismatchError` before anything is written."""
+        st = self._state(name)  # IndexNotFoundError before reading the documents
+        if fingerprint is not None and fingerprint != st.meta["fingerprint"]:
+            raise FingerprintMismatchError(name, st.meta["fingerprint"], fingerprint, writing=True)
         results: list[DocumentResult] = []
         ops: list[tuple[str, list[str], list[float], str]] = []
         for doc in documents:

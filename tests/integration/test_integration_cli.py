@@ -37,8 +37,12 @@ def test_index_lifecycle_ingest_search(env, tmp_path):
         encoding="utf-8",
     )
     code, out = run("ingest", src, "--index", "docs", "--id-field", "pid", "--text-field", "body", *env)
+    assert code == 1, out  # some records failed: exit 1 unless --allow-failures
+    assert "indexed 2, failed 2" in out and "--allow-failures" in out
+    assert "failed b: line 2: empty text" in out and "line 3: not valid JSON" in out
+    code, out = run("ingest", src, "--index", "docs", "--id-field", "pid", "--text-field", "body",
+                    "--allow-failures", *env)
     assert code == 0, out
-    assert "indexed 2, failed 2" in out
     code, out = run("index", "describe", "docs")
     assert code == 0 and json.loads(out)["count"] == 2
     code, out = run("index", "list")
@@ -73,9 +77,9 @@ def test_search_bad_conversation(env, conversation, message):
 
 
 def test_search_bad_pruning_and_missing_index(env):
-    code, out = run("search", "--index", "nope", "-c", "hello", "--max-ratio", "3", *env)
-    assert code == 2 and "max_ratio" in out
-    code, out = run("search", "--index", "nope", "-c", "hello", *env)
+    code, out = run("search", "--index", "nope", "-c", '"hello"', "--max-ratio", "3", *env)
+    assert code == 2 and "--max-ratio" in out
+    code, out = run("search", "--index", "nope", "-c", '"hello"', *env)
     assert code == 1 and "does not exist" in out
 
 

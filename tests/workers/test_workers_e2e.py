@@ -86,7 +86,7 @@ def test_bad_records_go_to_dead_letter(session_worker, helpers, tmp_path):
     assert status.indexed == 30 and status.failed == 6 and status.records_read == 36
     reasons = {(d.position, d.id): d.reason for d in status.dead_letter}
     assert reasons[(11, "empty")] == "empty text"
-    assert reasons[(12, None)].startswith("broken JSON line")
+    assert reasons[(12, None)].startswith("line 12: not valid JSON")
     assert reasons[(13, None)] == "missing id field 'id'"
     assert reasons[(14, "doc-0000")].startswith("duplicate id")
     assert reasons[(15, "huge")].startswith("text too long")

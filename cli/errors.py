@@ -1,0 +1,66 @@
+"""How an exception becomes what a user sees: one line with the fix, and an exit code.
+
+- 0: success; 1: a runtime error (an index that does not exist, another encoder's index, Redis
+  or a worker not there, a full or read-only disk) or, for `ingest`, any record that failed
+  (unless `--allow-failures`); 2: a usage error (an argument, option, path, file or
+  conversation that cannot be used as given).
+- Expected errors (`ConvsparseError`, `OSError`, Redis connection errors) print one line,
+  ``error: ...``, on stderr; `--debug` (or ``CONVSPARSE_DEBUG=1``) re-raises them so the
+  traceback shows. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+USAGE = 2
+RUNTIME = 1
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("CONVSPARSE_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def describe(error: BaseException) -> tuple[str, int] | None:
+    """(one-line message, exit code) for an expected error; None for a bug."""
+    from convsparse.errors import ConvsparseError
+
+    if isinstance(error, ConvsparseError):
+        return _one_line(str(error)), USAGE if isinstance(error, ValueError) else RUNTIME
+    if isinstance(error, OSError) and not _is_redis_error(error):
+        where = f" {error.filename!r}" if getattr(error, "filename", None) else ""
+        what = error.strerror or str(error)
+        fix = {
+            errno.ENOSPC: "free some space or point CONVSPARSE_DATA_DIR / --data-dir elsewhere",
+            errno.EROFS: "the file system is read-only; point CONVSPARSE_DATA_DIR / --data-dir "
+                         "at a writable folder",
+            errno.EACCES: "check the permissions, or use another folder",
+            errno.EPERM: "check the permissions, or use another folder",
+            errno.ENOENT: "check the path",
+            errno.EISDIR: "pass a file, not a folder",
+            errno.ENOTDIR: "check the path",
+        }.get(error.errno or 0, "")
+        code = USAGE if error.errno in (errno.ENOENT, errno.EISDIR, errno.ENOTDIR) else RUNTIME
+        return _one_line(f"{what}{where}" + (f"; {fix}" if fix else "")), code
+    if _is_redis_error(error):
+        return _one_line(f"Redis is unreachable ({error}); start it, or point "
+                         "CONVSPARSE_REDIS_URL at it"), RUNTIME
+    return None
+
+
+def _is_redis_error(error: BaseException) -> bool:
+    module = type(error).__module__ or ""
+    return module.startswith(("redis", "kombu")) and "Connection" in type(error).__name__ or \
+        (module.startswith("kombu") and isinstance(error, OSError))
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+def print_error(message: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", highlight=False,
+                                               markup=True)
