@@ -42,15 +42,25 @@ def _console():
 
 
 def _print_table(rows: list[dict[str, str]], title: str) -> None:
+    """A table whose numbers are never cut: numeric columns do not wrap, and when the table is
+    wider than the terminal it is printed at its own width (the terminal wraps lines) instead
+    of being squeezed into "0.5…"."""
+    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
     head = list(dict.fromkeys(h for r in rows for h in r))
     for h in head:
-        table.add_column(h, justify="left" if h in ("System", "setting", "Query view") else "right")
+        text = h in ("System", "setting", "Query view")
+        table.add_column(h, justify="left" if text else "right", no_wrap=not text,
+                         min_width=None if text else max(len(r.get(h, "")) for r in rows))
     for r in rows:
         table.add_row(*[r.get(h, "") for h in head])
-    _console().print(table)
+    console = _console()
+    needed = Console(width=10_000).measure(table).maximum
+    if needed > console.width:
+        console = Console(width=needed)
+    console.print(table)
 
 
 def _report_rows(report) -> list[dict[str, str]]:
@@ -224,8 +234,9 @@ def tune_command(
     if not tasks:
         raise typer.BadParameter(f"{path} has no conversations for the {view!r} view")
     settings = settings_from(backend=backend, data_dir=data_dir, model=model, runtime=runtime)
-    encoder = load_encoder(settings)
     be = open_backend(settings)
+    be.describe_index(index)  # IndexNotFoundError before the model loads
+    encoder = load_encoder(settings)
     doc_stats = None
     if col.corpus:
         passages = list(col.corpus.values())[:5000]

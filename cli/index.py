@@ -6,8 +6,9 @@ import json
 
 import typer
 
-from convsparse.cli.options import BackendName, DataDir, Model, Runtime, fail, settings_from
+from convsparse.cli.options import BackendName, DataDir, Model, Runtime, settings_from
 from convsparse.compose import load_encoder, open_backend
+from convsparse.errors import UsageError
 
 index_app = typer.Typer(help="Create, describe, list or delete an index.", no_args_is_help=True)
 
@@ -21,17 +22,21 @@ def index_create(
     backend: BackendName = None,
 ) -> None:
     """Create an index for an encoder (its fingerprint is recorded; other encoders are refused)."""
-    from convsparse.errors import ConvsparseError
+    from convsparse.errors import IndexExistsError, IndexNotFoundError
 
     settings = settings_from(data_dir=data_dir, backend=backend, model=model, runtime=runtime)
+    be = open_backend(settings)
+    try:  # the name is checked, and an existing index refused, before the model loads
+        be.describe_index(name)
+        if not exist_ok:
+            raise IndexExistsError(name)
+    except IndexNotFoundError:
+        pass
     vocab = None
     if fingerprint is None:
         enc = load_encoder(settings)
         fingerprint, vocab = enc.fingerprint, enc.vocabulary_name
-    try:
-        info = open_backend(settings).create_index(name, fingerprint=fingerprint, vocabulary=vocab, exist_ok=exist_ok)
-    except (ConvsparseError, ValueError) as e:
-        raise fail(str(e)) from None
+    info = be.create_index(name, fingerprint=fingerprint, vocabulary=vocab, exist_ok=exist_ok)
     typer.echo(f"created index {info.name} (encoder {info.fingerprint}, {info.count} documents)")
 
 
@@ -40,12 +45,7 @@ def index_describe(
     name: str = typer.Argument(...), data_dir: DataDir = None, backend: BackendName = None,
 ) -> None:
     """Print an index's encoder fingerprint, document count and details as JSON."""
-    from convsparse.errors import ConvsparseError
-
-    try:
-        info = open_backend(settings_from(data_dir=data_dir, backend=backend)).describe_index(name)
-    except (ConvsparseError, ValueError) as e:
-        raise fail(str(e)) from None
+    info = open_backend(settings_from(data_dir=data_dir, backend=backend)).describe_index(name)
     typer.echo(json.dumps({"name": info.name, "fingerprint": info.fingerprint, "count": info.count,
                            "vocabulary": info.vocabulary, **dict(info.extra)}, indent=2, default=str))
 
@@ -57,7 +57,7 @@ def index_list(data_dir: DataDir = None, backend: BackendName = None) -> None:
 
     be = open_backend(settings_from(data_dir=data_dir, backend=backend))
     if not isinstance(be, SupportsIndexListing):
-        raise fail(f"{type(be).__name__} cannot list its indices", 2)
+        raise UsageError(f"{type(be).__name__} cannot list its indices")
     for name in be.list_indices():
         typer.echo(name)
 
@@ -69,12 +69,17 @@ def index_delete(
     data_dir: DataDir = None, backend: BackendName = None,
 ) -> None:
     """Delete an index and all its documents."""
-    from convsparse.errors import ConvsparseError
+    from convsparse.errors import IndexNotFoundError
 
+    be = open_backend(settings_from(data_dir=data_dir, backend=backend))
     try:
-        open_backend(settings_from(data_dir=data_dir, backend=backend)).delete_index(name, missing_ok=missing_ok)
-    except (ConvsparseError, ValueError) as e:
-        raise fail(str(e)) from None
+        be.describe_index(name)
+    except IndexNotFoundError:
+        if not missing_ok:
+            raise
+        typer.echo(f"index {name} does not exist; nothing deleted")
+        return
+    be.delete_index(name, missing_ok=missing_ok)
     typer.echo(f"deleted index {name}")
 
 

@@ -1,4 +1,4 @@
-"""The workers command group: `convsparse worker`, `jobs status`, `jobs retry`.
+"""The workers command group: `convsparse worker`, `jobs status`, `jobs retry`, `jobs cancel`.
 
 `convsparse ingest SOURCE --index NAME --via celery` (cli/index.py) calls
 `convsparse.workers.submit.run_ingest_job`.
@@ -10,7 +10,7 @@ import json
 
 import typer
 
-jobs_app = typer.Typer(help="Inspect and retry ingestion jobs (state kept in Redis).",
+jobs_app = typer.Typer(help="Inspect, retry or cancel ingestion jobs (state kept in Redis).",
                        no_args_is_help=True)
 
 
@@ -56,16 +56,38 @@ def print_status(status, *, as_json: bool = False, limit: int = 20) -> None:
             typer.echo(f"    ... {len(status.dead_letter) - limit} more (--json for all)")
 
 
+def _store():
+    """The job store on CONVSPARSE_REDIS_URL, after a 2-second check that Redis answers."""
+    from convsparse.workers.app import WorkerSettings
+    from convsparse.workers.jobs import JobStore
+    from convsparse.workers.submit import check_redis
+
+    url = WorkerSettings().redis_url
+    check_redis(url)
+    return JobStore.from_url(url)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str = typer.Argument(..., help="Job id printed by `convsparse ingest`.")) -> None:
+    """Cancel a job and delete its keys: workers skip its chunks still queued (a tombstone
+    key stays a week). Documents already indexed stay; `index delete` removes them."""
+    store = _store()
+    status = store.status(job_id)
+    existed = store.cancel(job_id)
+    if not existed:
+        typer.echo(f"job {job_id} is unknown; nothing to cancel (a tombstone is set anyway)")
+        raise typer.Exit(1)
+    typer.echo(f"cancelled job {job_id} ({status.state}: {status.indexed} indexed, "
+               f"{status.chunks_done}/{status.chunks_total} chunks done); its keys are deleted")
+
+
 @jobs_app.command("status")
 def jobs_status(
     job_id: str = typer.Argument(..., help="Job id printed by `convsparse ingest --via celery`."),
     as_json: bool = typer.Option(False, "--json", help="Print the full status as JSON."),
 ) -> None:
     """Counts, missing chunks and the dead-letter report (id, reason) of a job."""
-    from convsparse.workers.app import WorkerSettings
-    from convsparse.workers.jobs import JobStore
-
-    status = JobStore.from_url(WorkerSettings().redis_url).status(job_id)
+    status = _store().status(job_id)
     print_status(status, as_json=as_json)
     if status.state == "unknown":
         raise typer.Exit(1)
@@ -81,6 +103,7 @@ def jobs_retry(
     """Re-run a job from its source: finished chunks are skipped, the rest are resubmitted."""
     from convsparse.workers.submit import retry_job
 
+    _store()
     status = retry_job(job_id, failed=failed, progress=progress)
     print_status(status)
     if not status.finished:

@@ -14,6 +14,7 @@
     ├── FingerprintMismatchError                       query/documents and index from different encoders
     ├── IndexNotFoundError         (also LookupError)
     ├── IndexExistsError
+    ├── JobNotFoundError           (also LookupError)  no ingestion job with that id
     ├── WorkerUnavailableError                         Redis or a Celery worker is not there
     └── BackendError                                   the backend failed; not the input's fault
 
@@ -130,6 +131,10 @@ class InvalidIndexNameError(ConvsparseError, ValueError):
 
 class UsageError(ConvsparseError, ValueError):
     """A command-line argument or option cannot be used; the message says which and how."""
+
+
+class JobNotFoundError(ConvsparseError, LookupError):
+    """No ingestion job with that id in Redis."""
 
 
 class WorkerUnavailableError(ConvsparseError):

@@ -379,10 +379,15 @@ def retry_job(job_id: str, *, settings=None, failed: bool = False, progress: boo
     store = JobStore.from_url(settings.redis_url)
     meta = store.meta(job_id)
     if not meta:
-        raise LookupError(f"job {job_id!r} is unknown to {mask_secrets(settings.redis_url)}")
+        from convsparse.errors import JobNotFoundError
+
+        raise JobNotFoundError(f"job {job_id!r} is unknown to {mask_secrets(settings.redis_url)}; "
+                               "`convsparse jobs status JOB_ID` shows a job that exists")
     source = meta.get("source", "<iterable>")
     if source == "<iterable>":
-        raise ValueError(f"job {job_id!r} read a Python iterable: call run_ingest_job(iterable, "
+        from convsparse.errors import UsageError
+
+        raise UsageError(f"job {job_id!r} read a Python iterable: call run_ingest_job(iterable, "
                          f"job_id={job_id!r}, ...) again to resume it")
     redo: set[str] = set()
     if failed:

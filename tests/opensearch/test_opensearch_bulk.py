@@ -221,3 +221,18 @@ def test_chunking_by_count_and_bytes(fake, make_backend, index):
     assert len(sizes) > 1 and all(size <= 800 for size in sizes)
     # one refresh per upsert call, after the last chunk
     assert fake.paths("POST").count("/docs/_refresh") == 1
+
+
+def test_upsert_with_another_encoders_fingerprint_writes_nothing(fake, make_backend, index):
+    """Issue 12, finding 1: `upsert(..., fingerprint=)` refuses another encoder's term maps
+    before one request is sent, naming both fingerprints and the fix."""
+    from convsparse.errors import FingerprintMismatchError
+
+    backend = make_backend()
+    with pytest.raises(FingerprintMismatchError) as e:
+        list(backend.upsert(index, docs(3), fingerprint="fp-other"))
+    assert "fp-other" in str(e.value) and "encoder fp," in str(e.value)
+    assert "nothing was written" in str(e.value) and e.value.writing
+    assert stored_ids(fake) == []
+    assert all(r.ok for r in backend.upsert(index, docs(2), fingerprint="fp"))  # its own: fine
+    assert stored_ids(fake) == ["d0", "d1"]
