@@ -13,13 +13,18 @@ from convsparse.compose import load_encoder
 
 
 def quickstart(
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="Keep the index here (default: a temp dir)."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Keep the index here "
+                                         "(default: CONVSPARSE_CACHE_DIR/quickstart, reused "
+                                         "while the encoder is the same)."),
     model: Model = None, runtime: Runtime = None,
     k: int = typer.Option(3, "--k", "-k", min=1),
     conversations: int = typer.Option(2, "--conversations", min=1, help="Sample conversations to run."),
+    fresh: bool = typer.Option(False, "--fresh", help="Re-index even when a cached index fits."),
 ) -> None:
-    """Index the bundled sample corpus with the default student and run sample conversations."""
-    import tempfile
+    """Index the bundled sample corpus with the default student and run sample conversations.
+
+    The sample index is kept and reused on the next run when it was built by the same encoder
+    (same fingerprint) and holds the whole sample corpus; the ONNX export is cached too."""
     import time
     from importlib import resources
 
@@ -47,32 +52,39 @@ def quickstart(
         if key not in seen:
             picked.append(c)
             seen.add(key)
-    tmp = None
-    if data_dir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="convsparse-quickstart-")
-        data_dir = Path(tmp.name)
-    try:
-        t = time.perf_counter()
-        encoder = load_encoder(settings_from(data_dir=data_dir, backend="embedded", model=model,
-                                             runtime=runtime))
-        console.print(f"loaded student {encoder.fingerprint} in {time.perf_counter() - t:.1f} s")
-        backend = EmbeddedBackend(data_dir)
+    settings = settings_from(backend="embedded", model=model, runtime=runtime)
+    data_dir = data_dir if data_dir is not None else Path(settings.cache_dir) / "quickstart"
+    t = time.perf_counter()
+    encoder = load_encoder(settings)
+    console.print(f"loaded student {encoder.fingerprint} in {time.perf_counter() - t:.1f} s")
+    backend = EmbeddedBackend(data_dir)
+    client = ConversationalSearch("quickstart", encoder=encoder, backend=backend,
+                                  pruning=PruningPolicy(top_k=64), rescore_window=20)
+    if not fresh and _reusable(backend, encoder, len(corpus)):
+        console.print(f"reusing the sample index in {data_dir / 'quickstart'} (same encoder; "
+                      f"--fresh re-indexes)")
+    else:
         backend.delete_index("quickstart", missing_ok=True)
-        client = ConversationalSearch("quickstart", encoder=encoder, backend=backend,
-                                      pruning=PruningPolicy(top_k=64), rescore_window=20)
         report = client.index_documents(corpus, progress=True)
         console.print(f"indexed {report.indexed} passages into {data_dir / 'quickstart'} "
                       f"in {report.elapsed_s:.1f} s ({report.n_failed} failed)")
-        client.search(picked[0]["turns"], k)  # warm-up (first torch call)
-        for conv in picked[:conversations]:
-            console.rule(f"conversation {conv['id']}")
-            for turn in conv["turns"]:
-                console.print(f"[bold]{escape(printable(turn['role']))}:[/] "
-                              f"{escape(printable(turn['text']))}", highlight=False)
-            print_hits(client.search(conv["turns"], k))
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+    client.search(picked[0]["turns"], k)  # warm-up (first inference call)
+    for conv in picked[:conversations]:
+        console.rule(f"conversation {conv['id']}")
+        for turn in conv["turns"]:
+            console.print(f"[bold]{escape(printable(turn['role']))}:[/] "
+                          f"{escape(printable(turn['text']))}", highlight=False)
+        print_hits(client.search(conv["turns"], k))
+
+
+def _reusable(backend, encoder, n_docs: int) -> bool:
+    from convsparse.errors import IndexNotFoundError
+
+    try:
+        info = backend.describe_index("quickstart")
+    except IndexNotFoundError:
+        return False
+    return info.fingerprint == encoder.fingerprint and info.count == n_docs
 
 
 
