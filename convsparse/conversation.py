@@ -118,9 +118,10 @@ def parse_conversation(
     elif isinstance(raw, Mapping):
         key = "turns" if "turns" in raw else "messages" if "messages" in raw else None
         if key is None:
+            hint = "; wrap a single turn in a list: [{...}]" if "role" in raw else ""
             raise InvalidConversationError(
                 "expected a list of turns, or an object with \"turns\" or \"messages\"; got an "
-                f"object with keys {sorted(map(str, raw))[:5]}", record_id=record_id)
+                f"object with keys {sorted(map(str, raw))[:5]}{hint}", record_id=record_id)
         raw = raw[key]
         if isinstance(raw, (str, bytes, bytearray)) or not isinstance(raw, Sequence):
             raise InvalidConversationError(
