@@ -9,9 +9,8 @@ from typing import Any
 import typer
 
 from convsparse.cli.options import BackendName, DataDir, Model, Runtime, settings_from
-from convsparse.compose import load_encoder, open_backend
+from convsparse.compose import open_backend
 from convsparse.errors import UsageError
-
 
 CONVERSATION_HELP = ("JSON text (a turn list, {\"turns\": [...]}, OpenAI-style {\"messages\": [...]}, or a "
                      "\"quoted string\" = one user turn), @FILE, - (stdin), or the path of an "

@@ -10,10 +10,13 @@ imports the implementations); nothing below it imports it, except lazily for a d
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from convsparse.encoders.protocol import Encoder
-from convsparse.integration.backend import Backend
 from convsparse.settings import Settings, get_settings
+
+if TYPE_CHECKING:  # imported for the annotations only: `convsparse --help` never loads numpy
+    from convsparse.encoders.protocol import Encoder
+    from convsparse.integration.backend import Backend
 
 
 def _max_length(settings: Settings) -> int | None:
