@@ -43,10 +43,27 @@ def describe(error: BaseException) -> tuple[str, int] | None:
         }.get(error.errno or 0, "")
         code = USAGE if error.errno in (errno.ENOENT, errno.EISDIR, errno.ENOTDIR) else RUNTIME
         return _one_line(f"{what}{where}" + (f"; {fix}" if fix else "")), code
+    if type(error).__name__ == "ValidationError" and type(error).__module__.startswith("pydantic"):
+        return _settings_error(error), USAGE
     if _is_redis_error(error):
         return _one_line(f"Redis is unreachable ({error}); start it, or point "
                          "CONVSPARSE_REDIS_URL at it"), RUNTIME
     return None
+
+
+def _settings_error(error) -> str:
+    """A pydantic error about settings/options, without pydantic's wording or its URL."""
+    parts = []
+    for err in error.errors()[:3]:
+        name = ".".join(str(p) for p in err.get("loc", ())) or "value"
+        ctx = err.get("ctx") or {}
+        if "expected" in ctx:
+            reason = f"must be {ctx['expected']}"
+        else:
+            reason = str(ctx.get("error") or err.get("msg", "is invalid"))
+        parts.append(f"{name} {err.get('input')!r}: {reason} (--{name.replace('_', '-')} or "
+                     f"CONVSPARSE_{name.upper()})")
+    return "invalid setting " + "; ".join(parts)
 
 
 def _is_redis_error(error: BaseException) -> bool:

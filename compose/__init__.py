@@ -63,7 +63,9 @@ def open_backend(settings: Settings | None = None, **options: object) -> Backend
         from convsparse.integration.backends.elasticsearch import ElasticsearchBackend
 
         return ElasticsearchBackend.from_settings(settings, **options)
-    raise ValueError(
+    from convsparse.errors import UsageError
+
+    raise UsageError(
         f"unknown backend {settings.backend!r}; expected 'embedded', 'opensearch' or 'elasticsearch'")
 
 

@@ -279,3 +279,12 @@ def test_evaluate_table_is_not_cut_at_80_columns(monkeypatch, capsys):
     _print_table([row], "sample")
     out = capsys.readouterr().out
     assert "…" not in out and all(v in out for v in row.values())
+
+
+def test_invalid_settings_are_one_line_without_pydantic_urls(env, monkeypatch):
+    code, out = run("search", "--index", "x", "-c", '"a"', "--runtime", "bogus")
+    line = one_line_error(out)
+    assert code == 2 and "runtime 'bogus': must be 'torch' or 'onnx'" in line and "http" not in line
+    monkeypatch.setenv("CONVSPARSE_BACKEND", "nope")
+    code, out = run("index", "list")
+    assert code == 2 and "CONVSPARSE_BACKEND" in one_line_error(out)
