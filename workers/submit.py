@@ -278,16 +278,20 @@ def run_ingest_job(
             f"{3 * heartbeat_s:.0f} s; if nothing finishes, every chunk in flight is resubmitted "
             f"at {at}.")
 
-    def poll() -> None:
-        nonlocal last_progress
-        if not in_flight:
-            return
+    def raise_job_error() -> None:
+        """A worker recorded a permanent job-level error: stop and raise it."""
         error = store.job_error(job_id)
         if error and error.get("type") == "FingerprintMismatchError":
             raise FingerprintMismatchError(error["index"], error["index_fingerprint"],
                                            error["fingerprint"], writing=True)
         if error:
             raise WorkerUnavailableError(f"job {job_id} failed: {error.get('message')}")
+
+    def poll() -> None:
+        nonlocal last_progress
+        if not in_flight:
+            return
+        raise_job_error()
         if deadline is not None and time.monotonic() > deadline:
             raise _Timeout
         done = store.chunk_markers(job_id, list(in_flight))
@@ -347,6 +351,7 @@ def run_ingest_job(
         if not wait:
             return store.status(job_id)
         wait_for_room(0)
+        raise_job_error()  # a last chunk may have recorded it after the last poll
     except _Timeout:
         return store.status(job_id)  # still running; the caller says how to follow it
     finally:
