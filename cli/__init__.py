@@ -45,7 +45,8 @@ class ConvsparseGroup(TyperGroup):
         except Exception as e:
             import click
 
-            if isinstance(e, click.exceptions.ClickException) or debug_enabled():
+            if isinstance(e, click.exceptions.ClickException) or debug_enabled() or \
+                    ctx.meta.get("convsparse.debug"):
                 raise
             described = describe(e)
             if described is None:
@@ -83,10 +84,11 @@ app = _MaskingTyper(
 
 
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug",
+def _root(ctx: typer.Context,
+          debug: bool = typer.Option(False, "--debug",
                                      help="Show the traceback of an error (or CONVSPARSE_DEBUG=1).")) -> None:
-    if debug:
-        os.environ["CONVSPARSE_DEBUG"] = "1"
+    ctx.meta["convsparse.debug"] = debug  # read by ConvsparseGroup.invoke (not the environment:
+    # an in-process caller, e.g. a test runner, keeps its own)
 
 
 def version() -> None:

@@ -86,7 +86,7 @@ def test_bad_records_go_to_dead_letter(session_worker, helpers, tmp_path):
     assert status.indexed == 30 and status.failed == 6 and status.records_read == 36
     reasons = {(d.position, d.id): d.reason for d in status.dead_letter}
     assert reasons[(11, "empty")] == "empty text"
-    assert reasons[(12, None)].startswith("line 12: not valid JSON")
+    assert reasons[(12, "broken")].startswith("line 12: not valid JSON")  # the id is kept
     assert reasons[(13, None)] == "missing id field 'id'"
     assert reasons[(14, "doc-0000")].startswith("duplicate id")
     assert reasons[(15, "huge")].startswith("text too long")
@@ -150,7 +150,8 @@ def test_job_without_worker_reports_missing_then_retry_finishes(
     source = helpers.write_jsonl(tmp_path / "c.jsonl", corpus)
     # Nobody consumes this database: the job gives up and says exactly what is missing.
     status = run_ingest_job(source, index="later", settings=settings, chunk_size=10,
-                            progress=False, stall_timeout_s=1.0, max_resubmits=0)
+                            progress=False, stall_timeout_s=1.0, max_resubmits=0,
+                            require_worker=False)
     assert status.state == "incomplete" and status.indexed == 0
     assert status.missing_chunks == ["0000000", "0000001", "0000002", "0000003"]
     assert status.missing_ids == [d["id"] for d in corpus]

@@ -42,7 +42,7 @@ def test_jsonl_every_bad_record_reported_with_reason(tmp_path):
     assert ok[0].fields == {"title": "A"}
     reasons = {(e.position, e.id): e.reason for e in bad}
     assert reasons[(2, "empty")] == "empty text"
-    assert reasons[(3, None)].startswith("line 3: not valid JSON")
+    assert reasons[(3, "broken")].startswith("line 3: not valid JSON")  # the id is kept
     assert reasons[(4, None)] == "missing id field 'id'"
     assert reasons[(5, "a")] == "duplicate id, first seen at position 1"
     assert reasons[(6, "huge")].startswith("text too long: 10,485,760 characters")
