@@ -77,7 +77,12 @@ def _one_line(message: str) -> str:
 
 
 def print_error(message: str) -> None:
+    """``error: <message>`` on stderr, credentials masked and control characters escaped."""
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", highlight=False,
-                                               markup=True)
+    from convsparse.redaction import mask_secrets
+    from convsparse.terminal import printable
+
+    Console(stderr=True, soft_wrap=True).print(
+        f"[bold red]error:[/] {escape(printable(mask_secrets(message)))}", highlight=False)

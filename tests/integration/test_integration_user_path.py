@@ -129,10 +129,10 @@ def test_disk_errors_become_one_line(monkeypatch, env, tmp_path):
     from convsparse.integration.backends.embedded import EmbeddedBackend
 
     for code_, fix in ((errno.ENOSPC, "free some space"), (errno.EROFS, "read-only")):
-        def full(self, name, ops, _e=code_):
+        def full(self, name, ops, what, _e=code_):
             raise OSError(_e, os_strerror(_e), str(tmp_path / "data" / name / "log-0.jsonl"))
 
-        monkeypatch.setattr(EmbeddedBackend, "_append", full)
+        monkeypatch.setattr(EmbeddedBackend, "_commit", full)
         src = tmp_path / "docs.jsonl"
         src.write_text('{"id": "a", "text": "Lisbon"}\n', encoding="utf-8")
         code, out = run("ingest", src, "--index", "docs", *env)
