@@ -181,7 +181,7 @@ def test_search_and_ingest_output_escape_document_text(tmp_path, tiny_model_dir,
     src.write_text(json.dumps({"id": "evil" + ESCAPES, "title": "[bold]T" + ESCAPES,
                                "text": "octopus hearts " + ESCAPES}) + "\n"
                    + json.dumps({"id": "e2\x1b[2J", "text": ""}) + "\n", encoding="utf-8")
-    res = runner.invoke(app, ["ingest", str(src), "--index", "docs", *model])
+    res = runner.invoke(app, ["ingest", str(src), "--index", "docs", "--allow-failures", *model])
     assert res.exit_code == 0, res.output
     assert "\x1b" not in res.output and "e2\\x1b[2J" in res.output
     conv = json.dumps([{"role": "user", "text": "octopus hearts"}])
