@@ -109,17 +109,18 @@ def split_tasks(tasks: Sequence[ConversationTask], qrels, cfg: ExpansionConfig) 
 
 
 def encode_texts_csr(base, texts: Sequence[str], batch_size: int = 64) -> sp.csr_matrix:
-    """(n, vocab) CSR activations of the base for `texts` ('' -> an empty row)."""
-    out = sp.lil_matrix((len(texts), len(base.vocabulary)), dtype=np.float32).tocsr()
+    """(n, vocab) CSR activations of the base for `texts` ('' -> an empty row), through the
+    encoder's own sparse path (no dense vocabulary-sized rows on the host)."""
+    n, vocab = len(texts), len(base.vocabulary)
     present = [i for i, t in enumerate(texts) if t and t.strip()]
     if not present:
-        return out
-    dense = base.activations_for_ids(base.tokenize_documents([texts[i] for i in present]),
-                                     batch_size=batch_size)
-    rows = sp.csr_matrix(dense)
-    placed = sp.coo_matrix(rows)
-    return sp.csr_matrix((placed.data, (np.asarray(present)[placed.row], placed.col)),
-                         shape=(len(texts), rows.shape[1]))
+        return sp.csr_matrix((n, vocab), dtype=np.float32)
+    rows = base.sparse_for_ids(base.tokenize_documents([texts[i] for i in present]),
+                               batch_size=batch_size)
+    encoded = sp.csr_matrix((rows.values, rows.indices, rows.indptr), shape=(len(present), vocab))
+    placement = sp.csr_matrix((np.ones(len(present), np.float32), (present, range(len(present)))),
+                              shape=(n, len(present)))
+    return (placement @ encoded).tocsr()
 
 
 def encode_corpus(base, texts: Sequence[str], *, cache: Path | None = None, chunk: int = 512,
