@@ -35,8 +35,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from convsparse.errors import IndexNotFoundError, InvalidTermMapError
-from convsparse.integration.backend import DocumentResult, IndexedDocument
+from convsparse.errors import FingerprintMismatchError, IndexExistsError, IndexNotFoundError, InvalidTermMapError
+from convsparse.integration.backend import DocumentResult, IndexedDocument, IndexInfo
 from convsparse.termmap import TermMap
 
 __all__ = ["TOP_LEVEL_FIELDS", "TRANSIENT_REQUEST_STATUSES", "BulkStats", "BulkWriter",
@@ -111,8 +111,9 @@ class BulkWriter:
 
     The engine class sets `chunk_size`, `max_chunk_bytes`, `max_retries`, `initial_backoff`,
     `max_backoff`, `refresh_after_upsert`, `field`, `stats`, `_sleep`, `_rng` (see
-    `_init_bulk`), and implements `_meta(name)`, `refresh(name)`, `_bulk_round` and
-    `_request_failure`.
+    `_init_bulk`), and implements `_meta(name)`, `count(name)`, `refresh(name)`, `_bulk_round`
+    and `_request_failure`. The index bookkeeping both engines share (`describe_index`, what
+    `create_index` returns for an index that already exists) lives here too.
     """
 
     chunk_size: int
@@ -149,6 +150,9 @@ class BulkWriter:
     def _meta(self, name: str, *, fresh: bool = False) -> dict[str, Any]:
         raise NotImplementedError
 
+    def count(self, name: str) -> int:
+        raise NotImplementedError
+
     def refresh(self, name: str) -> None:
         raise NotImplementedError
 
@@ -157,6 +161,27 @@ class BulkWriter:
 
     def _request_failure(self, exc: BaseException) -> RequestFailure | None:
         raise NotImplementedError
+
+    # index bookkeeping shared by both engines ---------------------------------------------
+    def describe_index(self, name: str) -> IndexInfo:
+        meta = self._meta(name, fresh=True)
+        return IndexInfo(
+            name=name,
+            fingerprint=meta["encoder_fingerprint"],
+            count=self.count(name),
+            vocabulary=meta.get("vocabulary"),
+            extra={k: v for k, v in meta.items() if k not in ("encoder_fingerprint", "vocabulary")},
+        )
+
+    def _existing_index(self, name: str, fingerprint: str, exist_ok: bool) -> IndexInfo:
+        """`create_index`'s answer when the engine says `name` exists: an error unless
+        `exist_ok`, and then only an index built by the same encoder is accepted."""
+        if not exist_ok:
+            raise IndexExistsError(name) from None
+        info = self.describe_index(name)
+        if info.fingerprint != fingerprint:
+            raise FingerprintMismatchError(name, info.fingerprint, fingerprint) from None
+        return info
 
     # writes ------------------------------------------------------------------------------
     def upsert(self, name: str, documents: Iterable[IndexedDocument], *,

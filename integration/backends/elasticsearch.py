@@ -41,7 +41,6 @@ from typing import Any
 from convsparse.errors import (
     BackendError,
     FingerprintMismatchError,
-    IndexExistsError,
     IndexNotFoundError,
     TooManyClausesError,
 )
@@ -222,24 +221,9 @@ class ElasticsearchBackend(BulkWriter):
         except ApiError as exc:
             if "resource_already_exists_exception" not in str(exc.error) + str(exc.body):
                 raise BackendError(f"cannot create index {name!r}: {_api_text(exc)}") from exc
-            if not exist_ok:
-                raise IndexExistsError(name) from None
-            info = self.describe_index(name)
-            if info.fingerprint != fingerprint:
-                raise FingerprintMismatchError(name, info.fingerprint, fingerprint) from None
-            return info
+            return self._existing_index(name, fingerprint, exist_ok)
         self._meta_cache.pop(name, None)
         return self.describe_index(name)
-
-    def describe_index(self, name: str) -> IndexInfo:
-        meta = self._meta(name, fresh=True)
-        return IndexInfo(
-            name=name,
-            fingerprint=meta["encoder_fingerprint"],
-            count=self.count(name),
-            vocabulary=meta.get("vocabulary"),
-            extra={k: v for k, v in meta.items() if k not in ("encoder_fingerprint", "vocabulary")},
-        )
 
     def delete_index(self, name: str, *, missing_ok: bool = False) -> None:
         self._meta_cache.pop(name, None)

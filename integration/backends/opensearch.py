@@ -53,7 +53,6 @@ from opensearchpy.helpers import streaming_bulk
 from convsparse.errors import (
     BackendError,
     FingerprintMismatchError,
-    IndexExistsError,
     IndexNotFoundError,
     TooManyClausesError,
 )
@@ -174,24 +173,9 @@ class OpenSearchBackend(BulkWriter):
         except RequestError as exc:
             if "resource_already_exists_exception" not in str(exc.error):
                 raise BackendError(f"cannot create index {name!r}: {exc.info or exc}") from exc
-            if not exist_ok:
-                raise IndexExistsError(name) from None
-            info = self.describe_index(name)
-            if info.fingerprint != fingerprint:
-                raise FingerprintMismatchError(name, info.fingerprint, fingerprint) from None
-            return info
+            return self._existing_index(name, fingerprint, exist_ok)
         self._meta_cache.pop(name, None)
         return self.describe_index(name)
-
-    def describe_index(self, name: str) -> IndexInfo:
-        meta = self._meta(name, fresh=True)
-        return IndexInfo(
-            name=name,
-            fingerprint=meta["encoder_fingerprint"],
-            count=self.count(name),
-            vocabulary=meta.get("vocabulary"),
-            extra={k: v for k, v in meta.items() if k not in ("encoder_fingerprint", "vocabulary")},
-        )
 
     def delete_index(self, name: str, *, missing_ok: bool = False) -> None:
         self._meta_cache.pop(name, None)
