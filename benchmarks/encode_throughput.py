@@ -379,7 +379,7 @@ def bench_model(label: str, path: str | None, device: str, args, tmp: Path) -> d
         count[0] += 1
         name = f"e{count[0]}"
         backend.create_index(name, fingerprint=student.fingerprint)
-        recs = [SourceRecord(i, t, {}) for i, t in zip(ids, texts)]
+        recs = [SourceRecord(id=i, text=t) for i, t in zip(ids, texts)]
         t0 = time.perf_counter()
         ok = sum(r.ok for r in encode_and_upsert(recs, encoder=student, backend=backend,
                                                  index=name, batch_size=bs, flush_size=n))

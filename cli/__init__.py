@@ -112,8 +112,9 @@ from convsparse.cli import (  # noqa: E402  (the groups register on `app`, defin
     workers,
 )
 
-# One registration style: every command-group module has `register(app)`, which adds its
-# commands (`app.command(name)(function)`) or its sub-app (`app.add_typer(group, name=...)`).
+# One registration style: every command is a plain function, and every command-group module
+# has `register(app)`, which adds its commands (`app.command(name)(function)`) and builds its
+# sub-apps the same way (`group.command(name)(function)`, then `app.add_typer(group, ...)`).
 # Heavy imports stay inside the command bodies, so `--help` is fast.
 for _group in (encode, index, ingest, search, quickstart, evaluation, distill, generate, workers):
     _group.register(app)

@@ -12,10 +12,6 @@ import typer
 from convsparse.cli.options import BackendName, DataDir, Model, Runtime, settings_from
 from convsparse.compose import load_encoder, open_backend
 
-collection_app = typer.Typer(help="Conversational retrieval collections (corpus, conversations, "
-                                  "qrels): inspect them and index their corpus.",
-                             no_args_is_help=True)
-
 _DIR_HELP = "Collection folder: corpus.jsonl|tsv, conversations.jsonl, qrels.tsv ('sample' = shipped)."
 
 
@@ -81,7 +77,6 @@ def _report_rows(report) -> list[dict[str, str]]:
 # collection
 
 
-@collection_app.command("show")
 def collection_show(path: str = typer.Argument(..., help=_DIR_HELP)) -> None:
     """Count passages, conversation turns, rewrites and judgments in a collection."""
     col = _collection(path)
@@ -92,7 +87,6 @@ def collection_show(path: str = typer.Argument(..., help=_DIR_HELP)) -> None:
                f"{sum(len(r) for r in col.qrels.values())} judgments for {len(col.qrels)} turns")
 
 
-@collection_app.command("index")
 def collection_index(
     path: str = typer.Argument(..., help=_DIR_HELP),
     index: str = typer.Option(..., "--index", "-i", help="Index to create/fill."),
@@ -265,7 +259,11 @@ def tune_command(
 
 def register(app: typer.Typer) -> None:
     """Add `collection`, `evaluate` and `tune` to the top-level app."""
-    app.add_typer(collection_app, name="collection")
+    group = typer.Typer(help="Conversational retrieval collections (corpus, conversations, "
+                             "qrels): inspect them and index their corpus.", no_args_is_help=True)
+    group.command("show")(collection_show)
+    group.command("index")(collection_index)
+    app.add_typer(group, name="collection")
     app.command("evaluate")(evaluate_command)
     app.command("tune")(tune_command)
 

@@ -10,10 +10,7 @@ from convsparse.cli.options import BackendName, DataDir, Model, Runtime, setting
 from convsparse.compose import load_encoder, open_backend
 from convsparse.errors import UsageError
 
-index_app = typer.Typer(help="Create, describe, list or delete an index.", no_args_is_help=True)
 
-
-@index_app.command("create")
 def index_create(
     name: str = typer.Argument(..., help="Index name."),
     fingerprint: str | None = typer.Option(None, help="Encoder fingerprint (default: the --model's)."),
@@ -40,7 +37,6 @@ def index_create(
     typer.echo(f"created index {info.name} (encoder {info.fingerprint}, {info.count} documents)")
 
 
-@index_app.command("describe")
 def index_describe(
     name: str = typer.Argument(...), data_dir: DataDir = None, backend: BackendName = None,
 ) -> None:
@@ -50,7 +46,6 @@ def index_describe(
                            "vocabulary": info.vocabulary, **dict(info.extra)}, indent=2, default=str))
 
 
-@index_app.command("list")
 def index_list(data_dir: DataDir = None, backend: BackendName = None) -> None:
     """List the backend's indices (backends that can list them: embedded)."""
     from convsparse.integration.backend import SupportsIndexListing
@@ -62,7 +57,6 @@ def index_list(data_dir: DataDir = None, backend: BackendName = None) -> None:
         typer.echo(name)
 
 
-@index_app.command("delete")
 def index_delete(
     name: str = typer.Argument(...),
     missing_ok: bool = typer.Option(False, "--missing-ok", help="Succeed if it does not exist."),
@@ -83,6 +77,10 @@ def index_delete(
     typer.echo(f"deleted index {name}")
 
 
-
 def register(app: typer.Typer) -> None:
-    app.add_typer(index_app, name="index")
+    group = typer.Typer(help="Create, describe, list or delete an index.", no_args_is_help=True)
+    group.command("create")(index_create)
+    group.command("describe")(index_describe)
+    group.command("list")(index_list)
+    group.command("delete")(index_delete)
+    app.add_typer(group, name="index")

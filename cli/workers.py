@@ -10,9 +10,6 @@ import json
 
 import typer
 
-jobs_app = typer.Typer(help="Inspect, retry or cancel ingestion jobs (state kept in Redis).",
-                       no_args_is_help=True)
-
 
 def print_status(status, *, as_json: bool = False, limit: int = 20) -> None:
     """Print a job's status. Ids and reasons come from documents and errors: control
@@ -67,7 +64,6 @@ def _store():
     return JobStore.from_url(url)
 
 
-@jobs_app.command("cancel")
 def jobs_cancel(job_id: str = typer.Argument(..., help="Job id printed by `convsparse ingest`.")) -> None:
     """Cancel a job and delete its keys: workers skip its chunks still queued (a tombstone
     key stays a week). Documents already indexed stay; `index delete` removes them."""
@@ -81,7 +77,6 @@ def jobs_cancel(job_id: str = typer.Argument(..., help="Job id printed by `convs
                f"{status.chunks_done}/{status.chunks_total} chunks done); its keys are deleted")
 
 
-@jobs_app.command("status")
 def jobs_status(
     job_id: str = typer.Argument(..., help="Job id printed by `convsparse ingest --via celery`."),
     as_json: bool = typer.Option(False, "--json", help="Print the full status as JSON."),
@@ -93,7 +88,6 @@ def jobs_status(
         raise typer.Exit(1)
 
 
-@jobs_app.command("retry")
 def jobs_retry(
     job_id: str = typer.Argument(...),
     failed: bool = typer.Option(False, "--failed",
@@ -137,5 +131,10 @@ def worker(
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(jobs_app, name="jobs")
+    group = typer.Typer(help="Inspect, retry or cancel ingestion jobs (state kept in Redis).",
+                        no_args_is_help=True)
+    group.command("status")(jobs_status)
+    group.command("retry")(jobs_retry)
+    group.command("cancel")(jobs_cancel)
+    app.add_typer(group, name="jobs")
     app.command("worker")(worker)

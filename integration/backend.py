@@ -11,20 +11,54 @@ backends can do is a small protocol of its own, checked with `isinstance`:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from convsparse.errors import InvalidDocumentError, InvalidTermMapError
 from convsparse.termmap import TermMap
 
 
 @dataclass(frozen=True)
 class IndexedDocument:
-    """A document ready for a backend: its source id, term map and stored fields."""
+    """A document ready for a backend: its source id, term map and stored fields.
+
+    Checked once, when built (a non-empty string id; a `TermMap`, so finite positive normal
+    weights, a mapping is converted; fields JSON can carry): backends trust what they get.
+    Raises `InvalidDocumentError` / `InvalidTermMapError` naming the document."""
 
     id: str
     term_map: TermMap
     fields: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id:
+            raise InvalidDocumentError("id must be a non-empty string", record_id=self.id)
+        if not isinstance(self.term_map, TermMap):
+            object.__setattr__(self, "term_map", TermMap(self.term_map, record_id=self.id))
+        fields = {} if self.fields is None else self.fields
+        try:
+            json.dumps(dict(fields), allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise InvalidDocumentError(f"fields are not JSON-serialisable: {e}",
+                                       record_id=self.id) from None
+        object.__setattr__(self, "fields", fields)
+
+
+def indexed_document(doc: Any) -> IndexedDocument | DocumentResult:
+    """`doc` as a checked `IndexedDocument`, or the failed result that says why. Backends call
+    this on what a caller passed: an `IndexedDocument` is trusted as it is, anything shaped
+    like one (id, term_map, fields) is built into one, once."""
+    if isinstance(doc, IndexedDocument):
+        return doc
+    doc_id = getattr(doc, "id", None)
+    try:
+        return IndexedDocument(doc_id, getattr(doc, "term_map", None), getattr(doc, "fields", {}))
+    except InvalidDocumentError as e:
+        return DocumentResult(str(doc_id), False, 400, e.reason)
+    except (InvalidTermMapError, TypeError, AttributeError) as e:
+        return DocumentResult(str(doc_id), False, 400, f"invalid term map: {e}")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from convsparse.conversation import parse_conversation
-from convsparse.documents import SourceRecord
+from convsparse.documents import DEFAULT_MAX_TEXT_CHARS
 from convsparse.encoders.protocol import Encoder, ReportsEncoderPath
 from convsparse.integration.backend import Backend, Hit, SupportsDocumentFrequencies
 from convsparse.integration.ingestion import IndexReport
@@ -176,30 +176,16 @@ class ConversationalSearch:
         indexed. A text over `max_text_chars` (default `DEFAULT_MAX_TEXT_CHARS`, as in
         `convsparse ingest` and the Celery path) is rejected, not truncated."""
         from convsparse.integration.ingestion import ingest
-        from convsparse.integration.sources import DEFAULT_MAX_TEXT_CHARS, RecordError, text_too_long
+        from convsparse.integration.sources import read_records
 
         limit = DEFAULT_MAX_TEXT_CHARS if max_text_chars is None else int(max_text_chars)
         try:
             total = len(records)  # type: ignore[arg-type]
         except TypeError:
             total = None
-
-        def as_records() -> Iterable[SourceRecord | RecordError]:
-            for i, r in enumerate(records):
-                if isinstance(r, SourceRecord):
-                    rec = r
-                elif isinstance(r, Mapping):
-                    rec = SourceRecord.from_mapping(r, id_field=id_field, text_field=text_field)
-                else:
-                    yield RecordError(i, f"#{i}", f"record is a {type(r).__name__}, "
-                                                  "expected a mapping")
-                    continue
-                if isinstance(rec.text, str) and len(rec.text) > limit:
-                    yield RecordError(i, str(rec.id), text_too_long(len(rec.text), limit))
-                    continue
-                yield rec
-
-        return ingest(as_records(), encoder=self.encoder, backend=self.backend, index=self.index,
+        checked = read_records(records, id_field=id_field, text_field=text_field,
+                               max_text_chars=limit)
+        return ingest(checked, encoder=self.encoder, backend=self.backend, index=self.index,
                       batch_size=batch_size, progress=progress, total=total)
 
 

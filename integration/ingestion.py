@@ -1,9 +1,10 @@
 """Ingestion: source records -> encoder -> term maps -> backend, one result per record.
 
 - `encode_and_upsert` is the one pipeline every path runs, the Celery workers included. It never
-  raises for one bad record: an empty text, a bad id or a document the encoder cannot turn into
-  a valid term map becomes a failed `DocumentResult` with the reason, and the rest goes on.
-  Records are checked once here (`check_record`); backends trust the `IndexedDocument`s they get.
+  raises for one bad record: a document the encoder cannot turn into a valid term map becomes a
+  failed `DocumentResult` with the reason, and the rest goes on. Records arrive valid (the
+  `SourceRecord` model is the one check, run by `read_records`); backends trust the
+  `IndexedDocument`s they get (checked when built).
 - `ingest` is the one local driver on top of it (`convsparse ingest`, `collection index`,
   `quickstart`, `ConversationalSearch.index_documents`): it creates the index for the encoder,
   counts reader errors and per-document failures, shows one progress bar and returns one
@@ -14,7 +15,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,7 @@ from convsparse.integration.sources import RecordError
 @dataclass
 class IndexReport:
     """Outcome of one `ingest`: how many documents were indexed, and each failure with its
-    reason (reader errors as "line N" when the record had no id)."""
+    reason (reader errors as "line N" (or "row N", "item N") when the record had no id)."""
 
     index: str
     indexed: int = 0
@@ -51,21 +52,6 @@ def ensure_index(backend: Backend, index: str, encoder: Encoder) -> IndexInfo:
     if info.fingerprint and info.fingerprint != encoder.fingerprint:
         raise FingerprintMismatchError(index, info.fingerprint, encoder.fingerprint, writing=True)
     return info
-
-
-def check_record(record: Any) -> str | None:
-    """Why `record` cannot be indexed, or None when it can."""
-    if not isinstance(record, SourceRecord):
-        return f"expected a SourceRecord, got {type(record).__name__}"
-    if not isinstance(record.id, str) or not record.id.strip():
-        return f"id must be a non-empty string, got {record.id!r}"
-    if not isinstance(record.text, str):
-        return f"text must be a string, got {type(record.text).__name__}"
-    if not record.text.strip():
-        return "text is empty"
-    if record.fields is not None and not isinstance(record.fields, Mapping):
-        return "fields must be a mapping"
-    return None
 
 
 def _encode(encoder, records: list[SourceRecord], batch_size: int) -> list[Any]:
@@ -91,9 +77,10 @@ def encode_and_upsert(
     records: Iterable[SourceRecord], *, encoder, backend: Backend, index: str, batch_size: int = 32,
     flush_size: int | None = None,
 ) -> Iterator[DocumentResult]:
-    """Validate, encode (in batches of `batch_size`) and upsert `records` into `index`.
+    """Encode (in batches of `batch_size`) and upsert `records` into `index`.
 
-    Records are encoded and written `flush_size` valid records at a time (default
+    Records are valid by construction (`SourceRecord`); a record the encoder cannot turn into
+    a valid term map fails alone. Records are encoded and written `flush_size` at a time (default
     `batch_size`); a larger unit lets the encoder overlap tokenizing with the forward pass and
     sort by length across several batches (a GPU worker passes its whole chunk).
     Raises `FingerprintMismatchError` (nothing written) when `index` was built by another
@@ -107,37 +94,26 @@ def encode_and_upsert(
     info = backend.describe_index(index)
     if info.fingerprint and info.fingerprint != encoder.fingerprint:
         raise FingerprintMismatchError(index, info.fingerprint, encoder.fingerprint, writing=True)
-    pending: list[tuple[Any, DocumentResult | None]] = []  # (record, failure) in input order
 
-    def flush(pending: list[tuple[Any, DocumentResult | None]]) -> Iterator[DocumentResult]:
-        valid = [rec for rec, fail in pending if fail is None]
-        encoded = iter(_encode(encoder, valid, batch_size) if valid else [])
+    def flush(batch: list[SourceRecord]) -> Iterator[DocumentResult]:
         docs: list[IndexedDocument] = []
-        outcome: list[DocumentResult | None] = []
-        for rec, fail in pending:
-            if fail is None:
-                tm = next(encoded)
-                if isinstance(tm, Exception):
-                    fail = DocumentResult(rec.id, False, 400, f"encoding failed: {tm}")
-                else:
-                    docs.append(IndexedDocument(rec.id, tm, {**dict(rec.fields or {}), "text": rec.text}))
-            outcome.append(fail)
+        outcome: list[DocumentResult | None] = []  # a failure, or None: the backend's result
+        for rec, tm in zip(batch, _encode(encoder, batch, batch_size)):
+            if isinstance(tm, Exception):
+                outcome.append(DocumentResult(rec.id, False, 400, f"encoding failed: {tm}"))
+            else:
+                docs.append(IndexedDocument(rec.id, tm, {**rec.fields, "text": rec.text}))
+                outcome.append(None)
         written = iter(list(backend.upsert(index, docs)) if docs else [])
         for fail in outcome:
             yield fail if fail is not None else next(written)
 
-    n_valid = 0
+    pending: list[SourceRecord] = []
     for record in records:
-        reason = check_record(record)
-        if reason is not None:
-            rid = getattr(record, "id", None)
-            pending.append((record, DocumentResult(str(rid) if rid is not None else "", False, 400, reason)))
-        else:
-            pending.append((record, None))
-            n_valid += 1
-        if n_valid >= flush_size or len(pending) >= 4 * flush_size:
+        pending.append(record)
+        if len(pending) >= flush_size:
             yield from flush(pending)
-            pending, n_valid = [], 0
+            pending = []
     if pending:
         yield from flush(pending)
 
@@ -160,8 +136,8 @@ def ingest(
         def valid() -> Iterator[SourceRecord]:
             for item in records:
                 if isinstance(item, RecordError):
-                    # keep the line number with a known id too ("line N: reason")
-                    where = f"line {item.position}"
+                    # keep where it was with a known id too ("line N: reason")
+                    where = item.where
                     reason = item.reason.removeprefix(f"{where}: ")
                     report.failed.append((where, reason) if item.id is None
                                          else (item.id, f"{where}: {reason}"))
@@ -180,4 +156,4 @@ def ingest(
     return report
 
 
-__all__ = ["IndexReport", "check_record", "encode_and_upsert", "ensure_index", "ingest"]
+__all__ = ["IndexReport", "encode_and_upsert", "ensure_index", "ingest"]

@@ -8,11 +8,8 @@ Checks, each reported with its reason:
 
 - broken JSON line ("line N: not valid JSON (...)") / CSV row, a line that is not a JSON object;
 - invalid UTF-8 (JSONL and CSV are read as bytes and decoded per line, so only that line fails);
-- missing or empty id, an id that is neither a string nor an integer;
-- missing, non-string or empty (whitespace only) text;
-- a text above `max_text_chars` (default 1,000,000 characters) is **rejected**, not truncated:
-  truncating silently indexes something other than the source, and SPLADE models only read the
-  first few hundred tokens anyway, so a huge text is almost always an extraction bug worth seeing;
+- what a record itself must be (id, text, `max_text_chars`, JSON-able fields) is the
+  `SourceRecord` model's rule (`convsparse/documents.py`), applied here once per record;
 - a duplicate id within the source: the first occurrence wins, later ones are rejected
   ("duplicate id, first seen at line N"), so a re-ingest never depends on which copy came last.
 
@@ -27,20 +24,12 @@ import io
 import json
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from convsparse.documents import SourceRecord
-
-#: Default cap on a document's text length, in characters (see module docstring).
-DEFAULT_MAX_TEXT_CHARS = 1_000_000
-
-
-def text_too_long(n_chars: int, max_text_chars: int) -> str:
-    """The one reason every ingestion path gives for a text over `max_text_chars`."""
-    return (f"text too long: {n_chars:,} characters, above max_text_chars={max_text_chars:,}; "
-            "split the document or raise the limit")
+from convsparse.documents import DEFAULT_MAX_TEXT_CHARS, SourceRecord
+from convsparse.errors import InvalidDocumentError
 
 SourceFormat = Literal["jsonl", "csv", "tsv", "parquet"]
 
@@ -57,6 +46,11 @@ class RecordError:
     position: int
     id: str | None
     reason: str
+    unit: str = "line"  # what `position` counts: "line" (JSONL, CSV), "row" (Parquet), "item"
+
+    @property
+    def where(self) -> str:
+        return f"{self.unit} {self.position}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"position": self.position, "id": self.id, "reason": self.reason}
@@ -127,9 +121,11 @@ def read_records(
     document); None keeps every field except the id and text fields.
     """
     validator = _RecordValidator(id_field, text_field, fields, max_text_chars)
+    unit = "item"
     if is_path_source(source):
         path = Path(source)
         fmt = format or detect_format(path)
+        unit = "row" if fmt == "parquet" else "line"
         if fmt == "jsonl":
             raw = _jsonl_rows(path)
         elif fmt in ("csv", "tsv"):
@@ -141,10 +137,15 @@ def read_records(
     else:
         raw = _iterable_rows(source)
     for position, row in raw:
-        yield validator.check(position, row)
+        result = validator.check(position, row)
+        if isinstance(result, RecordError) and result.unit != unit:
+            result = replace(result, unit=unit)
+        yield result
 
 
 class _RecordValidator:
+    """Turns rows into `SourceRecord`s (the model validates), remembering ids for duplicates."""
+
     def __init__(
         self, id_field: str, text_field: str, fields: Sequence[str] | None, max_text_chars: int
     ):
@@ -158,64 +159,20 @@ class _RecordValidator:
         if isinstance(row, RecordError):
             return row
         if isinstance(row, SourceRecord):
-            row = {self.id_field: row.id, self.text_field: row.text, **dict(row.fields)}
+            row = {self.id_field: row.id, self.text_field: row.text, **row.fields}
         if not isinstance(row, Mapping):
             return RecordError(position, None, f"record is a {type(row).__name__}, not an object")
-        rid, problem = self._id(row)
-        if problem is not None:
-            return RecordError(position, rid, problem)
-        assert rid is not None
-        text = row.get(self.text_field)
-        if isinstance(text, bytes):
-            try:
-                text = text.decode("utf-8")
-            except UnicodeDecodeError as e:
-                return RecordError(position, rid, f"invalid UTF-8 in field {self.text_field!r}: {e}")
-        if text is None:
-            return RecordError(position, rid, f"missing text field {self.text_field!r}")
-        if not isinstance(text, str):
+        try:
+            record = SourceRecord.parse(row, id_field=self.id_field, text_field=self.text_field,
+                                        fields=self.fields, max_text_chars=self.max_text_chars)
+        except InvalidDocumentError as e:
+            return RecordError(position, e.record_id, e.reason)
+        if record.id in self.seen:
             return RecordError(
-                position, rid, f"text field {self.text_field!r} is a {type(text).__name__}, "
-                "not a string"
+                position, record.id, f"duplicate id, first seen at position {self.seen[record.id]}"
             )
-        if not text.strip():
-            return RecordError(position, rid, "empty text")
-        if len(text) > self.max_text_chars:
-            return RecordError(position, rid, text_too_long(len(text), self.max_text_chars))
-        if rid in self.seen:
-            return RecordError(
-                position, rid, f"duplicate id, first seen at position {self.seen[rid]}"
-            )
-        self.seen[rid] = position
-        keep = self.fields if self.fields is not None else [
-            k for k in row if k not in (self.id_field, self.text_field)
-        ]
-        extra = {k: _jsonable(row[k]) for k in keep if k in row and row[k] is not None}
-        return SourceRecord(id=rid, text=text, fields=extra)
-
-    def _id(self, row: Mapping[str, Any]) -> tuple[str | None, str | None]:
-        raw = row.get(self.id_field)
-        if raw is None:
-            return None, f"missing id field {self.id_field!r}"
-        if isinstance(raw, bool) or not isinstance(raw, (str, int)):
-            return None, f"id field {self.id_field!r} is a {type(raw).__name__}, not a string"
-        rid = str(raw)
-        if not rid.strip():
-            return None, f"empty id field {self.id_field!r}"
-        return rid, None
-
-
-def _jsonable(value: Any) -> Any:
-    """Field values travel through JSON (Celery messages, stored fields)."""
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return str(value)
+        self.seen[record.id] = position
+        return record
 
 
 def _guess_id(line: str, id_field: str = "id") -> str | None:

@@ -40,12 +40,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from convsparse.integration.sources import (
-    DEFAULT_MAX_TEXT_CHARS,
-    RecordError,
-    is_path_source,
-    read_records,
-)
+from convsparse.documents import DEFAULT_MAX_TEXT_CHARS
+from convsparse.integration.sources import RecordError, is_path_source, read_records
 from convsparse.redaction import mask_secrets
 from convsparse.workers.jobs import DeadLetter, JobStatus, JobStore
 
@@ -449,7 +445,8 @@ def run_local_ingest(
                 report.dead_letter.append(DeadLetter(item.id, item.reason, item.position))
                 continue
             report.records_read += len(item.records)
-            recs = [SourceRecord(id=r["id"], text=r["text"], fields=r["fields"])
+            # validated once, by read_records: rebuilt without a second check
+            recs = [SourceRecord.model_construct(id=r["id"], text=r["text"], fields=r["fields"])
                     for r in item.records]
             for res in encode_and_upsert(recs, encoder=encoder, backend=backend, index=index,
                                          batch_size=batch_size):

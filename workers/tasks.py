@@ -95,7 +95,8 @@ def ingest_records(records: list[dict[str, Any]], index: str, *, batch_size: int
     encoder = get_encoder()
     backend = get_backend()
     ensure_index(backend, index, encoder)
-    recs = [SourceRecord(id=r["id"], text=r["text"], fields=r.get("fields") or {})
+    # the submitter validated each record once (read_records); a message is rebuilt, not rechecked
+    recs = [SourceRecord.model_construct(id=r["id"], text=r["text"], fields=r.get("fields") or {})
             for r in records]
     return list(encode_and_upsert(recs, encoder=encoder, backend=backend, index=index,
                                   batch_size=batch_size, flush_size=len(recs)))

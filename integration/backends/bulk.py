@@ -31,16 +31,28 @@ import hashlib
 import json
 import logging
 import random
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from convsparse.errors import FingerprintMismatchError, IndexExistsError, IndexNotFoundError, InvalidTermMapError
-from convsparse.integration.backend import DocumentResult, IndexedDocument, IndexInfo
-from convsparse.termmap import TermMap
+from convsparse.errors import (
+    BackendError,
+    FingerprintMismatchError,
+    IndexExistsError,
+    IndexNotFoundError,
+)
+from convsparse.integration.backend import (
+    DocumentResult,
+    Hit,
+    IndexedDocument,
+    IndexInfo,
+    indexed_document,
+)
 
 __all__ = ["TOP_LEVEL_FIELDS", "TRANSIENT_REQUEST_STATUSES", "BulkStats", "BulkWriter",
-           "RequestFailure", "document_id"]
+           "RequestFailure", "document_id", "response_body"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +60,12 @@ log = logging.getLogger(__name__)
 TRANSIENT_REQUEST_STATUSES = frozenset({429, 502, 503, 504})
 #: Fields stored at the top level of the document; all others go into `metadata`.
 TOP_LEVEL_FIELDS = ("title", "text")
+
+
+def response_body(response: Any) -> Any:
+    """The parsed body of a client response (elasticsearch-py wraps it in `.body`;
+    opensearch-py returns it as it is)."""
+    return getattr(response, "body", response)
 
 
 def document_id(fingerprint: str, source_id: str) -> str:
@@ -111,9 +129,11 @@ class BulkWriter:
 
     The engine class sets `chunk_size`, `max_chunk_bytes`, `max_retries`, `initial_backoff`,
     `max_backoff`, `refresh_after_upsert`, `field`, `stats`, `_sleep`, `_rng` (see
-    `_init_bulk`), and implements `_meta(name)`, `count(name)`, `refresh(name)`, `_bulk_round`
-    and `_request_failure`. The index bookkeeping both engines share (`describe_index`, what
-    `create_index` returns for an index that already exists) lives here too.
+    `_init_bulk`), `client`, `meta_cache_ttl_s`, `_meta_cache` and `_not_found`, and
+    implements `_reachable`, `_bulk_round` and `_request_failure`. The index bookkeeping both
+    engines share (`describe_index`, `delete_index`, `count`, `refresh`, the cached `_meta`,
+    what `create_index` returns for an index that already exists, turning hits into `Hit`s)
+    lives here too.
     """
 
     chunk_size: int
@@ -126,8 +146,15 @@ class BulkWriter:
     stats: BulkStats
     _sleep: Callable[[float], None]
     _rng: random.Random
+    client: Any
+    meta_cache_ttl_s: float
+    _meta_cache: dict[str, tuple[float, dict[str, Any]]]
     #: Exceptions of the engine's client that a failed refresh after a write may raise.
     _refresh_errors: tuple[type[BaseException], ...] = ()
+    #: The engine client's "index not found" exception.
+    _not_found: type[BaseException] = LookupError
+    #: Values for `_meta` keys that indices written by older versions lack.
+    _meta_defaults: Mapping[str, Any] = {}
 
     def _init_bulk(
         self, *, chunk_size: int, max_chunk_bytes: int, max_retries: int, initial_backoff: float,
@@ -147,13 +174,8 @@ class BulkWriter:
         self.stats = BulkStats()
 
     # hooks -------------------------------------------------------------------------------
-    def _meta(self, name: str, *, fresh: bool = False) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def count(self, name: str) -> int:
-        raise NotImplementedError
-
-    def refresh(self, name: str) -> None:
+    def _reachable(self, what: str) -> AbstractContextManager[None]:
+        """A context that turns "cannot connect" into a `BackendError` naming `what`."""
         raise NotImplementedError
 
     def _bulk_round(self, actions: list[dict[str, Any]]) -> list[tuple[bool, dict[str, Any]]]:
@@ -163,6 +185,76 @@ class BulkWriter:
         raise NotImplementedError
 
     # index bookkeeping shared by both engines ---------------------------------------------
+    def delete_index(self, name: str, *, missing_ok: bool = False) -> None:
+        self._meta_cache.pop(name, None)
+        try:
+            with self._reachable(f"delete index {name!r}"):
+                self.client.indices.delete(index=name)
+        except self._not_found:
+            if not missing_ok:
+                raise IndexNotFoundError(name) from None
+
+    def count(self, name: str) -> int:
+        try:
+            with self._reachable(f"count {name!r}"):
+                return int(response_body(self.client.count(index=name))["count"])
+        except self._not_found:
+            raise IndexNotFoundError(name) from None
+
+    def refresh(self, name: str) -> None:
+        """Make every write so far visible to search and count."""
+        try:
+            with self._reachable(f"refresh {name!r}"):
+                self.client.indices.refresh(index=name)
+        except self._not_found:
+            raise IndexNotFoundError(name) from None
+
+    def _meta(self, name: str, *, fresh: bool = False) -> dict[str, Any]:
+        """The index's `_meta` (encoder fingerprint, vocabulary, term field...), cached for
+        `meta_cache_ttl_s`; an index convsparse did not create is refused."""
+        cached = self._meta_cache.get(name)
+        now = time.monotonic()
+        if cached is not None and not fresh and now - cached[0] < self.meta_cache_ttl_s:
+            return cached[1]
+        try:
+            with self._reachable(f"read the mapping of {name!r}"):
+                response = response_body(self.client.indices.get_mapping(index=name))
+        except self._not_found:
+            self._meta_cache.pop(name, None)
+            raise IndexNotFoundError(name) from None
+        if not response:
+            raise IndexNotFoundError(name)
+        # The key is the concrete index name (it differs when `name` is an alias).
+        mapping = next(iter(response.values())).get("mappings", {})
+        meta = {**self._meta_defaults, **(mapping.get("_meta") or {})}
+        if not meta.get("encoder_fingerprint"):
+            raise BackendError(
+                f"index {name!r} has no encoder fingerprint in its _meta: it was not created by "
+                "convsparse; create it with `convsparse index create`"
+            )
+        self._meta_cache[name] = (now, meta)
+        return meta
+
+    def _search_meta(self, name: str, fingerprint: str | None) -> dict[str, Any]:
+        """The `_meta` a search needs, after refusing a query from another encoder."""
+        meta = self._meta(name)
+        if fingerprint is not None and fingerprint != meta["encoder_fingerprint"]:
+            raise FingerprintMismatchError(name, meta["encoder_fingerprint"], fingerprint)
+        return meta
+
+    @staticmethod
+    def _hits(response: Mapping[str, Any]) -> list[Hit]:
+        """Hits of a search response: the source id, the score, the stored fields (top-level
+        ones and `metadata`, flattened back)."""
+        hits = []
+        for hit in response["hits"]["hits"]:
+            source = hit.get("_source") or {}
+            fields = {key: source[key] for key in TOP_LEVEL_FIELDS if key in source}
+            fields.update(source.get("metadata") or {})
+            hits.append(Hit(id=source.get("id", hit.get("_id")), score=float(hit["_score"]),
+                            fields=fields))
+        return hits
+
     def describe_index(self, name: str) -> IndexInfo:
         meta = self._meta(name, fresh=True)
         return IndexInfo(
@@ -223,17 +315,10 @@ class BulkWriter:
     def _prepare_index(
         self, name: str, pos: int, doc: IndexedDocument, fingerprint: str, field_name: str
     ) -> _Entry | DocumentResult:
-        source_id = getattr(doc, "id", None)
-        if not isinstance(source_id, str) or not source_id:
-            return DocumentResult(str(source_id), False, 400, "id must be a non-empty string")
-        try:
-            term_map = doc.term_map if isinstance(doc.term_map, TermMap) else TermMap(
-                doc.term_map, record_id=source_id
-            )
-        except InvalidTermMapError as exc:
-            return DocumentResult(source_id, False, 400, f"invalid term map: {exc}")
-        except (TypeError, AttributeError) as exc:
-            return DocumentResult(source_id, False, 400, f"invalid term map: {exc}")
+        doc = indexed_document(doc)
+        if isinstance(doc, DocumentResult):
+            return doc
+        source_id, term_map = doc.id, doc.term_map
         source: dict[str, Any] = {"id": source_id}
         metadata: dict[str, Any] = {}
         for key, value in (doc.fields or {}).items():
@@ -244,10 +329,7 @@ class BulkWriter:
         if metadata:
             source["metadata"] = metadata
         source[field_name] = term_map.to_rank_features()
-        try:
-            size = len(json.dumps(source, allow_nan=False, ensure_ascii=False).encode("utf-8"))
-        except (TypeError, ValueError) as exc:
-            return DocumentResult(source_id, False, 400, f"fields are not valid JSON: {exc}")
+        size = len(json.dumps(source, ensure_ascii=False).encode("utf-8"))
         action = {"_op_type": "index", "_index": name, "_id": document_id(fingerprint, source_id),
                   "_source": source}
         return _Entry(pos, source_id, action, size + 100)

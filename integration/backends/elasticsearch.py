@@ -40,17 +40,16 @@ from typing import Any
 
 from convsparse.errors import (
     BackendError,
-    FingerprintMismatchError,
     IndexNotFoundError,
     TooManyClausesError,
 )
 from convsparse.integration.backend import Hit, IndexInfo
 from convsparse.integration.backends.bulk import (
-    TOP_LEVEL_FIELDS,
     BulkStats,
     BulkWriter,
     RequestFailure,
     document_id,
+    response_body,
 )
 from convsparse.integration.backends.elasticsearch_query import DEFAULT_MAX_CLAUSE_COUNT, build_query
 from convsparse.integration.backends.query_dsl import search_body
@@ -73,11 +72,6 @@ log = logging.getLogger(__name__)
 #: Server versions that first accept what the sparse_vector form sends (the spec's @availability).
 SPARSE_VECTOR_QUERY_SINCE = (8, 15, 0)
 SPARSE_VECTOR_INDEX_OPTIONS_SINCE = (8, 19, 0)
-
-
-def _body(response: Any) -> Any:
-    """The parsed body of an elasticsearch-py response (`ObjectApiResponse.body`)."""
-    return getattr(response, "body", response)
 
 
 def _version_tuple(text: str) -> tuple[int, int, int]:
@@ -113,6 +107,9 @@ class ElasticsearchBackend(BulkWriter):
     """`Backend` on Elasticsearch (see the module docstring)."""
 
     _refresh_errors = (TransportError, ApiError)
+    _not_found = NotFoundError
+    _reachable = staticmethod(_reachable)
+    _meta_defaults = {"field_type": "rank_features"}  # indices written before sparse_vector
 
     def __init__(
         self,
@@ -182,7 +179,7 @@ class ElasticsearchBackend(BulkWriter):
         if self._server_version is None:
             try:
                 with _reachable("read the server version"):
-                    number = _body(self.client.info())["version"]["number"]
+                    number = response_body(self.client.info())["version"]["number"]
             except (ApiError, KeyError, TypeError) as exc:
                 log.info("cannot read the Elasticsearch version (%s)", exc)
                 return None
@@ -225,29 +222,6 @@ class ElasticsearchBackend(BulkWriter):
         self._meta_cache.pop(name, None)
         return self.describe_index(name)
 
-    def delete_index(self, name: str, *, missing_ok: bool = False) -> None:
-        self._meta_cache.pop(name, None)
-        try:
-            with _reachable(f"delete index {name!r}"):
-                self.client.indices.delete(index=name)
-        except NotFoundError:
-            if not missing_ok:
-                raise IndexNotFoundError(name) from None
-
-    def count(self, name: str) -> int:
-        try:
-            with _reachable(f"count {name!r}"):
-                return int(_body(self.client.count(index=name))["count"])
-        except NotFoundError:
-            raise IndexNotFoundError(name) from None
-
-    def refresh(self, name: str) -> None:
-        """Make every write so far visible to search and count."""
-        try:
-            self.client.indices.refresh(index=name)
-        except NotFoundError:
-            raise IndexNotFoundError(name) from None
-
     def begin_bulk_load(self, name: str) -> None:
         """Refresh off and no replicas while loading (`mappings.bulk_load_settings`)."""
         self.client.indices.put_settings(index=name, settings=self._without_unset(bulk_load_settings()))
@@ -261,7 +235,7 @@ class ElasticsearchBackend(BulkWriter):
     def list_indices(self) -> list[str]:
         """The indices convsparse created (those with an encoder fingerprint in `_meta`)."""
         with _reachable("list indices"):
-            response = _body(self.client.indices.get_mapping(index="*"))
+            response = response_body(self.client.indices.get_mapping(index="*"))
         return sorted(name for name, entry in (response or {}).items()
                       if ((entry.get("mappings") or {}).get("_meta") or {}).get("encoder_fingerprint"))
 
@@ -270,31 +244,6 @@ class ElasticsearchBackend(BulkWriter):
         if self.replicas is None:
             settings["index"].pop("number_of_replicas", None)
         return settings
-
-    def _meta(self, name: str, *, fresh: bool = False) -> dict[str, Any]:
-        cached = self._meta_cache.get(name)
-        now = time.monotonic()
-        if cached is not None and not fresh and now - cached[0] < self.meta_cache_ttl_s:
-            return cached[1]
-        try:
-            with _reachable(f"read the mapping of {name!r}"):
-                response = _body(self.client.indices.get_mapping(index=name))
-        except NotFoundError:
-            self._meta_cache.pop(name, None)
-            raise IndexNotFoundError(name) from None
-        if not response:
-            raise IndexNotFoundError(name)
-        # The key is the concrete index name (it differs when `name` is an alias).
-        mapping = next(iter(response.values())).get("mappings", {})
-        meta = dict(mapping.get("_meta") or {})
-        if not meta.get("encoder_fingerprint"):
-            raise BackendError(
-                f"index {name!r} has no encoder fingerprint in its _meta: it was not created by "
-                "convsparse; create it with `convsparse index create`"
-            )
-        meta.setdefault("field_type", "rank_features")
-        self._meta_cache[name] = (now, meta)
-        return meta
 
     # ------------------------------------------------------------------ writes (bulk.BulkWriter)
     def _bulk_round(self, actions: list[dict[str, Any]]) -> list[tuple[bool, dict[str, Any]]]:
@@ -315,10 +264,7 @@ class ElasticsearchBackend(BulkWriter):
         self, name: str, query: TermMap, k: int = 10, *,
         fingerprint: str | None = None, rescore: TermMap | None = None, rescore_window: int = 0,
     ) -> list[Hit]:
-        meta = self._meta(name)
-        index_fp = meta["encoder_fingerprint"]
-        if fingerprint is not None and fingerprint != index_fp:
-            raise FingerprintMismatchError(name, index_fp, fingerprint)
+        meta = self._search_meta(name, fingerprint)
         field_name = meta.get("term_field", self.field)
         field_type = meta["field_type"]
         query = query if isinstance(query, TermMap) else TermMap(query)
@@ -336,7 +282,7 @@ class ElasticsearchBackend(BulkWriter):
                            exclude_fields=(field_name,))
         try:
             with _reachable(f"search {name!r}"):
-                response = _body(self.client.search(index=name, body=body))
+                response = response_body(self.client.search(index=name, body=body))
         except NotFoundError:
             self._meta_cache.pop(name, None)
             raise IndexNotFoundError(name) from None
@@ -345,14 +291,7 @@ class ElasticsearchBackend(BulkWriter):
                 raise TooManyClausesError(max(len(query), len(rescore or ())),
                                           self.max_clause_count) from exc
             raise BackendError(f"search on {name!r} failed: {_api_text(exc)}") from exc
-        hits = []
-        for hit in response["hits"]["hits"]:
-            source = hit.get("_source") or {}
-            fields = {key: source[key] for key in TOP_LEVEL_FIELDS if key in source}
-            fields.update(source.get("metadata") or {})
-            hits.append(Hit(id=source.get("id", hit.get("_id")), score=float(hit["_score"]),
-                            fields=fields))
-        return hits
+        return self._hits(response)
 
 
 def build_client(settings: Any) -> Elasticsearch:

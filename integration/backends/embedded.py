@@ -49,7 +49,13 @@ from convsparse.errors import (
     IndexNotFoundError,
     InvalidIndexNameError,
 )
-from convsparse.integration.backend import DocumentResult, Hit, IndexedDocument, IndexInfo
+from convsparse.integration.backend import (
+    DocumentResult,
+    Hit,
+    IndexedDocument,
+    IndexInfo,
+    indexed_document,
+)
 from convsparse.integration.backends import embedded_legacy as legacy
 from convsparse.integration.backends.embedded_store import (
     FORMAT,
@@ -501,20 +507,12 @@ class EmbeddedBackend:
             raise FingerprintMismatchError(name, st.meta["fingerprint"], fingerprint, writing=True)
         results: list[DocumentResult] = []
         ops: list[tuple[str, list[str], list[float], str]] = []
-        for doc in documents:
-            doc_id = getattr(doc, "id", None)
-            if not isinstance(doc_id, str) or not doc_id:
-                results.append(DocumentResult(str(doc_id), False, 400, "document id must be a non-empty string"))
+        for doc in map(indexed_document, documents):
+            if isinstance(doc, DocumentResult):
+                results.append(doc)
                 continue
-            tm = getattr(doc, "term_map", None)
-            if not isinstance(tm, TermMap):
-                results.append(DocumentResult(doc_id, False, 400, "term_map must be a TermMap"))
-                continue
-            try:
-                fields = json.dumps(dict(doc.fields or {}), ensure_ascii=False, allow_nan=False)
-            except (TypeError, ValueError) as e:
-                results.append(DocumentResult(doc_id, False, 400, f"fields are not JSON-serialisable: {e}"))
-                continue
+            doc_id, tm = doc.id, doc.term_map
+            fields = json.dumps(dict(doc.fields), ensure_ascii=False, allow_nan=False)
             tokens, weights = tm.tokens_and_weights()  # CSR-backed maps: straight from arrays
             ops.append((doc_id, list(tokens), list(weights), fields))
             results.append(DocumentResult(doc_id, True, 200))

@@ -52,13 +52,11 @@ from opensearchpy.helpers import streaming_bulk
 
 from convsparse.errors import (
     BackendError,
-    FingerprintMismatchError,
     IndexNotFoundError,
     TooManyClausesError,
 )
 from convsparse.integration.backend import Hit, IndexInfo
 from convsparse.integration.backends.bulk import (
-    TOP_LEVEL_FIELDS,
     BulkStats,
     BulkWriter,
     RequestFailure,
@@ -95,9 +93,11 @@ def _status_of(exc: TransportError) -> int | None:
 
 
 class OpenSearchBackend(BulkWriter):
-    _refresh_errors = (TransportError,)
-
     """`Backend` on an OpenSearch cluster (see the module docstring for the retry rules)."""
+
+    _refresh_errors = (TransportError,)
+    _not_found = NotFoundError
+    _reachable = staticmethod(_reachable)
 
     def __init__(
         self,
@@ -177,29 +177,6 @@ class OpenSearchBackend(BulkWriter):
         self._meta_cache.pop(name, None)
         return self.describe_index(name)
 
-    def delete_index(self, name: str, *, missing_ok: bool = False) -> None:
-        self._meta_cache.pop(name, None)
-        try:
-            with _reachable(f"delete index {name!r}"):
-                self.client.indices.delete(index=name)
-        except NotFoundError:
-            if not missing_ok:
-                raise IndexNotFoundError(name) from None
-
-    def count(self, name: str) -> int:
-        try:
-            with _reachable(f"count {name!r}"):
-                return int(self.client.count(index=name)["count"])
-        except NotFoundError:
-            raise IndexNotFoundError(name) from None
-
-    def refresh(self, name: str) -> None:
-        """Make every write so far visible to search and count."""
-        try:
-            self.client.indices.refresh(index=name)
-        except NotFoundError:
-            raise IndexNotFoundError(name) from None
-
     def begin_bulk_load(self, name: str) -> None:
         """Refresh off and no replicas while loading (`mappings.bulk_load_settings`)."""
         self.client.indices.put_settings(index=name, body=bulk_load_settings())
@@ -211,30 +188,6 @@ class OpenSearchBackend(BulkWriter):
             body=serving_settings(replicas=self.replicas, refresh_interval=self.refresh_interval),
         )
         self.refresh(name)
-
-    def _meta(self, name: str, *, fresh: bool = False) -> dict[str, Any]:
-        cached = self._meta_cache.get(name)
-        now = time.monotonic()
-        if cached is not None and not fresh and now - cached[0] < self.meta_cache_ttl_s:
-            return cached[1]
-        try:
-            with _reachable(f"read the mapping of {name!r}"):
-                response = self.client.indices.get_mapping(index=name)
-        except NotFoundError:
-            self._meta_cache.pop(name, None)
-            raise IndexNotFoundError(name) from None
-        if not response:
-            raise IndexNotFoundError(name)
-        # The key is the concrete index name (it differs when `name` is an alias).
-        mapping = next(iter(response.values())).get("mappings", {})
-        meta = dict(mapping.get("_meta") or {})
-        if not meta.get("encoder_fingerprint"):
-            raise BackendError(
-                f"index {name!r} has no encoder fingerprint in its _meta: it was not created by "
-                "convsparse; create it with `convsparse index create`"
-            )
-        self._meta_cache[name] = (now, meta)
-        return meta
 
     # ------------------------------------------------------------------ writes (bulk.BulkWriter)
     def _bulk_round(self, actions: list[dict[str, Any]]) -> list[tuple[bool, dict[str, Any]]]:
@@ -276,10 +229,7 @@ class OpenSearchBackend(BulkWriter):
         self, name: str, query: TermMap, k: int = 10, *,
         fingerprint: str | None = None, rescore: TermMap | None = None, rescore_window: int = 0,
     ) -> list[Hit]:
-        meta = self._meta(name)
-        index_fp = meta["encoder_fingerprint"]
-        if fingerprint is not None and fingerprint != index_fp:
-            raise FingerprintMismatchError(name, index_fp, fingerprint)
+        meta = self._search_meta(name, fingerprint)
         field_name = meta.get("term_field", self.field)
         query = query if isinstance(query, TermMap) else TermMap(query)
         if not query:
@@ -304,14 +254,7 @@ class OpenSearchBackend(BulkWriter):
             if "too_many" in str(exc.error) or "too_many" in str(exc.info):
                 raise TooManyClausesError(max(len(query), len(rescore or ())), limit) from exc
             raise BackendError(f"search on {name!r} failed: {exc.info or exc}") from exc
-        hits = []
-        for hit in response["hits"]["hits"]:
-            source = hit.get("_source") or {}
-            fields = {key: source[key] for key in TOP_LEVEL_FIELDS if key in source}
-            fields.update(source.get("metadata") or {})
-            hits.append(Hit(id=source.get("id", hit.get("_id")), score=float(hit["_score"]),
-                            fields=fields))
-        return hits
+        return self._hits(response)
 
 
 def build_client(settings: Any) -> OpenSearch:

@@ -98,7 +98,7 @@ def test_index_documents_report(tiny_student, tmp_path):
         progress=False,
     )
     assert report.indexed == 2
-    assert {rid for rid, _ in report.failed} == {"b", "", "#3"}
+    assert {rid for rid, _ in report.failed} == {"b", "item 3", "item 4"}
     assert all(reason for _, reason in report.failed)
     hit = client.search("sourdough bread", k=1).hits[0]
     assert hit.id == "c" and hit.fields["title"] == "Bread"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -76,9 +77,13 @@ def test_upsert_overwrite_delete_count(backend):
 
 
 def test_bad_documents_fail_alone(backend):
+    """A caller that bypasses `IndexedDocument` (a look-alike object) is checked once by the
+    backend, with the same rule; a built `IndexedDocument` is valid already."""
     backend.create_index("i", fingerprint="fp")
-    bad_fields = IndexedDocument("f", TermMap({"a": 1.0}), {"obj": object()})
-    res = list(backend.upsert("i", [doc("ok", a=1.0), IndexedDocument("", TermMap({"a": 1.0})), bad_fields]))
+    loose = SimpleNamespace
+    bad_fields = loose(id="f", term_map=TermMap({"a": 1.0}), fields={"obj": object()})
+    no_id = loose(id="", term_map=TermMap({"a": 1.0}), fields={})
+    res = list(backend.upsert("i", [doc("ok", a=1.0), no_id, bad_fields]))
     assert [r.ok for r in res] == [True, False, False]
     assert "non-empty" in res[1].error and "JSON" in res[2].error
     assert backend.count("i") == 1

@@ -183,8 +183,8 @@ def test_invalid_documents_are_reported_and_never_sent(fake, make_backend, index
         Loose("inf", {"a": math.inf}),
         Loose("subnormal", {"a": 1e-40}),
         Loose("", {"a": 1.0}),
-        IndexedDocument("nanfield", TermMap({"a": 1.0}), {"score": math.nan}),
-        IndexedDocument("objfield", TermMap({"a": 1.0}), {"when": object()}),
+        Loose("nanfield", TermMap({"a": 1.0}), {"score": math.nan}),
+        Loose("objfield", TermMap({"a": 1.0}), {"when": object()}),
         IndexedDocument("ok2", TermMap({"u.s": 2.0}), {"title": "T", "extra": [1, 2]}),
     ]
     backend = make_backend(chunk_size=3)

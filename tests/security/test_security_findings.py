@@ -193,9 +193,9 @@ def test_search_and_ingest_output_escape_document_text(tmp_path, tiny_model_dir,
 
 # ---------------------------------------------------------------------------- max_text_chars
 def test_index_documents_enforces_max_text_chars(tmp_path, tiny_student):
+    from convsparse.documents import DEFAULT_MAX_TEXT_CHARS
     from convsparse.integration.backends.embedded import EmbeddedBackend
     from convsparse.integration.client import ConversationalSearch
-    from convsparse.integration.sources import DEFAULT_MAX_TEXT_CHARS
 
     client = ConversationalSearch("docs", encoder=tiny_student, backend=EmbeddedBackend(tmp_path))
     report = client.index_documents([{"id": "ok", "text": "short text"},
