@@ -108,6 +108,7 @@ from convsparse.cli import (  # noqa: E402  (the groups register on `app`, defin
     index,
     ingest,
     quickstart,
+    rerank,
     search,
     workers,
 )
@@ -116,7 +117,8 @@ from convsparse.cli import (  # noqa: E402  (the groups register on `app`, defin
 # has `register(app)`, which adds its commands (`app.command(name)(function)`) and builds its
 # sub-apps the same way (`group.command(name)(function)`, then `app.add_typer(group, ...)`).
 # Heavy imports stay inside the command bodies, so `--help` is fast.
-for _group in (encode, index, ingest, search, quickstart, evaluation, distill, generate, workers):
+for _group in (encode, index, ingest, search, quickstart, evaluation, distill, rerank, generate,
+               workers):
     _group.register(app)
 
 from convsparse.redaction import install_log_masking  # noqa: E402

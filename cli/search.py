@@ -109,9 +109,12 @@ def print_hits(result, *, title: str = "", snippet_chars: int = 90) -> None:
     console = Console()
     console.print(table)
     t = result.timings
+    rerank = "" if result.rerank == "off" else (
+        f" · rerank {t['rerank_ms']:.1f} ms" + ("" if result.rerank == "ok" else
+                                                  f" ({printable(result.rerank)})"))
     console.print(
         f"format {t['format_ms']:.1f} ms · encode {t['encode_ms']:.1f} ms · search "
-        f"{t['search_ms']:.1f} ms · total {t['total_ms']:.1f} ms · query terms "
+        f"{t['search_ms']:.1f} ms{rerank} · total {t['total_ms']:.1f} ms · query terms "
         f"{result.query_terms_before} -> {result.query_terms_after} · FLOPS {result.flops:.2f}",
         highlight=False,
     )
@@ -151,6 +154,11 @@ def search(
     alpha_mass: float | None = typer.Option(None, "--alpha-mass"),
     rescore_window: int = typer.Option(0, "--rescore-window", min=0,
                                        help="Rescore this many hits with the unpruned query."),
+    rerank: Path | None = typer.Option(None, "--rerank", help="Re-rank the first stage's top "
+                                       "hits with this re-ranker folder (`convsparse rerank "
+                                       "train`)."),
+    rerank_depth: int = typer.Option(20, "--rerank-depth", min=1,
+                                     help="How many first-stage hits the re-ranker reorders."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     model: Model = None, runtime: Runtime = None, data_dir: DataDir = None,
     backend: BackendName = None,
@@ -167,14 +175,21 @@ def search(
     settings = settings_from(data_dir=data_dir, backend=backend, model=model, runtime=runtime)
     be = open_backend(settings)
     be.describe_index(index)  # IndexNotFoundError (exit 1) before the model loads
+    reranker = None
+    if rerank is not None:
+        from convsparse.reranking import load_reranker
+
+        reranker = load_reranker(rerank)  # UnsupportedModelError (exit 2) names the folder
     client = ConversationalSearch(index, backend=be, settings=settings, pruning=policy,
-                                  rescore_window=rescore_window)  # the encoder loads on first use
+                                  rescore_window=rescore_window, reranker=reranker,
+                                  rerank_depth=rerank_depth)  # the encoder loads on first use
     result = client.search(conv, k)
     if as_json:
         typer.echo(json.dumps({
             "hits": [{"id": h.id, "score": h.score, "fields": dict(h.fields)} for h in result.hits],
             "timings": result.timings, "query_terms_before": result.query_terms_before,
             "query_terms_after": result.query_terms_after, "flops": result.flops,
+            "rerank": result.rerank,
         }, default=str))
     else:
         print_hits(result, title=f"{index}: top {k}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from convsparse.conversation import parse_conversation
@@ -38,6 +39,9 @@ class SearchResult:
       measure of Paria et al. 2020 for one query). NaN when the backend cannot report
       document frequencies (OpenSearch).
     - ``encoder_path``: "local", or what a remote encoder reports (``"remote"``/``"local"``).
+    - ``rerank``: ``"off"`` (no re-ranker), ``"ok"`` (the top ``rerank_depth`` hits were
+      re-ranked; ``timings["rerank_ms"]`` is that stage), or ``"fallback: <reason>"`` (the
+      re-ranker failed or ran out of time: the hits are in first-stage order).
     """
 
     hits: list[Hit]
@@ -47,6 +51,7 @@ class SearchResult:
     flops: float
     encoder_path: str = "local"
     query: TermMap | None = field(default=None, repr=False)
+    rerank: str = "off"
 
     @property
     def ids(self) -> list[str]:
@@ -68,14 +73,28 @@ class ConversationalSearch:
     ``settings``: the `Settings` the defaults are built from (default: the environment).
     ``pruning``: the default query `PruningPolicy` (``search(..., pruning=)`` overrides it).
     ``rescore_window``: rescore that many first-phase hits with the unpruned query (0 = off).
+    ``reranker``: an optional second stage (a `convsparse.reranking.Reranker`, or the path of a
+    re-ranker folder) applied to the first ``rerank_depth`` hits; a failure, or a run longer
+    than ``rerank_timeout_ms``, keeps the first-stage order and says so in ``result.rerank``.
     """
 
     def __init__(
         self, index: str, *, encoder: Encoder | None = None, backend: Backend | None = None,
         pruning: PruningPolicy | None = None, rescore_window: int = 0, settings: Any = None,
+        reranker: Any = None, rerank_depth: int = 20, rerank_timeout_ms: float | None = None,
     ):
         if rescore_window < 0:
             raise ValueError("rescore_window must be >= 0")
+        if rerank_depth < 1:
+            raise ValueError("rerank_depth must be >= 1")
+        if isinstance(reranker, (str, Path)):
+            from convsparse.reranking import load_reranker
+
+            reranker = load_reranker(reranker)
+        self.reranker = reranker
+        self.rerank_depth = rerank_depth
+        self.rerank_timeout_ms = rerank_timeout_ms
+        self._rerank_pool: Any = None
         self.index = index
         self._encoder = encoder
         self._settings = settings
@@ -143,21 +162,51 @@ class ConversationalSearch:
             self.backend.describe_index(self.index)  # still report an unknown index
         else:
             two_phase = self.rescore_window > 0 and len(query) < len(full)
+            depth = max(k, self.rerank_depth) if self.reranker is not None else k
             hits = self.backend.search(
-                self.index, query, k, fingerprint=self.encoder.fingerprint,
+                self.index, query, depth, fingerprint=self.encoder.fingerprint,
                 rescore=full if two_phase else None,
                 rescore_window=self.rescore_window if two_phase else 0,
             )
         search_ms = _ms(t)
+        timings = {"format_ms": format_ms, "encode_ms": encode_ms, "prune_ms": prune_ms,
+                   "search_ms": search_ms}
+        rerank = "off"
+        if self.reranker is not None and hits:
+            t = time.perf_counter()
+            hits, rerank = self._rerank(conversation, full, hits)
+            timings["rerank_ms"] = _ms(t)
+        hits = hits[:k]
         flops = self.flops(query)
         path = self.encoder.last_path if isinstance(self.encoder, ReportsEncoderPath) else None
-        timings = {"format_ms": format_ms, "encode_ms": encode_ms, "prune_ms": prune_ms,
-                   "search_ms": search_ms, "total_ms": _ms(start)}
+        timings["total_ms"] = _ms(start)
         return SearchResult(
             hits=hits, timings=timings, query_terms_before=len(full),
             query_terms_after=len(query), flops=flops,
-            encoder_path=path or "local", query=query,
+            encoder_path=path or "local", query=query, rerank=rerank,
         )
+
+    def _rerank(self, conversation: Any, query: TermMap, hits: list[Hit]) -> tuple[list[Hit], str]:
+        """(hits, status): the head re-ranked, or the first-stage order and why. The chat app's
+        call never fails because of the second stage."""
+        import concurrent.futures as cf
+        import logging
+
+        head, tail = hits[:self.rerank_depth], hits[self.rerank_depth:]
+        turns = parse_conversation(conversation)
+        try:
+            if self.rerank_timeout_ms is None:
+                return self.reranker.rerank(turns, query, head) + tail, "ok"
+            if self._rerank_pool is None:
+                self._rerank_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="rerank")
+            future = self._rerank_pool.submit(self.reranker.rerank, turns, query, head)
+            return future.result(timeout=self.rerank_timeout_ms / 1000.0) + tail, "ok"
+        except cf.TimeoutError:
+            reason = f"timeout after {self.rerank_timeout_ms:g} ms"
+        except Exception as e:  # any failure of the optional stage: keep the first stage
+            reason = f"{type(e).__name__}: {e}"
+        logging.getLogger(__name__).warning("re-ranker skipped (%s); first-stage order kept", reason)
+        return hits, f"fallback: {reason}"
 
     # ------------------------------------------------------------------ indexing
     def ensure_index(self) -> None:

@@ -132,17 +132,15 @@ class DistillConfig(BaseModel):
         return data
 
 
-class ExpansionConfig(BaseModel):
-    """The anchored student's recipe (`recipe: anchored`): distil the expansion gate over a
-    frozen base (`convsparse.training.expansion`). Unknown keys are errors."""
+class SplitConfig(BaseModel):
+    """What every recipe trained on one collection shares: the collection, the teacher text,
+    the base, and the split by conversation (held-out conversations are never read beyond
+    excluding them; validation conversations pick the epoch). Unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid")
 
-    recipe: Literal["anchored"] = "anchored"
     output_dir: Path
     collection: Path = Field(description="folder with corpus.jsonl, conversations.jsonl, qrels.tsv")
-    extra_conversations: list[ConversationSource] = Field(
-        default_factory=list, description="more training turns (e.g. TREC CAsT); always train")
     base: str = Field("splade-tiny", description="base-model name or masked-LM folder")
     teacher: Literal["search_queries", "rewrite"] = Field(
         "search_queries", description="the base reading this text is the teacher; "
@@ -154,6 +152,29 @@ class ExpansionConfig(BaseModel):
     validation_conversations: int = Field(8, ge=1, description="held-in conversations that "
                                           "pick the epoch")
     validation_seed: int = 7
+    seed: int = 0
+    progress: bool = True
+
+    @classmethod
+    def from_file(cls, path: str | Path):
+        return _validate(cls, _read_mapping(path), path).resolve_paths(Path(path).parent)
+
+    def resolve_paths(self, base: Path):
+        data = self.model_copy(deep=True)
+        data.output_dir = data.output_dir if data.output_dir.is_absolute() else base / data.output_dir
+        data.collection = data.collection if data.collection.is_absolute() else base / data.collection
+        if not Path(data.base).is_absolute() and (base / data.base).exists():
+            data.base = str(base / data.base)
+        return data
+
+
+class ExpansionConfig(SplitConfig):
+    """The anchored student's recipe (`recipe: anchored`): distil the expansion gate over a
+    frozen base (`convsparse.training.expansion`). Unknown keys are errors."""
+
+    recipe: Literal["anchored"] = "anchored"
+    extra_conversations: list[ConversationSource] = Field(
+        default_factory=list, description="more training turns (e.g. TREC CAsT); always train")
     n_candidates: int = Field(100, ge=2)
     kl_weight: float = Field(1.0, ge=0)
     kl_temperature: float = Field(1.0, gt=0)
@@ -165,22 +186,33 @@ class ExpansionConfig(BaseModel):
     batch_size: int = Field(64, ge=1)
     learning_rate: float = Field(0.03, gt=0)
     initial_weight: float = Field(0.15, gt=0, description="history weight before training")
-    seed: int = 0
-    progress: bool = True
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> ExpansionConfig:
-        return _validate(cls, _read_mapping(path), path).resolve_paths(Path(path).parent)
 
     def resolve_paths(self, base: Path) -> ExpansionConfig:
-        data = self.model_copy(deep=True)
-        data.output_dir = data.output_dir if data.output_dir.is_absolute() else base / data.output_dir
-        data.collection = data.collection if data.collection.is_absolute() else base / data.collection
+        data = super().resolve_paths(base)
         for src in data.extra_conversations:
             src.path = src.path if src.path.is_absolute() else base / src.path
-        if not Path(data.base).is_absolute() and (base / data.base).exists():
-            data.base = str(base / data.base)
         return data
+
+
+class RerankConfig(SplitConfig):
+    """The re-ranker's recipe (`convsparse.reranking.training`): listwise distillation of the
+    teacher's scores over the first stage's candidates. Unknown keys are errors."""
+
+    first_stage: str | None = Field(None, description="the student that retrieves the "
+                                    "candidates (None = the shipped default)")
+    term_control: bool = Field(True, description="add the Term Control Layer")
+    depth: int = Field(20, ge=2, description="first-stage candidates per training turn")
+    kl_temperature: float = Field(1.0, gt=0, description="of the teacher's score softmax")
+    label_weight: float = Field(0.5, ge=0, description="weight of the judged positives' "
+                                "listwise cross-entropy next to the KL")
+    epochs: int = Field(3, ge=1)
+    batch_turns: int = Field(4, ge=1, description="turns per step (each with `depth` pairs)")
+    learning_rate: float = Field(1e-4, gt=0, description="of the encoder")
+    head_learning_rate: float = Field(1e-3, gt=0, description="of the heads")
+    max_length: int = Field(128, ge=16)
+    query_length: int = Field(48, ge=8)
+    threads: int | None = Field(None, ge=1)
+    resume: bool = True
 
 
 def load_config(path: str | Path) -> DistillConfig | ExpansionConfig:
@@ -195,4 +227,5 @@ def load_config(path: str | Path) -> DistillConfig | ExpansionConfig:
     return _validate(DistillConfig, raw, path).resolve_paths(Path(path).parent)
 
 
-__all__ = ["ConversationSource", "DistillConfig", "ExpansionConfig", "load_config"]
+__all__ = ["ConversationSource", "DistillConfig", "ExpansionConfig", "RerankConfig", "SplitConfig",
+           "load_config"]

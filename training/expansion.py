@@ -37,7 +37,7 @@ from convsparse.collections import ConversationTask, load_collection, load_conve
 from convsparse.encoders.anchored import VIEWS, AnchoredStudent, ExpansionGate
 from convsparse.evaluation.metrics import compute_metrics
 from convsparse.settings import get_settings
-from convsparse.training.config import ExpansionConfig
+from convsparse.training.config import ExpansionConfig, SplitConfig
 from convsparse.training.data import stratified_holdout
 from convsparse.training.losses import FlopsLoss, InfoNCELoss, KLDivergenceLoss, TermSpaceLoss, quadratic_warmup
 
@@ -87,7 +87,7 @@ def teacher_text(task: ConversationTask, teacher: str) -> str | None:
     return task.rewrite.strip() if task.rewrite and task.rewrite.strip() else None
 
 
-def split_tasks(tasks: Sequence[ConversationTask], qrels, cfg: ExpansionConfig) -> ExpansionSplit:
+def split_tasks(tasks: Sequence[ConversationTask], qrels, cfg: SplitConfig) -> ExpansionSplit:
     """Held-out conversations (`holdout_per_domain` per domain of the `heldout_source` tasks),
     validation conversations drawn from the rest, and everything else to train."""
     own = [t for t in tasks if t.fields.get("source", cfg.heldout_source) == cfg.heldout_source]

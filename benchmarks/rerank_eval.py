@@ -1,0 +1,181 @@
+"""The re-ranker on the benchmark of record's held-out conversations, in one command.
+
+    python benchmarks/rerank_eval.py --reranker runs/rr-tcl --reranker runs/rr-plain
+
+Held-out = the student's split (`RerankConfig` defaults: 4 conversations per domain, seed 13),
+never used for training or any choice. Rows: the first stage alone (the shipped student on the
+raw conversation, exact search over the corpus encoded by its base), and each re-ranker over the
+first stage's top `--depth` (default 20): MRR@10, nDCG@3, R@10, with paired t-tests against the
+first stage (ranx `compare`) and 95% bootstrap intervals of MRR@10. Then the rerank stage's
+CPU latency on one thread (p50/p95 over the held-out turns) at depths 10/20/50, with the
+quality at each depth: the depth-vs-quality-vs-latency row, plotted.
+
+Writes benchmarks/results/rerank_eval.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "mtrag-pooled"
+METRICS = ["mrr@10", "ndcg@3", "recall@10"]
+
+
+def bootstrap(values: np.ndarray, n: int = 2000, seed: int = 0) -> list[float]:
+    rng = np.random.default_rng(seed)
+    means = [values[rng.integers(0, len(values), len(values))].mean() for _ in range(n)]
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--reranker", type=Path, action="append", default=[],
+                    help="re-ranker folder (repeat to compare)")
+    ap.add_argument("--depth", type=int, default=20)
+    ap.add_argument("--depths", type=int, nargs="+", default=[10, 20, 50])
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "rerank_eval")
+    args = ap.parse_args(argv)
+    if not args.data.is_dir():
+        print(f"no data at {args.data}", file=sys.stderr)
+        return 2
+
+    import torch
+    from ranx import Qrels, Run, compare
+
+    from convsparse.collections import load_collection
+    from convsparse.encoders.loading import load_student
+    from convsparse.evaluation.metrics import compute_metrics, latency_summary, per_query_metric
+    from convsparse.reranking import load_reranker
+    from convsparse.reranking.labels import build_labels
+    from convsparse.settings import get_settings
+    from convsparse.training.config import RerankConfig
+    from convsparse.training.expansion import encode_corpus, split_tasks
+
+    torch.set_num_threads(1)  # the latency budget is one CPU core
+    col = load_collection(args.data)
+    cfg = RerankConfig(output_dir=args.out.parent, collection=args.data)
+    heldout = split_tasks(col.conversations, col.qrels, cfg).heldout
+    base = load_student(cfg.base, runtime="torch", device="cpu")
+    doc_ids = list(col.corpus)
+    texts = {d: p.encoded_text for d, p in col.corpus.items()}
+    docs = encode_corpus(base, [texts[d] for d in doc_ids], cache=get_settings().cache_dir / "corpus")
+    student = load_student(None, runtime="torch", device="cpu")
+    queries = student.encode_conversations([list(t.turns) for t in heldout]).term_maps
+    depth_max = max([args.depth, *args.depths])
+    first = build_labels(heldout, queries, docs, doc_ids, base.vocabulary, depth=depth_max,
+                         teacher_queries=None, qrels=col.qrels)
+    turns = {t.id: list(t.turns) for t in heldout}
+    ids = [t.id for t in heldout]
+    runs = {"first stage (shipped student)": {
+        lab.task_id: dict(zip(lab.candidates, lab.first_stage)) for lab in first}}
+
+    def reranked(rr, depth: int) -> tuple[dict, list[float]]:
+        run, times = {}, []
+        for lab in first:
+            texts_d = [texts[d] for d in lab.candidates[:depth]]
+            t = time.perf_counter()
+            s = rr.score(turns[lab.task_id], lab.query, texts_d, lab.first_stage[:depth])
+            times.append((time.perf_counter() - t) * 1000)
+            top = float(s.max()) + 1.0
+            head = {d: float(v) - top + 1e6 for d, v in zip(lab.candidates[:depth], s)}
+            rest = dict(zip(lab.candidates[depth:], lab.first_stage[depth:]))
+            run[lab.task_id] = {**rest, **head}
+        return run, times
+
+    tuning = []
+    for path in args.reranker:
+        rr = load_reranker(path)
+        name = f"+ re-ranker {'with' if rr.term_control else 'without'} TCL ({path.name})"
+        for depth in sorted(set([args.depth, *args.depths])):
+            run, times = reranked(rr, depth)
+            if depth == args.depth:
+                runs[name] = run
+            tuning.append({"reranker": path.name, "term_control": rr.term_control, "depth": depth,
+                           **compute_metrics(col.qrels, run, METRICS, query_ids=ids),
+                           "latency_ms": latency_summary(times)})
+            print(f"{name} depth {depth}: MRR@10 {tuning[-1]['mrr@10']:.3f} "
+                  f"p50 {tuning[-1]['latency_ms']['p50']:.1f} ms", flush=True)
+
+    rows = []
+    for name, run in runs.items():
+        per = per_query_metric(col.qrels, run, "mrr@10")
+        rows.append({"system": name, **compute_metrics(col.qrels, run, METRICS, query_ids=ids),
+                     "mrr@10_ci95": bootstrap(np.array([per.get(q, 0.0) for q in ids]))})
+    qrels = Qrels({q: dict(col.qrels[q]) for q in ids})
+    report = compare(qrels, [Run({q: dict(r[q]) for q in ids}, name=n) for n, r in runs.items()],
+                     metrics=METRICS, stat_test="student", max_p=0.05)
+    first_name = next(iter(runs))
+    pvalues = report.to_dict()
+    for row in rows[1:]:
+        row["p_vs_first_stage"] = {m: float(pvalues[row["system"]]["comparisons"][first_name][m])
+                                   for m in METRICS}
+    result = {"heldout_turns": len(ids), "depth": args.depth, "rows": rows, "tuning": tuning,
+              "ranx_report": str(report), "threads": 1}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    args.out.with_suffix(".md").write_text(markdown(result))
+    if tuning:
+        plot(tuning, args.out.with_suffix(".png"))
+    print(markdown(result))
+    return 0
+
+
+def markdown(res: dict) -> str:
+    lines = [f"# Re-ranker on {res['heldout_turns']} held-out MTRAG turns (depth {res['depth']})", "",
+             "| system | MRR@10 [95% CI] | nDCG@3 | R@10 |", "|---|---:|---:|---:|"]
+    for r in res["rows"]:
+        lo, hi = r["mrr@10_ci95"]
+        lines.append(f"| {r['system']} | {r['mrr@10']:.3f} [{lo:.3f}, {hi:.3f}] | "
+                     f"{r['ndcg@3']:.3f} | {r['recall@10']:.3f} |")
+    lines += ["", "Paired t-tests against the first stage (ranx `compare`):", ""]
+    for r in res["rows"][1:]:
+        p = r["p_vs_first_stage"]
+        lines.append(f"- {r['system']}: " + ", ".join(f"{m} p = {p[m]:.3g}" for m in METRICS))
+    lines += ["", "```", res["ranx_report"], "```", "",
+              "| re-ranker | TCL | depth | MRR@10 | nDCG@3 | R@10 | p50 ms | p95 ms |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for t in res["tuning"]:
+        lines.append(f"| {t['reranker']} | {'yes' if t['term_control'] else 'no'} | {t['depth']} | "
+                     f"{t['mrr@10']:.3f} | {t['ndcg@3']:.3f} | {t['recall@10']:.3f} | "
+                     f"{t['latency_ms']['p50']:.1f} | {t['latency_ms']['p95']:.1f} |")
+    lines += ["", "Latency: the rerank stage alone (`Reranker.score`: tokenizing, features, "
+              "forward), one thread, per turn."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(tuning: list[dict], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    for name in dict.fromkeys(t["reranker"] for t in tuning):
+        pts = [t for t in tuning if t["reranker"] == name]
+        xs, ys = [p["latency_ms"]["p50"] for p in pts], [p["mrr@10"] for p in pts]
+        ax.plot(xs, ys, marker="o", label=name)
+        for p, x, y in zip(pts, xs, ys):
+            ax.annotate(f"depth {p['depth']}", (x, y), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7)
+    ax.axvline(50, color="red", linestyle="--", linewidth=1, label="50 ms budget")
+    ax.set_xlabel("rerank stage latency p50 (ms, one CPU thread)")
+    ax.set_ylabel("MRR@10 (held-out)")
+    ax.set_title("Re-ranking depth: quality vs latency", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return path
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,13 @@
+"""The optional second stage: a small distilled re-ranker with a Term Control Layer.
+
+- `features`: the term-matching signals of a (conversation, passage) pair (one definition,
+  used by training and serving);
+- `model`: `TermControlReranker`, a BERT cross-encoder plus the Term Control Layer;
+- `reranker`: `Reranker`, the serving object the client calls (load, score, export);
+- `labels`: teacher ranking labels over the first stage's candidates, generated once;
+- `training`: listwise distillation from those labels (config, checkpoints, resume).
+"""
+
+from convsparse.reranking.reranker import Reranker, load_reranker
+
+__all__ = ["Reranker", "load_reranker"]

@@ -1,0 +1,224 @@
+"""`Reranker`: the second stage the client calls, and its folder format.
+
+A reranker folder holds ``reranker.json`` (format, whether the Term Control Layer is on,
+lengths), ``encoder/`` (the BERT body and its tokenizer, Hugging Face format) and
+``head.safetensors`` (the semantic head, the Term Control Layer). Loading never unpickles.
+
+    >>> rr = load_reranker("runs/reranker")                                # doctest: +SKIP
+    >>> hits = rr.rerank(conversation, query_term_map, first_stage_hits)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from convsparse.conversation import ConversationLike, parse_conversation
+from convsparse.documents import document_text
+from convsparse.encoders.formatter import ConversationFormatter
+from convsparse.errors import UnsupportedModelError
+from convsparse.integration.backend import Hit
+from convsparse.reranking.features import N_FEATURES, term_features
+from convsparse.reranking.model import TermControlReranker
+
+FORMAT = 1
+
+
+class Reranker:
+    """Scores a first-stage candidate list for a conversation and reorders it.
+
+    ``max_length``: word pieces of one (conversation, passage) pair (the passage is cut, the
+    whole passage still counts for the exact-match features); ``query_length``: how much of it
+    the conversation may take (newest turns first, as the student's formatter cuts)."""
+
+    def __init__(self, model: TermControlReranker, tokenizer, *, max_length: int = 128,
+                 query_length: int = 48, device: str = "cpu", onnx_path: str | Path | None = None):
+        self.model = model.to(device).eval()
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.query_length = query_length
+        self.device = device
+        self.session = None
+        if onnx_path is not None:
+            import onnxruntime as ort
+
+            from convsparse.encoders.onnx_runtime import providers_for
+
+            self.session = ort.InferenceSession(str(onnx_path), providers=providers_for(device))
+        self.formatter = ConversationFormatter(tokenizer, max_length=query_length,
+                                               include_assistant=False)
+
+    @property
+    def term_control(self) -> bool:
+        return self.model.term_control
+
+    # ------------------------------------------------------------------ inputs
+    def conversation_ids(self, conversation: ConversationLike) -> list[int]:
+        return self.formatter.format(conversation).input_ids
+
+    def passage_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        # whole passages (the exact-match features read all of them): no length warning
+        return self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
+
+    def batch(self, conv_ids: list[int], passages: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+        """Padded pair tensors: ``[CLS] conversation [SEP]`` (segment 0) then the passage cut
+        to fit, ``[SEP]`` (segment 1)."""
+        sep = self.tokenizer.sep_token_id
+        room = max(1, self.max_length - len(conv_ids) - 1)
+        rows = [list(conv_ids) + list(p[:room]) + [sep] for p in passages]
+        width = max(len(r) for r in rows)
+        ids = torch.zeros((len(rows), width), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        types = torch.zeros_like(ids)
+        for i, r in enumerate(rows):
+            ids[i, :len(r)] = torch.tensor(r)
+            mask[i, :len(r)] = 1
+            types[i, len(conv_ids):len(r)] = 1
+        return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device),
+                "token_type_ids": types.to(self.device)}
+
+    def features(self, conversation: ConversationLike, query: Mapping[str, float],
+                 passages: Sequence[Sequence[int]], first_stage: Sequence[float]) -> torch.Tensor:
+        current = parse_conversation(conversation)[-1].text
+        return torch.from_numpy(term_features(self.tokenizer, query, current, passages,
+                                              first_stage)).to(self.device)
+
+    # ------------------------------------------------------------------ serving
+    @torch.inference_mode()
+    def score(self, conversation: ConversationLike, query: Mapping[str, float],
+              passages: Sequence[str], first_stage: Sequence[float]) -> np.ndarray:
+        """Scores of `passages` (texts, in first-stage order, with their first-stage scores)."""
+        if not passages:
+            return np.zeros(0, np.float32)
+        conv = self.conversation_ids(conversation)
+        pids = self.passage_ids(passages)
+        feats = self.features(conversation, query, pids, first_stage) if self.term_control else None
+        inputs = self.batch(conv, pids)
+        if self.session is not None:
+            feed = {k: v.cpu().numpy() for k, v in inputs.items()}
+            if feats is not None:
+                feed["features"] = feats.cpu().numpy()
+            return self.session.run(["scores"], feed)[0].astype(np.float32)
+        return self.model(**inputs, features=feats).float().cpu().numpy()
+
+    def export_onnx(self, path: str | Path) -> Path:
+        """The scoring model (encoder, heads, Term Control Layer) as ONNX (dynamic batch and
+        sequence), for `load_reranker(..., runtime="onnx")`. Tokenizing and the term features
+        stay in Python."""
+        import os
+        import tempfile
+
+        path = Path(path)
+        names = ["input_ids", "attention_mask", "token_type_ids"]
+        ids = torch.randint(1000, 2000, (2, 12))
+        args: tuple = (ids, torch.ones_like(ids), torch.zeros_like(ids))
+        dyn = {n: {0: "batch", 1: "sequence"} for n in names}
+        if self.term_control:
+            names.append("features")
+            args = (*args, torch.zeros(2, N_FEATURES))
+            dyn["features"] = {0: "batch"}
+        dyn["scores"] = {0: "batch"}
+        fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
+        os.close(fd)
+        try:
+            with torch.no_grad():
+                torch.onnx.export(self.model.cpu().eval(), args, tmp, input_names=names,
+                                  output_names=["scores"], dynamic_axes=dyn, opset_version=17,
+                                  dynamo=False)
+            os.replace(tmp, path)  # atomic: a half-written export is never loaded
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+            self.model.to(self.device)
+        return path
+
+    def rerank(self, conversation: ConversationLike, query: Mapping[str, float],
+               hits: Sequence[Hit]) -> list[Hit]:
+        """`hits` reordered by the re-ranker's score (which replaces `Hit.score`; the first-stage
+        score is kept in the fields as ``first_stage_score``). A hit without stored text raises
+        `ValueError` naming it (the client then keeps the first-stage order)."""
+        texts = []
+        for h in hits:
+            text = h.fields.get("text")
+            if not isinstance(text, str):
+                raise ValueError(f"hit {h.id!r} has no stored text to re-rank")
+            texts.append(document_text(h.fields.get("title"), text))
+        scores = self.score(conversation, query, texts, [h.score for h in hits])
+        order = np.argsort(-scores, kind="stable")
+        return [replace(hits[i], score=float(scores[i]),
+                        fields={**hits[i].fields, "first_stage_score": hits[i].score})
+                for i in order]
+
+    # ------------------------------------------------------------------ folder
+    def save(self, path: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        (path / "encoder").mkdir(parents=True, exist_ok=True)
+        self.model.encoder.save_pretrained(path / "encoder")
+        self.tokenizer.save_pretrained(path / "encoder")
+        head = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()
+                if not k.startswith("encoder.")}
+        save_file(head, str(path / "head.safetensors"))
+        (path / "reranker.json").write_text(json.dumps({
+            "format": FORMAT, "term_control": self.term_control, "max_length": self.max_length,
+            "query_length": self.query_length}, indent=1))
+        return path
+
+
+def new_reranker(base: str | Path = "splade-tiny", *, term_control: bool = True,
+                 max_length: int = 128, query_length: int = 48, device: str = "cpu") -> Reranker:
+    """An untrained re-ranker on a BERT checkpoint (a folder, hub id or base-model name): its
+    encoder body is kept, its masked-LM head dropped."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from convsparse.encoders.base_models import BASE_MODELS, base_model_dir
+
+    source = base_model_dir(str(base)) if str(base) in BASE_MODELS else base
+    encoder = AutoModel.from_pretrained(source, add_pooling_layer=False)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    return Reranker(TermControlReranker(encoder, term_control=term_control), tokenizer,
+                    max_length=max_length, query_length=query_length, device=device)
+
+
+def load_reranker(path: str | Path, *, device: str = "cpu",
+                  runtime: Literal["torch", "onnx"] = "torch") -> Reranker:
+    """A trained re-ranker from its folder (`Reranker.save`). ``runtime="onnx"`` scores with
+    ONNX Runtime (exported once into the folder as ``model.onnx``)."""
+    from safetensors.torch import load_file
+    from transformers import AutoModel, AutoTokenizer
+
+    path = Path(path)
+    spec_file = path / "reranker.json"
+    if not spec_file.is_file():
+        raise UnsupportedModelError(f"{path} is not a re-ranker folder (no reranker.json); train "
+                                    "one with `convsparse rerank train`")
+    spec: dict[str, Any] = json.loads(spec_file.read_text())
+    if spec.get("format") != FORMAT:
+        raise UnsupportedModelError(f"{spec_file}: unknown format {spec.get('format')!r}")
+    encoder = AutoModel.from_pretrained(path / "encoder", add_pooling_layer=False)
+    model = TermControlReranker(encoder, term_control=bool(spec["term_control"]))
+    missing, unexpected = model.load_state_dict(load_file(str(path / "head.safetensors")),
+                                                strict=False)
+    if unexpected or any(not k.startswith("encoder.") for k in missing):
+        raise UnsupportedModelError(f"{path}: head weights do not match ({missing=}, {unexpected=})")
+    rr = Reranker(model, AutoTokenizer.from_pretrained(path / "encoder"),
+                  max_length=int(spec["max_length"]), query_length=int(spec["query_length"]),
+                  device=device)
+    if runtime == "onnx":
+        onnx_path = path / "model.onnx"
+        if not onnx_path.exists():
+            rr.export_onnx(onnx_path)
+        rr = Reranker(rr.model, rr.tokenizer, max_length=rr.max_length,
+                      query_length=rr.query_length, device=device, onnx_path=onnx_path)
+    elif runtime != "torch":
+        raise UnsupportedModelError(f"runtime must be 'torch' or 'onnx', not {runtime!r}")
+    return rr
+
+
+__all__ = ["Reranker", "load_reranker", "new_reranker"]

@@ -1,0 +1,193 @@
+"""Listwise distillation of the re-ranker (`RerankConfig`; `convsparse rerank train`).
+
+    L = KL(softmax(teacher / T) || softmax(s))  over each turn's `depth` first-stage candidates
+      + label_weight * -log sum_{judged relevant} softmax(s)
+
+The teacher scores come from `labels.py` (generated once into ``<output_dir>/labels.jsonl``).
+Turns without a teacher text give the label term only; turns with neither are skipped. The
+epoch is picked by MRR@10 on the validation conversations (the re-ranked top `depth`, then the
+first stage's order); the held-out conversations are never read. Checkpoints follow the
+student's conventions: ``<output_dir>/checkpoint/`` holds the re-ranker folder of the last
+finished epoch and ``state.pt`` (optimizer, epoch, best score; tensors and plain values only,
+loaded with ``weights_only=True``); a re-run with ``resume: true`` continues after it. The
+chosen re-ranker is written to ``<output_dir>/reranker/``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from convsparse.reranking.labels import RerankLabel, build_labels, read_labels, write_labels
+from convsparse.reranking.reranker import Reranker, load_reranker, new_reranker
+from convsparse.training.config import RerankConfig
+
+
+@dataclass
+class _Prepared:
+    """A label with its model inputs computed once."""
+
+    label: RerankLabel
+    conv_ids: list[int]
+    passage_ids: list[list[int]]
+    features: torch.Tensor
+    teacher: torch.Tensor | None
+    positives: torch.Tensor
+
+
+def make_labels(cfg: RerankConfig, log: Callable[[str], None] = print) -> tuple[list, list, dict]:
+    """(train labels, validation labels, corpus texts by id): read from
+    ``<output_dir>/labels.jsonl`` when present, else generated (first stage + teacher)."""
+    from convsparse.collections import load_collection
+    from convsparse.encoders.loading import load_student
+    from convsparse.settings import get_settings
+    from convsparse.training.expansion import encode_corpus, encode_texts_csr, split_tasks, teacher_text
+
+    col = load_collection(cfg.collection)
+    split = split_tasks(col.conversations, col.qrels, cfg)
+    texts = {d: p.encoded_text for d, p in col.corpus.items()}
+    path = cfg.output_dir / "labels.jsonl"
+    wanted = {"train": [t for t in split.train if t.id in col.qrels or teacher_text(t, cfg.teacher)],
+              "validation": split.validation}
+    if not path.exists():
+        base = load_student(cfg.base, runtime="torch", device="cpu")
+        doc_ids = list(col.corpus)
+        docs = encode_corpus(base, [texts[d] for d in doc_ids],
+                             cache=get_settings().cache_dir / "corpus", progress=cfg.progress)
+        student = load_student(cfg.first_stage, runtime="torch", device="cpu")
+        tasks = wanted["train"] + wanted["validation"]
+        log(f"labels: first stage and teacher over {len(tasks)} turns, depth {cfg.depth}")
+        queries = student.encode_conversations([list(t.turns) for t in tasks],
+                                               ids=[t.id for t in tasks]).term_maps
+        teacher = encode_texts_csr(base, [teacher_text(t, cfg.teacher) or "" for t in tasks])
+        labels = build_labels(tasks, queries, docs, doc_ids, base.vocabulary, depth=cfg.depth,
+                              teacher_queries=teacher, qrels=col.qrels)
+        write_labels(labels, path)
+    by_id = {lab.task_id: lab for lab in read_labels(path)}
+    pick = {name: [by_id[t.id] for t in tasks if t.id in by_id] for name, tasks in wanted.items()}
+    return pick["train"], pick["validation"], texts
+
+
+def prepare(reranker: Reranker, labels: Sequence[RerankLabel], texts: dict[str, str],
+            conversations: dict, depth: int) -> list[_Prepared]:
+    out = []
+    for lab in labels:
+        cands = lab.candidates[:depth]
+        turns = conversations[lab.task_id]
+        pids = reranker.passage_ids([texts[d] for d in cands])
+        feats = reranker.features(turns, lab.query, pids, lab.first_stage[:depth])
+        pos = torch.tensor([d in set(lab.positives) for d in cands], dtype=torch.bool)
+        teacher = None if lab.teacher is None else torch.tensor(lab.teacher[:depth])
+        if teacher is None and not pos.any():
+            continue
+        out.append(_Prepared(lab, reranker.conversation_ids(turns), pids, feats, teacher, pos))
+    return out
+
+
+def listwise_loss(scores: torch.Tensor, ex: _Prepared, cfg: RerankConfig) -> torch.Tensor:
+    logp = torch.log_softmax(scores, dim=-1)
+    loss = scores.new_zeros(())
+    if ex.teacher is not None:
+        target = torch.softmax(ex.teacher.to(scores) / cfg.kl_temperature, dim=-1)
+        loss = loss + torch.sum(target * (torch.log(target + 1e-12) - logp))
+    if cfg.label_weight and ex.positives.any():
+        loss = loss - cfg.label_weight * torch.logsumexp(logp[ex.positives], dim=-1)
+    return loss
+
+
+def rerank_run(reranker: Reranker, prepared: Sequence[_Prepared]) -> dict[str, dict[str, float]]:
+    """{task id: {doc id: score}}: the re-ranked head above the rest of the first stage."""
+    run = {}
+    reranker.model.eval()
+    with torch.inference_mode():
+        for ex in prepared:
+            s = reranker.model(**reranker.batch(ex.conv_ids, ex.passage_ids),
+                               features=ex.features if reranker.term_control else None)
+            head = ex.label.candidates[:len(ex.passage_ids)]
+            top = float(s.max()) + 1.0
+            run[ex.label.task_id] = {d: float(v) - top for d, v in zip(head, s.tolist())}
+    return run
+
+
+def train_reranker(cfg: RerankConfig, *, log: Callable[[str], None] = print) -> Path:
+    """Train, pick the epoch on validation, write ``<output_dir>/reranker``; returns its path."""
+    from convsparse.collections import load_collection
+    from convsparse.evaluation.metrics import compute_metrics
+    from convsparse.training.trainer import load_checkpoint
+
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    cfg.output_dir.mkdir(parents=True, exist_ok=True)
+    train_labels, val_labels, texts = make_labels(cfg, log)
+    col = load_collection(cfg.collection)
+    conversations = {t.id: list(t.turns) for t in col.conversations}
+    ck = cfg.output_dir / "checkpoint"
+    start_epoch, best = 0, (-1.0, -1)
+    if cfg.resume and (ck / "state.pt").exists():
+        reranker = load_reranker(ck / "reranker")
+        state = load_checkpoint(ck / "state.pt", "cpu")
+        start_epoch, best = int(state["epoch"]) + 1, (float(state["best"]), int(state["best_epoch"]))
+        log(f"resuming after epoch {start_epoch} (best validation MRR@10 {best[0]:.3f})")
+    else:
+        reranker = new_reranker(cfg.base, term_control=cfg.term_control,
+                                max_length=cfg.max_length, query_length=cfg.query_length)
+        state = None
+    model = reranker.model
+    heads = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
+    opt = torch.optim.AdamW([
+        {"params": list(model.encoder.parameters()), "lr": cfg.learning_rate},
+        {"params": heads, "lr": cfg.head_learning_rate}])
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+    train = prepare(reranker, train_labels, texts, conversations, cfg.depth)
+    val = prepare(reranker, val_labels, texts, conversations, cfg.depth)
+    val_ids = [ex.label.task_id for ex in val]
+    log(f"{len(train)} training turns, {len(val)} validation turns")
+    if start_epoch == 0:
+        base_mrr = compute_metrics(col.qrels, {ex.label.task_id: dict(zip(
+            ex.label.candidates, ex.label.first_stage)) for ex in val}, ["mrr@10"],
+            query_ids=val_ids)["mrr@10"]
+        log(f"first stage: validation MRR@10 {base_mrr:.3f}")
+    rng = random.Random(cfg.seed)
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        order = list(range(len(train)))
+        rng.shuffle(order)
+        total = 0.0
+        steps = range(0, len(order), cfg.batch_turns)
+        for s in tqdm(steps, desc=f"epoch {epoch + 1}", disable=not cfg.progress):
+            batch = [train[i] for i in order[s:s + cfg.batch_turns]]
+            loss = sum(listwise_loss(model(**reranker.batch(ex.conv_ids, ex.passage_ids),
+                                           features=ex.features if cfg.term_control else None),
+                                     ex, cfg) for ex in batch) / len(batch)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            total += float(loss.detach()) * len(batch)
+        mrr = compute_metrics(col.qrels, rerank_run(reranker, val), ["mrr@10"],
+                              query_ids=val_ids)["mrr@10"]
+        log(f"epoch {epoch + 1}: loss {total / max(1, len(train)):.4f}, validation MRR@10 {mrr:.3f}")
+        if mrr > best[0]:
+            best = (mrr, epoch)
+            reranker.save(cfg.output_dir / "reranker")
+        reranker.save(ck / "reranker")
+        torch.save({"optimizer": opt.state_dict(), "epoch": epoch, "best": best[0],
+                    "best_epoch": best[1]}, ck / "state.pt")
+    (cfg.output_dir / "reranker" / "training.json").write_text(json.dumps({
+        "best_epoch": best[1] + 1, "validation_mrr@10": best[0], "config": json.loads(
+            cfg.model_dump_json())}, indent=1))
+    shutil.rmtree(ck, ignore_errors=True)
+    return cfg.output_dir / "reranker"
+
+
+__all__ = ["listwise_loss", "make_labels", "rerank_run", "train_reranker"]

@@ -1,0 +1,175 @@
+"""The second stage: features, the re-ranker's folder, the client's fallback, training/resume."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import convsparse
+from convsparse.integration.backend import Hit, IndexedDocument
+from convsparse.integration.backends.embedded import EmbeddedBackend
+from convsparse.integration.client import ConversationalSearch
+from convsparse.reranking.features import N_FEATURES, term_features
+from convsparse.reranking.labels import RerankLabel, build_labels, read_labels, write_labels
+from convsparse.reranking.reranker import load_reranker, new_reranker
+from convsparse.termmap import TermMap
+
+SAMPLE = Path(convsparse.__file__).parent / "sample_data"
+CONV = [{"role": "user", "text": "Tell me about Lisbon."},
+        {"role": "assistant", "text": "Lisbon is the capital of Portugal."},
+        {"role": "user", "text": "What about its population?"}]
+
+
+@pytest.fixture(scope="module")
+def reranker(tiny_model_dir):
+    torch.manual_seed(0)
+    return new_reranker(tiny_model_dir, max_length=64, query_length=24)
+
+
+def hits():
+    return [Hit("rome", 3.0, {"title": "Rome", "text": "Rome is the capital of Italy."}),
+            Hit("lis", 2.5, {"title": "Lisbon", "text": "Lisbon has about 545,000 inhabitants."}),
+            Hit("oct", 1.0, {"text": "Octopuses have three hearts."})]
+
+
+def test_term_features_read_overlap_and_rank(reranker):
+    tok = reranker.tokenizer
+    query = TermMap({"lisbon": 2.0, "population": 1.0})
+    pids = reranker.passage_ids(["Lisbon population is large", "Rome is old"])
+    f = term_features(tok, query, "What about its population?", pids, [5.0, 1.0])
+    assert f.shape == (2, N_FEATURES) and f.dtype == np.float32
+    assert f[0, 3] == pytest.approx(1.0) and f[1, 3] == 0.0  # exact weighted overlap
+    assert f[0, 4] > f[1, 4]  # current-question coverage
+    assert f[0, 1] == pytest.approx(1.0) and f[0, 5] > f[1, 5]
+
+
+def test_rerank_reorders_and_keeps_first_stage_score(reranker):
+    out = reranker.rerank(CONV, TermMap({"lisbon": 1.0}), hits())
+    assert sorted(h.id for h in out) == ["lis", "oct", "rome"]
+    assert [h.score for h in out] == sorted((h.score for h in out), reverse=True)
+    assert {h.id: h.fields["first_stage_score"] for h in out} == {"rome": 3.0, "lis": 2.5, "oct": 1.0}
+    with pytest.raises(ValueError, match="'nope' has no stored text"):
+        reranker.rerank(CONV, TermMap({"x": 1.0}), [Hit("nope", 1.0, {})])
+
+
+def test_folder_round_trip_gives_the_same_scores(reranker, tmp_path):
+    texts = [h.fields["text"] for h in hits()]
+    before = reranker.score(CONV, TermMap({"lisbon": 1.0}), texts, [3.0, 2.5, 1.0])
+    loaded = load_reranker(reranker.save(tmp_path / "rr"))
+    after = loaded.score(CONV, TermMap({"lisbon": 1.0}), texts, [3.0, 2.5, 1.0])
+    np.testing.assert_allclose(before, after, rtol=1e-5, atol=1e-6)
+    assert loaded.term_control and loaded.max_length == 64
+    with pytest.raises(convsparse.UnsupportedModelError, match="not a re-ranker folder"):
+        load_reranker(tmp_path)
+
+
+@pytest.fixture()
+def client_parts(tiny_student, tmp_path):
+    backend = EmbeddedBackend(tmp_path / "idx")
+    client = ConversationalSearch("docs", encoder=tiny_student, backend=backend)
+    client.index_documents([{"id": h.id, "text": h.fields["text"], "title": h.fields.get("title")}
+                            for h in hits()], progress=False)
+    return tiny_student, backend
+
+
+def test_client_reranks_the_head_and_times_it(client_parts, reranker):
+    encoder, backend = client_parts
+    client = ConversationalSearch("docs", encoder=encoder, backend=backend, reranker=reranker,
+                                  rerank_depth=2)
+    result = client.search(CONV, k=3)
+    assert result.rerank == "ok" and result.timings["rerank_ms"] > 0
+    first = ConversationalSearch("docs", encoder=encoder, backend=backend).search(CONV, k=3)
+    assert {h.id for h in result.hits[:2]} == {h.id for h in first.hits[:2]}  # only the head moves
+    assert result.hits[2:] == first.hits[2:]
+
+
+class Broken:
+    def rerank(self, conversation, query, hits):
+        raise RuntimeError("model file vanished")
+
+
+class Slow:
+    def rerank(self, conversation, query, hits):
+        time.sleep(0.5)
+        return list(reversed(hits))
+
+
+@pytest.mark.parametrize(("second", "timeout", "said"), [
+    (Broken(), None, "fallback: RuntimeError: model file vanished"),
+    (Slow(), 50, "fallback: timeout after 50 ms"),
+])
+def test_a_failing_or_slow_reranker_falls_back_to_first_stage_order(client_parts, second, timeout, said):
+    encoder, backend = client_parts
+    first = ConversationalSearch("docs", encoder=encoder, backend=backend).search(CONV, k=3)
+    client = ConversationalSearch("docs", encoder=encoder, backend=backend, reranker=second,
+                                  rerank_timeout_ms=timeout)
+    result = client.search(CONV, k=3)
+    assert result.rerank == said
+    assert result.ids == first.ids
+
+
+def test_labels_round_trip(tiny_student, tmp_path):
+    import scipy.sparse as sp
+
+    from convsparse.collections import load_collection
+    from convsparse.training.expansion import encode_texts_csr
+
+    col = load_collection(SAMPLE)
+    doc_ids = list(col.corpus)
+    docs = encode_texts_csr(tiny_student, [col.corpus[d].encoded_text for d in doc_ids])
+    tasks = col.conversations[:3]
+    queries = tiny_student.encode_conversations([list(t.turns) for t in tasks]).term_maps
+    teacher = encode_texts_csr(tiny_student, [tasks[0].rewrite, "", tasks[2].rewrite])
+    labels = build_labels(tasks, queries, docs, doc_ids, tiny_student.vocabulary, depth=5,
+                          teacher_queries=sp.csr_matrix(teacher), qrels=col.qrels)
+    assert [len(lab.candidates) for lab in labels] == [5, 5, 5]
+    assert labels[1].teacher is None and labels[0].teacher is not None
+    assert labels[0].first_stage == sorted(labels[0].first_stage, reverse=True)
+    assert read_labels(write_labels(labels, tmp_path / "l.jsonl")) == labels
+    assert isinstance(labels[0], RerankLabel)
+
+
+def test_training_runs_resumes_and_writes_a_loadable_reranker(tiny_model_dir, tmp_path, monkeypatch):
+    from convsparse.reranking import training
+    from convsparse.training.config import RerankConfig
+
+    cfg = RerankConfig(output_dir=tmp_path / "run", collection=SAMPLE, base=str(tiny_model_dir),
+                       first_stage=str(tiny_model_dir), teacher="rewrite", holdout_per_domain=0,
+                       validation_conversations=2, depth=4, epochs=2, batch_turns=4,
+                       max_length=48, query_length=16, progress=False)
+    real = training.rerank_run
+    calls = {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # killed during epoch 2, after epoch 1's checkpoint
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "rerank_run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        training.train_reranker(cfg, log=lambda s: None)
+    assert (cfg.output_dir / "checkpoint" / "state.pt").exists()
+    monkeypatch.setattr(training, "rerank_run", real)
+    said = []
+    out = training.train_reranker(cfg, log=said.append)
+    assert any("resuming after epoch 1" in s for s in said)
+    assert sum(s.startswith("epoch ") for s in said) == 1  # only epoch 2 ran again
+    loaded = load_reranker(out)
+    assert loaded.score(CONV, TermMap({"lisbon": 1.0}), ["Lisbon"], [1.0]).shape == (1,)
+    assert not (cfg.output_dir / "checkpoint").exists()
+
+
+def test_onnx_runtime_scores_like_torch(reranker, tmp_path):
+    folder = reranker.save(tmp_path / "rr")
+    texts = [h.fields["text"] for h in hits()]
+    query = TermMap({"lisbon": 1.0})
+    torch_scores = load_reranker(folder).score(CONV, query, texts, [3.0, 2.5, 1.0])
+    onnx = load_reranker(folder, runtime="onnx")
+    assert onnx.session is not None and (folder / "model.onnx").exists()
+    np.testing.assert_allclose(onnx.score(CONV, query, texts, [3.0, 2.5, 1.0]), torch_scores,
+                               rtol=1e-4, atol=1e-5)
