@@ -45,9 +45,12 @@ searches follow the index's field type, not the backend's option:
   map to the integer token ids the field requires; `seismic` sets the method parameters.
   Searches send `neural_sparse` with token ids and `method_parameters` (`seismic_query`); the
   client's pruning policy has already pruned the query, and SEISMIC's `top_n` defaults to the
-  query's length so it prunes nothing more. A rescore runs the full query with every token
-  (`top_n` = its length, `k` = the window). Query tokens outside the vocabulary cannot match any
-  document and are left out; a document token outside it fails that document (400).
+  query's length so it prunes nothing more, and its `k` to the larger of `k` and the rescore
+  window. A rescore runs the full query without `method_parameters`, which the plugin turns
+  into the exact FeatureField dot product over every document of the window (an approximate
+  rescore would give 0 to window documents its own top k misses). Query tokens outside the
+  vocabulary cannot match any document and are left out; a document token outside it fails
+  that document (400).
   Version gate: this backend does not read the server version; a server older than 3.3 (or one
   without the neural-search plugin) refuses the mapping, and `create_index` turns that answer
   into a `BackendError` that says so.
@@ -325,21 +328,19 @@ class OpenSearchBackend(BulkWriter):
         if not query:
             return []
         # Backend.search: rescoring happens only with a positive window.
-        rescoring = rescore is not None and len(rescore) > 0 and rescore_window > 0
+        full = rescore if rescore is not None and len(rescore) > 0 and rescore_window > 0 else None
+        limit = self.max_clause_count
         if meta["field_type"] == "sparse_vector":
             table = self._token_ids(name, meta)
             first = self._ann_query(table.query_vector(query), field_name,
-                                    k=max(k, rescore_window if rescoring else 0), full=False)
+                                    k=max(k, rescore_window if full is not None else 0))
             if first is None:  # no query token is in the index's vocabulary: nothing can match
                 return []
-            second = self._ann_query(table.query_vector(rescore), field_name, k=rescore_window,
-                                     full=True) if rescoring else None  # type: ignore[arg-type]
+            second = None if full is None else self._ann_query(table.query_vector(full), field_name, k=None)
         else:
-            first = build_query(query, field_name, mode=self.query_mode,
-                                max_clause_count=self.max_clause_count)
-            second = build_query(rescore, field_name, mode=self.query_mode,  # type: ignore[arg-type]
-                                 max_clause_count=self.max_clause_count) if rescoring else None
-        limit = self.max_clause_count
+            first = build_query(query, field_name, mode=self.query_mode, max_clause_count=limit)
+            second = None if full is None else build_query(full, field_name, mode=self.query_mode,
+                                                           max_clause_count=limit)
         body = search_body(first, k, rescore=second, rescore_window=rescore_window,
                            exclude_fields=(field_name,))
         try:
@@ -354,15 +355,13 @@ class OpenSearchBackend(BulkWriter):
             raise BackendError(f"search on {name!r} failed: {exc.info or exc}") from exc
         return self._hits(response)
 
-    def _ann_query(self, tokens: dict[str, float], field_name: str, *, k: int,
-                   full: bool) -> dict[str, Any] | None:
-        """`neural_sparse` on a sparse_vector field (None when no token is left); `full` (the
-        rescore query) keeps every token whatever `seismic_query.top_n` says."""
+    def _ann_query(self, tokens: dict[str, float], field_name: str, *,
+                   k: int | None) -> dict[str, Any] | None:
+        """`neural_sparse` on a sparse_vector field (None when no token is left): approximate,
+        returning `k` hits, or exact (every token, every document) when `k` is None."""
         if not tokens:
             return None
-        params = self.seismic_query.method_parameters(n_tokens=len(tokens), k=k)
-        if full:
-            params["top_n"] = len(tokens)
+        params = None if k is None else self.seismic_query.method_parameters(n_tokens=len(tokens), k=k)
         return neural_sparse_ann_query(tokens, field_name, method_parameters=params,
                                        max_clause_count=self.max_clause_count)
 

@@ -121,15 +121,19 @@ def neural_sparse_ann_query(
     query_tokens: Mapping[str, float],
     field: str = "terms",
     *,
-    method_parameters: Mapping[str, Any],
+    method_parameters: Mapping[str, Any] | None,
     max_clause_count: int | None = DEFAULT_MAX_CLAUSE_COUNT,
     clip: bool = False,
 ) -> dict[str, Any]:
     """`neural_sparse` on a `sparse_vector` field: `query_tokens` keyed by token id (decimal
-    strings, as the field requires) and SEISMIC's `method_parameters`
-    (`SeismicQueryOptions.method_parameters`). Segments below the field's
-    `approximate_threshold` run it as a plain `neural_sparse` query, one clause per token, so
-    the clause limit still applies."""
+    strings, as the field requires).
+
+    With `method_parameters` (`SeismicQueryOptions.method_parameters`) it is the approximate
+    SEISMIC search on segments of at least `approximate_threshold` documents. Without them the
+    neural-search plugin (3.3) builds the exact query: one linear FeatureField clause per token,
+    the same dot product as on `rank_features`, which is what a rescore needs (it must score
+    every document of the window, not only those an approximate search reaches). Segments
+    below the threshold always run the exact query, so the clause limit applies to both."""
     if not query_tokens:
         raise InvalidTermMapError("the query term map is empty (nothing to search for)")
     bad = [name for name in query_tokens if not (isinstance(name, str) and name.isdecimal())]
@@ -137,8 +141,10 @@ def neural_sparse_ann_query(
         raise ValueError(f"sparse_vector query tokens must be token ids (decimal strings), not {bad[:3]}")
     checked = _as_term_map(query_tokens)  # the same weight checks as every term map
     _check_clauses(len(checked), max_clause_count)
-    return {"neural_sparse": {field: {"query_tokens": _query_tokens(checked, clip),
-                                      "method_parameters": dict(method_parameters)}}}
+    body: dict[str, Any] = {"query_tokens": _query_tokens(checked, clip)}
+    if method_parameters is not None:
+        body["method_parameters"] = dict(method_parameters)
+    return {"neural_sparse": {field: body}}
 
 
 def build_query(

@@ -325,3 +325,38 @@ def test_from_settings_reads_the_field_type(fake):
         opensearch_url=fake.url, opensearch_field_type="sparse_vector"), token_vocabulary=VOCAB)
     assert backend.field_type == "sparse_vector"
     assert OpenSearchBackend.from_settings(Settings(opensearch_url=fake.url)).field_type == "rank_features"
+
+
+# ---------------------------------------------------------------------- CLI
+class VocabularyStub(StubEncoder):
+    vocabulary = VOCAB
+
+
+@sparse
+def test_cli_index_create_with_field_type(fake, monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    import convsparse.cli.index as cli_index
+    from convsparse.cli import app
+
+    monkeypatch.setattr(cli_index, "load_encoder", lambda settings: VocabularyStub(TermMap({})))
+    monkeypatch.setenv("CONVSPARSE_OPENSEARCH_URL", fake.url)
+    monkeypatch.setenv("CONVSPARSE_DATA_DIR", str(tmp_path))
+    runner = CliRunner()
+    args = ["index", "create", "kb", "--backend", "opensearch", "--field-type", "sparse_vector",
+            "--seismic", '{"n_postings": 300}']
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    meta = fake.indices["kb"]["mappings"]["_meta"]
+    assert (meta["field_type"], meta["encoder_fingerprint"], meta["vocabulary"]) == (
+        "sparse_vector", "fp", "test-vocab")
+    assert meta["seismic"]["n_postings"] == 300 and meta["token_ids"]["tokens"] == VOCAB
+    for bad, message in [
+        (["index", "create", "x", "--backend", "embedded", "--field-type", "sparse_vector"], "applies to"),
+        (["index", "create", "x", "--backend", "opensearch", "--field-type", "dense"], "must be one of"),
+        (["index", "create", "x", "--backend", "opensearch", "--seismic", "{}"], "--seismic applies"),
+        (args[:7] + ["--seismic", '{"n_posting": 3}'], "unknown SEISMIC"),
+    ]:
+        result = runner.invoke(app, bad)
+        assert result.exit_code != 0 and message in result.output, result.output
+    assert "x" not in fake.indices
