@@ -9,20 +9,32 @@ import typer
 from convsparse.cli.options import BackendName, DataDir, Model, Runtime, settings_from
 from convsparse.compose import load_encoder, open_backend
 from convsparse.errors import UsageError
+from convsparse.settings import Settings
 
 
 def index_create(
     name: str = typer.Argument(..., help="Index name."),
     fingerprint: str | None = typer.Option(None, help="Encoder fingerprint (default: the --model's)."),
     exist_ok: bool = typer.Option(False, "--exist-ok", help="Succeed if it already exists."),
+    field_type: str | None = typer.Option(
+        None, "--field-type",
+        help="Term field: rank_features, or sparse_vector (OpenSearch 3.3+ neural sparse ANN; "
+             "Elasticsearch 8.15+). Default: CONVSPARSE_OPENSEARCH_FIELD_TYPE or "
+             "CONVSPARSE_ELASTICSEARCH_FIELD_TYPE."),
+    seismic: str | None = typer.Option(
+        None, "--seismic",
+        help='OpenSearch sparse_vector SEISMIC parameters as JSON, e.g. \'{"n_postings": 4000}\' '
+             "(documented defaults otherwise)."),
     model: Model = None, runtime: Runtime = None, data_dir: DataDir = None,
     backend: BackendName = None,
 ) -> None:
     """Create an index for an encoder (its fingerprint is recorded; other encoders are refused)."""
     from convsparse.errors import IndexExistsError, IndexNotFoundError
 
-    settings = settings_from(data_dir=data_dir, backend=backend, model=model, runtime=runtime)
-    be = open_backend(settings)
+    settings = _with_field_type(
+        settings_from(data_dir=data_dir, backend=backend, model=model, runtime=runtime), field_type)
+    options = _seismic_options(settings, seismic)
+    be = open_backend(settings, **options)
     try:  # the name is checked, and an existing index refused, before the model loads
         be.describe_index(name)
         if not exist_ok:
@@ -30,11 +42,50 @@ def index_create(
     except IndexNotFoundError:
         pass
     vocab = None
-    if fingerprint is None:
+    if fingerprint is None or _opensearch_sparse(settings):
         enc = load_encoder(settings)
-        fingerprint, vocab = enc.fingerprint, enc.vocabulary_name
+        vocab = enc.vocabulary_name
+        fingerprint = fingerprint or enc.fingerprint
+        if _opensearch_sparse(settings):  # its keys are token ids: the index records the vocabulary
+            tokens = getattr(enc, "vocabulary", None)
+            if tokens is None:
+                raise UsageError(f"{type(enc).__name__} does not expose its vocabulary; a "
+                                 "sparse_vector index needs it to map tokens to ids")
+            be = open_backend(settings, token_vocabulary=tokens, **options)
     info = be.create_index(name, fingerprint=fingerprint, vocabulary=vocab, exist_ok=exist_ok)
     typer.echo(f"created index {info.name} (encoder {info.fingerprint}, {info.count} documents)")
+
+
+def _opensearch_sparse(settings: Settings) -> bool:
+    return settings.backend == "opensearch" and settings.opensearch_field_type == "sparse_vector"
+
+
+def _with_field_type(settings: Settings, field_type: str | None) -> Settings:
+    """`--field-type` over the engine's `CONVSPARSE_<ENGINE>_FIELD_TYPE`."""
+    from convsparse.mappings import FIELD_TYPES
+
+    if field_type is None:
+        return settings
+    if field_type not in FIELD_TYPES:
+        raise UsageError(f"--field-type must be one of {', '.join(FIELD_TYPES)}, not {field_type!r}")
+    if settings.backend not in ("opensearch", "elasticsearch"):
+        raise UsageError(f"--field-type applies to the opensearch and elasticsearch backends, "
+                         f"not {settings.backend!r}")
+    return settings.model_copy(update={f"{settings.backend}_field_type": field_type})
+
+
+def _seismic_options(settings: Settings, seismic: str | None) -> dict[str, object]:
+    """`--seismic` JSON as the backend's `seismic` option (OpenSearch sparse_vector only)."""
+    from convsparse.mappings.sparse_vector import SeismicParameters
+
+    if seismic is None:
+        return {}
+    if not _opensearch_sparse(settings):
+        raise UsageError("--seismic applies to --backend opensearch with --field-type sparse_vector")
+    try:
+        return {"seismic": SeismicParameters.from_mapping(json.loads(seismic))}
+    except (ValueError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
+        raise UsageError(f"--seismic: {exc}") from None
 
 
 def index_describe(

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     opensearch_verify_certs: bool = True
     opensearch_aws_region: str | None = None
     opensearch_timeout_s: float = 30.0
+    #: Term field of indices the OpenSearch backend creates: rank_features, or sparse_vector
+    #: (neural sparse ANN, OpenSearch 3.3+). An existing index keeps the type it was created with.
+    opensearch_field_type: Literal["rank_features", "sparse_vector"] = "rank_features"
     # Elasticsearch (CONVSPARSE_BACKEND=elasticsearch; pip install 'convsparse[elasticsearch]')
     elasticsearch_url: str = "http://localhost:9200"
     elasticsearch_cloud_id: str | None = None

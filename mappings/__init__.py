@@ -13,8 +13,17 @@ field (an auto-created index would map a term map as an object and hit the 1,000
 - `metadata` (object, `enabled: false`): any other stored fields, kept in `_source` but neither
   parsed nor indexed, so arbitrary metadata cannot blow up the mapping under strict dynamic
   mapping (it also works on every OpenSearch version, unlike `flat_object`).
-- `_meta`: encoder fingerprint, vocabulary, term field, convsparse version and the escaping
-  scheme. `OpenSearchBackend.search` reads it to refuse queries from another encoder.
+- `_meta`: encoder fingerprint, vocabulary, term field, field type, convsparse version and the
+  escaping scheme. `OpenSearchBackend.search` reads it to refuse queries from another encoder
+  and to build the query form the field needs.
+
+Field type (`field_type`, chosen here once, recorded in `_meta.field_type`):
+- `rank_features` (default): the body above.
+- `sparse_vector` (OpenSearch 3.3+, neural sparse ANN with SEISMIC; see
+  `convsparse.mappings.sparse_vector`): the term field becomes `sparse_vector` with a `seismic`
+  method, the settings get `index.sparse: true`, and `_meta` records the method parameters
+  (`seismic`) and the token-id table (`token_ids`) that maps term strings to the integer keys the
+  field requires. An index without `_meta.field_type` is `rank_features`.
 
 Bulk loads: create the index with `bulk_load=True` (refresh off, no replicas), load, then apply
 `serving_settings()` with `indices.put_settings` (the backend's `end_bulk_load` does this).
@@ -27,11 +36,21 @@ import json
 from functools import cache
 from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, Literal
+
+from convsparse.mappings.sparse_vector import (
+    SPARSE_INDEX_SETTINGS,
+    SeismicParameters,
+    TokenIds,
+    sparse_vector_property,
+)
 
 __all__ = [
     "ESCAPING_SCHEME",
+    "FIELD_TYPES",
     "TERM_FIELD",
+    "TOKEN_ID_KEYS",
+    "FieldType",
     "bulk_load_settings",
     "convsparse_version",
     "index_body",
@@ -43,6 +62,11 @@ __all__ = [
 TERM_FIELD = "terms"
 #: How token strings become feature names (see convsparse.termmap.escape_token).
 ESCAPING_SCHEME = "percent: '%' -> '%25', '.' -> '%2E'"
+#: How a `sparse_vector` index keys its tokens (recorded instead of `ESCAPING_SCHEME`).
+TOKEN_ID_KEYS = "token id (decimal string) from _meta.token_ids"
+
+FieldType = Literal["rank_features", "sparse_vector"]
+FIELD_TYPES: tuple[str, ...] = ("rank_features", "sparse_vector")
 
 
 @cache
@@ -83,14 +107,26 @@ def index_body(
     replicas: int = 1,
     refresh_interval: str = "1s",
     bulk_load: bool = False,
+    field_type: FieldType = "rank_features",
+    seismic: SeismicParameters | None = None,
+    token_ids: TokenIds | None = None,
 ) -> dict[str, Any]:
     """The `indices.create` body for an index of term maps from encoder `fingerprint`.
 
     `bulk_load=True` starts the index with `bulk_load_settings()`; switch to
     `serving_settings(replicas=..., refresh_interval=...)` after loading.
+    `field_type="sparse_vector"` needs `token_ids` (the encoder's vocabulary, id order) and
+    takes `seismic` (the method parameters; documented defaults when None).
     """
     if not fingerprint or not isinstance(fingerprint, str):
         raise ValueError("fingerprint must be a non-empty string (the encoder's fingerprint)")
+    if field_type not in FIELD_TYPES:
+        raise ValueError(f"field_type must be one of {FIELD_TYPES}, not {field_type!r}")
+    if field_type == "sparse_vector" and token_ids is None:
+        raise ValueError("a sparse_vector index needs token_ids (the encoder's vocabulary): its "
+                         "keys are integer token ids")
+    if field_type == "rank_features" and (seismic is not None or token_ids is not None):
+        raise ValueError("seismic and token_ids exist only for field_type='sparse_vector'")
     if not field or "." in field or field in {"id", "title", "text", "metadata"}:
         raise ValueError(f"invalid term field name {field!r} (no dots, not a reserved field)")
     if shards < 1:
@@ -105,13 +141,21 @@ def index_body(
     mappings = body["mappings"]
     props = mappings["properties"]
     props[field] = props.pop(TERM_FIELD)
-    mappings["_meta"] = {
+    meta = mappings["_meta"] = {
         "convsparse_version": convsparse_version(),
         "encoder_fingerprint": fingerprint,
         "vocabulary": vocabulary,
         "term_field": field,
+        "field_type": field_type,
         "feature_name_escaping": ESCAPING_SCHEME,
     }
     if vocabulary is None:
-        del mappings["_meta"]["vocabulary"]
+        del meta["vocabulary"]
+    if field_type == "sparse_vector":
+        assert token_ids is not None
+        seismic = seismic or SeismicParameters()
+        settings.update(SPARSE_INDEX_SETTINGS)
+        props[field] = sparse_vector_property(seismic)
+        del meta["feature_name_escaping"]
+        meta.update(token_keys=TOKEN_ID_KEYS, seismic=seismic.to_dict(), token_ids=token_ids.record())
     return copy.deepcopy(body)

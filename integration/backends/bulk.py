@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from operator import methodcaller
 from typing import Any
 
 from convsparse.errors import (
@@ -42,6 +43,7 @@ from convsparse.errors import (
     FingerprintMismatchError,
     IndexExistsError,
     IndexNotFoundError,
+    InvalidTermMapError,
 )
 from convsparse.integration.backend import (
     DocumentResult,
@@ -50,11 +52,15 @@ from convsparse.integration.backend import (
     IndexInfo,
     indexed_document,
 )
+from convsparse.termmap import TermMap
 
 __all__ = ["TOP_LEVEL_FIELDS", "TRANSIENT_REQUEST_STATUSES", "BulkStats", "BulkWriter",
            "RequestFailure", "document_id", "response_body"]
 
 log = logging.getLogger(__name__)
+
+#: A term map as a `rank_features` object (a CSR row builds it straight from its arrays).
+_rank_features: Callable[[TermMap], dict[str, Any]] = methodcaller("to_rank_features")
 
 #: Whole-request statuses worth resending (besides connection errors and timeouts).
 TRANSIENT_REQUEST_STATUSES = frozenset({429, 502, 503, 504})
@@ -262,8 +268,18 @@ class BulkWriter:
             fingerprint=meta["encoder_fingerprint"],
             count=self.count(name),
             vocabulary=meta.get("vocabulary"),
-            extra={k: v for k, v in meta.items() if k not in ("encoder_fingerprint", "vocabulary")},
+            extra=self._describe_meta(
+                {k: v for k, v in meta.items() if k not in ("encoder_fingerprint", "vocabulary")}),
         )
+
+    def _describe_meta(self, extra: dict[str, Any]) -> dict[str, Any]:
+        """The `_meta` entries `describe_index` reports (an engine may shorten large ones)."""
+        return extra
+
+    def _field_value(self, name: str, meta: Mapping[str, Any]) -> Callable[[TermMap], dict[str, Any]]:
+        """How a term map is written into the index's term field (`meta` is its `_meta`):
+        escaped feature names by default. May raise `InvalidTermMapError` for one document."""
+        return _rank_features
 
     def _existing_index(self, name: str, fingerprint: str, exist_ok: bool) -> IndexInfo:
         """`create_index`'s answer when the engine says `name` exists: an error unless
@@ -289,10 +305,11 @@ class BulkWriter:
             raise FingerprintMismatchError(name, index_fp, fingerprint, writing=True)
         fingerprint = index_fp
         field_name = meta.get("term_field", self.field)
+        field_value = self._field_value(name, meta)
 
         def entries() -> Iterator[_Entry | DocumentResult]:
             for pos, doc in enumerate(documents):
-                yield self._prepare_index(name, pos, doc, fingerprint, field_name)
+                yield self._prepare_index(name, pos, doc, fingerprint, field_name, field_value)
 
         yield from self._write(name, entries())
 
@@ -313,7 +330,8 @@ class BulkWriter:
         yield from self._write(name, entries())
 
     def _prepare_index(
-        self, name: str, pos: int, doc: IndexedDocument, fingerprint: str, field_name: str
+        self, name: str, pos: int, doc: IndexedDocument, fingerprint: str, field_name: str,
+        field_value: Callable[[TermMap], dict[str, Any]] = _rank_features,
     ) -> _Entry | DocumentResult:
         doc = indexed_document(doc)
         if isinstance(doc, DocumentResult):
@@ -328,7 +346,11 @@ class BulkWriter:
                 metadata[str(key)] = value
         if metadata:
             source["metadata"] = metadata
-        source[field_name] = term_map.to_rank_features()
+        try:
+            source[field_name] = field_value(term_map)
+        except InvalidTermMapError as exc:  # e.g. a token outside a sparse_vector index's vocabulary
+            return DocumentResult(source_id, False, 400, str(InvalidTermMapError(
+                exc.reason, record_id=source_id, token=exc.token)))
         size = len(json.dumps(source, ensure_ascii=False).encode("utf-8"))
         action = {"_op_type": "index", "_index": name, "_id": document_id(fingerprint, source_id),
                   "_source": source}

@@ -34,6 +34,26 @@ Search: refuses an index whose `_meta.encoder_fingerprint` differs from the quer
 (`indices.query.bool.max_clause_count`, read from the cluster once, 1024 if unreadable), and
 builds a `rank_feature` or `neural_sparse` query (see `query_dsl`), with a `rescore` phase for
 two-phase search.
+
+Field type (`field_type`, `CONVSPARSE_OPENSEARCH_FIELD_TYPE`), chosen when an index is created
+and recorded in its `_meta.field_type` (an index without one is `rank_features`); writes and
+searches follow the index's field type, not the backend's option:
+- `rank_features` (default): queried with `query_mode` ("rank_feature" or "neural_sparse").
+- `sparse_vector` (neural sparse ANN with SEISMIC, `convsparse.mappings.sparse_vector`):
+  OpenSearch 3.3+ with the neural-search plugin. Creating one needs `token_vocabulary` (the
+  encoder's vocabulary in id order, `encoder.vocabulary`), recorded in the index so term strings
+  map to the integer token ids the field requires; `seismic` sets the method parameters.
+  Searches send `neural_sparse` with token ids and `method_parameters` (`seismic_query`); the
+  client's pruning policy has already pruned the query, and SEISMIC's `top_n` defaults to the
+  query's length so it prunes nothing more, and its `k` to the larger of `k` and the rescore
+  window. A rescore runs the full query without `method_parameters`, which the plugin turns
+  into the exact FeatureField dot product over every document of the window (an approximate
+  rescore would give 0 to window documents its own top k misses). Query tokens outside the
+  vocabulary cannot match any document and are left out; a document token outside it fails
+  that document (400).
+  Version gate: this backend does not read the server version; a server older than 3.3 (or one
+  without the neural-search plugin) refuses the mapping, and `create_index` turns that answer
+  into a `BackendError` that says so.
 """
 
 from __future__ import annotations
@@ -41,7 +61,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -66,9 +86,23 @@ from convsparse.integration.backends.query_dsl import (
     DEFAULT_MAX_CLAUSE_COUNT,
     QueryMode,
     build_query,
+    neural_sparse_ann_query,
     search_body,
 )
-from convsparse.mappings import TERM_FIELD, bulk_load_settings, index_body, serving_settings
+from convsparse.mappings import (
+    FIELD_TYPES,
+    TERM_FIELD,
+    FieldType,
+    bulk_load_settings,
+    index_body,
+    serving_settings,
+)
+from convsparse.mappings.sparse_vector import (
+    SPARSE_ANN_SINCE,
+    SeismicParameters,
+    SeismicQueryOptions,
+    TokenIds,
+)
 from convsparse.termmap import TermMap
 
 __all__ = ["BulkStats", "OpenSearchBackend", "document_id"]
@@ -98,6 +132,7 @@ class OpenSearchBackend(BulkWriter):
     _refresh_errors = (TransportError,)
     _not_found = NotFoundError
     _reachable = staticmethod(_reachable)
+    _meta_defaults = {"field_type": "rank_features"}  # indices written before sparse_vector
 
     def __init__(
         self,
@@ -105,6 +140,10 @@ class OpenSearchBackend(BulkWriter):
         *,
         max_clause_count: int | None = None,
         query_mode: QueryMode = "rank_feature",
+        field_type: FieldType = "rank_features",
+        seismic: SeismicParameters | Mapping[str, Any] | None = None,
+        seismic_query: SeismicQueryOptions | Mapping[str, Any] | None = None,
+        token_vocabulary: Sequence[str] | TokenIds | None = None,
         field: str = TERM_FIELD,
         shards: int = 1,
         replicas: int = 1,
@@ -121,12 +160,22 @@ class OpenSearchBackend(BulkWriter):
     ):
         if query_mode not in ("rank_feature", "neural_sparse"):
             raise ValueError(f"query_mode must be 'rank_feature' or 'neural_sparse', not {query_mode!r}")
+        if field_type not in FIELD_TYPES:
+            raise ValueError(f"field_type must be one of {FIELD_TYPES}, not {field_type!r}")
         self._init_bulk(chunk_size=chunk_size, max_chunk_bytes=max_chunk_bytes,
                         max_retries=max_retries, initial_backoff=initial_backoff,
                         max_backoff=max_backoff, refresh_after_upsert=refresh_after_upsert,
                         sleep=sleep, rng=rng)
         self.client = client
         self.query_mode: QueryMode = query_mode
+        self.field_type: FieldType = field_type
+        self.seismic = seismic if isinstance(seismic, SeismicParameters) or seismic is None \
+            else SeismicParameters.from_mapping(seismic)
+        self.seismic_query = seismic_query if isinstance(seismic_query, SeismicQueryOptions) \
+            else SeismicQueryOptions(**(seismic_query or {}))
+        self.token_vocabulary = token_vocabulary if isinstance(token_vocabulary, TokenIds) \
+            or token_vocabulary is None else TokenIds(token_vocabulary)
+        self._token_id_tables: dict[str, TokenIds] = {}  # by digest: built once per vocabulary
         self.field = field
         self.shards = shards
         self.replicas = replicas
@@ -147,12 +196,14 @@ class OpenSearchBackend(BulkWriter):
         - AWS SigV4: `opensearch_aws_region` (service "es", or "aoss" for a serverless URL);
           needs botocore (credentials from the usual AWS chain) or the `aws` extra
           (requests-aws4auth, credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
-          AWS_SESSION_TOKEN).
+          AWS_SESSION_TOKEN);
+        - `opensearch_field_type` (rank_features | sparse_vector) for indices it creates.
         """
         if settings is None:
             from convsparse.settings import get_settings
 
             settings = get_settings()
+        backend_options.setdefault("field_type", settings.opensearch_field_type)
         return cls(build_client(settings), **backend_options)
 
     # ------------------------------------------------------------------ index management
@@ -161,17 +212,33 @@ class OpenSearchBackend(BulkWriter):
         exist_ok: bool = False, bulk_load: bool = False,
     ) -> IndexInfo:
         """Create `name` explicitly (never rely on auto-creation: it would map term maps as
-        objects). With `exist_ok`, an existing index built by the same encoder is accepted and
-        one built by another encoder raises `FingerprintMismatchError`."""
+        objects), with this backend's `field_type`. With `exist_ok`, an existing index built by
+        the same encoder is accepted (whatever its field type) and one built by another encoder
+        raises `FingerprintMismatchError`."""
+        sparse = self.field_type == "sparse_vector"
+        if sparse and self.token_vocabulary is None:
+            raise ValueError(
+                "field_type='sparse_vector' needs token_vocabulary (the encoder's vocabulary in "
+                "id order, e.g. OpenSearchBackend(..., token_vocabulary=encoder.vocabulary)): "
+                "the field's keys are integer token ids")
         body = index_body(
             fingerprint, vocabulary, field=self.field, shards=self.shards,
             replicas=self.replicas, refresh_interval=self.refresh_interval, bulk_load=bulk_load,
+            field_type=self.field_type, seismic=self.seismic if sparse else None,
+            token_ids=self.token_vocabulary if sparse else None,
         )
         try:
             with _reachable(f"create index {name!r}"):
                 self.client.indices.create(index=name, body=body)
         except RequestError as exc:
             if "resource_already_exists_exception" not in str(exc.error):
+                if sparse and _predates_sparse_ann(exc):
+                    raise BackendError(
+                        f"cannot create index {name!r}: the server does not know the "
+                        f"sparse_vector field; it needs OpenSearch "
+                        f"{'.'.join(map(str, SPARSE_ANN_SINCE))} or later with the neural-search "
+                        f"plugin (use field_type='rank_features' there). Server said: "
+                        f"{exc.info or exc}") from exc
                 raise BackendError(f"cannot create index {name!r}: {exc.info or exc}") from exc
             return self._existing_index(name, fingerprint, exist_ok)
         self._meta_cache.pop(name, None)
@@ -200,6 +267,32 @@ class OpenSearchBackend(BulkWriter):
         if not isinstance(exc, TransportError):
             return None
         return RequestFailure(_status_of(exc), isinstance(exc, OSConnectionError))
+
+    def _field_value(self, name: str, meta: Mapping[str, Any]) -> Callable[[TermMap], dict[str, Any]]:
+        if meta["field_type"] == "sparse_vector":
+            return self._token_ids(name, meta).document_vector
+        return super()._field_value(name, meta)
+
+    # ------------------------------------------------------------------ sparse_vector helpers
+    def _token_ids(self, name: str, meta: Mapping[str, Any]) -> TokenIds:
+        """The token-id table recorded in a sparse_vector index (built once per vocabulary)."""
+        record = meta.get("token_ids")
+        if not isinstance(record, Mapping):
+            raise BackendError(f"index {name!r} is a sparse_vector index without _meta.token_ids; "
+                               "recreate it with `convsparse index create --field-type sparse_vector`")
+        table = self._token_id_tables.get(str(record.get("digest")))
+        if table is None:
+            try:
+                table = TokenIds.from_record(record, index=name)
+            except ValueError as exc:
+                raise BackendError(str(exc)) from None
+            self._token_id_tables[table.digest] = table
+        return table
+
+    def _describe_meta(self, extra: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(extra.get("token_ids"), Mapping):  # the size and digest, not 30k tokens
+            extra["token_ids"] = {k: v for k, v in extra["token_ids"].items() if k != "tokens"}
+        return extra
 
     # ------------------------------------------------------------------ search
     @property
@@ -234,16 +327,22 @@ class OpenSearchBackend(BulkWriter):
         query = query if isinstance(query, TermMap) else TermMap(query)
         if not query:
             return []
+        # Backend.search: rescoring happens only with a positive window.
+        full = rescore if rescore is not None and len(rescore) > 0 and rescore_window > 0 else None
         limit = self.max_clause_count
-        body = search_body(
-            build_query(query, field_name, mode=self.query_mode, max_clause_count=limit),
-            k,
-            # Backend.search: rescoring happens only with a positive window.
-            rescore=None if rescore is None or not len(rescore) or rescore_window <= 0 else build_query(
-                rescore, field_name, mode=self.query_mode, max_clause_count=limit),
-            rescore_window=rescore_window,
-            exclude_fields=(field_name,),
-        )
+        if meta["field_type"] == "sparse_vector":
+            table = self._token_ids(name, meta)
+            first = self._ann_query(table.query_vector(query), field_name,
+                                    k=max(k, rescore_window if full is not None else 0))
+            if first is None:  # no query token is in the index's vocabulary: nothing can match
+                return []
+            second = None if full is None else self._ann_query(table.query_vector(full), field_name, k=None)
+        else:
+            first = build_query(query, field_name, mode=self.query_mode, max_clause_count=limit)
+            second = None if full is None else build_query(full, field_name, mode=self.query_mode,
+                                                           max_clause_count=limit)
+        body = search_body(first, k, rescore=second, rescore_window=rescore_window,
+                           exclude_fields=(field_name,))
         try:
             with _reachable(f"search {name!r}"):
                 response = self.client.search(index=name, body=body)
@@ -255,6 +354,22 @@ class OpenSearchBackend(BulkWriter):
                 raise TooManyClausesError(max(len(query), len(rescore or ())), limit) from exc
             raise BackendError(f"search on {name!r} failed: {exc.info or exc}") from exc
         return self._hits(response)
+
+    def _ann_query(self, tokens: dict[str, float], field_name: str, *,
+                   k: int | None) -> dict[str, Any] | None:
+        """`neural_sparse` on a sparse_vector field (None when no token is left): approximate,
+        returning `k` hits, or exact (every token, every document) when `k` is None."""
+        if not tokens:
+            return None
+        params = None if k is None else self.seismic_query.method_parameters(n_tokens=len(tokens), k=k)
+        return neural_sparse_ann_query(tokens, field_name, method_parameters=params,
+                                       max_clause_count=self.max_clause_count)
+
+
+def _predates_sparse_ann(exc: RequestError) -> bool:
+    """The server's 400 for a mapping or setting it does not know (before 3.3, or no plugin)."""
+    text = f"{exc.error} {exc.info}".lower()
+    return "sparse_vector" in text or "index.sparse" in text
 
 
 def build_client(settings: Any) -> OpenSearch:

@@ -9,6 +9,9 @@ Two query forms score a document by the dot product of the query's term map with
   OpenSearch, no plugin needed.
 - `neural_sparse_query`: `{"neural_sparse": {"terms": {"query_tokens": {name: weight}}}}` (the
   neural-search plugin, 2.14+). Each weight must be in (0, 64].
+- `neural_sparse_ann_query` (a `sparse_vector` field, OpenSearch 3.3+): the same query with
+  integer token ids as keys and `method_parameters` (`top_n`, `heap_factor`, `k`) for SEISMIC;
+  the caller maps tokens to ids (`mappings.sparse_vector.TokenIds.query_vector`).
 
 Feature names are escaped with `TermMap.to_rank_features()` in both forms (the `rank_feature`
 query splits `field` at its last dot, so an unescaped "u.s" would silently never match).
@@ -33,6 +36,7 @@ __all__ = [
     "NEURAL_SPARSE_MAX_WEIGHT",
     "QueryMode",
     "build_query",
+    "neural_sparse_ann_query",
     "neural_sparse_query",
     "rank_feature_query",
     "search_body",
@@ -78,6 +82,22 @@ def rank_feature_query(
     return {"bool": {"should": clauses}}
 
 
+def _query_tokens(tokens: Mapping[str, float], clip: bool) -> dict[str, float]:
+    """`query_tokens` within the plugin's (0, 64] weight range (capped only with `clip`)."""
+    out: dict[str, float] = {}
+    for name, weight in tokens.items():
+        if weight > NEURAL_SPARSE_MAX_WEIGHT:
+            if not clip:
+                raise InvalidTermMapError(
+                    f"weight {weight} is above neural_sparse's limit of {NEURAL_SPARSE_MAX_WEIGHT:g}; "
+                    "use query_mode='rank_feature', scale the query, or pass clip=True",
+                    token=name,
+                )
+            weight = NEURAL_SPARSE_MAX_WEIGHT
+        out[name] = weight
+    return out
+
+
 def neural_sparse_query(
     term_map: Mapping[str, float],
     field: str = "terms",
@@ -94,18 +114,37 @@ def neural_sparse_query(
     if not tm:
         raise InvalidTermMapError("the query term map is empty (nothing to search for)")
     _check_clauses(len(tm), max_clause_count)
-    tokens: dict[str, float] = {}
-    for name, weight in tm.to_rank_features().items():
-        if weight > NEURAL_SPARSE_MAX_WEIGHT:
-            if not clip:
-                raise InvalidTermMapError(
-                    f"weight {weight} is above neural_sparse's limit of {NEURAL_SPARSE_MAX_WEIGHT:g}; "
-                    "use query_mode='rank_feature', scale the query, or pass clip=True",
-                    token=name,
-                )
-            weight = NEURAL_SPARSE_MAX_WEIGHT
-        tokens[name] = weight
-    return {"neural_sparse": {field: {"query_tokens": tokens}}}
+    return {"neural_sparse": {field: {"query_tokens": _query_tokens(tm.to_rank_features(), clip)}}}
+
+
+def neural_sparse_ann_query(
+    query_tokens: Mapping[str, float],
+    field: str = "terms",
+    *,
+    method_parameters: Mapping[str, Any] | None,
+    max_clause_count: int | None = DEFAULT_MAX_CLAUSE_COUNT,
+    clip: bool = False,
+) -> dict[str, Any]:
+    """`neural_sparse` on a `sparse_vector` field: `query_tokens` keyed by token id (decimal
+    strings, as the field requires).
+
+    With `method_parameters` (`SeismicQueryOptions.method_parameters`) it is the approximate
+    SEISMIC search on segments of at least `approximate_threshold` documents. Without them the
+    neural-search plugin (3.3) builds the exact query: one linear FeatureField clause per token,
+    the same dot product as on `rank_features`, which is what a rescore needs (it must score
+    every document of the window, not only those an approximate search reaches). Segments
+    below the threshold always run the exact query, so the clause limit applies to both."""
+    if not query_tokens:
+        raise InvalidTermMapError("the query term map is empty (nothing to search for)")
+    bad = [name for name in query_tokens if not (isinstance(name, str) and name.isdecimal())]
+    if bad:
+        raise ValueError(f"sparse_vector query tokens must be token ids (decimal strings), not {bad[:3]}")
+    checked = _as_term_map(query_tokens)  # the same weight checks as every term map
+    _check_clauses(len(checked), max_clause_count)
+    body: dict[str, Any] = {"query_tokens": _query_tokens(checked, clip)}
+    if method_parameters is not None:
+        body["method_parameters"] = dict(method_parameters)
+    return {"neural_sparse": {field: body}}
 
 
 def build_query(

@@ -14,6 +14,15 @@ Failure injection:
 Search scores follow Lucene's FeatureField linear function: boost x value truncated to 9
 significant bits, so tests can check score parity.
 
+OpenSearch 3.3's `sparse_vector` field (neural sparse ANN): creating one needs `version` >= 3.3
+(older answers 400 "No handler for type [sparse_vector]") and `index.sparse: true`; its document
+keys must be integer token ids (item 400 otherwise); a `neural_sparse` query with
+`method_parameters` keeps its `top_n` heaviest tokens and returns at most `k` documents, and as
+a rescore query it scores only the documents in its own top `k` (others get 0); without
+`method_parameters` it is the exact FeatureField query, as the plugin builds it. Scores are the
+FeatureField ones: the server's documented behaviour below `approximate_threshold` documents per
+segment, which every test index is.
+
 `FakeOpenSearch(engine="elasticsearch")` (or `FakeElasticsearch(...)`) answers as Elasticsearch
 does where it differs, for the official elasticsearch-py client:
 - every response carries `X-Elastic-Product: Elasticsearch` (the client refuses a 2xx without
@@ -245,10 +254,22 @@ class FakeOpenSearch:
                 return self._search(index, body)
             return _error(400, "illegal_argument_exception", f"unsupported {method} {path}")
 
+    def _version(self) -> tuple[int, ...]:
+        return tuple(int(p) if p.isdigit() else 0 for p in self.version.split("-")[0].split("."))
+
     def _create(self, name: str, body: dict[str, Any]) -> Any:
         self._check("index", body)
         if name in self.indices:
             return _error(400, "resource_already_exists_exception", f"index [{name}] already exists")
+        sparse = [key for key, prop in body["mappings"]["properties"].items()
+                  if prop.get("type") == "sparse_vector" and "method" in prop]
+        if sparse and self.engine == "opensearch":
+            if self._version() < (3, 3):
+                return _error(400, "mapper_parsing_exception",
+                              f"No handler for type [sparse_vector] declared on field [{sparse[0]}]")
+            if body["settings"]["index"].get("sparse") is not True:
+                return _error(400, "illegal_argument_exception",
+                              f"field [{sparse[0]}] of type [sparse_vector] needs index.sparse: true")
         self.indices[name] = {"mappings": body["mappings"], "settings": dict(body["settings"]["index"]),
                               "docs": {}}
         return 200, {"acknowledged": True, "shards_acknowledged": True, "index": name}
@@ -285,6 +306,16 @@ class FakeOpenSearch:
             item: dict[str, Any] = {"_index": index_name, "_id": meta["_id"]}
             if status is None and index is not None and source is not None:
                 for key, prop in index["mappings"]["properties"].items():
+                    if prop.get("type") == "sparse_vector" and "method" in prop:  # OpenSearch's
+                        bad = [n for n in (source.get(key) or {}) if not n.isdecimal()]
+                        if bad:
+                            status = 400
+                            item["error"] = {"type": "mapper_parsing_exception",
+                                             "reason": f"failed to parse field [{key}] of type [sparse_vector]",
+                                             "caused_by": {"type": "number_format_exception",
+                                                           "reason": f"For input string: \"{bad[0]}\""}}
+                            break
+                        continue
                     dotted = [n for n in (source.get(key) or {}) if "." in n] \
                         if prop.get("type") == "sparse_vector" else []
                     if dotted:
@@ -334,7 +365,17 @@ class FakeOpenSearch:
             spec = query["sparse_vector"]
             return spec["field"], dict(spec["query_vector"])
         (field, spec), = query["neural_sparse"].items()
-        return field, dict(spec["query_tokens"])
+        tokens = dict(spec["query_tokens"])
+        top_n = (spec.get("method_parameters") or {}).get("top_n")
+        if top_n is not None:  # SEISMIC keeps the top_n heaviest query tokens
+            tokens = dict(sorted(tokens.items(), key=lambda kv: -kv[1])[:top_n])
+        return field, tokens
+
+    @staticmethod
+    def _ann_k(query: dict[str, Any]) -> int | None:
+        """`method_parameters.k` of a neural sparse ANN query (None for any other query)."""
+        spec = next(iter(query.get("neural_sparse", {}).values()), None)
+        return ((spec or {}).get("method_parameters") or {}).get("k")
 
     @staticmethod
     def _pruned(query: dict[str, Any], index: dict[str, Any]) -> dict[str, Any]:
@@ -368,11 +409,24 @@ class FakeOpenSearch:
         query = self._pruned(body["query"], index)
         scored = [(self._score(doc, query), doc_id, doc) for doc_id, doc in index["docs"].items()]
         scored = sorted((s for s in scored if s[0] > 0), key=lambda s: (-s[0], s[1]))
+        if self._ann_k(query) is not None:  # the ANN query returns its top k, no more
+            scored = scored[: self._ann_k(query)]
         if "rescore" in body:
             window = body["rescore"]["window_size"]
             rq = dict(body["rescore"]["query"])
             rq["rescore_query"] = self._pruned(rq["rescore_query"], index)
-            head = [(rq["query_weight"] * s + rq["rescore_query_weight"] * self._score(doc, rq["rescore_query"]),
+            reach = None  # the documents an approximate rescore query reaches: its own top k
+            if self._ann_k(rq["rescore_query"]) is not None:
+                ranked = sorted(((self._score(d, rq["rescore_query"]), i) for i, d in index["docs"].items()),
+                                key=lambda s: (-s[0], s[1]))
+                reach = {i for sc, i in ranked[: self._ann_k(rq["rescore_query"])] if sc > 0}
+
+            def rescored(doc_id: str, doc: dict[str, Any]) -> float:
+                if reach is not None and doc_id not in reach:
+                    return 0.0
+                return self._score(doc, rq["rescore_query"])
+
+            head = [(rq["query_weight"] * s + rq["rescore_query_weight"] * rescored(doc_id, doc),
                      doc_id, doc) for s, doc_id, doc in scored[:window]]
             scored = sorted(head, key=lambda s: (-s[0], s[1])) + scored[window:]
         excludes = set(body.get("_source", {}).get("excludes", []))

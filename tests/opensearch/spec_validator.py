@@ -13,6 +13,13 @@ the properties declared next to it, so it would reject `boost` from QueryBase;
 `unevaluatedProperties` sees through `allOf`/`$ref`.) Aggregation and settings schemas are left
 open, as the facts file says, because closing them would reject valid bodies.
 
+The specification predates OpenSearch 3.3's `sparse_vector` field and the `method_parameters` of
+`neural_sparse`. `schemas/opensearch_sparse_ann.json` (next to this file) describes both, closed,
+from the documentation; `SpecValidator` registers it and accepts its `SparseVectorProperty` as
+one more mapping property and its `NeuralSparseAnnQuery` as the other form of a `neural_sparse`
+query, so the bodies of a sparse_vector index are validated like every other body.
+`sparse_ann_schema()` validates a body against one of its definitions directly.
+
 Reuse from another test folder:
     spec_validator = importlib.import_module("tests.opensearch.spec_validator")  # python -m pytest
 or load this file with `importlib.util.spec_from_file_location`. `SpecValidator.load()` returns
@@ -71,6 +78,10 @@ CLOSED: dict[str, list[str]] = {
     ],
 }
 
+#: The closed schema of the neural sparse ANN bodies (OpenSearch 3.3+), see the module docstring.
+SPARSE_ANN_FILE = Path(__file__).resolve().parent / "schemas" / "opensearch_sparse_ann.json"
+SPARSE_ANN = "opensearch_sparse_ann.json"
+
 INDEX_CREATE = "namespaces/indices.yaml#/components/requestBodies/indices.create/content/application~1json/schema"
 SEARCH = "namespaces/_core.yaml#/components/requestBodies/search/content/application~1json/schema"
 QUERY = "schemas/_common.query_dsl.yaml#/components/schemas/QueryContainer"
@@ -83,6 +94,34 @@ def _resolve_pointer(document: Any, pointer: str) -> Any:
     for part in pointer.strip("/").split("/"):
         node = node[part.replace("~1", "/").replace("~0", "~")]
     return node
+
+
+def sparse_ann_schema() -> dict[str, Any]:
+    """The closed neural sparse ANN schema (`schemas/opensearch_sparse_ann.json`)."""
+    import json
+
+    return json.loads(SPARSE_ANN_FILE.read_text(encoding="utf-8"))
+
+
+def sparse_ann_validator(definition: str) -> Draft202012Validator:
+    """A validator for one `$defs` entry of the sparse ANN schema (e.g. "SparseVectorProperty")."""
+    schema = sparse_ann_schema()
+    if definition not in schema["$defs"]:
+        raise KeyError(f"no {definition!r} in {SPARSE_ANN_FILE.name}")
+    registry = Registry().with_resource(schema["$id"], Resource.from_contents(schema))
+    return Draft202012Validator({"$ref": f"{schema['$id']}#/$defs/{definition}"}, registry=registry)
+
+
+def _add_sparse_ann(documents: dict[str, Any]) -> None:
+    """Register the sparse ANN schema and let the spec accept its two bodies (in place)."""
+    documents[SPARSE_ANN] = sparse_ann_schema()
+    ann = BASE + SPARSE_ANN + "#/$defs/"
+    mapping = documents["schemas/_common.mapping.yaml"]["components"]["schemas"]
+    mapping["Property"]["oneOf"].append({"$ref": ann + "SparseVectorProperty"})
+    query = documents["schemas/_common.query_dsl.yaml"]["components"]["schemas"]
+    neural_sparse = query["QueryContainer"]["properties"]["neural_sparse"]
+    neural_sparse["additionalProperties"] = {"anyOf": [
+        neural_sparse["additionalProperties"], {"$ref": ann + "NeuralSparseAnnQuery"}]}
 
 
 class SpecValidator:
@@ -104,6 +143,7 @@ class SpecValidator:
             for pointer in pointers:
                 schema = _resolve_pointer(documents[name], pointer)
                 schema["unevaluatedProperties"] = False
+        _add_sparse_ann(documents)
         self.registry: Registry = Registry().with_resources(
             (BASE + name, Resource.from_contents(doc, default_specification=DRAFT202012))
             for name, doc in documents.items()
@@ -182,6 +222,10 @@ def check_strict_document(source: Mapping[str, Any], mapping: Mapping[str, Any])
         if kind in ("rank_features", "sparse_vector"):
             if not isinstance(value, Mapping):
                 raise ValidationError(f"{kind} field {key!r} must be an object")
+            if kind == "sparse_vector" and "method" in prop:  # OpenSearch's: keys are token ids
+                errors = list(sparse_ann_validator("TokenIdVector").iter_errors(value))
+                if errors:
+                    raise ValidationError(f"sparse_vector field {key!r}: {errors[0].message}")
             for name, weight in value.items():
                 if "." in name:
                     raise ValidationError(f"feature name {name!r} contains a dot (never matches)")

@@ -5,6 +5,10 @@
     OPENSEARCH_URL=http://localhost:9200 python -m pytest -q -m opensearch tests/opensearch
 
 Optional: OPENSEARCH_USER / OPENSEARCH_PASSWORD, OPENSEARCH_CA_CERTS, OPENSEARCH_VERIFY_CERTS=0.
+
+Every test using `live` runs on a `rank_features` and a `sparse_vector` index; the latter is
+skipped unless the server is OpenSearch 3.3+ with the neural-search plugin
+(`opensearchproject/opensearch:3.3.0` or later ships it).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from opensearchpy.exceptions import RequestError
 
 from convsparse.integration.backend import IndexedDocument
 from convsparse.integration.backends.opensearch import OpenSearchBackend
+from convsparse.mappings.sparse_vector import SPARSE_ANN_SINCE
 from convsparse.settings import Settings
 from convsparse.termmap import TermMap
 
@@ -43,9 +48,35 @@ def settings():
     )
 
 
-@pytest.fixture
-def live(settings):
-    backend = OpenSearchBackend.from_settings(settings, replicas=0)
+#: The tokens of `corpus()`, in id order: the vocabulary of the sparse_vector index.
+VOCAB = ["[PAD]"] + [f"w{i}" for i in range(40)] + ["u.s", "e.g.", "100%", "a%2Eb"]
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) if p.isdigit() else 0 for p in text.split("-")[0].split(".")[:3])
+
+
+def _require_sparse_ann(backend: OpenSearchBackend) -> None:
+    number = backend.client.info()["version"]["number"]
+    if _version(number) < SPARSE_ANN_SINCE:
+        pytest.skip(f"sparse_vector needs OpenSearch 3.3+, the server is {number}")
+    plugins = backend.client.cat.plugins(format="json")
+    if not any("neural-search" in p.get("component", "") for p in plugins):
+        pytest.skip("sparse_vector needs the neural-search plugin")
+
+
+def _live_backend(settings, field_type: str, **options) -> OpenSearchBackend:
+    backend = OpenSearchBackend.from_settings(
+        settings, replicas=0, field_type=field_type,
+        token_vocabulary=VOCAB if field_type == "sparse_vector" else None, **options)
+    if field_type == "sparse_vector":
+        _require_sparse_ann(backend)
+    return backend
+
+
+@pytest.fixture(params=["rank_features", "sparse_vector"])
+def live(settings, request):
+    backend = _live_backend(settings, request.param)
     name = f"convsparse-test-{uuid.uuid4().hex[:10]}"
     backend.create_index(name, fingerprint="live-fp", vocabulary="test-vocab")
     yield backend, name
@@ -54,7 +85,7 @@ def live(settings):
 
 def corpus(n=60, seed=0):
     rng = random.Random(seed)
-    vocab = [f"w{i}" for i in range(40)] + ["u.s", "e.g.", "100%", "a%2Eb"]
+    vocab = VOCAB[1:]
     docs = []
     for i in range(n):
         tokens = rng.sample(vocab, 8)
@@ -106,10 +137,15 @@ def test_live_index_bulk_search_delete(live):
 
 
 def test_live_server_enforces_what_we_validate(live):
-    """Facts 1 and 8, checked against the real server with the raw client."""
+    """Facts 1 and 8 (and a sparse_vector's integer keys), checked against the real server with
+    the raw client."""
     backend, name = live
-    with pytest.raises(RequestError, match="mapper_parsing_exception|featureValue"):
-        backend.client.index(index=name, body={"id": "z", "terms": {"a": 0.0}}, refresh=True)
+    if backend.field_type == "sparse_vector":
+        with pytest.raises(RequestError):  # token strings are refused: keys are token ids
+            backend.client.index(index=name, body={"id": "z", "terms": {"w1": 1.0}}, refresh=True)
+    else:
+        with pytest.raises(RequestError, match="mapper_parsing_exception|featureValue"):
+            backend.client.index(index=name, body={"id": "z", "terms": {"a": 0.0}}, refresh=True)
     with pytest.raises(RequestError, match="strict_dynamic_mapping_exception"):
         backend.client.index(index=name, body={"id": "z", "unmapped": 1}, refresh=True)
     assert backend.max_clause_count >= 1
@@ -129,3 +165,27 @@ def test_live_neural_sparse(live):
     for hit in hits:
         exact = sum(w * quantize(by_id[hit.id][t]) for t, w in query.items() if t in by_id[hit.id])
         assert hit.score == pytest.approx(exact, rel=1e-4)
+
+
+def test_live_sparse_ann_segments(settings):
+    """`approximate_threshold: 1` makes every segment a SEISMIC one: scores are approximate
+    (byte-quantized) there, so only the contract is checked: hits come back, each shares a
+    token with the query, and a rescore gives the window exact dot products."""
+    backend = _live_backend(settings, "sparse_vector", seismic={"approximate_threshold": 1})
+    name = f"convsparse-test-{uuid.uuid4().hex[:10]}"
+    backend.create_index(name, fingerprint="live-fp", vocabulary="test-vocab")
+    try:
+        docs = corpus(200, seed=2)
+        assert all(r.ok for r in backend.upsert(name, docs))
+        backend.client.indices.forcemerge(index=name, max_num_segments=1)
+        backend.refresh(name)
+        query = TermMap({"w3": 1.0, "w5": 0.5, "u.s": 2.0})
+        hits = backend.search(name, query, k=10)
+        by_id = {d.id: d.term_map for d in docs}
+        assert hits and all(set(query) & set(by_id[h.id]) for h in hits)
+        rescored = backend.search(name, TermMap({"u.s": 2.0}), k=5, rescore=query, rescore_window=5)
+        for hit in rescored:
+            exact = sum(w * quantize(by_id[hit.id][t]) for t, w in query.items() if t in by_id[hit.id])
+            assert hit.score == pytest.approx(exact, rel=1e-4)
+    finally:
+        backend.delete_index(name, missing_ok=True)

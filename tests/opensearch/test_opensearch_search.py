@@ -1,8 +1,10 @@
 """Index management, search and bad input against the scripted server: dotted tokens, clause
 limits, unknown indices, fingerprint mismatch, score parity (boost x quantized value).
 
-The tests marked `@both` are the backend contract and run against OpenSearch (rank_feature and
-neural_sparse queries) and Elasticsearch (rank_features and sparse_vector fields)."""
+The tests marked `@every_form` are the backend contract and run against every form of
+`conftest.BACKEND_FORMS`: OpenSearch `rank_features` (rank_feature and neural_sparse queries)
+and `sparse_vector` (neural sparse ANN), Elasticsearch `rank_features` and `sparse_vector`. Those
+marked `@every_field` run once per field type of each engine."""
 
 from __future__ import annotations
 
@@ -34,11 +36,14 @@ from convsparse.integration.backends.query_dsl import (
 from convsparse.settings import Settings
 from convsparse.termmap import TermMap
 
-#: Apply to a test to run it against both engines (the `engine` fixture, see conftest.py).
-both = pytest.mark.parametrize("engine", ["opensearch", "elasticsearch"], indirect=True)
-#: The two query forms of each engine: OpenSearch query modes, Elasticsearch field types.
-FORMS = {"opensearch": ("query_mode", ["rank_feature", "neural_sparse"]),
-         "elasticsearch": ("field_type", ["rank_features", "sparse_vector"])}
+#: Apply to a test to run it against every backend form (see conftest.py).
+every_form = pytest.mark.parametrize(
+    "backend_form", ["opensearch-rank_feature", "opensearch-neural_sparse", "opensearch-sparse_vector",
+                     "elasticsearch-rank_features", "elasticsearch-sparse_vector"], indirect=True)
+#: ... or once per field type of each engine.
+every_field = pytest.mark.parametrize(
+    "backend_form", ["opensearch-rank_feature", "opensearch-sparse_vector",
+                     "elasticsearch-rank_features"], indirect=True)
 
 DOCS = {
     "usa": TermMap({"u.s": 1.7, "capital": 0.3, "washington": 2.1}),
@@ -48,10 +53,9 @@ DOCS = {
 }
 
 
-@pytest.fixture(params=[0, 1], ids=["form0", "form1"])
-def loaded(request, engine, fake, make_backend):
-    option, forms = FORMS[engine]
-    backend = make_backend(**{option: forms[request.param]})
+@pytest.fixture
+def loaded(fake, make_backend):
+    backend = make_backend()
     backend.create_index("kb", fingerprint="fp", vocabulary="v")
     docs = [IndexedDocument(i, tm, {"title": i.upper(), "text": f"about {i}", "source": "test"})
             for i, tm in DOCS.items()]
@@ -63,17 +67,21 @@ def expected_score(fake, query, doc):
     return sum(w * fake.quantize(doc[t]) for t, w in query.items() if t in doc)
 
 
-@both
+@every_field
 def test_backend_protocol(make_backend):
     assert isinstance(make_backend(), Backend)
 
 
-@both
+@every_field
 def test_create_describe_delete(fake, make_backend):
     backend = make_backend(shards=2, replicas=0)
     info = backend.create_index("kb", fingerprint="fp", vocabulary="bert:30522")
     assert (info.name, info.fingerprint, info.count, info.vocabulary) == ("kb", "fp", 0, "bert:30522")
-    assert info.extra["term_field"] == "terms" and "feature_name_escaping" in info.extra
+    assert info.extra["term_field"] == "terms"
+    if info.extra["field_type"] == "sparse_vector" and fake.engine == "opensearch":  # token-id keys
+        assert "token_keys" in info.extra and "tokens" not in info.extra["token_ids"]
+    else:
+        assert "feature_name_escaping" in info.extra
     assert fake.indices["kb"]["settings"]["number_of_shards"] == 2
     with pytest.raises(IndexExistsError):
         backend.create_index("kb", fingerprint="fp")
@@ -87,19 +95,21 @@ def test_create_describe_delete(fake, make_backend):
     backend.delete_index("kb", missing_ok=True)
 
 
-@both
+@every_field
 def test_bulk_load_settings_roundtrip(fake, make_backend):
     backend = make_backend(replicas=2, refresh_interval="5s")
     backend.create_index("kb", fingerprint="fp", bulk_load=True)
     assert fake.indices["kb"]["settings"]["refresh_interval"] == "-1"
     backend.end_bulk_load("kb")
+    sparse = {"sparse": True} if getattr(backend, "field_type", None) == "sparse_vector" \
+        and fake.engine == "opensearch" else {}  # index.sparse survives the settings changes
     assert fake.indices["kb"]["settings"] == {"number_of_shards": 1, "number_of_replicas": 2,
-                                              "refresh_interval": "5s"}
+                                              "refresh_interval": "5s", **sparse}
     backend.begin_bulk_load("kb")
     assert fake.indices["kb"]["settings"]["number_of_replicas"] == 0
 
 
-@both
+@every_field
 @pytest.mark.parametrize("call", [
     lambda b: b.describe_index("nope"),
     lambda b: b.count("nope"),
@@ -113,14 +123,14 @@ def test_unknown_index(fake, make_backend, call):
     assert not fake.bulk_requests()  # nothing written: no auto-created index
 
 
-@both
+@every_field
 def test_index_without_meta_is_refused(fake, make_backend):
     fake.indices["foreign"] = {"mappings": {"properties": {}}, "settings": {}, "docs": {}}
     with pytest.raises(BackendError, match="not created by convsparse"):
         make_backend().search("foreign", TermMap({"a": 1.0}))
 
 
-@both
+@every_form
 def test_search_scores_are_boost_times_quantized_value(fake, loaded):
     query = TermMap({"capital": 1.3, "paris": 0.7, "u.s": 0.45})
     hits = loaded.search("kb", query, k=10, fingerprint="fp")
@@ -131,15 +141,19 @@ def test_search_scores_are_boost_times_quantized_value(fake, loaded):
     assert hits[0].fields == {"title": "FRANCE", "text": "about france", "source": "test"}
 
 
-@both
+@every_form
 def test_dotted_and_percent_tokens_match_in_both_modes(fake, loaded):
     assert [h.id for h in loaded.search("kb", TermMap({"u.s": 1.0}))] == ["usa"]
     assert [h.id for h in loaded.search("kb", TermMap({"100%": 1.0}))] == ["pct"]
     body = next(b for _, p, b in fake.requests if p == "/kb/_search")
-    assert "terms.u%2Es" in repr(body) or "'u%2Es'" in repr(body)
+    if getattr(loaded, "field_type", None) == "sparse_vector" and fake.engine == "opensearch":
+        u_s = str(loaded.token_vocabulary.tokens.index("u.s"))  # keys are token ids there
+        assert body["query"]["neural_sparse"]["terms"]["query_tokens"] == {u_s: 1.0}
+    else:
+        assert "terms.u%2Es" in repr(body) or "'u%2Es'" in repr(body)
 
 
-@both
+@every_form
 def test_rescore_two_phase(fake, loaded):
     full = TermMap({"capital": 2.0, "washington": 0.1, "paris": 0.1})
     pruned = TermMap({"capital": 2.0})
@@ -152,7 +166,7 @@ def test_rescore_two_phase(fake, loaded):
     assert body["rescore"]["query"]["query_weight"] == 0.0
 
 
-@both
+@every_form
 def test_rescore_needs_a_positive_window(fake, loaded):
     """As in Backend.search (and the embedded backend): rescore_window=0 means no rescoring;
     a window smaller than k rescores only the top of the list."""
@@ -168,13 +182,13 @@ def test_rescore_needs_a_positive_window(fake, loaded):
     assert [h.id for h in hits] == ["usa", "france"]
 
 
-@both
+@every_form
 def test_empty_query_returns_nothing_without_a_request(fake, loaded):
     assert loaded.search("kb", TermMap({})) == []
     assert "/kb/_search" not in fake.paths()
 
 
-@both
+@every_form
 def test_fingerprint_mismatch(fake, loaded):
     with pytest.raises(FingerprintMismatchError, match="other-encoder"):
         loaded.search("kb", TermMap({"paris": 1.0}), fingerprint="other-encoder")
