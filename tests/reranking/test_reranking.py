@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import convsparse
-from convsparse.integration.backend import Hit, IndexedDocument
+from convsparse.integration.backend import Hit
 from convsparse.integration.backends.embedded import EmbeddedBackend
 from convsparse.integration.client import ConversationalSearch
 from convsparse.reranking.features import N_FEATURES, term_features
@@ -173,3 +173,32 @@ def test_onnx_runtime_scores_like_torch(reranker, tmp_path):
     assert onnx.session is not None and (folder / "model.onnx").exists()
     np.testing.assert_allclose(onnx.score(CONV, query, texts, [3.0, 2.5, 1.0]), torch_scores,
                                rtol=1e-4, atol=1e-5)
+
+
+def test_cli_search_with_a_reranker(reranker, tiny_model_dir, tmp_path, monkeypatch):
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from convsparse.cli import app
+
+    monkeypatch.setenv("CONVSPARSE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CONVSPARSE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CONVSPARSE_MODEL", str(tiny_model_dir))
+    monkeypatch.setenv("CONVSPARSE_RUNTIME", "torch")
+    src = tmp_path / "p.jsonl"
+    src.write_text("".join(_json.dumps({"id": h.id, "text": h.fields["text"]}) + "\n"
+                           for h in hits()), encoding="utf-8")
+    runner = CliRunner()
+    assert runner.invoke(app, ["ingest", str(src), "--index", "docs"]).exit_code == 0
+    folder = reranker.save(tmp_path / "rr")
+    conv = _json.dumps(CONV)
+    out = runner.invoke(app, ["search", "--index", "docs", "-c", conv, "--rerank", str(folder),
+                              "--rerank-depth", "3", "--json"])
+    assert out.exit_code == 0, out.output
+    # the runner mixes stderr (model-loading bars) into the output: take the JSON object
+    result = _json.loads(out.output[out.output.index('{"hits"'):].splitlines()[0])
+    assert result["rerank"] == "ok" and "rerank_ms" in result["timings"]
+    assert all("first_stage_score" in h["fields"] for h in result["hits"])
+    bad = runner.invoke(app, ["search", "--index", "docs", "-c", conv, "--rerank", str(tmp_path)])
+    assert bad.exit_code == 2 and "not a re-ranker folder" in bad.output
