@@ -227,6 +227,10 @@ def _catch_up(conn: sqlite3.Connection, st: _IndexState | None, store: IndexStor
     return st
 
 
+def _ann_dict(info: AnnInfo | None) -> dict[str, Any] | None:
+    return None if info is None else info.to_dict()
+
+
 class EmbeddedBackend:
     """In-process `Backend` persisted under ``root_dir`` (one folder per index).
 
@@ -395,7 +399,7 @@ class EmbeddedBackend:
                    "quantize": self.quantize, "format": FORMAT if store else 1,
                    "durable": self.durable,
                    "read_only": store is None or store.immutable,
-                   "ann": self.ann_info(name)},
+                   "ann": _ann_dict(self.ann_info(name))},
         )
 
     def delete_index(self, name: str, *, missing_ok: bool = False) -> None:

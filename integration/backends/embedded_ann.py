@@ -12,7 +12,7 @@ recall@10 0.997-0.998 against our exact float search at p50 0.9 ms (40-term quer
 (250-term conversation queries) with query_cut=20, heap_factor=0.9. bmp stores 8-bit impacts, so
 even its safe setting (alpha = beta = 1) stops at recall@10 0.94 / 0.91 against float scores, at
 p50 4 ms / 50 ms; its faster settings lose more recall. bmp builds faster (17 s vs 114 s for
-100k documents on one thread): that price is paid once per rebuild,off the query path.
+100k documents on one thread): that price is paid once per rebuild, off the query path.
 
 Files, in the index folder (``<root>/<index>/``)::
 

@@ -73,7 +73,7 @@ def test_build_describes_and_is_a_capability(built):
     assert isinstance(be, SupportsApproximateSearch)
     assert (info.n_docs, info.n_rows, info.generation) == (N_DOCS, N_DOCS, 0)
     assert be.ann_info("i") == info
-    assert be.describe_index("i").extra["ann"] == info
+    assert be.describe_index("i").extra["ann"] == info.to_dict()
     files = sorted(p.name for p in (Path(built[0]) / "i").iterdir() if p.name.startswith("ann"))
     assert files == sorted(["ann.json", info.file])
 
@@ -217,3 +217,22 @@ def test_read_only_open_searches_and_refuses_to_build(built, tmp_path):
         with pytest.raises(IndexWriteError, match="read-only"):
             ro.build_ann("i")
         ro.close()
+
+
+def test_cli_build_ann(tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from convsparse.cli import app
+
+    be = EmbeddedBackend(tmp_path / "data")
+    be.create_index("docs", fingerprint="fp")
+    list(be.upsert("docs", synthetic_docs(50)))
+    monkeypatch.setenv("CONVSPARSE_DATA_DIR", str(tmp_path / "data"))
+    result = CliRunner().invoke(app, ["index", "build-ann", "docs", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output[result.output.index("{"):])["n_docs"] == 50
+    assert be.search("docs", TermMap({"t1": 1.0}), k=3, approximate=True)
+    result = CliRunner().invoke(app, ["index", "describe", "docs"])
+    assert '"ann"' in result.output and '"n_rows": 50' in result.output
