@@ -205,6 +205,10 @@ def tune_command(
     budget_ms: float | None = typer.Option(None, help="Latency budget per search."),
     max_recall_drop: float | None = typer.Option(None, help="Largest acceptable drop of "
                                                                "recall@k vs unpruned (0.02 = 2%)."),
+    target_recall: float | None = typer.Option(None, help="Recommend the fastest setting (pruning "
+                                                             "or ANN) with recall@k vs exact >= this."),
+    ann: bool | None = typer.Option(None, "--ann/--no-ann", help="Sweep the ANN knobs (default: "
+                                    "when `convsparse index build-ann` was run for the index)."),
     latency_stat: str = typer.Option("p50", help="p50, p95 or mean: the latency the budget "
                                                  "and the frontier use."),
     warmup: int = typer.Option(1, min=0), repeats: int = typer.Option(3, min=1),
@@ -244,12 +248,21 @@ def tune_command(
                        ("alpha_mass", alpha_mass)):
         if text is not None:
             grid[kind] = _floats(text) or []
-    result = tuner.run(grid, kinds=[x.strip() for x in kinds.split(",") if x.strip()])
-    rec = result.recommend(budget_ms=budget_ms, max_recall_drop=max_recall_drop)
+    from convsparse.evaluation.tuning import DEFAULT_ANN_GRID
+
+    result = tuner.run(grid, kinds=[x.strip() for x in kinds.split(",") if x.strip()],
+                       ann=None if ann is None else (DEFAULT_ANN_GRID if ann else ()))
+    if target_recall is not None and max_recall_drop is not None:
+        raise typer.BadParameter("give --max-recall-drop or --target-recall, not both")
+    rec = result.recommend(budget_ms=budget_ms, max_recall_drop=max_recall_drop,
+                           target_recall=target_recall)
     _print_table(result.rows(), f"pruning sweep: {result.n_queries} turns, index {index!r}, "
                                 f"k={k}")
     typer.echo(f"Recommendation: {rec.reason}")
-    if rec.point is not None:
+    if rec.point is not None and rec.point.ann is not None:
+        typer.echo("Paste into code:\n\n    from convsparse.integration.backends.embedded import AnnQuery\n"
+                   f"    hits = backend.search(index, query, k, approximate={rec.point.policy_code()})\n")
+    elif rec.point is not None:
         typer.echo("Paste into code:\n\n    from convsparse.pruning import PruningPolicy\n    "
                    f"pruning = {rec.point.policy_code()}\n")
     if out is not None:

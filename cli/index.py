@@ -1,4 +1,4 @@
-"""`convsparse index create|describe|list|delete`."""
+"""`convsparse index create|describe|list|delete|build-ann`."""
 
 from __future__ import annotations
 
@@ -128,10 +128,32 @@ def index_delete(
     typer.echo(f"deleted index {name}")
 
 
+def index_build_ann(
+    name: str = typer.Argument(...),
+    n_postings: int = typer.Option(3500, min=1, help="Average posting-list length kept per term."),
+    centroid_fraction: float = typer.Option(0.1, help="Blocks per posting list / its length."),
+    summary_energy: float = typer.Option(0.4, help="Share of a block's weight its summary keeps."),
+    threads: int = typer.Option(0, min=0, help="Build threads (0 = all cores)."),
+    data_dir: DataDir = None, backend: BackendName = None,
+) -> None:
+    """(Re)build the index's approximate-search structure (embedded; SEISMIC), for
+    `search(..., approximate=AnnQuery(...))` and the ANN points of `convsparse tune`."""
+    from convsparse.integration.backend import SupportsApproximateSearch
+
+    be = open_backend(settings_from(data_dir=data_dir, backend=backend))
+    if not isinstance(be, SupportsApproximateSearch):
+        raise UsageError(f"{type(be).__name__} has no approximate-search structure to build "
+                         "(OpenSearch: create the index with --field-type sparse_vector)")
+    info = be.build_ann(name, n_postings=n_postings, centroid_fraction=centroid_fraction,
+                        summary_energy=summary_energy, threads=threads)
+    typer.echo(json.dumps(info.to_dict(), indent=2))
+
+
 def register(app: typer.Typer) -> None:
     group = typer.Typer(help="Create, describe, list or delete an index.", no_args_is_help=True)
     group.command("create")(index_create)
     group.command("describe")(index_describe)
     group.command("list")(index_list)
     group.command("delete")(index_delete)
+    group.command("build-ann")(index_build_ann)
     app.add_typer(group, name="index")

@@ -6,12 +6,19 @@ maps and every pruned query is searched against the backend (warm-up runs first,
 
 - search latency p50 / p95 / mean over every timed (query, repeat) pair, in ms;
 - recall@k against the unpruned results: the share of the unpruned query's top-k documents the
-  pruned query still returns in its top k (1.0 = pruning changed nothing that matters);
+  pruned query still returns in its top k (1.0 = pruning changed nothing that matters), and the
+  same at the deeper ``recall_depths`` (default 100; one extra untimed search per query);
 - recall@k against the judgments (``ranx``) when qrels are given;
 - FLOPS (sum_j p_q(j) p_d(j), see `convsparse.evaluation.harness`) when document term
   statistics are given, and the average number of query terms.
 
-`TuningResult.recommend(budget_ms=..., max_recall_drop=...)` picks a setting;
+Backends with an approximate-search structure built (`SupportsApproximateSearch`, e.g.
+`EmbeddedBackend.build_ann`) get their query-time knobs swept too, next to the thresholds:
+each `AnnQuery` in ``ann`` (default `DEFAULT_ANN_GRID`) searches the unpruned queries with
+``approximate=...``, and is measured and plotted like a pruning point (kind ``ann``), its
+recall against the same exact unpruned results.
+
+`TuningResult.recommend(budget_ms=..., max_recall_drop=... | target_recall=...)` picks a setting;
 `TuningResult.plot(path)` draws latency versus recall with every point labelled by its
 threshold and the Pareto frontier (fastest for its recall) marked.
 
@@ -39,6 +46,8 @@ from convsparse.evaluation.flops import TermStats, flops
 from convsparse.evaluation.harness import query_for
 from convsparse.evaluation.metrics import compute_metrics, latency_summary
 from convsparse.evaluation.report import jsonable
+from convsparse.integration.backend import SupportsApproximateSearch
+from convsparse.integration.backends.embedded_ann import AnnQuery
 from convsparse.pruning import PruningPolicy
 from convsparse.termmap import TermMap
 
@@ -50,6 +59,9 @@ DEFAULT_GRID: dict[str, list[float]] = {
     # min_weight: picked from the quantiles of the observed query weights (scale is model-specific)
 }
 MIN_WEIGHT_QUANTILES = (0.25, 0.5, 0.75, 0.9)
+# around the defaults that reached recall@10 >= 0.95 in benchmarks/ann_search.py
+DEFAULT_ANN_GRID: tuple[AnnQuery, ...] = (
+    AnnQuery(5, 0.9), AnnQuery(10, 0.9), AnnQuery(20, 0.9), AnnQuery(20, 0.7), AnnQuery(40, 0.9))
 
 
 @dataclass
@@ -67,11 +79,15 @@ class TuningPoint:
     avg_query_terms: float = 0.0
     pareto: bool = False
     error: str | None = None
+    ann: AnnQuery | None = None  # kind "ann": the approximate-search knobs measured
+    recall_at: dict[int, float] = field(default_factory=dict)  # depth -> recall vs unpruned
 
     @property
     def label(self) -> str:
         if self.kind == "none":
             return "unpruned"
+        if self.ann is not None:
+            return self.ann.label
         t = self.threshold
         text = f"{int(t)}" if self.kind == "top_k" else f"{t:.3g}"
         return f"{self.kind}={text}"
@@ -81,7 +97,10 @@ class TuningPoint:
         return self.error is None
 
     def policy_code(self) -> str:
-        """The Python expression to paste into code, e.g. ``PruningPolicy(top_k=32)``."""
+        """The Python expression to paste into code, e.g. ``PruningPolicy(top_k=32)``, or for
+        an ANN point the ``approximate=`` argument, ``AnnQuery(query_cut=20, heap_factor=0.9)``."""
+        if self.ann is not None:
+            return f"AnnQuery(query_cut={self.ann.query_cut}, heap_factor={self.ann.heap_factor!r})"
         args = ", ".join(f"{k}={v!r}" for k, v in self.policy.model_dump().items() if v is not None)
         return f"PruningPolicy({args})"
 
@@ -92,7 +111,10 @@ class TuningPoint:
                 "recall_vs_unpruned": self.recall_vs_unpruned,
                 "recall_vs_qrels": self.recall_vs_qrels, "metrics": self.metrics,
                 "flops": self.flops, "avg_query_terms": self.avg_query_terms,
-                "pareto": self.pareto, "error": self.error}
+                "pareto": self.pareto, "error": self.error,
+                "ann": None if self.ann is None else {"query_cut": self.ann.query_cut,
+                                                      "heap_factor": self.ann.heap_factor},
+                "recall_at": {str(d): r for d, r in self.recall_at.items()}}
 
 
 def pareto_frontier(points: Sequence[TuningPoint], *, latency: str = "p50") -> list[TuningPoint]:
@@ -138,15 +160,21 @@ class TuningResult:
     def frontier(self) -> list[TuningPoint]:
         return [p for p in self.points if p.pareto]
 
-    def recommend(self, *, budget_ms: float | None = None,
-                  max_recall_drop: float | None = None) -> Recommendation:
+    def recommend(self, *, budget_ms: float | None = None, max_recall_drop: float | None = None,
+                  target_recall: float | None = None) -> Recommendation:
         """The setting to use.
 
         - ``budget_ms``: the highest recall (vs unpruned) whose latency (``latency_stat``,
           p50 by default; p95 if the tuner was told so) fits the budget;
         - ``max_recall_drop``: the fastest setting that loses at most that much recall;
+        - ``target_recall``: the same as ``max_recall_drop=1 - target_recall`` (0.95: the
+          fastest setting, pruning or ANN, keeping recall@k vs exact unpruned >= 0.95);
         - both: the fastest setting meeting both; neither: ``max_recall_drop=0.01``.
         """
+        if target_recall is not None:
+            if max_recall_drop is not None:
+                raise ValueError("give max_recall_drop or target_recall, not both")
+            max_recall_drop = 1.0 - target_recall
         if budget_ms is None and max_recall_drop is None:
             max_recall_drop = 0.01
         stat = self.latency_stat
@@ -193,6 +221,8 @@ class TuningResult:
                 "p50 ms": _f(p.latency_ms.get("p50"), 2), "p95 ms": _f(p.latency_ms.get("p95"), 2),
                 f"recall@{k} vs unpruned": _f(p.recall_vs_unpruned, 3),
                 f"recall@{k} vs qrels": _f(p.recall_vs_qrels, 3),
+                **{f"recall@{d} vs unpruned": _f(r, 3) for d, r in p.recall_at.items() if d != k},
+                **({"MRR@10": _f(p.metrics.get("mrr@10"), 3)} if p.metrics else {}),
                 "FLOPS": _f(p.flops, 2), "Pareto": "*" if p.pareto else "",
                 **({"error": p.error} if p.error else {}),
             })
@@ -223,9 +253,9 @@ class TuningResult:
         ok = [p for p in self.points if p.ok]
         fig, ax = plt.subplots(figsize=(9, 6), dpi=110)
         colors = {"none": "black", "top_k": "tab:blue", "max_ratio": "tab:orange",
-                  "min_weight": "tab:green", "alpha_mass": "tab:purple"}
+                  "min_weight": "tab:green", "alpha_mass": "tab:purple", "ann": "tab:brown"}
         self.plotted_points = []
-        for kind in ("none", *KINDS):
+        for kind in ("none", *KINDS, "ann"):
             pts = [p for p in ok if p.kind == kind]
             if not pts:
                 continue
@@ -278,6 +308,8 @@ _SHORT = {"top_k": "k", "max_ratio": "ratio", "min_weight": "w", "alpha_mass": "
 
 
 def _short_label(p: TuningPoint) -> str:
+    if p.ann is not None:
+        return f"ann {p.ann.query_cut}/{p.ann.heap_factor:g}"
     return "unpruned" if p.kind == "none" else f"{_SHORT[p.kind]}={p.label.split('=')[-1]}"
 
 
@@ -309,7 +341,7 @@ class PruningTuner:
         k: int = 10, warmup: int = 1, repeats: int = 3, view: str = "raw",
         doc_stats: TermStats | None = None, latency_stat: str = "p50",
         baseline: PruningPolicy | None = None, batch_size: int = 32,
-        query_maps: Mapping[str, TermMap] | None = None,
+        query_maps: Mapping[str, TermMap] | None = None, recall_depths: Sequence[int] = (100,),
     ):
         if latency_stat not in ("p50", "p95", "mean"):
             raise ValueError("latency_stat must be p50, p95 or mean")
@@ -318,6 +350,7 @@ class PruningTuner:
         self.k, self.warmup, self.repeats = k, max(0, warmup), max(1, repeats)
         self.doc_stats, self.latency_stat = doc_stats, latency_stat
         self.baseline = baseline or PruningPolicy()
+        self.recall_depths = sorted({int(d) for d in (k, *recall_depths) if d >= 1})
         convs = list(conversations)
         if convs and isinstance(convs[0], ConversationTask):
             self.ids = [c.id for c in convs]
@@ -340,34 +373,47 @@ class PruningTuner:
         grid["min_weight"] = [m for m in mins if m > 0]
         return grid
 
-    def _measure(self, policy: PruningPolicy):
+    def _measure(self, policy: PruningPolicy, ann: AnnQuery | None = None):
         fp = self.encoder.fingerprint
+        kw = {"fingerprint": fp} if ann is None else {"fingerprint": fp, "approximate": ann}
         pruned = [self.baseline.apply(policy.apply(q)) for q in self.queries]
+        deepest = self.recall_depths[-1]
         run: dict[str, dict[str, float]] = {}
+        deep: dict[str, list[str]] = {}  # ids at the deepest recall depth, best first
         samples: list[float] = []
         for qid, q in zip(self.ids, pruned):
             if not len(q):
-                run[qid] = {}
+                run[qid], deep[qid] = {}, []
                 continue
             for _ in range(self.warmup):
-                self.backend.search(self.index, q, k=self.k, fingerprint=fp)
+                self.backend.search(self.index, q, k=self.k, **kw)
             for _ in range(self.repeats):
                 t0 = time.perf_counter()
-                hits = self.backend.search(self.index, q, k=self.k, fingerprint=fp)
+                hits = self.backend.search(self.index, q, k=self.k, **kw)
                 samples.append((time.perf_counter() - t0) * 1000)
             run[qid] = {h.id: float(h.score) for h in hits}
-        return pruned, run, samples
+            # untimed: the latency above is the one at k
+            deep[qid] = ([h.id for h in self.backend.search(self.index, q, k=deepest, **kw)]
+                         if deepest > self.k else list(run[qid]))
+        return pruned, run, deep, samples
 
     def _point(self, kind: str, threshold: float | None, policy: PruningPolicy,
-               reference: dict[str, dict[str, float]] | None) -> tuple[TuningPoint, dict]:
+               reference: tuple[dict, dict] | None, ann: AnnQuery | None = None
+               ) -> tuple[TuningPoint, tuple[dict, dict]]:
         try:
-            pruned, run, samples = self._measure(policy)
+            pruned, run, deep, samples = self._measure(policy, ann)
         except TooManyClausesError as e:
             return TuningPoint(kind, threshold, policy, latency_summary([]), float("nan"),
-                               error=str(e)), {}
-        ref = reference if reference is not None else run
+                               error=str(e), ann=ann), ({}, {})
+        ref, ref_deep = reference if reference is not None else (run, deep)
         overlaps = [len(set(run.get(q, {})) & set(docs)) / len(docs)
                     for q, docs in ref.items() if docs]
+        recall_at = {}
+        for d in self.recall_depths:  # depths up to k from the timed run, deeper from the extra one
+            mine, theirs = ((run, ref) if d <= self.k else (deep, ref_deep))
+            got = [len(set(list(mine.get(q, []))[:d]) & set(list(docs)[:d])) / len(list(docs)[:d])
+                   for q, docs in theirs.items() if docs]
+            recall_at[d] = float(np.mean(got)) if got else 1.0
         qstats = TermStats.from_term_maps(pruned)
         metrics = {}
         rq = None
@@ -379,13 +425,15 @@ class PruningTuner:
             kind, threshold, policy, latency_summary(samples),
             float(np.mean(overlaps)) if overlaps else 1.0, rq, metrics,
             flops(qstats, self.doc_stats) if self.doc_stats is not None else None,
-            qstats.average_terms,
-        ), run
+            qstats.average_terms, ann=ann, recall_at=recall_at,
+        ), (run, deep)
 
     def run(self, grid: Mapping[str, Sequence[float]] | None = None, *,
-            kinds: Sequence[str] | None = None,
+            kinds: Sequence[str] | None = None, ann: Sequence[AnnQuery] | None = None,
             progress: Callable[[str], None] | None = None) -> TuningResult:
-        """Measure the unpruned baseline, then every (kind, threshold) in `grid`."""
+        """Measure the unpruned baseline, then every (kind, threshold) in `grid`, then every
+        `AnnQuery` in `ann` (default: `DEFAULT_ANN_GRID` when the backend has an ANN built for
+        the index, none otherwise; ``[]`` skips them)."""
         grid = dict(grid) if grid is not None else self.default_grid()
         if kinds is not None:
             unknown = set(kinds) - set(KINDS)
@@ -406,14 +454,25 @@ class PruningTuner:
                 points.append(pt)
                 if progress:
                     progress(pt.label)
+        if ann is None:
+            built = (isinstance(self.backend, SupportsApproximateSearch)
+                     and self.backend.ann_info(self.index) is not None)
+            ann = DEFAULT_ANN_GRID if built else ()
+        for a in ann:
+            pt, _ = self._point("ann", None, PruningPolicy(), reference, ann=a)
+            points.append(pt)
+            if progress:
+                progress(pt.label)
         for p in pareto_frontier(points, latency=self.latency_stat):
             p.pareto = True
         name = type(self.backend).__name__
         return TuningResult(points, self.k, len(self.ids), name, self.index, self.latency_stat,
                             config={"warmup": self.warmup, "repeats": self.repeats,
                                     "baseline": self.baseline.describe(),
-                                    "grid": {k: list(v) for k, v in grid.items()}})
+                                    "grid": {k: list(v) for k, v in grid.items()},
+                                    "ann": [a.label for a in ann],
+                                    "recall_depths": self.recall_depths})
 
 
-__all__ = ["DEFAULT_GRID", "KINDS", "PruningTuner", "Recommendation", "TuningPoint",
+__all__ = ["DEFAULT_ANN_GRID", "DEFAULT_GRID", "KINDS", "PruningTuner", "Recommendation", "TuningPoint",
            "TuningResult", "pareto_frontier", "policy_for"]

@@ -6,7 +6,9 @@ backends can do is a small protocol of its own, checked with `isinstance`:
 
 - `SupportsDocumentFrequencies`: the fraction of documents holding each term (the client's
   per-query FLOPS; embedded only, OpenSearch cannot tell cheaply);
-- `SupportsIndexListing`: the names of the indices it holds (`convsparse index list`).
+- `SupportsIndexListing`: the names of the indices it holds (`convsparse index list`);
+- `SupportsApproximateSearch`: an ANN structure built from the index, searched with
+  ``search(..., approximate=...)`` (embedded only; the tuner sweeps its knobs).
 """
 
 from __future__ import annotations
@@ -131,3 +133,17 @@ class SupportsDocumentFrequencies(Protocol):
 @runtime_checkable
 class SupportsIndexListing(Protocol):
     def list_indices(self) -> list[str]: ...
+
+
+@runtime_checkable
+class SupportsApproximateSearch(Protocol):
+    """An approximate-search structure derived from an index (embedded: SEISMIC, see
+    `convsparse.integration.backends.embedded_ann`); ``search(..., approximate=...)`` uses it."""
+
+    def build_ann(self, name: str) -> Any:
+        """(Re)build it from the index's stored documents; returns what the build covers."""
+        ...
+
+    def ann_info(self, name: str) -> Any | None:
+        """What the current build covers, or None when none was built."""
+        ...

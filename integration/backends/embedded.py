@@ -20,6 +20,10 @@ weights in C++ (``X[:, q_terms] @ q_weights``), dead rows (overwritten or delete
 and the top k taken with ``argpartition``. Ties are broken by insertion order, like Lucene's doc ids.
 `benchmarks/search_latency.py` compares this with the other candidates.
 
+Approximate search is opt-in: `EmbeddedBackend.build_ann` derives a SEISMIC index from the
+stored term maps, and ``search(..., approximate=AnnQuery(...))`` uses it, merged with an exact
+search of the rows written since the build (`convsparse.integration.backends.embedded_ann`).
+
 ``quantize=True`` stores document weights the way Lucene's ``FeatureField`` does (the float's
 top 9 significant bits, ``bits >>> 15``, truncated), so scores equal a real OpenSearch server's:
 ``boost x quantized(value)``; the query weight (the boost) is not quantized.
@@ -56,7 +60,9 @@ from convsparse.integration.backend import (
     IndexInfo,
     indexed_document,
 )
+from convsparse.integration.backends import embedded_ann as ann
 from convsparse.integration.backends import embedded_legacy as legacy
+from convsparse.integration.backends.embedded_ann import AnnBuild, AnnInfo, AnnNotBuiltError, AnnQuery
 from convsparse.integration.backends.embedded_store import (
     FORMAT,
     IndexStore,
@@ -221,6 +227,10 @@ def _catch_up(conn: sqlite3.Connection, st: _IndexState | None, store: IndexStor
     return st
 
 
+def _ann_dict(info: AnnInfo | None) -> dict[str, Any] | None:
+    return None if info is None else info.to_dict()
+
+
 class EmbeddedBackend:
     """In-process `Backend` persisted under ``root_dir`` (one folder per index).
 
@@ -249,6 +259,7 @@ class EmbeddedBackend:
         self.compact_min_ops = compact_min_ops
         self.durable = durable
         self._states: dict[str, _IndexState] = {}
+        self._anns: dict[str, ann.LoadedAnn] = {}
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
@@ -261,12 +272,14 @@ class EmbeddedBackend:
                 if st.store is not None:
                     st.store.close()
             self._states.clear()
+            self._anns.clear()
 
     # ------------------------------------------------------------------ opening
     def _dir(self, name: str) -> Path:
         return self.root / check_index_name(name)
 
     def _forget(self, name: str) -> None:
+        self._anns.pop(name, None)
         st = self._states.pop(name, None)
         if st is not None and st.store is not None:
             st.store.close()
@@ -385,7 +398,8 @@ class EmbeddedBackend:
                    "generation": st.generation, "rows": len(st.ids), "log_ops": st.n_ops,
                    "quantize": self.quantize, "format": FORMAT if store else 1,
                    "durable": self.durable,
-                   "read_only": store is None or store.immutable},
+                   "read_only": store is None or store.immutable,
+                   "ann": _ann_dict(self.ann_info(name))},
         )
 
     def delete_index(self, name: str, *, missing_ok: bool = False) -> None:
@@ -617,8 +631,14 @@ class EmbeddedBackend:
     def search(
         self, name: str, query: TermMap, k: int = 10, *,
         fingerprint: str | None = None, rescore: TermMap | None = None, rescore_window: int = 0,
+        approximate: AnnQuery | bool = False,
     ) -> list[Hit]:
-        """Exact top-k by dot product (see `Backend.search`)."""
+        """Exact top-k by dot product (see `Backend.search`).
+
+        ``approximate`` (an `AnnQuery`, or True for its defaults) asks the ANN structure made by
+        `build_ann` for the candidates instead (`AnnNotBuiltError` if there is none); documents
+        written since the build are searched exactly and merged, deleted ones are left out,
+        and scores are exact. Rescoring works the same either way."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         st = self._state(name)
@@ -628,24 +648,105 @@ class EmbeddedBackend:
             return []
         self._prepare(st)
         window = max(k, rescore_window) if rescore is not None and rescore_window > 0 else k
-        scores = self._scores(st, query)
-        if st.n_alive < len(st.alive):  # some rows were overwritten or deleted
-            scores[~st.alive_mask] = 0.0
-        rows = self._top(scores, window)
-        final = scores[rows].astype(np.float32)
+        built = self._loaded_ann(name, st) if approximate else None
+        if built is not None:
+            q = approximate if isinstance(approximate, AnnQuery) else AnnQuery()
+            rows, final = self._ann_top(st, built, query, window, q)
+        else:
+            scores = self._scores(st, query)
+            if st.n_alive < len(st.alive):  # some rows were overwritten or deleted
+                scores[~st.alive_mask] = 0.0
+            rows = self._top(scores, window)
+            final = scores[rows].astype(np.float32)
         if rescore is not None and rescore_window > 0 and len(rows):
             n_re = min(rescore_window, len(rows))
             head = rows[:n_re]
-            cols, vals = self._query_vector(st, rescore)
-            dense = np.zeros(st.docs.shape[1], dtype=np.float64)
-            dense[cols] = vals
-            new = np.asarray(st.docs[head] @ dense).ravel()
+            new = np.asarray(st.docs[head] @ self._dense(st, rescore)).ravel()
             order = np.lexsort((head, -new))
             rows = np.concatenate([head[order], rows[n_re:]])
-            final = np.concatenate([new[order], scores[rows[n_re:]]]).astype(np.float32)
+            final = np.concatenate([new[order], final[n_re:]]).astype(np.float32)
         return [
             Hit(st.ids[r], float(s), st.fields[r]) for r, s in zip(rows[:k].tolist(), final[:k].tolist())
         ]
+
+    def _dense(self, st: _IndexState, query: Mapping[str, float]) -> np.ndarray:
+        cols, vals = self._query_vector(st, query)
+        dense = np.zeros(st.docs.shape[1], dtype=np.float64)
+        dense[cols] = vals
+        return dense
+
+    # ------------------------------------------------------------------ approximate search
+    def build_ann(
+        self, name: str, *, n_postings: int = AnnBuild.n_postings,
+        centroid_fraction: float = AnnBuild.centroid_fraction,
+        summary_energy: float = AnnBuild.summary_energy, threads: int = AnnBuild.threads,
+    ) -> AnnInfo:
+        """(Re)build the approximate-search structure of index `name` from its stored term maps
+        and publish it next to the index files (see `embedded_ann`). Searches in this and other
+        processes keep using the previous build until the new one is in place."""
+        params = AnnBuild(n_postings, centroid_fraction, summary_energy, threads)
+        with self._lock:  # a consistent snapshot; the build itself runs without the lock
+            st = self._state(name)
+            store = st.store
+            if store is None or store.immutable or not os.access(store.folder, os.W_OK):
+                raise IndexWriteError(name, "building the ANN index", PermissionError(
+                    errno.EROFS, f"{self._dir(name)} is read-only here"))
+            docs, alive, generation = st.matrix(), np.asarray(st.alive, dtype=bool), st.generation
+        try:
+            info = ann.build(store.folder, docs, alive, generation, params)
+        except OSError as e:
+            raise IndexWriteError(name, "building the ANN index", e) from e
+        with self._lock:
+            self._anns.pop(name, None)
+        logger.info("index %s: ANN built over %d documents in %.1fs", name, info.n_docs, info.build_seconds)
+        return info
+
+    def ann_info(self, name: str) -> AnnInfo | None:
+        """What the current ANN build of `name` covers, or None if none was built."""
+        return ann.read_info(self._dir(name))
+
+    def _loaded_ann(self, name: str, st: _IndexState) -> ann.LoadedAnn | None:
+        """The ANN build to search, reloaded if another process rebuilt it; None (exact) when
+        the index was compacted since the build."""
+        with self._lock:
+            built = self._anns.get(name)
+            if built is None or not built.current():
+                try:
+                    built = self._anns[name] = ann.LoadedAnn(self._dir(name))
+                except FileNotFoundError:
+                    raise AnnNotBuiltError(name) from None
+        info = built.info
+        if info.generation != st.generation or info.n_rows > len(st.ids):
+            if not built.warned_stale:
+                logger.warning("index %s was compacted after its ANN build (generation %d, now %d): "
+                               "searching exactly; run build_ann(%r) again", name, info.generation,
+                               st.generation, name)
+                built.warned_stale = True
+            return None
+        return built
+
+    def _ann_top(self, st: _IndexState, built: ann.LoadedAnn, query: Mapping[str, float], window: int,
+                 q: AnnQuery) -> tuple[np.ndarray, np.ndarray]:
+        """The `window` best rows: the build's candidates that are still alive, plus the rows
+        written since the build, all scored exactly."""
+        cols, vals = self._query_vector(st, query)
+        n_built = built.info.n_rows
+        dead = len(st.ids) - st.n_alive  # an upper bound on the build's rows dead since
+        rows = built.candidates(cols, vals, window + min(dead, max(window, 100)), q)
+        if dead:
+            rows = rows[st.alive_mask[rows]]
+        dense = self._dense(st, query)
+        scores = np.asarray(st.docs[rows] @ dense).ravel() if len(rows) else np.zeros(0)
+        if n_built < len(st.ids):  # written since the build: an exact search of those rows only
+            fresh = np.asarray(st.docs[n_built:] @ dense).ravel()
+            fresh_rows = np.arange(n_built, len(st.ids))
+            live = st.alive_mask[n_built:] & (fresh > 0)
+            rows = np.concatenate([rows, fresh_rows[live]])
+            scores = np.concatenate([scores, fresh[live]])
+        keep = scores > 0
+        rows, scores = rows[keep], scores[keep]
+        order = np.lexsort((rows, -scores))[:window]  # score desc, then row asc (as exact search)
+        return rows[order], scores[order].astype(np.float32)
 
     def get_document(self, name: str, doc_id: str) -> tuple[TermMap, dict[str, Any]]:
         """The stored term map (raw, not quantized) and fields of one document."""
@@ -708,5 +809,6 @@ class EmbeddedBackend:
         return self.describe_index(name)
 
 
-__all__ = ["EmbeddedBackend", "IndexWriteError", "check_index_name", "quantize_feature_values"]
+__all__ = ["AnnBuild", "AnnInfo", "AnnNotBuiltError", "AnnQuery", "EmbeddedBackend", "IndexWriteError",
+           "check_index_name", "quantize_feature_values"]
 

@@ -1,0 +1,266 @@
+"""Approximate search for the embedded backend: a SEISMIC index derived from the stored term maps.
+
+Exact search (`EmbeddedBackend.search`) stays the default and the source of truth; this is a
+rebuildable structure next to the index files, built on demand with
+`EmbeddedBackend.build_ann(name, ...)` and used by ``search(..., approximate=AnnQuery(...))``.
+
+Why pyseismic-lsr (SEISMIC, Bruch et al., "Efficient Inverted Indexes for Approximate Retrieval
+over Learned Sparse Representations", SIGIR 2024) and not bmp (Block-Max Pruning, Mallia et al.,
+SIGIR 2024): measured by `benchmarks/ann_library_choice.py` on 100k synthetic SPLADE-like
+documents (``benchmarks/results/ann_library_choice.md``, one search thread), seismic reaches
+recall@10 0.997-0.998 against our exact float search at p50 0.9 ms (40-term queries) and 2.0 ms
+(250-term conversation queries) with query_cut=20, heap_factor=0.9. bmp stores 8-bit impacts, so
+even its safe setting (alpha = beta = 1) stops at recall@10 0.94 / 0.91 against float scores, at
+p50 4 ms / 50 ms; its faster settings lose more recall. bmp builds faster (17 s vs 114 s for
+100k documents on one thread): that price is paid once per rebuild, off the query path.
+
+Files, in the index folder (``<root>/<index>/``)::
+
+    ann.json                     what is built: the file name, the generation and row count of
+                                 the index it covers, the build parameters
+    ann-<token>.index.seismic    the SEISMIC index (seismic's own binary format)
+
+A build writes a new ``ann-<token>`` file first, then replaces ``ann.json`` atomically
+(``os.replace``, both fsynced), then removes the older files: a reader sees the old build or the
+new one, never half of one, and nothing needs write access to read. `delete_index` removes them
+with the rest of the folder.
+
+What the build covers: the rows ``0 .. n_rows-1`` of generation ``generation`` (rows are never
+reordered between compactions). At search time:
+
+- rows the build covers that were deleted or overwritten since are dropped from its answer
+  (up to ``max(k, 100)`` of them are made up for by fetching more candidates);
+- rows added since the build (new and overwritten documents) are searched exactly and merged,
+  so a document is found the moment its upsert returns;
+- every candidate is rescored exactly from the stored term maps (seismic keeps 16-bit weights),
+  so ANN scores equal exact scores, ``quantize=True`` included.
+
+After a compaction (``generation`` changed) the rows were renumbered and the build no longer
+lines up: the search falls back to exact and logs a warning naming the fix (``build_ann`` again).
+Asking for approximate search on an index that never had one built raises `AnnNotBuiltError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from convsparse.errors import BackendError
+
+logger = logging.getLogger(__name__)
+
+META_NAME = "ann.json"
+_SUFFIX = ".index.seismic"  # seismic's save() appends it to the path it is given
+
+
+class AnnNotBuiltError(BackendError):
+    """Approximate search was asked for on an index that has no ANN structure built."""
+
+    def __init__(self, index: str):
+        self.index = index
+        super().__init__(
+            f"index {index!r} has no approximate-search structure: build it with "
+            f"EmbeddedBackend.build_ann({index!r}) (or `convsparse index build-ann {index}`), "
+            "or search without approximate= (exact)")
+
+
+@dataclass(frozen=True)
+class AnnBuild:
+    """SEISMIC build parameters (the library's defaults; see its docs for the trade-offs).
+
+    ``n_postings``: average posting-list length kept per term (longer: higher recall, slower);
+    ``centroid_fraction``: blocks per posting list as a fraction of its length;
+    ``summary_energy``: share of each block's weight mass its summary keeps;
+    ``threads``: build threads (0 = all cores)."""
+
+    n_postings: int = 3500
+    centroid_fraction: float = 0.1
+    summary_energy: float = 0.4
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n_postings < 1 or not 0 < self.centroid_fraction <= 1 or not 0 < self.summary_energy <= 1:
+            raise ValueError(f"invalid ANN build parameters {self}: n_postings >= 1, "
+                             "0 < centroid_fraction <= 1, 0 < summary_energy <= 1")
+
+
+@dataclass(frozen=True)
+class AnnQuery:
+    """SEISMIC query-time knobs.
+
+    ``query_cut``: only the query's ``query_cut`` heaviest terms walk the posting lists (the
+    candidates are still scored with the whole query); ``heap_factor``: a block is skipped
+    when its summary's score is below ``heap_factor`` x the current k-th best (lower: more
+    blocks scored, slower, higher recall). The defaults reached recall@10 >= 0.95 in `benchmarks/ann_search.py`."""
+
+    query_cut: int = 20
+    heap_factor: float = 0.9
+
+    def __post_init__(self) -> None:
+        if self.query_cut < 1 or not 0 < self.heap_factor <= 1:
+            raise ValueError(f"invalid ANN query {self}: query_cut >= 1, 0 < heap_factor <= 1")
+
+    @property
+    def label(self) -> str:
+        return f"ann cut={self.query_cut} hf={self.heap_factor:g}"
+
+
+@dataclass(frozen=True)
+class AnnInfo:
+    """What an ``ann.json`` says: the build it points to and what that build covers."""
+
+    file: str
+    generation: int
+    n_rows: int  # rows 0..n_rows-1 of `generation` are in the build (dead ones were left out)
+    n_docs: int  # live rows indexed
+    n_terms: int  # term ids below this exist in the build; newer terms cannot match it
+    build: AnnBuild
+    build_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "build": asdict(self.build)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AnnInfo:
+        return cls(**{**d, "build": AnnBuild(**d["build"])})
+
+
+def _seismic():
+    try:
+        import seismic
+    except ImportError as e:  # the `ann` extra
+        raise BackendError("approximate search needs pyseismic-lsr: pip install 'convsparse[ann]'") from e
+    return seismic
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """seismic prints progress from Rust straight to file descriptor 1; a CLI printing JSON on
+    stdout must not get it mixed in, so fd 1 points to stderr while seismic runs."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError):  # no real fd 1 (embedded interpreter): let it print
+        yield
+        return
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_info(folder: Path) -> AnnInfo | None:
+    """The current ``ann.json`` of an index folder, or None if no build exists."""
+    try:
+        return AnnInfo.from_dict(json.loads((folder / META_NAME).read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError, KeyError) as e:
+        raise BackendError(f"{folder / META_NAME} is not a valid ANN description ({e}): "
+                           "rebuild it with build_ann") from e
+
+
+def build(folder: Path, docs: sp.csr_matrix, alive: np.ndarray, generation: int, params: AnnBuild) -> AnnInfo:
+    """Build a SEISMIC index over the live rows of `docs` and publish it in `folder`."""
+    seismic = _seismic()
+    t0 = time.perf_counter()
+    rows = np.flatnonzero(alive)
+    live = docs[rows]
+    live.sort_indices()  # seismic wants strictly increasing components per row
+    ds = seismic.SeismicDataset()
+    # documents are named by their row number: rows are stable until the next compaction
+    with _quiet_stdout():
+        ds.add_documents_by_id([str(r) for r in rows.tolist()], live.indices.astype(np.int64),
+                               live.data.astype(np.float32), live.indptr.astype(np.int64))
+        index = seismic.SeismicIndex.build_from_dataset(
+            ds, n_postings=params.n_postings, centroid_fraction=params.centroid_fraction,
+            summary_energy=params.summary_energy, num_threads=params.threads)
+    name = f"ann-{secrets.token_hex(6)}"
+    with _quiet_stdout():
+        index.save(str(folder / name))
+    path = folder / (name + _SUFFIX)
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+    info = AnnInfo(name + _SUFFIX, generation, docs.shape[0], len(rows), docs.shape[1], params,
+                   round(time.perf_counter() - t0, 3))
+    tmp = folder / f".{META_NAME}.{secrets.token_hex(4)}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(info.to_dict(), f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, folder / META_NAME)
+    _fsync_dir(folder)
+    for old in folder.glob("ann-*" + _SUFFIX):  # older builds; a reader holding one keeps it open
+        if old.name != info.file:
+            old.unlink(missing_ok=True)
+    return info
+
+
+class LoadedAnn:
+    """One build loaded in memory, with the `ann.json` signature it was loaded from."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        for attempt in range(2):  # a build may replace the file between reading ann.json and loading it
+            self.signature = _signature(folder)
+            info = read_info(folder)
+            if info is None:
+                raise FileNotFoundError(folder / META_NAME)
+            try:
+                with _quiet_stdout():
+                    self.index = _seismic().SeismicIndex.load(str(folder / info.file))
+                break
+            except OSError:
+                if attempt:
+                    raise BackendError(f"cannot load the ANN index {folder / info.file}: "
+                                       "rebuild it with build_ann") from None
+        self.info = info
+        self._dtype = _seismic().get_seismic_string()
+        self.warned_stale = False
+
+    def current(self) -> bool:
+        return _signature(self.folder) == self.signature
+
+    def candidates(self, cols: np.ndarray, vals: np.ndarray, k: int, q: AnnQuery) -> np.ndarray:
+        """Rows the build proposes for the query (term ids `cols`, weights `vals`)."""
+        keep = cols < self.info.n_terms  # terms added after the build are in no built row
+        cols, vals = cols[keep], vals[keep]
+        if len(cols) == 0:
+            return np.zeros(0, dtype=np.int64)
+        comps = np.array([str(c) for c in cols.tolist()], dtype=self._dtype)
+        res = self.index.search("q", comps, np.asarray(vals, dtype=np.float32), k,
+                                min(q.query_cut, len(cols)), q.heap_factor)
+        return np.fromiter((int(doc) for _, _, doc in res), dtype=np.int64, count=len(res))
+
+
+def _signature(folder: Path) -> tuple[int, int, int] | None:
+    try:
+        s = os.stat(folder / META_NAME)
+    except FileNotFoundError:
+        return None
+    return (s.st_ino, s.st_mtime_ns, s.st_size)
+
+
+__all__ = ["AnnBuild", "AnnInfo", "AnnNotBuiltError", "AnnQuery", "LoadedAnn", "build", "read_info"]
