@@ -22,11 +22,9 @@ benchmarks/results/ann_search[_<docs>].{json,md}.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from git_before import module_at  # noqa: E402
 from search_latency import make_collection, make_queries, stats  # noqa: E402
 
 from convsparse.integration.backend import IndexedDocument  # noqa: E402
@@ -44,21 +43,14 @@ from convsparse.termmap import TermMap  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-SETTINGS = [AnnQuery(10, 0.9), AnnQuery(20, 0.9), AnnQuery(20, 0.7), AnnQuery(40, 0.9)]
+SETTINGS = [AnnQuery(5, 0.9), AnnQuery(10, 1.0), AnnQuery(10, 0.9), AnnQuery(20, 0.9), AnnQuery(20, 0.7),
+            AnnQuery(40, 0.9)]
 TWO_PHASE = PruningPolicy(max_ratio=0.1)
 
 
 def load_before(ref: str):
     """`EmbeddedBackend` as of git `ref` (its helper modules are this tree's, unchanged by it)."""
-    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:integration/backends/embedded.py"],
-                         check=True, capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp()) / "embedded_before.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location("embedded_before", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["embedded_before"] = mod
-    spec.loader.exec_module(mod)
-    return mod.EmbeddedBackend
+    return module_at(ref, "integration/backends/embedded.py", "embedded_before").EmbeddedBackend
 
 
 def timed(fn, items) -> tuple[np.ndarray, list]:

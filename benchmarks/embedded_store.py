@@ -25,18 +25,19 @@ benchmarks/results/embedded_store.{json,md}.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from git_before import module_at  # noqa: E402
 
 from convsparse.integration.backend import IndexedDocument
 from convsparse.integration.backends.embedded import EmbeddedBackend
@@ -48,15 +49,7 @@ BATCH = 64
 
 
 def load_before(ref: str):
-    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:integration/embedded.py"],
-                         check=True, capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp()) / "embedded_before.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location("embedded_before", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["embedded_before"] = mod
-    spec.loader.exec_module(mod)
-    return mod.EmbeddedBackend
+    return module_at(ref, "integration/embedded.py", "embedded_before").EmbeddedBackend
 
 
 def make_docs(n: int, seed: int = 0, vocab: int = 30_000, terms: int = 120):

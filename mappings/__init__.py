@@ -54,6 +54,7 @@ __all__ = [
     "bulk_load_settings",
     "convsparse_version",
     "index_body",
+    "index_meta",
     "serving_settings",
     "template",
 ]
@@ -96,6 +97,24 @@ def serving_settings(*, replicas: int = 1, refresh_interval: str = "1s") -> dict
     if replicas < 0:
         raise ValueError("replicas must be >= 0")
     return {"index": {"refresh_interval": refresh_interval, "number_of_replicas": replicas}}
+
+
+def index_meta(fingerprint: str, vocabulary: str | None, field: str, field_type: str,
+               **extra: Any) -> dict[str, Any]:
+    """The index `_meta` every engine records: who wrote it, the encoder fingerprint that
+    search and writes check, the vocabulary, where and how the term maps are stored."""
+    meta: dict[str, Any] = {
+        "convsparse_version": convsparse_version(),
+        "encoder_fingerprint": fingerprint,
+        "vocabulary": vocabulary,
+        "term_field": field,
+        "field_type": field_type,
+        "feature_name_escaping": ESCAPING_SCHEME,
+        **extra,
+    }
+    if vocabulary is None:
+        del meta["vocabulary"]
+    return meta
 
 
 def index_body(
@@ -141,16 +160,7 @@ def index_body(
     mappings = body["mappings"]
     props = mappings["properties"]
     props[field] = props.pop(TERM_FIELD)
-    meta = mappings["_meta"] = {
-        "convsparse_version": convsparse_version(),
-        "encoder_fingerprint": fingerprint,
-        "vocabulary": vocabulary,
-        "term_field": field,
-        "field_type": field_type,
-        "feature_name_escaping": ESCAPING_SCHEME,
-    }
-    if vocabulary is None:
-        del meta["vocabulary"]
+    meta = mappings["_meta"] = index_meta(fingerprint, vocabulary, field, field_type)
     if field_type == "sparse_vector":
         assert token_ids is not None
         seismic = seismic or SeismicParameters()

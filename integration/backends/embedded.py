@@ -118,6 +118,8 @@ class _IndexState:
     inverted: sp.csr_matrix | None = None
     alive_mask: np.ndarray | None = None
     quantized: bool = False
+    # rows written since the ANN build, sliced once per (docs matrix, first fresh row)
+    fresh: tuple[sp.csr_matrix, int, sp.csr_matrix] | None = None
 
     @property
     def n_alive(self) -> int:
@@ -130,7 +132,7 @@ class _IndexState:
     def add_row(self, doc_id: str, cols: np.ndarray, vals: np.ndarray, fields: dict) -> None:
         self._add_id(doc_id, fields)
         self.pending.append((np.array([len(cols)], dtype=np.int64), cols, vals))
-        self.docs = self.inverted = self.alive_mask = None
+        self.docs = self.inverted = self.alive_mask = self.fresh = None
 
     def _add_id(self, doc_id: str, fields: dict) -> None:
         """Bookkeeping of one new row (its term ids and weights go to `pending`)."""
@@ -221,7 +223,7 @@ def _catch_up(conn: sqlite3.Connection, st: _IndexState | None, store: IndexStor
         lens = np.fromiter((len(b) for b in col_blobs), dtype=np.int64, count=len(col_blobs)) // 4
         st.pending.append((lens, np.frombuffer(b"".join(col_blobs), dtype=np.int32),
                            np.frombuffer(b"".join(val_blobs), dtype=np.float32)))
-        st.docs = st.inverted = st.alive_mask = None
+        st.docs = st.inverted = st.alive_mask = st.fresh = None
     st.n_ops += len(rows)
     st.last_seq = rows[-1][0]
     return st
@@ -738,7 +740,10 @@ class EmbeddedBackend:
         dense = self._dense(st, query)
         scores = np.asarray(st.docs[rows] @ dense).ravel() if len(rows) else np.zeros(0)
         if n_built < len(st.ids):  # written since the build: an exact search of those rows only
-            fresh = np.asarray(st.docs[n_built:] @ dense).ravel()
+            # slicing a CSR copies the rows: once per docs matrix, not once per search
+            if st.fresh is None or st.fresh[0] is not st.docs or st.fresh[1] != n_built:
+                st.fresh = (st.docs, n_built, st.docs[n_built:])
+            fresh = np.asarray(st.fresh[2] @ dense).ravel()
             fresh_rows = np.arange(n_built, len(st.ids))
             live = st.alive_mask[n_built:] & (fresh > 0)
             rows = np.concatenate([rows, fresh_rows[live]])

@@ -30,10 +30,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from convsparse.mappings import (
-    ESCAPING_SCHEME,
     TERM_FIELD,
     bulk_load_settings,
-    convsparse_version,
+    index_meta,
     serving_settings,
 )
 
@@ -73,18 +72,7 @@ def token_pruning_config(
 
 
 def _meta(fingerprint: str, vocabulary: str | None, field: str, field_type: str) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "convsparse_version": convsparse_version(),
-        "encoder_fingerprint": fingerprint,
-        "vocabulary": vocabulary,
-        "term_field": field,
-        "field_type": field_type,
-        "feature_name_escaping": ESCAPING_SCHEME,
-        "engine": "elasticsearch",
-    }
-    if vocabulary is None:
-        del meta["vocabulary"]
-    return meta
+    return index_meta(fingerprint, vocabulary, field, field_type, engine="elasticsearch")
 
 
 def _term_property(field_type: str, index_options: dict[str, Any] | None) -> dict[str, Any]:
