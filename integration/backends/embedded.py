@@ -744,10 +744,10 @@ class EmbeddedBackend:
             if st.fresh is None or st.fresh[0] is not st.docs or st.fresh[1] != n_built:
                 st.fresh = (st.docs, n_built, st.docs[n_built:])
             fresh = np.asarray(st.fresh[2] @ dense).ravel()
-            fresh_rows = np.arange(n_built, len(st.ids))
-            live = st.alive_mask[n_built:] & (fresh > 0)
-            rows = np.concatenate([rows, fresh_rows[live]])
-            scores = np.concatenate([scores, fresh[live]])
+            fresh[~st.alive_mask[n_built:]] = 0.0
+            best = self._top(fresh, window)  # only the fresh rows that can make the window
+            rows = np.concatenate([rows, best + n_built])
+            scores = np.concatenate([scores, fresh[best]])
         keep = scores > 0
         rows, scores = rows[keep], scores[keep]
         order = np.lexsort((rows, -scores))[:window]  # score desc, then row asc (as exact search)
