@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_latency import make_collection, make_queries, recall, stats, topk  # noqa: E402
+from search_latency import add_collection_arguments, make_collection, make_queries, recall, stats, topk  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -77,11 +77,7 @@ def bmp_build(X, root: Path):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--docs", type=int, default=100_000)
-    ap.add_argument("--vocab", type=int, default=30_000)
-    ap.add_argument("--terms", type=int, default=120)
-    ap.add_argument("--queries", type=int, default=100)
-    ap.add_argument("--lengths", type=int, nargs="+", default=[40, 250])
+    add_collection_arguments(ap)
     ap.add_argument("--build-threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

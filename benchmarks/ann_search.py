@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from git_before import module_at  # noqa: E402
-from search_latency import make_collection, make_queries, stats  # noqa: E402
+from search_latency import add_collection_arguments, make_collection, make_queries, recall, stats  # noqa: E402
 
 from convsparse.integration.backend import IndexedDocument  # noqa: E402
 from convsparse.integration.backends.embedded import AnnQuery, EmbeddedBackend  # noqa: E402
@@ -64,16 +64,12 @@ def timed(fn, items) -> tuple[np.ndarray, list]:
 
 
 def recall10(got: list[list[str]], truth: list[list[str]]) -> float:
-    return round(float(np.mean([len(set(g) & set(t)) / max(1, len(t)) for g, t in zip(got, truth)])), 4)
+    return round(recall(got, truth, 10), 4)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--docs", type=int, default=100_000)
-    ap.add_argument("--vocab", type=int, default=30_000)
-    ap.add_argument("--terms", type=int, default=120)
-    ap.add_argument("--queries", type=int, default=100)
-    ap.add_argument("--lengths", type=int, nargs="+", default=[40, 250])
+    add_collection_arguments(ap)
     ap.add_argument("--build-threads", type=int, default=1)
     ap.add_argument("--before-ref", default="main")
     ap.add_argument("--seed", type=int, default=0)

@@ -202,14 +202,19 @@ def stats(lat):
             "mean_ms": round(float(lat.mean()), 3)}
 
 
-# ---------------------------------------------------------------------- main
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_collection_arguments(ap: argparse.ArgumentParser) -> None:
+    """The synthetic collection and query options every search benchmark shares."""
     ap.add_argument("--docs", type=int, default=100_000)
     ap.add_argument("--vocab", type=int, default=30_000)
     ap.add_argument("--terms", type=int, default=120)
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--lengths", type=int, nargs="+", default=[40, 250])
+
+
+# ---------------------------------------------------------------------- main
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_collection_arguments(ap)
     ap.add_argument("--no-seismic", action="store_true")
     ap.add_argument("--python-queries", type=int, default=10,
                     help="queries for the slow pure-Python candidate (0=skip)")

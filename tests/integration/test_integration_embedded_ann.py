@@ -4,10 +4,7 @@ build, read-only opening, compaction fallback."""
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import subprocess
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -179,38 +176,11 @@ def test_invalid_knobs():
         AnnQuery(heap_factor=1.5)
 
 
-@contextmanager
-def read_only_mount(src: Path, tmp_path: Path):
-    """`src` through a read-only bind mount (root), else with write permission removed."""
-    view = tmp_path / "ro"
-    view.mkdir()
-    if os.geteuid() == 0:
-        if subprocess.run(["mount", "--bind", str(src), str(view)], capture_output=True).returncode \
-                or subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], capture_output=True).returncode:
-            subprocess.run(["umount", str(view)], capture_output=True)
-            pytest.skip("running as root and mount is not permitted")
-        try:
-            yield view
-        finally:
-            subprocess.run(["umount", "-l", str(view)], capture_output=True)
-        return
-    view.rmdir()
-    shutil.copytree(src, view)
-    paths = [*view.rglob("*"), view]
-    for p in paths:
-        p.chmod(0o555 if p.is_dir() else 0o444)
-    try:
-        yield view
-    finally:
-        for p in paths:
-            p.chmod(0o755 if p.is_dir() else 0o644)
-
-
-def test_read_only_open_searches_and_refuses_to_build(built, tmp_path):
+def test_read_only_open_searches_and_refuses_to_build(built, tmp_path, read_only_view):
     root, be, _ = built
     be.close()
     q = queries(1, seed=23)[0]
-    with read_only_mount(root, tmp_path) as view:
+    with read_only_view(root) as view:
         ro = EmbeddedBackend(view)
         assert [h.id for h in ro.search("i", q, k=10, approximate=True)] == \
             [h.id for h in be.search("i", q, k=10, approximate=True)]

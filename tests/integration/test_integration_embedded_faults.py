@@ -15,7 +15,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -267,45 +266,14 @@ def test_sigkill_during_conversion(tmp_path, step):
 
 
 # ---------------------------------------------------------------------------- read-only
-@contextmanager
-def read_only_view(src: Path, tmp_path: Path):
-    """`src` seen through a read-only bind mount (root), or with write permission removed."""
-    view = tmp_path / "ro-view"
-    view.mkdir()
-    if os.geteuid() == 0:
-        ok = subprocess.run(["mount", "--bind", str(src), str(view)], capture_output=True).returncode == 0
-        if ok and subprocess.run(["mount", "-o", "remount,bind,ro", str(view)],
-                                 capture_output=True).returncode != 0:
-            subprocess.run(["umount", str(view)], capture_output=True)
-            ok = False
-        if not ok:
-            pytest.skip("running as root (chmod does not bind) and mount is not permitted")
-        try:
-            yield view
-        finally:
-            if subprocess.run(["umount", str(view)], capture_output=True).returncode != 0:
-                subprocess.run(["umount", "-l", str(view)], check=True)
-        return
-    view.rmdir()
-    shutil.copytree(src, view)
-    paths = [p for p in view.rglob("*")] + [view]
-    for p in paths:
-        p.chmod(0o555 if p.is_dir() else 0o444)
-    try:
-        yield view
-    finally:
-        for p in paths:
-            p.chmod(0o755 if p.is_dir() else 0o644)
-
-
-def test_read_only_folder_searches(tmp_path):
+def test_read_only_folder_searches(tmp_path, read_only_view):
     """Issue 13's row: an index on a read-only file system (or folder) can be searched."""
     src = tmp_path / "data"
     be = EmbeddedBackend(src)
     be.create_index("i", fingerprint="fp")
     ingest(be, range(3))
     be.close()
-    with read_only_view(src, tmp_path) as view:
+    with read_only_view(src) as view:
         ro = EmbeddedBackend(view)
         assert ro.count("i") == 3 * BATCH
         assert {h.id for h in ro.search("i", TermMap({"common": 1.0}), k=100)} == ids_of(range(3))
@@ -316,9 +284,9 @@ def test_read_only_folder_searches(tmp_path):
         ro.close()
 
 
-def test_read_only_format1_index_searches_without_converting(tmp_path):
+def test_read_only_format1_index_searches_without_converting(tmp_path, read_only_view):
     root = copy_fixture(tmp_path)
-    with read_only_view(root, tmp_path) as view:
+    with read_only_view(root) as view:
         ro = EmbeddedBackend(view)
         check_legacy_docs(ro)
         assert ro.describe_index("docs").extra["format"] == 1
