@@ -33,6 +33,9 @@ class IndexedDocument:
     id: str
     term_map: TermMap
     fields: Mapping[str, Any] = field(default_factory=dict)
+    #: `fields` as JSON, made by the check itself, so a backend that stores JSON (the
+    #: embedded store) does not serialise them a second time
+    fields_json: str = field(init=False, repr=False, compare=False, default="{}")
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
@@ -41,11 +44,12 @@ class IndexedDocument:
             object.__setattr__(self, "term_map", TermMap(self.term_map, record_id=self.id))
         fields = {} if self.fields is None else self.fields
         try:
-            json.dumps(dict(fields), allow_nan=False)
+            text = json.dumps(dict(fields), ensure_ascii=False, allow_nan=False)
         except (TypeError, ValueError) as e:
             raise InvalidDocumentError(f"fields are not JSON-serialisable: {e}",
                                        record_id=self.id) from None
         object.__setattr__(self, "fields", fields)
+        object.__setattr__(self, "fields_json", text)
 
 
 def indexed_document(doc: Any) -> IndexedDocument | DocumentResult:

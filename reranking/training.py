@@ -42,8 +42,8 @@ class _Prepared:
     positives: torch.Tensor
 
 
-def make_labels(cfg: RerankConfig, log: Callable[[str], None] = print) -> tuple[list, list, dict]:
-    """(train labels, validation labels, corpus texts by id): read from
+def make_labels(cfg: RerankConfig, log: Callable[[str], None] = print):
+    """(train labels, validation labels, the collection): read from
     ``<output_dir>/labels.jsonl`` when present, else generated (first stage + teacher)."""
     from convsparse.collections import load_collection
     from convsparse.encoders.loading import load_student
@@ -72,7 +72,7 @@ def make_labels(cfg: RerankConfig, log: Callable[[str], None] = print) -> tuple[
         write_labels(labels, path)
     by_id = {lab.task_id: lab for lab in read_labels(path)}
     pick = {name: [by_id[t.id] for t in tasks if t.id in by_id] for name, tasks in wanted.items()}
-    return pick["train"], pick["validation"], texts
+    return pick["train"], pick["validation"], col
 
 
 def prepare(reranker: Reranker, labels: Sequence[RerankLabel], texts: dict[str, str],
@@ -118,7 +118,6 @@ def rerank_run(reranker: Reranker, prepared: Sequence[_Prepared]) -> dict[str, d
 
 def train_reranker(cfg: RerankConfig, *, log: Callable[[str], None] = print) -> Path:
     """Train, pick the epoch on validation, write ``<output_dir>/reranker``; returns its path."""
-    from convsparse.collections import load_collection
     from convsparse.evaluation.metrics import compute_metrics
     from convsparse.training.trainer import load_checkpoint
 
@@ -127,8 +126,8 @@ def train_reranker(cfg: RerankConfig, *, log: Callable[[str], None] = print) -> 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
-    train_labels, val_labels, texts = make_labels(cfg, log)
-    col = load_collection(cfg.collection)
+    train_labels, val_labels, col = make_labels(cfg, log)
+    texts = {d: p.encoded_text for d, p in col.corpus.items()}
     conversations = {t.id: list(t.turns) for t in col.conversations}
     ck = cfg.output_dir / "checkpoint"
     start_epoch, best = 0, (-1.0, -1)

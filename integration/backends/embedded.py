@@ -528,7 +528,7 @@ class EmbeddedBackend:
                 results.append(doc)
                 continue
             doc_id, tm = doc.id, doc.term_map
-            fields = json.dumps(dict(doc.fields), ensure_ascii=False, allow_nan=False)
+            fields = doc.fields_json
             tokens, weights = tm.tokens_and_weights()  # CSR-backed maps: straight from arrays
             ops.append((doc_id, list(tokens), list(weights), fields))
             results.append(DocumentResult(doc_id, True, 200))
