@@ -9,7 +9,8 @@ next to the encoder's semantic representation. Here:
   scores the pair from the [CLS] vector: ``s_sem = w_s . h``;
 - the Term Control Layer reads the explicit term-matching features of `features.py` (sparse
   overlap through the first-stage score, exact overlap weighted by the student's term
-  weights, question coverage, rank) through a linear part and a small MLP,
+  weights, question coverage, rank, and the current question's BM25 over word pieces) through
+  a linear part and a small MLP,
   ``s_term = w . phi + MLP(phi)``, and a gate
   computed from the same [CLS] vector decides how much they move the score:
   ``s = s_sem + sigmoid(w_g . h + b_g) * s_term``.

@@ -1,8 +1,10 @@
 """`Reranker`: the second stage the client calls, and its folder format.
 
 A reranker folder holds ``reranker.json`` (format, whether the Term Control Layer is on,
-lengths), ``encoder/`` (the BERT body and its tokenizer, Hugging Face format) and
-``head.safetensors`` (the semantic head, the Term Control Layer). Loading never unpickles.
+lengths), ``encoder/`` (the BERT body and its tokenizer, Hugging Face format),
+``head.safetensors`` (the semantic head, the Term Control Layer) and, with the Term Control
+Layer, ``term_statistics.safetensors`` (the BM25 features' document frequencies). Loading never
+unpickles. Format 1 folders (six features, no BM25) are refused: retrain them.
 
     >>> rr = load_reranker("runs/reranker")                                # doctest: +SKIP
     >>> hits = rr.rerank(conversation, query_term_map, first_stage_hits)   # doctest: +SKIP
@@ -24,10 +26,10 @@ from convsparse.documents import document_text
 from convsparse.encoders.formatter import ConversationFormatter
 from convsparse.errors import UnsupportedModelError
 from convsparse.integration.backend import Hit
-from convsparse.reranking.features import N_FEATURES, term_features
+from convsparse.reranking.features import N_FEATURES, STATISTICS_FILE, TermStatistics, term_features
 from convsparse.reranking.model import TermControlReranker
 
-FORMAT = 1
+FORMAT = 2
 
 
 class Reranker:
@@ -35,12 +37,15 @@ class Reranker:
 
     ``max_length``: word pieces of one (conversation, passage) pair (the passage is cut, the
     whole passage still counts for the exact-match features); ``query_length``: how much of it
-    the conversation may take (newest turns first, as the student's formatter cuts)."""
+    the conversation may take (newest turns first, as the student's formatter cuts);
+    ``statistics``: the training collection's, for the BM25 features."""
 
     def __init__(self, model: TermControlReranker, tokenizer, *, max_length: int = 128,
-                 query_length: int = 48, device: str = "cpu", onnx_path: str | Path | None = None):
+                 query_length: int = 48, device: str = "cpu", onnx_path: str | Path | None = None,
+                 statistics: TermStatistics | None = None):
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
+        self.statistics = statistics
         self.max_length = max_length
         self.query_length = query_length
         self.device = device
@@ -87,7 +92,7 @@ class Reranker:
                  passages: Sequence[Sequence[int]], first_stage: Sequence[float]) -> torch.Tensor:
         current = parse_conversation(conversation)[-1].text
         return torch.from_numpy(term_features(self.tokenizer, query, current, passages,
-                                              first_stage)).to(self.device)
+                                              first_stage, self.statistics)).to(self.device)
 
     # ------------------------------------------------------------------ serving
     @torch.inference_mode()
@@ -165,6 +170,8 @@ class Reranker:
         head = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()
                 if not k.startswith("encoder.")}
         save_file(head, str(path / "head.safetensors"))
+        if self.statistics is not None:
+            self.statistics.save(path)
         (path / "reranker.json").write_text(json.dumps({
             "format": FORMAT, "term_control": self.term_control, "max_length": self.max_length,
             "query_length": self.query_length}, indent=1))
@@ -172,9 +179,11 @@ class Reranker:
 
 
 def new_reranker(base: str | Path = "splade-tiny", *, term_control: bool = True,
-                 max_length: int = 128, query_length: int = 48, device: str = "cpu") -> Reranker:
+                 max_length: int = 128, query_length: int = 48, device: str = "cpu",
+                 passages: Sequence[str] | None = None) -> Reranker:
     """An untrained re-ranker on a BERT checkpoint (a folder, hub id or base-model name): its
-    encoder body is kept, its masked-LM head dropped."""
+    encoder body is kept, its masked-LM head dropped. `passages` (the training collection's
+    texts) give the BM25 features their statistics."""
     from transformers import AutoModel, AutoTokenizer
 
     from convsparse.encoders.base_models import BASE_MODELS, base_model_dir
@@ -182,8 +191,10 @@ def new_reranker(base: str | Path = "splade-tiny", *, term_control: bool = True,
     source = base_model_dir(str(base)) if str(base) in BASE_MODELS else base
     encoder = AutoModel.from_pretrained(source, add_pooling_layer=False)
     tokenizer = AutoTokenizer.from_pretrained(source)
+    stats = TermStatistics.from_passages(tokenizer, passages) if passages and term_control else None
     return Reranker(TermControlReranker(encoder, term_control=term_control), tokenizer,
-                    max_length=max_length, query_length=query_length, device=device)
+                    max_length=max_length, query_length=query_length, device=device,
+                    statistics=stats)
 
 
 def load_reranker(path: str | Path, *, device: str = "cpu",
@@ -200,22 +211,26 @@ def load_reranker(path: str | Path, *, device: str = "cpu",
                                     "one with `convsparse rerank train`")
     spec: dict[str, Any] = json.loads(spec_file.read_text())
     if spec.get("format") != FORMAT:
-        raise UnsupportedModelError(f"{spec_file}: unknown format {spec.get('format')!r}")
+        raise UnsupportedModelError(
+            f"{spec_file}: format {spec.get('format')!r}, this version reads format {FORMAT} "
+            "(format 1 had no BM25 features); retrain it with `convsparse rerank train`")
     encoder = AutoModel.from_pretrained(path / "encoder", add_pooling_layer=False)
     model = TermControlReranker(encoder, term_control=bool(spec["term_control"]))
     missing, unexpected = model.load_state_dict(load_file(str(path / "head.safetensors")),
                                                 strict=False)
     if unexpected or any(not k.startswith("encoder.") for k in missing):
         raise UnsupportedModelError(f"{path}: head weights do not match ({missing=}, {unexpected=})")
+    stats = TermStatistics.load(path) if (path / STATISTICS_FILE).is_file() else None
     rr = Reranker(model, AutoTokenizer.from_pretrained(path / "encoder"),
                   max_length=int(spec["max_length"]), query_length=int(spec["query_length"]),
-                  device=device)
+                  device=device, statistics=stats)
     if runtime == "onnx":
         onnx_path = path / "model.onnx"
         if not onnx_path.exists():
             rr.export_onnx(onnx_path)
         rr = Reranker(rr.model, rr.tokenizer, max_length=rr.max_length,
-                      query_length=rr.query_length, device=device, onnx_path=onnx_path)
+                      query_length=rr.query_length, device=device, onnx_path=onnx_path,
+                      statistics=stats)
     elif runtime != "torch":
         raise UnsupportedModelError(f"runtime must be 'torch' or 'onnx', not {runtime!r}")
     return rr

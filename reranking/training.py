@@ -138,7 +138,8 @@ def train_reranker(cfg: RerankConfig, *, log: Callable[[str], None] = print) -> 
         log(f"resuming after epoch {start_epoch} (best validation MRR@10 {best[0]:.3f})")
     else:
         reranker = new_reranker(cfg.base, term_control=cfg.term_control,
-                                max_length=cfg.max_length, query_length=cfg.query_length)
+                                max_length=cfg.max_length, query_length=cfg.query_length,
+                                passages=list(texts.values()))
         state = None
     model = reranker.model
     heads = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]

@@ -13,7 +13,7 @@ import convsparse
 from convsparse.integration.backend import Hit
 from convsparse.integration.backends.embedded import EmbeddedBackend
 from convsparse.integration.client import ConversationalSearch
-from convsparse.reranking.features import N_FEATURES, term_features
+from convsparse.reranking.features import N_FEATURES, TermStatistics, term_features
 from convsparse.reranking.labels import RerankLabel, build_labels, read_labels, write_labels
 from convsparse.reranking.reranker import load_reranker, new_reranker
 from convsparse.termmap import TermMap
@@ -27,7 +27,8 @@ CONV = [{"role": "user", "text": "Tell me about Lisbon."},
 @pytest.fixture(scope="module")
 def reranker(tiny_model_dir):
     torch.manual_seed(0)
-    return new_reranker(tiny_model_dir, max_length=64, query_length=24)
+    return new_reranker(tiny_model_dir, max_length=64, query_length=24,
+                        passages=[h.fields["text"] for h in hits()])
 
 
 def hits():
@@ -45,6 +46,24 @@ def test_term_features_read_overlap_and_rank(reranker):
     assert f[0, 3] == pytest.approx(1.0) and f[1, 3] == 0.0  # exact weighted overlap
     assert f[0, 4] > f[1, 4]  # current-question coverage
     assert f[0, 1] == pytest.approx(1.0) and f[0, 5] > f[1, 5]
+    assert not f[:, 6:].any()  # no statistics, no BM25
+
+
+def test_bm25_features_favour_the_passage_with_the_rarer_question_terms(reranker):
+    tok = reranker.tokenizer
+    passages = ["the city the city the city", "a city in the north", "population of the city"]
+    stats = TermStatistics.from_passages(tok, passages)
+    city, population = tok.convert_tokens_to_ids(["city", "population"])
+    assert tok.unk_token_id not in (city, population)
+    assert stats.idf[population] > stats.idf[city] > 0
+    assert stats.average_length == pytest.approx(np.mean([len(tok.tokenize(p)) for p in passages]))
+    pids = reranker.passage_ids(passages)
+    bm = stats.bm25([city, population], pids)
+    assert bm[2] > bm[0] > bm[1] > 0  # the rare term outweighs the common one thrice
+    f = term_features(tok, TermMap({"city": 1.0}), "the city population", pids, [3.0, 2.0, 1.0],
+                      stats)
+    assert f[2, 6] == pytest.approx(1.0) and 1.0 > f[0, 6] > f[1, 6] > 0
+    assert f[:, 7].mean() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_rerank_reorders_and_keeps_first_stage_score(reranker):
@@ -63,8 +82,13 @@ def test_folder_round_trip_gives_the_same_scores(reranker, tmp_path):
     after = loaded.score(CONV, TermMap({"lisbon": 1.0}), texts, [3.0, 2.5, 1.0])
     np.testing.assert_allclose(before, after, rtol=1e-5, atol=1e-6)
     assert loaded.term_control and loaded.max_length == 64
+    np.testing.assert_array_equal(loaded.statistics.idf, reranker.statistics.idf)
     with pytest.raises(convsparse.UnsupportedModelError, match="not a re-ranker folder"):
         load_reranker(tmp_path)
+    spec = tmp_path / "rr" / "reranker.json"
+    spec.write_text(spec.read_text().replace('"format": 2', '"format": 1'))
+    with pytest.raises(convsparse.UnsupportedModelError, match="format 1 had no BM25.*retrain"):
+        load_reranker(tmp_path / "rr")
 
 
 @pytest.fixture()
