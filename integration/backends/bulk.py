@@ -29,13 +29,13 @@ One bad document never raises; results come back in input order, one per documen
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from operator import methodcaller
 from typing import Any
 
@@ -79,8 +79,10 @@ def response_body(response: Any) -> Any:
 def document_id(fingerprint: str, source_id: str) -> str:
     """Deterministic `_id`: a hash of the encoder fingerprint and the source id
     (bounded length, no character restrictions, same input -> same `_id`)."""
-    # JSON-encode the pair so that no choice of strings makes two pairs collide.
-    key = json.dumps([fingerprint, source_id], ensure_ascii=False).encode("utf-8")
+    # JSON-encode the pair so that no choice of strings makes two pairs collide. These are the
+    # bytes of json.dumps([fingerprint, source_id], ensure_ascii=False) (an `_id` must never
+    # change), without building a JSONEncoder per call.
+    key = f"[{encode_basestring(fingerprint)}, {encode_basestring(source_id)}]".encode()
     return hashlib.blake2b(key, digest_size=16).hexdigest()
 
 

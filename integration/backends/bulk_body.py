@@ -34,12 +34,11 @@ def dumps(obj: Any) -> bytes:
 
 def index_lines(index: str, doc_id: str, source: dict[str, Any]) -> bytes:
     """The action and source lines of one `index` operation, newline-terminated."""
-    return b"".join((b'{"index":', dumps({"_index": index, "_id": doc_id}), b"}\n",
-                     dumps(source), b"\n"))
+    return b'{"index":{"_index":%b,"_id":%b}}\n%b\n' % (dumps(index), dumps(doc_id), dumps(source))
 
 
 def delete_line(index: str, doc_id: str) -> bytes:
-    return b"".join((b'{"delete":', dumps({"_index": index, "_id": doc_id}), b"}\n"))
+    return b'{"delete":{"_index":%b,"_id":%b}}\n' % (dumps(index), dumps(doc_id))
 
 
 def items_outcome(body: Any) -> list[tuple[bool, dict[str, Any]]]:

@@ -45,3 +45,15 @@ def test_bulk_lines_equal_the_old_bodies(seed, spec_or_none, random_csr_batch):
         if spec_or_none is not None:
             spec_or_none.validate_bulk_lines(new)
     assert batch.rank_features() == [tm.to_rank_features() for tm in old]
+
+
+def test_document_id_is_unchanged(random_csr_batch):
+    """`_id`s of documents indexed before must not move: the hash input is byte for byte
+    `json.dumps([fingerprint, source_id], ensure_ascii=False)`."""
+    import hashlib
+
+    _, _, ids = random_csr_batch(0, n=8)
+    for source_id in [*ids, "", "a" * 1000, "\x00", "\\u0000", "é\u0301"]:
+        for fingerprint in ("fp", 'f"p\\', "ü"):
+            key = json.dumps([fingerprint, source_id], ensure_ascii=False).encode("utf-8")
+            assert document_id(fingerprint, source_id) == hashlib.blake2b(key, digest_size=16).hexdigest()
