@@ -21,7 +21,6 @@ from typing import Any, Protocol, runtime_checkable
 from convsparse.errors import InvalidDocumentError, InvalidTermMapError
 from convsparse.termmap import TermMap
 
-
 #: `json.dumps(fields, ensure_ascii=False, allow_nan=False)`, with one encoder built once
 #: rather than one per document (json.dumps builds one whenever it gets options).
 _FIELDS_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
