@@ -9,9 +9,10 @@ chunk goes out as one pre-serialised body, which opensearch-py (`bulk(body=bytes
 elasticsearch-py (`bulk(operations=bytes)`) send as it is.
 
 The JSON is the same as the standard library's (same keys in the same order, the same string
-values, every weight the same float64 value: orjson writes the shortest round-trip form, as
-`float.__repr__` does, with the exponent written `1e-5` instead of `1e-05`); anything orjson
-refuses (non-string keys in stored fields, integers beyond 64 bits) falls back to `json.dumps`.
+values, every weight the same float64 value: orjson writes a shortest round-trip form, as
+`float.__repr__` does, though not always spelt alike: `1e-5` or `0.00001` for `1e-05`); anything
+orjson refuses (non-string keys in stored fields, integers beyond 64 bits) falls back to
+`json.dumps`.
 """
 
 from __future__ import annotations
