@@ -32,9 +32,12 @@ Rows (documents/s; "in-process" = the `encode_documents` of the bulk path):
   (end to end -> term maps; `--onnx-model-only` adds their model-only rows);
 - host stage (no model, one core): the CSR arrays the device hands over for these documents
   (unpruned, and with ingest pruning top_k=128: the device's superset), tiled to
-  `--host-documents` -> validated (and exactly pruned) TermMapBatch -> OpenSearch bulk
-  `rank_features` bodies; the embedded-backend write of those term maps; and the legacy host
-  stage (dense row -> TermMap -> pruning) for comparison.
+  `--host-documents` -> validated (and exactly pruned) TermMapBatch -> the NDJSON lines the
+  OpenSearch/Elasticsearch bulk writer sends; the embedded-backend write of those term maps;
+  the same two at `BEFORE` (the commit before the array paths, loaded with `module_at`), and the
+  legacy host stage (dense row -> TermMap -> pruning) for comparison. Each row also reports
+  documents per CPU second of the measuring thread (the other jobs' share of a shared core
+  left out). `--host-only` re-measures only these rows (`--host-keep` keeps some models' rows).
 
 Writes encode_throughput.json and encode_throughput.md to `--out` (a CUDA run writes
 encode_throughput_cuda.*; CPU rows of a CUDA machine are not re-measured unless --device cpu).
@@ -61,6 +64,11 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from git_before import module_at  # noqa: E402
+
+#: The commit before the host stage's array paths (bulk bodies, embedded writes): the "before" rows.
+BEFORE = "6f8d60c"
 CORPUS = ROOT.parent / "shared" / "data" / "mtrag-pooled" / "corpus.jsonl"
 if not CORPUS.exists():
     CORPUS = Path("/work/shared/data/mtrag-pooled/corpus.jsonl")
@@ -220,6 +228,7 @@ def host_stage(student, raw, device_pruned, ids, n_rows: int, repeats: int) -> l
     documents: `raw` (every weight >= Float.MIN_NORMAL) and `device_pruned` (the device's
     top_k=128 superset), tiled to `n_rows` documents."""
     from convsparse.integration.backend import IndexedDocument
+    from convsparse.integration.backends.bulk import BulkWriter
     from convsparse.integration.backends.embedded import EmbeddedBackend
     from convsparse.pruning import PruningPolicy
     from convsparse.termmap import TermMapBatch, term_map_from_vector
@@ -240,32 +249,54 @@ def host_stage(student, raw, device_pruned, ids, n_rows: int, repeats: int) -> l
         rows = p.apply_csr(rows, vocab) if p is not None else rows
         return TermMapBatch.from_csr(rows, vocab, "fp", row_ids, checked=True)
 
-    def termmaps(rows, p, bodies: bool):
+    writer = BulkWriter()  # _prepare_index needs no client: it makes the lines a chunk sends
+    old_writer = module_at(BEFORE, "integration/backends/bulk.py", "bulk_before").BulkWriter()
+    from opensearchpy.helpers.actions import expand_action
+    from opensearchpy.serializer import JSONSerializer
+    dumps = JSONSerializer().dumps
+
+    def bodies_before(batch):  # what the writer and streaming_bulk did per document before
+        for pos, (i, tm) in enumerate(zip(batch.ids, batch)):
+            entry = old_writer._prepare_index("idx", pos, IndexedDocument(i, tm, {}), "fp", "terms")
+            action, source = expand_action(entry.action)
+            dumps(action), dumps(source)
+
+    def termmaps(rows, p, bodies: str | None):
         def run():
             t = time.perf_counter()
+            c = time.thread_time()
             batch = to_batch(rows, p)
-            if bodies:
-                [{"_id": i, "terms": terms} for i, terms in zip(big_ids, batch.rank_features())]
-            return time.perf_counter() - t
+            if bodies == "ndjson":
+                [writer._prepare_index("idx", pos, IndexedDocument(i, tm, {}), "fp", "terms").lines
+                 for pos, (i, tm) in enumerate(zip(batch.ids, batch))]
+            elif bodies == "before":
+                bodies_before(batch)
+            return time.perf_counter() - t, time.thread_time() - c
         return run
 
     emb_n = min(n_rows, 8192)
     tmp = Path(tempfile.mkdtemp(prefix="convsparse-host-"))
-    backend = EmbeddedBackend(tmp)
+    backends = {"after": EmbeddedBackend(tmp / "after"),
+                "before": module_at(BEFORE, "integration/backends/embedded.py",
+                                    "embedded_before").EmbeddedBackend(tmp / "before")}
     emb_batch = to_batch(big_dev.take_rows(np.arange(emb_n)), pruning)
     count = [0]
 
-    def embedded():
-        count[0] += 1
-        name = f"h{count[0]}"
-        backend.create_index(name, fingerprint="fp")
-        docs = [IndexedDocument(i, tm, {}) for i, tm in zip(emb_batch.ids, emb_batch)]
-        t = time.perf_counter()
-        for _ in backend.upsert(name, docs):
-            pass
-        dt = time.perf_counter() - t
-        backend.delete_index(name)
-        return dt
+    def embedded(which: str):
+        def run():
+            backend = backends[which]
+            count[0] += 1
+            name = f"h{count[0]}"
+            backend.create_index(name, fingerprint="fp")
+            docs = [IndexedDocument(i, tm, {}) for i, tm in zip(emb_batch.ids, emb_batch)]
+            t = time.perf_counter()
+            c = time.thread_time()
+            for _ in backend.upsert(name, docs):
+                pass
+            dt = time.perf_counter() - t, time.thread_time() - c
+            backend.delete_index(name)
+            return dt
+        return run
 
     legacy_n = min(512, raw.n_rows)
     dense = np.zeros((legacy_n, len(vocab)), dtype=np.float32)
@@ -274,32 +305,43 @@ def host_stage(student, raw, device_pruned, ids, n_rows: int, repeats: int) -> l
 
     def legacy():
         t = time.perf_counter()
+        c = time.thread_time()
         for i, v in enumerate(dense):
             tm = term_map_from_vector(v, student.vocabulary, record_id=big_ids[i])
             pruning.apply(tm).to_rank_features()
-        return time.perf_counter() - t
+        return time.perf_counter() - t, time.thread_time() - c
 
     cases = [
-        ("CSR -> validated term maps (lazy views)", n_rows, termmaps(big_raw, None, False)),
+        ("CSR -> validated term maps (lazy views)", n_rows, termmaps(big_raw, None, None)),
         ("device top_k=128 CSR -> exact pruning -> term maps", n_rows,
-         termmaps(big_dev, pruning, False)),
-        ("CSR -> term maps -> bulk bodies (rank_features dicts, no pruning)", n_rows,
-         termmaps(big_raw, None, True)),
-        ("device top_k=128 CSR -> pruned term maps -> bulk bodies", n_rows,
-         termmaps(big_dev, pruning, True)),
-        ("embedded-backend write of top_k=128 term maps (JSON log + CSR rows)", emb_n, embedded),
+         termmaps(big_dev, pruning, None)),
+        ("CSR -> term maps -> bulk bodies (NDJSON lines as sent, no pruning)", n_rows,
+         termmaps(big_raw, None, "ndjson")),
+        ("device top_k=128 CSR -> pruned term maps -> bulk bodies (NDJSON lines as sent)", n_rows,
+         termmaps(big_dev, pruning, "ndjson")),
+        (f"before ({BEFORE}): top_k=128 -> bulk bodies (action dicts, json sizes, client "
+         "serializer)", n_rows, termmaps(big_dev, pruning, "before")),
+        ("embedded-backend write of top_k=128 term maps (SQLite store)", emb_n, embedded("after")),
+        (f"before ({BEFORE}): embedded-backend write of top_k=128 term maps", emb_n,
+         embedded("before")),
         ("legacy: dense row -> TermMap -> pruning -> rank_features", legacy_n, legacy),
     ]
     runs = {name: [] for name, _, _ in cases}
+    cpu = {name: [] for name, _, _ in cases}
     for r in range(repeats):
         order = cases[r % len(cases):] + cases[:r % len(cases)]
         for name, n, fn in order:
-            runs[name].append(n / fn())
+            wall, on_cpu = fn()
+            runs[name].append(n / wall)
+            cpu[name].append(n / on_cpu)
+            print(f"[host] repeat {r + 1} {name}: {n / wall:,.0f} docs/s "
+                  f"({n / on_cpu:,.0f} per CPU second)", flush=True)
     shutil.rmtree(tmp, ignore_errors=True)
     terms_in = {id(big_raw): float(np.mean(np.diff(big_raw.indptr))),
                 id(big_dev): float(np.mean(np.diff(big_dev.indptr)))}
     return [{"row": name, "device": "host (1 core)", "documents": n,
              "docs_per_s": statistics.median(runs[name]), "docs_per_s_runs": runs[name],
+             "docs_per_cpu_s": statistics.median(cpu[name]),
              "mean_terms_raw": terms_in[id(big_raw)], "mean_terms_device_pruned":
              terms_in[id(big_dev)]} for name, n, _ in cases]
 
@@ -328,6 +370,7 @@ def host_only(label: str, path: str | None, device: str, args) -> list[dict]:
     ids, texts = [p[0] for p in passages], [p[1] for p in passages]
     student = load_student(path, runtime="torch", device=device, dtype=args.dtype,
                            max_length=args.max_length)
+    student = getattr(student, "base", student)  # an anchored student encodes documents by its base
     bs = args.batch_size
     batch = student.encode_documents(texts, ids=ids, batch_size=bs)
     device_pruned = student._encode_groups(
@@ -471,16 +514,18 @@ def markdown(result: dict) -> str:
             out.append("\nONNX preparation (export / optimize / quantize, cached afterwards): " +
                        ", ".join(f"{k} {v['prepare_s']:.1f} s" for k, v in m["onnx"].items()) + ".")
         if m["host_rows"]:
-            when = result.get("host_rows_remeasured")
+            when = m.get("host_rows_measured") or result.get("host_rows_remeasured")
             first = m["host_rows"][0]
             out += ["", "Host stage alone (goal >= 50,000 documents/s on one core"
                     + (f"; re-measured {when}" if when else "") + "): "
                     f"{first['mean_terms_raw']:.0f} terms/document unpruned, "
                     f"{first['mean_terms_device_pruned']:.0f} after the device's top_k=128.",
-                    "", "| host stage (no model, one core) | documents | documents/s |",
-                    "|---|---:|---:|"]
+                    "", "| host stage (no model, one core) | documents | documents/s | "
+                    "per CPU second |", "|---|---:|---:|---:|"]
             for r in m["host_rows"]:
-                out.append(f"| {r['row']} | {r['documents']:,} | {r['docs_per_s']:,.0f} |")
+                per_cpu = r.get("docs_per_cpu_s")
+                out.append(f"| {r['row']} | {r['documents']:,} | {r['docs_per_s']:,.0f} | "
+                           + (f"{per_cpu:,.0f} |" if per_cpu else "|"))
         out.append("")
     return "\n".join(out) + "\n"
 
@@ -507,6 +552,9 @@ def main() -> None:
     ap.add_argument("--onnx-model-only", action="store_true", help="also ONNX model-only rows")
     ap.add_argument("--host-only", action="store_true",
                     help="re-measure only the host rows of the existing result file")
+    ap.add_argument("--host-keep", default="",
+                    help="with --host-only: models (label prefixes, comma list) whose host rows "
+                         "are kept as they are")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     device = args.device
@@ -524,9 +572,12 @@ def main() -> None:
     stem = "encode_throughput_cuda" if cuda else "encode_throughput"
     if args.host_only:  # re-measure the host rows of an existing result, keep the rest
         result = json.loads((args.out / f"{stem}.json").read_text())
+        keep = [k.strip() for k in args.host_keep.split(",") if k.strip()]
         for m, (label, path) in zip(result["models"], models):
+            if any(m["model"].startswith(k) for k in keep):
+                continue
             m["host_rows"] = host_only(label, path, device, args)
-        result["host_rows_remeasured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            m["host_rows_measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
         (args.out / f"{stem}.md").write_text(markdown(result))
         print(markdown(result))

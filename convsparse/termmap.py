@@ -217,8 +217,9 @@ class TermMapBatch:
             raise ValueError("ids and rows differ in length")
         if not checked:
             rows = rows.validated(vocab, ids)
+        lists = _CsrLists(rows, vocab)
         maps: list[TermMap] = [
-            CsrTermMap(vocab, rows.indices[a:b], rows.values[a:b])
+            CsrTermMap(vocab, rows.indices[a:b], rows.values[a:b], lists, a)
             for a, b in zip(rows.indptr[:-1].tolist(), rows.indptr[1:].tolist())
         ]
         return cls(maps, fingerprint, list(ids) if ids is not None else None, csr=rows)
@@ -228,11 +229,9 @@ class TermMapBatch:
         A CSR-backed batch gathers the escaped names and weights once for the whole batch."""
         if self.csr is None:
             return [tm.to_rank_features() for tm in self.term_maps]
-        vocab = self.term_maps[0]._vocab if self.term_maps else None
-        if vocab is None:
+        if not self.term_maps:
             return []
-        names = vocab.escaped[self.csr.indices].tolist()
-        weights = self.csr.values.tolist()
+        names, weights = self.term_maps[0]._lists.escaped_and_weights()
         bounds = self.csr.indptr.tolist()
         # Thousands of fresh dicts would trigger cyclic-GC passes that find nothing to free
         # (dicts of str -> float hold no cycles): pause the collector while building them.
@@ -405,15 +404,36 @@ def _record_of(rows: CsrRows, pos: int, ids: Sequence[str] | None) -> str | None
     return ids[row] if ids is not None else None
 
 
+class _CsrLists:
+    """A batch's escaped feature names and weights as two Python lists, built on first use and
+    shared by the batch's term maps: one `tolist` per batch instead of a numpy gather and two
+    `tolist` calls per document (which cost more than the document's own dict)."""
+
+    __slots__ = ("_rows", "_vocab", "_lists")
+
+    def __init__(self, rows: CsrRows, vocabulary: Vocabulary):
+        self._rows, self._vocab = rows, vocabulary
+        self._lists: tuple[list[str], list[float]] | None = None
+
+    def escaped_and_weights(self) -> tuple[list[str], list[float]]:
+        if self._lists is None:
+            self._lists = (self._vocab.escaped[self._rows.indices].tolist(),
+                           self._rows.values.tolist())
+        return self._lists
+
+
 class CsrTermMap(TermMap):
     """A `TermMap` that is a view of one CSR row: already validated (by
     `TermMapBatch.from_csr`), and its dict is only built when something reads it. The forms a
-    backend needs (`to_rank_features`, `tokens_and_weights`) come straight from the arrays."""
+    backend needs (`to_rank_features`, `tokens_and_weights`) come straight from the arrays
+    (`rank_features` from lists its batch builds once, when it has them)."""
 
-    __slots__ = ("_vocab", "_idx", "_val")
+    __slots__ = ("_vocab", "_idx", "_val", "_lists", "_start")
 
-    def __init__(self, vocabulary: Vocabulary, indices: np.ndarray, values: np.ndarray):
+    def __init__(self, vocabulary: Vocabulary, indices: np.ndarray, values: np.ndarray,
+                 lists: _CsrLists | None = None, start: int = 0):
         self._vocab, self._idx, self._val = vocabulary, indices, values
+        self._lists, self._start = lists, start
 
     def __getattr__(self, name: str):
         if name == "_weights":  # first read: materialise the dict
@@ -432,7 +452,11 @@ class CsrTermMap(TermMap):
         return self._vocab.array[self._idx].tolist(), self._val.tolist()
 
     def to_rank_features(self) -> dict[str, float]:
-        return dict(zip(self._vocab.escaped[self._idx].tolist(), self._val.tolist()))
+        if self._lists is None:
+            return dict(zip(self._vocab.escaped[self._idx].tolist(), self._val.tolist()))
+        names, weights = self._lists.escaped_and_weights()
+        a, b = self._start, self._start + len(self._idx)
+        return dict(zip(names[a:b], weights[a:b]))
 
     def total(self) -> float:
         return float(sum(self._val.tolist()))

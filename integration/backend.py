@@ -21,6 +21,10 @@ from typing import Any, Protocol, runtime_checkable
 from convsparse.errors import InvalidDocumentError, InvalidTermMapError
 from convsparse.termmap import TermMap
 
+#: `json.dumps(fields, ensure_ascii=False, allow_nan=False)`, with one encoder built once
+#: rather than one per document (json.dumps builds one whenever it gets options).
+_FIELDS_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+
 
 @dataclass(frozen=True)
 class IndexedDocument:
@@ -44,7 +48,7 @@ class IndexedDocument:
             object.__setattr__(self, "term_map", TermMap(self.term_map, record_id=self.id))
         fields = {} if self.fields is None else self.fields
         try:
-            text = json.dumps(dict(fields), ensure_ascii=False, allow_nan=False)
+            text = _FIELDS_JSON.encode(dict(fields))
         except (TypeError, ValueError) as e:
             raise InvalidDocumentError(f"fields are not JSON-serialisable: {e}",
                                        record_id=self.id) from None

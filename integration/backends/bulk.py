@@ -7,13 +7,14 @@ connection) and both official clients have a `helpers.streaming_bulk` that yield
 deterministic `_id`s, chunking by count and bytes, the retry rules, per-document results in
 input order. An engine supplies two hooks:
 
-- `_bulk_round(actions)`: one `streaming_bulk(max_retries=0, raise_on_error=False,
-  raise_on_exception=True)` pass with its own client, as a list of `(ok, item)`;
+- `_bulk_round(lines)`: one `_bulk` request of the documents' pre-serialised NDJSON lines
+  (`bulk_body`) with its own client, answered as `streaming_bulk` would: a list of `(ok, item)`;
+  a whole-request failure raises the client's exception;
 - `_request_failure(exc)`: `RequestFailure(status, connection)` when `exc` is its client's
   whole-request failure (an HTTP error status, or no response at all), None to let it raise.
 
-Retry rules (the only retries: each engine's transport is built with `max_retries=0` and
-`streaming_bulk` with `max_retries=0`, so nothing nests):
+Retry rules (the only retries: each engine's transport is built with `max_retries=0`, so
+nothing nests):
 - item 429 (`es_rejected_execution_exception`): only those items are resent, with capped
   exponential backoff and equal jitter, at most `max_retries` times each;
 - item 400/409 and every other item error: permanent, reported per document with the reason;
@@ -28,13 +29,13 @@ One bad document never raises; results come back in input order, one per documen
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from operator import methodcaller
 from typing import Any
 
@@ -52,6 +53,7 @@ from convsparse.integration.backend import (
     IndexInfo,
     indexed_document,
 )
+from convsparse.integration.backends.bulk_body import delete_line, index_lines
 from convsparse.termmap import TermMap
 
 __all__ = ["TOP_LEVEL_FIELDS", "TRANSIENT_REQUEST_STATUSES", "BulkStats", "BulkWriter",
@@ -77,8 +79,10 @@ def response_body(response: Any) -> Any:
 def document_id(fingerprint: str, source_id: str) -> str:
     """Deterministic `_id`: a hash of the encoder fingerprint and the source id
     (bounded length, no character restrictions, same input -> same `_id`)."""
-    # JSON-encode the pair so that no choice of strings makes two pairs collide.
-    key = json.dumps([fingerprint, source_id], ensure_ascii=False).encode("utf-8")
+    # JSON-encode the pair so that no choice of strings makes two pairs collide. These are the
+    # bytes of json.dumps([fingerprint, source_id], ensure_ascii=False) (an `_id` must never
+    # change), without building a JSONEncoder per call.
+    key = f"[{encode_basestring(fingerprint)}, {encode_basestring(source_id)}]".encode()
     return hashlib.blake2b(key, digest_size=16).hexdigest()
 
 
@@ -101,9 +105,12 @@ class BulkStats:
 class _Entry:
     pos: int
     source_id: str
-    action: dict[str, Any]
-    size: int
+    lines: bytes  # its NDJSON lines, as sent
     attempts: int = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.lines)
 
 
 def _error_reason(info: Mapping[str, Any]) -> str:
@@ -184,7 +191,7 @@ class BulkWriter:
         """A context that turns "cannot connect" into a `BackendError` naming `what`."""
         raise NotImplementedError
 
-    def _bulk_round(self, actions: list[dict[str, Any]]) -> list[tuple[bool, dict[str, Any]]]:
+    def _bulk_round(self, lines: list[bytes]) -> list[tuple[bool, dict[str, Any]]]:
         raise NotImplementedError
 
     def _request_failure(self, exc: BaseException) -> RequestFailure | None:
@@ -323,9 +330,7 @@ class BulkWriter:
                 if not isinstance(source_id, str) or not source_id:
                     yield DocumentResult(str(source_id), False, 400, "id must be a non-empty string")
                     continue
-                action = {"_op_type": "delete", "_index": name,
-                          "_id": document_id(fingerprint, source_id)}
-                yield _Entry(pos, source_id, action, 100)
+                yield _Entry(pos, source_id, delete_line(name, document_id(fingerprint, source_id)))
 
         yield from self._write(name, entries())
 
@@ -351,10 +356,7 @@ class BulkWriter:
         except InvalidTermMapError as exc:  # e.g. a token outside a sparse_vector index's vocabulary
             return DocumentResult(source_id, False, 400, str(InvalidTermMapError(
                 exc.reason, record_id=source_id, token=exc.token)))
-        size = len(json.dumps(source, ensure_ascii=False).encode("utf-8"))
-        action = {"_op_type": "index", "_index": name, "_id": document_id(fingerprint, source_id),
-                  "_source": source}
-        return _Entry(pos, source_id, action, size + 100)
+        return _Entry(pos, source_id, index_lines(name, document_id(fingerprint, source_id), source))
 
     def _write(
         self, name: str, items: Iterator[_Entry | DocumentResult]
@@ -405,7 +407,7 @@ class BulkWriter:
             self.stats.requests += 1
             self.stats.documents_sent += len(pending)
             try:
-                outcome = self._bulk_round([e.action for e in pending])
+                outcome = self._bulk_round([e.lines for e in pending])
             except Exception as exc:
                 failure = self._request_failure(exc)
                 if failure is None:

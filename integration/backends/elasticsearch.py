@@ -21,8 +21,8 @@ product) and, on `sparse_vector`, the rescore query never prunes.
 
 Writes are `bulk.BulkWriter`'s (shared with OpenSearch): validation before sending,
 deterministic `_id`s, per-document results, exactly one retry layer (the transport is built with
-`max_retries=0`, `retry_on_status=()`, `retry_on_timeout=False`; `streaming_bulk` with
-`max_retries=0`), item-429 backoff, whole-request 429/5xx/connection replay, 413 splitting.
+`max_retries=0`, `retry_on_status=()`, `retry_on_timeout=False`; chunks go out pre-serialised
+through `client.bulk`, see `bulk_body`), item-429 backoff, whole-request 429/5xx/connection replay, 413 splitting.
 Fingerprints: `upsert`, `delete_documents` and `search` read `_meta` (cached for
 `meta_cache_ttl_s`) and a query from another encoder raises `FingerprintMismatchError`.
 Clause limit: Elasticsearch 8+ sizes it from the heap (at least 1024), so `max_clause_count`
@@ -51,6 +51,7 @@ from convsparse.integration.backends.bulk import (
     document_id,
     response_body,
 )
+from convsparse.integration.backends.bulk_body import items_outcome
 from convsparse.integration.backends.elasticsearch_query import DEFAULT_MAX_CLAUSE_COUNT, build_query
 from convsparse.integration.backends.query_dsl import search_body
 from convsparse.mappings import TERM_FIELD, bulk_load_settings, serving_settings
@@ -59,7 +60,6 @@ from convsparse.termmap import TermMap
 
 try:
     from elasticsearch import ApiError, Elasticsearch, NotFoundError, TransportError
-    from elasticsearch.helpers import streaming_bulk
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "the Elasticsearch backend needs the official client: pip install 'convsparse[elasticsearch]'"
@@ -246,11 +246,8 @@ class ElasticsearchBackend(BulkWriter):
         return settings
 
     # ------------------------------------------------------------------ writes (bulk.BulkWriter)
-    def _bulk_round(self, actions: list[dict[str, Any]]) -> list[tuple[bool, dict[str, Any]]]:
-        return list(streaming_bulk(
-            self.client, actions, chunk_size=len(actions) + 1, max_chunk_bytes=2**62,
-            raise_on_error=False, raise_on_exception=True, max_retries=0,
-        ))
+    def _bulk_round(self, lines: list[bytes]) -> list[tuple[bool, dict[str, Any]]]:
+        return items_outcome(response_body(self.client.bulk(operations=b"".join(lines))))
 
     def _request_failure(self, exc: BaseException) -> RequestFailure | None:
         if isinstance(exc, ApiError):

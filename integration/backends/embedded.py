@@ -71,7 +71,7 @@ from convsparse.integration.backends.embedded_store import (
     is_store,
     step,
 )
-from convsparse.termmap import TermMap
+from convsparse.termmap import CsrTermMap, TermMap
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +120,8 @@ class _IndexState:
     quantized: bool = False
     # rows written since the ANN build, sliced once per (docs matrix, first fresh row)
     fresh: tuple[sp.csr_matrix, int, sp.csr_matrix] | None = None
+    # id(vocabulary) -> (vocabulary, its ids' store term ids, -1 where not stored yet)
+    vocab_term_ids: dict[int, tuple[Any, np.ndarray]] = field(default_factory=dict)
 
     @property
     def n_alive(self) -> int:
@@ -185,6 +187,63 @@ def parse_fields(texts: list[str | None]) -> list[dict[str, Any]]:
     return json.loads("[" + ",".join(t or "{}" for t in texts) + "]") if texts else []
 
 
+def _store_rows(
+    st: _IndexState, term_maps: list[TermMap]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+    """`term_maps` as the store's rows: their lengths, their store term ids (int32) and weights
+    (float32), concatenated in order, and the tokens new to the store with the ids they get
+    (not yet in `st`: the transaction may still fail).
+
+    Term maps of one `TermMapBatch` (CSR views over one vocabulary, the bulk path) translate
+    vocabulary ids to store ids with one array lookup for the whole batch; the array is kept
+    on `st` (a store id never changes within a generation). Others go token by token."""
+    lens = np.fromiter(map(len, term_maps), dtype=np.int64, count=len(term_maps))
+    new_terms: dict[str, int] = {}
+    vocab = getattr(term_maps[0], "_vocab", None) if term_maps else None
+    if vocab is not None and all(type(tm) is CsrTermMap and tm._vocab is vocab for tm in term_maps):
+        idx = np.concatenate([tm._idx for tm in term_maps])
+        vals = np.concatenate([tm._val for tm in term_maps]).astype(np.float32, copy=False)
+        cached = st.vocab_term_ids.get(id(vocab))
+        if cached is None or cached[0] is not vocab:
+            cached = st.vocab_term_ids[id(vocab)] = (vocab, np.full(len(vocab), -1, dtype=np.int32))
+        lut = cached[1]
+        cols = lut[idx]
+        missing = cols < 0
+        if missing.any():
+            resolved = lut.copy()  # new terms' ids stay out of the cache until committed
+            # in order of first appearance: the ids the token-by-token path gives them
+            unseen, first = np.unique(idx[missing], return_index=True)
+            for v in unseen[np.argsort(first, kind="stable")].tolist():
+                token = vocab.tokens[v]
+                tid = st.term_ids.get(token)
+                if tid is None:
+                    tid = new_terms[token] = len(st.terms) + len(new_terms)
+                else:
+                    lut[v] = tid
+                resolved[v] = tid
+            cols = resolved[idx]
+        return lens, cols, vals, new_terms
+    get = st.term_ids.get
+    next_id = len(st.terms)
+    col_parts, val_parts = [], []
+    for tm in term_maps:
+        tokens, weights = tm.tokens_and_weights()
+        ids = []
+        for t in tokens:
+            tid = get(t)
+            if tid is None:
+                tid = new_terms.get(t)
+                if tid is None:
+                    tid = new_terms[t] = next_id
+                    next_id += 1
+            ids.append(tid)
+        col_parts.append(np.asarray(ids, dtype=np.int32))
+        val_parts.append(np.asarray(weights, dtype=np.float32))
+    cols = np.concatenate(col_parts) if col_parts else np.zeros(0, np.int32)
+    vals = np.concatenate(val_parts) if val_parts else np.zeros(0, np.float32)
+    return lens, cols, vals, new_terms
+
+
 def _catch_up(conn: sqlite3.Connection, st: _IndexState | None, store: IndexStore) -> _IndexState:
     """`st` with every operation committed in the store applied (a new state after a
     compaction). `conn` is inside a transaction, so what it reads is one consistent snapshot."""
@@ -241,7 +300,7 @@ class EmbeddedBackend:
     loss. See `convsparse.integration.backends.embedded_store`.
 
     >>> import tempfile
-    >>> from convsparse.termmap import TermMap
+    >>> from convsparse.termmap import CsrTermMap, TermMap
     >>> be = EmbeddedBackend(tempfile.mkdtemp())
     >>> _ = be.create_index("demo", fingerprint="fp")
     >>> docs = [IndexedDocument("a", TermMap({"paris": 2.0})), IndexedDocument("b", TermMap({"rome": 1.0}))]
@@ -440,9 +499,9 @@ class EmbeddedBackend:
         return self._state(name).n_alive
 
     # ------------------------------------------------------------------ writes
-    def _commit(self, name: str, ops: list[tuple[str, list[str] | None, Any, str | None]], what: str) -> None:
-        """Write `ops` ((id, tokens, weights, fields JSON) or (id, None, None, None) for a
-        delete) as one transaction, then apply them to the in-memory state."""
+    def _commit(self, name: str, ops: list[tuple[str, TermMap | None, str | None]], what: str) -> None:
+        """Write `ops` ((id, term map, fields JSON), or (id, None, None) for a delete) as one
+        transaction, then apply them to the in-memory state."""
         with self._lock:
             st = self._state(name)
             store = st.store
@@ -456,34 +515,27 @@ class EmbeddedBackend:
                 with store.lock, store.write() as conn:
                     step("write:begin")
                     st = _catch_up(conn, st, store)
-                    get = st.term_ids.get
-                    new_terms: dict[str, int] = {}
-                    next_id = len(st.terms)
                     seq = conn.execute(
                         "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name='ops'), 0)"
                     ).fetchone()[0]
-                    seq = max(seq, st.last_seq)
+                    first_seq = seq = max(seq, st.last_seq)
+                    lens, cols, vals, new_terms = _store_rows(
+                        st, [tm for _, tm, _ in ops if tm is not None])
+                    # one blob per document: slices of the batch's two arrays
+                    col_bytes, val_bytes = cols.tobytes(), vals.tobytes()
+                    bounds = np.zeros(len(lens) + 1, dtype=np.int64)
+                    np.cumsum(lens * 4, out=bounds[1:])
+                    starts, ends = bounds[:-1].tolist(), bounds[1:].tolist()
                     rows = []
-                    applied = []
-                    for doc_id, tokens, weights, fields in ops:
+                    row = 0
+                    for doc_id, tm, fields in ops:
                         seq += 1
-                        if tokens is None:
+                        if tm is None:
                             rows.append((seq, doc_id, None, None, None))
-                            applied.append((doc_id, None, None, None))
                             continue
-                        ids = []
-                        for t in tokens:
-                            tid = get(t)
-                            if tid is None:
-                                tid = new_terms.get(t)
-                                if tid is None:
-                                    tid = new_terms[t] = next_id
-                                    next_id += 1
-                            ids.append(tid)
-                        cols = np.asarray(ids, dtype=np.int32)
-                        vals = np.asarray(weights, dtype=np.float32)
-                        rows.append((seq, doc_id, cols.tobytes(), vals.tobytes(), fields))
-                        applied.append((doc_id, cols, vals, fields))
+                        a, b = starts[row], ends[row]
+                        rows.append((seq, doc_id, col_bytes[a:b], val_bytes[a:b], fields))
+                        row += 1
                     if new_terms:
                         conn.executemany("INSERT INTO terms(id, token) VALUES (?, ?)",
                                          ((i, t) for t, i in new_terms.items()))
@@ -496,14 +548,17 @@ class EmbeddedBackend:
                 raise IndexWriteError(name, what, e) from e
             # committed (and fsynced when durable): now the in-memory copy
             st.add_terms(new_terms)
-            parsed = iter(parse_fields([a[3] for a in applied if a[1] is not None]))
-            for doc_id, cols, vals, _ in applied:
-                if cols is None:
+            parsed = iter(parse_fields([f for _, tm, f in ops if tm is not None]))
+            for doc_id, tm, _ in ops:
+                if tm is None:
                     st.delete_row(doc_id)
                     st.n_deletes += 1
                 else:
-                    st.add_row(doc_id, cols, vals, next(parsed))
-            st.n_ops += len(applied)
+                    st._add_id(doc_id, next(parsed))
+            if len(lens):  # the batch's rows as one chunk, in the order of their ids
+                st.pending.append((lens, cols, vals))
+                st.docs = st.inverted = st.alive_mask = st.fresh = None
+            st.n_ops += seq - first_seq
             st.last_seq = seq
             self._states[name] = st
             step("write:applied")
@@ -522,16 +577,13 @@ class EmbeddedBackend:
         if fingerprint is not None and fingerprint != st.meta["fingerprint"]:
             raise FingerprintMismatchError(name, st.meta["fingerprint"], fingerprint, writing=True)
         results: list[DocumentResult] = []
-        ops: list[tuple[str, list[str], list[float], str]] = []
+        ops: list[tuple[str, TermMap | None, str | None]] = []
         for doc in map(indexed_document, documents):
             if isinstance(doc, DocumentResult):
                 results.append(doc)
                 continue
-            doc_id, tm = doc.id, doc.term_map
-            fields = doc.fields_json
-            tokens, weights = tm.tokens_and_weights()  # CSR-backed maps: straight from arrays
-            ops.append((doc_id, list(tokens), list(weights), fields))
-            results.append(DocumentResult(doc_id, True, 200))
+            ops.append((doc.id, doc.term_map, doc.fields_json))
+            results.append(DocumentResult(doc.id, True, 200))
         if ops:
             self._commit(name, ops, f"a batch of {len(ops)} documents")
         return iter(results)
@@ -542,7 +594,7 @@ class EmbeddedBackend:
         present = set(st.row_of)
         for doc_id in ids:
             if doc_id in present:
-                ops.append((doc_id, None, None, None))
+                ops.append((doc_id, None, None))
                 present.discard(doc_id)
                 results.append(DocumentResult(doc_id, True, 200))
             else:

@@ -1,11 +1,10 @@
 """`OpenSearchBackend`: the `Backend` protocol on an OpenSearch cluster, with opensearch-py.
 
 Why opensearch-py: it is the official, maintained client; it handles connection pooling, node
-retries on dropped connections, TLS, basic auth and AWS SigV4 signing, and its
-`helpers.streaming_bulk` turns a bulk response into one `(ok, item)` per document.
+retries on dropped connections, TLS, basic auth and AWS SigV4 signing.
 
 Writes (`upsert`, `delete_documents`) come from `bulk.BulkWriter`, shared with the
-Elasticsearch backend; this module supplies opensearch-py's `streaming_bulk` and exceptions:
+Elasticsearch backend; this module supplies opensearch-py's `bulk` call and exceptions:
 - Each document is validated before anything is sent (a term map with NaN, inf, zero, negative or
   subnormal weights, an empty id, non-JSON fields): it becomes a failed `DocumentResult` (status
   400) and is never sent.
@@ -13,12 +12,13 @@ Elasticsearch backend; this module supplies opensearch-py's `streaming_bulk` and
   id: OpenSearch has no bulk idempotency, so a replayed batch (a retried request, a redelivered
   Celery task) overwrites instead of duplicating. The source id is kept in the `id` field.
 Retries: exactly one layer, this module's. The opensearch-py transport is built with
-`max_retries=0, retry_on_timeout=False` (`build_client`, which the tests use too) and
-`streaming_bulk` with `max_retries=0`: streaming_bulk's own backoff has no jitter and blocks in
-`time.sleep` (which tests cannot shorten), and transport retries would nest inside ours. Searches
+`max_retries=0, retry_on_timeout=False` (`build_client`, which the tests use too), and bodies go
+out through `client.bulk`, pre-serialised (`bulk_body`), not `helpers.streaming_bulk`: its
+backoff has no jitter and blocks in `time.sleep` (which tests cannot shorten), and transport
+retries would nest inside ours. Searches
 are not retried: a chat query has a latency budget, and its caller decides whether to ask again.
 
-- Documents go out in chunks through `streaming_bulk(max_retries=0, raise_on_error=False)`:
+- Documents go out in chunks, one `_bulk` request each:
   * item 429 (`es_rejected_execution_exception`): only those items are resent, with capped
     exponential backoff and equal jitter, at most `max_retries` times each;
   * item 400/409 and every other item error: permanent, reported per document with the reason;
@@ -68,7 +68,6 @@ from typing import Any
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import NotFoundError, RequestError, TransportError
-from opensearchpy.helpers import streaming_bulk
 
 from convsparse.errors import (
     BackendError,
@@ -81,7 +80,9 @@ from convsparse.integration.backends.bulk import (
     BulkWriter,
     RequestFailure,
     document_id,
+    response_body,
 )
+from convsparse.integration.backends.bulk_body import items_outcome
 from convsparse.integration.backends.query_dsl import (
     DEFAULT_MAX_CLAUSE_COUNT,
     QueryMode,
@@ -257,11 +258,8 @@ class OpenSearchBackend(BulkWriter):
         self.refresh(name)
 
     # ------------------------------------------------------------------ writes (bulk.BulkWriter)
-    def _bulk_round(self, actions: list[dict[str, Any]]) -> list[tuple[bool, dict[str, Any]]]:
-        return list(streaming_bulk(
-            self.client, actions, chunk_size=len(actions) + 1, max_chunk_bytes=2**62,
-            raise_on_error=False, raise_on_exception=True, max_retries=0,
-        ))
+    def _bulk_round(self, lines: list[bytes]) -> list[tuple[bool, dict[str, Any]]]:
+        return items_outcome(response_body(self.client.bulk(body=b"".join(lines))))
 
     def _request_failure(self, exc: BaseException) -> RequestFailure | None:
         if not isinstance(exc, TransportError):

@@ -88,6 +88,7 @@ class FakeOpenSearch:
         self.validator = validator
         self.indices: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, str, Any]] = []
+        self.bulk_sizes: list[int] = []  # byte size of each _bulk body received
         self.headers: list[dict[str, str]] = []
         self.validation_errors: list[str] = []
         self.item_rules: dict[str, list[int]] = {}
@@ -220,6 +221,7 @@ class FakeOpenSearch:
             if parts and parts[-1] == "_bulk":
                 lines = [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
                 self.requests.append((method, path, lines))
+                self.bulk_sizes.append(len(raw))  # the body as sent (gunzipped)
                 return self._bulk(lines, len(raw))
             body = json.loads(raw) if raw else None
             self.requests.append((method, path, body))
