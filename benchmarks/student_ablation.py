@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from ranx import Qrels, Run, compare
 
-    from convsparse.collections import load_collection, load_conversations
+    from convsparse.collections import load_collection
     from convsparse.encoders.loading import load_student
     from convsparse.evaluation.bm25 import BM25
     from convsparse.evaluation.flops import TermStats, flops
@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         build_examples,
         encode_corpus,
         encode_texts_csr,
+        extra_training_tasks,
         search_matrix,
         split_tasks,
         teacher_text,
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     add("teacher: z-averaged fusion of the three", "teacher", fused)
 
     # --- the anchored student: precompute once per teacher, train each variant
-    extra = [t for s in cfg0.extra_conversations for t in load_conversations(s.path)]
+    extra = extra_training_tasks(cfg0)
     train = split.train + extra
     val_ids = [t.id for t in split.validation]
     val_cur, val_hist = view_matrices(base, split.validation)

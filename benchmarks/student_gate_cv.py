@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from scipy.stats import ttest_rel
 
-    from convsparse.collections import load_collection, load_conversations
+    from convsparse.collections import load_collection
     from convsparse.encoders.anchored import ExpansionGate
     from convsparse.encoders.loading import load_student
     from convsparse.evaluation.metrics import per_query_metric
@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         _dense,
         build_examples,
         encode_corpus,
+        extra_training_tasks,
         search_matrix,
         split_tasks,
         view_matrices,
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     dev = [t for t in col.conversations if t.fields.get("source") == cfg0.heldout_source
            and cid(t) not in held and t.id in col.qrels]
     training_side = [t for t in col.conversations if cid(t) not in held]
-    training_side += [t for s in cfg0.extra_conversations for t in load_conversations(s.path)]
+    training_side += extra_training_tasks(cfg0)
     conversation_of = {t.id: cid(t) for t in training_side}
     dev_ids = [t.id for t in dev]
     examples = {teacher: build_examples(base, docs, doc_ids, training_side, col.qrels,

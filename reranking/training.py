@@ -48,13 +48,20 @@ def make_labels(cfg: RerankConfig, log: Callable[[str], None] = print):
     from convsparse.collections import load_collection
     from convsparse.encoders.loading import load_student
     from convsparse.settings import get_settings
-    from convsparse.training.expansion import encode_corpus, encode_texts_csr, split_tasks, teacher_text
+    from convsparse.training.expansion import (
+        encode_corpus,
+        encode_texts_csr,
+        extra_training_tasks,
+        split_tasks,
+        teacher_text,
+    )
 
     col = load_collection(cfg.collection)
     split = split_tasks(col.conversations, col.qrels, cfg)
     texts = {d: p.encoded_text for d, p in col.corpus.items()}
     path = cfg.output_dir / "labels.jsonl"
-    wanted = {"train": [t for t in split.train if t.id in col.qrels or teacher_text(t, cfg.teacher)],
+    train = split.train + extra_training_tasks(cfg)
+    wanted = {"train": [t for t in train if t.id in col.qrels or teacher_text(t, cfg.teacher)],
               "validation": split.validation}
     if not path.exists():
         base = load_student(cfg.base, runtime="torch", device="cpu")
@@ -128,7 +135,9 @@ def train_reranker(cfg: RerankConfig, *, log: Callable[[str], None] = print) -> 
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     train_labels, val_labels, col = make_labels(cfg, log)
     texts = {d: p.encoded_text for d, p in col.corpus.items()}
-    conversations = {t.id: list(t.turns) for t in col.conversations}
+    from convsparse.training.expansion import extra_training_tasks
+
+    conversations = {t.id: list(t.turns) for t in [*col.conversations, *extra_training_tasks(cfg)]}
     ck = cfg.output_dir / "checkpoint"
     start_epoch, best = 0, (-1.0, -1)
     if cfg.resume and (ck / "state.pt").exists():

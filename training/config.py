@@ -152,6 +152,8 @@ class SplitConfig(BaseModel):
     validation_conversations: int = Field(8, ge=1, description="held-in conversations that "
                                           "pick the epoch")
     validation_seed: int = 7
+    extra_conversations: list[ConversationSource] = Field(
+        default_factory=list, description="more training turns (e.g. TREC CAsT); always train")
     seed: int = 0
     progress: bool = True
 
@@ -165,6 +167,8 @@ class SplitConfig(BaseModel):
         data.collection = data.collection if data.collection.is_absolute() else base / data.collection
         if not Path(data.base).is_absolute() and (base / data.base).exists():
             data.base = str(base / data.base)
+        for src in data.extra_conversations:
+            src.path = src.path if src.path.is_absolute() else base / src.path
         return data
 
 
@@ -173,8 +177,6 @@ class ExpansionConfig(SplitConfig):
     frozen base (`convsparse.training.expansion`). Unknown keys are errors."""
 
     recipe: Literal["anchored"] = "anchored"
-    extra_conversations: list[ConversationSource] = Field(
-        default_factory=list, description="more training turns (e.g. TREC CAsT); always train")
     n_candidates: int = Field(100, ge=2)
     kl_weight: float = Field(1.0, ge=0)
     kl_temperature: float = Field(1.0, gt=0)
@@ -186,12 +188,6 @@ class ExpansionConfig(SplitConfig):
     batch_size: int = Field(64, ge=1)
     learning_rate: float = Field(0.03, gt=0)
     initial_weight: float = Field(0.15, gt=0, description="history weight before training")
-
-    def resolve_paths(self, base: Path) -> ExpansionConfig:
-        data = super().resolve_paths(base)
-        for src in data.extra_conversations:
-            src.path = src.path if src.path.is_absolute() else base / src.path
-        return data
 
 
 class RerankConfig(SplitConfig):

@@ -108,6 +108,12 @@ def split_tasks(tasks: Sequence[ConversationTask], qrels, cfg: SplitConfig) -> E
     )
 
 
+def extra_training_tasks(cfg: SplitConfig) -> list[ConversationTask]:
+    """The `extra_conversations` of a recipe (each cut to its `limit`): training turns only."""
+    return [t for src in cfg.extra_conversations
+            for t in load_conversations(src.path)[: src.limit or None]]
+
+
 def encode_texts_csr(base, texts: Sequence[str], batch_size: int = 64) -> sp.csr_matrix:
     """(n, vocab) CSR activations of the base for `texts` ('' -> an empty row), through the
     encoder's own sparse path (no dense vocabulary-sized rows on the host)."""
@@ -310,8 +316,7 @@ def distill_anchored(cfg: ExpansionConfig, *, log: Callable[[str], None] = print
     collection = load_collection(cfg.collection)
     tasks = list(collection.conversations)
     split = split_tasks(tasks, collection.qrels, cfg)
-    train = split.train + [t for src in cfg.extra_conversations
-                           for t in load_conversations(src.path)[: src.limit or None]]
+    train = split.train + extra_training_tasks(cfg)
     doc_ids = list(collection.corpus)
     if documents is None:
         documents = encode_corpus(base, [collection.corpus[d].encoded_text for d in doc_ids],
@@ -341,5 +346,6 @@ def distill_anchored(cfg: ExpansionConfig, *, log: Callable[[str], None] = print
 
 
 __all__ = ["ExpansionExample", "ExpansionResult", "ExpansionSplit", "GateObjective",
-           "build_examples", "distill_anchored", "encode_corpus", "encode_texts_csr", "gate_queries", "search_matrix",
-           "split_tasks", "teacher_text", "top_candidates", "train_gate", "view_matrices"]
+           "build_examples", "distill_anchored", "encode_corpus", "encode_texts_csr",
+           "extra_training_tasks", "gate_queries", "search_matrix", "split_tasks", "teacher_text",
+           "top_candidates", "train_gate", "view_matrices"]

@@ -158,13 +158,19 @@ def test_labels_round_trip(tiny_student, tmp_path):
 
 
 def test_training_runs_resumes_and_writes_a_loadable_reranker(tiny_model_dir, tmp_path, monkeypatch):
-    from convsparse.reranking import training
-    from convsparse.training.config import RerankConfig
+    import json
 
+    from convsparse.reranking import training
+    from convsparse.training.config import ConversationSource, RerankConfig
+
+    extra = tmp_path / "extra.jsonl"  # train-only turns from elsewhere (as TREC CAsT is used)
+    extra.write_text(json.dumps({"id": "extra_1", "conversation_id": "extra", "turns": [
+        {"role": "user", "text": "Octopus hearts?"}], "rewrite": "How many hearts has an octopus?"}) + "\n")
     cfg = RerankConfig(output_dir=tmp_path / "run", collection=SAMPLE, base=str(tiny_model_dir),
                        first_stage=str(tiny_model_dir), teacher="rewrite", holdout_per_domain=0,
                        validation_conversations=2, depth=4, epochs=2, batch_turns=4,
-                       max_length=48, query_length=16, progress=False)
+                       max_length=48, query_length=16, progress=False,
+                       extra_conversations=[ConversationSource(path=extra, train_only=True)])
     real = training.rerank_run
     calls = {"n": 0}
 
@@ -178,6 +184,7 @@ def test_training_runs_resumes_and_writes_a_loadable_reranker(tiny_model_dir, tm
     with pytest.raises(KeyboardInterrupt):
         training.train_reranker(cfg, log=lambda s: None)
     assert (cfg.output_dir / "checkpoint" / "state.pt").exists()
+    assert "extra_1" in {lab.task_id for lab in read_labels(cfg.output_dir / "labels.jsonl")}
     monkeypatch.setattr(training, "rerank_run", real)
     said = []
     out = training.train_reranker(cfg, log=said.append)
