@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
-import orjson
 
 from convsparse.errors import InvalidTermMapError
 
@@ -157,10 +156,6 @@ class TermMap(Mapping[str, float]):
         """The object stored in a `rank_features` field (escaped feature names)."""
         return {escape_token(t): w for t, w in self._weights.items()}
 
-    def rank_features_json(self) -> bytes:
-        """`to_rank_features()` as compact JSON bytes (orjson's spelling), for bulk bodies."""
-        return orjson.dumps(self.to_rank_features())
-
     def to_token_ids(self, vocabulary: Mapping[str, int]) -> dict[int, float]:
         """Integer token ids -> weight, the form `sparse_vector`/SEISMIC indexes need."""
         out: dict[int, float] = {}
@@ -278,14 +273,6 @@ class Vocabulary:
     def escaped(self) -> np.ndarray:
         out = np.empty(len(self.tokens), dtype=object)
         out[:] = [escape_token(t) if isinstance(t, str) else t for t in self.tokens]
-        return out
-
-    @cached_property
-    def json_keys(self) -> np.ndarray:
-        """Each token's escaped name as a JSON object key with a leading comma: ``,"name":``
-        (the pieces `CsrTermMap.rank_features_json` joins)."""
-        out = np.empty(len(self.tokens), dtype=object)
-        out[:] = [b"," + orjson.dumps(e) + b":" if isinstance(e, str) else b"" for e in self.escaped]
         return out
 
     @cached_property
@@ -422,32 +409,17 @@ class _CsrLists:
     shared by the batch's term maps: one `tolist` per batch instead of a numpy gather and two
     `tolist` calls per document (which cost more than the document's own dict)."""
 
-    __slots__ = ("_rows", "_vocab", "_lists", "_json")
+    __slots__ = ("_rows", "_vocab", "_lists")
 
     def __init__(self, rows: CsrRows, vocabulary: Vocabulary):
         self._rows, self._vocab = rows, vocabulary
         self._lists: tuple[list[str], list[float]] | None = None
-        self._json: list[bytes] | None = None
 
     def escaped_and_weights(self) -> tuple[list[str], list[float]]:
         if self._lists is None:
             self._lists = (self._vocab.escaped[self._rows.indices].tolist(),
                            self._rows.values.tolist())
         return self._lists
-
-    def json_pieces(self) -> list[bytes]:
-        """Key and weight spellings, interleaved (entry i at 2i, 2i + 1), for the whole batch:
-        orjson writes all the batch's weights in one call (each as the float64 value
-        `float(weight)`, spelt exactly as orjson spells that Python float), so a document's
-        `rank_features` JSON is one C-level join of a slice, with no dict built."""
-        if self._json is None:
-            weights = orjson.dumps(self._rows.values.astype(np.float64),
-                                   option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
-            pieces: list[bytes] = [b""] * (2 * len(weights))
-            pieces[0::2] = self._vocab.json_keys[self._rows.indices].tolist()
-            pieces[1::2] = weights
-            self._json = pieces
-        return self._json
 
 
 class CsrTermMap(TermMap):
@@ -485,12 +457,6 @@ class CsrTermMap(TermMap):
         names, weights = self._lists.escaped_and_weights()
         a, b = self._start, self._start + len(self._idx)
         return dict(zip(names[a:b], weights[a:b]))
-
-    def rank_features_json(self) -> bytes:
-        if self._lists is None or not len(self._idx):
-            return super().rank_features_json()
-        a, b = 2 * self._start, 2 * (self._start + len(self._idx))
-        return b"{" + b"".join(self._lists.json_pieces()[a:b])[1:] + b"}"
 
     def total(self) -> float:
         return float(sum(self._val.tolist()))

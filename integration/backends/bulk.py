@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from json.encoder import encode_basestring
+from operator import methodcaller
 from typing import Any
 
 from convsparse.errors import (
@@ -60,10 +61,8 @@ __all__ = ["TOP_LEVEL_FIELDS", "TRANSIENT_REQUEST_STATUSES", "BulkStats", "BulkW
 
 log = logging.getLogger(__name__)
 
-def _rank_features(term_map: TermMap) -> bytes:
-    """A term map as a `rank_features` object, already serialised (a CSR row joins its batch's
-    pre-spelt keys and weights: no dict per document)."""
-    return term_map.rank_features_json()
+#: A term map as a `rank_features` object (a CSR row builds it straight from its arrays).
+_rank_features: Callable[[TermMap], dict[str, Any]] = methodcaller("to_rank_features")
 
 #: Whole-request statuses worth resending (besides connection errors and timeouts).
 TRANSIENT_REQUEST_STATUSES = frozenset({429, 502, 503, 504})
@@ -284,10 +283,9 @@ class BulkWriter:
         """The `_meta` entries `describe_index` reports (an engine may shorten large ones)."""
         return extra
 
-    def _field_value(self, name: str, meta: Mapping[str, Any]) -> Callable[[TermMap], Any]:
-        """How a term map is written into the index's term field (`meta` is its `_meta`): a
-        JSON-able object or JSON bytes; escaped feature names by default. May raise
-        `InvalidTermMapError` for one document."""
+    def _field_value(self, name: str, meta: Mapping[str, Any]) -> Callable[[TermMap], dict[str, Any]]:
+        """How a term map is written into the index's term field (`meta` is its `_meta`):
+        escaped feature names by default. May raise `InvalidTermMapError` for one document."""
         return _rank_features
 
     def _existing_index(self, name: str, fingerprint: str, exist_ok: bool) -> IndexInfo:
@@ -338,7 +336,7 @@ class BulkWriter:
 
     def _prepare_index(
         self, name: str, pos: int, doc: IndexedDocument, fingerprint: str, field_name: str,
-        field_value: Callable[[TermMap], Any] = _rank_features,
+        field_value: Callable[[TermMap], dict[str, Any]] = _rank_features,
     ) -> _Entry | DocumentResult:
         doc = indexed_document(doc)
         if isinstance(doc, DocumentResult):
@@ -354,12 +352,11 @@ class BulkWriter:
         if metadata:
             source["metadata"] = metadata
         try:
-            value = field_value(term_map)
+            source[field_name] = field_value(term_map)
         except InvalidTermMapError as exc:  # e.g. a token outside a sparse_vector index's vocabulary
             return DocumentResult(source_id, False, 400, str(InvalidTermMapError(
                 exc.reason, record_id=source_id, token=exc.token)))
-        return _Entry(pos, source_id, index_lines(name, document_id(fingerprint, source_id),
-                                                  source, field_name, value))
+        return _Entry(pos, source_id, index_lines(name, document_id(fingerprint, source_id), source))
 
     def _write(
         self, name: str, items: Iterator[_Entry | DocumentResult]

@@ -33,16 +33,9 @@ def dumps(obj: Any) -> bytes:
         return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def index_lines(index: str, doc_id: str, source: dict[str, Any], field: str,
-                value: bytes | Any) -> bytes:
-    """The action and source lines of one `index` operation, newline-terminated; `field`
-    (the term field) is the source's last key, its `value` JSON bytes already (a term map
-    serialised from its batch's arrays) or an object to serialise. `source` is never empty
-    (it holds the id), so the field goes in before its closing brace."""
-    head = dumps(source)[:-1]
-    value = value if isinstance(value, bytes) else dumps(value)
-    return b'{"index":{"_index":%b,"_id":%b}}\n%b,%b:%b}\n' % (
-        dumps(index), dumps(doc_id), head, dumps(field), value)
+def index_lines(index: str, doc_id: str, source: dict[str, Any]) -> bytes:
+    """The action and source lines of one `index` operation, newline-terminated."""
+    return b'{"index":{"_index":%b,"_id":%b}}\n%b\n' % (dumps(index), dumps(doc_id), dumps(source))
 
 
 def delete_line(index: str, doc_id: str) -> bytes:

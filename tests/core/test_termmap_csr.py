@@ -114,19 +114,3 @@ def test_batch_rank_features_equal_per_map():
     assert batch.rank_features() == [tm.to_rank_features() for tm in batch]
     plain = TermMapBatch([TermMap(tm) for tm in batch], "fp")
     assert plain.rank_features() == batch.rank_features()
-
-
-@pytest.mark.parametrize("seed", range(3))
-def test_rank_features_json_is_the_dicts_json_byte_for_byte(seed, random_csr_batch):
-    """The bulk body's term field, joined from the batch's pre-spelt pieces, is exactly what
-    serialising each document's dict gives (key order, escaping, float spelling), empty maps
-    and maps read out of order included."""
-    import json
-
-    import orjson
-
-    batch, old, _ = random_csr_batch(seed)
-    for i in [*range(len(batch))][::-1]:  # the batch's pieces are built on the first read
-        got = batch[i].rank_features_json()
-        assert got == orjson.dumps(old[i].to_rank_features())
-        assert json.loads(got) == old[i].to_rank_features()
