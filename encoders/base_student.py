@@ -45,18 +45,14 @@ SPECIAL_TOKEN_BIAS = -30.0
 def build_base_masked_lm():
     """(BertForMaskedLM, tokenizer) for the base student, in memory (see the module docstring)."""
     from transformers import AutoTokenizer, BertForMaskedLM
-    from transformers.utils import logging as hf_logging
 
+    from convsparse.encoders.quiet_loading import quiet_loading
     from convsparse.encoders.tiny import minilm_model_dir
 
     src = minilm_model_dir()
-    tokenizer = AutoTokenizer.from_pretrained(str(src))
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the missing-head report is expected: we build the head
-    try:
+    with quiet_loading():  # the missing-head report is expected: we build the head
+        tokenizer = AutoTokenizer.from_pretrained(str(src))
         mlm = BertForMaskedLM.from_pretrained(str(src), dtype=torch.float32)
-    finally:
-        hf_logging.set_verbosity(verbosity)
     with torch.no_grad():
         h = mlm.config.hidden_size
         transform = mlm.cls.predictions.transform

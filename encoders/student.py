@@ -325,9 +325,12 @@ class SpladeStudent(StudentEncoderBase):
         compile: bool = False,
     ) -> SpladeStudent:
         """Load a Hugging Face masked-LM checkpoint (local path or hub id)."""
-        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
-        # float32 whatever the checkpoint's dtype (a shipped fp16 safetensors runs on CPU too).
-        mlm = AutoModelForMaskedLM.from_pretrained(str(name_or_path), dtype=torch.float32)
+        from convsparse.encoders.quiet_loading import quiet_loading
+
+        with quiet_loading():
+            tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+            # float32 whatever the checkpoint's dtype (a shipped fp16 safetensors runs on CPU too).
+            mlm = AutoModelForMaskedLM.from_pretrained(str(name_or_path), dtype=torch.float32)
         limit = max_length or min(256, getattr(mlm.config, "max_position_embeddings", 512))
         return cls(mlm, tokenizer, max_length=limit, device=device,
                    document_pruning=document_pruning, source=str(name_or_path), dtype=dtype,

@@ -24,6 +24,7 @@ import torch
 from convsparse.conversation import ConversationLike, parse_conversation
 from convsparse.documents import document_text
 from convsparse.encoders.formatter import ConversationFormatter
+from convsparse.encoders.quiet_loading import quiet_loading
 from convsparse.errors import UnsupportedModelError
 from convsparse.integration.backend import Hit
 from convsparse.reranking.features import N_FEATURES, STATISTICS_FILE, TermStatistics, term_features
@@ -189,8 +190,9 @@ def new_reranker(base: str | Path = "splade-tiny", *, term_control: bool = True,
     from convsparse.encoders.base_models import BASE_MODELS, base_model_dir
 
     source = base_model_dir(str(base)) if str(base) in BASE_MODELS else base
-    encoder = AutoModel.from_pretrained(source, add_pooling_layer=False)
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    with quiet_loading():  # the dropped masked-LM head is reported as unexpected weights
+        encoder = AutoModel.from_pretrained(source, add_pooling_layer=False)
+        tokenizer = AutoTokenizer.from_pretrained(source)
     stats = TermStatistics.from_passages(tokenizer, passages) if passages and term_control else None
     return Reranker(TermControlReranker(encoder, term_control=term_control), tokenizer,
                     max_length=max_length, query_length=query_length, device=device,
@@ -214,7 +216,8 @@ def load_reranker(path: str | Path, *, device: str = "cpu",
         raise UnsupportedModelError(
             f"{spec_file}: format {spec.get('format')!r}, this version reads format {FORMAT} "
             "(format 1 had no BM25 features); retrain it with `convsparse rerank train`")
-    encoder = AutoModel.from_pretrained(path / "encoder", add_pooling_layer=False)
+    with quiet_loading():
+        encoder = AutoModel.from_pretrained(path / "encoder", add_pooling_layer=False)
     model = TermControlReranker(encoder, term_control=bool(spec["term_control"]))
     missing, unexpected = model.load_state_dict(load_file(str(path / "head.safetensors")),
                                                 strict=False)

@@ -92,3 +92,23 @@ def test_base_student_from_shipped_minilm(tmp_path, monkeypatch):
     assert {"cat", "sat", "mat"} <= set(top)
     assert "[CLS]" not in tm and "[SEP]" not in tm
     assert 10 < len(tm) < 1000
+
+
+def test_loading_a_checkpoint_writes_nothing_to_the_terminal_and_restores_transformers(
+        tiny_model_dir, capfd):
+    """No "Loading weights" bar or load report on stderr (a chat app's log stays readable),
+    and an application's own transformers settings survive the load."""
+    from transformers.utils import logging as hf_logging
+
+    from convsparse.encoders.student import SpladeStudent
+
+    hf_logging.set_verbosity_info()
+    try:
+        capfd.readouterr()
+        SpladeStudent.from_pretrained(tiny_model_dir, device="cpu")
+        out, err = capfd.readouterr()
+        assert "Loading weights" not in err and "Loading weights" not in out
+        assert hf_logging.get_verbosity() == hf_logging.INFO
+        assert hf_logging.is_progress_bar_enabled()
+    finally:
+        hf_logging.set_verbosity_warning()
