@@ -44,8 +44,11 @@ def load_masked_lm(student: str | None):
     if student:
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-        mlm = AutoModelForMaskedLM.from_pretrained(student, dtype=torch.float32)
-        return mlm, AutoTokenizer.from_pretrained(student)
+        from convsparse.encoders.quiet_loading import quiet_loading
+
+        with quiet_loading():
+            return (AutoModelForMaskedLM.from_pretrained(student, dtype=torch.float32),
+                    AutoTokenizer.from_pretrained(student))
     from convsparse.encoders.base_student import build_base_masked_lm
 
     return build_base_masked_lm()

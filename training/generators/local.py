@@ -36,10 +36,14 @@ class LocalGenerator:
                         **kw) -> LocalGenerator:
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-        config = AutoConfig.from_pretrained(name_or_path, local_files_only=True)
-        auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-        model = auto.from_pretrained(name_or_path, dtype=getattr(torch, dtype), local_files_only=True)
-        tok = AutoTokenizer.from_pretrained(name_or_path, local_files_only=True)
+        from convsparse.encoders.quiet_loading import quiet_loading
+
+        with quiet_loading():
+            config = AutoConfig.from_pretrained(name_or_path, local_files_only=True)
+            auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+            model = auto.from_pretrained(name_or_path, dtype=getattr(torch, dtype),
+                                         local_files_only=True)
+            tok = AutoTokenizer.from_pretrained(name_or_path, local_files_only=True)
         return cls(model, tok, name=str(name_or_path), device=device, **kw)
 
     # ------------------------------------------------------------------ prompts
