@@ -31,7 +31,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
-SHIPPED = (0.15, 0.0, 0.05)  # context, previous answer, earlier questions
+#: the shipped gate's view weights (context, previous answer, earlier questions): where the
+#: per-term gate starts
+SHIPPED = (0.15, 0.0, 0.05)
 
 
 def rich_gate_class():
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from convsparse.collections import load_collection
     from convsparse.encoders.anchored import ExpansionGate
-    from convsparse.encoders.loading import load_student
+    from convsparse.encoders.loading import load_student, shipped_student_dir
     from convsparse.evaluation.metrics import per_query_metric
     from convsparse.settings import get_settings
     from convsparse.training.config import ConversationSource, ExpansionConfig
@@ -145,13 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     rich = rich_gate_class()
 
     def shipped_gate():
-        gate = ExpansionGate()
-        with torch.no_grad():  # the shipped setting with open (saturated) sigmoids
-            gate.theta.zero_()
-            gate.bias.fill_(12.0)
-            gate.alpha.copy_(torch.tensor([float(np.log(np.expm1(max(w, 1e-4))))
-                                           for w in SHIPPED]))
-        return gate
+        return ExpansionGate.load(shipped_student_dir())[0]
 
     variants = [
         ("shipped gate, KLD + InfoNCE (search-query teacher)", shipped_gate, {}, "search_queries"),

@@ -43,8 +43,9 @@ class _Prepared:
 
 
 def make_labels(cfg: RerankConfig, log: Callable[[str], None] = print):
-    """(train labels, validation labels, the collection): read from
-    ``<output_dir>/labels.jsonl`` when present, else generated (first stage + teacher)."""
+    """(train labels, validation labels, the collection, every labelled turn's conversation by
+    task id): labels read from ``<output_dir>/labels.jsonl`` when present, else generated
+    (first stage + teacher)."""
     from convsparse.collections import load_collection
     from convsparse.encoders.loading import load_student
     from convsparse.settings import get_settings
@@ -79,7 +80,8 @@ def make_labels(cfg: RerankConfig, log: Callable[[str], None] = print):
         write_labels(labels, path)
     by_id = {lab.task_id: lab for lab in read_labels(path)}
     pick = {name: [by_id[t.id] for t in tasks if t.id in by_id] for name, tasks in wanted.items()}
-    return pick["train"], pick["validation"], col
+    conversations = {t.id: list(t.turns) for t in [*train, *split.validation]}
+    return pick["train"], pick["validation"], col, conversations
 
 
 def prepare(reranker: Reranker, labels: Sequence[RerankLabel], texts: dict[str, str],
@@ -133,11 +135,8 @@ def train_reranker(cfg: RerankConfig, *, log: Callable[[str], None] = print) -> 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
-    train_labels, val_labels, col = make_labels(cfg, log)
+    train_labels, val_labels, col, conversations = make_labels(cfg, log)
     texts = {d: p.encoded_text for d, p in col.corpus.items()}
-    from convsparse.training.expansion import extra_training_tasks
-
-    conversations = {t.id: list(t.turns) for t in [*col.conversations, *extra_training_tasks(cfg)]}
     ck = cfg.output_dir / "checkpoint"
     start_epoch, best = 0, (-1.0, -1)
     if cfg.resume and (ck / "state.pt").exists():
