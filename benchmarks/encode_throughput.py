@@ -34,11 +34,13 @@ Rows (documents/s; "in-process" = the `encode_documents` of the bulk path):
 - host stage (no model, one core): the CSR arrays the device hands over for these documents
   (unpruned, and with ingest pruning top_k=128: the device's superset), tiled to
   `--host-documents` -> validated (and exactly pruned) TermMapBatch -> the NDJSON lines the
-  OpenSearch/Elasticsearch bulk writer sends; the embedded-backend write of those term maps;
-  the same two at `BEFORE` (the commit before the array paths, loaded with `module_at`), and the
-  legacy host stage (dense row -> TermMap -> pruning) for comparison. Each row also reports
-  documents per CPU second of the measuring thread (the other jobs' share of a shared core
-  left out). `--host-only` re-measures only these rows (`--host-keep` keeps some models' rows).
+  OpenSearch/Elasticsearch bulk writer sends (weights spelt at stored precision); the
+  embedded-backend write of those term maps; the same two at `BEFORE` (the commit before the
+  array paths, loaded with `module_at`), the bulk lines at `EXACT_WEIGHTS` (the last commit
+  that sent exact float64 weights), and the legacy host stage (dense row -> TermMap -> pruning)
+  for comparison. Each row also reports documents per CPU second of the measuring thread (the
+  other jobs' share of a shared core left out) and, for bulk lines, their mean bytes.
+  `--host-only` re-measures only these rows (`--host-keep` keeps some models' rows).
 
 Writes encode_throughput.json and encode_throughput.md to `--out` (a CUDA run writes
 encode_throughput_cuda.*; CPU rows of a CUDA machine are not re-measured unless --device cpu).
@@ -70,6 +72,8 @@ from git_before import module_at  # noqa: E402
 
 #: The commit before the host stage's array paths (bulk bodies, embedded writes): the "before" rows.
 BEFORE = "6f8d60c"
+#: The last commit whose bulk bodies carried exact float64 weights (dict per term map + orjson).
+EXACT_WEIGHTS = "33f64a3"
 CORPUS = ROOT.parent / "shared" / "data" / "mtrag-pooled" / "corpus.jsonl"
 if not CORPUS.exists():
     CORPUS = Path("/work/shared/data/mtrag-pooled/corpus.jsonl")
@@ -252,6 +256,8 @@ def host_stage(student, raw, device_pruned, ids, n_rows: int, repeats: int) -> l
 
     writer = BulkWriter()  # _prepare_index needs no client: it makes the lines a chunk sends
     old_writer = module_at(BEFORE, "integration/backends/bulk.py", "bulk_before").BulkWriter()
+    exact_writer = module_at(EXACT_WEIGHTS, "integration/backends/bulk.py", "bulk_exact").BulkWriter()
+    body_bytes: dict[int, float] = {}  # mean NDJSON bytes a document, by row function
     from opensearchpy.helpers.actions import expand_action
     from opensearchpy.serializer import JSONSerializer
     dumps = JSONSerializer().dumps
@@ -267,9 +273,11 @@ def host_stage(student, raw, device_pruned, ids, n_rows: int, repeats: int) -> l
             t = time.perf_counter()
             c = time.thread_time()
             batch = to_batch(rows, p)
-            if bodies == "ndjson":
-                [writer._prepare_index("idx", pos, IndexedDocument(i, tm, {}), "fp", "terms").lines
-                 for pos, (i, tm) in enumerate(zip(batch.ids, batch))]
+            if bodies in ("ndjson", "exact"):
+                w = writer if bodies == "ndjson" else exact_writer
+                lines = [w._prepare_index("idx", pos, IndexedDocument(i, tm, {}), "fp", "terms").lines
+                         for pos, (i, tm) in enumerate(zip(batch.ids, batch))]
+                body_bytes[id(run)] = sum(map(len, lines)) / len(lines)
             elif bodies == "before":
                 bodies_before(batch)
             return time.perf_counter() - t, time.thread_time() - c
@@ -320,6 +328,8 @@ def host_stage(student, raw, device_pruned, ids, n_rows: int, repeats: int) -> l
          termmaps(big_raw, None, "ndjson")),
         ("device top_k=128 CSR -> pruned term maps -> bulk bodies (NDJSON lines as sent)", n_rows,
          termmaps(big_dev, pruning, "ndjson")),
+        (f"stop 21 ({EXACT_WEIGHTS}): top_k=128 -> bulk bodies with exact float64 weights "
+         "(a dict per term map, orjson)", n_rows, termmaps(big_dev, pruning, "exact")),
         (f"before ({BEFORE}): top_k=128 -> bulk bodies (action dicts, json sizes, client "
          "serializer)", n_rows, termmaps(big_dev, pruning, "before")),
         ("embedded-backend write of top_k=128 term maps (SQLite store)", emb_n, embedded("after")),
@@ -344,7 +354,8 @@ def host_stage(student, raw, device_pruned, ids, n_rows: int, repeats: int) -> l
              "docs_per_s": statistics.median(runs[name]), "docs_per_s_runs": runs[name],
              "docs_per_cpu_s": statistics.median(cpu[name]),
              "mean_terms_raw": terms_in[id(big_raw)], "mean_terms_device_pruned":
-             terms_in[id(big_dev)]} for name, n, _ in cases]
+             terms_in[id(big_dev)], "mean_body_bytes": body_bytes.get(id(fn))}
+            for name, n, fn in cases]
 
 
 # -------------------------------------------------------------------------------- driver
@@ -524,11 +535,12 @@ def markdown(result: dict) -> str:
                     f"{first['mean_terms_raw']:.0f} terms/document unpruned, "
                     f"{first['mean_terms_device_pruned']:.0f} after the device's top_k=128.",
                     "", "| host stage (no model, one core) | documents | documents/s | "
-                    "per CPU second |", "|---|---:|---:|---:|"]
+                    "per CPU second | bytes a document |", "|---|---:|---:|---:|---:|"]
             for r in m["host_rows"]:
-                per_cpu = r.get("docs_per_cpu_s")
+                per_cpu, size = r.get("docs_per_cpu_s"), r.get("mean_body_bytes")
                 out.append(f"| {r['row']} | {r['documents']:,} | {r['docs_per_s']:,.0f} | "
-                           + (f"{per_cpu:,.0f} |" if per_cpu else "|"))
+                           + (f"{per_cpu:,.0f} | " if per_cpu else "| ")
+                           + (f"{size:,.0f} |" if size else "|"))
         out.append("")
     return "\n".join(out) + "\n"
 

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import gc
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TypeVar
 
 import numpy as np
 
@@ -27,6 +29,15 @@ from convsparse.errors import InvalidTermMapError
 FLOAT_MIN_NORMAL = 1.1754943508222875e-38
 #: Lucene's maximum term length in UTF-8 bytes.
 MAX_TOKEN_BYTES = 32766
+
+T = TypeVar("T")
+
+
+def quantize_feature_values(values: np.ndarray) -> np.ndarray:
+    """Lucene FeatureField storage: keep the top 9 significant bits of each float32 (the
+    float's bits >>> 15, truncated), the value a `rank_features` field indexes and scores."""
+    v = np.ascontiguousarray(values, dtype=np.float32)
+    return ((v.view(np.uint32) >> np.uint32(15)) << np.uint32(15)).view(np.float32)
 
 
 def escape_token(token: str) -> str:
@@ -405,21 +416,50 @@ def _record_of(rows: CsrRows, pos: int, ids: Sequence[str] | None) -> str | None
 
 
 class _CsrLists:
-    """A batch's escaped feature names and weights as two Python lists, built on first use and
-    shared by the batch's term maps: one `tolist` per batch instead of a numpy gather and two
-    `tolist` calls per document (which cost more than the document's own dict)."""
+    """What a batch's term maps share: the batch's escaped feature names and weights as two
+    Python lists, built on first use (one `tolist` per batch instead of a numpy gather and two
+    `tolist` calls per document, which cost more than the document's own dict), and the forms
+    a backend derives from blocks of the batch's rows (`derived`)."""
 
-    __slots__ = ("_rows", "_vocab", "_lists")
+    __slots__ = ("_rows", "_vocab", "_lists", "_blocks", "_derived")
+
+    #: Rows per block of `derived`: enough that the per-block numpy calls are amortised, few
+    #: enough that a block's pieces stay in cache (a bulk body's `bytes.join` over 1,024 rows
+    #: was 2.3x slower a term than over 64: `benchmarks/results/encode_throughput.md`).
+    ROWS_PER_BLOCK = 64
 
     def __init__(self, rows: CsrRows, vocabulary: Vocabulary):
         self._rows, self._vocab = rows, vocabulary
         self._lists: tuple[list[str], list[float]] | None = None
+        self._blocks: list[int] | None = None
+        self._derived: dict[str, tuple[int, object]] = {}
 
     def escaped_and_weights(self) -> tuple[list[str], list[float]]:
         if self._lists is None:
             self._lists = (self._vocab.escaped[self._rows.indices].tolist(),
                            self._rows.values.tolist())
         return self._lists
+
+    def derived(self, key: str, entry: int, build: Callable[[CsrRows, Vocabulary], T]) -> tuple[T, int]:
+        """`build(rows, vocabulary)` over the block of rows that holds the non-empty row
+        starting at CSR entry `entry`, with the block's first entry (subtract it from entry
+        positions). Built once per block and shared by its term maps; only the latest block of
+        each `key` is kept, so memory stays bounded whatever the batch's size, and reading a
+        batch in order builds each block once."""
+        if self._blocks is None:
+            self._blocks = self._rows.indptr[::self.ROWS_PER_BLOCK].tolist()
+        # the last block starting at or before `entry`: a non-empty row's own block, even where
+        # blocks of empty rows start at the same entry
+        block = bisect_right(self._blocks, entry) - 1
+        kept = self._derived.get(key)
+        if kept is None or kept[0] != block:
+            lo = block * self.ROWS_PER_BLOCK
+            hi = min(lo + self.ROWS_PER_BLOCK, self._rows.n_rows)
+            bounds = self._rows.indptr[lo:hi + 1]
+            e0, e1 = int(bounds[0]), int(bounds[-1])
+            part = CsrRows(bounds - e0, self._rows.indices[e0:e1], self._rows.values[e0:e1])
+            kept = self._derived[key] = (block, build(part, self._vocab))
+        return kept[1], self._blocks[block]  # type: ignore[return-value]
 
 
 class CsrTermMap(TermMap):
@@ -460,3 +500,14 @@ class CsrTermMap(TermMap):
 
     def total(self) -> float:
         return float(sum(self._val.tolist()))
+
+    def batch_derived(
+        self, key: str, build: Callable[[CsrRows, Vocabulary], T]
+    ) -> tuple[T, int, int] | None:
+        """A form `build(rows, vocabulary)` makes for a block of this view's batch at once
+        (see `_CsrLists.derived`), with this row's entries [start, stop) in it; None for an
+        empty row or a view outside a batch."""
+        if self._lists is None or not len(self._idx):
+            return None
+        form, first = self._lists.derived(key, self._start, build)
+        return form, self._start - first, self._start - first + len(self._idx)

@@ -36,7 +36,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from json.encoder import encode_basestring
-from operator import methodcaller
 from typing import Any
 
 from convsparse.errors import (
@@ -53,7 +52,7 @@ from convsparse.integration.backend import (
     IndexInfo,
     indexed_document,
 )
-from convsparse.integration.backends.bulk_body import delete_line, index_lines
+from convsparse.integration.backends.bulk_body import delete_line, index_lines, rank_features_json
 from convsparse.termmap import TermMap
 
 __all__ = ["TOP_LEVEL_FIELDS", "TRANSIENT_REQUEST_STATUSES", "BulkStats", "BulkWriter",
@@ -61,8 +60,8 @@ __all__ = ["TOP_LEVEL_FIELDS", "TRANSIENT_REQUEST_STATUSES", "BulkStats", "BulkW
 
 log = logging.getLogger(__name__)
 
-#: A term map as a `rank_features` object (a CSR row builds it straight from its arrays).
-_rank_features: Callable[[TermMap], dict[str, Any]] = methodcaller("to_rank_features")
+#: A term map as a `rank_features` object, JSON bytes already (`bulk_body.rank_features_json`).
+_rank_features: Callable[[TermMap], dict[str, Any] | bytes] = rank_features_json
 
 #: Whole-request statuses worth resending (besides connection errors and timeouts).
 TRANSIENT_REQUEST_STATUSES = frozenset({429, 502, 503, 504})
@@ -283,9 +282,12 @@ class BulkWriter:
         """The `_meta` entries `describe_index` reports (an engine may shorten large ones)."""
         return extra
 
-    def _field_value(self, name: str, meta: Mapping[str, Any]) -> Callable[[TermMap], dict[str, Any]]:
-        """How a term map is written into the index's term field (`meta` is its `_meta`):
-        escaped feature names by default. May raise `InvalidTermMapError` for one document."""
+    def _field_value(
+        self, name: str, meta: Mapping[str, Any]
+    ) -> Callable[[TermMap], dict[str, Any] | bytes]:
+        """How a term map is written into the index's term field (`meta` is its `_meta`): a
+        JSON-able object, or its JSON bytes; escaped feature names at FeatureField precision by
+        default. May raise `InvalidTermMapError` for one document."""
         return _rank_features
 
     def _existing_index(self, name: str, fingerprint: str, exist_ok: bool) -> IndexInfo:
@@ -336,7 +338,7 @@ class BulkWriter:
 
     def _prepare_index(
         self, name: str, pos: int, doc: IndexedDocument, fingerprint: str, field_name: str,
-        field_value: Callable[[TermMap], dict[str, Any]] = _rank_features,
+        field_value: Callable[[TermMap], dict[str, Any] | bytes] = _rank_features,
     ) -> _Entry | DocumentResult:
         doc = indexed_document(doc)
         if isinstance(doc, DocumentResult):
@@ -352,11 +354,16 @@ class BulkWriter:
         if metadata:
             source["metadata"] = metadata
         try:
-            source[field_name] = field_value(term_map)
+            value = field_value(term_map)
         except InvalidTermMapError as exc:  # e.g. a token outside a sparse_vector index's vocabulary
             return DocumentResult(source_id, False, 400, str(InvalidTermMapError(
                 exc.reason, record_id=source_id, token=exc.token)))
-        return _Entry(pos, source_id, index_lines(name, document_id(fingerprint, source_id), source))
+        raw = None
+        if isinstance(value, bytes):
+            raw = (field_name, value)
+        else:
+            source[field_name] = value
+        return _Entry(pos, source_id, index_lines(name, document_id(fingerprint, source_id), source, raw))
 
     def _write(
         self, name: str, items: Iterator[_Entry | DocumentResult]

@@ -71,17 +71,11 @@ from convsparse.integration.backends.embedded_store import (
     is_store,
     step,
 )
-from convsparse.termmap import CsrTermMap, TermMap
+from convsparse.termmap import CsrTermMap, TermMap, quantize_feature_values
 
 logger = logging.getLogger(__name__)
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-.]{0,254}$")
-
-
-def quantize_feature_values(values: np.ndarray) -> np.ndarray:
-    """Lucene FeatureField storage: keep the top 9 significant bits of each float32."""
-    v = np.ascontiguousarray(values, dtype=np.float32)
-    return ((v.view(np.uint32) >> np.uint32(15)) << np.uint32(15)).view(np.float32)
 
 
 def check_index_name(name: str) -> str:
@@ -300,7 +294,7 @@ class EmbeddedBackend:
     loss. See `convsparse.integration.backends.embedded_store`.
 
     >>> import tempfile
-    >>> from convsparse.termmap import CsrTermMap, TermMap
+    >>> from convsparse.termmap import CsrTermMap, TermMap, quantize_feature_values
     >>> be = EmbeddedBackend(tempfile.mkdtemp())
     >>> _ = be.create_index("demo", fingerprint="fp")
     >>> docs = [IndexedDocument("a", TermMap({"paris": 2.0})), IndexedDocument("b", TermMap({"rome": 1.0}))]

@@ -4,7 +4,9 @@ OpenSearch `rank_features` field and `rank_feature` query with `linear` run) ver
 (`CONVSPARSE_LUCENE_JARS`, a glob, points at the jars elsewhere).
 
 `test_backend_bodies_score_as_lucene` covers the bodies the OpenSearch and Elasticsearch
-backends send: each body is turned into Lucene queries the way the servers' query builders do
+backends send: the documents are indexed from the `_bulk` lines `BulkWriter` sends (each weight
+spelt at stored precision, parsed by Java as a server's JSON parser does: `Float.parseFloat`, or
+a double narrowed to float), and each query body is turned into Lucene queries the way the servers' query builders do
 (`rank_feature` + `linear`: the field split at its last dot, `FeatureField.newLinearQuery(field,
 feature, boost)`; Elasticsearch's `sparse_vector` with `query_vector` and no pruning: one
 `FeatureField.newLinearQuery(field, token, weight)` SHOULD clause per token, on the same
@@ -68,6 +70,26 @@ def lucene_doc(L, doc_id, tm):
     d.add(L["StringField"]("id", doc_id, L["Store"].YES))
     for tok, w in tm.to_rank_features().items():
         d.add(L["FeatureField"]("terms", tok, float(w)))
+    return d
+
+
+JAVA_PARSERS = {
+    "Float.parseFloat": lambda text: jpype.JClass("java.lang.Float").parseFloat(text),
+    "(float) Double.parseDouble": lambda text: jpype.JClass("java.lang.Double")(
+        jpype.JClass("java.lang.Double").parseDouble(text)).floatValue(),
+}
+
+
+def lucene_doc_from_bulk_lines(L, lines: bytes, parse) -> object:
+    """The Lucene document a server indexes from one `index` operation's NDJSON lines: the
+    term field's numbers are read from their JSON text by Java."""
+    import json
+
+    source = json.loads(lines.split(b"\n")[1], parse_float=str, parse_int=str)
+    d = L["Document"]()
+    d.add(L["StringField"]("id", source["id"], L["Store"].YES))
+    for feature, text in source["terms"].items():
+        d.add(L["FeatureField"]("terms", feature, parse(text)))
     return d
 
 
@@ -156,19 +178,32 @@ def _body_builders():
     return builders
 
 
-@pytest.mark.parametrize("builder", list(_body_builders()))
-def test_backend_bodies_score_as_lucene(lucene, tmp_path, builder):
+@pytest.mark.parametrize(("builder", "parser"), [
+    (builder, parser) for builder in _body_builders() for parser in JAVA_PARSERS
+    if parser == "Float.parseFloat" or builder == "opensearch rank_feature"])
+def test_backend_bodies_score_as_lucene(lucene, tmp_path, builder, parser):
+    from convsparse.integration.backends.bulk import BulkWriter
+    from convsparse.termmap import CsrRows, TermMapBatch, Vocabulary
+
     L = lucene
     build = _body_builders()[builder]
     rng = np.random.default_rng(7)
     vocab = [f"t{i}" for i in range(200)] + ["u.s", "100%", "e.g.", "a%2Eb"]
     docs = random_term_maps(rng, 300, vocab, 30)
     ids = [f"d{i}" for i in range(len(docs))]
+    # the bulk path's documents come as CSR views of one batch
+    v = Vocabulary(vocab)
+    order = [sorted(vocab.index(t) for t in tm) for tm in docs]
+    rows = CsrRows.from_counts(np.array([len(o) for o in order]), np.concatenate(order).astype(
+        np.int32), np.array([docs[i][vocab[j]] for i, o in enumerate(order) for j in o], np.float32))
+    batch = TermMapBatch.from_csr(rows, v, "fp", ids)
     L["BQclass"].setMaxClauseCount(4096)
     directory = L["Dir"]()
     writer = L["IW"](directory, L["IWC"]())
-    for doc_id, tm in zip(ids, docs):
-        writer.addDocument(lucene_doc(L, doc_id, tm))
+    bulk = BulkWriter()
+    for pos, (doc_id, tm) in enumerate(zip(ids, batch)):
+        lines = bulk._prepare_index("parity", pos, IndexedDocument(doc_id, tm), "fp", "terms").lines
+        writer.addDocument(lucene_doc_from_bulk_lines(L, lines, JAVA_PARSERS[parser]))
     writer.commit()
     searcher = L["Searcher"](L["Reader"].open(directory))
     be = EmbeddedBackend(tmp_path, quantize=True)
