@@ -78,10 +78,11 @@ class RedisServer:
 class WorkerProcess:
     """`celery -A convsparse.workers.app worker --pool=solo -Q ingest,query` in a subprocess."""
 
-    def __init__(self, env: dict[str, str], log: Path, name: str = "w"):
+    def __init__(self, env: dict[str, str], log: Path, name: str = "w", queues: str = "ingest,query"):
         self.env = env
         self.log = log
         self.name = name
+        self.queues = queues
         self.proc: subprocess.Popen | None = None
         self._n = 0
 
@@ -90,7 +91,7 @@ class WorkerProcess:
         self._fh = open(self.log, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "convsparse.workers.app", "worker",
-             "--pool=solo", "-Q", "ingest,query", "--concurrency=1", "--loglevel=info",
+             "--pool=solo", "-Q", self.queues, "--concurrency=1", "--loglevel=info",
              "--without-gossip", "--without-mingle", "--without-heartbeat",
              f"--hostname={self.name}{self._n}@%h"],
             env=self.env, stdout=self._fh, stderr=subprocess.STDOUT,
@@ -228,8 +229,8 @@ def make_worker(tmp_path):
     """Factory for worker subprocesses; every one started is stopped at the end."""
     started: list[WorkerProcess] = []
 
-    def factory(env: dict[str, str], name: str = "w") -> WorkerProcess:
-        worker = WorkerProcess(env, tmp_path / f"{name}.log", name=name)
+    def factory(env: dict[str, str], name: str = "w", queues: str = "ingest,query") -> WorkerProcess:
+        worker = WorkerProcess(env, tmp_path / f"{name}.log", name=name, queues=queues)
         started.append(worker)
         return worker
 

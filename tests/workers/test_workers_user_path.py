@@ -49,6 +49,26 @@ def test_celery_ingest_without_worker_fails_fast(redis_db, helpers, tiny_model_d
     assert len([ln for ln in out.splitlines() if ln.startswith("error:")]) == 1
 
 
+def test_worker_check_finds_the_queue_whoever_answers_first(redis_db, helpers, tiny_model_dir,
+                                                            tmp_path, make_worker):
+    """`check_workers` takes the first answer when its worker consumes the queue and asks
+    every worker otherwise: with one worker per queue, each queue finds its own worker."""
+    from convsparse.workers.app import make_app
+    from convsparse.workers.submit import check_workers
+
+    env = helpers.worker_env(redis_db, tiny_model_dir, tmp_path / "data")
+    capp = make_app(helpers.settings_for(redis_db, tiny_model_dir, tmp_path / "data"))
+    only_query = make_worker(env, name="qonly", queues="query")
+    only_query.start()
+    with pytest.raises(WorkerUnavailableError, match=r"1 worker\(s\) answered, none consuming it"):
+        check_workers(capp, timeout_s=1.0)
+    only_ingest = make_worker(env, name="ionly", queues="ingest")
+    only_ingest.start()
+    for _ in range(3):  # whichever worker answers first
+        assert [n.split("@")[0] for n in check_workers(capp, timeout_s=2.0)] == ["ionly1"]
+        assert [n.split("@")[0] for n in check_workers(capp, queue="query", timeout_s=2.0)] == ["qonly1"]
+
+
 def test_redis_unreachable_is_one_line_fast(helpers, tiny_model_dir, tmp_path):
     import socket
 
