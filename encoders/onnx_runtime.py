@@ -52,9 +52,10 @@ log = logging.getLogger(__name__)
 
 INPUT_NAMES = ["input_ids", "attention_mask"]
 OPSET = 17
-#: Bumped when the exported graph changes for the same weights (2: max-first SPLADE pooling),
-#: so a cached export of an older graph is not reused.
-GRAPH_VERSION = 2
+#: Bumped when the exported graph changes for the same weights (2: max-first SPLADE pooling;
+#: 3: no (batch, tokens, vocab) mask or bias pass), so a cached export of an older graph is
+#: not reused.
+GRAPH_VERSION = 3
 
 
 class _TopKSplade(torch.nn.Module):
