@@ -136,6 +136,30 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(tiny_student, monkeypa
     assert sizes and max(sizes) <= 2  # capped up front, no new OOM
 
 
+def test_cpu_batches_run_in_passes_under_the_logits_budget(tiny_student, tiny_onnx_student,
+                                                           monkeypatch):
+    """On a CPU a batch runs in passes whose (documents, tokens, vocabulary) float32 logits fit
+    `CPU_LOGITS_BYTES`; nothing is lost or reordered, and the weights are those of one pass."""
+    for student in (tiny_student, tiny_onnx_student):
+        expected = student.encode_documents(DOCS, ids=IDS, batch_size=8)
+        widths = []
+        real = type(student)._sparse_rows
+
+        def sparse_rows(self, ids, mask, pruning, real=real):
+            widths.append(tuple(ids.shape))
+            return real(self, ids, mask, pruning)
+
+        monkeypatch.setattr(type(student), "_sparse_rows", sparse_rows)
+        width = max(len(r) for r in student.tokenize_documents(DOCS))
+        monkeypatch.setattr(student, "CPU_LOGITS_BYTES", 2 * width * len(student.vocabulary) * 4)
+        got = student.encode_documents(DOCS, ids=IDS, batch_size=8)
+        assert got.ids == IDS and [n for n, _ in widths] == [2, 2, 2, 1]
+        for a, b in zip(expected, got):
+            assert a.keys() == b.keys()
+            assert max((abs(a[t] - b[t]) for t in a), default=0.0) < 1e-5
+        monkeypatch.undo()
+
+
 def test_out_of_memory_on_one_document_is_raised(tiny_student, monkeypatch):
     def pooled(self, ids, mask):
         raise torch.OutOfMemoryError("simulated")
