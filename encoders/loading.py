@@ -142,8 +142,11 @@ def load_student(
     if isinstance(source, Path) and is_anchored_folder(source):
         gate, base_ref = ExpansionGate.load(source)
         base_path = base_ref if base_ref in BASE_MODELS else source / base_ref
+        # every option reaches the base, which does all the encoding
         base = load_student(base_path, runtime=runtime, device=device, max_length=max_length,
-                            document_pruning=document_pruning, fp16=fp16, cache_dir=cache_dir)
+                            document_pruning=document_pruning, fp16=fp16, cache_dir=cache_dir,
+                            dtype=dtype, compile=compile, onnx_optimize=onnx_optimize,
+                            onnx_int8=onnx_int8)
         return AnchoredStudent(base, gate, source=str(source))
     model_path: Path | str = source
     if isinstance(source, Path) and (source / "modules.json").exists():

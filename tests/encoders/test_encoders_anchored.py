@@ -107,6 +107,21 @@ def test_load_student_reads_an_anchored_folder_on_both_runtimes(tiny_model_dir, 
     assert set(a) == set(b) and max(abs(a[t] - b[t]) for t in a) < 1e-3
 
 
+def test_load_options_reach_an_anchored_students_base(tiny_model_dir, tmp_path):
+    """The base does all the encoding, so the runtime options are its: the int8 ONNX model,
+    and the PyTorch dtype (they were once dropped on the way)."""
+    from convsparse.encoders.loading import load_student
+
+    shutil.copytree(tiny_model_dir, tmp_path / "base")
+    ExpansionGate().save(tmp_path, base="base")
+    int8 = load_student(tmp_path, runtime="onnx", device="cpu", onnx_int8=True)
+    assert "int8" in int8.base.onnx_path.name
+    optimized = load_student(tmp_path, runtime="onnx", device="cpu", onnx_optimize=True)
+    assert "opt" in optimized.base.onnx_path.name and "int8" not in optimized.base.onnx_path.name
+    bf16 = load_student(tmp_path, runtime="torch", device="cpu", dtype="bfloat16")
+    assert bf16.base.dtype == torch.bfloat16
+
+
 SPLADE_TINY_SHA256 = {
     "config.json": "d6f35ba464a319da2681667d0090c64fbdd79e72d059c33cafc7bdaa29d19b71",
     "model.safetensors": "96e1dd8dbbc82439cf50677a15bcb9141172b289d20b41c9c28b621a0451a02a",
