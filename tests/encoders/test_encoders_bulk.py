@@ -145,7 +145,7 @@ def test_cpu_batches_run_in_passes_under_the_logits_budget(tiny_student, tiny_on
         widths = []
         real = type(student)._sparse_rows
 
-        def sparse_rows(self, ids, mask, pruning, real=real):
+        def sparse_rows(self, ids, mask, pruning, real=real, widths=widths):
             widths.append(tuple(ids.shape))
             return real(self, ids, mask, pruning)
 

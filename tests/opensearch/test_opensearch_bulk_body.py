@@ -80,9 +80,9 @@ def test_document_id_is_unchanged(random_csr_batch):
 
 
 def test_every_stored_value_has_a_shortest_spelling_that_parses_back_to_it():
-    """Every code of a normal finite float32 (>= Float.MIN_NORMAL, as validation ensures): the text parses (as a double, then
-    float32) to a float32 of the same code; dropping one significant digit, rounded either
-    way, leaves the code (so no shorter number would do)."""
+    """Every code of a normal finite float32 (>= Float.MIN_NORMAL, as validation ensures): the
+    text parses (as a double, then float32) to a float32 of the same code; dropping one
+    significant digit, rounded either way, leaves the code (so no shorter number would do)."""
     from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal
 
     last = 0x7F7FFFFF >> 15  # Float.MAX_VALUE's code
