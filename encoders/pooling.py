@@ -67,7 +67,9 @@ class SpladeModel(nn.Module):
     and a small encoder those two (batch, tokens, vocab) passes were most of the time:
     ONNX Runtime spent 250 of 410 ms on them for 8 SPLADE-tiny passages. The activations
     equal the masked-LM's own logits pooled (`SpladeMaxPooling`) to float rounding: the bias
-    is added once, outside the product (`tests/encoders/test_encoders_pooling.py`)."""
+    is added once, outside the product (`tests/encoders/test_encoders_pooling.py`).
+    `max_logits` is the one definition: the exported graph, the dense path and the bulk path
+    (`SpladeStudent.pooled`, CPU and CUDA) all pool through it."""
 
     def __init__(self, mlm: nn.Module):
         super().__init__()
@@ -75,14 +77,22 @@ class SpladeModel(nn.Module):
         self.pooling = SpladeMaxPooling()
         self._head = _HEADS.get(type(mlm).__name__)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    @property
+    def fast_head(self) -> bool:
+        """Whether the head skips the (batch, tokens, vocab) mask and bias passes."""
+        return self._head is not None
+
+    def max_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(batch, vocab) max over attended tokens of the masked-LM logits (a padded position
+        counts as 0, which relu makes of any non-positive max anyway), in the model's dtype."""
         if self._head is None:
             logits = self.mlm(input_ids=input_ids, attention_mask=attention_mask).logits
-            return self.pooling(logits, attention_mask)
+            return logits.masked_fill(attention_mask.unsqueeze(-1) == 0, 0).amax(dim=1)
         encoder, transform, decoder = self._head(self.mlm)
         hidden = transform(encoder(input_ids=input_ids, attention_mask=attention_mask)[0])
         hidden = torch.where(attention_mask.unsqueeze(-1) != 0, hidden, hidden[:, :1])
         pooled = torch.matmul(hidden, decoder.weight.t()).amax(dim=1)
-        if decoder.bias is not None:
-            pooled = pooled + decoder.bias
-        return torch.log1p(torch.relu(pooled))
+        return pooled + decoder.bias if decoder.bias is not None else pooled
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return torch.log1p(torch.relu(self.max_logits(input_ids, attention_mask)))

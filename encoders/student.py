@@ -297,19 +297,13 @@ def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
     return names[dtype]
 
 
-def splade_pool(logits: torch.Tensor, attention_mask: torch.Tensor, *,
-                lengths: list[int] | None = None) -> torch.Tensor:
-    """`SpladeMaxPooling` computed max-first: log1p(relu(.)) is non-decreasing, so the max
-    over tokens commutes with it and the result is bit-identical, while the transcendental
-    runs on (batch, vocab) instead of (batch, tokens, vocab). With `lengths` (CPU), each row's
-    max reads only its attended prefix; else padded positions are zeroed in place first
-    (CUDA: one kernel, no copy). The max is taken in the logits' dtype (exact), the rest in
-    float32."""
-    if lengths is not None:
-        pooled = torch.stack([logits[i, :n].amax(dim=0) for i, n in enumerate(lengths)])
-    else:
-        logits = logits.masked_fill_(attention_mask.unsqueeze(-1) == 0, 0)
-        pooled = logits.amax(dim=1)
+def splade_pool(logits: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+    """`SpladeMaxPooling` of (batch, tokens, vocab) logits whose row i attends to its first
+    `lengths[i]` tokens, computed max-first (log1p(relu(.)) is non-decreasing, so the max over
+    tokens commutes with it, bit for bit) and reading only each row's attended prefix, so no
+    masked copy of the logits is made. The max is taken in the logits' dtype (exact), the rest
+    in float32."""
+    pooled = torch.stack([logits[i, :n].amax(dim=0) for i, n in enumerate(lengths)])
     return torch.log1p(torch.relu(pooled.float()))
 
 
@@ -379,17 +373,19 @@ class SpladeStudent(StudentEncoderBase):
         return ids, mask
 
     def _pooled_masked(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        logits = self.model.mlm(input_ids=ids, attention_mask=mask).logits
-        return splade_pool(logits, mask)
+        # the max in the model's dtype (exact), log1p(relu(.)) in float32
+        return torch.log1p(torch.relu(self.model.max_logits(ids, mask).float()))
 
     def pooled(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(batch, vocab) float32 SPLADE activations of a padded batch, on the device."""
+        """(batch, vocab) float32 SPLADE activations of a padded batch, on the device: the
+        model's own head (`SpladeModel.max_logits`), but for an architecture without the fast
+        head on a CPU, where each row's max reads only its attended prefix of the logits."""
         if self._pooled_compiled is not None:
             return self._pooled_compiled(ids, mask)
-        if self.on_cuda:
+        if self.on_cuda or self.model.fast_head:
             return self._pooled_masked(ids, mask)
         logits = self.model.mlm(input_ids=ids, attention_mask=mask).logits
-        return splade_pool(logits, mask, lengths=mask.sum(dim=1).tolist())
+        return splade_pool(logits, mask.sum(dim=1).tolist())
 
     @torch.inference_mode()
     def _sparse_rows(self, input_ids, attention_mask, pruning: PruningPolicy | None) -> CsrRows:

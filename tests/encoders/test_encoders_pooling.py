@@ -74,3 +74,20 @@ def test_head_equals_the_pooled_masked_lm_logits(kind):
     with torch.inference_mode():
         alone = model(ids[1:2, :3], mask[1:2, :3])
     torch.testing.assert_close(alone[0], fast[1], rtol=1e-5, atol=1e-6)
+
+
+def test_prefix_pooling_of_other_architectures_equals_the_reference():
+    """The CPU bulk path of a masked-LM without the fast head reads each row's attended prefix
+    of the logits (`splade_pool`): bit for bit the masked reference."""
+    from convsparse.encoders.student import splade_pool
+
+    mlm = tiny("albert").eval()
+    ids, mask = padded_batch(1)
+    with torch.inference_mode():
+        logits = mlm(input_ids=ids, attention_mask=mask).logits
+        reference = SpladeMaxPooling()(logits, mask)
+        model = SpladeModel(mlm)
+        assert not model.fast_head
+        torch.testing.assert_close(model(ids, mask), reference, rtol=0, atol=0)
+        torch.testing.assert_close(splade_pool(logits, mask.sum(dim=1).tolist()), reference,
+                                   rtol=0, atol=0)
