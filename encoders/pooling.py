@@ -13,16 +13,21 @@ from torch import nn
 POOLING_NAME = "splade-max-log1p-relu"
 
 
+def masked_max(logits: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(batch, vocab) max over the attended tokens of (batch, tokens, vocab) logits; a padded
+    position counts as 0, which relu would make of any non-positive logit anyway."""
+    return logits.masked_fill(attention_mask.unsqueeze(-1) == 0, 0).amax(dim=1)
+
+
 class SpladeMaxPooling(nn.Module):
-    """(batch, tokens, vocab) logits + (batch, tokens) mask -> (batch, vocab) activations."""
+    """(batch, tokens, vocab) logits + (batch, tokens) mask -> (batch, vocab) activations: the
+    reference definition (`SpladeModel` computes the same without materialising the logits)."""
 
     def forward(self, logits: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         # log1p(relu(x)) is non-decreasing, so it commutes with the max over tokens: taking the
         # max first gives bit-identical activations (and the same gradients) while the
-        # transcendental runs on (batch, vocab), not (batch, tokens, vocab). A padded position
-        # becomes 0, which relu would have made of any non-positive logit anyway.
-        pooled = logits.masked_fill(attention_mask.unsqueeze(-1) == 0, 0).amax(dim=1)
-        return torch.log1p(torch.relu(pooled))
+        # transcendental runs on (batch, vocab), not (batch, tokens, vocab).
+        return torch.log1p(torch.relu(masked_max(logits, attention_mask)))
 
 
 def _bert_head(mlm: nn.Module) -> tuple[nn.Module, Callable, nn.Linear]:
@@ -74,7 +79,6 @@ class SpladeModel(nn.Module):
     def __init__(self, mlm: nn.Module):
         super().__init__()
         self.mlm = mlm
-        self.pooling = SpladeMaxPooling()
         self._head = _HEADS.get(type(mlm).__name__)
 
     @property
@@ -83,11 +87,10 @@ class SpladeModel(nn.Module):
         return self._head is not None
 
     def max_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(batch, vocab) max over attended tokens of the masked-LM logits (a padded position
-        counts as 0, which relu makes of any non-positive max anyway), in the model's dtype."""
+        """`masked_max` of the masked-LM's logits, in the model's dtype."""
         if self._head is None:
             logits = self.mlm(input_ids=input_ids, attention_mask=attention_mask).logits
-            return logits.masked_fill(attention_mask.unsqueeze(-1) == 0, 0).amax(dim=1)
+            return masked_max(logits, attention_mask)
         encoder, transform, decoder = self._head(self.mlm)
         hidden = transform(encoder(input_ids=input_ids, attention_mask=attention_mask)[0])
         hidden = torch.where(attention_mask.unsqueeze(-1) != 0, hidden, hidden[:, :1])
