@@ -1,4 +1,4 @@
-# convsparse Celery worker with ONNX Runtime's CUDA provider.
+# convsparse Celery worker: PyTorch on CUDA (bf16, sparsified on the GPU), ONNX Runtime on CPU.
 # Build from the repository root:  docker build -f docker/worker.Dockerfile -t convsparse-worker .
 FROM nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04
 
@@ -14,8 +14,12 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /app
 COPY . /app
-# CPU torch wheels keep the image small: the GPU path is ONNX Runtime (onnxruntime-gpu, CUDA 12).
-RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu ".[gpu,elasticsearch]" \
+# PyPI's Linux torch wheels are CUDA builds (their CUDA libraries come as pip packages, about
+# 3 GB): a GPU worker runs the PyTorch runtime, bfloat16, with pooling and pruning on the
+# device so only CSR arrays cross to the host (CONVSPARSE_RUNTIME=torch, issue 15).
+# onnxruntime-gpu serves CONVSPARSE_RUNTIME=onnx (CUDA provider, or CPU).
+RUN pip install "torch==2.13.0" \
+ && pip install ".[gpu,elasticsearch]" \
  && pip uninstall -y onnxruntime \
  && pip install --force-reinstall --no-deps "onnxruntime-gpu>=1.20"
 

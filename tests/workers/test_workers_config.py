@@ -77,8 +77,12 @@ def test_compose_file():
         assert int(env["CONVSPARSE_VISIBILITY_TIMEOUT_S"]) >= 600
         assert env["CONVSPARSE_BACKEND"] == "opensearch"
     assert gpu["environment"]["CONVSPARSE_DEVICE"] == "cuda"
+    # the GPU path of issue 15 (bf16, sparsified on the device) is the PyTorch runtime's
+    assert gpu["environment"]["CONVSPARSE_RUNTIME"] == "torch"
+    assert cpu["environment"]["CONVSPARSE_RUNTIME"] == "onnx"
     dockerfile = (ROOT / "docker" / "worker.Dockerfile").read_text()
     assert "onnxruntime-gpu" in dockerfile and "--pool=solo" in dockerfile
+    assert "whl/cpu" not in dockerfile  # a CPU-only torch could not run the GPU worker
 
 
 def test_gpu_worker_override_pins_one_gpu_each():
