@@ -129,7 +129,8 @@ def check_workers(capp, *, queue: str | None = None, timeout_s: float = 2.0) -> 
     The first answer is enough when its worker consumes `queue` (then only that name comes
     back): a broadcast without a reply limit always waits out `timeout_s`, which was 2 s added
     to every job (a quarter of a 256-document job's time in the encode benchmark). Otherwise
-    every worker that answers within `timeout_s` is asked."""
+    (no answer, or the first from a worker of other queues) every worker is asked once more
+    and may take `timeout_s` to answer, so a missing worker is reported after 2 x `timeout_s`."""
     from convsparse.errors import WorkerUnavailableError
     from convsparse.workers.app import INGEST_QUEUE
 
@@ -141,8 +142,8 @@ def check_workers(capp, *, queue: str | None = None, timeout_s: float = 2.0) -> 
 
     replies = capp.control.inspect(timeout=timeout_s, limit=1).active_queues() or {}
     names = consuming(replies)
-    if replies and not names:  # the first to answer serves other queues: ask them all
-        replies = capp.control.inspect(timeout=timeout_s).active_queues() or {}
+    if not names:  # ask them all (a late or lost first answer is not taken as "no worker")
+        replies = {**replies, **(capp.control.inspect(timeout=timeout_s).active_queues() or {})}
         names = consuming(replies)
     if not names:
         seen = f" ({len(replies)} worker(s) answered, none consuming it)" if replies else ""
