@@ -33,11 +33,16 @@ MAX_TOKEN_BYTES = 32766
 T = TypeVar("T")
 
 
+def feature_value_codes(values: np.ndarray) -> np.ndarray:
+    """What Lucene's FeatureField stores of each weight: the float32's bits >>> 15 (its top 9
+    significant bits, truncated), as uint32 codes."""
+    return np.ascontiguousarray(values, dtype=np.float32).view(np.uint32) >> np.uint32(15)
+
+
 def quantize_feature_values(values: np.ndarray) -> np.ndarray:
-    """Lucene FeatureField storage: keep the top 9 significant bits of each float32 (the
-    float's bits >>> 15, truncated), the value a `rank_features` field indexes and scores."""
-    v = np.ascontiguousarray(values, dtype=np.float32)
-    return ((v.view(np.uint32) >> np.uint32(15)) << np.uint32(15)).view(np.float32)
+    """The value a `rank_features` field indexes and scores for each weight (see
+    `feature_value_codes`)."""
+    return (feature_value_codes(values) << np.uint32(15)).view(np.float32)
 
 
 def escape_token(token: str) -> str:

@@ -328,7 +328,7 @@ class SpladeStudent(StudentEncoderBase):
         self.compiled = bool(compile)
         self._pooled_compiled = None
         if compile:
-            self._pooled_compiled = torch.compile(self._pooled_masked, dynamic=True)
+            self._pooled_compiled = torch.compile(self._pooled_by_head, dynamic=True)
 
     @classmethod
     def from_pretrained(
@@ -372,7 +372,7 @@ class SpladeStudent(StudentEncoderBase):
             ids, mask = ids.pin_memory(), mask.pin_memory()
         return ids, mask
 
-    def _pooled_masked(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _pooled_by_head(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # the max in the model's dtype (exact), log1p(relu(.)) in float32
         return torch.log1p(torch.relu(self.model.max_logits(ids, mask).float()))
 
@@ -383,7 +383,7 @@ class SpladeStudent(StudentEncoderBase):
         if self._pooled_compiled is not None:
             return self._pooled_compiled(ids, mask)
         if self.on_cuda or self.model.fast_head:
-            return self._pooled_masked(ids, mask)
+            return self._pooled_by_head(ids, mask)
         logits = self.model.mlm(input_ids=ids, attention_mask=mask).logits
         return splade_pool(logits, mask.sum(dim=1).tolist())
 

@@ -15,7 +15,7 @@ string values; numbers spelt as orjson spells them, in a shortest round-trip for
 
 The term field (`rank_features_json`) is sent at the precision the engine keeps: Lucene's
 FeatureField, under both engines' `rank_features` (and Elasticsearch's `sparse_vector`), indexes
-only a weight's top 9 significant bits (`termmap.quantize_feature_values`: the float32's bits
+only a weight's top 9 significant bits (`termmap.feature_value_codes`: the float32's bits
 >>> 15, truncated). Each weight is written as the shortest decimal that the engine stores as the
 same value (`0.0414` for 0.04138655, which is stored as 0.0413818359375), so what is indexed and
 every score are unchanged (the tests parse every spelling back the way the engine does, and the
@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from convsparse.termmap import CsrRows, CsrTermMap, TermMap, Vocabulary
+from convsparse.termmap import CsrRows, CsrTermMap, TermMap, Vocabulary, feature_value_codes
 
 __all__ = ["delete_line", "dumps", "index_lines", "items_outcome", "rank_features_json",
            "stored_value_text"]
@@ -91,7 +91,7 @@ class _ValueText:
         self._lock = threading.Lock()
 
     def codes(self, values: np.ndarray) -> np.ndarray:
-        codes = (np.ascontiguousarray(values, dtype=np.float32).view(np.uint32) >> 15).astype(np.intp)
+        codes = feature_value_codes(values).astype(np.intp)
         unseen = np.unique(codes[self.length[codes] == 0])
         if len(unseen):
             with self._lock:  # length last: a reader that sees it sees the texts too
