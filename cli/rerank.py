@@ -1,4 +1,6 @@
-"""The re-ranker command group: `convsparse rerank train CONFIG`.
+"""The re-ranker command group: `convsparse rerank train CONFIG` and
+`convsparse rerank vectors FOLDER SOURCE` (store the passages' bi-encoder vectors beside the
+re-ranker, so that queries never wait for them).
 
 Searching with a re-ranker is `convsparse search --rerank FOLDER` (cli/search.py)."""
 
@@ -15,7 +17,7 @@ def rerank_train(
     epochs: int | None = typer.Option(None, help="override the config's epochs"),
     no_resume: bool = typer.Option(False, "--no-resume", help="ignore an existing checkpoint"),
 ) -> None:
-    """Distil a re-ranker (cross-encoder + Term Control Layer) from the teacher's scores over
+    """Distil a re-ranker (semantic part + Term Control Layer) from the teacher's scores over
     the first stage's candidates; writes <output_dir>/reranker."""
     from convsparse.reranking.training import train_reranker
     from convsparse.training.config import RerankConfig
@@ -34,8 +36,61 @@ def rerank_train(
     typer.echo(f"re-ranker written to {out} (convsparse search --rerank {out})")
 
 
+def rerank_vectors(
+    folder: Path = typer.Argument(..., help="re-ranker folder (convsparse rerank train)"),
+    source: Path = typer.Argument(..., help="the indexed documents: JSONL, CSV, TSV or Parquet"),
+    id_field: str = typer.Option("id", help="id column/key"),
+    text_field: str = typer.Option("text", help="text column/key"),
+    batch: int = typer.Option(2048, min=1, help="passages embedded between saves"),
+) -> None:
+    """Embed the documents of SOURCE with the re-ranker's bi-encoder into its folder
+    (passage_vectors.safetensors). Vectors are kept by a digest of the text the re-ranker
+    reads (title and text), so re-running after an edit embeds only what changed; a passage
+    met without a vector is embedded at query time (slow). Bad records are reported and
+    skipped."""
+    from tqdm.auto import tqdm
+
+    from convsparse.documents import document_text
+    from convsparse.errors import UnsupportedModelError
+    from convsparse.integration.sources import RecordError, read_records
+    from convsparse.reranking import load_reranker
+    from convsparse.reranking.semantic import VECTORS_FILE
+
+    try:
+        rr = load_reranker(folder)
+    except UnsupportedModelError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2) from None
+    if rr.semantic is None:
+        typer.echo(f"{folder}: this re-ranker reads no semantic features; nothing to store",
+                   err=True)
+        raise typer.Exit(2)
+    new = bad = 0
+    pending: list[str] = []
+
+    def flush() -> None:
+        nonlocal new
+        new += rr.semantic.add(pending)
+        rr.semantic.save_vectors(folder / VECTORS_FILE)  # a killed run keeps what it embedded
+        pending.clear()
+
+    for rec in tqdm(read_records(source, id_field=id_field, text_field=text_field),
+                    desc="embedding passages", unit="doc"):
+        if isinstance(rec, RecordError):
+            bad += 1
+            typer.echo(f"skipped {rec.where}: {rec.reason}", err=True)
+            continue
+        pending.append(document_text(rec.fields.get("title"), rec.text))
+        if len(pending) >= batch:
+            flush()
+    flush()
+    typer.echo(f"{new} passages embedded, {len(rr.semantic)} stored in {folder / VECTORS_FILE}"
+               + (f", {bad} bad records skipped" if bad else ""))
+
+
 def register(app: typer.Typer) -> None:
     group = typer.Typer(help="Train the optional second stage (a distilled re-ranker).",
                         no_args_is_help=True)
     group.command("train")(rerank_train)
+    group.command("vectors")(rerank_vectors)
     app.add_typer(group, name="rerank")

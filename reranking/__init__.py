@@ -2,7 +2,9 @@
 
 - `features`: the term-matching signals of a (conversation, passage) pair (one definition,
   used by training and serving);
-- `model`: `TermControlReranker`, a BERT cross-encoder plus the Term Control Layer;
+- `semantic`: the bi-encoder's similarity features over stored passage vectors;
+- `model`: `TermControlReranker`, the semantic part (bi-encoder features and/or a BERT
+  cross-encoder) plus the Term Control Layer;
 - `reranker`: `Reranker`, the serving object the client calls (load, score, export);
 - `labels`: teacher ranking labels over the first stage's candidates, generated once;
 - `training`: listwise distillation from those labels (config, checkpoints, resume).

@@ -1,25 +1,28 @@
-"""`TermControlReranker`: a BERT cross-encoder plus a Term Control Layer.
+"""`TermControlReranker`: a semantic scorer plus a Term Control Layer.
 
 The seed (RRADistill, "Re-Ranking Ability Distillation") distils an LLM's ranking into small
 models and, for encoder models, adds a Term Control Layer that captures term-matching signals
 next to the encoder's semantic representation. Here:
 
-- the semantic part reads ``[CLS] conversation [SEP] passage [SEP]`` (the conversation as the
-  student's formatter gives it: current question first, earlier user questions after) and
-  scores the pair from the [CLS] vector: ``s_sem = w_s . h``;
-- the Term Control Layer reads the explicit term-matching features of `features.py` (sparse
-  overlap through the first-stage score, exact overlap weighted by the student's term
-  weights, question coverage, rank, and the current question's BM25 over word pieces) through
-  a linear part and a small MLP,
-  ``s_term = w . phi + MLP(phi)``, and a gate
-  computed from the same [CLS] vector decides how much they move the score:
-  ``s = s_sem + sigmoid(w_g . h + b_g) * s_term``.
+- the semantic part is either or both of
+  - a cross-encoder reading ``[CLS] conversation [SEP] passage [SEP]`` (the conversation as
+    the student's formatter gives it), scored from the [CLS] vector ``h``: ``w_s . h``;
+  - a bi-encoder's similarities ``psi`` (`semantic.py`: all-MiniLM-L6-v2 cosines of two
+    views of the conversation with the passage's stored vector): ``v . psi + MLP_s(psi)``;
+- the Term Control Layer reads the explicit term-matching features ``phi`` of `features.py`
+  (sparse overlap through the first-stage score, exact overlap weighted by the student's
+  term weights, question coverage, rank, and the current question's BM25 over word pieces)
+  through a linear part and a small MLP, ``s_term = w . phi + MLP(phi)``, and a gate computed
+  from the semantic evidence (``h`` and/or ``psi``) decides how much term matching moves the
+  score: ``s = s_sem + sigmoid(w_g . [h, psi] + b_g) * s_term``.
 
 Where it differs from the seed's description: the seed conditions term matching on token-
 level interactions inside the encoder; we feed pooled features computed outside it, because
 serving must stay inside a chat app's budget on one CPU core and the first stage already
-computed the sparse overlap. With ``term_control=False`` the model is the plain cross-encoder
-(the ablation).
+computed the sparse overlap. For the same budget the shipped recipe's semantic part is the
+bi-encoder alone: a MiniLM cross-encoder over 20 pairs costs about 1 s on one core, and the
+2-layer cross-encoder that fits (40 ms) added nothing measurable. With ``term_control=False``
+the model is the semantic part alone (the ablation).
 """
 
 from __future__ import annotations
@@ -31,38 +34,72 @@ from convsparse.reranking.features import N_FEATURES
 
 
 class TermControlReranker(nn.Module):
-    def __init__(self, encoder: nn.Module, *, term_control: bool = True, hidden: int = 16):
+    """``encoder``: a BERT body read as a cross-encoder, or None; ``semantic``: how many
+    bi-encoder features of `semantic.py` it reads (``semantic_features``; 0 = none). At least
+    one of the two."""
+
+    def __init__(self, encoder: nn.Module | None, *, term_control: bool = True,
+                 semantic: int = 0, hidden: int = 16):
         super().__init__()
+        if encoder is None and not semantic:
+            raise ValueError("a re-ranker needs a cross-encoder, semantic features or both")
         self.encoder = encoder
-        size = encoder.config.hidden_size
-        self.semantic = nn.Linear(size, 1)
         self.term_control = term_control
+        self.uses_semantic = semantic > 0
+        self.n_semantic = semantic
+        gate_inputs = 0
+        if encoder is not None:
+            size = encoder.config.hidden_size
+            self.semantic = nn.Linear(size, 1)
+            gate_inputs += size
+        if semantic:
+            self.semantic_linear = nn.Linear(semantic, 1)
+            self.semantic_mlp = nn.Sequential(nn.Linear(semantic, hidden), nn.Tanh(),
+                                              nn.Linear(hidden, 1))
+            gate_inputs += semantic
+        zeroed: list[nn.Linear] = [getattr(self, "semantic", None), *(
+            [self.semantic_linear, self.semantic_mlp[-1]] if semantic else [])]
         if term_control:
             self.term_linear = nn.Linear(N_FEATURES, 1, bias=False)
             self.term_mlp = nn.Sequential(nn.Linear(N_FEATURES, hidden), nn.Tanh(),
                                           nn.Linear(hidden, 1))
-            self.gate = nn.Linear(size, 1)
+            self.gate = nn.Linear(gate_inputs, 1)
             # Start exactly at the first stage's order: the linear part passes the first-stage
-            # z-score (feature 0), the MLP's output layer, the semantic head and the gate start
+            # z-score (feature 0), the MLP's output layer, the semantic heads and the gate start
             # at zero (gate 1/2). Training moves away from the first stage only where the
             # teacher says so, instead of starting from a random cross-encoder's noise.
             with torch.no_grad():
                 self.term_linear.weight.zero_()
                 self.term_linear.weight[0, 0] = 1.0
-            for layer in (self.term_mlp[-1], self.semantic, self.gate):
+            zeroed += [self.term_mlp[-1], self.gate]
+        for layer in zeroed:
+            if layer is not None:
                 nn.init.zeros_(layer.weight)
                 nn.init.zeros_(layer.bias)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None,
+                features: torch.Tensor | None = None,
+                semantic_features: torch.Tensor | None = None) -> torch.Tensor:
         """Scores (batch,) of (conversation, passage) pairs."""
-        h = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
-                         token_type_ids=token_type_ids).last_hidden_state[:, 0]
-        score = self.semantic(h).squeeze(-1)
+        parts, gate_in = [], []
+        if self.encoder is not None:
+            h = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                             token_type_ids=token_type_ids).last_hidden_state[:, 0]
+            parts.append(self.semantic(h).squeeze(-1))
+            gate_in.append(h)
+        if self.uses_semantic:
+            if semantic_features is None:
+                raise ValueError("this re-ranker needs the semantic features")
+            parts.append((self.semantic_linear(semantic_features)
+                          + self.semantic_mlp(semantic_features)).squeeze(-1))
+            gate_in.append(semantic_features)
+        score = parts[0] if len(parts) == 1 else parts[0] + parts[1]
         if self.term_control:
             if features is None:
                 raise ValueError("the Term Control Layer needs the term features")
-            gate = torch.sigmoid(self.gate(h)).squeeze(-1)
+            gate = torch.sigmoid(self.gate(torch.cat(gate_in, dim=-1))).squeeze(-1)
             term = self.term_linear(features) + self.term_mlp(features)
             score = score + gate * term.squeeze(-1)
         return score

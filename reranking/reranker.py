@@ -1,10 +1,13 @@
 """`Reranker`: the second stage the client calls, and its folder format.
 
-A reranker folder holds ``reranker.json`` (format, whether the Term Control Layer is on,
-lengths), ``encoder/`` (the BERT body and its tokenizer, Hugging Face format),
-``head.safetensors`` (the semantic head, the Term Control Layer) and, with the Term Control
-Layer, ``term_statistics.safetensors`` (the BM25 features' document frequencies). Loading never
-unpickles. Format 1 folders (six features, no BM25) are refused: retrain them.
+A reranker folder holds ``reranker.json`` (format, which parts are on, lengths),
+``encoder/`` (the tokenizer, and the cross-encoder's BERT body when there is one, Hugging Face
+format), ``head.safetensors`` (the semantic heads, the Term Control Layer), with the Term
+Control Layer ``term_statistics.safetensors`` (the BM25 features' document frequencies) and,
+with semantic features, ``passage_vectors.safetensors`` (the passages embedded so far) and
+``semantic/`` (the sentence-transformers bi-encoder; a built-in one, ``minilm``, is named in
+``reranker.json`` instead of copied). Loading never unpickles.
+Folders of formats 1-2 (no semantic features) are refused: retrain them.
 
     >>> rr = load_reranker("runs/reranker")                                # doctest: +SKIP
     >>> hits = rr.rerank(conversation, query_term_map, first_stage_hits)   # doctest: +SKIP
@@ -29,8 +32,9 @@ from convsparse.errors import UnsupportedModelError
 from convsparse.integration.backend import Hit
 from convsparse.reranking.features import N_FEATURES, STATISTICS_FILE, TermStatistics, term_features
 from convsparse.reranking.model import TermControlReranker
+from convsparse.reranking.semantic import VIEW_LENGTH, VIEWS, PassageVectors
 
-FORMAT = 2
+FORMAT = 3
 
 
 class Reranker:
@@ -39,14 +43,18 @@ class Reranker:
     ``max_length``: word pieces of one (conversation, passage) pair (the passage is cut, the
     whole passage still counts for the exact-match features); ``query_length``: how much of it
     the conversation may take (newest turns first, as the student's formatter cuts);
-    ``statistics``: the training collection's, for the BM25 features."""
+    ``statistics``: the training collection's, for the BM25 features; ``semantic``: the
+    bi-encoder and its passage vectors, when the model reads semantic features."""
 
     def __init__(self, model: TermControlReranker, tokenizer, *, max_length: int = 128,
                  query_length: int = 48, device: str = "cpu", onnx_path: str | Path | None = None,
-                 statistics: TermStatistics | None = None):
+                 statistics: TermStatistics | None = None, semantic: PassageVectors | None = None):
+        if model.uses_semantic and semantic is None:
+            raise ValueError("this re-ranker reads semantic features: pass its PassageVectors")
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.statistics = statistics
+        self.semantic = semantic
         self.max_length = max_length
         self.query_length = query_length
         self.device = device
@@ -63,6 +71,10 @@ class Reranker:
     @property
     def term_control(self) -> bool:
         return self.model.term_control
+
+    @property
+    def cross_encoder(self) -> bool:
+        return self.model.encoder is not None
 
     # ------------------------------------------------------------------ inputs
     def conversation_ids(self, conversation: ConversationLike) -> list[int]:
@@ -95,6 +107,23 @@ class Reranker:
         return torch.from_numpy(term_features(self.tokenizer, query, current, passages,
                                               first_stage, self.statistics)).to(self.device)
 
+    def semantic_features(self, conversation: ConversationLike,
+                          passages: Sequence[str]) -> torch.Tensor | None:
+        if self.semantic is None or not self.model.uses_semantic:
+            return None
+        return torch.from_numpy(self.semantic.features(conversation, passages)).to(self.device)
+
+    def inputs(self, conversation: ConversationLike, query: Mapping[str, float],
+               passages: Sequence[str], first_stage: Sequence[float]) -> dict[str, torch.Tensor]:
+        """The model's keyword inputs for one candidate list (only the parts it has)."""
+        pids = self.passage_ids(passages)
+        out = self.batch(self.conversation_ids(conversation), pids) if self.cross_encoder else {}
+        if self.term_control:
+            out["features"] = self.features(conversation, query, pids, first_stage)
+        if self.model.uses_semantic:
+            out["semantic_features"] = self.semantic_features(conversation, passages)
+        return out
+
     # ------------------------------------------------------------------ serving
     @torch.inference_mode()
     def score(self, conversation: ConversationLike, query: Mapping[str, float],
@@ -102,16 +131,11 @@ class Reranker:
         """Scores of `passages` (texts, in first-stage order, with their first-stage scores)."""
         if not passages:
             return np.zeros(0, np.float32)
-        conv = self.conversation_ids(conversation)
-        pids = self.passage_ids(passages)
-        feats = self.features(conversation, query, pids, first_stage) if self.term_control else None
-        inputs = self.batch(conv, pids)
+        inputs = self.inputs(conversation, query, passages, first_stage)
         if self.session is not None:
             feed = {k: v.cpu().numpy() for k, v in inputs.items()}
-            if feats is not None:
-                feed["features"] = feats.cpu().numpy()
             return self.session.run(["scores"], feed)[0].astype(np.float32)
-        return self.model(**inputs, features=feats).float().cpu().numpy()
+        return self.model(**inputs).float().cpu().numpy()
 
     def export_onnx(self, path: str | Path) -> Path:
         """The scoring model (encoder, heads, Term Control Layer) as ONNX (dynamic batch and
@@ -121,20 +145,27 @@ class Reranker:
         import tempfile
 
         path = Path(path)
-        names = ["input_ids", "attention_mask", "token_type_ids"]
         ids = torch.randint(1000, 2000, (2, 12))
-        args: tuple = (ids, torch.ones_like(ids), torch.zeros_like(ids))
-        dyn = {n: {0: "batch", 1: "sequence"} for n in names}
+        example: dict[str, torch.Tensor] = {}
+        if self.cross_encoder:
+            example = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                       "token_type_ids": torch.zeros_like(ids)}
+        dyn: dict[str, dict[int, str]] = {n: {0: "batch", 1: "sequence"} for n in example}
         if self.term_control:
-            names.append("features")
-            args = (*args, torch.zeros(2, N_FEATURES))
-            dyn["features"] = {0: "batch"}
+            example["features"] = torch.zeros(2, N_FEATURES)
+        if self.model.uses_semantic:
+            example["semantic_features"] = torch.zeros(2, self.model.n_semantic)
+        for n in ("features", "semantic_features"):
+            if n in example:
+                dyn[n] = {0: "batch"}
+        names = list(example)
         dyn["scores"] = {0: "batch"}
         fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
         os.close(fd)
         try:
             with torch.no_grad():
-                torch.onnx.export(self.model.cpu().eval(), args, tmp, input_names=names,
+                torch.onnx.export(self.model.cpu().eval(), (), tmp, kwargs=example,
+                                  input_names=names,
                                   output_names=["scores"], dynamic_axes=dyn, opset_version=17,
                                   dynamo=False)
             os.replace(tmp, path)  # atomic: a half-written export is never loaded
@@ -166,37 +197,54 @@ class Reranker:
 
         path = Path(path)
         (path / "encoder").mkdir(parents=True, exist_ok=True)
-        self.model.encoder.save_pretrained(path / "encoder")
+        if self.cross_encoder:
+            self.model.encoder.save_pretrained(path / "encoder")
         self.tokenizer.save_pretrained(path / "encoder")
+        semantic_model = self.semantic.save(path) if self.semantic is not None else None
         head = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()
                 if not k.startswith("encoder.")}
         save_file(head, str(path / "head.safetensors"))
         if self.statistics is not None:
             self.statistics.save(path)
         (path / "reranker.json").write_text(json.dumps({
-            "format": FORMAT, "term_control": self.term_control, "max_length": self.max_length,
-            "query_length": self.query_length}, indent=1))
+            "format": FORMAT, "term_control": self.term_control,
+            "cross_encoder": self.cross_encoder, "semantic": self.model.uses_semantic,
+            "semantic_model": semantic_model,
+            "semantic_views": self.semantic.views if self.semantic is not None else None,
+            "semantic_view_length": (self.semantic.view_length if self.semantic is not None
+                                     else None),
+            "max_length": self.max_length, "query_length": self.query_length}, indent=1))
         return path
 
 
 def new_reranker(base: str | Path = "splade-tiny", *, term_control: bool = True,
+                 cross_encoder: bool = True, semantic: str | Path | None = None,
+                 semantic_views: int = VIEWS, semantic_view_length: int = VIEW_LENGTH,
                  max_length: int = 128, query_length: int = 48, device: str = "cpu",
                  passages: Sequence[str] | None = None) -> Reranker:
     """An untrained re-ranker on a BERT checkpoint (a folder, hub id or base-model name): its
-    encoder body is kept, its masked-LM head dropped. `passages` (the training collection's
-    texts) give the BM25 features their statistics."""
+    tokenizer reads the term features and, with ``cross_encoder``, its body is the
+    cross-encoder (the masked-LM head is dropped). ``semantic``: a sentence-transformers
+    folder or hub id (``minilm``: the shipped all-MiniLM-L6-v2) for the semantic features,
+    reading the first ``semantic_views`` views of the conversation (`semantic.py`).
+    `passages` (the training collection's texts) give the BM25 features their statistics."""
     from transformers import AutoModel, AutoTokenizer
 
     from convsparse.encoders.base_models import BASE_MODELS, base_model_dir
 
     source = base_model_dir(str(base)) if str(base) in BASE_MODELS else base
     with quiet_loading():  # the dropped masked-LM head is reported as unexpected weights
-        encoder = AutoModel.from_pretrained(source, add_pooling_layer=False)
+        encoder = (AutoModel.from_pretrained(source, add_pooling_layer=False)
+                   if cross_encoder else None)
         tokenizer = AutoTokenizer.from_pretrained(source)
     stats = TermStatistics.from_passages(tokenizer, passages) if passages and term_control else None
-    return Reranker(TermControlReranker(encoder, term_control=term_control), tokenizer,
-                    max_length=max_length, query_length=query_length, device=device,
-                    statistics=stats)
+    vectors = (PassageVectors.new(semantic, device=device, views=semantic_views,
+                                  view_length=semantic_view_length)
+               if semantic is not None else None)
+    model = TermControlReranker(encoder, term_control=term_control,
+                                semantic=vectors.n_features if vectors is not None else 0)
+    return Reranker(model, tokenizer, max_length=max_length, query_length=query_length,
+                    device=device, statistics=stats, semantic=vectors)
 
 
 def load_reranker(path: str | Path, *, device: str = "cpu",
@@ -215,10 +263,18 @@ def load_reranker(path: str | Path, *, device: str = "cpu",
     if spec.get("format") != FORMAT:
         raise UnsupportedModelError(
             f"{spec_file}: format {spec.get('format')!r}, this version reads format {FORMAT} "
-            "(format 1 had no BM25 features); retrain it with `convsparse rerank train`")
-    with quiet_loading():
-        encoder = AutoModel.from_pretrained(path / "encoder", add_pooling_layer=False)
-    model = TermControlReranker(encoder, term_control=bool(spec["term_control"]))
+            "(format 1 had no BM25 features, format 2 no semantic features); retrain it with "
+            "`convsparse rerank train`")
+    encoder = None
+    if spec["cross_encoder"]:
+        with quiet_loading():
+            encoder = AutoModel.from_pretrained(path / "encoder", add_pooling_layer=False)
+    semantic = (PassageVectors.load(path, spec["semantic_model"], device=device,
+                                    views=int(spec["semantic_views"]),
+                                    view_length=int(spec["semantic_view_length"]))
+                if spec["semantic"] else None)
+    model = TermControlReranker(encoder, term_control=bool(spec["term_control"]),
+                                semantic=semantic.n_features if semantic is not None else 0)
     missing, unexpected = model.load_state_dict(load_file(str(path / "head.safetensors")),
                                                 strict=False)
     if unexpected or any(not k.startswith("encoder.") for k in missing):
@@ -226,14 +282,14 @@ def load_reranker(path: str | Path, *, device: str = "cpu",
     stats = TermStatistics.load(path) if (path / STATISTICS_FILE).is_file() else None
     rr = Reranker(model, AutoTokenizer.from_pretrained(path / "encoder"),
                   max_length=int(spec["max_length"]), query_length=int(spec["query_length"]),
-                  device=device, statistics=stats)
+                  device=device, statistics=stats, semantic=semantic)
     if runtime == "onnx":
         onnx_path = path / "model.onnx"
         if not onnx_path.exists():
             rr.export_onnx(onnx_path)
         rr = Reranker(rr.model, rr.tokenizer, max_length=rr.max_length,
                       query_length=rr.query_length, device=device, onnx_path=onnx_path,
-                      statistics=stats)
+                      statistics=stats, semantic=semantic)
     elif runtime != "torch":
         raise UnsupportedModelError(f"runtime must be 'torch' or 'onnx', not {runtime!r}")
     return rr

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from convsparse.reranking.labels import RerankLabel, build_labels, read_labels, write_labels
 from convsparse.reranking.reranker import Reranker, load_reranker, new_reranker
+from convsparse.reranking.semantic import VECTORS_FILE
 from convsparse.training.config import RerankConfig
 
 
@@ -35,9 +36,7 @@ class _Prepared:
     """A label with its model inputs computed once."""
 
     label: RerankLabel
-    conv_ids: list[int]
-    passage_ids: list[list[int]]
-    features: torch.Tensor
+    inputs: dict[str, torch.Tensor]
     teacher: torch.Tensor | None
     positives: torch.Tensor
 
@@ -85,18 +84,20 @@ def make_labels(cfg: RerankConfig, log: Callable[[str], None] = print):
 
 
 def prepare(reranker: Reranker, labels: Sequence[RerankLabel], texts: dict[str, str],
-            conversations: dict, depth: int) -> list[_Prepared]:
+            conversations: dict, depth: int, *, progress: bool = False) -> list[_Prepared]:
+    if reranker.semantic is not None:  # embed every candidate once, in batches
+        reranker.semantic.add(sorted({texts[d] for lab in labels for d in lab.candidates[:depth]}),
+                              progress=progress)
     out = []
     for lab in labels:
         cands = lab.candidates[:depth]
-        turns = conversations[lab.task_id]
-        pids = reranker.passage_ids([texts[d] for d in cands])
-        feats = reranker.features(turns, lab.query, pids, lab.first_stage[:depth])
+        inputs = reranker.inputs(conversations[lab.task_id], lab.query, [texts[d] for d in cands],
+                                 lab.first_stage[:depth])
         pos = torch.tensor([d in set(lab.positives) for d in cands], dtype=torch.bool)
         teacher = None if lab.teacher is None else torch.tensor(lab.teacher[:depth])
         if teacher is None and not pos.any():
             continue
-        out.append(_Prepared(lab, reranker.conversation_ids(turns), pids, feats, teacher, pos))
+        out.append(_Prepared(lab, inputs, teacher, pos))
     return out
 
 
@@ -117,9 +118,8 @@ def rerank_run(reranker: Reranker, prepared: Sequence[_Prepared]) -> dict[str, d
     reranker.model.eval()
     with torch.inference_mode():
         for ex in prepared:
-            s = reranker.model(**reranker.batch(ex.conv_ids, ex.passage_ids),
-                               features=ex.features if reranker.term_control else None)
-            head = ex.label.candidates[:len(ex.passage_ids)]
+            s = reranker.model(**ex.inputs)
+            head = ex.label.candidates[:len(s)]
             top = float(s.max()) + 1.0
             run[ex.label.task_id] = {d: float(v) - top for d, v in zip(head, s.tolist())}
     return run
@@ -146,18 +146,28 @@ def train_reranker(cfg: RerankConfig, *, log: Callable[[str], None] = print) -> 
         log(f"resuming after epoch {start_epoch} (best validation MRR@10 {best[0]:.3f})")
     else:
         reranker = new_reranker(cfg.base, term_control=cfg.term_control,
+                                cross_encoder=cfg.cross_encoder, semantic=cfg.semantic,
+                                semantic_views=cfg.semantic_views,
+                                semantic_view_length=cfg.semantic_view_length,
                                 max_length=cfg.max_length, query_length=cfg.query_length,
                                 passages=list(texts.values()))
         state = None
     model = reranker.model
     heads = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
-    opt = torch.optim.AdamW([
-        {"params": list(model.encoder.parameters()), "lr": cfg.learning_rate},
-        {"params": heads, "lr": cfg.head_learning_rate}])
+    groups = [{"params": heads, "lr": cfg.head_learning_rate}]
+    if model.encoder is not None:
+        groups.append({"params": list(model.encoder.parameters()), "lr": cfg.learning_rate})
+    opt = torch.optim.AdamW(groups)
     if state is not None:
         opt.load_state_dict(state["optimizer"])
-    train = prepare(reranker, train_labels, texts, conversations, cfg.depth)
-    val = prepare(reranker, val_labels, texts, conversations, cfg.depth)
+    # the candidates' passage vectors outlive a run: a re-run (new settings, resume) reuses them
+    vector_cache = cfg.output_dir / VECTORS_FILE
+    if reranker.semantic is not None and vector_cache.is_file():
+        reranker.semantic.merge_vectors(vector_cache)
+    train = prepare(reranker, train_labels, texts, conversations, cfg.depth, progress=cfg.progress)
+    val = prepare(reranker, val_labels, texts, conversations, cfg.depth, progress=cfg.progress)
+    if reranker.semantic is not None:
+        reranker.semantic.save_vectors(vector_cache)
     val_ids = [ex.label.task_id for ex in val]
     log(f"{len(train)} training turns, {len(val)} validation turns")
     if start_epoch == 0:
@@ -174,9 +184,7 @@ def train_reranker(cfg: RerankConfig, *, log: Callable[[str], None] = print) -> 
         steps = range(0, len(order), cfg.batch_turns)
         for s in tqdm(steps, desc=f"epoch {epoch + 1}", disable=not cfg.progress):
             batch = [train[i] for i in order[s:s + cfg.batch_turns]]
-            loss = sum(listwise_loss(model(**reranker.batch(ex.conv_ids, ex.passage_ids),
-                                           features=ex.features if cfg.term_control else None),
-                                     ex, cfg) for ex in batch) / len(batch)
+            loss = sum(listwise_loss(model(**ex.inputs), ex, cfg) for ex in batch) / len(batch)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

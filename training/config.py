@@ -197,14 +197,24 @@ class RerankConfig(SplitConfig):
     first_stage: str | None = Field(None, description="the student that retrieves the "
                                     "candidates (None = the shipped default)")
     term_control: bool = Field(True, description="add the Term Control Layer")
+    cross_encoder: bool = Field(False, description="read (conversation, passage) pairs with the "
+                                "base's BERT body (about 40 ms per 20 pairs on one core)")
+    semantic: str | None = Field("minilm", description="sentence-transformers bi-encoder for "
+                                 "the semantic features (folder or hub id; minilm = the "
+                                 "shipped all-MiniLM-L6-v2; null = none)")
+    semantic_views: int = Field(2, ge=1, le=3, description="conversation views embedded: the "
+                                "current question, + the last two user turns, + all user "
+                                "turns newest first")
+    semantic_view_length: int = Field(64, ge=8, description="word pieces per view")
     depth: int = Field(20, ge=2, description="first-stage candidates per training turn")
     kl_temperature: float = Field(1.0, gt=0, description="of the teacher's score softmax")
     label_weight: float = Field(0.5, ge=0, description="weight of the judged positives' "
                                 "listwise cross-entropy next to the KL")
-    epochs: int = Field(3, ge=1)
-    batch_turns: int = Field(4, ge=1, description="turns per step (each with `depth` pairs)")
+    epochs: int = Field(30, ge=1, description="the heads alone train in seconds an epoch; "
+                        "with the cross-encoder, 3-4 (it overfits after)")
+    batch_turns: int = Field(8, ge=1, description="turns per step (each with `depth` pairs)")
     learning_rate: float = Field(1e-4, gt=0, description="of the encoder")
-    head_learning_rate: float = Field(1e-3, gt=0, description="of the heads")
+    head_learning_rate: float = Field(3e-3, gt=0, description="of the heads")
     max_length: int = Field(128, ge=16)
     query_length: int = Field(48, ge=8)
     threads: int | None = Field(None, ge=1)

@@ -26,9 +26,27 @@ CONV = [{"role": "user", "text": "Tell me about Lisbon."},
 
 @pytest.fixture(scope="module")
 def reranker(tiny_model_dir):
+    """Every part on: cross-encoder, semantic features (the tiny BERT as a mean-pooled
+    sentence encoder) and the Term Control Layer."""
     torch.manual_seed(0)
-    return new_reranker(tiny_model_dir, max_length=64, query_length=24,
-                        passages=[h.fields["text"] for h in hits()])
+    rr = new_reranker(tiny_model_dir, semantic=tiny_model_dir, max_length=64, query_length=24,
+                      passages=[h.fields["text"] for h in hits()])
+    with torch.no_grad():  # zero-initialised heads would hide a part that is not wired
+        for name in ("semantic_linear", "gate", "semantic"):
+            getattr(rr.model, name).weight.normal_(0, 0.5)
+    return rr
+
+
+@pytest.fixture(scope="module")
+def semantic_only(tiny_model_dir):
+    """The shipped recipe's shape: no cross-encoder."""
+    torch.manual_seed(1)
+    rr = new_reranker(tiny_model_dir, cross_encoder=False, semantic=tiny_model_dir,
+                      passages=[h.fields["text"] for h in hits()])
+    with torch.no_grad():
+        rr.model.semantic_linear.weight.normal_(0, 0.5)
+        rr.model.gate.weight.normal_(0, 0.5)
+    return rr
 
 
 def hits():
@@ -86,8 +104,8 @@ def test_folder_round_trip_gives_the_same_scores(reranker, tmp_path):
     with pytest.raises(convsparse.UnsupportedModelError, match="not a re-ranker folder"):
         load_reranker(tmp_path)
     spec = tmp_path / "rr" / "reranker.json"
-    spec.write_text(spec.read_text().replace('"format": 2', '"format": 1'))
-    with pytest.raises(convsparse.UnsupportedModelError, match="format 1 had no BM25.*retrain"):
+    spec.write_text(spec.read_text().replace('"format": 3', '"format": 2'))
+    with pytest.raises(convsparse.UnsupportedModelError, match="format 2 no semantic.*retrain"):
         load_reranker(tmp_path / "rr")
 
 
@@ -168,6 +186,7 @@ def test_training_runs_resumes_and_writes_a_loadable_reranker(tiny_model_dir, tm
         {"role": "user", "text": "Octopus hearts?"}], "rewrite": "How many hearts has an octopus?"}) + "\n")
     cfg = RerankConfig(output_dir=tmp_path / "run", collection=SAMPLE, base=str(tiny_model_dir),
                        first_stage=str(tiny_model_dir), teacher="rewrite", holdout_per_domain=0,
+                       semantic=str(tiny_model_dir),
                        validation_conversations=2, depth=4, epochs=2, batch_turns=4,
                        max_length=48, query_length=16, progress=False,
                        extra_conversations=[ConversationSource(path=extra, train_only=True)])
@@ -192,10 +211,16 @@ def test_training_runs_resumes_and_writes_a_loadable_reranker(tiny_model_dir, tm
     assert sum(s.startswith("epoch ") for s in said) == 1  # only epoch 2 ran again
     loaded = load_reranker(out)
     assert loaded.score(CONV, TermMap({"lisbon": 1.0}), ["Lisbon"], [1.0]).shape == (1,)
+    # every candidate was embedded once; the folder ships those vectors, and so does the cache
+    # a re-run starts from
+    assert len(loaded.semantic) > 1 and not loaded.cross_encoder
+    assert (cfg.output_dir / "passage_vectors.safetensors").is_file()
     assert not (cfg.output_dir / "checkpoint").exists()
 
 
-def test_onnx_runtime_scores_like_torch(reranker, tmp_path):
+@pytest.mark.parametrize("which", ["reranker", "semantic_only"])
+def test_onnx_runtime_scores_like_torch(which, request, tmp_path):
+    reranker = request.getfixturevalue(which)
     folder = reranker.save(tmp_path / "rr")
     texts = [h.fields["text"] for h in hits()]
     query = TermMap({"lisbon": 1.0})
@@ -233,3 +258,69 @@ def test_cli_search_with_a_reranker(reranker, tiny_model_dir, tmp_path, monkeypa
     assert all("first_stage_score" in h["fields"] for h in result["hits"])
     bad = runner.invoke(app, ["search", "--index", "docs", "-c", conv, "--rerank", str(tmp_path)])
     assert bad.exit_code == 2 and "not a re-ranker folder" in bad.output
+
+
+def test_semantic_features_read_the_stored_vector_of_each_text(semantic_only, tmp_path):
+    from convsparse.reranking.semantic import PassageVectors, conversation_views, text_key
+
+    vectors = semantic_only.semantic
+    assert conversation_views(CONV) == [
+        "What about its population?", "Tell me about Lisbon. What about its population?"]
+    assert conversation_views(CONV, 3)[2] == "What about its population? Tell me about Lisbon."
+    texts = ["Lisbon has about 545,000 inhabitants.", "Octopuses have three hearts."]
+    before = len(vectors)
+    feats = vectors.features(CONV, texts)
+    assert feats.shape == (2, 4) and len(vectors) == before + 2
+    assert np.all(feats[:, 1::2] <= 0) and np.any(feats[:, 1::2] == 0)  # minus the list's best
+    assert vectors.add(texts) == 0  # stored: never embedded twice
+    edited = texts[0] + " (2021 census)"
+    assert text_key(edited) != text_key(texts[0]) and vectors.add([edited]) == 1
+    # the vector file alone round-trips, and a loaded folder scores with the same vectors
+    path = vectors.save_vectors(tmp_path / "v.safetensors")
+    fresh = PassageVectors(vectors.model)
+    assert fresh.merge_vectors(path) == len(vectors)
+    np.testing.assert_allclose(fresh.passages(texts), vectors.passages(texts))
+    folder = semantic_only.save(tmp_path / "rr")
+    loaded = load_reranker(folder)
+    assert len(loaded.semantic) == len(vectors)
+    np.testing.assert_allclose(loaded.semantic_features(CONV, texts).numpy(), feats, atol=1e-5)
+
+
+def test_a_reranker_needs_a_semantic_part(tiny_model_dir):
+    with pytest.raises(ValueError, match="cross-encoder, semantic features or both"):
+        new_reranker(tiny_model_dir, cross_encoder=False, semantic=None)
+
+
+def test_cli_stores_passage_vectors_and_reports_bad_records(semantic_only, tmp_path):
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from convsparse.cli import app
+    from convsparse.documents import document_text
+
+    folder = semantic_only.save(tmp_path / "rr")
+    src = tmp_path / "p.jsonl"
+    src.write_text("".join(_json.dumps({"id": h.id, "text": h.fields["text"],
+                                        "title": h.fields.get("title")}) + "\n" for h in hits())
+                   + '{"id": "broken"}\n', encoding="utf-8")
+    out = CliRunner().invoke(app, ["rerank", "vectors", str(folder), str(src)])
+    assert out.exit_code == 0, out.output
+    assert "skipped line 4" in out.output and "1 bad records skipped" in out.output
+    loaded = load_reranker(folder)
+    wanted = [document_text(h.fields.get("title"), h.fields["text"]) for h in hits()]
+    assert loaded.semantic.add(wanted) == 0  # every document's vector was stored
+    again = CliRunner().invoke(app, ["rerank", "vectors", str(folder), str(src)])
+    assert "0 passages embedded" in again.output
+
+
+def test_the_built_in_bi_encoder_is_named_not_copied(tiny_model_dir, tmp_path):
+    import json as _json
+
+    rr = new_reranker(tiny_model_dir, cross_encoder=False, semantic="minilm")
+    folder = rr.save(tmp_path / "rr")
+    assert _json.loads((folder / "reranker.json").read_text())["semantic_model"] == "minilm"
+    assert not (folder / "semantic").exists()
+    texts = [h.fields["text"] for h in hits()]
+    np.testing.assert_allclose(load_reranker(folder).semantic_features(CONV, texts).numpy(),
+                               rr.semantic_features(CONV, texts).numpy(), atol=1e-5)
