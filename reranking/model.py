@@ -45,20 +45,20 @@ class TermControlReranker(nn.Module):
             raise ValueError("a re-ranker needs a cross-encoder, semantic features or both")
         self.encoder = encoder
         self.term_control = term_control
-        self.uses_semantic = semantic > 0
         self.n_semantic = semantic
         gate_inputs = 0
+        zeroed: list[nn.Linear] = []
         if encoder is not None:
             size = encoder.config.hidden_size
             self.semantic = nn.Linear(size, 1)
             gate_inputs += size
+            zeroed.append(self.semantic)
         if semantic:
             self.semantic_linear = nn.Linear(semantic, 1)
             self.semantic_mlp = nn.Sequential(nn.Linear(semantic, hidden), nn.Tanh(),
                                               nn.Linear(hidden, 1))
             gate_inputs += semantic
-        zeroed: list[nn.Linear] = [getattr(self, "semantic", None), *(
-            [self.semantic_linear, self.semantic_mlp[-1]] if semantic else [])]
+            zeroed += [self.semantic_linear, self.semantic_mlp[-1]]
         if term_control:
             self.term_linear = nn.Linear(N_FEATURES, 1, bias=False)
             self.term_mlp = nn.Sequential(nn.Linear(N_FEATURES, hidden), nn.Tanh(),
@@ -73,9 +73,12 @@ class TermControlReranker(nn.Module):
                 self.term_linear.weight[0, 0] = 1.0
             zeroed += [self.term_mlp[-1], self.gate]
         for layer in zeroed:
-            if layer is not None:
-                nn.init.zeros_(layer.weight)
-                nn.init.zeros_(layer.bias)
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    @property
+    def uses_semantic(self) -> bool:
+        return self.n_semantic > 0
 
     def forward(self, input_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None,

@@ -109,15 +109,18 @@ class Reranker:
 
     def semantic_features(self, conversation: ConversationLike,
                           passages: Sequence[str]) -> torch.Tensor | None:
-        if self.semantic is None or not self.model.uses_semantic:
+        if self.semantic is None:
             return None
         return torch.from_numpy(self.semantic.features(conversation, passages)).to(self.device)
 
     def inputs(self, conversation: ConversationLike, query: Mapping[str, float],
                passages: Sequence[str], first_stage: Sequence[float]) -> dict[str, torch.Tensor]:
         """The model's keyword inputs for one candidate list (only the parts it has)."""
-        pids = self.passage_ids(passages)
-        out = self.batch(self.conversation_ids(conversation), pids) if self.cross_encoder else {}
+        out: dict[str, torch.Tensor] = {}
+        if self.cross_encoder or self.term_control:  # the semantic part alone needs no pieces
+            pids = self.passage_ids(passages)
+        if self.cross_encoder:
+            out.update(self.batch(self.conversation_ids(conversation), pids))
         if self.term_control:
             out["features"] = self.features(conversation, query, pids, first_stage)
         if self.model.uses_semantic:
@@ -208,8 +211,7 @@ class Reranker:
             self.statistics.save(path)
         (path / "reranker.json").write_text(json.dumps({
             "format": FORMAT, "term_control": self.term_control,
-            "cross_encoder": self.cross_encoder, "semantic": self.model.uses_semantic,
-            "semantic_model": semantic_model,
+            "cross_encoder": self.cross_encoder, "semantic_model": semantic_model,
             "semantic_views": self.semantic.views if self.semantic is not None else None,
             "semantic_view_length": (self.semantic.view_length if self.semantic is not None
                                      else None),
@@ -272,7 +274,7 @@ def load_reranker(path: str | Path, *, device: str = "cpu",
     semantic = (PassageVectors.load(path, spec["semantic_model"], device=device,
                                     views=int(spec["semantic_views"]),
                                     view_length=int(spec["semantic_view_length"]))
-                if spec["semantic"] else None)
+                if spec.get("semantic_model") is not None else None)
     model = TermControlReranker(encoder, term_control=bool(spec["term_control"]),
                                 semantic=semantic.n_features if semantic is not None else 0)
     missing, unexpected = model.load_state_dict(load_file(str(path / "head.safetensors")),

@@ -85,9 +85,8 @@ class PassageVectors:
             finally:
                 self.model.max_seq_length = full
 
-    def add(self, texts: Sequence[str], *, progress: bool = False) -> int:
-        """Embed the passages not stored yet; returns how many were new."""
-        keys = [text_key(t) for t in texts]
+    def _store_missing(self, keys: Sequence[str], texts: Sequence[str], *,
+                       progress: bool = False) -> int:
         with self._lock:
             todo = {k: t for k, t in zip(keys, texts) if k not in self._vectors}
         if todo:
@@ -96,11 +95,16 @@ class PassageVectors:
                 self._vectors.update(zip(todo, vecs.astype(np.float16)))
         return len(todo)
 
+    def add(self, texts: Sequence[str], *, progress: bool = False) -> int:
+        """Embed the passages not stored yet; returns how many were new."""
+        return self._store_missing([text_key(t) for t in texts], texts, progress=progress)
+
     def passages(self, texts: Sequence[str]) -> np.ndarray:
         """(n, dim) float32 unit vectors of `texts`, embedding the ones not stored yet."""
-        self.add(texts)
+        keys = [text_key(t) for t in texts]  # hashed once per call: this is the query path
+        self._store_missing(keys, texts)
         with self._lock:
-            return np.stack([self._vectors[text_key(t)] for t in texts]).astype(np.float32)
+            return np.stack([self._vectors[k] for k in keys]).astype(np.float32)
 
     def features(self, conversation: ConversationLike, texts: Sequence[str]) -> np.ndarray:
         """(n, `n_features`) float32 features of `texts` (candidate passages, in list
