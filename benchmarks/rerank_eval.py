@@ -7,8 +7,10 @@ never used for training or any choice. Rows: the first stage alone (the shipped 
 raw conversation, exact search over the corpus encoded by its base), and each re-ranker over the
 first stage's top `--depth` (default 20): MRR@10, nDCG@3, R@10, with paired t-tests against the
 first stage (ranx `compare`) and 95% bootstrap intervals of MRR@10. Then the rerank stage's
-CPU latency on one thread (p50/p95 over the held-out turns) at depths 10/20/50, with the
-quality at each depth: the depth-vs-quality-vs-latency row, plotted.
+CPU latency on one core (the process pinned to it; ONNX Runtime, as the README serves it;
+p50/p95 over the held-out turns) at depths 10/20/50, with the quality at each depth: the
+depth-vs-quality-vs-latency row, plotted; and PyTorch against ONNX Runtime at `--depth`,
+interleaved turn by turn.
 
 Writes benchmarks/results/rerank_eval.{json,md,png}.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -65,7 +68,6 @@ def main(argv: list[str] | None = None) -> int:
     from convsparse.training.config import RerankConfig
     from convsparse.training.expansion import encode_corpus, split_tasks
 
-    torch.set_num_threads(1)  # the latency budget is one CPU core
     col = load_collection(args.data)
     cfg = RerankConfig(output_dir=args.out.parent, collection=args.data)
     heldout = split_tasks(col.conversations, col.qrels, cfg).heldout
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     shared_vectors = Path(tempfile.mkdtemp()) / "vectors.safetensors"
 
-    def precompute(rr, depth: int) -> None:
+    def precompute(rr) -> None:
         """Passage vectors exist before a query, as after `convsparse rerank vectors`; the
         re-rankers compared share the bi-encoder, so each passage is embedded once."""
         if rr.semantic is None:
@@ -95,11 +97,15 @@ def main(argv: list[str] | None = None) -> int:
                 rr.semantic.merge_vectors(shared_vectors)
             except ValueError:  # another bi-encoder
                 pass
-        torch.set_num_threads(2)
-        rr.semantic.add(sorted({texts[d] for lab in first for d in lab.candidates[:depth]}),
+        rr.semantic.add(sorted({texts[d] for lab in first for d in lab.candidates[:depth_max]}),
                         progress=True)
-        torch.set_num_threads(1)
         rr.semantic.save_vectors(shared_vectors)
+
+    def timed_score(rr, lab, depth: int) -> tuple[np.ndarray, float]:
+        texts_d = [texts[d] for d in lab.candidates[:depth]]
+        t = time.perf_counter()
+        s = rr.score(turns[lab.task_id], lab.query, texts_d, lab.first_stage[:depth])
+        return s, (time.perf_counter() - t) * 1000
 
     def cold(rr, depth: int, turns_n: int = 10) -> dict:
         """The rerank stage when none of the candidates has a stored vector yet."""
@@ -107,37 +113,48 @@ def main(argv: list[str] | None = None) -> int:
 
         warm = rr.semantic
         rr.semantic = PassageVectors(warm.model, views=warm.views, view_length=warm.view_length)
-        times = []
+        rr.semantic.session = warm.session
         try:
-            for lab in first[:turns_n]:
-                t = time.perf_counter()
-                rr.score(turns[lab.task_id], lab.query, [texts[d] for d in lab.candidates[:depth]],
-                         lab.first_stage[:depth])
-                times.append((time.perf_counter() - t) * 1000)
+            return latency_summary([timed_score(rr, lab, depth)[1] for lab in first[:turns_n]])
         finally:
             rr.semantic = warm
-        return latency_summary(times)
 
     def reranked(rr, depth: int) -> tuple[dict, list[float]]:
         run, times = {}, []
-        precompute(rr, depth)
-        lab = first[0]  # warm-up: the first call pays for lazy initialisation
-        rr.score(turns[lab.task_id], lab.query, [texts[d] for d in lab.candidates[:depth]],
-                 lab.first_stage[:depth])
+        timed_score(rr, first[0], depth)  # warm-up: the first call pays for lazy initialisation
         for lab in first:
-            texts_d = [texts[d] for d in lab.candidates[:depth]]
-            t = time.perf_counter()
-            s = rr.score(turns[lab.task_id], lab.query, texts_d, lab.first_stage[:depth])
-            times.append((time.perf_counter() - t) * 1000)
+            s, ms = timed_score(rr, lab, depth)
+            times.append(ms)
             top = float(s.max()) + 1.0
             head = {d: float(v) - top + 1e6 for d, v in zip(lab.candidates[:depth], s)}
             rest = dict(zip(lab.candidates[depth:], lab.first_stage[depth:]))
             run[lab.task_id] = {**rest, **head}
         return run, times
 
-    tuning, cold_runs = [], []
+    def runtimes_side_by_side(label: str, path: Path, depth: int) -> dict:
+        """PyTorch and ONNX Runtime, turn by turn interleaved (this machine is noisy)."""
+        both = {rt: load_reranker(path, runtime=rt) for rt in ("torch", "onnx")}
+        times: dict[str, list[float]] = {rt: [] for rt in both}
+        for rr in both.values():
+            precompute(rr)
+            timed_score(rr, first[0], depth)
+        for lab in first:
+            for rt, rr in both.items():
+                times[rt].append(timed_score(rr, lab, depth)[1])
+        ratio = float(np.median(np.array(times["torch"]) / np.array(times["onnx"])))
+        return {"reranker": label, "depth": depth, "torch_ms": latency_summary(times["torch"]),
+                "onnx_ms": latency_summary(times["onnx"]), "median_ratio_torch_over_onnx": ratio}
+
+    for path in args.reranker:  # on every core this process has: embedding passages is bulk work
+        precompute(load_reranker(path))
+    # the budget is one CPU core: PyTorch and ONNX Runtime (whose thread pools are sized by
+    # the CPUs a process may use, when a session is made) see exactly one from here on
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    torch.set_num_threads(1)
+    tuning, cold_runs, runtimes = [], [], []
     for path in args.reranker:
-        rr = load_reranker(path)
+        rr = load_reranker(path, runtime="onnx")  # the serving path the README recommends
+        precompute(rr)
         label = path.parent.name if path.name == "reranker" else path.name  # <run>/reranker
         name = f"+ re-ranker {'with' if rr.term_control else 'without'} TCL ({label})"
         if rr.semantic is not None:
@@ -152,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                            "latency_ms": latency_summary(times)})
             print(f"{name} depth {depth}: MRR@10 {tuning[-1]['mrr@10']:.3f} "
                   f"p50 {tuning[-1]['latency_ms']['p50']:.1f} ms", flush=True)
+        runtimes.append(runtimes_side_by_side(label, path, args.depth))
 
     rows = []
     for name, run in runs.items():
@@ -167,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         row["p_vs_first_stage"] = {m: float(pvalues[row["system"]]["comparisons"][first_name][m])
                                    for m in METRICS}
     result = {"heldout_turns": len(ids), "depth": args.depth, "rows": rows, "tuning": tuning,
-              "ranx_report": str(report), "threads": 1, "cold": cold_runs}
+              "ranx_report": str(report), "threads": 1, "cold": cold_runs,
+              "runtimes": runtimes}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     args.out.with_suffix(".md").write_text(markdown(result))
@@ -196,9 +215,16 @@ def markdown(res: dict) -> str:
                      f"{t['mrr@10']:.3f} | {t['ndcg@3']:.3f} | {t['recall@10']:.3f} | "
                      f"{t['latency_ms']['p50']:.1f} | {t['latency_ms']['p95']:.1f} |")
     lines += ["", "Latency: the rerank stage alone (`Reranker.score`: tokenizing, features, "
-              "the conversation's bi-encoder views, forward), one thread, per turn, with "
-              "the candidates' passage vectors stored beforehand (as after "
+              "the conversation's bi-encoder views, forward) with ONNX Runtime "
+              "(`load_reranker(..., runtime=\"onnx\")`), the process pinned to one CPU core, "
+              "per turn, with the candidates' passage vectors stored beforehand (as after "
               "`convsparse rerank vectors`)."]
+    for r in res.get("runtimes", []):
+        lines.append(f"- {r['reranker']}, depth {r['depth']}, PyTorch vs ONNX Runtime "
+                     f"interleaved turn by turn: p50 {r['torch_ms']['p50']:.1f} vs "
+                     f"{r['onnx_ms']['p50']:.1f} ms, p95 {r['torch_ms']['p95']:.1f} vs "
+                     f"{r['onnx_ms']['p95']:.1f} ms, median per-turn ratio "
+                     f"{r['median_ratio_torch_over_onnx']:.2f}x.")
     for c in res.get("cold", []):
         lines.append(f"- {c['reranker']}, depth {c['depth']}, no passage vector stored yet "
                      f"(first 10 turns): p50 {c['latency_ms']['p50']:.0f} ms, "
@@ -223,7 +249,7 @@ def plot(tuning: list[dict], path: Path, *, baseline: float | None = None) -> Pa
     ax.axvline(50, color="red", linestyle="--", linewidth=1, label="50 ms budget")
     if baseline is not None:
         ax.axhline(baseline, color="gray", linestyle=":", linewidth=1, label="first stage alone")
-    ax.set_xlabel("rerank stage latency p50 (ms, one CPU thread)")
+    ax.set_xlabel("rerank stage latency p50 (ms, one CPU core)")
     ax.set_ylabel("MRR@10 (held-out)")
     ax.set_title("Re-ranking depth: quality vs latency", fontsize=10)
     ax.grid(True, alpha=0.3)

@@ -19,9 +19,10 @@ activations and their token ids), never the ``batch x tokens x vocab`` logits.
   and less exact; a warning is logged when it is asked for without CUDA. Activations then
   differ from fp32 by ~1e-2, so the fingerprint rule "same fingerprint, same term maps" holds
   only approximately for fp16 (documented; index and query with the same precision).
-- CPU session: all graph optimisations, intra-op threads = the CPUs this process may use,
-  sequential execution (a BERT graph has no useful inter-op parallelism), no memory arena
-  (it would pin the peak of a bulk batch's logits, gigabytes, for the session's life).
+- CPU session (`inference_session`): all graph optimisations, intra-op threads = the CPUs
+  this process may use, sequential execution (a BERT graph has no useful inter-op
+  parallelism); the student's has no memory arena (it would pin the peak of a bulk batch's
+  logits, gigabytes, for the session's life).
 - Opt-ins for CPU (issue 15), cached next to the export (``-opt`` / ``-int8`` suffixes):
   ``optimize=True`` runs ONNX Runtime's transformer optimizer (``model_type="bert"``: fused
   attention, skip-layer-norm, bias-GELU); ``int8=True`` adds int8 dynamic quantization of the
@@ -130,15 +131,16 @@ def _dummy_inputs(vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def export_onnx(
     model: SpladeModel, out_path: str | Path, *, vocab_size: int, fp16: bool = False,
-    top_k: int | None = None,
+    top_k: int | None = None, output_name: str = "activations",
 ) -> Path:
-    """Export `model` (MLM + SPLADE pooling) to `out_path` (atomic write)."""
+    """Export `model` (MLM + SPLADE pooling, or any module of (input_ids, attention_mask) with
+    one (batch, ...) output, named `output_name`) to `out_path` (atomic write)."""
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     module: torch.nn.Module = model.to("cpu").float().eval()
-    outputs = ["activations"]
+    outputs = [output_name]
     dyn = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
-           "activations": {0: "batch"}}
+           output_name: {0: "batch"}}
     if top_k:
         module = _TopKSplade(model, int(top_k)).eval()
         outputs = ["top_values", "top_indices"]
@@ -182,6 +184,23 @@ def _cpu_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def inference_session(path: str | Path, providers: list[str], *,
+                      intra_op_threads: int | None = None, memory_arena: bool = True):
+    """An ONNX Runtime session as the project runs them: all graph optimisations, sequential
+    execution (a BERT graph has no useful inter-op parallelism), intra-op threads = the CPUs
+    this process may use (so `taskset` or `os.sched_setaffinity` bounds it), quiet logs."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.intra_op_num_threads = intra_op_threads or _cpu_threads()
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    opts.enable_cpu_mem_arena = memory_arena
+    return ort.InferenceSession(str(path), opts, providers=providers)
+
+
 def providers_for(device: str) -> list[str]:
     import onnxruntime as ort
 
@@ -204,7 +223,6 @@ class OnnxStudent(StudentEncoderBase):
         document_pruning: PruningPolicy | None = None, device: str = "auto",
         intra_op_threads: int | None = None, source: str = "",
     ):
-        import onnxruntime as ort
 
         super().__init__(tokenizer, max_length=max_length, document_pruning=document_pruning)
         self.onnx_path = Path(onnx_path)
@@ -212,17 +230,11 @@ class OnnxStudent(StudentEncoderBase):
         self.source = source
         self.providers = providers_for(device)
         self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.intra_op_num_threads = intra_op_threads or _cpu_threads()
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
         # No CPU memory arena: a bulk batch's (batch x tokens x vocab) logits are gigabytes,
         # and the arena would keep that peak for the life of the session (one per worker);
         # blocks that large are mmap'd either way, so the arena buys no speed.
-        opts.enable_cpu_mem_arena = False
-        self.session = ort.InferenceSession(str(self.onnx_path), opts, providers=self.providers)
+        self.session = inference_session(self.onnx_path, self.providers,
+                                         intra_op_threads=intra_op_threads, memory_arena=False)
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     @property

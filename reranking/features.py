@@ -28,10 +28,10 @@ evaluation's `bm25s` BM25, which needs the whole corpus indexed.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -39,6 +39,30 @@ N_FEATURES = 8
 STATISTICS_FILE = "term_statistics.safetensors"
 #: Lucene's BM25 defaults
 K1, B = 1.2, 0.75
+
+
+class PassagePieces(NamedTuple):
+    """A passage's word pieces, in order, and as sorted distinct ids with their counts (what
+    the overlap and BM25 features look terms up in)."""
+
+    ids: np.ndarray
+    distinct: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def of(cls, ids: Sequence[int] | PassagePieces) -> PassagePieces:
+        if isinstance(ids, PassagePieces):
+            return ids
+        arr = np.asarray(ids, np.int32)
+        distinct, counts = np.unique(arr, return_counts=True)
+        return cls(arr, distinct, counts)
+
+    def count(self, terms: np.ndarray) -> np.ndarray:
+        """How often each of `terms` occurs (0 for absent ones)."""
+        if not len(self.distinct):
+            return np.zeros(len(terms), np.int64)
+        at = np.minimum(np.searchsorted(self.distinct, terms), len(self.distinct) - 1)
+        return np.where(self.distinct[at] == terms, self.counts[at], 0)
 
 
 @dataclass(frozen=True)
@@ -78,15 +102,19 @@ class TermStatistics:
         d = load_file(str(Path(folder) / STATISTICS_FILE))
         return cls(d["idf"].astype(np.float32), float(d["average_length"][0]))
 
-    def bm25(self, query_ids: Sequence[int], passages: Sequence[Sequence[int]]) -> np.ndarray:
+    def bm25(self, query_ids: Sequence[int],
+             passages: Sequence[Sequence[int] | PassagePieces]) -> np.ndarray:
         """BM25 of each passage (word-piece ids) for the distinct `query_ids`."""
-        terms = [t for t in set(query_ids) if 0 <= t < len(self.idf)]
+        terms = np.asarray(sorted({t for t in query_ids if 0 <= t < len(self.idf)}), np.int64)
         out = np.zeros(len(passages), np.float32)
-        for i, ids in enumerate(passages):
-            counts = Counter(ids)
-            norm = K1 * (1 - B + B * len(ids) / self.average_length)
-            out[i] = sum(self.idf[t] * c * (K1 + 1) / (c + norm)
-                         for t in terms if (c := counts.get(t)))
+        if not len(terms):
+            return out
+        idf = self.idf[terms].astype(np.float64)
+        for i, passage in enumerate(passages):
+            pieces = PassagePieces.of(passage)
+            counts = pieces.count(terms)
+            norm = K1 * (1 - B + B * len(pieces.ids) / self.average_length)
+            out[i] = float((idf * counts * (K1 + 1) / (counts + norm)).sum())
         return out
 
 
@@ -98,13 +126,14 @@ def _content_ids(tokenizer, text: str) -> set[int]:
 
 def term_features(
     tokenizer, query: Mapping[str, float], current_question: str,
-    passage_ids: Sequence[Sequence[int]], first_stage: Sequence[float],
+    passage_ids: Sequence[Sequence[int] | PassagePieces], first_stage: Sequence[float],
     statistics: TermStatistics | None = None,
 ) -> np.ndarray:
     """(n_candidates, N_FEATURES) float32 features of one candidate list, in list order.
 
     `query`: the conversation's term map (token -> weight); `passage_ids`: each passage's word
-    piece ids (the whole passage, not the cross-encoder's truncated view); `statistics`: for
+    piece ids (a list, or `PassagePieces`; the whole passage, not the cross-encoder's
+    truncated view); `statistics`: for
     the BM25 features (6-7 stay 0 without them)."""
     n = len(first_stage)
     out = np.zeros((n, N_FEATURES), np.float32)
@@ -114,14 +143,15 @@ def term_features(
     out[:, 0] = (s - s.mean()) / (s.std() + 1e-6)
     out[:, 1] = s / (s.max() if s.max() > 0 else 1.0)
     out[:, 2] = np.log1p(np.maximum(s, 0.0))
-    q_ids = tokenizer.convert_tokens_to_ids(list(query))
+    q_ids = np.asarray(tokenizer.convert_tokens_to_ids(list(query)), np.int64)
     q_w = np.asarray(list(query.values()), np.float64)
     total = q_w.sum() or 1.0
     current = _content_ids(tokenizer, current_question)
-    for i, ids in enumerate(passage_ids):
-        present = set(ids)
-        out[i, 3] = sum(w for t, w in zip(q_ids, q_w) if t in present) / total
-        out[i, 4] = len(current & present) / len(current) if current else 0.0
+    current_ids = np.asarray(sorted(current), np.int64)
+    passage_ids = [PassagePieces.of(p) for p in passage_ids]
+    for i, pieces in enumerate(passage_ids):
+        out[i, 3] = q_w[pieces.count(q_ids) > 0].sum() / total
+        out[i, 4] = (pieces.count(current_ids) > 0).mean() if current else 0.0
     out[:, 5] = 1.0 / np.log2(np.arange(n) + 2.0)
     if statistics is not None:
         bm = statistics.bm25(sorted(current), passage_ids)
@@ -130,4 +160,4 @@ def term_features(
     return out
 
 
-__all__ = ["N_FEATURES", "TermStatistics", "term_features"]
+__all__ = ["N_FEATURES", "PassagePieces", "TermStatistics", "term_features"]

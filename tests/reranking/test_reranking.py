@@ -227,8 +227,33 @@ def test_onnx_runtime_scores_like_torch(which, request, tmp_path):
     torch_scores = load_reranker(folder).score(CONV, query, texts, [3.0, 2.5, 1.0])
     onnx = load_reranker(folder, runtime="onnx")
     assert onnx.session is not None and (folder / "model.onnx").exists()
+    # the conversation's views go through the exported bi-encoder, to the same vectors
+    assert onnx.semantic.session is not None and (folder / "semantic.onnx").exists()
+    np.testing.assert_allclose(onnx.semantic.embed_views(CONV),
+                               load_reranker(folder).semantic.embed_views(CONV), atol=1e-5)
     np.testing.assert_allclose(onnx.score(CONV, query, texts, [3.0, 2.5, 1.0]), torch_scores,
                                rtol=1e-4, atol=1e-5)
+    reranker.save(folder)  # new weights: the exports of the old ones are gone
+    assert not (folder / "model.onnx").exists() and not (folder / "semantic.onnx").exists()
+
+
+def test_only_mean_pooled_bi_encoders_are_exported(tiny_model_dir, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    try:  # sentence-transformers 6; 5 has them in sentence_transformers.models
+        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    except ImportError:  # pragma: no cover
+        from sentence_transformers.models import Pooling, Transformer
+
+    from convsparse.errors import UnsupportedModelError
+    from convsparse.reranking.semantic import export_bi_encoder
+
+    body = Transformer(str(tiny_model_dir))
+    width = body.auto_model.config.hidden_size
+    cls = SentenceTransformer(modules=[body, Pooling(width, pooling_mode="cls")])
+    with pytest.raises(UnsupportedModelError, match="mean Pooling.*runtime='torch'"):
+        export_bi_encoder(cls, tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()
 
 
 def test_cli_search_with_a_reranker(reranker, tiny_model_dir, tmp_path, monkeypatch):
@@ -265,12 +290,13 @@ def test_semantic_features_read_the_stored_vector_of_each_text(semantic_only, tm
 
     vectors = semantic_only.semantic
     assert conversation_views(CONV) == [
-        "What about its population?", "Tell me about Lisbon. What about its population?"]
-    assert conversation_views(CONV, 3)[2] == "What about its population? Tell me about Lisbon."
+        "What about its population?", "Tell me about Lisbon. What about its population?",
+        "What about its population? Tell me about Lisbon."]
+    assert conversation_views(CONV, 2) == conversation_views(CONV)[:2]
     texts = ["Lisbon has about 545,000 inhabitants.", "Octopuses have three hearts."]
     before = len(vectors)
     feats = vectors.features(CONV, texts)
-    assert feats.shape == (2, 4) and len(vectors) == before + 2
+    assert feats.shape == (2, 6) and len(vectors) == before + 2
     assert np.all(feats[:, 1::2] <= 0) and np.any(feats[:, 1::2] == 0)  # minus the list's best
     assert vectors.add(texts) == 0  # stored: never embedded twice
     edited = texts[0] + " (2021 census)"
