@@ -132,15 +132,17 @@ def _dummy_inputs(vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
 def export_onnx(
     model: SpladeModel, out_path: str | Path, *, vocab_size: int, fp16: bool = False,
     top_k: int | None = None, output_name: str = "activations",
+    output_axes: dict[int, str] | None = None,
 ) -> Path:
     """Export `model` (MLM + SPLADE pooling, or any module of (input_ids, attention_mask) with
-    one (batch, ...) output, named `output_name`) to `out_path` (atomic write)."""
+    one output, named `output_name`, whose dynamic axes are `output_axes`, by default the
+    batch) to `out_path` (atomic write)."""
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     module: torch.nn.Module = model.to("cpu").float().eval()
     outputs = [output_name]
     dyn = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
-           output_name: {0: "batch"}}
+           output_name: output_axes or {0: "batch"}}
     if top_k:
         module = _TopKSplade(model, int(top_k)).eval()
         outputs = ["top_values", "top_indices"]

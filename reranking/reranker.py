@@ -7,7 +7,8 @@ Control Layer ``term_statistics.safetensors`` (the BM25 features' document frequ
 with semantic features, ``passage_vectors.safetensors`` (the passages embedded so far) and
 ``semantic/`` (the sentence-transformers bi-encoder; a built-in one, ``minilm``, is named in
 ``reranker.json`` instead of copied). Loading never unpickles.
-Folders of formats 1-2 (no semantic features) are refused: retrain them.
+Folders of formats 1-3 (no semantic features; views embedded one by one) are refused:
+retrain them.
 
     >>> rr = load_reranker("runs/reranker")                                # doctest: +SKIP
     >>> hits = rr.rerank(conversation, query_term_map, first_stage_hits)   # doctest: +SKIP
@@ -42,7 +43,7 @@ from convsparse.reranking.model import TermControlReranker
 from convsparse.reranking.semantic import ONNX_FILE as SEMANTIC_ONNX_FILE
 from convsparse.reranking.semantic import VIEW_LENGTH, VIEWS, PassageVectors
 
-FORMAT = 3
+FORMAT = 4
 ONNX_FILE = "model.onnx"
 #: passages whose word pieces are kept (int32 arrays: about 30 MB for 512-piece passages)
 PIECE_CACHE = 8192
@@ -76,7 +77,8 @@ class Reranker:
             self.session = inference_session(onnx_path, providers_for(device))
         self.formatter = ConversationFormatter(tokenizer, max_length=query_length,
                                                include_assistant=False)
-        self._pieces = functools.lru_cache(maxsize=PIECE_CACHE)(self._tokenize)
+        #: the passages' word pieces, cached (`passage_ids`; ``.cache_clear()`` forgets)
+        self.pieces = functools.lru_cache(maxsize=PIECE_CACHE)(self._tokenize)
 
     @property
     def term_control(self) -> bool:
@@ -99,7 +101,7 @@ class Reranker:
         """Each passage's word pieces, from a bounded cache: a chat's next turn re-ranks many
         of the same passages, and tokenizing 20 whole passages is ~13 ms of a rerank on one
         core."""
-        return [self._pieces(t) for t in texts]
+        return [self.pieces(t) for t in texts]
 
     def batch(self, conv_ids: list[int], passages: Sequence[PassagePieces]) -> dict[str, torch.Tensor]:
         """Padded pair tensors: ``[CLS] conversation [SEP]`` (segment 0) then the passage cut
@@ -285,8 +287,9 @@ def load_reranker(path: str | Path, *, device: str = "cpu",
     if spec.get("format") != FORMAT:
         raise UnsupportedModelError(
             f"{spec_file}: format {spec.get('format')!r}, this version reads format {FORMAT} "
-            "(format 1 had no BM25 features, format 2 no semantic features); retrain it with "
-            "`convsparse rerank train`")
+            "(format 1 had no BM25 features, format 2 no semantic features, format 3 embedded "
+            "each view of the conversation separately); retrain it with `convsparse rerank "
+            "train`")
     encoder = None
     if spec["cross_encoder"]:
         with quiet_loading():

@@ -11,20 +11,27 @@ vectors up: they are computed once per passage (`PassageVectors.add`, at ingesti
 first sight) and kept by a digest of the passage's text, so an edited passage is never scored
 with a stale vector.
 
-Views of the conversation (one vector each), the first `views` of: the current question, the
-last two user turns, all user turns newest first; `view_length` word pieces each (defaults: 3
-views of 128, chosen on the validation conversations: MRR@10 .624 against .593 for 2 views
-of 64). Features per view: the cosine standardised over the candidate list, and the cosine
+Views of the conversation: one forward pass of the bi-encoder over ``[CLS]`` + the user turns,
+newest first, cut to `view_length` word pieces (default 128) + ``[SEP]``, then mean-pooled
+three ways (`conversation_pieces`, `VIEW_TURNS`): the current question's pieces, the two
+newest questions', all of them; the first `views` (default 3) are used. Features per view:
+the cosine with each passage's vector standardised over the candidate list, and the cosine
 minus the list's best.
 
-Embedding the views is most of the rerank stage's time on one core, hence ONNX Runtime for
-the query side (`use_onnx`, ``load_reranker(..., runtime="onnx")``): the views go through an
-export of the bi-encoder (transformer, mean pooling, unit length; `export_bi_encoder`), one
-unpadded run per view, instead of sentence-transformers' PyTorch path (one padded batch, and
-a third of its time outside the matrix products). On 120 MTRAG training turns at depth 20,
-one core, the whole stage took 64 ms p50 in PyTorch and 43 ms with ONNX Runtime. The vectors
-are the same (max abs difference ~1e-6), so passage vectors stored by either runtime serve
-both. Only mean-pooled models are exported (the shipped MiniLM is one); others are refused
+Why one pass pooled three ways, not three texts embedded separately (format 3): embedding
+the query side is most of the rerank stage's time on one core, and the three texts repeat
+each other. On the dev conversations (5-fold cross-validation by conversation over 489
+judged train and validation turns, the re-ranker trained 25 epochs per fold) both score the
+same: MRR@10 .696 against .699, nDCG@3 .578 against .578 (first stage .600 / .468), while one
+pass reads the newest-first text once (median 45 pieces on MTRAG) instead of three times
+(11 + 19 + 45). The question's pieces also see the turns before it, as a rewrite would.
+3 views were chosen over 2 on the validation conversations (MRR@10 .624 against .593).
+
+ONNX Runtime for the query side (`use_onnx`, ``load_reranker(..., runtime="onnx")``): the pass
+runs in an export of the bi-encoder's transformer (`export_bi_encoder`) instead of PyTorch,
+which on one core spends a third of its time outside the matrix products. Both give the same
+vectors (max abs difference ~1e-6). Passages are embedded by sentence-transformers as
+usual, so only mean-pooled models qualify (the shipped MiniLM is one); others are refused
 with a clear error.
 """
 
@@ -47,6 +54,9 @@ VECTORS_FILE = "passage_vectors.safetensors"
 ONNX_FILE = "semantic.onnx"
 #: the defaults (see above)
 VIEWS, VIEW_LENGTH = 3, 128
+#: the newest user turns each view pools (None: all, with [CLS] and [SEP])
+VIEW_TURNS = (1, 2, None)
+SEP_TURN = 1 << 30
 #: sentence encoders that ship with the package (a dependency's wheel), named not copied
 BUILTIN_MODELS = ("minilm",)
 
@@ -55,10 +65,33 @@ def text_key(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=12).hexdigest()
 
 
-def conversation_views(conversation: ConversationLike, views: int = VIEWS) -> list[str]:
-    """The texts embedded for a conversation (user turns only)."""
+def conversation_pieces(conversation: ConversationLike, tokenizer,
+                        max_length: int) -> tuple[list[int], np.ndarray]:
+    """``[CLS]`` + the user turns' word pieces, newest first, cut to fit `max_length` with
+    ``[SEP]``; and each piece's turn: 0 for ``[CLS]``, k for the k-th newest user turn, and
+    `SEP_TURN` for ``[SEP]``."""
     users = [t.text for t in parse_conversation(conversation) if t.role == "user"]
-    return [users[-1], " ".join(users[-2:]), " ".join(reversed(users))][:views]
+    ids, turns = [tokenizer.cls_token_id], [0]
+    for k, text in enumerate(reversed(users), 1):
+        pieces = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        ids += pieces
+        turns += [k] * len(pieces)
+        if len(ids) >= max_length - 1:
+            break
+    ids, turns = ids[:max_length - 1], turns[:max_length - 1]
+    return ids + [tokenizer.sep_token_id], np.asarray(turns + [SEP_TURN])
+
+
+def check_mean_pooled(model) -> None:
+    """The views are mean-pooled token vectors: a model whose passage vectors are pooled
+    otherwise would compare different things."""
+    kinds = [type(m).__name__ for m in model]
+    pooling = model[1].get_config_dict().get("pooling_mode") if len(kinds) > 1 else None
+    if kinds[:2] != ["Transformer", "Pooling"] or pooling != "mean" or kinds[2:] not in (
+            [], ["Normalize"]):
+        raise UnsupportedModelError(
+            f"the re-ranker's bi-encoder must be Transformer, mean Pooling[, Normalize]; this "
+            f"model is {kinds} (pooling {pooling!r})")
 
 
 class PassageVectors:
@@ -70,6 +103,7 @@ class PassageVectors:
                  builtin: str | None = None, views: int = VIEWS, view_length: int = VIEW_LENGTH):
         if not 1 <= views <= MAX_VIEWS:
             raise ValueError(f"views must be 1-{MAX_VIEWS}, got {views}")
+        check_mean_pooled(model)
         self.model = model
         self.views = views
         self.view_length = view_length
@@ -77,7 +111,6 @@ class PassageVectors:
         self.builtin = builtin
         self._vectors: dict[str, np.ndarray] = dict(vectors or {})
         self._lock = threading.Lock()
-        self._encode_lock = threading.Lock()  # guards the model's max_seq_length while encoding
         #: ONNX Runtime session of the bi-encoder for the query side (`use_onnx`), or None
         self.session = None
 
@@ -95,18 +128,11 @@ class PassageVectors:
     def __len__(self) -> int:
         return len(self._vectors)
 
-    def _encode(self, texts: Sequence[str], *, progress: bool = False, batch_size: int = 32,
-                max_length: int | None = None) -> np.ndarray:
-        with self._encode_lock:
-            full = self.model.max_seq_length
-            if max_length is not None:
-                self.model.max_seq_length = min(full, max_length)
-            try:
-                return np.asarray(self.model.encode(list(texts), batch_size=batch_size,
-                                                    normalize_embeddings=True,
-                                                    show_progress_bar=progress), np.float32)
-            finally:
-                self.model.max_seq_length = full
+    def _encode(self, texts: Sequence[str], *, progress: bool = False,
+                batch_size: int = 32) -> np.ndarray:
+        return np.asarray(self.model.encode(list(texts), batch_size=batch_size,
+                                            normalize_embeddings=True,
+                                            show_progress_bar=progress), np.float32)
 
     def _store_missing(self, keys: Sequence[str], texts: Sequence[str], *,
                        progress: bool = False) -> int:
@@ -129,20 +155,28 @@ class PassageVectors:
         with self._lock:
             return np.stack([self._vectors[k] for k in keys]).astype(np.float32)
 
+    def _token_vectors(self, ids: list[int]) -> np.ndarray:
+        """(pieces, dim) float32 output of the bi-encoder's transformer for one sequence."""
+        feed = {"input_ids": np.asarray([ids], np.int64),
+                "attention_mask": np.ones((1, len(ids)), np.int64)}
+        if self.session is not None:
+            return self.session.run(["token_embeddings"], feed)[0][0].astype(np.float32)
+        import torch
+
+        body = self.model[0].auto_model
+        with torch.inference_mode():
+            out = body(**{k: torch.from_numpy(v).to(body.device) for k, v in feed.items()})
+        return out.last_hidden_state[0].float().cpu().numpy()
+
     def embed_views(self, conversation: ConversationLike) -> np.ndarray:
-        """(views, dim) float32 unit vectors of the conversation's views."""
-        views = conversation_views(conversation, self.views)
-        if self.session is None:
-            return self._encode(views, max_length=self.view_length)
-        # one run per view, unpadded: the views' lengths differ a lot (median 11, 19 and 45
-        # pieces on MTRAG), and on one core padding cost more than the extra runs did (3 views
-        # of up to 128: 43 ms p50 as one padded batch, 32 ms unpadded)
+        """(views, dim) float32 unit vectors of the conversation's views: one pass, pooled
+        over the newest `VIEW_TURNS` user turns."""
         length = min(self.model.max_seq_length, self.view_length)
-        enc = self.model.tokenizer(views, truncation=True, max_length=length)
-        return np.concatenate([self.session.run(["embeddings"], {
-            "input_ids": np.asarray([ids], np.int64),
-            "attention_mask": np.ones((1, len(ids)), np.int64)})[0]
-            for ids in enc["input_ids"]]).astype(np.float32)
+        ids, turns = conversation_pieces(conversation, self.model.tokenizer, length)
+        tokens = self._token_vectors(ids)
+        out = np.stack([tokens[turns <= (SEP_TURN if upto is None else upto)].mean(0)
+                        for upto in VIEW_TURNS[:self.views]])
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
     def features(self, conversation: ConversationLike, texts: Sequence[str]) -> np.ndarray:
         """(n, `n_features`) float32 features of `texts` (candidate passages, in list
@@ -230,35 +264,27 @@ class PassageVectors:
 
 
 def export_bi_encoder(model, path: str | Path) -> Path:
-    """The query side of a mean-pooled sentence-transformers `model` as ONNX: (input_ids,
-    attention_mask) -> unit ``embeddings`` (atomic write). Other poolings are refused."""
+    """The transformer of a mean-pooled sentence-transformers `model` as ONNX: (input_ids,
+    attention_mask) -> ``token_embeddings`` (batch, pieces, dim) (atomic write)."""
     import torch
 
     from convsparse.encoders.onnx_runtime import export_onnx
 
-    kinds = [type(m).__name__ for m in model]
-    pooling = model[1].get_config_dict().get("pooling_mode") if len(kinds) > 1 else None
-    if kinds[:2] != ["Transformer", "Pooling"] or pooling != "mean" or kinds[2:] not in (
-            [], ["Normalize"]):
-        raise UnsupportedModelError(
-            f"the ONNX bi-encoder needs Transformer, mean Pooling[, Normalize]; this model is "
-            f"{kinds} (pooling {pooling!r}): load the re-ranker with runtime='torch'")
+    check_mean_pooled(model)
 
-    class MeanPooled(torch.nn.Module):
+    class TokenVectors(torch.nn.Module):
         def __init__(self, body):
             super().__init__()
             self.body = body
 
         def forward(self, input_ids, attention_mask):
-            hidden = self.body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(mean, dim=-1)
+            return self.body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
     body = model[0].auto_model
     try:
-        return export_onnx(MeanPooled(body), path, vocab_size=body.config.vocab_size,
-                           output_name="embeddings")
+        return export_onnx(TokenVectors(body), path, vocab_size=body.config.vocab_size,
+                           output_name="token_embeddings",
+                           output_axes={0: "batch", 1: "sequence"})
     finally:
         body.to(model.device)  # the exporter moves the module to the CPU
 
@@ -269,5 +295,5 @@ def _sentence_model(source: str | Path, device: str):
     return SentenceTransformer(str(source), device=device)
 
 
-__all__ = ["ONNX_FILE", "VECTORS_FILE", "PassageVectors", "conversation_views", "export_bi_encoder",
-           "text_key"]
+__all__ = ["ONNX_FILE", "VECTORS_FILE", "PassageVectors", "check_mean_pooled",
+           "conversation_pieces", "export_bi_encoder", "text_key"]

@@ -104,8 +104,9 @@ def test_folder_round_trip_gives_the_same_scores(reranker, tmp_path):
     with pytest.raises(convsparse.UnsupportedModelError, match="not a re-ranker folder"):
         load_reranker(tmp_path)
     spec = tmp_path / "rr" / "reranker.json"
-    spec.write_text(spec.read_text().replace('"format": 3', '"format": 2'))
-    with pytest.raises(convsparse.UnsupportedModelError, match="format 2 no semantic.*retrain"):
+    spec.write_text(spec.read_text().replace('"format": 4', '"format": 3'))
+    with pytest.raises(convsparse.UnsupportedModelError,
+                       match="format 3 embedded each view.*retrain"):
         load_reranker(tmp_path / "rr")
 
 
@@ -237,7 +238,7 @@ def test_onnx_runtime_scores_like_torch(which, request, tmp_path):
     assert not (folder / "model.onnx").exists() and not (folder / "semantic.onnx").exists()
 
 
-def test_only_mean_pooled_bi_encoders_are_exported(tiny_model_dir, tmp_path):
+def test_only_mean_pooled_bi_encoders_are_accepted(tiny_model_dir, tmp_path):
     from sentence_transformers import SentenceTransformer
 
     try:  # sentence-transformers 6; 5 has them in sentence_transformers.models
@@ -246,12 +247,14 @@ def test_only_mean_pooled_bi_encoders_are_exported(tiny_model_dir, tmp_path):
         from sentence_transformers.models import Pooling, Transformer
 
     from convsparse.errors import UnsupportedModelError
-    from convsparse.reranking.semantic import export_bi_encoder
+    from convsparse.reranking.semantic import PassageVectors, export_bi_encoder
 
     body = Transformer(str(tiny_model_dir))
     width = body.auto_model.config.hidden_size
     cls = SentenceTransformer(modules=[body, Pooling(width, pooling_mode="cls")])
-    with pytest.raises(UnsupportedModelError, match="mean Pooling.*runtime='torch'"):
+    with pytest.raises(UnsupportedModelError, match="mean Pooling.*pooling 'cls'"):
+        PassageVectors(cls)
+    with pytest.raises(UnsupportedModelError, match="mean Pooling"):
         export_bi_encoder(cls, tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()
 
@@ -286,13 +289,29 @@ def test_cli_search_with_a_reranker(reranker, tiny_model_dir, tmp_path, monkeypa
 
 
 def test_semantic_features_read_the_stored_vector_of_each_text(semantic_only, tmp_path):
-    from convsparse.reranking.semantic import PassageVectors, conversation_views, text_key
+    from convsparse.reranking.semantic import (
+        SEP_TURN,
+        PassageVectors,
+        conversation_pieces,
+        text_key,
+    )
 
     vectors = semantic_only.semantic
-    assert conversation_views(CONV) == [
-        "What about its population?", "Tell me about Lisbon. What about its population?",
-        "What about its population? Tell me about Lisbon."]
-    assert conversation_views(CONV, 2) == conversation_views(CONV)[:2]
+    tok = vectors.model.tokenizer
+    ids, turns = conversation_pieces(CONV, tok, 128)  # user turns, newest first
+    newest = tok("What about its population?", add_special_tokens=False)["input_ids"]
+    assert ids == tok("What about its population? Tell me about Lisbon.")["input_ids"]
+    assert turns.tolist() == [0, *[1] * len(newest), *[2] * (len(ids) - len(newest) - 2),
+                              SEP_TURN]
+    cut, cut_turns = conversation_pieces(CONV, tok, 5)
+    assert len(cut) == 5 and cut[-1] == tok.sep_token_id and cut_turns.tolist()[:4] == [0, 1, 1, 1]
+    # one pass, pooled three ways: the last view is the sentence encoder's own embedding of
+    # the newest-first text; the first pools [CLS] and the current question's pieces
+    views = vectors.embed_views(CONV)
+    assert views.shape == (3, vectors.dimension)
+    np.testing.assert_allclose(views[2], vectors._encode(
+        ["What about its population? Tell me about Lisbon."])[0], atol=1e-5)
+    assert not np.allclose(views[0], views[1]) and not np.allclose(views[1], views[2])
     texts = ["Lisbon has about 545,000 inhabitants.", "Octopuses have three hearts."]
     before = len(vectors)
     feats = vectors.features(CONV, texts)
@@ -350,3 +369,12 @@ def test_the_built_in_bi_encoder_is_named_not_copied(tiny_model_dir, tmp_path):
     texts = [h.fields["text"] for h in hits()]
     np.testing.assert_allclose(load_reranker(folder).semantic_features(CONV, texts).numpy(),
                                rr.semantic_features(CONV, texts).numpy(), atol=1e-5)
+
+
+def test_passage_word_pieces_are_tokenized_once(semantic_only):
+    semantic_only.pieces.cache_clear()
+    first = semantic_only.passage_ids(["Lisbon is large.", "Rome is old.", "Lisbon is large."])
+    info = semantic_only.pieces.cache_info()
+    assert (info.misses, info.hits) == (2, 1) and first[0] is first[2]
+    assert first[1].ids.tolist() == semantic_only.tokenizer(
+        "Rome is old.", add_special_tokens=False)["input_ids"]
