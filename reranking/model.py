@@ -7,8 +7,9 @@ next to the encoder's semantic representation. Here:
 - the semantic part is either or both of
   - a cross-encoder reading ``[CLS] conversation [SEP] passage [SEP]`` (the conversation as
     the student's formatter gives it), scored from the [CLS] vector ``h``: ``w_s . h``;
-  - a bi-encoder's similarities ``psi`` (`semantic.py`: all-MiniLM-L6-v2 cosines of two
-    views of the conversation with the passage's stored vector): ``v . psi + MLP_s(psi)``;
+  - a bi-encoder's similarities ``psi`` (`semantic.py`: all-MiniLM-L6-v2 cosines of three
+    views of the conversation, pooled from one pass, with the passage's stored vector):
+    ``v . psi + MLP_s(psi)``;
 - the Term Control Layer reads the explicit term-matching features ``phi`` of `features.py`
   (sparse overlap through the first-stage score, exact overlap weighted by the student's
   term weights, question coverage, rank, and the current question's BM25 over word pieces)

@@ -202,10 +202,10 @@ class RerankConfig(SplitConfig):
     semantic: str | None = Field("minilm", description="sentence-transformers bi-encoder for "
                                  "the semantic features (folder or hub id; minilm = the "
                                  "shipped all-MiniLM-L6-v2; null = none)")
-    semantic_views: int = Field(3, ge=1, le=3, description="conversation views embedded: the "
-                                "current question, + the last two user turns, + all user "
-                                "turns newest first")
-    semantic_view_length: int = Field(128, ge=8, description="word pieces per view")
+    semantic_views: int = Field(3, ge=1, le=3, description="views pooled from the one pass "
+                                "over the user turns (newest first): the current question, + "
+                                "the two newest questions, + all of them")
+    semantic_view_length: int = Field(128, ge=8, description="word pieces that pass reads")
     depth: int = Field(20, ge=2, description="first-stage candidates per training turn")
     kl_temperature: float = Field(1.0, gt=0, description="of the teacher's score softmax")
     label_weight: float = Field(0.5, ge=0, description="weight of the judged positives' "
