@@ -225,7 +225,6 @@ class OnnxStudent(StudentEncoderBase):
         document_pruning: PruningPolicy | None = None, device: str = "auto",
         intra_op_threads: int | None = None, source: str = "",
     ):
-
         super().__init__(tokenizer, max_length=max_length, document_pruning=document_pruning)
         self.onnx_path = Path(onnx_path)
         self._fingerprint = fingerprint

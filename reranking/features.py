@@ -55,7 +55,7 @@ class PassagePieces(NamedTuple):
             return ids
         arr = np.asarray(ids, np.int32)
         distinct, counts = np.unique(arr, return_counts=True)
-        return cls(arr, distinct, counts)
+        return cls(arr, distinct, counts.astype(np.int32))
 
     def count(self, terms: np.ndarray) -> np.ndarray:
         """How often each of `terms` occurs (0 for absent ones)."""
@@ -133,8 +133,7 @@ def term_features(
 
     `query`: the conversation's term map (token -> weight); `passage_ids`: each passage's word
     piece ids (a list, or `PassagePieces`; the whole passage, not the cross-encoder's
-    truncated view); `statistics`: for
-    the BM25 features (6-7 stay 0 without them)."""
+    truncated view); `statistics`: for the BM25 features (6-7 stay 0 without them)."""
     n = len(first_stage)
     out = np.zeros((n, N_FEATURES), np.float32)
     if n == 0:
@@ -143,18 +142,19 @@ def term_features(
     out[:, 0] = (s - s.mean()) / (s.std() + 1e-6)
     out[:, 1] = s / (s.max() if s.max() > 0 else 1.0)
     out[:, 2] = np.log1p(np.maximum(s, 0.0))
-    q_ids = np.asarray(tokenizer.convert_tokens_to_ids(list(query)), np.int64)
+    q_ids = np.asarray([-1 if i is None else i  # a term the tokenizer has no id for
+                        for i in tokenizer.convert_tokens_to_ids(list(query))], np.int64)
     q_w = np.asarray(list(query.values()), np.float64)
     total = q_w.sum() or 1.0
     current = _content_ids(tokenizer, current_question)
     current_ids = np.asarray(sorted(current), np.int64)
-    passage_ids = [PassagePieces.of(p) for p in passage_ids]
-    for i, pieces in enumerate(passage_ids):
+    passages = [PassagePieces.of(p) for p in passage_ids]
+    for i, pieces in enumerate(passages):
         out[i, 3] = q_w[pieces.count(q_ids) > 0].sum() / total
         out[i, 4] = (pieces.count(current_ids) > 0).mean() if current else 0.0
     out[:, 5] = 1.0 / np.log2(np.arange(n) + 2.0)
     if statistics is not None:
-        bm = statistics.bm25(sorted(current), passage_ids)
+        bm = statistics.bm25(sorted(current), passages)
         out[:, 6] = bm / bm.max() if bm.max() > 0 else 0.0
         out[:, 7] = (bm - bm.mean()) / (bm.std() + 1e-6)
     return out

@@ -45,7 +45,7 @@ from convsparse.reranking.semantic import VIEW_LENGTH, VIEWS, PassageVectors
 
 FORMAT = 4
 ONNX_FILE = "model.onnx"
-#: passages whose word pieces are kept (int32 arrays: about 30 MB for 512-piece passages)
+#: passages whose word pieces are kept (under 40 MB for 512-piece passages)
 PIECE_CACHE = 8192
 
 
