@@ -93,3 +93,22 @@ def test_readme_search_examples_run(tmp_path, tiny_model_dir, monkeypatch):
         if argv[0] == "search":
             assert "lis-01" in result.output, result.output
     assert ["index", "delete"] in ran and ["search", "--index"] in ran
+
+
+def test_readme_rerank_config_is_the_recipe_defaults(tmp_path):
+    """The README's rerank.yaml loads, and what it sets is what `RerankConfig` defaults to
+    (the README says the recipe it measures is these defaults)."""
+    import yaml
+
+    from convsparse.training.config import RerankConfig
+
+    blocks = re.findall(r"```yaml\n(# rerank\.yaml.*?)```", README.read_text(encoding="utf-8"),
+                        flags=re.S)
+    assert len(blocks) == 1
+    path = tmp_path / "rerank.yaml"
+    path.write_text(blocks[0], encoding="utf-8")
+    cfg = RerankConfig.from_file(path)
+    defaults = RerankConfig(output_dir=cfg.output_dir, collection=cfg.collection)
+    shown = yaml.safe_load(blocks[0])
+    for key in set(shown) - {"output_dir", "collection"}:
+        assert getattr(cfg, key) == getattr(defaults, key), key
