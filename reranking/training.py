@@ -93,7 +93,8 @@ def prepare(reranker: Reranker, labels: Sequence[RerankLabel], texts: dict[str, 
         cands = lab.candidates[:depth]
         inputs = reranker.inputs(conversations[lab.task_id], lab.query, [texts[d] for d in cands],
                                  lab.first_stage[:depth])
-        pos = torch.tensor([d in set(lab.positives) for d in cands], dtype=torch.bool)
+        positives = set(lab.positives)
+        pos = torch.tensor([d in positives for d in cands], dtype=torch.bool)
         teacher = None if lab.teacher is None else torch.tensor(lab.teacher[:depth])
         if teacher is None and not pos.any():
             continue
