@@ -4,13 +4,16 @@
       + label_weight * -log sum_{judged relevant} softmax(s)
 
 The teacher scores come from `labels.py` (generated once into ``<output_dir>/labels.jsonl``).
-Turns without a teacher text give the label term only; turns with neither are skipped. The
-epoch is picked by MRR@10 on the validation conversations (the re-ranked top `depth`, then the
-first stage's order); the held-out conversations are never read. Checkpoints follow the
-student's conventions: ``<output_dir>/checkpoint/`` holds the re-ranker folder of the last
-finished epoch and ``state.pt`` (optimizer, epoch, best score; tensors and plain values only,
-loaded with ``weights_only=True``); a re-run with ``resume: true`` continues after it. The
-chosen re-ranker is written to ``<output_dir>/reranker/``.
+Turns without a teacher text give the label term only; turns with neither are skipped. With
+``validation: train`` (the default) the validation conversations' turns train too and the
+last epoch is kept: the recipe the cross-validation measured, since the 58 validation turns
+cannot tell epochs apart. With ``validation: pick_epoch`` they pick the epoch by MRR@10 (the
+re-ranked top `depth`, then the first stage's order) and never train. The held-out
+conversations are never read. Checkpoints follow the student's conventions:
+``<output_dir>/checkpoint/`` holds the re-ranker folder of the last finished epoch and
+``state.pt`` (optimizer, epoch, best score; tensors and plain values only, loaded with
+``weights_only=True``); a re-run with ``resume: true`` continues after it. The chosen
+re-ranker is written to ``<output_dir>/reranker/``.
 """
 
 from __future__ import annotations
@@ -127,7 +130,8 @@ def rerank_run(reranker: Reranker, prepared: Sequence[_Prepared]) -> dict[str, d
 
 
 def train_reranker(cfg: RerankConfig, *, log: Callable[[str], None] = print) -> Path:
-    """Train, pick the epoch on validation, write ``<output_dir>/reranker``; returns its path."""
+    """Train (on the validation turns too, or picking the epoch on them: ``cfg.validation``),
+    write ``<output_dir>/reranker``; returns its path."""
     from convsparse.evaluation.metrics import compute_metrics
     from convsparse.training.trainer import load_checkpoint
 
@@ -144,7 +148,8 @@ def train_reranker(cfg: RerankConfig, *, log: Callable[[str], None] = print) -> 
         reranker = load_reranker(ck / "reranker")
         state = load_checkpoint(ck / "state.pt", "cpu")
         start_epoch, best = int(state["epoch"]) + 1, (float(state["best"]), int(state["best_epoch"]))
-        log(f"resuming after epoch {start_epoch} (best validation MRR@10 {best[0]:.3f})")
+        log(f"resuming after epoch {start_epoch}" + (
+            f" (best validation MRR@10 {best[0]:.3f})" if cfg.validation == "pick_epoch" else ""))
     else:
         reranker = new_reranker(cfg.base, term_control=cfg.term_control,
                                 cross_encoder=cfg.cross_encoder, semantic=cfg.semantic,
@@ -165,13 +170,17 @@ def train_reranker(cfg: RerankConfig, *, log: Callable[[str], None] = print) -> 
     vector_cache = cfg.output_dir / VECTORS_FILE
     if reranker.semantic is not None and vector_cache.is_file():
         reranker.semantic.merge_vectors(vector_cache)
+    pick_epoch = cfg.validation == "pick_epoch"
+    if not pick_epoch:
+        train_labels, val_labels = [*train_labels, *val_labels], []
     train = prepare(reranker, train_labels, texts, conversations, cfg.depth, progress=cfg.progress)
     val = prepare(reranker, val_labels, texts, conversations, cfg.depth, progress=cfg.progress)
     if reranker.semantic is not None:
         reranker.semantic.save_vectors(vector_cache)
     val_ids = [ex.label.task_id for ex in val]
-    log(f"{len(train)} training turns, {len(val)} validation turns")
-    if start_epoch == 0:
+    log(f"{len(train)} training turns, " + (f"{len(val)} validation turns" if pick_epoch else
+                                             "the validation turns among them"))
+    if start_epoch == 0 and pick_epoch:
         base_mrr = compute_metrics(col.qrels, {ex.label.task_id: dict(zip(
             ex.label.candidates, ex.label.first_stage)) for ex in val}, ["mrr@10"],
             query_ids=val_ids)["mrr@10"]
@@ -191,18 +200,25 @@ def train_reranker(cfg: RerankConfig, *, log: Callable[[str], None] = print) -> 
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             total += float(loss.detach()) * len(batch)
-        mrr = compute_metrics(col.qrels, rerank_run(reranker, val), ["mrr@10"],
-                              query_ids=val_ids)["mrr@10"]
-        log(f"epoch {epoch + 1}: loss {total / max(1, len(train)):.4f}, validation MRR@10 {mrr:.3f}")
-        if mrr > best[0]:
-            best = (mrr, epoch)
-            reranker.save(cfg.output_dir / "reranker")
+        said = f"epoch {epoch + 1}: loss {total / max(1, len(train)):.4f}"
+        if pick_epoch:
+            mrr = compute_metrics(col.qrels, rerank_run(reranker, val), ["mrr@10"],
+                                  query_ids=val_ids)["mrr@10"]
+            said += f", validation MRR@10 {mrr:.3f}"
+            if mrr > best[0]:
+                best = (mrr, epoch)
+                reranker.save(cfg.output_dir / "reranker")
+        else:
+            best = (best[0], epoch)
+        log(said)
         reranker.save(ck / "reranker")
         torch.save({"optimizer": opt.state_dict(), "epoch": epoch, "best": best[0],
                     "best_epoch": best[1]}, ck / "state.pt")
+    if not pick_epoch:  # the last epoch (also after a resume that found every epoch done)
+        reranker.save(cfg.output_dir / "reranker")
     (cfg.output_dir / "reranker" / "training.json").write_text(json.dumps({
-        "best_epoch": best[1] + 1, "validation_mrr@10": best[0], "config": json.loads(
-            cfg.model_dump_json())}, indent=1))
+        "best_epoch": best[1] + 1, "validation_mrr@10": best[0] if pick_epoch else None,
+        "config": json.loads(cfg.model_dump_json())}, indent=1))
     shutil.rmtree(ck, ignore_errors=True)
     return cfg.output_dir / "reranker"
 

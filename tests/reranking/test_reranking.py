@@ -189,7 +189,7 @@ def test_training_runs_resumes_and_writes_a_loadable_reranker(tiny_model_dir, tm
                        first_stage=str(tiny_model_dir), teacher="rewrite", holdout_per_domain=0,
                        semantic=str(tiny_model_dir),
                        validation_conversations=2, depth=4, epochs=2, batch_turns=4,
-                       max_length=48, query_length=16, progress=False,
+                       max_length=48, query_length=16, progress=False, validation="pick_epoch",
                        extra_conversations=[ConversationSource(path=extra, train_only=True)])
     real = training.rerank_run
     calls = {"n": 0}
@@ -217,6 +217,37 @@ def test_training_runs_resumes_and_writes_a_loadable_reranker(tiny_model_dir, tm
     assert len(loaded.semantic) > 1 and not loaded.cross_encoder
     assert (cfg.output_dir / "passage_vectors.safetensors").is_file()
     assert not (cfg.output_dir / "checkpoint").exists()
+
+
+def test_validation_turns_train_too_by_default_and_the_last_epoch_is_kept(tiny_model_dir, tmp_path):
+    import json
+    import shutil
+
+    from convsparse.reranking import training
+    from convsparse.training.config import RerankConfig
+
+    cfg = RerankConfig(output_dir=tmp_path / "run", collection=SAMPLE, base=str(tiny_model_dir),
+                       first_stage=str(tiny_model_dir), teacher="rewrite", holdout_per_domain=0,
+                       semantic=str(tiny_model_dir), validation_conversations=2, depth=4, epochs=2,
+                       batch_turns=4, max_length=48, query_length=16, progress=False)
+    assert cfg.validation == "train"
+    said: list[str] = []
+    out = training.train_reranker(cfg, log=said.append)
+    assert not any("validation MRR" in s for s in said)
+    info = json.loads((out / "training.json").read_text())
+    assert info["best_epoch"] == 2 and info["validation_mrr@10"] is None
+    assert load_reranker(out).score(CONV, TermMap({"lisbon": 1.0}), ["Lisbon"], [1.0]).shape == (1,)
+    # the same labels, picking the epoch instead: the validation turns leave the training set
+    picked = cfg.model_copy(update={"output_dir": tmp_path / "picked", "validation": "pick_epoch",
+                                    "epochs": 1})
+    picked.output_dir.mkdir()
+    shutil.copy(cfg.output_dir / "labels.jsonl", picked.output_dir / "labels.jsonl")
+    said_picked: list[str] = []
+    training.train_reranker(picked, log=said_picked.append)
+    every = next(s for s in said if "training turns" in s).split()
+    train_only, _, _, validation = next(s for s in said_picked if "training turns" in s).split()[:4]
+    assert int(validation) > 0 and int(every[0]) == int(train_only) + int(validation)
+    assert any("validation MRR@10" in s for s in said_picked)
 
 
 @pytest.mark.parametrize("which", ["reranker", "semantic_only"])
