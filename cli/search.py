@@ -179,7 +179,9 @@ def search(
     if rerank is not None:
         from convsparse.reranking import load_reranker
 
-        reranker = load_reranker(rerank)  # UnsupportedModelError (exit 2) names the folder
+        # the student's runtime runs the re-ranker too; UnsupportedModelError (exit 2) names
+        # the folder
+        reranker = load_reranker(rerank, runtime=settings.runtime)
     client = ConversationalSearch(index, backend=be, settings=settings, pruning=policy,
                                   rescore_window=rescore_window, reranker=reranker,
                                   rerank_depth=rerank_depth)  # the encoder loads on first use

@@ -17,7 +17,9 @@ retrain them.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -40,6 +42,7 @@ from convsparse.reranking.features import (
     term_features,
 )
 from convsparse.reranking.model import TermControlReranker
+from convsparse.reranking.semantic import MODEL_DIR as SEMANTIC_DIR
 from convsparse.reranking.semantic import ONNX_FILE as SEMANTIC_ONNX_FILE
 from convsparse.reranking.semantic import VIEW_LENGTH, VIEWS, PassageVectors
 
@@ -270,11 +273,37 @@ def new_reranker(base: str | Path = "splade-tiny", *, term_control: bool = True,
                     device=device, statistics=stats, semantic=vectors)
 
 
+def _writable(folder: Path) -> bool:
+    return os.access(folder, os.W_OK)
+
+
+def export_folder(path: str | Path, exports: Sequence[str]) -> Path:
+    """Where the ONNX `exports` of the re-ranker folder `path` are kept: the folder itself when
+    it holds them or can be written, else (a read-only mount, as in a container image) the
+    cache, ``Settings().cache_dir/reranker-onnx/<digest of the weights and spec>``, so an
+    edited folder never meets a stale export."""
+    path = Path(path)
+    if all((path / name).is_file() for name in exports) or _writable(path):
+        return path
+    from convsparse.settings import get_settings
+
+    digest = hashlib.sha256()
+    weights = [path / "reranker.json", path / "head.safetensors"]
+    if (path / SEMANTIC_DIR).is_dir():  # a bi-encoder of its own, not a built-in one
+        weights += sorted(f for f in (path / SEMANTIC_DIR).rglob("*") if f.is_file())
+    for f in weights:
+        digest.update(f.relative_to(path).as_posix().encode() + b"\0" + f.read_bytes())
+    out = get_settings().cache_dir / "reranker-onnx" / digest.hexdigest()[:32]
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def load_reranker(path: str | Path, *, device: str = "cpu",
                   runtime: Literal["torch", "onnx"] = "torch") -> Reranker:
     """A trained re-ranker from its folder (`Reranker.save`). ``runtime="onnx"`` scores the
     heads and embeds the conversation's views with ONNX Runtime (exported once into the folder
-    as ``model.onnx`` and ``semantic.onnx``; the faster choice on a CPU core)."""
+    as ``model.onnx`` and ``semantic.onnx``, or into the cache when the folder is read-only:
+    `export_folder`; the faster choice on a CPU core)."""
     from safetensors.torch import load_file
     from transformers import AutoModel, AutoTokenizer
 
@@ -309,11 +338,12 @@ def load_reranker(path: str | Path, *, device: str = "cpu",
                   max_length=int(spec["max_length"]), query_length=int(spec["query_length"]),
                   device=device, statistics=stats, semantic=semantic)
     if runtime == "onnx":
-        onnx_path = path / ONNX_FILE
+        exports = export_folder(path, [ONNX_FILE] + [SEMANTIC_ONNX_FILE] * (semantic is not None))
+        onnx_path = exports / ONNX_FILE
         if not onnx_path.exists():
             rr.export_onnx(onnx_path)
         if semantic is not None:
-            semantic.use_onnx(path / SEMANTIC_ONNX_FILE, device=device)
+            semantic.use_onnx(exports / SEMANTIC_ONNX_FILE, device=device)
         rr = Reranker(rr.model, rr.tokenizer, max_length=rr.max_length,
                       query_length=rr.query_length, device=device, onnx_path=onnx_path,
                       statistics=stats, semantic=semantic)
@@ -322,4 +352,4 @@ def load_reranker(path: str | Path, *, device: str = "cpu",
     return rr
 
 
-__all__ = ["Reranker", "load_reranker", "new_reranker"]
+__all__ = ["Reranker", "export_folder", "load_reranker", "new_reranker"]

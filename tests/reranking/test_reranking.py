@@ -317,6 +317,40 @@ def test_cli_search_with_a_reranker(reranker, tiny_model_dir, tmp_path, monkeypa
     assert all("first_stage_score" in h["fields"] for h in result["hits"])
     bad = runner.invoke(app, ["search", "--index", "docs", "-c", conv, "--rerank", str(tmp_path)])
     assert bad.exit_code == 2 and "not a re-ranker folder" in bad.output
+    # --runtime onnx runs the re-ranker in ONNX Runtime as well
+    out = runner.invoke(app, ["search", "--index", "docs", "-c", conv, "--rerank", str(folder),
+                              "--rerank-depth", "3", "--runtime", "onnx"])
+    assert out.exit_code == 0, out.output
+    assert (folder / "model.onnx").exists() and (folder / "semantic.onnx").exists()
+
+
+def test_a_read_only_folder_keeps_its_onnx_exports_in_the_cache(reranker, tmp_path, monkeypatch):
+    from convsparse.reranking import reranker as module
+
+    monkeypatch.setenv("CONVSPARSE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(module, "_writable", lambda folder: False)  # root ignores chmod
+    folder = reranker.save(tmp_path / "rr")
+    texts = [h.fields["text"] for h in hits()]
+    query = TermMap({"lisbon": 1.0})
+    onnx = load_reranker(folder, runtime="onnx")
+    assert not (folder / "model.onnx").exists() and not (folder / "semantic.onnx").exists()
+    cached = sorted((tmp_path / "cache" / "reranker-onnx").rglob("*.onnx"))
+    assert [p.name for p in cached] == ["model.onnx", "semantic.onnx"]
+    np.testing.assert_allclose(onnx.score(CONV, query, texts, [3.0, 2.5, 1.0]),
+                               load_reranker(folder).score(CONV, query, texts, [3.0, 2.5, 1.0]),
+                               rtol=1e-4, atol=1e-5)
+    load_reranker(folder, runtime="onnx")  # the same weights find the same exports
+    assert len(list((tmp_path / "cache" / "reranker-onnx").iterdir())) == 1
+    from safetensors.torch import load_file, save_file
+
+    head = load_file(folder / "head.safetensors")  # new weights: new exports, not stale ones
+    head["term_linear.weight"] += 0.5
+    save_file(head, folder / "head.safetensors")
+    changed = load_reranker(folder, runtime="onnx")
+    assert len(list((tmp_path / "cache" / "reranker-onnx").iterdir())) == 2
+    np.testing.assert_allclose(changed.score(CONV, query, texts, [3.0, 2.5, 1.0]),
+                               load_reranker(folder).score(CONV, query, texts, [3.0, 2.5, 1.0]),
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_semantic_features_read_the_stored_vector_of_each_text(semantic_only, tmp_path):
