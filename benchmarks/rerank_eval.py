@@ -175,11 +175,18 @@ def main(argv: list[str] | None = None) -> int:
                   f"p50 {tuning[-1]['latency_ms']['p50']:.1f} ms", flush=True)
         runtimes.append(runtimes_side_by_side(label, path, args.depth))
 
+    # the data's README: govt's pool is tiny and easy, so report with and without it
+    domains = {t.id: t.fields.get("domain") or "none" for t in heldout}
+    groups = {f"domain {d}": [q for q in ids if domains[q] == d] for d in sorted(set(domains.values()))}
+    groups["without govt"] = [q for q in ids if domains[q] != "govt"]
     rows = []
     for name, run in runs.items():
         per = per_query_metric(col.qrels, run, "mrr@10")
         rows.append({"system": name, **compute_metrics(col.qrels, run, METRICS, query_ids=ids),
-                     "mrr@10_ci95": bootstrap(np.array([per.get(q, 0.0) for q in ids]))})
+                     "mrr@10_ci95": bootstrap(np.array([per.get(q, 0.0) for q in ids])),
+                     "by_group": {g: {"turns": len(qs), **compute_metrics(
+                         col.qrels, run, ["mrr@10", "ndcg@3"], query_ids=qs)}
+                         for g, qs in groups.items()}})
     qrels = Qrels({q: dict(col.qrels[q]) for q in ids})
     report = compare(qrels, [Run({q: dict(r[q]) for q in ids}, name=n) for n, r in runs.items()],
                      metrics=METRICS, stat_test="student", max_p=0.05)
@@ -207,6 +214,16 @@ def markdown(res: dict) -> str:
         lo, hi = r["mrr@10_ci95"]
         lines.append(f"| {r['system']} | {r['mrr@10']:.3f} [{lo:.3f}, {hi:.3f}] | "
                      f"{r['ndcg@3']:.3f} | {r['recall@10']:.3f} |")
+    groups = list(res["rows"][0].get("by_group", {}))
+    if groups:
+        turns = {g: res["rows"][0]["by_group"][g]["turns"] for g in groups}
+        lines += ["", "MRR@10 / nDCG@3 by domain, and without govt (its pool is tiny and easy):",
+                  "", "| system | " + " | ".join(f"{g} ({turns[g]})" for g in groups) + " |",
+                  "|---|" + "---:|" * len(groups)]
+        for r in res["rows"]:
+            cells = [f"{r['by_group'][g]['mrr@10']:.3f} / {r['by_group'][g]['ndcg@3']:.3f}"
+                     for g in groups]
+            lines.append(f"| {r['system']} | " + " | ".join(cells) + " |")
     lines += ["", "Paired t-tests against the first stage (ranx `compare`):", ""]
     for r in res["rows"][1:]:
         p = r["p_vs_first_stage"]
