@@ -74,8 +74,9 @@ class ConversationalSearch:
     ``pruning``: the default query `PruningPolicy` (``search(..., pruning=)`` overrides it).
     ``rescore_window``: rescore that many first-phase hits with the unpruned query (0 = off).
     ``reranker``: an optional second stage (a `convsparse.reranking.Reranker`, or the path of a
-    re-ranker folder) applied to the first ``rerank_depth`` hits; a failure, or a run longer
-    than ``rerank_timeout_ms``, keeps the first-stage order and says so in ``result.rerank``.
+    re-ranker folder, loaded in the settings' runtime as the student is) applied to the first
+    ``rerank_depth`` hits; a failure, or a run longer than ``rerank_timeout_ms``, keeps the
+    first-stage order and says so in ``result.rerank``.
     """
 
     def __init__(
@@ -89,8 +90,9 @@ class ConversationalSearch:
             raise ValueError("rerank_depth must be >= 1")
         if isinstance(reranker, (str, Path)):
             from convsparse.reranking import load_reranker
+            from convsparse.settings import get_settings
 
-            reranker = load_reranker(reranker)
+            reranker = load_reranker(reranker, runtime=(settings or get_settings()).runtime)
         self.reranker = reranker
         self.rerank_depth = rerank_depth
         self.rerank_timeout_ms = rerank_timeout_ms

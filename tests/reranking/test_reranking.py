@@ -130,6 +130,21 @@ def test_client_reranks_the_head_and_times_it(client_parts, reranker):
     assert result.hits[2:] == first.hits[2:]
 
 
+def test_a_reranker_folder_loads_in_the_settings_runtime(client_parts, reranker, tmp_path):
+    from convsparse.settings import Settings
+
+    encoder, backend = client_parts
+    folder = reranker.save(tmp_path / "rr")
+    runs = {}
+    for runtime in ("torch", "onnx"):
+        client = ConversationalSearch("docs", encoder=encoder, backend=backend, reranker=folder,
+                                      settings=Settings(runtime=runtime, cache_dir=tmp_path / "c"))
+        runs[runtime] = client.search(CONV, k=3)
+        assert (client.reranker.session is not None) == (runtime == "onnx")
+        assert runs[runtime].rerank == "ok"
+    assert [h.id for h in runs["torch"].hits] == [h.id for h in runs["onnx"].hits]
+
+
 class Broken:
     def rerank(self, conversation, query, hits):
         raise RuntimeError("model file vanished")
