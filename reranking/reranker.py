@@ -185,6 +185,7 @@ class Reranker:
                 dyn[n] = {0: "batch"}
         names = list(example)
         dyn["scores"] = {0: "batch"}
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
         os.close(fd)
         try:
@@ -277,15 +278,15 @@ def _writable(folder: Path) -> bool:
     return os.access(folder, os.W_OK)
 
 
-def export_folder(path: str | Path, exports: Sequence[str]) -> Path:
-    """Where the ONNX `exports` of the re-ranker folder `path` are kept: the folder itself when
-    it holds them or can be written, else (a read-only mount, as in a container image) the
-    cache, ``Settings().cache_dir/reranker-onnx/<digest of the weights and spec>``, so an
-    edited folder never meets a stale export."""
+def onnx_exports(path: str | Path, names: Sequence[str]) -> list[Path]:
+    """Where the ONNX exports `names` of the re-ranker folder `path` are kept: in the folder
+    when it holds them or can be written, else (a read-only mount, as in a container image) in
+    the cache beside the student's exports (`onnx_cache_path`), named by a digest of the
+    folder's weights and spec, so an edited folder never meets a stale export."""
     path = Path(path)
-    if all((path / name).is_file() for name in exports) or _writable(path):
-        return path
-    from convsparse.settings import get_settings
+    if all((path / name).is_file() for name in names) or _writable(path):
+        return [path / name for name in names]
+    from convsparse.encoders.onnx_runtime import onnx_cache_path
 
     digest = hashlib.sha256()
     weights = [path / "reranker.json", path / "head.safetensors"]
@@ -293,9 +294,8 @@ def export_folder(path: str | Path, exports: Sequence[str]) -> Path:
         weights += sorted(f for f in (path / SEMANTIC_DIR).rglob("*") if f.is_file())
     for f in weights:
         digest.update(f.relative_to(path).as_posix().encode() + b"\0" + f.read_bytes())
-    out = get_settings().cache_dir / "reranker-onnx" / digest.hexdigest()[:32]
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return [onnx_cache_path(f"reranker:{digest.hexdigest()[:32]}-{Path(name).stem}")
+            for name in names]
 
 
 def load_reranker(path: str | Path, *, device: str = "cpu",
@@ -303,7 +303,7 @@ def load_reranker(path: str | Path, *, device: str = "cpu",
     """A trained re-ranker from its folder (`Reranker.save`). ``runtime="onnx"`` scores the
     heads and embeds the conversation's views with ONNX Runtime (exported once into the folder
     as ``model.onnx`` and ``semantic.onnx``, or into the cache when the folder is read-only:
-    `export_folder`; the faster choice on a CPU core)."""
+    `onnx_exports`; the faster choice on a CPU core)."""
     from safetensors.torch import load_file
     from transformers import AutoModel, AutoTokenizer
 
@@ -338,12 +338,12 @@ def load_reranker(path: str | Path, *, device: str = "cpu",
                   max_length=int(spec["max_length"]), query_length=int(spec["query_length"]),
                   device=device, statistics=stats, semantic=semantic)
     if runtime == "onnx":
-        exports = export_folder(path, [ONNX_FILE] + [SEMANTIC_ONNX_FILE] * (semantic is not None))
-        onnx_path = exports / ONNX_FILE
+        onnx_path, *semantic_path = onnx_exports(
+            path, [ONNX_FILE] + [SEMANTIC_ONNX_FILE] * (semantic is not None))
         if not onnx_path.exists():
             rr.export_onnx(onnx_path)
         if semantic is not None:
-            semantic.use_onnx(exports / SEMANTIC_ONNX_FILE, device=device)
+            semantic.use_onnx(semantic_path[0], device=device)
         rr = Reranker(rr.model, rr.tokenizer, max_length=rr.max_length,
                       query_length=rr.query_length, device=device, onnx_path=onnx_path,
                       statistics=stats, semantic=semantic)
@@ -352,4 +352,4 @@ def load_reranker(path: str | Path, *, device: str = "cpu",
     return rr
 
 
-__all__ = ["Reranker", "export_folder", "load_reranker", "new_reranker"]
+__all__ = ["Reranker", "load_reranker", "new_reranker", "onnx_exports"]
