@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         from convsparse.reranking.semantic import PassageVectors
 
         warm = rr.semantic
-        rr.semantic = PassageVectors(warm.model, views=warm.views, view_length=warm.view_length)
+        rr.semantic = PassageVectors(warm.model, views=warm.views, view_length=warm.view_length,
+                                      window=warm.window, stride=warm.stride)
         rr.semantic.session = warm.session
         try:
             return latency_summary([timed_score(rr, lab, depth)[1] for lab in first[:turns_n]])

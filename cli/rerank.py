@@ -44,10 +44,10 @@ def rerank_vectors(
     batch: int = typer.Option(2048, min=1, help="passages embedded between saves"),
 ) -> None:
     """Embed the documents of SOURCE with the re-ranker's bi-encoder into its folder
-    (passage_vectors.safetensors). Vectors are kept by a digest of the text the re-ranker
-    reads (title and text), so re-running after an edit embeds only what changed; a passage
-    met without a vector is embedded at query time (slow). Bad records are reported and
-    skipped."""
+    (passage_vectors.safetensors), and their windows when the re-ranker reads them. Vectors
+    are kept by a digest of the text the re-ranker reads (title and text), so re-running after
+    an edit embeds only what changed; a passage met without a vector is embedded at query
+    time (slow). Bad records are reported and skipped."""
     from tqdm.auto import tqdm
 
     from convsparse.documents import document_text
@@ -84,7 +84,10 @@ def rerank_vectors(
         if len(pending) >= batch:
             flush()
     flush()
-    typer.echo(f"{new} passages embedded, {len(rr.semantic)} stored in {folder / VECTORS_FILE}"
+    windows = rr.semantic.window
+    typer.echo(f"{new} passages embedded"
+               + (f" (whole and in windows of {windows} word pieces)" if windows else "")
+               + f", {len(rr.semantic)} stored in {folder / VECTORS_FILE}"
                + (f", {bad} bad records skipped" if bad else ""))
 
 

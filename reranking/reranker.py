@@ -8,7 +8,8 @@ with semantic features, ``passage_vectors.safetensors`` (the passages embedded s
 ``semantic/`` (the sentence-transformers bi-encoder; a built-in one, ``minilm``, is named in
 ``reranker.json`` instead of copied). Loading never unpickles.
 Folders of formats 1-3 (no semantic features; views embedded one by one) are refused:
-retrain them.
+retrain them. Format 5 added passage windows (`semantic.py`); format 4 folders are read as
+ones without.
 
     >>> rr = load_reranker("runs/reranker")                                # doctest: +SKIP
     >>> hits = rr.rerank(conversation, query_term_map, first_stage_hits)   # doctest: +SKIP
@@ -46,7 +47,9 @@ from convsparse.reranking.semantic import MODEL_DIR as SEMANTIC_DIR
 from convsparse.reranking.semantic import ONNX_FILE as SEMANTIC_ONNX_FILE
 from convsparse.reranking.semantic import VIEW_LENGTH, VIEWS, PassageVectors
 
-FORMAT = 4
+FORMAT = 5
+#: formats this version reads (4 = 5 without passage windows)
+READABLE_FORMATS = (4, 5)
 ONNX_FILE = "model.onnx"
 #: passages whose word pieces are kept (under 40 MB for 512-piece passages)
 PIECE_CACHE = 8192
@@ -240,6 +243,8 @@ class Reranker:
             "semantic_views": self.semantic.views if self.semantic is not None else None,
             "semantic_view_length": (self.semantic.view_length if self.semantic is not None
                                      else None),
+            "semantic_window": self.semantic.window if self.semantic is not None else None,
+            "semantic_stride": self.semantic.stride if self.semantic is not None else None,
             "max_length": self.max_length, "query_length": self.query_length}, indent=1))
         return path
 
@@ -247,13 +252,15 @@ class Reranker:
 def new_reranker(base: str | Path = "splade-tiny", *, term_control: bool = True,
                  cross_encoder: bool = True, semantic: str | Path | None = None,
                  semantic_views: int = VIEWS, semantic_view_length: int = VIEW_LENGTH,
+                 semantic_window: int | None = None, semantic_stride: int | None = None,
                  max_length: int = 128, query_length: int = 48, device: str = "cpu",
                  passages: Sequence[str] | None = None) -> Reranker:
     """An untrained re-ranker on a BERT checkpoint (a folder, hub id or base-model name): its
     tokenizer reads the term features and, with ``cross_encoder``, its body is the
     cross-encoder (the masked-LM head is dropped). ``semantic``: a sentence-transformers
     folder or hub id (``minilm``: the shipped all-MiniLM-L6-v2) for the semantic features,
-    reading the first ``semantic_views`` views of the conversation (`semantic.py`).
+    reading the first ``semantic_views`` views of the conversation and, with
+    ``semantic_window``, windows of the passages as well (`semantic.py`).
     `passages` (the training collection's texts) give the BM25 features their statistics."""
     from transformers import AutoModel, AutoTokenizer
 
@@ -266,7 +273,8 @@ def new_reranker(base: str | Path = "splade-tiny", *, term_control: bool = True,
         tokenizer = AutoTokenizer.from_pretrained(source)
     stats = TermStatistics.from_passages(tokenizer, passages) if passages and term_control else None
     vectors = (PassageVectors.new(semantic, device=device, views=semantic_views,
-                                  view_length=semantic_view_length)
+                                  view_length=semantic_view_length, window=semantic_window,
+                                  stride=semantic_stride)
                if semantic is not None else None)
     model = TermControlReranker(encoder, term_control=term_control,
                                 semantic=vectors.n_features if vectors is not None else 0)
@@ -313,9 +321,10 @@ def load_reranker(path: str | Path, *, device: str = "cpu",
         raise UnsupportedModelError(f"{path} is not a re-ranker folder (no reranker.json); train "
                                     "one with `convsparse rerank train`")
     spec: dict[str, Any] = json.loads(spec_file.read_text())
-    if spec.get("format") != FORMAT:
+    if spec.get("format") not in READABLE_FORMATS:
         raise UnsupportedModelError(
-            f"{spec_file}: format {spec.get('format')!r}, this version reads format {FORMAT} "
+            f"{spec_file}: format {spec.get('format')!r}, this version reads formats "
+            f"{', '.join(map(str, READABLE_FORMATS))} "
             "(format 1 had no BM25 features, format 2 no semantic features, format 3 embedded "
             "each view of the conversation separately); retrain it with `convsparse rerank "
             "train`")
@@ -325,7 +334,9 @@ def load_reranker(path: str | Path, *, device: str = "cpu",
             encoder = AutoModel.from_pretrained(path / "encoder", add_pooling_layer=False)
     semantic = (PassageVectors.load(path, spec["semantic_model"], device=device,
                                     views=int(spec["semantic_views"]),
-                                    view_length=int(spec["semantic_view_length"]))
+                                    view_length=int(spec["semantic_view_length"]),
+                                    window=spec.get("semantic_window"),
+                                    stride=spec.get("semantic_stride"))
                 if spec.get("semantic_model") is not None else None)
     model = TermControlReranker(encoder, term_control=bool(spec["term_control"]),
                                 semantic=semantic.n_features if semantic is not None else 0)

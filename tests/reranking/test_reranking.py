@@ -39,9 +39,11 @@ def reranker(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def semantic_only(tiny_model_dir):
-    """The shipped recipe's shape: no cross-encoder."""
+    """The shipped recipe's shape: no cross-encoder, passage windows (small enough here that
+    the sample passages have several)."""
     torch.manual_seed(1)
     rr = new_reranker(tiny_model_dir, cross_encoder=False, semantic=tiny_model_dir,
+                      semantic_window=8, semantic_stride=4,
                       passages=[h.fields["text"] for h in hits()])
     with torch.no_grad():
         rr.model.semantic_linear.weight.normal_(0, 0.5)
@@ -104,7 +106,7 @@ def test_folder_round_trip_gives_the_same_scores(reranker, tmp_path):
     with pytest.raises(convsparse.UnsupportedModelError, match="not a re-ranker folder"):
         load_reranker(tmp_path)
     spec = tmp_path / "rr" / "reranker.json"
-    spec.write_text(spec.read_text().replace('"format": 4', '"format": 3'))
+    spec.write_text(spec.read_text().replace('"format": 5', '"format": 3'))
     with pytest.raises(convsparse.UnsupportedModelError,
                        match="format 3 embedded each view.*retrain"):
         load_reranker(tmp_path / "rr")
@@ -230,7 +232,7 @@ def test_training_runs_resumes_and_writes_a_loadable_reranker(tiny_model_dir, tm
     # every candidate was embedded once; the folder ships those vectors, and so does the cache
     # a re-run starts from
     assert len(loaded.semantic) > 1 and not loaded.cross_encoder
-    assert (cfg.output_dir / "passage_vectors.safetensors").is_file()
+    assert (cfg.output_dir / "passage_vectors-w128s96.safetensors").is_file()  # the default cut
     assert not (cfg.output_dir / "checkpoint").exists()
 
 
@@ -395,20 +397,90 @@ def test_semantic_features_read_the_stored_vector_of_each_text(semantic_only, tm
     texts = ["Lisbon has about 545,000 inhabitants.", "Octopuses have three hearts."]
     before = len(vectors)
     feats = vectors.features(CONV, texts)
-    assert feats.shape == (2, 6) and len(vectors) == before + 2
+    assert feats.shape == (2, 12) and len(vectors) == before + 2  # whole passages, then windows
     assert np.all(feats[:, 1::2] <= 0) and np.any(feats[:, 1::2] == 0)  # minus the list's best
     assert vectors.add(texts) == 0  # stored: never embedded twice
     edited = texts[0] + " (2021 census)"
     assert text_key(edited) != text_key(texts[0]) and vectors.add([edited]) == 1
     # the vector file alone round-trips, and a loaded folder scores with the same vectors
     path = vectors.save_vectors(tmp_path / "v.safetensors")
-    fresh = PassageVectors(vectors.model)
-    assert fresh.merge_vectors(path) == len(vectors)
-    np.testing.assert_allclose(fresh.passages(texts), vectors.passages(texts))
+    fresh = PassageVectors(vectors.model, window=vectors.window, stride=vectors.stride)
+    assert fresh.merge_vectors(path) == len(vectors) and fresh.add(texts) == 0
+    (whole, windows), (want_whole, want_windows) = fresh.passages(texts), vectors.passages(texts)
+    np.testing.assert_allclose(whole, want_whole)
+    np.testing.assert_allclose(np.vstack(windows), np.vstack(want_windows))
     folder = semantic_only.save(tmp_path / "rr")
     loaded = load_reranker(folder)
     assert len(loaded.semantic) == len(vectors)
     np.testing.assert_allclose(loaded.semantic_features(CONV, texts).numpy(), feats, atol=1e-5)
+
+
+def test_long_passages_are_also_read_window_by_window(semantic_only, tmp_path):
+    from convsparse.reranking.semantic import PassageVectors
+
+    vectors = semantic_only.semantic
+    tok = vectors.model.tokenizer
+    long = ("The tram network of Lisbon is old and famous. Most visitors ride line 28. "
+            "The city has about 545,000 inhabitants, and its metropolitan area far more.")
+    n = len(tok(long, add_special_tokens=False)["input_ids"])
+    windows = vectors.window_texts(long)
+    assert n > 8 and len(windows) == -(-(n - 8) // 4) + 1  # every 4 pieces, the last to the end
+    assert windows[0].startswith("The tram") and windows[-1].endswith("far more.")
+    assert all(len(tok(w, add_special_tokens=False)["input_ids"]) <= 8 for w in windows)
+    assert vectors.window_texts("Rome is old.") == ["Rome is old."]
+    # the second block is, per view, the best window's cosine: standardised, and minus the best
+    texts = [long, "Octopuses have three hearts.", "Rome is the capital of Italy."]
+    feats = vectors.features(CONV, texts)
+    views = vectors.embed_views(CONV)
+    best = np.stack([(vectors._encode(vectors.window_texts(t)) @ views.T).max(0) for t in texts])
+    np.testing.assert_allclose(feats[:, 7::2], best - best.max(0), atol=1e-3)  # float16 storage
+    z = (best - best.mean(0)) / (best.std(0) + 1e-6)
+    np.testing.assert_allclose(feats[:, 6::2], z, atol=2e-2)
+    # windows are stored with how they were cut: another cut re-embeds them, the same cut not
+    path = vectors.save_vectors(tmp_path / "v.safetensors")
+    same = PassageVectors(vectors.model, window=8, stride=4)
+    same.merge_vectors(path)
+    assert same.add(texts) == 0
+    other = PassageVectors(vectors.model, window=16)
+    other.merge_vectors(path)
+    assert other.add(texts) == 3 and other.stride == 12
+    assert len(PassageVectors(vectors.model, window=16).window_texts(long)) < len(windows)
+    with pytest.raises(ValueError, match="window must be >= 8"):
+        PassageVectors(vectors.model, window=8, stride=9)
+
+
+def test_the_training_cache_keeps_each_window_cut(semantic_only, tmp_path):
+    from convsparse.reranking.semantic import PassageVectors
+    from convsparse.reranking.training import load_vector_cache
+
+    model = semantic_only.semantic.model
+    texts = [h.fields["text"] for h in hits()]
+    windowed = PassageVectors(model, window=8, stride=4)
+    windowed.add(texts)
+    windowed.save_vectors(load_vector_cache(tmp_path, windowed))
+    whole = PassageVectors(model)
+    cache = load_vector_cache(tmp_path, whole)
+    assert whole.add(texts) == 0  # the whole vectors come from the windowed run's file
+    whole.save_vectors(cache)
+    again = PassageVectors(model, window=8, stride=4)
+    load_vector_cache(tmp_path, again)
+    assert again.add(texts) == 0  # trying whole passages alone did not drop the windows
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "passage_vectors-w8s4.safetensors", "passage_vectors.safetensors"]
+
+
+def test_a_format_4_folder_loads_as_one_without_windows(reranker, tmp_path):
+    import json as _json
+
+    folder = reranker.save(tmp_path / "rr")
+    spec = _json.loads((folder / "reranker.json").read_text())
+    assert spec["format"] == 5 and spec["semantic_window"] is None
+    del spec["semantic_window"], spec["semantic_stride"]
+    (folder / "reranker.json").write_text(_json.dumps({**spec, "format": 4}))
+    texts = [h.fields["text"] for h in hits()]
+    query = {"lisbon": 1.2, "population": 0.8}
+    np.testing.assert_allclose(load_reranker(folder).score(CONV, query, texts, [3.0, 2.5, 1.0]),
+                               reranker.score(CONV, query, texts, [3.0, 2.5, 1.0]), atol=1e-5)
 
 
 def test_a_reranker_needs_a_semantic_part(tiny_model_dir):
@@ -432,6 +504,7 @@ def test_cli_stores_passage_vectors_and_reports_bad_records(semantic_only, tmp_p
     out = CliRunner().invoke(app, ["rerank", "vectors", str(folder), str(src)])
     assert out.exit_code == 0, out.output
     assert "skipped line 4" in out.output and "1 bad records skipped" in out.output
+    assert "passages embedded (whole and in windows of 8 word pieces)" in out.output
     loaded = load_reranker(folder)
     wanted = [document_text(h.fields.get("title"), h.fields["text"]) for h in hits()]
     assert loaded.semantic.add(wanted) == 0  # every document's vector was stored
