@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     from ranx import Qrels, Run, compare
 
     from convsparse.evaluation.metrics import compute_metrics, per_query_metric
-    from convsparse.reranking.semantic import VECTORS_FILE
     from convsparse.reranking.training import (
+        load_vector_cache,
         make_labels,
         make_optimizer,
         prepare,
@@ -107,9 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         reranker = reranker_for(cfg, texts.values())
-        cache = cfg.output_dir / VECTORS_FILE
-        if reranker.semantic is not None and cache.is_file():
-            reranker.semantic.merge_vectors(cache)
+        if reranker.semantic is not None:
+            cache = load_vector_cache(cfg.output_dir, reranker.semantic)
         prepared = prepare(reranker, labels, texts, conversations, cfg.depth, progress=True)
         if reranker.semantic is not None:
             reranker.semantic.save_vectors(cache)
