@@ -37,8 +37,9 @@ the answer in a passage's second half never reached its vector. With windows, ea
 also gets one vector per window, and the features add, per view, the best window's cosine
 (standardised over the list, and minus the list's best), next to the whole passage's. On the
 dev conversations (`benchmarks/rerank_cv.py`: 5-fold cross-validation by conversation, 30
-epochs a fold) MRR@10 / nDCG@3 on the 274 MTRAG turns went from .564 / .427 to .584 / .443;
-over three more seeds and fold assignments the MRR@10 gain was +.012 to +.022. The best
+epochs a fold) MRR@10 / nDCG@3 on the 274 MTRAG turns went from .564 / .427 to .584 / .443
+(paired p = .014 / .037), windows of 256 pieces every 192 reached .570 / .432; over three more
+seeds and fold assignments the MRR@10 gain of 128-piece windows was +.012 to +.022. The best
 window alone, without the whole passage's cosine, scored lower (.574 / .434 against .582 /
 .440 in that exploration). The windows are embedded with the passage, once (about three
 times the embedding work); serving only multiplies a few more stored vectors per candidate.
