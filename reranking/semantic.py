@@ -43,7 +43,8 @@ seeds and fold assignments the MRR@10 gain of 128-piece windows was +.012 to +.0
 window alone, without the whole passage's cosine, scored lower (.574 / .434 against .582 /
 .440 in that exploration). The windows are embedded with the passage, once (2.5 times the
 embedding work: 12 against 30 passages/s on 2 cores); serving only multiplies a few more
-stored vectors per candidate (2% of the rerank stage, 120 dev turns side by side).
+stored vectors per candidate (4% of the rerank stage: `benchmarks/rerank_latency.py`, 120
+training turns side by side, 28.3 against 26.7 ms p50).
 
 ONNX Runtime for the query side (`use_onnx`, ``load_reranker(..., runtime="onnx")``): the pass
 runs in an export of the bi-encoder's transformer (`export_bi_encoder`) instead of PyTorch,
