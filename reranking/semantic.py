@@ -293,8 +293,8 @@ class PassageVectors:
         return path
 
     def merge_vectors(self, path: str | Path) -> int:
-        """Add the vectors of a `save_vectors` file; returns how many it added (none when they
-        came from another version of the built-in model: those are embedded again on sight)."""
+        """Add the vectors of a `save_vectors` file; returns how many it held (0 when they came
+        from another version of the built-in model: those are left out, embedded again on sight)."""
         from safetensors import safe_open
 
         with safe_open(str(path), "np") as f:
