@@ -302,7 +302,8 @@ class PassageVectors:
             if meta.get("model", self.model_tag) != self.model_tag:
                 logger.warning("%s: passage vectors of %s, this bi-encoder is %s: left out, the "
                                "passages are embedded again on sight (or run `convsparse rerank "
-                               "vectors`)", path, meta["model"], self.model_tag)
+                               "vectors`)", path, meta["model"],
+                               self.model_tag or "a model of its own")
                 return 0
             keys = json.loads(meta["keys"])
             matrix = f.get_tensor("vectors")
