@@ -3,7 +3,8 @@
 - 0: success; 1: a runtime error (an index that does not exist, another encoder's index, Redis
   or a worker not there, a full or read-only disk) or, for `ingest`, any record that failed
   (unless `--allow-failures`); 2: a usage error (an argument, option, path, file or
-  conversation that cannot be used as given).
+  conversation that cannot be used as given, or a path that needs an extra that is not
+  installed: `convsparse.extras`).
 - Expected errors (`ConvsparseError`, `OSError`, Redis connection errors) print one line,
   ``error: ...``, on stderr; `--debug` (or ``CONVSPARSE_DEBUG=1``) re-raises them so the
   traceback shows. Anything else is a bug and keeps its traceback.
@@ -48,6 +49,12 @@ def describe(error: BaseException) -> tuple[str, int] | None:
     if _is_redis_error(error):
         return _one_line(f"Redis is unreachable ({error}); start it, or point "
                          "CONVSPARSE_REDIS_URL at it"), RUNTIME
+    if isinstance(error, ImportError):
+        from convsparse.extras import missing_extra_message
+
+        message = missing_extra_message(error)
+        if message is not None:
+            return message, USAGE
     return None
 
 
