@@ -93,9 +93,9 @@ def _root(ctx: typer.Context,
 
 def version() -> None:
     """Print the convsparse version."""
-    from importlib.metadata import version as dist_version
+    import convsparse
 
-    typer.echo(dist_version("convsparse"))
+    typer.echo(convsparse.__version__)
 
 
 app.command("version")(version)
