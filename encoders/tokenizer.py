@@ -25,8 +25,8 @@ _CLEAN_UP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (
 
 class FastTokenizer:
     """A tokenizer folder (``tokenizer.json`` + ``tokenizer_config.json``) without
-    `transformers`. Thread-safe: truncation is set on a tokenizer of its own per length, never
-    on the shared one."""
+    `transformers`. Thread-safe: the shared tokenizer's settings are never changed (truncation
+    is applied to its output)."""
 
     def __init__(self, folder: str | Path):
         folder = Path(folder)
@@ -39,7 +39,6 @@ class FastTokenizer:
         #: what `vocabulary_name` calls this vocabulary's tokenizer (the class `transformers` loads)
         self.vocabulary_class: str = str(config.get("tokenizer_class") or "PreTrainedTokenizerFast")
         self.clean_up_tokenization_spaces = bool(config.get("clean_up_tokenization_spaces", False))
-        self._truncating: dict[int, Tokenizer] = {}
         for role in ("cls", "sep", "pad", "unk", "mask"):
             token = _token_text(config.get(f"{role}_token"))
             setattr(self, f"{role}_token", token)
@@ -61,22 +60,16 @@ class FastTokenizer:
     def is_folder(folder: str | Path) -> bool:
         return (Path(folder) / "tokenizer.json").is_file()
 
-    def _truncated(self, max_length: int) -> Tokenizer:
-        tok = self._truncating.get(max_length)
-        if tok is None:
-            tok = Tokenizer.from_str(self._tokenizer.to_str())
-            tok.enable_truncation(max_length)
-            self._truncating[max_length] = tok
-        return tok
-
     def __call__(self, text: str | Sequence[str], *, add_special_tokens: bool = True,
                  truncation: bool = False, max_length: int | None = None) -> dict[str, Any]:
-        """``{"input_ids": ...}`` for one text (a list of ids) or a batch (a list of lists)."""
-        tok = self._truncated(max_length) if truncation and max_length else self._tokenizer
-        if isinstance(text, str):
-            return {"input_ids": tok.encode(text, add_special_tokens=add_special_tokens).ids}
-        encodings = tok.encode_batch(list(text), add_special_tokens=add_special_tokens)
-        return {"input_ids": [e.ids for e in encodings]}
+        """``{"input_ids": ...}`` for one text (a list of ids) or a batch (a list of lists);
+        with `truncation`, at most `max_length` ids, special tokens kept (as `transformers`
+        truncates one sequence: the text's end is cut)."""
+        limit = max_length if truncation and max_length else None
+        texts = [text] if isinstance(text, str) else list(text)
+        encodings = self._tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)
+        ids = [_truncate(e.ids, e.special_tokens_mask, limit) if limit else e.ids for e in encodings]
+        return {"input_ids": ids[0] if isinstance(text, str) else ids}
 
     def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
         return list(self._tokenizer.encode(text, add_special_tokens=add_special_tokens).ids)
@@ -99,6 +92,17 @@ class FastTokenizer:
 
     def __len__(self) -> int:
         return self._tokenizer.get_vocab_size(with_added_tokens=True)
+
+
+def _truncate(ids: list[int], special: list[int], limit: int) -> list[int]:
+    """`ids` cut to `limit`: the leading and trailing special tokens stay, the text between
+    them loses its end."""
+    if len(ids) <= limit:
+        return ids
+    head = next((i for i, s in enumerate(special) if not s), len(ids))
+    tail = next((i for i, s in enumerate(reversed(special)) if not s), 0)
+    keep = max(0, limit - head - tail)
+    return ids[:head + keep] + ids[len(ids) - tail:] if tail else ids[:head + keep]
 
 
 def _token_text(value: object) -> str | None:
