@@ -36,7 +36,11 @@ STAGE = ROOT / "build" / "docs-src"
 def stage_package() -> Path:
     """``build/docs-src/convsparse``: links to the core's files and to each mapped folder."""
     import shutil
-    import tomllib
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
 
     mapping = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["package-dir"]
     shutil.rmtree(STAGE, ignore_errors=True)
