@@ -84,7 +84,7 @@ def _normalise(item: Mapping[str, Any], where: str) -> dict[str, Any] | None:
     return turn
 
 
-def _turn_error(i: int, err: dict[str, Any], record_id: str | None) -> InvalidConversationError:
+def _turn_error(i: int, err: Mapping[str, Any], record_id: str | None) -> InvalidConversationError:
     """One plain sentence for a pydantic error (no pydantic wording, no URL)."""
     loc = ".".join(str(p) for p in err.get("loc", ())) or "turn"
     field = loc.split(".")[0]

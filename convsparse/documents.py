@@ -53,7 +53,7 @@ def _reject(message: str) -> PydanticCustomError:
 
 
 def _field_name(info: ValidationInfo, which: str) -> str:
-    return (info.context or {}).get(f"{which}_field", which)
+    return str((info.context or {}).get(f"{which}_field", which))
 
 
 def _jsonable(value: Any, where: str) -> Any:

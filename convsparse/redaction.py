@@ -68,7 +68,7 @@ def install_log_masking() -> None:
     previous = logging.getLogRecordFactory()
     masking = MaskingFilter()
 
-    def factory(*args, **kwargs) -> logging.LogRecord:
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
         record = previous(*args, **kwargs)
         masking.filter(record)
         return record

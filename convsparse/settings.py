@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -68,5 +68,7 @@ class Settings(BaseSettings):
     llm_rerank_depth: int = Field(default=50, ge=1, description="BM25 candidates the llm teacher scores")
 
 
-def get_settings(**overrides: object) -> Settings:
+def get_settings(**overrides: Any) -> Settings:
+    """`Settings` from the environment, with the `overrides` that are not None on top (each
+    checked as the field it names)."""
     return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convsparse.conversation import parse_conversation
 from convsparse.documents import DEFAULT_MAX_TEXT_CHARS
@@ -25,6 +25,10 @@ from convsparse.integration.backend import Backend, Hit, SupportsDocumentFrequen
 from convsparse.integration.ingestion import IndexReport
 from convsparse.pruning import PruningPolicy
 from convsparse.termmap import TermMap
+
+if TYPE_CHECKING:  # annotations only: the re-ranker's module loads its runtime
+    from convsparse.reranking import Reranker
+    from convsparse.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -81,9 +85,10 @@ class ConversationalSearch:
 
     def __init__(
         self, index: str, *, encoder: Encoder | None = None, backend: Backend | None = None,
-        pruning: PruningPolicy | None = None, rescore_window: int = 0, settings: Any = None,
-        reranker: Any = None, rerank_depth: int = 20, rerank_timeout_ms: float | None = None,
-    ):
+        pruning: PruningPolicy | None = None, rescore_window: int = 0,
+        settings: Settings | None = None, reranker: Reranker | str | Path | None = None,
+        rerank_depth: int = 20, rerank_timeout_ms: float | None = None,
+    ) -> None:
         if rescore_window < 0:
             raise ValueError("rescore_window must be >= 0")
         if rerank_depth < 1:
