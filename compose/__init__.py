@@ -29,8 +29,8 @@ def _max_length(settings: Settings) -> int | None:
         from transformers import AutoConfig
 
         positions = AutoConfig.from_pretrained(settings.model).max_position_embeddings
-    except (OSError, ValueError, AttributeError):  # not a HF folder: the loader decides
-        return limit
+    except (ImportError, OSError, ValueError, AttributeError):  # not a HF folder (an ONNX
+        return limit  # export, say) or no transformers: the loader decides
     return min(limit, int(positions)) if positions else limit
 
 

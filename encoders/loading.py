@@ -183,6 +183,8 @@ def load_student(
         if runtime != "onnx":
             raise UnsupportedModelError(f"{source} is an ONNX export: run it with runtime 'onnx' "
                                         "(--runtime onnx, CONVSPARSE_RUNTIME=onnx)")
+        _check_export_options(source, max_length=max_length, document_pruning=document_pruning,
+                              fp16=fp16, optimize=onnx_optimize or onnx_int8)
         return _open_export(source, device=device, source=str(source))
     if runtime == "onnx":
         prebuilt = prebuilt_export(source, max_length=max_length, document_pruning=document_pruning,
@@ -212,6 +214,26 @@ def load_student(
 
     return OnnxStudent.from_torch(student, device=device, fp16=fp16, cache_dir=cache_dir,
                                   optimize=onnx_optimize, int8=onnx_int8)
+
+
+def _check_export_options(folder: Path, *, max_length: int | None,
+                          document_pruning: PruningPolicy | None, fp16: bool, optimize: bool) -> None:
+    """An export folder runs as it was exported: options that would change its term maps are
+    refused with the fix, never ignored."""
+    from convsparse.encoders.onnx_runtime import read_export_metadata
+
+    exported = read_export_metadata(folder)["max_length"]
+    asked = []
+    if max_length is not None and max_length != exported:
+        asked.append(f"max_length {max_length} (exported with {exported})")
+    if document_pruning is not None and document_pruning.describe() != PruningPolicy().describe():
+        asked.append("document pruning")
+    if fp16 or optimize:
+        asked.append("fp16 / optimizer passes")
+    if asked:
+        raise UnsupportedModelError(f"{folder} is an ONNX export and runs as exported; asked for "
+                                    f"{', '.join(asked)}: export it again with those options "
+                                    "(`convsparse export`), or load the checkpoint it came from")
 
 
 def _open_export(folder: Path, *, device: str, source: str):

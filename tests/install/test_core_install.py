@@ -184,3 +184,13 @@ def test_a_missing_extra_is_one_line_naming_it(quickstart_dir, module, setting, 
     assert "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and f"pip install 'convsparse[{extra}]'" in lines[0], done.stderr
+
+
+def test_an_export_folder_refuses_options_it_was_not_exported_with():
+    from convsparse.encoders.loading import load_student
+    from convsparse.errors import UnsupportedModelError
+
+    folder = splade_tiny_dir() / PREBUILT_EXPORT
+    with pytest.raises(UnsupportedModelError, match="max_length 128 .exported with 256."):
+        load_student(folder, runtime="onnx", max_length=128)
+    assert load_student(folder, runtime="onnx", max_length=256).max_length == 256
