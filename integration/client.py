@@ -199,14 +199,16 @@ class ConversationalSearch:
         import concurrent.futures as cf
         import logging
 
+        reranker = self.reranker
+        assert reranker is not None  # search() calls this only with a re-ranker
         head, tail = hits[:self.rerank_depth], hits[self.rerank_depth:]
         turns = parse_conversation(conversation)
         try:
             if self.rerank_timeout_ms is None:
-                return self.reranker.rerank(turns, query, head) + tail, "ok"
+                return reranker.rerank(turns, query, head) + tail, "ok"
             if self._rerank_pool is None:
                 self._rerank_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="rerank")
-            future = self._rerank_pool.submit(self.reranker.rerank, turns, query, head)
+            future = self._rerank_pool.submit(reranker.rerank, turns, query, head)
             return future.result(timeout=self.rerank_timeout_ms / 1000.0) + tail, "ok"
         except cf.TimeoutError:
             reason = f"timeout after {self.rerank_timeout_ms:g} ms"
