@@ -55,8 +55,12 @@ def stage_package() -> Path:
     return STAGE
 
 
-def on_config(config: Any) -> Any:
+def on_startup(command: str, dirty: bool) -> None:
+    # before any plugin's on_config: mkdocstrings drops `paths` that do not exist yet
     stage_package()
+
+
+def on_config(config: Any) -> Any:
     guides_dir = Path(config["docs_dir"]) / "guides"
     names = sorted(p.name for p in guides_dir.glob("*.md"))
     ordered = [n for n in GUIDE_ORDER if n in names] + [n for n in names if n not in GUIDE_ORDER]
