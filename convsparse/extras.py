@@ -9,6 +9,9 @@ package, named here once, by the top-level module it provides; `missing_extra` t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 #: top-level module -> the extra that installs it (pyproject.toml [project.optional-dependencies])
 MODULE_EXTRAS: dict[str, str] = {
     "torch": "torch",
@@ -61,4 +64,23 @@ def missing_extra_message(error: BaseException) -> str | None:
             f"pip install 'convsparse[{extra}]'")
 
 
-__all__ = ["MODULE_EXTRAS", "missing_extra", "missing_extra_message"]
+class MissingExtraError(ImportError):
+    """An `ImportError` whose message is `missing_extra_message`'s line (the Python API's form
+    of the command line's one-line error); the original error is its cause."""
+
+
+@contextmanager
+def naming_missing_extras() -> Iterator[None]:
+    """Re-raise an import error of a module an extra provides as `MissingExtraError`, naming
+    the extra (for entry points of the Python API: `load_encoder`, `open_backend`)."""
+    try:
+        yield
+    except ImportError as e:
+        message = missing_extra_message(e)
+        if message is None or isinstance(e, MissingExtraError):
+            raise
+        raise MissingExtraError(message) from e
+
+
+__all__ = ["MODULE_EXTRAS", "MissingExtraError", "missing_extra", "missing_extra_message",
+           "naming_missing_extras"]

@@ -194,3 +194,21 @@ def test_an_export_folder_refuses_options_it_was_not_exported_with():
     with pytest.raises(UnsupportedModelError, match="max_length 128 .exported with 256."):
         load_student(folder, runtime="onnx", max_length=128)
     assert load_student(folder, runtime="onnx", max_length=256).max_length == 256
+
+
+def test_the_python_api_names_the_missing_extra_too(tmp_path):
+    done = _run("""
+        import sys
+        sys.modules["torch"] = None  # as in an install without the torch extra
+        from convsparse import ConversationalSearch, EmbeddedBackend, Settings
+        from convsparse.extras import MissingExtraError
+        client = ConversationalSearch("docs", backend=EmbeddedBackend(sys.argv[1]),
+                                      settings=Settings(runtime="torch"))
+        try:
+            client.search("hello")
+        except MissingExtraError as e:
+            print(e)
+    """, str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == ("this needs the 'torch' extra, which is not installed (no module "
+                                   "'torch'): pip install 'convsparse[torch]'")
