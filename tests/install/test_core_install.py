@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -212,3 +213,22 @@ def test_the_python_api_names_the_missing_extra_too(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == ("this needs the 'torch' extra, which is not installed (no module "
                                    "'torch'): pip install 'convsparse[torch]'")
+
+
+def test_the_core_install_pulls_no_extra_and_every_extra_named_exists():
+    """pyproject.toml: the runtime dependencies hold no module an extra provides, and every
+    extra `convsparse.extras` names in its one-line error is one pip can install."""
+    tomllib = pytest.importorskip("tomllib")
+    from pathlib import Path
+
+    import convsparse
+    from convsparse.extras import MODULE_EXTRAS
+
+    pyproject = Path(convsparse.__file__).parents[1] / "pyproject.toml"
+    if not pyproject.exists():
+        pytest.skip("an installed copy, not a checkout")
+    project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+    core = {re.split(r"[<>=\[ ;]", d, maxsplit=1)[0].lower().replace("_", "-") for d in project["dependencies"]}
+    assert not core & {"torch", "transformers", "sentence-transformers", "celery", "redis", "ranx",
+                       "bm25s", "matplotlib", "pyarrow", "onnx", "onnxscript", "elasticsearch"}, core
+    assert set(MODULE_EXTRAS.values()) <= set(project["optional-dependencies"])
