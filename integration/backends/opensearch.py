@@ -20,10 +20,11 @@ are not retried: a chat query has a latency budget, and its caller decides wheth
 
 - Documents go out in chunks, one `_bulk` request each:
   * item 429 (`es_rejected_execution_exception`): only those items are resent, with capped
-    exponential backoff and equal jitter, at most `max_retries` times each;
+    exponential backoff and equal jitter (`convsparse.backoff.Backoff`), at most
+  `backoff.max_retries` times each;
   * item 400/409 and every other item error: permanent, reported per document with the reason;
   * whole-request 429, 502/503/504 or a dropped connection/timeout: the chunk is resent (safe
-    because `_id`s are deterministic) up to `max_retries` times, then every document of the chunk
+    because `_id`s are deterministic) up to `backoff.max_retries` times, then every document of the chunk
     is reported failed;
   * whole-request 413 (above `http.max_content_length`): the chunk is split in halves and resent;
     a single document that is still too large is reported failed with status 413.
@@ -69,6 +70,7 @@ from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import NotFoundError, RequestError, TransportError
 
+from convsparse.backoff import Backoff
 from convsparse.errors import (
     BackendError,
     IndexNotFoundError,
@@ -151,9 +153,7 @@ class OpenSearchBackend(BulkWriter):
         refresh_interval: str = "1s",
         chunk_size: int = 500,
         max_chunk_bytes: int = 10 * 1024 * 1024,
-        max_retries: int = 5,
-        initial_backoff: float = 0.5,
-        max_backoff: float = 30.0,
+        backoff: Backoff | None = None,
         refresh_after_upsert: bool = True,
         meta_cache_ttl_s: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
@@ -164,8 +164,7 @@ class OpenSearchBackend(BulkWriter):
         if field_type not in FIELD_TYPES:
             raise ValueError(f"field_type must be one of {FIELD_TYPES}, not {field_type!r}")
         self._init_bulk(chunk_size=chunk_size, max_chunk_bytes=max_chunk_bytes,
-                        max_retries=max_retries, initial_backoff=initial_backoff,
-                        max_backoff=max_backoff, refresh_after_upsert=refresh_after_upsert,
+                        backoff=backoff, refresh_after_upsert=refresh_after_upsert,
                         sleep=sleep, rng=rng)
         self.client = client
         self.query_mode: QueryMode = query_mode
