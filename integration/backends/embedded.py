@@ -4,7 +4,10 @@ One folder per index under ``root_dir``; the store of record is ``index.sqlite``
 `convsparse.integration.backends.embedded_store` for its tables, its fsync policy and why SQLite): a
 batch of upserts or deletes is one transaction, all or nothing, and a failed write (full disk,
 I/O error, read-only file system) raises `IndexWriteError` and leaves every batch acknowledged
-before it readable. Indices written by format 1 (snapshot + JSON-lines log) are converted on
+before it readable. A damaged database (not a database, malformed, truncated, rows that do not
+decode) raises `IndexCorruptError` on every call, one line naming the fix (restore the folder,
+or `convsparse index delete NAME`, which reads nothing from it); see
+``docs/guides/embedded-store-faults.md``. Indices written by format 1 (snapshot + JSON-lines log) are converted on
 first open, or read as they are where the folder cannot be written
 (`convsparse.integration.backends.embedded_legacy`).
 
@@ -963,6 +966,6 @@ class EmbeddedBackend:
         return self.describe_index(name)
 
 
-__all__ = ["AnnBuild", "AnnInfo", "AnnNotBuiltError", "AnnQuery", "EmbeddedBackend", "IndexWriteError",
-           "check_index_name", "quantize_feature_values"]
+__all__ = ["AnnBuild", "AnnDamagedError", "AnnInfo", "AnnNotBuiltError", "AnnQuery", "EmbeddedBackend",
+           "IndexCorruptError", "IndexWriteError", "check_index_name", "quantize_feature_values"]
 
