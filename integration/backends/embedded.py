@@ -7,8 +7,8 @@ I/O error, read-only file system) raises `IndexWriteError` and leaves every batc
 before it readable. A damaged database (not a database, malformed, truncated, rows that do not
 decode) raises `IndexCorruptError` on every call, one line naming the fix (restore the folder,
 or `convsparse index delete NAME`, which reads nothing from it); see
-``docs/guides/embedded-store-faults.md``. Indices written by format 1 (snapshot + JSON-lines log) are converted on
-first open, or read as they are where the folder cannot be written
+``docs/guides/embedded-store-faults.md``. Indices written by format 1 (snapshot + JSON-lines
+log) are converted on first open, or read as they are where the folder cannot be written
 (`convsparse.integration.backends.embedded_legacy`).
 
 The search structures are a cache derived from the store, in memory: every call first checks
