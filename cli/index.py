@@ -113,33 +113,35 @@ def index_delete(
     missing_ok: bool = typer.Option(False, "--missing-ok", help="Succeed if it does not exist."),
     data_dir: DataDir = None, backend: BackendName = None,
 ) -> None:
-    """Delete an index and all its documents."""
+    """Delete an index and all its documents (a damaged one too: nothing of it is read)."""
     from convsparse.errors import IndexNotFoundError
 
     be = open_backend(settings_from(data_dir=data_dir, backend=backend))
     try:
-        be.describe_index(name)
+        be.delete_index(name)
     except IndexNotFoundError:
         if not missing_ok:
             raise
         typer.echo(f"index {name} does not exist; nothing deleted")
         return
-    be.delete_index(name, missing_ok=missing_ok)
     typer.echo(f"deleted index {name}")
 
 
 def index_build_ann(
     name: str = typer.Argument(...),
-    n_postings: int = typer.Option(3500, min=1, help="Average posting-list length kept per term."),
-    centroid_fraction: float = typer.Option(0.1, help="Blocks per posting list / its length."),
-    summary_energy: float = typer.Option(0.4, help="Share of a block's weight its summary keeps."),
-    threads: int = typer.Option(0, min=0, help="Build threads (0 = all cores)."),
+    # the ranges are checked by AnnBuild, whose error is one line (exit 2)
+    n_postings: int = typer.Option(3500, help="Average posting-list length kept per term (>= 1)."),
+    centroid_fraction: float = typer.Option(0.1, help="Blocks per posting list / its length (0-1]."),
+    summary_energy: float = typer.Option(0.4, help="Share of a block's weight its summary keeps (0-1]."),
+    threads: int = typer.Option(0, help="Build threads (0 = all cores)."),
     data_dir: DataDir = None, backend: BackendName = None,
 ) -> None:
     """(Re)build the index's approximate-search structure (embedded; SEISMIC), for
     `search(..., approximate=AnnQuery(...))` and the ANN points of `convsparse tune`."""
     from convsparse.integration.backend import SupportsApproximateSearch
+    from convsparse.integration.backends.embedded_ann import AnnBuild
 
+    AnnBuild(n_postings, centroid_fraction, summary_energy, threads)  # bad values: exit 2 first
     be = open_backend(settings_from(data_dir=data_dir, backend=backend))
     if not isinstance(be, SupportsApproximateSearch):
         raise UsageError(f"{type(be).__name__} has no approximate-search structure to build "

@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from convsparse.errors import InvalidTermMapError, TooManyClausesError
+from convsparse.integration.backend import check_k
 from convsparse.termmap import TermMap
 
 __all__ = [
@@ -180,8 +181,9 @@ def search_body(
     returns `source_fields` (all fields if None) minus `exclude_fields` (the term map by default:
     it is large and not needed for display).
     """
-    if k < 1:
-        raise ValueError("k must be >= 1")
+    check_k(k)
+    if rescore is not None and rescore_window:
+        check_k(rescore_window, "rescore_window")
     # track_total_hits=False lets Lucene skip non-competitive documents (block-max WAND over the
     # FeatureField impacts) instead of counting every match; we never report a total.
     body: dict[str, Any] = {"size": k, "query": dict(query), "track_total_hits": False}
