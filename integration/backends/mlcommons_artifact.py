@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from convsparse.errors import ConvsparseError
+
 __all__ = [
     "CHUNK_SIZE",
     "MANIFEST_NAME",
@@ -46,8 +48,8 @@ TARGET_LIBTORCH = ("1.13.1", "2.5.1")
 _NATIVE = (".jar", ".class", ".so", ".dylib", ".dll")
 
 
-class ModelZipError(ValueError):
-    """The zip breaks a rule ML Commons enforces at register or deploy time."""
+class ModelZipError(ConvsparseError, ValueError):
+    """The zip (or its manifest) breaks a rule ML Commons enforces at register or deploy time."""
 
 
 @dataclass(frozen=True)
