@@ -427,3 +427,32 @@ class FakeMLCommons(FakeOpenSearch):
         tokens = model.encode(params["query_text"]) if model is not None else {}
         body["query"] = {"neural_sparse": {field: {"query_tokens": tokens}}}
         return json.dumps(body).encode()
+
+
+# ---------------------------------------------------------------------- shared test artifacts
+_BUILT: dict[str, Any] = {}
+
+
+def shipped_student():
+    """The shipped anchored student on CPU (loaded once per test session)."""
+    if "student" not in _BUILT:
+        from convsparse.encoders.loading import load_student
+
+        _BUILT["student"] = load_student(None, runtime="torch", device="cpu")
+    return _BUILT["student"]
+
+
+def built_artifact() -> Path:
+    """A folder built once per test session by `build_artifact` from the shipped student."""
+    if "artifact" not in _BUILT:
+        import atexit
+        import shutil
+        import tempfile
+
+        from convsparse.encoders.torchscript_export import build_artifact
+
+        folder = Path(tempfile.mkdtemp(prefix="convsparse-mlcommons-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        build_artifact(shipped_student(), folder)
+        _BUILT["artifact"] = folder
+    return _BUILT["artifact"]
