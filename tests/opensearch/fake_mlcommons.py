@@ -40,6 +40,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import re
 import sys
 import uuid
 import zipfile
@@ -176,11 +177,19 @@ class FakeMLCommons(FakeOpenSearch):
                 self.requests.append((method, path, f"<{len(raw)} bytes>"))
                 return self._upload_chunk(parts[3], parts[5], raw)
         if parts and parts[-1] == "_bulk":
-            raw = self._run_pipelines(raw, query)
+            try:
+                raw = self._run_pipelines(raw, query)
+            except (KeyError, ValueError) as exc:  # the fake fails the request, not the item
+                return _error(500, "ingest_processor_exception", f"pipeline failed: {exc!r}")
             return super().route(method, path, query, raw)
         if len(parts) == 2 and parts[1] == "_search" and raw:
-            raw = self._encode_query_text(raw)
-            return super().route(method, path, query, raw)
+            encoded = self._encode_query_text(raw)
+            answer = super().route(method, path, query, encoded)
+            if encoded is not raw:  # the log keeps the body as sent
+                with self.lock:
+                    at = max(i for i, (_, p, _) in enumerate(self.requests) if p == path)
+                    self.requests[at] = (method, path, json.loads(raw))
+            return answer
         if parts[:2] == ["_plugins", "_ml"] or parts[:2] in (["_ingest", "pipeline"], ["_search", "pipeline"]) \
                 or parts == ["_cluster", "settings"]:
             body = json.loads(raw) if raw else None
@@ -367,7 +376,7 @@ class FakeMLCommons(FakeOpenSearch):
             if kind == "script":
                 if DOC_TEXT_SCRIPT_MARK not in config["source"]:
                     raise ValueError("fake: only convsparse's document-text script is emulated")
-                target = config["source"].split("ctx.")[-1].split(" =")[0]
+                target = re.search(r"ctx\.(\w+)\s*=\s*t\.isEmpty", config["source"]).group(1)
                 title = java_trim("" if doc.get("title") is None else str(doc["title"]))
                 doc[target] = doc["text"] if not title else f"{title}\n{doc['text']}"
             elif kind == "sparse_encoding":
