@@ -25,6 +25,15 @@ def index_create(
         None, "--seismic",
         help='OpenSearch sparse_vector SEISMIC parameters as JSON, e.g. \'{"n_postings": 4000}\' '
              "(documented defaults otherwise)."),
+    ingest: str | None = typer.Option(
+        None, "--ingest", help="mlcommons: OpenSearch encodes the documents with a deployed ML "
+                               "Commons model through the index's default ingest pipeline."),
+    model_id: str | None = typer.Option(None, "--model-id", help="With --ingest mlcommons: the model."),
+    pipeline: str | None = typer.Option(
+        None, "--pipeline", help="With --ingest mlcommons: the ingest pipeline (default convsparse-<fp12>)."),
+    two_phase_pipeline: str | None = typer.Option(
+        None, "--two-phase-pipeline", help="With --ingest mlcommons: a two-phase search pipeline "
+                                           "as the index's default search pipeline."),
     model: Model = None, runtime: Runtime = None, data_dir: DataDir = None,
     backend: BackendName = None,
 ) -> None:
@@ -41,6 +50,10 @@ def index_create(
             raise IndexExistsError(name)
     except IndexNotFoundError:
         pass
+    from convsparse.cli.mlcommons import index_ingest_options
+
+    extra = index_ingest_options(settings, ingest, model_id, pipeline, two_phase_pipeline, fingerprint)
+    fingerprint = extra.pop("fingerprint", fingerprint)
     vocab = None
     if fingerprint is None or _opensearch_sparse(settings):
         enc = load_encoder(settings)
@@ -52,7 +65,7 @@ def index_create(
                 raise UsageError(f"{type(enc).__name__} does not expose its vocabulary; a "
                                  "sparse_vector index needs it to map tokens to ids")
             be = open_backend(settings, token_vocabulary=tokens, **options)
-    info = be.create_index(name, fingerprint=fingerprint, vocabulary=vocab, exist_ok=exist_ok)
+    info = be.create_index(name, fingerprint=fingerprint, vocabulary=vocab, exist_ok=exist_ok, **extra)
     typer.echo(f"created index {info.name} (encoder {info.fingerprint}, {info.count} documents)")
 
 

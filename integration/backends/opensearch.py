@@ -36,6 +36,13 @@ Search: refuses an index whose `_meta.encoder_fingerprint` differs from the quer
 builds a `rank_feature` or `neural_sparse` query (see `query_dsl`), with a `rescore` phase for
 two-phase search.
 
+ML Commons ingest (`create_index(..., ingest=MLCommonsIngest(...))`, issue 33): the cluster
+encodes documents with the deployed document encoder through the index's default ingest
+pipeline, so the index holds raw token names. Its `_meta.ingest` makes `search` send
+`neural_sparse` with raw `query_tokens` whatever `query_mode` says, refuse escaped names and a
+`rescore_window` on top of a two-phase search pipeline, and `upsert` refuse client-side term
+maps; `search_text` sends `query_text` + `model_id` for one-turn clients.
+
 Field type (`field_type`, `CONVSPARSE_OPENSEARCH_FIELD_TYPE`), chosen when an index is created
 and recorded in its `_meta.field_type` (an index without one is `rank_features`); writes and
 searches follow the index's field type, not the backend's option:
@@ -85,11 +92,15 @@ from convsparse.integration.backends.bulk import (
     response_body,
 )
 from convsparse.integration.backends.bulk_body import items_outcome
+from convsparse.integration.backends.mlcommons_pipeline import MLCommonsIngest, with_mlcommons_ingest
 from convsparse.integration.backends.query_dsl import (
     DEFAULT_MAX_CLAUSE_COUNT,
     QueryMode,
     build_query,
+    check_server_encoded_query,
     neural_sparse_ann_query,
+    neural_sparse_query,
+    neural_sparse_text_query,
     search_body,
 )
 from convsparse.mappings import (
@@ -209,12 +220,13 @@ class OpenSearchBackend(BulkWriter):
     # ------------------------------------------------------------------ index management
     def create_index(
         self, name: str, *, fingerprint: str, vocabulary: str | None = None,
-        exist_ok: bool = False, bulk_load: bool = False,
+        exist_ok: bool = False, bulk_load: bool = False, ingest: MLCommonsIngest | None = None,
     ) -> IndexInfo:
         """Create `name` explicitly (never rely on auto-creation: it would map term maps as
         objects), with this backend's `field_type`. With `exist_ok`, an existing index built by
         the same encoder is accepted (whatever its field type) and one built by another encoder
-        raises `FingerprintMismatchError`."""
+        raises `FingerprintMismatchError`. With `ingest`, the index is filled by an ML Commons
+        model through its `index.default_pipeline` (`mlcommons_pipeline.with_mlcommons_ingest`)."""
         sparse = self.field_type == "sparse_vector"
         if sparse and self.token_vocabulary is None:
             raise ValueError(
@@ -227,6 +239,8 @@ class OpenSearchBackend(BulkWriter):
             field_type=self.field_type, seismic=self.seismic if sparse else None,
             token_ids=self.token_vocabulary if sparse else None,
         )
+        if ingest is not None:  # filled by ML Commons through its default pipeline
+            body = with_mlcommons_ingest(body, ingest)
         try:
             with _reachable(f"create index {name!r}"):
                 self.client.indices.create(index=name, body=body)
@@ -266,6 +280,12 @@ class OpenSearchBackend(BulkWriter):
         return RequestFailure(_status_of(exc), isinstance(exc, OSConnectionError))
 
     def _field_value(self, name: str, meta: Mapping[str, Any]) -> Callable[[TermMap], dict[str, Any]]:
+        if MLCommonsIngest.from_meta(meta) is not None:
+            raise BackendError(
+                f"index {name!r} is encoded in the cluster by ML Commons model "
+                f"{meta['ingest'].get('model_id')} (ingest pipeline {meta['ingest'].get('pipeline')!r}): "
+                "send its documents as {id, title, text} with _bulk, and the default pipeline "
+                "encodes them; convsparse does not write client-side term maps into it")
         if meta["field_type"] == "sparse_vector":
             return self._token_ids(name, meta).document_vector
         return super()._field_value(name, meta)
@@ -327,7 +347,11 @@ class OpenSearchBackend(BulkWriter):
         # Backend.search: rescoring happens only with a positive window.
         full = rescore if rescore is not None and len(rescore) > 0 and rescore_window > 0 else None
         limit = self.max_clause_count
-        if meta["field_type"] == "sparse_vector":
+        ingest = MLCommonsIngest.from_meta(meta)
+        if ingest is not None:
+            first, second = self._server_encoded_queries(name, ingest, query, full, field_name,
+                                                         rescore_window)
+        elif meta["field_type"] == "sparse_vector":
             table = self._token_ids(name, meta)
             first = self._ann_query(table.query_vector(query), field_name,
                                     k=max(k, rescore_window if full is not None else 0))
@@ -340,6 +364,9 @@ class OpenSearchBackend(BulkWriter):
                                                            max_clause_count=limit)
         body = search_body(first, k, rescore=second, rescore_window=rescore_window,
                            exclude_fields=(field_name,))
+        return self._send_search(name, body, limit, max(len(query), len(rescore or ())))
+
+    def _send_search(self, name: str, body: dict[str, Any], limit: int, n_terms: int) -> list[Hit]:
         try:
             with _reachable(f"search {name!r}"):
                 response = self.client.search(index=name, body=body)
@@ -348,9 +375,47 @@ class OpenSearchBackend(BulkWriter):
             raise IndexNotFoundError(name) from None
         except RequestError as exc:
             if "too_many" in str(exc.error) or "too_many" in str(exc.info):
-                raise TooManyClausesError(max(len(query), len(rescore or ())), limit) from exc
+                raise TooManyClausesError(n_terms, limit) from exc
             raise BackendError(f"search on {name!r} failed: {exc.info or exc}") from exc
         return self._hits(response)
+
+    # ------------------------------------------------------------------ ML Commons indices
+    def _server_encoded_queries(
+        self, name: str, ingest: MLCommonsIngest, query: TermMap, full: TermMap | None,
+        field_name: str, rescore_window: int,
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """`neural_sparse` with raw token names for an index ML Commons fills (its names are
+        the server's, unescaped), whatever `query_mode` says; refused: escaped names, and a
+        rescore window on an index whose search pipeline already adds the two-phase rescorer."""
+        if ingest.two_phase_pipeline and rescore_window > 0:
+            raise BackendError(
+                f"index {name!r} is searched through the two-phase search pipeline "
+                f"{ingest.two_phase_pipeline!r}, which adds its own rescorer; search it with "
+                "rescore_window=0 (two rescorers would stack)")
+        limit = self.max_clause_count
+        first = neural_sparse_query(query, field_name, max_clause_count=limit, raw_names=True)
+        second = None if full is None else neural_sparse_query(
+            full, field_name, max_clause_count=limit, raw_names=True)
+        try:
+            check_server_encoded_query({"query": first, "rescore": second}, index=name)
+        except ValueError as exc:
+            raise BackendError(str(exc)) from None
+        return first, second
+
+    def search_text(self, name: str, text: str, k: int = 10, *, model_id: str | None = None,
+                    fingerprint: str | None = None) -> list[Hit]:
+        """One-turn search of an ML-Commons-filled index: the cluster's model encodes `text`
+        (`neural_sparse` `query_text` + `model_id`, by default the index's own model). A
+        conversation needs the client's student and `search`."""
+        meta = self._search_meta(name, fingerprint)
+        ingest = MLCommonsIngest.from_meta(meta)
+        if ingest is None and model_id is None:
+            raise BackendError(f"index {name!r} is not encoded by an ML Commons model; pass "
+                               "model_id, or search it with a term map")
+        field_name = meta.get("term_field", self.field)
+        query = neural_sparse_text_query(text, model_id or ingest.model_id, field_name)
+        body = search_body(query, k, exclude_fields=(field_name,))
+        return self._send_search(name, body, self.max_clause_count, 1)
 
     def _ann_query(self, tokens: dict[str, float], field_name: str, *,
                    k: int | None) -> dict[str, Any] | None:
