@@ -53,6 +53,8 @@ def describe(error: BaseException) -> tuple[str, int] | None:
 
 def _settings_error(error) -> str:
     """A pydantic error about settings/options, without pydantic's wording or its URL."""
+    from convsparse.redaction import mask_secrets
+
     parts = []
     for err in error.errors()[:3]:
         name = ".".join(str(p) for p in err.get("loc", ())) or "value"
@@ -61,8 +63,11 @@ def _settings_error(error) -> str:
             reason = f"must be {ctx['expected']}"
         else:
             reason = str(ctx.get("error") or err.get("msg", "is invalid"))
-        parts.append(f"{name} {err.get('input')!r}: {reason} (--{name.replace('_', '-')} or "
-                     f"CONVSPARSE_{name.upper()})")
+        value = err.get("input")
+        shown = "" if name.endswith("_url") else f" {mask_secrets(repr(value))}"  # in `reason`
+        where = f"CONVSPARSE_{name.upper()}" if name.endswith("_url") else \
+            f"--{name.replace('_', '-')} or CONVSPARSE_{name.upper()}"  # no --*-url options
+        parts.append(f"{name}{shown}: {reason} ({where})")
     return "invalid setting " + "; ".join(parts)
 
 

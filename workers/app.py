@@ -49,6 +49,8 @@ INGEST_QUEUE = "ingest"
 QUERY_QUEUE = "query"
 INGEST_TASK = "convsparse.ingest_chunk"
 QUERY_TASK = "convsparse.encode_query"
+#: Asked once before a job starts: what the workers write the index into (`workers.target`).
+TARGET_TASK = "convsparse.ingest_target"
 
 
 class WorkerSettings(Settings):
@@ -100,7 +102,8 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "task_default_queue": INGEST_QUEUE,
         "task_default_exchange": INGEST_QUEUE,
         "task_default_routing_key": INGEST_QUEUE,
-        "task_routes": {INGEST_TASK: {"queue": INGEST_QUEUE}, QUERY_TASK: {"queue": QUERY_QUEUE}},
+        "task_routes": {INGEST_TASK: {"queue": INGEST_QUEUE}, TARGET_TASK: {"queue": INGEST_QUEUE},
+                        QUERY_TASK: {"queue": QUERY_QUEUE}},
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
