@@ -45,7 +45,13 @@ class ConvsparseGroup(TyperGroup):
         except Exception as e:
             import click
 
-            if isinstance(e, click.exceptions.ClickException) or debug_enabled() or \
+            from convsparse.cli.errors import click_error_kind, usage_error_line
+
+            if click_error_kind(e) == "usage":
+                print_error(usage_error_line(e))  # one line, not a box
+                raise typer.Exit(e.exit_code) from None
+            if click_error_kind(e) or isinstance(e, click.exceptions.ClickException) or \
+                    debug_enabled() or \
                     ctx.meta.get("convsparse.debug"):
                 raise
             described = describe(e)

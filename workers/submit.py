@@ -159,6 +159,12 @@ def check_redis(url: str, *, timeout_s: float = 2.0) -> None:
     client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
     try:
         client.ping()
+    except redis.AuthenticationError as e:  # it answered: not "unreachable", and no start hint
+        raise WorkerUnavailableError(redis_auth_message(url, e)) from None
+    except redis.ResponseError as e:
+        if "NOAUTH" not in str(e) and "WRONGPASS" not in str(e):
+            raise
+        raise WorkerUnavailableError(redis_auth_message(url, e)) from None
     except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
         raise WorkerUnavailableError(
             f"Redis at {url} is unreachable ({e}); start it with `redis-server "
@@ -166,6 +172,16 @@ def check_redis(url: str, *, timeout_s: float = 2.0) -> None:
         ) from None
     finally:
         client.close()
+
+
+def redis_auth_message(url: str, error: BaseException) -> str:
+    """Redis answered and refused the credentials of `url` (one line, the password masked)."""
+    from convsparse.redaction import mask_url, url_password
+
+    given = "a password" if url_password(url) else "no password"
+    return (f"Redis at {mask_url(url)} refused the login ({given} given: {error}); put the right "
+            "password in CONVSPARSE_REDIS_URL (redis://:PASSWORD@HOST:PORT/DB, or "
+            "redis://USER:PASSWORD@... with an ACL user)")
 
 
 def check_workers(capp, *, queue: str | None = None, timeout_s: float = 2.0) -> list[str]:

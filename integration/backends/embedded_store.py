@@ -83,9 +83,11 @@ class IndexWriteError(BackendError):
 
 
 def _hint(cause: BaseException) -> str:
-    text = str(cause).lower()
     code = getattr(cause, "errno", None)
-    if code == errno.ENOSPC or "full" in text:
+    # An OSError is told by its errno alone: its text names the path, and a folder called
+    # "full" or "readonly" says nothing about the disk. SQLite's errors carry no path.
+    text = "" if isinstance(cause, OSError) else str(cause).lower()
+    if code == errno.ENOSPC or "database or disk is full" in text:
         return "free disk space (or raise the quota) and re-run: finished batches are kept"
     if code in (errno.EROFS, errno.EACCES, errno.EPERM) or "readonly" in text or "read-only" in text:
         return "the index folder is read-only here: write from a host that can write it"
