@@ -133,14 +133,14 @@ class JobStore:
                                               "sent", "submitter")]
 
     # submitter side
-    def start(self, job_id: str, meta: dict[str, Any]) -> None:
+    def start(self, job_id: str, meta: dict[str, Any], *, lease_s: float = SUBMITTER_LEASE_S) -> None:
         k = self.key(job_id)
         self.r.hsetnx(k, "created", f"{time.time():.3f}")
         self.r.hset(k, mapping={name: json.dumps(v) if not isinstance(v, str) else v
                                 for name, v in meta.items()})
         self.r.hset(k, mapping={"planned": "0", "state": "running"})
         self.r.hdel(k, "error")  # a re-run starts clean: an old run's error is not this one's
-        self.renew_lease(job_id)
+        self.renew_lease(job_id, lease_s)
 
     def renew_lease(self, job_id: str, lease_s: float = SUBMITTER_LEASE_S) -> None:
         """The submitter is alive and following `job_id` (see `SUBMITTER_LEASE_S`)."""

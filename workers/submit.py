@@ -48,7 +48,7 @@ from typing import Any
 from convsparse.documents import DEFAULT_MAX_TEXT_CHARS
 from convsparse.integration.sources import RecordError, is_path_source, read_records
 from convsparse.redaction import mask_secrets
-from convsparse.workers.jobs import SUBMITTER_LEASE_S, DeadLetter, JobStatus, JobStore
+from convsparse.workers.jobs import DeadLetter, JobStatus, JobStore
 from convsparse.workers.target import IngestTarget
 
 logger = logging.getLogger(__name__)
@@ -276,7 +276,9 @@ def run_ingest_job(
         max_in_flight = 1 << 62
     store = JobStore.from_url(settings.redis_url)
     if stall_timeout_s is None:
-        stall_timeout_s = settings.visibility_timeout_s + 3 * settings.unacked_restore_interval_s + 30
+        stall_timeout_s = settings.ingest_stall_timeout_s or (
+            settings.visibility_timeout_s + 3 * settings.unacked_restore_interval_s + 30)
+    lease_s = float(settings.submitter_lease_s)
     target = None
     if require_worker:
         target = ask_target(capp, index, say=logger.info if not progress else
@@ -294,7 +296,7 @@ def run_ingest_job(
         **({"format": format} if format else {}),
         "target": json.dumps(target.to_dict() if target else None),
     }
-    store.start(job_id, meta)
+    store.start(job_id, meta, lease_s=lease_s)
     # Trust only markers of chunks done without failures into this very target; the rest run
     # again (without a known target, the workers check each chunk's marker themselves).
     redo = set(redo_chunks)
@@ -322,8 +324,8 @@ def run_ingest_job(
 
     def renew_lease() -> None:
         now = time.monotonic()
-        if now - lease["at"] >= SUBMITTER_LEASE_S / 6:
-            store.renew_lease(job_id)
+        if now - lease["at"] >= lease_s / 6:
+            store.renew_lease(job_id, lease_s)
             lease["at"] = now
 
     def send(chunk_id: str, records: list[dict[str, Any]]) -> None:
@@ -463,11 +465,20 @@ def run_ingest_job(
     except _Timeout:
         store.release_lease(job_id)
         return store.status(job_id)  # still running; the caller says how to follow it
+    except Exception as e:  # the job says why it stopped instead of staying "running"
+        try:
+            if store.job_error(job_id) is None:
+                store.fail_job(job_id, {"type": type(e).__name__,
+                                        "message": f"the submitter stopped: {type(e).__name__}: {e}"})
+            store.release_lease(job_id)
+        except Exception:  # Redis itself is what failed: the lease lapses on its own
+            pass
+        raise
     finally:
         bar.close()
 
     def finalize() -> JobStatus:
-        store.start(job_id, meta)
+        store.start(job_id, meta, lease_s=lease_s)
         for chunk_id, ids in plan.items():
             store.plan_chunk(job_id, chunk_id, ids)
         store.record_read_errors(job_id, read_errors)

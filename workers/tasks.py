@@ -91,13 +91,18 @@ def ensure_index(backend, index: str, encoder) -> None:
 def write_target(index: str, *, create: bool = True) -> IngestTarget:
     """What this worker writes `index` into now (`workers.target`); creates the index for its
     encoder when missing and `create` (else `IndexNotFoundError`)."""
-    from convsparse.errors import FingerprintMismatchError
+    from convsparse.errors import FingerprintMismatchError, IndexNotFoundError
+    from convsparse.integration.ingestion import ensure_index as create_or_check
 
     encoder = get_encoder()
     backend = get_backend()
-    if create:
-        ensure_index(backend, index, encoder)
-    info = backend.describe_index(index)
+    try:  # never cached: another process may have deleted or re-created it since
+        info = backend.describe_index(index)
+    except IndexNotFoundError:
+        if not create:
+            raise
+        _checked_indices.pop((id(backend), index), None)
+        info = create_or_check(backend, index, encoder)
     if info.fingerprint and info.fingerprint != encoder.fingerprint:
         raise FingerprintMismatchError(index, info.fingerprint, encoder.fingerprint, writing=True)
     return target_of(worker_settings(), info, encoder.fingerprint)
