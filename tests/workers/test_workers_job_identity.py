@@ -53,15 +53,15 @@ def test_reingest_into_recreated_index_indexes_again(session_worker, helpers, tm
     assert first.state == "finished" and first.indexed == 24
     backend = EmbeddedBackend(settings.data_dir)
     info = backend.describe_index("recreated")
-    old_id = info.extra["creation_id"]
+    old_id = info.extra.get("creation_id")
     backend.delete_index("recreated")
     backend.create_index("recreated", fingerprint=info.fingerprint, vocabulary=info.vocabulary)
-    assert EmbeddedBackend(settings.data_dir).describe_index("recreated").extra["creation_id"] \
-        not in (None, old_id)
     again = run_ingest_job(source, index="recreated", settings=settings, chunk_size=8,
                            progress=False, **FAIL_FAST)
     assert again.state == "finished" and again.indexed == 24 and again.job_id != first.job_id
     assert EmbeddedBackend(settings.data_dir).count("recreated") == 24
+    assert EmbeddedBackend(settings.data_dir).describe_index("recreated").extra["creation_id"] \
+        not in (None, old_id)
     target = json.loads(again.meta["target"])
     assert target["index"] == "recreated" and target["creation_id"] not in (None, old_id)
 
@@ -98,10 +98,12 @@ def test_rerun_after_a_failure_does_the_failed_work(session_worker, helpers, tmp
     assert first.state == "finished" and first.failed == 0
     marker = json.loads(store.r.hget(store.key(first.job_id, "chunks"), "0000001"))
     lost = store.plan(first.job_id)["0000001"]
-    EmbeddedBackend(settings.data_dir).delete_documents("outage", lost)
-    store.finish_chunk(first.job_id, "0000001", ok_ids=[],
-                       failures=[(i, "BackendError: cluster unreachable") for i in lost],
-                       attempt=4, worker=marker["worker"], target=marker["target"])
+    list(EmbeddedBackend(settings.data_dir).delete_documents("outage", lost))
+    store.r.hset(store.key(first.job_id, "dead"), mapping={f"doc:{i}": json.dumps(
+        {"id": i, "position": None, "chunk": "0000001", "reason": "BackendError: cluster down"})
+        for i in lost})
+    store.r.hset(store.key(first.job_id, "chunks"), "0000001",
+                 json.dumps({**marker, "indexed": 0, "failed": len(lost), "attempt": 4}))
     attempts = int(store.r.hget(store.key(first.job_id, "attempts"), "0000001"))
     again = run_ingest_job(source, index="outage", settings=settings, chunk_size=10,
                            progress=False, **FAIL_FAST)
