@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 from convsparse.cli import app
 from convsparse.conversation import MAX_CONVERSATION_CHARS
 from convsparse.errors import InvalidConversationError
+from convsparse.integration.backend import IndexedDocument
 from convsparse.integration.backends import embedded_store
 from convsparse.integration.backends.embedded import EmbeddedBackend
 from convsparse.integration.backends.embedded_store import IndexWriteError
-from convsparse.integration.backend import IndexedDocument
 from convsparse.termmap import TermMap
 
 
