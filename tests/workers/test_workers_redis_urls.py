@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from convsparse.cli import app
-from convsparse.redaction import mask_secrets, mask_url, url_password
+from convsparse.redaction import mask_secrets
 
 ODD_PASSWORDS = ["pa ss word", "p@ss@word", "pa/ss/word", "pa#ss", "pa?ss=1", "we ird@/#?:x", "pw"]
 
@@ -34,12 +34,22 @@ def free_port() -> int:
 @pytest.mark.parametrize("password", ODD_PASSWORDS)
 def test_any_password_is_masked(password, monkeypatch):
     url = f"redis://:{password}@127.0.0.1:6379/0"
-    assert url_password(url) == password
-    assert mask_url(url) == "redis://:***@127.0.0.1:6379/0"
     for text in (f"cannot connect to {url}: refused", f"{url}", f"lost rediss://user:{password}@h/1"):
         assert password not in mask_secrets(text), mask_secrets(text)
     monkeypatch.setenv("CONVSPARSE_REDIS_URL", url)  # a known URL: masked exactly, spaces and all
     assert mask_secrets(f"Redis at {url} failed") == "Redis at redis://:***@127.0.0.1:6379/0 failed"
+
+
+def test_url_password_reads_the_userinfo_to_the_last_at():
+    from convsparse.redaction import mask_url, url_password
+
+    for password in ODD_PASSWORDS:
+        url = f"redis://:{password}@127.0.0.1:6379/0"
+        assert url_password(url) == password
+        assert mask_url(url) == "redis://:***@127.0.0.1:6379/0"
+    assert url_password("redis://127.0.0.1:6379/0") is None
+    assert url_password("rediss://TOKEN@h:6380/0") == "TOKEN"  # a lone Redis userinfo is secret
+    assert url_password("https://admin@h:9200") is None  # a user name elsewhere
 
 
 @pytest.mark.parametrize("url, reason", [
