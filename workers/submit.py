@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -282,7 +283,7 @@ def run_ingest_job(
     target = None
     if require_worker:
         target = ask_target(capp, index, say=logger.info if not progress else
-                            (lambda m: print(m, flush=True)),
+                            (lambda m: print(m, file=sys.stderr, flush=True)),
                             timeout_s=stall_timeout_s if target_timeout_s is None else target_timeout_s)
         if target is None:
             logger.warning("no ingest worker said what it writes index %r into: done markers "

@@ -190,14 +190,15 @@ def ingest_chunk(self, job_id: str | None, chunk_id: str, records: list[dict[str
             store.finish_chunk(job_id, chunk_id, ok_ids=[], failures=[
                 (r["id"], str(e)) for r in records], worker=worker)
         return {"indexed": 0, "failed": len(records)}
-    except IndexNotFoundError:
-        pass  # deleted under a running job: refused below
+    except IndexNotFoundError as e:
+        if target is None:  # created, then deleted by someone else before we looked: again
+            raise self.retry(exc=e, countdown=1) from e
+        # deleted under a running job: refused below
     except Exception as e:
         _checked_indices.pop((id(get_backend()), index), None)
         if self.request.retries < MAX_CHUNK_RETRIES:
             raise self.retry(exc=e, countdown=get_exponential_backoff_interval(
                 factor=1, retries=self.request.retries, maximum=30, full_jitter=True)) from e
-        here = None
         if store:
             store.finish_chunk(job_id, chunk_id, ok_ids=[], failures=[
                 (r["id"], f"{type(e).__name__}: {e}") for r in records], worker=worker)
