@@ -33,6 +33,7 @@ def cli(args, env=None):
     (["jobs", "status"], "error: convsparse jobs status: Missing argument 'job_id'."),
     (["jobs", "status", "--bogus", "x"], "error: convsparse jobs status: No such option: --bogus"),
     (["encode", "--top", "0", "x"], "error: convsparse encode: Invalid value for '--top'"),
+    (["--bogus"], "error: convsparse: No such option: --bogus"),
 ])
 def test_usage_errors_are_one_line_exit_2(args, expect):
     code, out = cli(args)
