@@ -303,6 +303,7 @@ class Reranker:
 
     # ------------------------------------------------------------------ folder
     def save(self, path: str | Path) -> Path:
+        from convsparse.encoders.quiet_loading import quiet_loading
         from convsparse.reranking.files import follow_umask, write_safetensors
 
         if self.model is None:
@@ -312,10 +313,11 @@ class Reranker:
         (path / "encoder").mkdir(parents=True, exist_ok=True)
         for stale in (ONNX_FILE, SEMANTIC_ONNX_FILE):  # exports of what this overwrites
             (path / stale).unlink(missing_ok=True)
-        if self.cross_encoder:
-            self.model.encoder.save_pretrained(path / "encoder")
-        self.tokenizer.save_pretrained(path / "encoder")
-        semantic_model = self.semantic.save(path) if self.semantic is not None else None
+        with quiet_loading():  # transformers draws a "Writing model shards" bar per save
+            if self.cross_encoder:
+                self.model.encoder.save_pretrained(path / "encoder")
+            self.tokenizer.save_pretrained(path / "encoder")
+            semantic_model = self.semantic.save(path) if self.semantic is not None else None
         for written in (path / "encoder", path / SEMANTIC_DIR):
             if written.is_dir():
                 follow_umask(written)

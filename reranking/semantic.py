@@ -332,7 +332,9 @@ class PassageVectors:
         # one batch for the passages and their windows: embedding is the cost here
         pieces = {k: self.window_texts(t) for k, t in windowed.items()}
         flat = [*todo.values(), *(w for ws in pieces.values() for w in ws)]
-        vecs = self._encode(flat, progress=progress).astype(np.float16)
+        desc = (f"embedding {len(todo)} passages" if not pieces else
+                f"embedding {len(todo)} passages and {len(flat) - len(todo)} windows")
+        vecs = self._encode(flat, progress=progress, desc=desc).astype(np.float16)
         ends = np.cumsum([len(todo), *(len(ws) for ws in pieces.values())])
         with self._lock:
             self._vectors.update(zip(todo, vecs[:len(todo)]))

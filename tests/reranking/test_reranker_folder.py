@@ -243,3 +243,41 @@ def test_default_names_the_shipped_folder(monkeypatch, folder):
         out = rr.rerank(CONV, TermMap(QUERY), [Hit(str(i), s, {"text": t})
                                                for i, (t, s) in enumerate(zip(TEXTS, FIRST))])
         assert len(out) == 3
+
+
+def test_the_shipped_reranker_is_small_loads_by_name_and_serves_without_torch(tmp_path):
+    """The package's re-ranker: under 2 MB (the bi-encoder is the MiniLM wheel's), its
+    recipe reproduces its training config, and `load_reranker("default", runtime="onnx")`
+    re-ranks in a process that never imports torch once the bi-encoder's export is cached."""
+    from convsparse.reranking.reranker import DEFAULT_FOLDER
+    from convsparse.training.config import RerankConfig
+
+    files = [p for p in DEFAULT_FOLDER.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 2_000_000
+    assert not list(DEFAULT_FOLDER.glob("passage_vectors*"))
+    trained = json.loads((DEFAULT_FOLDER / "training.json").read_text())["config"]
+    recipe = RerankConfig.from_file(DEFAULT_FOLDER / "recipe.yaml", {
+        "collection": str(tmp_path), "output_dir": str(tmp_path / "run")})
+    paths = ("output_dir", "collection", "progress", "resume", "threads")
+    assert ({k: v for k, v in json.loads(recipe.model_dump_json()).items() if k not in paths}
+            == {k: v for k, v in trained.items() if k not in paths})
+    env = {**os.environ, "CONVSPARSE_CACHE_DIR": str(tmp_path / "cache")}
+    script = f"""
+import json, sys
+from convsparse.integration.backend import Hit
+from convsparse.reranking import load_reranker
+rr = load_reranker("default", runtime="onnx")
+hits = [Hit(str(i), s, {{"text": t}}) for i, (t, s) in enumerate(zip({TEXTS!r}, {FIRST!r}))]
+out = rr.rerank({CONV!r}, {QUERY!r}, hits)
+print(json.dumps({{"heavy": sorted(m for m in ("torch", "transformers") if m in sys.modules),
+                  "order": [h.id for h in out]}}))
+"""
+    first = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           timeout=600, env=env)  # exports the MiniLM once, with torch
+    assert first.returncode == 0, first.stderr
+    again = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           timeout=300, env=env)
+    assert again.returncode == 0, again.stderr
+    got = json.loads(again.stdout.strip().splitlines()[-1])
+    assert got["heavy"] == [] and got["order"][0] == "1"  # Lisbon's population first
+    assert again.stderr.strip() == ""  # a quiet load: no progress bars, no warnings
