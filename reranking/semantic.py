@@ -341,6 +341,38 @@ class PassageVectors:
             self._windows.update(zip(pieces, np.split(vecs, ends[:-1])[1:]))
         return len(todo.keys() | windowed.keys())
 
+    def embed(self, texts: Sequence[str], *, progress: bool = False
+              ) -> tuple[np.ndarray, list[np.ndarray] | None]:
+        """(n, dim) float16 unit vectors of `texts` and, with windows, each one's (windows, dim)
+        window vectors: computed now and not kept (what an index stores per passage; give them
+        back with `put`). One batch for the passages and their windows."""
+        pieces = [self.window_texts(t) for t in texts] if self.window is not None else []
+        flat = [*texts, *(w for ws in pieces for w in ws)]
+        vecs = self._encode(flat, progress=progress).astype(np.float16)
+        if self.window is None:
+            return vecs, None
+        ends = np.cumsum([len(texts), *(len(ws) for ws in pieces)])
+        return vecs[:len(texts)], np.split(vecs, ends[:-1])[1:]
+
+    def put(self, texts: Sequence[str], vectors: np.ndarray,
+            windows: Sequence[np.ndarray] | None = None) -> None:
+        """Keep vectors computed elsewhere (`embed`, e.g. read from the index with the hits)
+        for `texts`, so that scoring them embeds nothing. Windows are needed when this
+        bi-encoder reads them; shapes are checked."""
+        vectors = np.asarray(vectors)
+        if vectors.shape != (len(texts), self.dimension):
+            raise ValueError(f"vectors of shape {list(vectors.shape)} for {len(texts)} texts of "
+                             f"dimension {self.dimension}")
+        if self.window is not None and (windows is None or len(windows) != len(texts) or any(
+                np.ndim(w) != 2 or np.shape(w)[1] != self.dimension or not len(w) for w in windows)):
+            raise ValueError("this bi-encoder reads passage windows: give each text's "
+                             f"(windows, {self.dimension}) window vectors")
+        keys = [text_key(t) for t in texts]
+        with self._lock:
+            self._vectors.update(zip(keys, vectors.astype(np.float16)))
+            if self.window is not None:
+                self._windows.update(zip(keys, (np.asarray(w, np.float16) for w in windows)))
+
     def add(self, texts: Sequence[str], *, progress: bool = False) -> int:
         """Embed the passages not stored yet; returns how many were new."""
         return self._store_missing([text_key(t) for t in texts], texts, progress=progress)

@@ -281,3 +281,27 @@ print(json.dumps({{"heavy": sorted(m for m in ("torch", "transformers") if m in 
     got = json.loads(again.stdout.strip().splitlines()[-1])
     assert got["heavy"] == [] and got["order"][0] == "1"  # Lisbon's population first
     assert again.stderr.strip() == ""  # a quiet load: no progress bars, no warnings
+
+
+def test_vectors_computed_elsewhere_are_used_as_they_are(folder):
+    """What an index stores per passage (`embed`) and gives back with the hits (`put`):
+    scoring them embeds nothing and gives the scores of vectors embedded on sight."""
+    new = ["Lisbon's trams date from 1873.", "Porto is the second city of Portugal."]
+    source = load_reranker(folder, runtime="onnx")
+    whole, windows = source.semantic.embed(new)
+    assert whole.dtype == np.float16 and whole.shape == (2, source.semantic.dimension)
+    assert len(source.semantic) == len(load_reranker(folder, runtime="onnx").semantic)  # not kept
+    served = load_reranker(folder, runtime="onnx")
+    served.semantic.put(new, whole, windows)
+    before = len(served.semantic)
+    got = served.score(CONV, QUERY, new, [2.0, 1.0])
+    assert served.semantic.add(new) == 0 and len(served.semantic) == before
+    want = load_reranker(folder, runtime="onnx").score(CONV, QUERY, new, [2.0, 1.0])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="window vectors"):
+        served.semantic.put(new, whole)
+
+
+def test_loading_the_built_in_bi_encoder_is_quiet(capfd):
+    load_reranker("default")  # PyTorch: sentence-transformers loads the MiniLM
+    assert "Loading weights" not in capfd.readouterr().err

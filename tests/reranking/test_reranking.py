@@ -505,6 +505,7 @@ def test_cli_stores_passage_vectors_and_reports_bad_records(semantic_only, tmp_p
     assert out.exit_code == 0, out.output
     assert "skipped line 4" in out.output and "1 bad records skipped" in out.output
     assert "passages embedded (whole and in windows of 8 word pieces)" in out.output
+    assert "embedding passages" in out.output and "4/4" in out.output  # a bar with its total
     loaded = load_reranker(folder)
     wanted = [document_text(h.fields.get("title"), h.fields["text"]) for h in hits()]
     assert loaded.semantic.add(wanted) == 0  # every document's vector was stored
