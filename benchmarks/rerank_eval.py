@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     from convsparse.evaluation.metrics import compute_metrics, latency_summary, per_query_metric
     from convsparse.reranking import load_reranker
     from convsparse.reranking.labels import build_labels
+    from convsparse.reranking.reranker import DEFAULT_FOLDER
     from convsparse.settings import get_settings
     from convsparse.training.config import RerankConfig
     from convsparse.training.expansion import encode_corpus, split_tasks
@@ -165,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.reranker:
         rr = load_reranker(path, runtime="onnx")  # the serving path the README recommends
         precompute(rr)
-        label = path.parent.name if path.name == "reranker" else path.name  # <run>/reranker
+        label = ("shipped" if path.resolve() == DEFAULT_FOLDER.resolve() else
+                 path.parent.name if path.name == "reranker" else path.name)  # <run>/reranker
         name = f"+ re-ranker {'with' if rr.term_control else 'without'} TCL ({label})"
         if rr.semantic is not None:
             cold_runs.append({"reranker": label, "depth": args.depth,

@@ -7,6 +7,7 @@ Split from `onnx_runtime` (which exports with torch) so that serving from export
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -103,7 +104,8 @@ def open_export(path: str | Path, build: Callable[[Path], object], providers: li
         if reason is None:
             return session
         log.warning("%s: not a usable ONNX export (%s); exporting it again", path, reason[:200])
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only folder: `build` decides what then
+            path.unlink(missing_ok=True)
     build(path)
     session = inference_session(path, providers)
     reason = check(session) if check is not None else None

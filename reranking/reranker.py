@@ -576,8 +576,8 @@ def _load_onnx(path: Path, spec: RerankerSpec, device: str) -> Reranker:
     if exports[0].parent == path and not _writable(path):  # shipped, read-only exports
         try:  # one that cannot be used is exported again into the cache instead
             session = open_export(exports[0], _read_only, providers, check=_head_check(spec, wanted))
-        except _ReadOnly:
-            exports = _cached_exports(path, names)
+        except _ReadOnly:  # the head's export alone moves; a usable semantic.onnx stays
+            exports = [_cached_exports(path, names)[0], *exports[1:]]
             session = None
     else:
         session = None

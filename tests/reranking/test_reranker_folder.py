@@ -305,3 +305,17 @@ def test_vectors_computed_elsewhere_are_used_as_they_are(folder):
 def test_loading_the_built_in_bi_encoder_is_quiet(capfd):
     load_reranker("default")  # PyTorch: sentence-transformers loads the MiniLM
     assert "Loading weights" not in capfd.readouterr().err
+
+
+def test_an_unusable_export_in_a_read_only_folder_is_made_in_the_cache(copy, tmp_path, monkeypatch):
+    """The shipped folder sits in site-packages, read-only for the serving account: a damaged
+    model.onnx there is replaced by an export in the cache, not a failure."""
+    from convsparse.reranking import reranker as module
+
+    want = load_reranker(copy).score(CONV, QUERY, TEXTS, FIRST)
+    _garbage(copy / "model.onnx")
+    monkeypatch.setenv("CONVSPARSE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(module, "_writable", lambda folder: False)  # root ignores chmod
+    rr = load_reranker(copy, runtime="onnx")
+    np.testing.assert_allclose(rr.score(CONV, QUERY, TEXTS, FIRST), want, rtol=1e-4, atol=1e-5)
+    assert [p.name.split("-")[1] for p in (tmp_path / "cache" / "onnx").glob("*.onnx")] == ["model"]
