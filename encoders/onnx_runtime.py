@@ -37,13 +37,19 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from convsparse.encoders.onnx_session import (  # noqa: F401 - their home before the split
+    GRAPH_VERSION,
+    inference_session,
+    onnx_cache_path,
+    providers_for,
+    temporary_sibling,
+)
 from convsparse.encoders.pooling import SpladeModel
 from convsparse.encoders.student import StudentEncoderBase
 from convsparse.pruning import PruningPolicy
@@ -51,28 +57,8 @@ from convsparse.termmap import CsrRows
 
 log = logging.getLogger(__name__)
 
-# ONNX Runtime's telemetry writes a device id and an event database under the user's home
-# cache (~/.cache/Microsoft/DeveloperTools/.onnxruntime) when the library loads; the variable
-# must be set before the first import (a user who sets it keeps their choice).
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-
-
-def _onnxruntime():
-    """The onnxruntime module, with its telemetry events off where it offers the switch
-    (for a process that imported it before this module set ``ORT_DISABLE_TELEMETRY``)."""
-    import onnxruntime as ort
-
-    if os.environ.get("ORT_DISABLE_TELEMETRY") == "1" and hasattr(ort, "disable_telemetry_events"):
-        ort.disable_telemetry_events()
-    return ort
-
-
 INPUT_NAMES = ["input_ids", "attention_mask"]
 OPSET = 17
-#: Bumped when the exported graph changes for the same weights (2: max-first SPLADE pooling;
-#: 3: no (batch, tokens, vocab) mask or bias pass), so a cached export of an older graph is
-#: not reused.
-GRAPH_VERSION = 3
 
 
 class _TopKSplade(torch.nn.Module):
@@ -83,27 +69,6 @@ class _TopKSplade(torch.nn.Module):
     def forward(self, input_ids, attention_mask):
         values, indices = torch.topk(self.model(input_ids, attention_mask), self.k, dim=-1)
         return values, indices
-
-
-def onnx_cache_path(
-    fingerprint: str, *, fp16: bool = False, top_k: int | None = None,
-    cache_dir: str | Path | None = None, optimize: bool = False, int8: bool = False,
-) -> Path:
-    """Where the export of the encoder with this fingerprint is cached."""
-    if cache_dir is None:
-        from convsparse.settings import get_settings
-
-        cache_dir = get_settings().cache_dir
-    name = fingerprint.split(":", 1)[-1] + f"-g{GRAPH_VERSION}"
-    if top_k:
-        name += f"-top{top_k}"
-    if fp16:
-        name += "-fp16"
-    if optimize or int8:
-        name += "-opt"
-    if int8:
-        name += "-int8"
-    return Path(cache_dir) / "onnx" / f"{name}.onnx"
 
 
 def optimize_onnx(src: str | Path, out_path: str | Path, *, num_heads: int = 0,
@@ -165,9 +130,7 @@ def export_onnx(
         dyn = {"input_ids": dyn["input_ids"], "attention_mask": dyn["attention_mask"],
                "top_values": {0: "batch"}, "top_indices": {0: "batch"}}
     args = _dummy_inputs(vocab_size)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.stem}-", suffix=".onnx", dir=out_path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = temporary_sibling(out_path)  # the umask's mode, as every other file
     try:
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -193,40 +156,6 @@ def export_onnx(
     finally:
         tmp.unlink(missing_ok=True)
     return out_path
-
-
-def _cpu_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def inference_session(path: str | Path, providers: list[str], *,
-                      intra_op_threads: int | None = None, memory_arena: bool = True):
-    """An ONNX Runtime session as the project runs them: all graph optimisations, sequential
-    execution (a BERT graph has no useful inter-op parallelism), intra-op threads = the CPUs
-    this process may use (so `taskset` or `os.sched_setaffinity` bounds it), quiet logs."""
-    ort = _onnxruntime()
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.intra_op_num_threads = intra_op_threads or _cpu_threads()
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    opts.enable_cpu_mem_arena = memory_arena
-    return ort.InferenceSession(str(path), opts, providers=providers)
-
-
-def providers_for(device: str) -> list[str]:
-    ort = _onnxruntime()
-    available = ort.get_available_providers()
-    if device in ("auto", "cuda") or device.startswith("cuda"):
-        if "CUDAExecutionProvider" in available:
-            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        if device != "auto":
-            log.warning("CUDAExecutionProvider is not available (install onnxruntime-gpu); using CPU")
-    return ["CPUExecutionProvider"]
 
 
 class OnnxStudent(StudentEncoderBase):
