@@ -6,24 +6,40 @@ Searching with a re-ranker is `convsparse search --rerank FOLDER` (cli/search.py
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
 
+#: the recipe file shipped beside the default re-ranker
+RECIPE_FILE = "recipe.yaml"
+#: passages embedded between progress updates
+STEP = 64
+
 
 def rerank_train(
     config: Path = typer.Argument(..., help="YAML or JSON RerankConfig (collection, "
-                                  "output_dir, ...)"),
+                                  "output_dir, ...); `default`: the shipped re-ranker's recipe"),
+    collection: Path | None = typer.Option(None, help="the collection to train on (replaces "
+                                           "the config's)"),
+    output_dir: Path | None = typer.Option(None, "--output-dir", help="where the run is "
+                                           "written (replaces the config's)"),
     epochs: int | None = typer.Option(None, help="override the config's epochs"),
     no_resume: bool = typer.Option(False, "--no-resume", help="ignore an existing checkpoint"),
 ) -> None:
     """Distil a re-ranker (semantic part + Term Control Layer) from the teacher's scores over
-    the first stage's candidates; writes <output_dir>/reranker."""
+    the first stage's candidates; writes <output_dir>/reranker. The shipped one is
+    `convsparse rerank train default --collection mtrag-pooled --output-dir runs/rr`."""
+    from convsparse.reranking.reranker import DEFAULT_FOLDER
     from convsparse.reranking.training import train_reranker
     from convsparse.training.config import RerankConfig
 
+    if str(config) == "default":
+        config = DEFAULT_FOLDER / RECIPE_FILE
+    overrides = {k: str(v.resolve()) for k, v in (("collection", collection),
+                                                  ("output_dir", output_dir)) if v is not None}
     try:
-        cfg = RerankConfig.from_file(config)
+        cfg = RerankConfig.from_file(config, overrides)
     except ValueError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(2) from None
@@ -67,23 +83,30 @@ def rerank_vectors(
         raise typer.Exit(2)
     new = bad = 0
     pending: list[str] = []
+    # a first pass counts the records (reading is cheap next to embedding), so that the bar
+    # has a total and an estimate; it advances as passages are embedded, not as they are read
+    total = sum(1 for _ in read_records(source, id_field=id_field, text_field=text_field))
+    bar = tqdm(total=total, desc="embedding passages", unit="doc")
 
     def flush() -> None:
         nonlocal new
-        new += rr.semantic.add(pending)
+        for s in range(0, len(pending), STEP):
+            new += rr.semantic.add(pending[s:s + STEP])
+            bar.update(len(pending[s:s + STEP]))
         rr.semantic.save_vectors(folder / VECTORS_FILE)  # a killed run keeps what it embedded
         pending.clear()
 
-    for rec in tqdm(read_records(source, id_field=id_field, text_field=text_field),
-                    desc="embedding passages", unit="doc"):
+    for rec in read_records(source, id_field=id_field, text_field=text_field):
         if isinstance(rec, RecordError):
             bad += 1
-            typer.echo(f"skipped {rec.where}: {rec.reason}", err=True)
+            bar.update(1)
+            bar.write(f"skipped {rec.where}: {rec.reason}", file=sys.stderr)
             continue
         pending.append(document_text(rec.fields.get("title"), rec.text))
         if len(pending) >= batch:
             flush()
     flush()
+    bar.close()
     windows = rr.semantic.window
     typer.echo(f"{new} passages embedded"
                + (f" (whole and in windows of {windows} word pieces)" if windows else "")

@@ -100,7 +100,8 @@ class FingerprintMismatchError(ConvsparseError):
                    f"this one")
         super().__init__(msg)
 
-    def __reduce__(self) -> tuple[object, tuple[object, ...]]:  # picklable with its keyword (Celery results, multiprocessing)
+    # picklable with its keyword (Celery results, multiprocessing)
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         return (_fingerprint_mismatch, (self.index, self.index_fingerprint,
                                         self.query_fingerprint, self.writing))
 

@@ -38,13 +38,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from convsparse.encoders.onnx_session import (  # noqa: F401 - their home before the split
+    GRAPH_VERSION,
+    inference_session,
+    onnx_cache_path,
+    providers_for,
+    temporary_sibling,
+)
 from convsparse.encoders.student_base import StudentEncoderBase
 from convsparse.pruning import PruningPolicy
 from convsparse.termmap import CsrRows
@@ -58,10 +64,6 @@ log = logging.getLogger(__name__)
 
 INPUT_NAMES = ["input_ids", "attention_mask"]
 OPSET = 17
-#: Bumped when the exported graph changes for the same weights (2: max-first SPLADE pooling;
-#: 3: no (batch, tokens, vocab) mask or bias pass), so a cached export of an older graph is
-#: not reused.
-GRAPH_VERSION = 3
 
 
 def _top_k_splade(model: SpladeModel, k: int) -> torch.nn.Module:
@@ -79,27 +81,6 @@ def _top_k_splade(model: SpladeModel, k: int) -> torch.nn.Module:
             return values, indices
 
     return TopKSplade()
-
-
-def onnx_cache_path(
-    fingerprint: str, *, fp16: bool = False, top_k: int | None = None,
-    cache_dir: str | Path | None = None, optimize: bool = False, int8: bool = False,
-) -> Path:
-    """Where the export of the encoder with this fingerprint is cached."""
-    if cache_dir is None:
-        from convsparse.settings import get_settings
-
-        cache_dir = get_settings().cache_dir
-    name = fingerprint.split(":", 1)[-1] + f"-g{GRAPH_VERSION}"
-    if top_k:
-        name += f"-top{top_k}"
-    if fp16:
-        name += "-fp16"
-    if optimize or int8:
-        name += "-opt"
-    if int8:
-        name += "-int8"
-    return Path(cache_dir) / "onnx" / f"{name}.onnx"
 
 
 def optimize_onnx(src: str | Path, out_path: str | Path, *, num_heads: int = 0,
@@ -165,9 +146,7 @@ def export_onnx(
         dyn = {"input_ids": dyn["input_ids"], "attention_mask": dyn["attention_mask"],
                "top_values": {0: "batch"}, "top_indices": {0: "batch"}}
     args = _dummy_inputs(vocab_size)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.stem}-", suffix=".onnx", dir=out_path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = temporary_sibling(out_path)  # the umask's mode, as every other file
     try:
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -219,45 +198,6 @@ def share_tied_weights(path: str | Path) -> None:
                 shared = True
     if shared:
         onnx.save(proto, str(path))
-
-
-def _cpu_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def inference_session(path: str | Path, providers: list[str], *,
-                      intra_op_threads: int | None = None, memory_arena: bool = True):
-    """An ONNX Runtime session as the project runs them: all graph optimisations, sequential
-    execution (a BERT graph has no useful inter-op parallelism), intra-op threads = the CPUs
-    this process may use (so `taskset` or `os.sched_setaffinity` bounds it), quiet logs, and
-    idle threads that sleep instead of spinning (a chat app's process runs a query now and then:
-    spinning threads burnt 0.15-0.2 s of CPU per cold search on 2 cores, for no gain)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.intra_op_num_threads = intra_op_threads or _cpu_threads()
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    opts.enable_cpu_mem_arena = memory_arena
-    return ort.InferenceSession(str(path), opts, providers=providers)
-
-
-def providers_for(device: str) -> list[str]:
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    if device in ("auto", "cuda") or device.startswith("cuda"):
-        if "CUDAExecutionProvider" in available:
-            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        if device != "auto":
-            log.warning("CUDAExecutionProvider is not available (install onnxruntime-gpu); using CPU")
-    return ["CPUExecutionProvider"]
 
 
 class OnnxStudent(StudentEncoderBase):

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from convsparse.conversation import parse_conversation
 from convsparse.documents import DEFAULT_MAX_TEXT_CHARS
 from convsparse.encoders.protocol import Encoder, ReportsEncoderPath
-from convsparse.integration.backend import Backend, Hit, SupportsDocumentFrequencies
+from convsparse.integration.backend import Backend, Hit, SupportsDocumentFrequencies, check_k
 from convsparse.integration.ingestion import IndexReport
 from convsparse.pruning import PruningPolicy
 from convsparse.termmap import TermMap
@@ -151,8 +151,7 @@ class ConversationalSearch:
         with "turns", or a plain string = one user turn). Raises `InvalidConversationError`
         for malformed input, `EmptyQueryError` when the pruning policy removes every query
         term, `IndexNotFoundError`, `FingerprintMismatchError`."""
-        if not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+        check_k(k)  # 1..MAX_K, a UsageError (a ValueError) otherwise
         start = time.perf_counter()
         full, format_ms, encode_ms = self.encode(conversation)
         t = time.perf_counter()

