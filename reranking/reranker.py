@@ -553,7 +553,7 @@ def _load_onnx(path: Path, spec: RerankerSpec, device: str) -> Reranker:
     missing or unusable), the `tokenizers` library and numpy; no torch or transformers when
     the exports are there."""
     from convsparse.encoders.onnx_session import open_export, providers_for
-    from convsparse.reranking.tokenizer import FastTokenizer
+    from convsparse.encoders.tokenizer import FastTokenizer
 
     read_head(path)  # a damaged folder is named even when its exports would still run
     tokenizer = FastTokenizer.load(path / "encoder")

@@ -153,7 +153,7 @@ def bi_encoder_files(folder: str | Path):
     """(tokenizer, max_seq_length, dimension) of a sentence-transformers folder, read from its
     files without loading the model (no torch): what serving from an ONNX export needs. The
     same checks as `check_mean_pooled`."""
-    from convsparse.reranking.tokenizer import FastTokenizer
+    from convsparse.encoders.tokenizer import FastTokenizer
 
     folder = Path(folder)
     modules = _json_file(folder / "modules.json")
