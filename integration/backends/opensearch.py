@@ -292,6 +292,9 @@ class OpenSearchBackend(BulkWriter):
             extra["token_ids"] = {k: v for k, v in extra["token_ids"].items() if k != "tokens"}
         return extra
 
+    def _put_mapping(self, name: str, body: dict[str, Any]) -> None:
+        self.client.indices.put_mapping(index=name, body=body)
+
     # ------------------------------------------------------------------ search
     @property
     def max_clause_count(self) -> int:
@@ -319,7 +322,9 @@ class OpenSearchBackend(BulkWriter):
     def search(
         self, name: str, query: TermMap, k: int = 10, *,
         fingerprint: str | None = None, rescore: TermMap | None = None, rescore_window: int = 0,
+        vectors: bool = False,
     ) -> list[Hit]:
+        """`Backend.search`; with `vectors`, each hit carries its stored passage vectors."""
         meta = self._search_meta(name, fingerprint)
         field_name = meta.get("term_field", self.field)
         query = query if isinstance(query, TermMap) else TermMap(query)
@@ -340,7 +345,7 @@ class OpenSearchBackend(BulkWriter):
             second = None if full is None else build_query(full, field_name, mode=self.query_mode,
                                                            max_clause_count=limit)
         body = search_body(first, k, rescore=second, rescore_window=rescore_window,
-                           exclude_fields=(field_name,))
+                           exclude_fields=(field_name, *self._vector_exclusion(meta, vectors)))
         try:
             with _reachable(f"search {name!r}"):
                 response = self.client.search(index=name, body=body)
@@ -351,7 +356,7 @@ class OpenSearchBackend(BulkWriter):
             if "too_many" in str(exc.error) or "too_many" in str(exc.info):
                 raise TooManyClausesError(max(len(query), len(rescore or ())), limit) from exc
             raise BackendError(f"search on {name!r} failed: {exc.info or exc}") from exc
-        return self._hits(response)
+        return self._hits(response, self.vector_spec(name) if vectors else None)
 
     def _ann_query(self, tokens: dict[str, float], field_name: str, *,
                    k: int | None) -> dict[str, Any] | None:
