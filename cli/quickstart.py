@@ -84,7 +84,12 @@ def _reusable(backend, encoder, n_docs: int) -> bool:
         info = backend.describe_index("quickstart")
     except IndexNotFoundError:
         return False
-    return info.fingerprint == encoder.fingerprint and info.count == n_docs
+    from convsparse.settings import get_settings
+
+    # an index from before passage vectors is re-built, so the quickstart re-ranks
+    holds_vectors = backend.vector_spec("quickstart") is not None
+    return (info.fingerprint == encoder.fingerprint and info.count == n_docs
+            and holds_vectors == get_settings().rerank_vectors)
 
 
 

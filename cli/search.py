@@ -156,7 +156,10 @@ def search(
                                        help="Rescore this many hits with the unpruned query."),
     rerank: Path | None = typer.Option(None, "--rerank", help="Re-rank the first stage's top "
                                        "hits with this re-ranker folder (`convsparse rerank "
-                                       "train`)."),
+                                       "train`) instead of the shipped one."),
+    no_rerank: bool = typer.Option(False, "--no-rerank", help="First-stage order only (by "
+                                   "default the shipped re-ranker reorders the top hits of an "
+                                   "index that holds passage vectors)."),
     rerank_depth: int = typer.Option(20, "--rerank-depth", min=1,
                                      help="How many first-stage hits the re-ranker reorders."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -175,7 +178,9 @@ def search(
     settings = settings_from(data_dir=data_dir, backend=backend, model=model, runtime=runtime)
     be = open_backend(settings)
     be.describe_index(index)  # IndexNotFoundError (exit 1) before the model loads
-    reranker = None
+    if no_rerank and rerank is not None:
+        raise UsageError("--rerank and --no-rerank exclude each other")
+    reranker: object = None if no_rerank else "default"  # the shipped one, where vectors are
     if rerank is not None:
         from convsparse.reranking import load_reranker
 

@@ -174,6 +174,8 @@ def load_embedder(spec: VectorSpec | None = None, *, device: str = "cpu",
     stride = None if spec is None else spec.stride
     if spec is not None and not spec.model.startswith(f"{DEFAULT_MODEL}=="):
         raise VectorSpecMismatchError(index, spec, None)
+    if window is not None and stride is None:
+        stride = window * 3 // 4  # PassageVectors' default: one embedder per cut
     key = (window, stride, device)
     embedder = _EMBEDDERS.get(key)
     if embedder is None:
