@@ -46,7 +46,7 @@ def test_a_killed_worker_never_leaves_a_document_without_its_vectors(
         try:
             box["status"] = run_ingest_job(source, index="vec", settings=settings,
                                            chunk_size=CHUNK, max_in_flight=2, progress=False,
-                                           stall_timeout_s=120, max_resubmits=0)
+                                           stall_timeout_s=300, max_resubmits=3)
         except BaseException as e:  # surfaced below
             box["error"] = e
 
