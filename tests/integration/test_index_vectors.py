@@ -396,3 +396,24 @@ def test_rerank_vectors_backfills_an_index_built_without_and_resumes(tmp_path, t
     assert again.exit_code == 0 and "0 of 12 passages to embed" in again.output
     old_form = runner.invoke(app, ["rerank", "vectors", "folder", "docs.jsonl"])
     assert old_form.exit_code == 2 and "takes an index name now" in old_form.output
+
+
+def test_cli_search_re_ranks_by_default_and_no_rerank_turns_it_off(vector_index, tiny_model_dir):
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from convsparse.cli import app
+
+    base = ["search", "--index", "docs", "-c", '"Tell me about Lisbon"', "--json", "--data-dir",
+            str(vector_index), "--model", str(tiny_model_dir), "--runtime", "torch"]
+    runner = CliRunner()
+    default = runner.invoke(app, base)
+    assert default.exit_code == 0, default.output
+    # the shipped re-ranker re-ranks, or (not installed) the first stage says why
+    status = _json.loads(default.output.strip().splitlines()[-1])["rerank"]
+    assert status == "ok" or status.startswith("fallback: the shipped re-ranker")
+    off = runner.invoke(app, [*base, "--no-rerank"])
+    assert _json.loads(off.output.strip().splitlines()[-1])["rerank"] == "off"
+    both = runner.invoke(app, [*base, "--no-rerank", "--rerank", "somewhere"])
+    assert both.exit_code == 2 and "exclude each other" in both.output

@@ -101,3 +101,35 @@ def test_backfill_scans_pages_and_updates_only_what_is_missing_or_stale(fake, ma
                             vectors=vectors("passage 0"))
     assert all(r.ok for r in backend.upsert("old", [stale]))
     assert [i for i, _ in backend.passages_to_embed("old")] == ["d0", "d3", "d4"]
+
+
+@pytest.mark.parametrize("engine", ["opensearch", "elasticsearch"], indirect=True)
+def test_a_conversational_search_index_stores_vectors_and_re_ranks_from_them(
+        fake, make_backend, tiny_student, tiny_model_dir, monkeypatch):
+    """End to end on the engine: index_documents creates the index with vectors (put_mapping),
+    writes them with the term maps, and a search re-ranks from the vectors its hits return."""
+    import torch
+
+    from convsparse.integration.client import ConversationalSearch
+    from convsparse.reranking.reranker import new_reranker
+
+    torch.manual_seed(3)
+    rr = new_reranker(tiny_model_dir, cross_encoder=False, semantic="minilm", semantic_window=128)
+    backend = make_backend()
+    records = [{"id": f"p{i}", "title": f"Place {i}", "text": text} for i, text in enumerate([
+        "Lisbon is the capital of Portugal.", "Rome is the capital of Italy.",
+        "Lisbon has about 545,000 inhabitants.", "Octopuses have three hearts."])]
+    client = ConversationalSearch("docs", encoder=tiny_student, backend=backend, reranker=rr)
+    report = client.index_documents(records, progress=False, rerank_vectors=True)
+    assert report.indexed == 4 and not report.failed
+    assert backend.vector_spec("docs").window == 128
+    assert all(VECTORS_FIELD in d for d in fake.docs("docs").values())
+
+    def no_passage_embedding(*args, **kwargs):
+        raise AssertionError("a passage was embedded at query time")
+
+    monkeypatch.setattr(rr.semantic, "_encode", no_passage_embedding)
+    result = client.search("How many people live in Lisbon?", k=3)
+    assert result.rerank == "ok", result.rerank
+    body = [b for m, p, b in fake.requests if p.endswith("/_search")][-1]
+    assert VECTORS_FIELD not in body["_source"].get("excludes", [])  # asked for, one request
