@@ -107,6 +107,7 @@ from convsparse.cli import (  # noqa: E402  (the groups register on `app`, defin
     generate,
     index,
     ingest,
+    mlcommons,
     quickstart,
     rerank,
     search,
@@ -118,7 +119,7 @@ from convsparse.cli import (  # noqa: E402  (the groups register on `app`, defin
 # sub-apps the same way (`group.command(name)(function)`, then `app.add_typer(group, ...)`).
 # Heavy imports stay inside the command bodies, so `--help` is fast.
 for _group in (encode, index, ingest, search, quickstart, evaluation, distill, rerank, generate,
-               workers):
+               workers, mlcommons):
     _group.register(app)
 
 from convsparse.redaction import install_log_masking  # noqa: E402

@@ -25,10 +25,20 @@ def index_create(
         None, "--seismic",
         help='OpenSearch sparse_vector SEISMIC parameters as JSON, e.g. \'{"n_postings": 4000}\' '
              "(documented defaults otherwise)."),
+    ingest: str | None = typer.Option(
+        None, "--ingest", help="mlcommons: OpenSearch encodes the documents with a deployed ML "
+                               "Commons model through the index's default ingest pipeline."),
+    model_id: str | None = typer.Option(None, "--model-id", help="With --ingest mlcommons: the model."),
+    pipeline: str | None = typer.Option(
+        None, "--pipeline", help="With --ingest mlcommons: the ingest pipeline (default convsparse-<fp12>)."),
+    two_phase_pipeline: str | None = typer.Option(
+        None, "--two-phase-pipeline", help="With --ingest mlcommons: a two-phase search pipeline "
+                                           "as the index's default search pipeline."),
     rerank_vectors: bool | None = typer.Option(
         None, "--rerank-vectors/--no-rerank-vectors",
         help="Store the re-ranker's passage vectors with the term maps (default: "
-             "CONVSPARSE_RERANK_VECTORS, on)."),
+             "CONVSPARSE_RERANK_VECTORS, on; never with --ingest mlcommons, where the cluster "
+             "writes the documents)."),
     model: Model = None, runtime: Runtime = None, data_dir: DataDir = None,
     backend: BackendName = None,
 ) -> None:
@@ -46,6 +56,10 @@ def index_create(
             raise IndexExistsError(name)
     except IndexNotFoundError:
         pass
+    from convsparse.cli.mlcommons import index_ingest_options
+
+    extra = index_ingest_options(settings, ingest, model_id, pipeline, two_phase_pipeline, fingerprint)
+    fingerprint = extra.pop("fingerprint", fingerprint)
     vocab = None
     if fingerprint is None or _opensearch_sparse(settings):
         enc = load_encoder(settings)
@@ -57,9 +71,9 @@ def index_create(
                 raise UsageError(f"{type(enc).__name__} does not expose its vocabulary; a "
                                  "sparse_vector index needs it to map tokens to ids")
             be = open_backend(settings, token_vocabulary=tokens, **options)
-    info = be.create_index(name, fingerprint=fingerprint, vocabulary=vocab, exist_ok=exist_ok)
+    info = be.create_index(name, fingerprint=fingerprint, vocabulary=vocab, exist_ok=exist_ok, **extra)
     vectors = ""
-    if (settings.rerank_vectors if rerank_vectors is None else rerank_vectors):
+    if ingest is None and (settings.rerank_vectors if rerank_vectors is None else rerank_vectors):
         from convsparse.integration.backend import SupportsPassageVectors
         from convsparse.integration.vectors import default_spec
 
@@ -129,33 +143,35 @@ def index_delete(
     missing_ok: bool = typer.Option(False, "--missing-ok", help="Succeed if it does not exist."),
     data_dir: DataDir = None, backend: BackendName = None,
 ) -> None:
-    """Delete an index and all its documents."""
+    """Delete an index and all its documents (a damaged one too: nothing of it is read)."""
     from convsparse.errors import IndexNotFoundError
 
     be = open_backend(settings_from(data_dir=data_dir, backend=backend))
     try:
-        be.describe_index(name)
+        be.delete_index(name)
     except IndexNotFoundError:
         if not missing_ok:
             raise
         typer.echo(f"index {name} does not exist; nothing deleted")
         return
-    be.delete_index(name, missing_ok=missing_ok)
     typer.echo(f"deleted index {name}")
 
 
 def index_build_ann(
     name: str = typer.Argument(...),
-    n_postings: int = typer.Option(3500, min=1, help="Average posting-list length kept per term."),
-    centroid_fraction: float = typer.Option(0.1, help="Blocks per posting list / its length."),
-    summary_energy: float = typer.Option(0.4, help="Share of a block's weight its summary keeps."),
-    threads: int = typer.Option(0, min=0, help="Build threads (0 = all cores)."),
+    # the ranges are checked by AnnBuild, whose error is one line (exit 2)
+    n_postings: int = typer.Option(3500, help="Average posting-list length kept per term (>= 1)."),
+    centroid_fraction: float = typer.Option(0.1, help="Blocks per posting list / its length (0-1]."),
+    summary_energy: float = typer.Option(0.4, help="Share of a block's weight its summary keeps (0-1]."),
+    threads: int = typer.Option(0, help="Build threads (0 = all cores)."),
     data_dir: DataDir = None, backend: BackendName = None,
 ) -> None:
     """(Re)build the index's approximate-search structure (embedded; SEISMIC), for
     `search(..., approximate=AnnQuery(...))` and the ANN points of `convsparse tune`."""
     from convsparse.integration.backend import SupportsApproximateSearch
+    from convsparse.integration.backends.embedded_ann import AnnBuild
 
+    AnnBuild(n_postings, centroid_fraction, summary_energy, threads)  # bad values: exit 2 first
     be = open_backend(settings_from(data_dir=data_dir, backend=backend))
     if not isinstance(be, SupportsApproximateSearch):
         raise UsageError(f"{type(be).__name__} has no approximate-search structure to build "

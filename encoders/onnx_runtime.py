@@ -51,6 +51,22 @@ from convsparse.termmap import CsrRows
 
 log = logging.getLogger(__name__)
 
+# ONNX Runtime's telemetry writes a device id and an event database under the user's home
+# cache (~/.cache/Microsoft/DeveloperTools/.onnxruntime) when the library loads; the variable
+# must be set before the first import (a user who sets it keeps their choice).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+
+def _onnxruntime():
+    """The onnxruntime module, with its telemetry events off where it offers the switch
+    (for a process that imported it before this module set ``ORT_DISABLE_TELEMETRY``)."""
+    import onnxruntime as ort
+
+    if os.environ.get("ORT_DISABLE_TELEMETRY") == "1" and hasattr(ort, "disable_telemetry_events"):
+        ort.disable_telemetry_events()
+    return ort
+
+
 INPUT_NAMES = ["input_ids", "attention_mask"]
 OPSET = 17
 #: Bumped when the exported graph changes for the same weights (2: max-first SPLADE pooling;
@@ -191,8 +207,7 @@ def inference_session(path: str | Path, providers: list[str], *,
     """An ONNX Runtime session as the project runs them: all graph optimisations, sequential
     execution (a BERT graph has no useful inter-op parallelism), intra-op threads = the CPUs
     this process may use (so `taskset` or `os.sched_setaffinity` bounds it), quiet logs."""
-    import onnxruntime as ort
-
+    ort = _onnxruntime()
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -204,8 +219,7 @@ def inference_session(path: str | Path, providers: list[str], *,
 
 
 def providers_for(device: str) -> list[str]:
-    import onnxruntime as ort
-
+    ort = _onnxruntime()
     available = ort.get_available_providers()
     if device in ("auto", "cuda") or device.startswith("cuda"):
         if "CUDAExecutionProvider" in available:

@@ -20,9 +20,21 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from convsparse.errors import InvalidDocumentError, InvalidTermMapError
+from convsparse.errors import InvalidDocumentError, InvalidTermMapError, UsageError
 from convsparse.integration.vectors import DocumentVectors, VectorSpec
 from convsparse.termmap import TermMap
+
+#: The most hits one search returns (and the largest rescore window): OpenSearch's and
+#: Elasticsearch's default ``index.max_result_window``. A bound keeps a typo (``k=10**9``) from
+#: asking an ANN library for gigabytes of heap; every backend and the client check it.
+MAX_K = 10_000
+
+
+def check_k(k: object, what: str = "k") -> int:
+    """`k` if it is an int from 1 to `MAX_K`, else `UsageError` (a `ValueError`) in one line."""
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise UsageError(f"{what} must be an integer from 1 to {MAX_K} (the search limit), got {k!r}")
+    return k
 
 #: `json.dumps(fields, ensure_ascii=False, allow_nan=False)`, with one encoder built once
 #: rather than one per document (json.dumps builds one whenever it gets options).

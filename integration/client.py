@@ -27,6 +27,7 @@ from convsparse.integration.backend import (
     Hit,
     SupportsDocumentFrequencies,
     SupportsPassageVectors,
+    check_k,
 )
 from convsparse.integration.ingestion import IndexReport
 from convsparse.integration.vectors import VectorSpec, VectorSpecMismatchError, spec_of
@@ -185,8 +186,7 @@ class ConversationalSearch:
         with "turns", or a plain string = one user turn). Raises `InvalidConversationError`
         for malformed input, `EmptyQueryError` when the pruning policy removes every query
         term, `IndexNotFoundError`, `FingerprintMismatchError`."""
-        if not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+        check_k(k)  # 1..MAX_K, a UsageError (a ValueError) otherwise
         start = time.perf_counter()
         full, format_ms, encode_ms = self.encode(conversation)
         t = time.perf_counter()

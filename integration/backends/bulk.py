@@ -16,10 +16,11 @@ input order. An engine supplies two hooks:
 Retry rules (the only retries: each engine's transport is built with `max_retries=0`, so
 nothing nests):
 - item 429 (`es_rejected_execution_exception`): only those items are resent, with capped
-  exponential backoff and equal jitter, at most `max_retries` times each;
+  exponential backoff and equal jitter (`convsparse.backoff.Backoff`), at most
+  `backoff.max_retries` times each;
 - item 400/409 and every other item error: permanent, reported per document with the reason;
 - whole-request 429, 502/503/504 or a dropped connection/timeout: the chunk is resent (safe
-  because `_id`s are deterministic) up to `max_retries` times, then every document of the chunk
+  because `_id`s are deterministic) up to `backoff.max_retries` times, then every document of the chunk
   is reported failed;
 - whole-request 413: the chunk is split in halves and resent; a single document that is still
   too large is reported failed with status 413.
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring
 from typing import Any
 
+from convsparse.backoff import Backoff
 from convsparse.errors import (
     BackendError,
     FingerprintMismatchError,
@@ -77,6 +79,8 @@ _rank_features: Callable[[TermMap], dict[str, Any] | bytes] = rank_features_json
 
 #: Whole-request statuses worth resending (besides connection errors and timeouts).
 TRANSIENT_REQUEST_STATUSES = frozenset({429, 502, 503, 504})
+#: Five retries with waits capped from 0.5 s up to 30 s: time for a loaded cluster to recover.
+DEFAULT_BACKOFF = Backoff(max_retries=5, initial_s=0.5, max_s=30.0)
 #: Fields stored at the top level of the document; all others go into `metadata`.
 TOP_LEVEL_FIELDS = ("title", "text")
 
@@ -164,8 +168,8 @@ class RequestFailure:
 class BulkWriter:
     """`upsert` and `delete_documents` for an engine with `_bulk` (see the module docstring).
 
-    The engine class sets `chunk_size`, `max_chunk_bytes`, `max_retries`, `initial_backoff`,
-    `max_backoff`, `refresh_after_upsert`, `field`, `stats`, `_sleep`, `_rng` (see
+    The engine class sets `chunk_size`, `max_chunk_bytes`, `backoff` (a `Backoff`),
+    `refresh_after_upsert`, `field`, `stats`, `_sleep`, `_rng` (see
     `_init_bulk`), `client`, `meta_cache_ttl_s`, `_meta_cache` and `_not_found`, and
     implements `_reachable`, `_bulk_round` and `_request_failure`. The index bookkeeping both
     engines share (`describe_index`, `delete_index`, `count`, `refresh`, the cached `_meta`,
@@ -175,9 +179,7 @@ class BulkWriter:
 
     chunk_size: int
     max_chunk_bytes: int
-    max_retries: int
-    initial_backoff: float
-    max_backoff: float
+    backoff: Backoff
     refresh_after_upsert: bool
     field: str
     stats: BulkStats
@@ -194,17 +196,14 @@ class BulkWriter:
     _meta_defaults: Mapping[str, Any] = {}
 
     def _init_bulk(
-        self, *, chunk_size: int, max_chunk_bytes: int, max_retries: int, initial_backoff: float,
-        max_backoff: float, refresh_after_upsert: bool, sleep: Callable[[float], None],
-        rng: random.Random | None,
+        self, *, chunk_size: int, max_chunk_bytes: int, backoff: Backoff | None,
+        refresh_after_upsert: bool, sleep: Callable[[float], None], rng: random.Random | None,
     ) -> None:
-        if chunk_size < 1 or max_chunk_bytes < 1 or max_retries < 0:
-            raise ValueError("chunk_size and max_chunk_bytes must be >= 1, max_retries >= 0")
+        if chunk_size < 1 or max_chunk_bytes < 1:
+            raise ValueError("chunk_size and max_chunk_bytes must be >= 1")
         self.chunk_size = chunk_size
         self.max_chunk_bytes = max_chunk_bytes
-        self.max_retries = max_retries
-        self.initial_backoff = initial_backoff
-        self.max_backoff = max_backoff
+        self.backoff = backoff or DEFAULT_BACKOFF
         self.refresh_after_upsert = refresh_after_upsert
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -548,9 +547,7 @@ class BulkWriter:
         yield from flush(last=True)
 
     def _backoff(self, attempt: int) -> float:
-        """Capped exponential backoff with equal jitter: half fixed, half random."""
-        cap = min(self.max_backoff, self.initial_backoff * (2 ** (attempt - 1)))
-        delay = cap / 2 + self._rng.uniform(0, cap / 2)
+        delay = self.backoff.delay(attempt, self._rng)
         self.stats.backoff_s += delay
         return delay
 
@@ -583,11 +580,11 @@ class BulkWriter:
                     results.update(self._send(pending[half:]))
                     return results
                 transient = failure.connection or status in TRANSIENT_REQUEST_STATUSES
-                if transient and request_failures < self.max_retries:
+                if transient and request_failures < self.backoff.max_retries:
                     request_failures += 1
                     self.stats.request_retries += 1
                     log.info("bulk request failed (%s), retry %d/%d",
-                             status or type(exc).__name__, request_failures, self.max_retries)
+                             status or type(exc).__name__, request_failures, self.backoff.max_retries)
                     self._sleep(self._backoff(request_failures))
                     continue
                 reason = (f"bulk request failed after {request_failures + 1} attempt(s): "
@@ -604,7 +601,7 @@ class BulkWriter:
                     results[e.pos] = DocumentResult(e.source_id, True, status)
                 elif status == 404 and info.get("result") == "not_found":
                     results[e.pos] = DocumentResult(e.source_id, False, 404, "not found")
-                elif status == 429 and e.attempts < self.max_retries:
+                elif status == 429 and e.attempts < self.backoff.max_retries:
                     e.attempts += 1
                     retry.append(e)
                 else:

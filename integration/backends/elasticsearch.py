@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from convsparse.backoff import Backoff
 from convsparse.errors import (
     BackendError,
     IndexNotFoundError,
@@ -125,9 +126,7 @@ class ElasticsearchBackend(BulkWriter):
         refresh_interval: str = "1s",
         chunk_size: int = 500,
         max_chunk_bytes: int = 10 * 1024 * 1024,
-        max_retries: int = 5,
-        initial_backoff: float = 0.5,
-        max_backoff: float = 30.0,
+        backoff: Backoff | None = None,
         refresh_after_upsert: bool = True,
         meta_cache_ttl_s: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
@@ -138,8 +137,7 @@ class ElasticsearchBackend(BulkWriter):
         if max_clause_count < 1:
             raise ValueError("max_clause_count must be >= 1")
         self._init_bulk(chunk_size=chunk_size, max_chunk_bytes=max_chunk_bytes,
-                        max_retries=max_retries, initial_backoff=initial_backoff,
-                        max_backoff=max_backoff, refresh_after_upsert=refresh_after_upsert,
+                        backoff=backoff, refresh_after_upsert=refresh_after_upsert,
                         sleep=sleep, rng=rng)
         self.client = client
         self.field_type: FieldType = field_type

@@ -4,8 +4,11 @@ One folder per index under ``root_dir``; the store of record is ``index.sqlite``
 `convsparse.integration.backends.embedded_store` for its tables, its fsync policy and why SQLite): a
 batch of upserts or deletes is one transaction, all or nothing, and a failed write (full disk,
 I/O error, read-only file system) raises `IndexWriteError` and leaves every batch acknowledged
-before it readable. Indices written by format 1 (snapshot + JSON-lines log) are converted on
-first open, or read as they are where the folder cannot be written
+before it readable. A damaged database (not a database, malformed, truncated, rows that do not
+decode) raises `IndexCorruptError` on every call, one line naming the fix (restore the folder,
+or `convsparse index delete NAME`, which reads nothing from it); see
+``docs/guides/embedded-store-faults.md``. Indices written by format 1 (snapshot + JSON-lines
+log) are converted on first open, or read as they are where the folder cannot be written
 (`convsparse.integration.backends.embedded_legacy`).
 
 The search structures are a cache derived from the store, in memory: every call first checks
@@ -58,18 +61,28 @@ from convsparse.integration.backend import (
     Hit,
     IndexedDocument,
     IndexInfo,
+    check_k,
     indexed_document,
 )
 from convsparse.integration.backends import embedded_ann as ann
 from convsparse.integration.backends import embedded_legacy as legacy
-from convsparse.integration.backends.embedded_ann import AnnBuild, AnnInfo, AnnNotBuiltError, AnnQuery
+from convsparse.integration.backends.embedded_ann import (
+    AnnBuild,
+    AnnDamagedError,
+    AnnInfo,
+    AnnNotBuiltError,
+    AnnQuery,
+)
 from convsparse.integration.backends.embedded_store import (
     FORMAT,
     VECTORS_SCHEMA,
+    IndexCorruptError,
     IndexStore,
     IndexWriteError,
     decode_meta,
+    is_corruption,
     is_store,
+    read_error,
     step,
 )
 from convsparse.integration.vectors import (
@@ -247,7 +260,15 @@ def _store_rows(
 
 def _catch_up(conn: sqlite3.Connection, st: _IndexState | None, store: IndexStore) -> _IndexState:
     """`st` with every operation committed in the store applied (a new state after a
-    compaction). `conn` is inside a transaction, so what it reads is one consistent snapshot."""
+    compaction). `conn` is inside a transaction, so what it reads is one consistent snapshot.
+    Rows that do not decode raise `IndexCorruptError`; SQLite's own errors are the caller's."""
+    try:
+        return _apply_ops(conn, st, store)
+    except (ValueError, KeyError, TypeError) as e:  # a meta value, a blob or a fields text
+        raise IndexCorruptError(store.folder.name, store.path, f"a stored row does not decode: {e}") from e
+
+
+def _apply_ops(conn: sqlite3.Connection, st: _IndexState | None, store: IndexStore) -> _IndexState:
     meta = decode_meta(conn.execute("SELECT key, value FROM meta").fetchall())
     if "fingerprint" not in meta:
         raise sqlite3.OperationalError("no such table: meta (index creation did not finish)")
@@ -260,7 +281,7 @@ def _catch_up(conn: sqlite3.Connection, st: _IndexState | None, store: IndexStor
                          (len(st.terms),)).fetchall()
     if terms:
         if terms[0][0] != len(st.terms) or terms[-1][0] != len(st.terms) + len(terms) - 1:
-            raise BackendError(f"index {meta.get('name')!r}: the term dictionary has gaps")
+            raise IndexCorruptError(store.folder.name, store.path, "the term dictionary has gaps")
         st.add_terms(t for _, t in terms)
     last = st.last_seq
     # read everything first: a read error must not leave `st` half caught up
@@ -299,8 +320,16 @@ def _vectors_problem(doc: IndexedDocument, spec: VectorSpec) -> str | None:
     return None
 
 
-def _ann_dict(info: AnnInfo | None) -> dict[str, Any] | None:
-    return None if info is None else info.to_dict()
+def _writable(folder: Path, db: Path) -> bool:
+    """Whether this process can write the index now (``access`` sees a read-only mount and
+    permissions; SQLite's read connection, which may use an existing shared-memory file, does not)."""
+    return os.access(folder, os.W_OK) and os.access(db, os.W_OK)
+
+
+def _stale_message(name: str, info: AnnInfo, st: _IndexState) -> str:
+    return (f"index {name!r} was compacted after its ANN build (generation {info.generation}, now "
+            f"{st.generation}): approximate searches search exactly; rebuild it with "
+            f"`convsparse index build-ann {name}` (or EmbeddedBackend.build_ann({name!r}))")
 
 
 class EmbeddedBackend:
@@ -311,13 +340,7 @@ class EmbeddedBackend:
     loss. See `convsparse.integration.backends.embedded_store`.
 
     >>> import tempfile
-    >>> from convsparse.integration.vectors import (
-    META_KEY,
-    DocumentVectors,
-    VectorSpec,
-    VectorSpecMismatchError,
-)
-from convsparse.termmap import CsrTermMap, TermMap, quantize_feature_values
+    >>> from convsparse.termmap import CsrTermMap, TermMap, quantize_feature_values
     >>> be = EmbeddedBackend(tempfile.mkdtemp())
     >>> _ = be.create_index("demo", fingerprint="fp")
     >>> docs = [IndexedDocument("a", TermMap({"paris": 2.0})), IndexedDocument("b", TermMap({"rome": 1.0}))]
@@ -338,6 +361,9 @@ from convsparse.termmap import CsrTermMap, TermMap, quantize_feature_values
         self.durable = durable
         self._states: dict[str, _IndexState] = {}
         self._anns: dict[str, ann.LoadedAnn] = {}
+        self._ann_warned: set[tuple[str, str]] = set()  # (index, reason) already logged
+        # index -> (ann.json signature, why its build could not be loaded): not loaded again
+        self._ann_failed: dict[str, tuple[Any, str]] = {}
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
@@ -358,6 +384,7 @@ from convsparse.termmap import CsrTermMap, TermMap, quantize_feature_values
 
     def _forget(self, name: str) -> None:
         self._anns.pop(name, None)
+        self._ann_failed.pop(name, None)
         st = self._states.pop(name, None)
         if st is not None and st.store is not None:
             st.store.close()
@@ -383,11 +410,16 @@ from convsparse.termmap import CsrTermMap, TermMap, quantize_feature_values
                 with store.read() as conn:
                     st = _catch_up(conn, None, store)
                 st.data_version = dv
-        except sqlite3.OperationalError as e:
+        except sqlite3.Error as e:
             store.close()
-            if "no such table" in str(e):
+            if isinstance(e, sqlite3.OperationalError) and "no such table" in str(e):
                 raise IndexNotFoundError(name) from None
-            raise BackendError(f"index {name!r}: cannot read {store.path}: {e}") from e
+            raise read_error(name, store.path, e) from e
+        except BaseException:
+            store.close()
+            raise
+        if not store.immutable and os.access(d, os.W_OK):
+            ann.remove_orphans(d)
         return st
 
     def _legacy_state(self, name: str, d: Path) -> _IndexState:
@@ -422,13 +454,20 @@ from convsparse.termmap import CsrTermMap, TermMap, quantize_feature_values
                 elif store.immutable:
                     return st
                 else:
-                    with store.lock:
-                        dv = store.data_version()
-                        if dv == st.data_version:
-                            return st
-                        with store.read() as conn:
-                            st = _catch_up(conn, st, store)
-                        st.data_version = dv
+                    try:
+                        with store.lock:
+                            dv = store.data_version()
+                            if dv == st.data_version:
+                                return st
+                            with store.read() as conn:
+                                st = _catch_up(conn, st, store)
+                            st.data_version = dv
+                    except sqlite3.Error as e:
+                        self._forget(name)
+                        raise read_error(name, store.path, e) from e
+                    except IndexCorruptError:
+                        self._forget(name)
+                        raise
                     self._states[name] = st
                     return st
             st = self._open(name)
@@ -467,19 +506,54 @@ from convsparse.termmap import CsrTermMap, TermMap, quantize_feature_values
         return self.describe_index(name)
 
     def describe_index(self, name: str) -> IndexInfo:
+        """The index's fingerprint, count and details. ``read_only`` is what this process
+        observes now (the folder or the file cannot be written: a read-only mount, permissions);
+        ``ann`` is the current ANN build with its ``status`` ("ready", or "unusable" and the
+        ``problem`` with its fix), or None if none was built."""
         st = self._state(name)
         store = st.store
+        d = self._dir(name)
         return IndexInfo(
             name=name, fingerprint=st.meta["fingerprint"], count=st.n_alive,
             vocabulary=st.meta.get("vocabulary"),
-            extra={"backend": "embedded", "path": str(self._dir(name)), "terms": len(st.terms),
+            extra={"backend": "embedded", "path": str(d), "terms": len(st.terms),
                    "generation": st.generation, "rows": len(st.ids), "log_ops": st.n_ops,
                    "quantize": self.quantize, "format": FORMAT if store else 1,
                    "durable": self.durable,
-                   "read_only": store is None or store.immutable,
-                   "ann": _ann_dict(self.ann_info(name)),
+                   "read_only": store is None or store.immutable or not _writable(d, store.path),
+                   "ann": self._ann_status(name, st),
                    META_KEY: st.meta.get(META_KEY)},
         )
+
+    def _ann_status(self, name: str, st: _IndexState) -> dict[str, Any] | None:
+        d = self._dir(name)
+        try:
+            info = ann.read_info(d)
+        except AnnDamagedError as e:
+            self._warn_ann(name, e.reason, str(e))
+            return {"status": "unusable", "problem": str(e)}
+        if info is None:
+            return None
+        out: dict[str, Any] = {**info.to_dict(), "status": "ready"}
+        failed = self._ann_failed.get(name)
+        try:
+            ann.check_file(d, info)
+            if failed is not None and failed[0] == ann.signature(d):  # a search could not load it
+                out.update(status="unusable", problem=failed[1])
+                return out
+        except AnnDamagedError as e:
+            self._warn_ann(name, e.reason, str(e))
+            out.update(status="unusable", problem=str(e))
+        else:
+            if info.generation != st.generation or info.n_rows > len(st.ids):
+                out.update(status="unusable", problem=_stale_message(name, info, st))
+        return out
+
+    def _warn_ann(self, name: str, reason: str, message: str) -> None:
+        """Log an unusable ANN build once per index and reason (searches go on exactly)."""
+        if (name, reason) not in self._ann_warned:
+            self._ann_warned.add((name, reason))
+            logger.warning("%s", message)
 
     def delete_index(self, name: str, *, missing_ok: bool = False) -> None:
         d = self._dir(name)
@@ -565,8 +639,14 @@ from convsparse.termmap import CsrTermMap, TermMap, quantize_feature_values
                     step("write:ops")
                     self._write_vectors(conn, name, st, ops, vectors)
             except (sqlite3.Error, OSError) as e:
+                if isinstance(e, sqlite3.Error) and is_corruption(e):
+                    self._forget(name)
+                    raise IndexCorruptError(name, store.path, str(e)) from e
                 self._states[name] = st  # what others committed is applied; ours is not
                 raise IndexWriteError(name, what, e) from e
+            except IndexCorruptError:
+                self._forget(name)
+                raise
             # committed (and fsynced when durable): now the in-memory copy
             st.add_terms(new_terms)
             parsed = iter(parse_fields([f for _, tm, f in ops if tm is not None]))
@@ -771,6 +851,9 @@ from convsparse.termmap import CsrTermMap, TermMap, quantize_feature_values
                              (json.dumps(st.generation + 1),))
                 step("compact:meta")
         except (sqlite3.Error, OSError) as e:
+            if isinstance(e, sqlite3.Error) and is_corruption(e):
+                self._forget(name)
+                raise IndexCorruptError(name, store.path, str(e)) from e
             raise IndexWriteError(name, "compaction", e) from e
         self._forget(name)
         self._states[name] = self._open(name)
@@ -840,9 +923,11 @@ from convsparse.termmap import CsrTermMap, TermMap, quantize_feature_values
         ``approximate`` (an `AnnQuery`, or True for its defaults) asks the ANN structure made by
         `build_ann` for the candidates instead (`AnnNotBuiltError` if there is none); documents
         written since the build are searched exactly and merged, deleted ones are left out,
-        and scores are exact. Rescoring works the same either way."""
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        and scores are exact. Rescoring works the same either way. ``k`` and ``rescore_window``
+        are at most `MAX_K` (`UsageError` otherwise)."""
+        check_k(k)
+        if rescore is not None and rescore_window:
+            check_k(rescore_window, "rescore_window")
         st = self._state(name)
         if fingerprint is not None and fingerprint != st.meta["fingerprint"]:
             raise FingerprintMismatchError(name, st.meta["fingerprint"], fingerprint)
@@ -887,42 +972,57 @@ from convsparse.termmap import CsrTermMap, TermMap, quantize_feature_values
         and publish it next to the index files (see `embedded_ann`). Searches in this and other
         processes keep using the previous build until the new one is in place."""
         params = AnnBuild(n_postings, centroid_fraction, summary_energy, threads)
-        with self._lock:  # a consistent snapshot; the build itself runs without the lock
-            st = self._state(name)
-            store = st.store
+        with self._lock:
+            store = self._state(name).store
             if store is None or store.immutable or not os.access(store.folder, os.W_OK):
                 raise IndexWriteError(name, "building the ANN index", PermissionError(
                     errno.EROFS, f"{self._dir(name)} is read-only here"))
-            docs, alive, generation = st.matrix(), np.asarray(st.alive, dtype=bool), st.generation
         try:
-            info = ann.build(store.folder, docs, alive, generation, params)
+            # one build at a time per index, in every process (see embedded_ann)
+            with ann.build_lock(store.folder):
+                with self._lock:  # a consistent snapshot; the build itself runs without the lock
+                    st = self._state(name)
+                    docs, alive, generation = st.matrix(), np.asarray(st.alive, dtype=bool), st.generation
+                info = ann.build(store.folder, docs, alive, generation, params)
         except OSError as e:
             raise IndexWriteError(name, "building the ANN index", e) from e
         with self._lock:
             self._anns.pop(name, None)
+            self._ann_failed.pop(name, None)
+            self._ann_warned = {w for w in self._ann_warned if w[0] != name}
         logger.info("index %s: ANN built over %d documents in %.1fs", name, info.n_docs, info.build_seconds)
         return info
 
     def ann_info(self, name: str) -> AnnInfo | None:
-        """What the current ANN build of `name` covers, or None if none was built."""
+        """What the current ANN build of `name` covers, or None if none was built;
+        `AnnDamagedError` if its ``ann.json`` cannot be used."""
         return ann.read_info(self._dir(name))
 
     def _loaded_ann(self, name: str, st: _IndexState) -> ann.LoadedAnn | None:
-        """The ANN build to search, reloaded if another process rebuilt it; None (exact) when
-        the index was compacted since the build."""
+        """The ANN build to search, reloaded if another process rebuilt it; None (exact, with a
+        warning) when the index was compacted since the build or the build cannot be used."""
         with self._lock:
             built = self._anns.get(name)
             if built is None or not built.current():
+                self._anns.pop(name, None)
+                d = self._dir(name)
+                sig = ann.signature(d)
+                failed = self._ann_failed.get(name)
+                if failed is not None and failed[0] == sig and sig is not None:
+                    return None  # the same damaged build: warned already, not loaded again
                 try:
-                    built = self._anns[name] = ann.LoadedAnn(self._dir(name))
+                    built = self._anns[name] = ann.LoadedAnn(d)
                 except FileNotFoundError:
                     raise AnnNotBuiltError(name) from None
+                except AnnDamagedError as e:  # derived: never blocks a search
+                    self._ann_failed[name] = (sig, str(e))
+                    self._warn_ann(name, e.reason, f"{e} (searching exactly)")
+                    return None
+                self._ann_failed.pop(name, None)
         info = built.info
         if info.generation != st.generation or info.n_rows > len(st.ids):
             if not built.warned_stale:
-                logger.warning("index %s was compacted after its ANN build (generation %d, now %d): "
-                               "searching exactly; run build_ann(%r) again", name, info.generation,
-                               st.generation, name)
+                logger.warning("%s", _stale_message(name, info, st))
                 built.warned_stale = True
             return None
         return built
@@ -1014,6 +1114,6 @@ from convsparse.termmap import CsrTermMap, TermMap, quantize_feature_values
         return self.describe_index(name)
 
 
-__all__ = ["AnnBuild", "AnnInfo", "AnnNotBuiltError", "AnnQuery", "EmbeddedBackend", "IndexWriteError",
-           "check_index_name", "quantize_feature_values"]
+__all__ = ["AnnBuild", "AnnDamagedError", "AnnInfo", "AnnNotBuiltError", "AnnQuery", "EmbeddedBackend",
+           "IndexCorruptError", "IndexWriteError", "check_index_name", "quantize_feature_values"]
 

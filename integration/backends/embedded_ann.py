@@ -20,10 +20,21 @@ Files, in the index folder (``<root>/<index>/``)::
                                  the index it covers, the build parameters
     ann-<token>.index.seismic    the SEISMIC index (seismic's own binary format)
 
-A build writes a new ``ann-<token>`` file first, then replaces ``ann.json`` atomically
-(``os.replace``, both fsynced), then removes the older files: a reader sees the old build or the
-new one, never half of one, and nothing needs write access to read. `delete_index` removes them
-with the rest of the folder.
+    ann.lock                     the build lock (``flock``): one build at a time per index
+
+A build takes the lock (a second build, in any process, waits for the first), writes a new
+``ann-<token>`` file, then replaces ``ann.json`` atomically (``os.replace``, both fsynced), then
+removes the older files: a reader sees the old build or the new one, never half of one, and
+nothing needs write access to read. Without the lock two builds could each remove the other's
+file and one of them publish an ``ann.json`` naming a removed file. A build killed before it
+published leaves its ``ann-<token>`` file behind: the next build, or the next process that
+opens the index with write access while no build runs, removes it (`remove_orphans`).
+`delete_index` removes them with the rest of the folder.
+
+These files are derived and rebuildable: a damaged ``ann.json`` (not JSON, missing fields, a
+``file`` that is not a plain ``ann-<hex>.index.seismic`` name in the index folder) or a missing
+or unreadable index file never blocks exact search, ``describe``, writes or ``delete``; an
+approximate search then searches exactly and logs a warning naming the fix (build again).
 
 What the build covers: the rows ``0 .. n_rows-1`` of generation ``generation`` (rows are never
 reordered between compactions). At search time:
@@ -43,9 +54,12 @@ Asking for approximate search on an index that never had one built raises `AnnNo
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
+import math
 import os
+import re
 import secrets
 import sys
 import time
@@ -57,12 +71,17 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from convsparse.errors import BackendError
+from convsparse.errors import BackendError, UsageError
+from convsparse.integration.backends.embedded_store import create_file, step
 
 logger = logging.getLogger(__name__)
 
 META_NAME = "ann.json"
+LOCK_NAME = "ann.lock"
 _SUFFIX = ".index.seismic"  # seismic's save() appends it to the path it is given
+#: the only names `ann.json` may point to: a plain file in the index folder, made by `build`
+_FILE_RE = re.compile(r"ann-[0-9a-f]{1,64}" + re.escape(_SUFFIX))
+_TMP_GLOB = f".{META_NAME}.*.tmp"
 
 
 class AnnNotBuiltError(BackendError):
@@ -74,6 +93,20 @@ class AnnNotBuiltError(BackendError):
             f"index {index!r} has no approximate-search structure: build it with "
             f"EmbeddedBackend.build_ann({index!r}) (or `convsparse index build-ann {index}`), "
             "or search without approximate= (exact)")
+
+
+class AnnDamagedError(BackendError):
+    """The ANN files of an index cannot be used (a damaged ``ann.json``, a missing or
+    unreadable index file). They are derived: exact search is unaffected, a build replaces them."""
+
+    def __init__(self, folder: Path, reason: str):
+        self.folder = folder
+        self.reason = reason
+        index = folder.name
+        super().__init__(
+            f"index {index!r}: the approximate-search structure cannot be used ({reason}); exact "
+            f"search is unaffected; rebuild it with `convsparse index build-ann {index}` "
+            f"(or EmbeddedBackend.build_ann({index!r}))")
 
 
 @dataclass(frozen=True)
@@ -91,9 +124,22 @@ class AnnBuild:
     threads: int = 0
 
     def __post_init__(self) -> None:
-        if self.n_postings < 1 or not 0 < self.centroid_fraction <= 1 or not 0 < self.summary_energy <= 1:
-            raise ValueError(f"invalid ANN build parameters {self}: n_postings >= 1, "
-                             "0 < centroid_fraction <= 1, 0 < summary_energy <= 1")
+        wrong = [f"{name} must be {rule}, got {value!r}" for name, value, rule, ok in (
+            ("n_postings", self.n_postings, "an integer >= 1", _is_int(self.n_postings) and self.n_postings >= 1),
+            ("centroid_fraction", self.centroid_fraction, "> 0 and <= 1", _fraction(self.centroid_fraction)),
+            ("summary_energy", self.summary_energy, "> 0 and <= 1", _fraction(self.summary_energy)),
+            ("threads", self.threads, "an integer >= 0 (0 = all cores)", _is_int(self.threads) and self.threads >= 0),
+        ) if not ok]
+        if wrong:
+            raise UsageError("invalid ANN build parameters: " + "; ".join(wrong))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _fraction(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1
 
 
 @dataclass(frozen=True)
@@ -109,8 +155,8 @@ class AnnQuery:
     heap_factor: float = 0.9
 
     def __post_init__(self) -> None:
-        if self.query_cut < 1 or not 0 < self.heap_factor <= 1:
-            raise ValueError(f"invalid ANN query {self}: query_cut >= 1, 0 < heap_factor <= 1")
+        if not _is_int(self.query_cut) or self.query_cut < 1 or not _fraction(self.heap_factor):
+            raise UsageError(f"invalid ANN query {self}: query_cut >= 1, 0 < heap_factor <= 1")
 
     @property
     def label(self) -> str:
@@ -128,13 +174,29 @@ class AnnInfo:
     n_terms: int  # term ids below this exist in the build; newer terms cannot match it
     build: AnnBuild
     build_seconds: float
+    file_bytes: int | None = None  # the file's size when published (None: written before it was recorded)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "build": asdict(self.build)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AnnInfo:
-        return cls(**{**d, "build": AnnBuild(**d["build"])})
+        """An `ann.json`'s content, checked: `ValueError`/`TypeError`/`KeyError` if it is not one
+        `build` wrote (a `file` outside the index folder included)."""
+        if not isinstance(d, dict) or not isinstance(d.get("build"), dict):
+            raise ValueError("not an object with a build object")
+        info = cls(**{**d, "build": AnnBuild(**d["build"])})
+        if not isinstance(info.file, str) or not _FILE_RE.fullmatch(info.file):
+            raise ValueError(f"file {info.file!r} is not an ANN file name of this folder")
+        for name in ("generation", "n_rows", "n_docs", "n_terms", "file_bytes"):
+            value = getattr(info, name)
+            if name == "file_bytes" and value is None:
+                continue
+            if not _is_int(value) or value < 0:
+                raise ValueError(f"{name} {value!r} is not a count")
+        if not isinstance(info.build_seconds, (int, float)) or not math.isfinite(info.build_seconds):
+            raise ValueError(f"build_seconds {info.build_seconds!r} is not a number")
+        return info
 
 
 def _seismic():
@@ -172,20 +234,99 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def read_info(folder: Path) -> AnnInfo | None:
-    """The current ``ann.json`` of an index folder, or None if no build exists."""
+    """The current ``ann.json`` of an index folder, or None if no build exists;
+    `AnnDamagedError` if it cannot be used."""
+    path = folder / META_NAME
     try:
-        return AnnInfo.from_dict(json.loads((folder / META_NAME).read_text(encoding="utf-8")))
+        return AnnInfo.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         return None
-    except (ValueError, TypeError, KeyError) as e:
-        raise BackendError(f"{folder / META_NAME} is not a valid ANN description ({e}): "
-                           "rebuild it with build_ann") from e
+    except (ValueError, TypeError, KeyError, OSError) as e:  # UnicodeDecodeError is a ValueError
+        raise AnnDamagedError(folder, f"{path} is damaged: {type(e).__name__}: {e}") from e
+
+
+def check_file(folder: Path, info: AnnInfo) -> None:
+    """`AnnDamagedError` if the index file `info` names is missing or not the size it was
+    published with (bytes damaged in place show only when a search loads it)."""
+    path = folder / info.file
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise AnnDamagedError(folder, f"{path} is missing ({e.strerror})") from None
+    if size == 0:
+        raise AnnDamagedError(folder, f"{path} is empty")
+    if info.file_bytes is not None and size != info.file_bytes:
+        raise AnnDamagedError(folder, f"{path} has {size} bytes, not the {info.file_bytes} it was "
+                                      "published with (truncated or overwritten)")
+
+
+@contextlib.contextmanager
+def build_lock(folder: Path, *, wait: bool = True) -> Iterator[bool]:
+    """Hold the index folder's build lock (``flock`` on ``ann.lock``, so it serialises threads
+    and processes and is released when a process dies); yields False without waiting when
+    ``wait=False`` and another build holds it. `OSError` if the folder cannot be written."""
+    path = folder / LOCK_NAME
+    create_file(path)  # mode 0666 minus the umask, like every file of the index
+    fd = os.open(path, os.O_RDWR)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                yield False
+                return
+            logger.warning("index %s: another ANN build is running; waiting for it to finish", folder.name)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _unreferenced(folder: Path, keep: str | None) -> list[Path]:
+    return [p for p in [*folder.glob("ann-*" + _SUFFIX), *folder.glob(_TMP_GLOB)] if p.name != keep]
+
+
+def remove_orphans(folder: Path) -> int:
+    """Remove what killed builds left in `folder` (index files ``ann.json`` does not name, its
+    temporary copies), if no build is running; returns the bytes freed. Best effort: a folder
+    that cannot be written, or an ``ann.json`` that cannot be read, is left as it is."""
+    try:
+        info = read_info(folder)
+    except AnnDamagedError:
+        return 0
+    if not _unreferenced(folder, info.file if info else None):
+        return 0  # the common case: no lock file touched
+    freed = 0
+    try:
+        with build_lock(folder, wait=False) as locked:
+            if not locked:
+                return 0  # a build is running: its file is not published yet
+            info = read_info(folder)
+            for p in _unreferenced(folder, info.file if info else None):
+                with contextlib.suppress(FileNotFoundError):
+                    size = p.stat().st_size
+                    p.unlink()
+                    freed += size
+    except (OSError, AnnDamagedError) as e:
+        logger.debug("index %s: orphaned ANN files not removed: %s", folder.name, e)
+        return freed
+    if freed:
+        logger.warning("index %s: removed %.1f MB of ANN files left by an interrupted build",
+                       folder.name, freed / 1e6)
+    return freed
 
 
 def build(folder: Path, docs: sp.csr_matrix, alive: np.ndarray, generation: int, params: AnnBuild) -> AnnInfo:
-    """Build a SEISMIC index over the live rows of `docs` and publish it in `folder`."""
+    """Build a SEISMIC index over the live rows of `docs` and publish it in `folder`. The
+    caller holds `build_lock`."""
     seismic = _seismic()
     t0 = time.perf_counter()
+    try:  # what interrupted builds left: free the space before writing another
+        current = read_info(folder)
+    except AnnDamagedError:
+        current = None
+    for p in _unreferenced(folder, current.file if current else None):
+        p.unlink(missing_ok=True)
     rows = np.flatnonzero(alive)
     live = docs[rows]
     live.sort_indices()  # seismic wants strictly increasing components per row
@@ -203,8 +344,9 @@ def build(folder: Path, docs: sp.csr_matrix, alive: np.ndarray, generation: int,
     path = folder / (name + _SUFFIX)
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
+    step("ann:saved")
     info = AnnInfo(name + _SUFFIX, generation, docs.shape[0], len(rows), docs.shape[1], params,
-                   round(time.perf_counter() - t0, 3))
+                   round(time.perf_counter() - t0, 3), path.stat().st_size)
     tmp = folder / f".{META_NAME}.{secrets.token_hex(4)}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(info.to_dict(), f)
@@ -212,6 +354,7 @@ def build(folder: Path, docs: sp.csr_matrix, alive: np.ndarray, generation: int,
         os.fsync(f.fileno())
     os.replace(tmp, folder / META_NAME)
     _fsync_dir(folder)
+    step("ann:published")
     for old in folder.glob("ann-*" + _SUFFIX):  # older builds; a reader holding one keeps it open
         if old.name != info.file:
             old.unlink(missing_ok=True)
@@ -224,7 +367,7 @@ class LoadedAnn:
     def __init__(self, folder: Path):
         self.folder = folder
         for attempt in range(2):  # a build may replace the file between reading ann.json and loading it
-            self.signature = _signature(folder)
+            self.signature = signature(folder)
             info = read_info(folder)
             if info is None:
                 raise FileNotFoundError(folder / META_NAME)
@@ -232,16 +375,15 @@ class LoadedAnn:
                 with _quiet_stdout():
                     self.index = _seismic().SeismicIndex.load(str(folder / info.file))
                 break
-            except OSError:
+            except OSError as e:
                 if attempt:
-                    raise BackendError(f"cannot load the ANN index {folder / info.file}: "
-                                       "rebuild it with build_ann") from None
+                    raise AnnDamagedError(folder, f"{folder / info.file} cannot be loaded: {e}") from None
         self.info = info
         self._dtype = _seismic().get_seismic_string()
         self.warned_stale = False
 
     def current(self) -> bool:
-        return _signature(self.folder) == self.signature
+        return signature(self.folder) == self.signature
 
     def candidates(self, cols: np.ndarray, vals: np.ndarray, k: int, q: AnnQuery) -> np.ndarray:
         """Rows the build proposes for the query (term ids `cols`, weights `vals`)."""
@@ -249,13 +391,17 @@ class LoadedAnn:
         cols, vals = cols[keep], vals[keep]
         if len(cols) == 0:
             return np.zeros(0, dtype=np.int64)
+        k = min(k, self.info.n_docs)  # the library allocates k slots whatever the index holds
+        if k < 1:
+            return np.zeros(0, dtype=np.int64)
         comps = np.array([str(c) for c in cols.tolist()], dtype=self._dtype)
         res = self.index.search("q", comps, np.asarray(vals, dtype=np.float32), k,
                                 min(q.query_cut, len(cols)), q.heap_factor)
         return np.fromiter((int(doc) for _, _, doc in res), dtype=np.int64, count=len(res))
 
 
-def _signature(folder: Path) -> tuple[int, int, int] | None:
+def signature(folder: Path) -> tuple[int, int, int] | None:
+    """What identifies the current ``ann.json`` (a build replaces the file); None if none."""
     try:
         s = os.stat(folder / META_NAME)
     except FileNotFoundError:
@@ -263,4 +409,5 @@ def _signature(folder: Path) -> tuple[int, int, int] | None:
     return (s.st_ino, s.st_mtime_ns, s.st_size)
 
 
-__all__ = ["AnnBuild", "AnnInfo", "AnnNotBuiltError", "AnnQuery", "LoadedAnn", "build", "read_info"]
+__all__ = ["AnnBuild", "AnnDamagedError", "AnnInfo", "AnnNotBuiltError", "AnnQuery", "LoadedAnn", "build",
+           "build_lock", "check_file", "read_info", "remove_orphans", "signature"]

@@ -88,13 +88,61 @@ class IndexWriteError(BackendError):
         )
 
 
+class IndexCorruptError(BackendError):
+    """The store of an embedded index is damaged (not a database, malformed, truncated, or
+    its rows do not decode): nothing can be read from it. The message names the fix."""
+
+    def __init__(self, index: str, path: Path, reason: str):
+        self.index = index
+        self.path = path
+        super().__init__(
+            f"index {index!r} is damaged: {path} cannot be read ({reason}); restore the folder "
+            f"{path.parent} from a backup, or delete the index with `convsparse index delete "
+            f"{index}` and ingest its documents again")
+
+
+#: SQLite's primary result codes that mean the file itself is damaged (sqlite3.h)
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+
+
+def is_corruption(error: BaseException) -> bool:
+    """Whether a sqlite3 error says the database file is damaged (not a passing condition such
+    as a lock, a full disk or a read-only folder)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    text = str(error).lower()
+    return "malformed" in text or "not a database" in text
+
+
+def read_error(index: str, path: Path, error: BaseException) -> BackendError:
+    """The one-line error for a failed read of an index's store: `IndexCorruptError` when the
+    file is damaged, else a `BackendError` naming the file and what to check."""
+    if isinstance(error, (ValueError, KeyError, TypeError)) or (
+            isinstance(error, sqlite3.Error) and is_corruption(error)):
+        return IndexCorruptError(index, path, str(error) or type(error).__name__)
+    return BackendError(
+        f"index {index!r}: cannot read {path} ({type(error).__name__}: {error}); check the disk "
+        "(dmesg) and the folder's permissions and retry; if the file is damaged, restore it from "
+        f"a backup or delete the index with `convsparse index delete {index}`")
+
+
 def _hint(cause: BaseException) -> str:
-    text = str(cause).lower()
+    # the codes first: the message's text includes the path, and an index may be named "full"
     code = getattr(cause, "errno", None)
-    if code == errno.ENOSPC or "full" in text:
+    sqlite_code = getattr(cause, "sqlite_errorcode", None)
+    primary = sqlite_code & 0xFF if sqlite_code is not None else None
+    if code == errno.ENOSPC or primary == 13:  # SQLITE_FULL
         return "free disk space (or raise the quota) and re-run: finished batches are kept"
-    if code in (errno.EROFS, errno.EACCES, errno.EPERM) or "readonly" in text or "read-only" in text:
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM) or primary == 8 or (  # SQLITE_READONLY
+            code is None and isinstance(cause, PermissionError)):
         return "the index folder is read-only here: write from a host that can write it"
+    if code is None and primary is None:
+        text = str(cause).lower()
+        if "database or disk is full" in text or "no space left" in text:
+            return "free disk space (or raise the quota) and re-run: finished batches are kept"
+        if "readonly" in text or "read-only" in text:
+            return "the index folder is read-only here: write from a host that can write it"
     return "check the disk (dmesg) and re-run: finished batches are kept"
 
 
@@ -259,5 +307,6 @@ def is_store(folder: Path) -> bool:
     return (folder / DB_NAME).exists()
 
 
-__all__ = ["DB_NAME", "FORMAT", "VECTORS_SCHEMA", "IndexStore", "IndexWriteError", "create_file", "decode_meta",
-           "encode_meta", "fsync_dir", "is_store", "step"]
+__all__ = ["DB_NAME", "FORMAT", "VECTORS_SCHEMA", "IndexCorruptError", "IndexStore",
+           "IndexWriteError", "create_file", "decode_meta", "encode_meta", "fsync_dir",
+           "is_corruption", "is_store", "read_error", "step"]

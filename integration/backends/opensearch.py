@@ -20,10 +20,11 @@ are not retried: a chat query has a latency budget, and its caller decides wheth
 
 - Documents go out in chunks, one `_bulk` request each:
   * item 429 (`es_rejected_execution_exception`): only those items are resent, with capped
-    exponential backoff and equal jitter, at most `max_retries` times each;
+    exponential backoff and equal jitter (`convsparse.backoff.Backoff`), at most
+  `backoff.max_retries` times each;
   * item 400/409 and every other item error: permanent, reported per document with the reason;
   * whole-request 429, 502/503/504 or a dropped connection/timeout: the chunk is resent (safe
-    because `_id`s are deterministic) up to `max_retries` times, then every document of the chunk
+    because `_id`s are deterministic) up to `backoff.max_retries` times, then every document of the chunk
     is reported failed;
   * whole-request 413 (above `http.max_content_length`): the chunk is split in halves and resent;
     a single document that is still too large is reported failed with status 413.
@@ -34,6 +35,13 @@ Search: refuses an index whose `_meta.encoder_fingerprint` differs from the quer
 (`indices.query.bool.max_clause_count`, read from the cluster once, 1024 if unreadable), and
 builds a `rank_feature` or `neural_sparse` query (see `query_dsl`), with a `rescore` phase for
 two-phase search.
+
+ML Commons ingest (`create_index(..., ingest=MLCommonsIngest(...))`, issue 33): the cluster
+encodes documents with the deployed document encoder through the index's default ingest
+pipeline, so the index holds raw token names. Its `_meta.ingest` makes `search` send
+`neural_sparse` with raw `query_tokens` whatever `query_mode` says, refuse escaped names and a
+`rescore_window` on top of a two-phase search pipeline, and `upsert` refuse client-side term
+maps; `search_text` sends `query_text` + `model_id` for one-turn clients.
 
 Field type (`field_type`, `CONVSPARSE_OPENSEARCH_FIELD_TYPE`), chosen when an index is created
 and recorded in its `_meta.field_type` (an index without one is `rank_features`); writes and
@@ -69,6 +77,7 @@ from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import NotFoundError, RequestError, TransportError
 
+from convsparse.backoff import Backoff
 from convsparse.errors import (
     BackendError,
     IndexNotFoundError,
@@ -83,13 +92,18 @@ from convsparse.integration.backends.bulk import (
     response_body,
 )
 from convsparse.integration.backends.bulk_body import items_outcome
+from convsparse.integration.backends.mlcommons_pipeline import MLCommonsIngest, with_mlcommons_ingest
 from convsparse.integration.backends.query_dsl import (
     DEFAULT_MAX_CLAUSE_COUNT,
     QueryMode,
     build_query,
+    check_server_encoded_query,
     neural_sparse_ann_query,
+    neural_sparse_query,
+    neural_sparse_text_query,
     search_body,
 )
+from convsparse.integration.vectors import VectorSpec
 from convsparse.mappings import (
     FIELD_TYPES,
     TERM_FIELD,
@@ -151,9 +165,7 @@ class OpenSearchBackend(BulkWriter):
         refresh_interval: str = "1s",
         chunk_size: int = 500,
         max_chunk_bytes: int = 10 * 1024 * 1024,
-        max_retries: int = 5,
-        initial_backoff: float = 0.5,
-        max_backoff: float = 30.0,
+        backoff: Backoff | None = None,
         refresh_after_upsert: bool = True,
         meta_cache_ttl_s: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
@@ -164,8 +176,7 @@ class OpenSearchBackend(BulkWriter):
         if field_type not in FIELD_TYPES:
             raise ValueError(f"field_type must be one of {FIELD_TYPES}, not {field_type!r}")
         self._init_bulk(chunk_size=chunk_size, max_chunk_bytes=max_chunk_bytes,
-                        max_retries=max_retries, initial_backoff=initial_backoff,
-                        max_backoff=max_backoff, refresh_after_upsert=refresh_after_upsert,
+                        backoff=backoff, refresh_after_upsert=refresh_after_upsert,
                         sleep=sleep, rng=rng)
         self.client = client
         self.query_mode: QueryMode = query_mode
@@ -210,12 +221,13 @@ class OpenSearchBackend(BulkWriter):
     # ------------------------------------------------------------------ index management
     def create_index(
         self, name: str, *, fingerprint: str, vocabulary: str | None = None,
-        exist_ok: bool = False, bulk_load: bool = False,
+        exist_ok: bool = False, bulk_load: bool = False, ingest: MLCommonsIngest | None = None,
     ) -> IndexInfo:
         """Create `name` explicitly (never rely on auto-creation: it would map term maps as
         objects), with this backend's `field_type`. With `exist_ok`, an existing index built by
         the same encoder is accepted (whatever its field type) and one built by another encoder
-        raises `FingerprintMismatchError`."""
+        raises `FingerprintMismatchError`. With `ingest`, the index is filled by an ML Commons
+        model through its `index.default_pipeline` (`mlcommons_pipeline.with_mlcommons_ingest`)."""
         sparse = self.field_type == "sparse_vector"
         if sparse and self.token_vocabulary is None:
             raise ValueError(
@@ -228,6 +240,8 @@ class OpenSearchBackend(BulkWriter):
             field_type=self.field_type, seismic=self.seismic if sparse else None,
             token_ids=self.token_vocabulary if sparse else None,
         )
+        if ingest is not None:  # filled by ML Commons through its default pipeline
+            body = with_mlcommons_ingest(body, ingest)
         try:
             with _reachable(f"create index {name!r}"):
                 self.client.indices.create(index=name, body=body)
@@ -267,6 +281,12 @@ class OpenSearchBackend(BulkWriter):
         return RequestFailure(_status_of(exc), isinstance(exc, OSConnectionError))
 
     def _field_value(self, name: str, meta: Mapping[str, Any]) -> Callable[[TermMap], dict[str, Any]]:
+        if MLCommonsIngest.from_meta(meta) is not None:
+            raise BackendError(
+                f"index {name!r} is encoded in the cluster by ML Commons model "
+                f"{meta['ingest'].get('model_id')} (ingest pipeline {meta['ingest'].get('pipeline')!r}): "
+                "send its documents as {id, title, text} with _bulk, and the default pipeline "
+                "encodes them; convsparse does not write client-side term maps into it")
         if meta["field_type"] == "sparse_vector":
             return self._token_ids(name, meta).document_vector
         return super()._field_value(name, meta)
@@ -333,7 +353,11 @@ class OpenSearchBackend(BulkWriter):
         # Backend.search: rescoring happens only with a positive window.
         full = rescore if rescore is not None and len(rescore) > 0 and rescore_window > 0 else None
         limit = self.max_clause_count
-        if meta["field_type"] == "sparse_vector":
+        ingest = MLCommonsIngest.from_meta(meta)
+        if ingest is not None:
+            first, second = self._server_encoded_queries(name, ingest, query, full, field_name,
+                                                         rescore_window)
+        elif meta["field_type"] == "sparse_vector":
             table = self._token_ids(name, meta)
             first = self._ann_query(table.query_vector(query), field_name,
                                     k=max(k, rescore_window if full is not None else 0))
@@ -346,6 +370,11 @@ class OpenSearchBackend(BulkWriter):
                                                            max_clause_count=limit)
         body = search_body(first, k, rescore=second, rescore_window=rescore_window,
                            exclude_fields=(field_name, *self._vector_exclusion(meta, vectors)))
+        return self._send_search(name, body, limit, max(len(query), len(rescore or ())),
+                                 self.vector_spec(name) if vectors else None)
+
+    def _send_search(self, name: str, body: dict[str, Any], limit: int, n_terms: int,
+                     spec: VectorSpec | None = None) -> list[Hit]:
         try:
             with _reachable(f"search {name!r}"):
                 response = self.client.search(index=name, body=body)
@@ -354,9 +383,47 @@ class OpenSearchBackend(BulkWriter):
             raise IndexNotFoundError(name) from None
         except RequestError as exc:
             if "too_many" in str(exc.error) or "too_many" in str(exc.info):
-                raise TooManyClausesError(max(len(query), len(rescore or ())), limit) from exc
+                raise TooManyClausesError(n_terms, limit) from exc
             raise BackendError(f"search on {name!r} failed: {exc.info or exc}") from exc
-        return self._hits(response, self.vector_spec(name) if vectors else None)
+        return self._hits(response, spec)
+
+    # ------------------------------------------------------------------ ML Commons indices
+    def _server_encoded_queries(
+        self, name: str, ingest: MLCommonsIngest, query: TermMap, full: TermMap | None,
+        field_name: str, rescore_window: int,
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """`neural_sparse` with raw token names for an index ML Commons fills (its names are
+        the server's, unescaped), whatever `query_mode` says; refused: escaped names, and a
+        rescore window on an index whose search pipeline already adds the two-phase rescorer."""
+        if ingest.two_phase_pipeline and rescore_window > 0:
+            raise BackendError(
+                f"index {name!r} is searched through the two-phase search pipeline "
+                f"{ingest.two_phase_pipeline!r}, which adds its own rescorer; search it with "
+                "rescore_window=0 (two rescorers would stack)")
+        limit = self.max_clause_count
+        first = neural_sparse_query(query, field_name, max_clause_count=limit, raw_names=True)
+        second = None if full is None else neural_sparse_query(
+            full, field_name, max_clause_count=limit, raw_names=True)
+        try:
+            check_server_encoded_query({"query": first, "rescore": second}, index=name)
+        except ValueError as exc:
+            raise BackendError(str(exc)) from None
+        return first, second
+
+    def search_text(self, name: str, text: str, k: int = 10, *, model_id: str | None = None,
+                    fingerprint: str | None = None) -> list[Hit]:
+        """One-turn search of an ML-Commons-filled index: the cluster's model encodes `text`
+        (`neural_sparse` `query_text` + `model_id`, by default the index's own model). A
+        conversation needs the client's student and `search`."""
+        meta = self._search_meta(name, fingerprint)
+        ingest = MLCommonsIngest.from_meta(meta)
+        if ingest is None and model_id is None:
+            raise BackendError(f"index {name!r} is not encoded by an ML Commons model; pass "
+                               "model_id, or search it with a term map")
+        field_name = meta.get("term_field", self.field)
+        query = neural_sparse_text_query(text, model_id or ingest.model_id, field_name)
+        body = search_body(query, k, exclude_fields=(field_name,))
+        return self._send_search(name, body, self.max_clause_count, 1)
 
     def _ann_query(self, tokens: dict[str, float], field_name: str, *,
                    k: int | None) -> dict[str, Any] | None:

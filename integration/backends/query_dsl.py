@@ -9,6 +9,11 @@ Two query forms score a document by the dot product of the query's term map with
   OpenSearch, no plugin needed.
 - `neural_sparse_query`: `{"neural_sparse": {"terms": {"query_tokens": {name: weight}}}}` (the
   neural-search plugin, 2.14+). Each weight must be in (0, 64].
+- `neural_sparse_query(..., raw_names=True)` and `neural_sparse_text_query` (an index that ML
+  Commons fills through an ingest pipeline, `integration/backends/mlcommons_pipeline.py`): the
+  server stores raw token names, so `query_tokens` are sent unescaped, or `query_text` +
+  `model_id` lets the server encode a one-turn query. `check_server_encoded_query` refuses a
+  body that could not match such an index (`rank_feature` clauses, escaped names).
 - `neural_sparse_ann_query` (a `sparse_vector` field, OpenSearch 3.3+): the same query with
   integer token ids as keys and `method_parameters` (`top_n`, `heap_factor`, `k`) for SEISMIC;
   the caller maps tokens to ids (`mappings.sparse_vector.TokenIds.query_vector`).
@@ -29,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from convsparse.errors import InvalidTermMapError, TooManyClausesError
+from convsparse.integration.backend import check_k
 from convsparse.termmap import TermMap
 
 __all__ = [
@@ -36,8 +42,10 @@ __all__ = [
     "NEURAL_SPARSE_MAX_WEIGHT",
     "QueryMode",
     "build_query",
+    "check_server_encoded_query",
     "neural_sparse_ann_query",
     "neural_sparse_query",
+    "neural_sparse_text_query",
     "rank_feature_query",
     "search_body",
 ]
@@ -104,8 +112,10 @@ def neural_sparse_query(
     *,
     max_clause_count: int | None = DEFAULT_MAX_CLAUSE_COUNT,
     clip: bool = False,
+    raw_names: bool = False,
 ) -> dict[str, Any]:
-    """`neural_sparse` with precomputed `query_tokens` (escaped names, same as the index).
+    """`neural_sparse` with precomputed `query_tokens`: escaped names, as convsparse writes
+    them, or with `raw_names` the token strings themselves, as ML Commons writes them.
 
     The plugin rejects weights outside (0, 64]; a larger weight raises `InvalidTermMapError`
     unless `clip=True`, which caps it at 64 (this changes scores, so it is opt-in).
@@ -114,7 +124,50 @@ def neural_sparse_query(
     if not tm:
         raise InvalidTermMapError("the query term map is empty (nothing to search for)")
     _check_clauses(len(tm), max_clause_count)
-    return {"neural_sparse": {field: {"query_tokens": _query_tokens(tm.to_rank_features(), clip)}}}
+    names = dict(tm.items()) if raw_names else tm.to_rank_features()
+    return {"neural_sparse": {field: {"query_tokens": _query_tokens(names, clip)}}}
+
+
+def neural_sparse_text_query(text: str, model_id: str, field: str = "terms") -> dict[str, Any]:
+    """`neural_sparse` with `query_text` + `model_id`: the cluster's model encodes the text
+    (one turn: the conversational query side stays in the client)."""
+    if not text or not text.strip():
+        raise InvalidTermMapError("the query text is empty (nothing to search for)")
+    if not model_id:
+        raise ValueError("model_id is empty: name the ML Commons model that encodes the query")
+    return {"neural_sparse": {field: {"query_text": text, "model_id": model_id}}}
+
+
+#: What `escape_token` writes; raw vocabularies hold neither.
+_ESCAPES = ("%2E", "%25")
+
+
+def check_server_encoded_query(query: Mapping[str, Any], *, index: str = "") -> None:
+    """Raise `ValueError` if `query` (a query container) cannot match an index that ML Commons
+    fills: a `rank_feature` clause (it splits its field at the last dot, and the index's names
+    are raw) or `query_tokens` with escaped names ("%2E", "%25")."""
+    where = f"index {index!r}" if index else "an ML-Commons-encoded index"
+
+    def visit(node: Any) -> None:
+        if isinstance(node, Mapping):
+            if "rank_feature" in node:
+                raise ValueError(f"{where} holds raw token names from ML Commons: a rank_feature "
+                                 "query cannot match them; search it with neural_sparse "
+                                 "(OpenSearchBackend does so for such an index)")
+            tokens = node.get("query_tokens")
+            if isinstance(tokens, Mapping):
+                escaped = [t for t in tokens if any(e in str(t) for e in _ESCAPES)]
+                if escaped:
+                    raise ValueError(f"{where} holds raw token names from ML Commons, but the "
+                                     f"query's tokens are escaped ({escaped[:3]}); send the term "
+                                     "map's own names (TermMap keys, not to_rank_features())")
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(query)
 
 
 def neural_sparse_ann_query(
@@ -180,8 +233,9 @@ def search_body(
     returns `source_fields` (all fields if None) minus `exclude_fields` (the term map by default:
     it is large and not needed for display).
     """
-    if k < 1:
-        raise ValueError("k must be >= 1")
+    check_k(k)
+    if rescore is not None and rescore_window:
+        check_k(rescore_window, "rescore_window")
     # track_total_hits=False lets Lucene skip non-competitive documents (block-max WAND over the
     # FeatureField impacts) instead of counting every match; we never report a total.
     body: dict[str, Any] = {"size": k, "query": dict(query), "track_total_hits": False}

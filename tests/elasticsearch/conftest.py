@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from convsparse.backoff import Backoff
+
 pytest.importorskip("elasticsearch")
 
 from convsparse.integration.backends.elasticsearch import ElasticsearchBackend, build_client  # noqa: E402
@@ -77,8 +79,10 @@ def make_backend(fake):
     def make(server=None, **options):
         sleeps: list[float] = []
         options.setdefault("sleep", sleeps.append)
-        options.setdefault("initial_backoff", 0.01)
-        options.setdefault("max_backoff", 0.04)
+        # Short waits; tests name only the retries they count (`max_retries=`).
+        options.setdefault("backoff", Backoff(max_retries=options.pop("max_retries", 5),
+                                              initial_s=options.pop("initial_backoff", 0.01),
+                                              max_s=options.pop("max_backoff", 0.04)))
         backend = ElasticsearchBackend(build_client(settings_for(server or fake)), **options)
         backend.recorded_sleeps = sleeps
         return backend

@@ -70,9 +70,9 @@ def test_build_describes_and_is_a_capability(built):
     assert isinstance(be, SupportsApproximateSearch)
     assert (info.n_docs, info.n_rows, info.generation) == (N_DOCS, N_DOCS, 0)
     assert be.ann_info("i") == info
-    assert be.describe_index("i").extra["ann"] == info.to_dict()
+    assert be.describe_index("i").extra["ann"] == {**info.to_dict(), "status": "ready"}
     files = sorted(p.name for p in (Path(built[0]) / "i").iterdir() if p.name.startswith("ann"))
-    assert files == sorted(["ann.json", info.file])
+    assert files == sorted(["ann.json", "ann.lock", info.file])
 
 
 def test_recall_and_exact_scores(built):

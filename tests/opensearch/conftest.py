@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from convsparse.backoff import Backoff
 from convsparse.integration.backends.opensearch import build_client
 from convsparse.settings import Settings
 
@@ -141,8 +142,10 @@ def make_backend(client, backend_cls, backend_form):
         options = {**form_options, **options}
         sleeps: list[float] = []
         options.setdefault("sleep", sleeps.append)
-        options.setdefault("initial_backoff", 0.01)
-        options.setdefault("max_backoff", 0.04)
+        # Short waits; tests name only the retries they count (`max_retries=`).
+        options.setdefault("backoff", Backoff(max_retries=options.pop("max_retries", 5),
+                                              initial_s=options.pop("initial_backoff", 0.01),
+                                              max_s=options.pop("max_backoff", 0.04)))
         backend = backend_cls(options.pop("client", client), **options)
         backend.recorded_sleeps = sleeps
         return backend

@@ -10,6 +10,7 @@ import re
 
 import pytest
 
+from convsparse.backoff import Backoff
 from convsparse.collections import load_conversations
 from convsparse.training.generators import GenerationError
 from convsparse.training.generators.augment import augment_conversations
@@ -50,9 +51,9 @@ def write_convs(path, questions):
     return path
 
 
-def endpoint(server, **kw):
-    kw = {"concurrency": 4, "timeout_s": 0.5, "max_retries": 3, "backoff_s": 0.01, **kw}
-    return EndpointGenerator(server.base_url, "tiny", **kw)
+def endpoint(server, *, max_retries=3, **kw):
+    kw = {"concurrency": 4, "timeout_s": 0.5, **kw}
+    return EndpointGenerator(server.base_url, "tiny", backoff=Backoff(max_retries, 0.01, 0.02), **kw)
 
 
 def test_endpoint_answers_retries_and_reports_each_failure():

@@ -10,6 +10,8 @@ OpenAI-compatible chat-completions server). `generator_from_settings` builds one
 
 from __future__ import annotations
 
+import dataclasses
+
 from convsparse.settings import Settings, get_settings
 from convsparse.training.generators.base import GenerationError, Generator, Prompt
 from convsparse.training.generators.cache import GenerationCache, cache_key
@@ -30,12 +32,13 @@ def generator_from_settings(settings: Settings | None = None) -> Generator:
         return LocalGenerator.from_pretrained(s.llm_model, device=s.device, dtype=s.llm_dtype,
                                               batch_size=s.llm_batch_size,
                                               max_new_tokens=s.llm_max_new_tokens)
-    from convsparse.training.generators.endpoint import EndpointGenerator
+    from convsparse.training.generators.endpoint import DEFAULT_BACKOFF, EndpointGenerator
 
     key = s.llm_api_key.get_secret_value() if s.llm_api_key else None
     return EndpointGenerator(s.llm_base_url, s.llm_model, api_key=key,
                              concurrency=s.llm_concurrency, timeout_s=s.llm_timeout_s,
-                             max_retries=s.llm_max_retries, max_tokens=s.llm_max_new_tokens)
+                             backoff=dataclasses.replace(DEFAULT_BACKOFF, max_retries=s.llm_max_retries),
+                             max_tokens=s.llm_max_new_tokens)
 
 
 __all__ = ["DEFAULT_REWRITE_PROMPT", "RATING_PROMPT", "GenerationCache", "GenerationError",

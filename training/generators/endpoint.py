@@ -4,9 +4,9 @@ APIs): `POST {base_url}/chat/completions`, through httpx.
 - Bounded concurrency: at most `concurrency` requests in flight (a thread pool over one
   `httpx.Client`, whose connection pool has the same size).
 - Timeouts: `timeout_s` per request (connect, read, write, pool).
-- Retries: a 429, a 5xx, a timeout or a dropped connection is retried up to `max_retries` times
-  with capped exponential backoff and full jitter (`backoff_s * 2**attempt`, at most `max_backoff_s`;
-  a `Retry-After` header in seconds is honoured up to the same cap). A 4xx other than 429 and a
+- Retries: a 429, a 5xx, a timeout or a dropped connection is retried as `backoff` (a
+  `convsparse.backoff.Backoff`) says: up to `max_retries` times with capped exponential backoff
+  and equal jitter; a `Retry-After` header in seconds is honoured up to the same cap. A 4xx other than 429 and a
   malformed body (not JSON, no `choices[0].message.content`) are not retried: they would fail the
   same way again, so they come back at once as that item's `GenerationError`.
 - The API key (`CONVSPARSE_LLM_API_KEY`) is sent as `Authorization: Bearer ...` when set.
@@ -15,7 +15,6 @@ APIs): `POST {base_url}/chat/completions`, through httpx.
 from __future__ import annotations
 
 import json
-import random
 import re
 import threading
 import time
@@ -24,24 +23,27 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
+from convsparse.backoff import Backoff
 from convsparse.training.generators.base import GenerationError, Prompt
 from convsparse.training.generators.prompts import RATING_PROMPT
 
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+#: Four retries, waits capped from 0.5 s up to 20 s.
+DEFAULT_BACKOFF = Backoff(max_retries=4, initial_s=0.5, max_s=20.0)
 
 
 class EndpointGenerator:
     """Chat completions from an OpenAI-compatible server (see the module docstring)."""
 
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None,
-                 concurrency: int = 8, timeout_s: float = 60.0, max_retries: int = 4,
-                 backoff_s: float = 0.5, max_backoff_s: float = 20.0, max_tokens: int = 128,
+                 concurrency: int = 8, timeout_s: float = 60.0,
+                 backoff: Backoff = DEFAULT_BACKOFF, max_tokens: int = 128,
                  temperature: float = 0.0, transport: httpx.BaseTransport | None = None):
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model, self.concurrency = model, concurrency
-        self.max_retries, self.backoff_s, self.max_backoff_s = max_retries, backoff_s, max_backoff_s
+        self.backoff = backoff
         self.max_tokens, self.temperature = max_tokens, temperature
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(
@@ -54,18 +56,14 @@ class EndpointGenerator:
 
     # ------------------------------------------------------------------ one request
     def _delay(self, attempt: int, retry_after: str | None) -> float:
-        if retry_after:
-            try:
-                return min(float(retry_after), self.max_backoff_s)
-            except ValueError:
-                pass
-        return random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2 ** attempt))
+        waited = self.backoff.retry_after(retry_after)
+        return self.backoff.delay(attempt + 1) if waited is None else waited
 
     def _complete(self, prompt: Prompt, max_tokens: int | None = None) -> str | GenerationError:
         body = {"model": self.model, "messages": [dict(m) for m in prompt],
                 "temperature": self.temperature, "max_tokens": max_tokens or self.max_tokens}
         reason = "no attempt made"
-        for attempt in range(self.max_retries + 1):
+        for attempt in range(self.backoff.max_retries + 1):
             retry_after = None
             with self._lock:
                 self.requests_sent += 1
@@ -83,10 +81,10 @@ class EndpointGenerator:
                     return GenerationError(reason + " (not retried; check the model name, "
                                            "the URL and the API key)", attempts=attempt + 1)
                 retry_after = resp.headers.get("retry-after")
-            if attempt < self.max_retries:
+            if attempt < self.backoff.max_retries:
                 time.sleep(self._delay(attempt, retry_after))
-        return GenerationError(f"{reason} (after {self.max_retries + 1} attempts)",
-                               attempts=self.max_retries + 1)
+        return GenerationError(f"{reason} (after {self.backoff.max_retries + 1} attempts)",
+                               attempts=self.backoff.max_retries + 1)
 
     # ------------------------------------------------------------------ the interface
     def generate(self, prompts: Sequence[Prompt]) -> list[str | GenerationError]:
