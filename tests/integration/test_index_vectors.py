@@ -55,7 +55,7 @@ def check_paired(root) -> set[str]:
     """What a fresh process sees: every searchable document has vectors of the text it holds,
     and no vectors belong to a document that is not there. Returns the ids."""
     be = EmbeddedBackend(root)
-    hits = be.search("i", TermMap({"common": 1.0}), k=100_000)
+    hits = be.search("i", TermMap({"common": 1.0}), k=10_000)
     ids = {h.id for h in hits}
     stored = be.passage_vectors("i", ids)
     assert set(stored) == ids, "a document without its vectors"
