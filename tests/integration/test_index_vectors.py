@@ -417,3 +417,27 @@ def test_cli_search_re_ranks_by_default_and_no_rerank_turns_it_off(vector_index,
     assert _json.loads(off.output.strip().splitlines()[-1])["rerank"] == "off"
     both = runner.invoke(app, [*base, "--no-rerank", "--rerank", "somewhere"])
     assert both.exit_code == 2 and "exclude each other" in both.output
+
+
+def test_cli_ingest_stores_vectors_unless_told_not_to(tmp_path, tiny_model_dir, monkeypatch):
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from convsparse.cli import app
+
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(_json.dumps({"id": f"d{i}", "text": f"passage number {i}"}) + "\n"
+                           for i in range(3)), encoding="utf-8")
+    common = ["--data-dir", str(tmp_path / "data"), "--model", str(tiny_model_dir), "--runtime",
+              "torch"]
+    runner = CliRunner()
+    monkeypatch.setenv("CONVSPARSE_RERANK_VECTORS", "1")  # the product's default
+    out = runner.invoke(app, ["ingest", str(src), "--index", "with", *common])
+    assert out.exit_code == 0, out.output
+    off = runner.invoke(app, ["ingest", str(src), "--index", "without", "--no-rerank-vectors",
+                              *common])
+    assert off.exit_code == 0, off.output
+    be = EmbeddedBackend(tmp_path / "data")
+    assert be.vector_spec("with") is not None and len(be.passage_vectors("with", ["d0"])) == 1
+    assert be.vector_spec("without") is None and be.count("without") == 3
