@@ -109,9 +109,10 @@ def print_hits(result, *, title: str = "", snippet_chars: int = 90) -> None:
     console = Console()
     console.print(table)
     t = result.timings
+    # a fallback decided before the stage ran (no shipped re-ranker, other vectors) has no time
+    spent = f" {t['rerank_ms']:.1f} ms" if "rerank_ms" in t else ""
     rerank = "" if result.rerank == "off" else (
-        f" · rerank {t['rerank_ms']:.1f} ms" + ("" if result.rerank == "ok" else
-                                                  f" ({printable(result.rerank)})"))
+        f" · rerank{spent}" + ("" if result.rerank == "ok" else f" ({printable(result.rerank)})"))
     console.print(
         f"format {t['format_ms']:.1f} ms · encode {t['encode_ms']:.1f} ms · search "
         f"{t['search_ms']:.1f} ms{rerank} · total {t['total_ms']:.1f} ms · query terms "

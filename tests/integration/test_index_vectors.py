@@ -441,3 +441,19 @@ def test_cli_ingest_stores_vectors_unless_told_not_to(tmp_path, tiny_model_dir, 
     be = EmbeddedBackend(tmp_path / "data")
     assert be.vector_spec("with") is not None and len(be.passage_vectors("with", ["d0"])) == 1
     assert be.vector_spec("without") is None and be.count("without") == 3
+
+
+def test_the_hit_table_shows_a_fallback_decided_before_the_stage_ran(capsys):
+    """The shipped re-ranker missing: no rerank time, the reason in the footer (it crashed the
+    quickstart with KeyError: 'rerank_ms')."""
+    from convsparse.cli.search import print_hits
+    from convsparse.integration.backend import Hit
+    from convsparse.integration.client import SearchResult
+
+    result = SearchResult(hits=[Hit("a", 1.0, {"text": "x"})], timings={
+        "format_ms": 0.1, "encode_ms": 1.0, "prune_ms": 0.0, "search_ms": 1.0, "total_ms": 2.2},
+        query_terms_before=3, query_terms_after=3, flops=0.1,
+        rerank="fallback: the shipped re-ranker cannot be loaded (UnsupportedModelError: x)")
+    print_hits(result)
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps the footer
+    assert "rerank (fallback: the shipped re-ranker cannot be loaded" in out
