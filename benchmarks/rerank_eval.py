@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="re-ranker folder (repeat to compare)")
     ap.add_argument("--depth", type=int, default=20)
     ap.add_argument("--depths", type=int, nargs="+", default=[10, 20, 50])
+    ap.add_argument("--vectors", type=Path, action="append", default=[],
+                    help="passage-vectors files to start from (e.g. a training run's "
+                         "passage_vectors-*.safetensors): only passages missing from them are "
+                         "embedded")
     ap.add_argument("--replot", action="store_true", help="only redraw the PNG from the JSON")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "rerank_eval")
     args = ap.parse_args(argv)
@@ -64,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     from convsparse.evaluation.metrics import compute_metrics, latency_summary, per_query_metric
     from convsparse.reranking import load_reranker
     from convsparse.reranking.labels import build_labels
+    from convsparse.reranking.reranker import DEFAULT_FOLDER
     from convsparse.settings import get_settings
     from convsparse.training.config import RerankConfig
     from convsparse.training.expansion import encode_corpus, split_tasks
@@ -92,11 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         re-rankers compared share the bi-encoder, so each passage is embedded once."""
         if rr.semantic is None:
             return
-        if shared_vectors.exists():
-            try:
-                rr.semantic.merge_vectors(shared_vectors)
-            except ValueError:  # another bi-encoder
-                pass
+        for seed in [*args.vectors, shared_vectors]:
+            if seed.exists():
+                try:
+                    rr.semantic.merge_vectors(seed)
+                except ValueError:  # another bi-encoder
+                    pass
         rr.semantic.add(sorted({texts[d] for lab in first for d in lab.candidates[:depth_max]}),
                         progress=True)
         rr.semantic.save_vectors(shared_vectors)
@@ -151,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                 "onnx_ms": latency_summary(times["onnx"]), "median_ratio_torch_over_onnx": ratio}
 
     for path in args.reranker:  # on every core this process has: embedding passages is bulk work
-        precompute(load_reranker(path))
+        precompute(load_reranker(path, runtime="onnx"))  # the export embeds faster than PyTorch
     # the budget is one CPU core: PyTorch and ONNX Runtime (whose thread pools are sized by
     # the CPUs a process may use, when a session is made) see exactly one from here on
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
@@ -160,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.reranker:
         rr = load_reranker(path, runtime="onnx")  # the serving path the README recommends
         precompute(rr)
-        label = path.parent.name if path.name == "reranker" else path.name  # <run>/reranker
+        label = ("shipped" if path.resolve() == DEFAULT_FOLDER.resolve() else
+                 path.parent.name if path.name == "reranker" else path.name)  # <run>/reranker
         name = f"+ re-ranker {'with' if rr.term_control else 'without'} TCL ({label})"
         if rr.semantic is not None:
             cold_runs.append({"reranker": label, "depth": args.depth,

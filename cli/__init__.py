@@ -35,6 +35,18 @@ class ConvsparseGroup(TyperGroup):
     """The root group: every command runs inside `invoke`, so an expected error becomes one
     line and an exit code here (`cli/errors.py`), whichever command raised it."""
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        """The root's own options (`convsparse --bogus`): a usage error is one line too."""
+        from convsparse.cli.errors import click_error_kind, print_error, usage_error_line
+
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except Exception as e:
+            if click_error_kind(e) != "usage":
+                raise
+            print_error(usage_error_line(e))
+            raise typer.Exit(e.exit_code) from None
+
     def invoke(self, ctx):
         from convsparse.cli.errors import debug_enabled, describe, print_error
 
@@ -45,7 +57,13 @@ class ConvsparseGroup(TyperGroup):
         except Exception as e:
             import click
 
-            if isinstance(e, click.exceptions.ClickException) or debug_enabled() or \
+            from convsparse.cli.errors import click_error_kind, usage_error_line
+
+            if click_error_kind(e) == "usage":
+                print_error(usage_error_line(e))  # one line, not a box
+                raise typer.Exit(e.exit_code) from None
+            if click_error_kind(e) or isinstance(e, click.exceptions.ClickException) or \
+                    debug_enabled() or \
                     ctx.meta.get("convsparse.debug"):
                 raise
             described = describe(e)
@@ -93,9 +111,9 @@ def _root(ctx: typer.Context,
 
 def version() -> None:
     """Print the convsparse version."""
-    from importlib.metadata import version as dist_version
+    import convsparse
 
-    typer.echo(dist_version("convsparse"))
+    typer.echo(convsparse.__version__)
 
 
 app.command("version")(version)

@@ -3,7 +3,8 @@
 - 0: success; 1: a runtime error (an index that does not exist, another encoder's index, Redis
   or a worker not there, a full or read-only disk) or, for `ingest`, any record that failed
   (unless `--allow-failures`); 2: a usage error (an argument, option, path, file or
-  conversation that cannot be used as given).
+  conversation that cannot be used as given, or a path that needs an extra that is not
+  installed: `convsparse.extras`).
 - Expected errors (`ConvsparseError`, `OSError`, Redis connection errors) print one line,
   ``error: ...``, on stderr; `--debug` (or ``CONVSPARSE_DEBUG=1``) re-raises them so the
   traceback shows. Anything else is a bug and keeps its traceback.
@@ -45,14 +46,44 @@ def describe(error: BaseException) -> tuple[str, int] | None:
         return _one_line(f"{what}{where}" + (f"; {fix}" if fix else "")), code
     if type(error).__name__ == "ValidationError" and type(error).__module__.startswith("pydantic"):
         return _settings_error(error), USAGE
+    if type(error).__name__ == "AuthenticationError" and \
+            (type(error).__module__ or "").startswith("redis"):
+        return _one_line(f"Redis refused the login ({error}); put the right password in "
+                         "CONVSPARSE_REDIS_URL (redis://:PASSWORD@HOST:PORT/DB)"), RUNTIME
     if _is_redis_error(error):
         return _one_line(f"Redis is unreachable ({error}); start it, or point "
                          "CONVSPARSE_REDIS_URL at it"), RUNTIME
+    if isinstance(error, ImportError):
+        from convsparse.extras import missing_extra_message
+
+        message = missing_extra_message(error)
+        if message is not None:
+            return message, USAGE
     return None
+
+
+def click_error_kind(error: BaseException) -> str | None:
+    """"usage" for a click usage error (bad value, missing argument, unknown option), "other"
+    for any other click exception (help requested on a group without arguments...), None
+    otherwise. By class name: typer may carry its own copy of click, whose classes differ."""
+    names = {c.__name__ for c in type(error).__mro__}
+    if "ClickException" not in names:
+        return None
+    return "usage" if "UsageError" in names and "NoArgsIsHelpError" not in names else "other"
+
+
+def usage_error_line(error) -> str:
+    """A click usage error (a bad option value, a missing argument, an unknown option) as one
+    line naming the command and where its help is, instead of typer's five-line box."""
+    ctx = getattr(error, "ctx", None)
+    command = ctx.command_path if ctx is not None else "convsparse"
+    return _one_line(f"{command}: {error.format_message()} (see `{command} --help`)")
 
 
 def _settings_error(error) -> str:
     """A pydantic error about settings/options, without pydantic's wording or its URL."""
+    from convsparse.redaction import mask_secrets
+
     parts = []
     for err in error.errors()[:3]:
         name = ".".join(str(p) for p in err.get("loc", ())) or "value"
@@ -61,8 +92,11 @@ def _settings_error(error) -> str:
             reason = f"must be {ctx['expected']}"
         else:
             reason = str(ctx.get("error") or err.get("msg", "is invalid"))
-        parts.append(f"{name} {err.get('input')!r}: {reason} (--{name.replace('_', '-')} or "
-                     f"CONVSPARSE_{name.upper()})")
+        value = err.get("input")
+        shown = "" if name.endswith("_url") else f" {mask_secrets(repr(value))}"  # in `reason`
+        where = f"CONVSPARSE_{name.upper()}" if name.endswith("_url") else \
+            f"--{name.replace('_', '-')} or CONVSPARSE_{name.upper()}"  # no --*-url options
+        parts.append(f"{name}{shown}: {reason} ({where})")
     return "invalid setting " + "; ".join(parts)
 
 

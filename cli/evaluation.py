@@ -211,6 +211,9 @@ def tune_command(
                                     "when `convsparse index build-ann` was run for the index)."),
     latency_stat: str = typer.Option("p50", help="p50, p95 or mean: the latency the budget "
                                                  "and the frontier use."),
+    rerank: str | None = typer.Option(None, "--rerank", help="Also sweep the re-rank depth with "
+                                      "this re-ranker folder (`default`: the shipped one)."),
+    rerank_depths: str = typer.Option("10,20,50", help="Re-rank depths to sweep with --rerank."),
     warmup: int = typer.Option(1, min=0), repeats: int = typer.Option(3, min=1),
     view: str = typer.Option("raw", help="raw (whole conversation) or rewrite."),
     limit: int | None = typer.Option(None, min=1, help="Use the first N turns."),
@@ -240,9 +243,15 @@ def tune_command(
         passages = list(col.corpus.values())[:5000]
         batch = encoder.encode_documents([p.encoded_text for p in passages], progress=True)
         doc_stats = TermStats.from_term_maps(batch.term_maps)
+    reranker = None
+    if rerank is not None:
+        from convsparse.reranking import load_reranker
+
+        reranker = load_reranker(rerank, runtime=settings.runtime)
     tuner = PruningTuner(be, index, encoder, tasks, qrels=col.qrels or None, k=k, warmup=warmup,
                          repeats=repeats, view=view, doc_stats=doc_stats,
-                         latency_stat=latency_stat)
+                         latency_stat=latency_stat, reranker=reranker,
+                         rerank_depths=[int(d) for d in _floats(rerank_depths) or []])
     grid = tuner.default_grid()
     for kind, text in (("top_k", top_k), ("max_ratio", max_ratio), ("min_weight", min_weight),
                        ("alpha_mass", alpha_mass)):

@@ -13,20 +13,33 @@ import typer
 from convsparse.cli.options import BackendName, DataDir, settings_from
 from convsparse.errors import UsageError
 
+#: the recipe file shipped beside the default re-ranker
+RECIPE_FILE = "recipe.yaml"
+
 
 def rerank_train(
     config: Path = typer.Argument(..., help="YAML or JSON RerankConfig (collection, "
-                                  "output_dir, ...)"),
+                                  "output_dir, ...); `default`: the shipped re-ranker's recipe"),
+    collection: Path | None = typer.Option(None, help="the collection to train on (replaces "
+                                           "the config's)"),
+    output_dir: Path | None = typer.Option(None, "--output-dir", help="where the run is "
+                                           "written (replaces the config's)"),
     epochs: int | None = typer.Option(None, help="override the config's epochs"),
     no_resume: bool = typer.Option(False, "--no-resume", help="ignore an existing checkpoint"),
 ) -> None:
     """Distil a re-ranker (semantic part + Term Control Layer) from the teacher's scores over
-    the first stage's candidates; writes <output_dir>/reranker."""
+    the first stage's candidates; writes <output_dir>/reranker. The shipped one is
+    `convsparse rerank train default --collection mtrag-pooled --output-dir runs/rr`."""
+    from convsparse.reranking.reranker import DEFAULT_FOLDER
     from convsparse.reranking.training import train_reranker
     from convsparse.training.config import RerankConfig
 
+    if str(config) == "default":
+        config = DEFAULT_FOLDER / RECIPE_FILE
+    overrides = {k: str(v.resolve()) for k, v in (("collection", collection),
+                                                  ("output_dir", output_dir)) if v is not None}
     try:
-        cfg = RerankConfig.from_file(config)
+        cfg = RerankConfig.from_file(config, overrides)
     except ValueError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(2) from None

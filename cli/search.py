@@ -1,4 +1,5 @@
-"""`convsparse search --index NAME -c CONVERSATION`, and the hit table `quickstart` prints too."""
+"""`convsparse search --index NAME "question"` (or `-c CONVERSATION`), and the hit table
+`quickstart` prints too."""
 
 from __future__ import annotations
 
@@ -146,8 +147,11 @@ def _pruning(top_k, min_weight, max_ratio, alpha_mass):
 
 
 def search(
+    question: str | None = typer.Argument(None, show_default=False,
+                                          help="A one-turn conversation: the question as plain "
+                                          "text (for more turns, use -c)."),
     index: str = typer.Option(..., "--index"),
-    conversation: str = typer.Option(..., "--conversation", "-c", help=CONVERSATION_HELP),
+    conversation: str | None = typer.Option(None, "--conversation", "-c", help=CONVERSATION_HELP),
     k: int = typer.Option(10, "--k", "-k", min=1),
     top_k: int | None = typer.Option(None, "--top-k", help="Keep the top-k query terms."),
     min_weight: float | None = typer.Option(None, "--min-weight"),
@@ -167,13 +171,18 @@ def search(
     model: Model = None, runtime: Runtime = None, data_dir: DataDir = None,
     backend: BackendName = None,
 ) -> None:
-    """Search an index with a conversation and print the hits with timings.
+    """Search an index with a question (`convsparse search --index docs "how do I renew a
+    passport"`) or a conversation (-c) and print the hits with timings.
 
     The conversation, the pruning options and the index are checked before the model loads."""
     from convsparse.conversation import parse_conversation
     from convsparse.integration.client import ConversationalSearch
 
-    conv = read_conversation(conversation)
+    if (question is None) == (conversation is None):
+        raise UsageError("pass a question or -c CONVERSATION, not both" if question is not None else
+                         "no question: pass one (convsparse search --index NAME \"your question\") "
+                         "or a conversation with -c")
+    conv = question if question is not None else read_conversation(conversation)
     parse_conversation(conv)  # InvalidConversationError (exit 2) before loading anything
     policy = _pruning(top_k, min_weight, max_ratio, alpha_mass)
     settings = settings_from(data_dir=data_dir, backend=backend, model=model, runtime=runtime)
@@ -181,7 +190,9 @@ def search(
     be.describe_index(index)  # IndexNotFoundError (exit 1) before the model loads
     if no_rerank and rerank is not None:
         raise UsageError("--rerank and --no-rerank exclude each other")
-    reranker: object = None if no_rerank else "default"  # the shipped one, where vectors are
+    from convsparse.integration.client import DEFAULT_RERANKER
+
+    reranker: object = None if no_rerank else DEFAULT_RERANKER  # shipped, where vectors are
     if rerank is not None:
         from convsparse.reranking import load_reranker
 

@@ -37,12 +37,20 @@ def print_status(status, *, as_json: bool = False, limit: int = 20) -> None:
                    f"{', '.join(status.missing_chunks[:limit])}")
         typer.echo(f"  missing ids ({len(status.missing_ids)}): "
                    f"{show(', '.join(status.missing_ids[:limit]))}")
+    if status.state == "abandoned":
+        typer.echo(f"  its submitter stopped before queueing every chunk (no lease renewed); "
+                   f"`convsparse jobs retry {status.job_id}` resumes it")
+    resubmits = ("the submitter resubmits it" if status.submitter_alive else
+                 f"no submitter follows the job: `convsparse jobs retry {status.job_id}` "
+                 "resubmits it")
     for w in status.waiting[:limit]:
         who = f" on {w.worker}" if w.worker else ""
         note = {"queued": "no worker took it yet", "running": f"attempt {w.attempt}",
-                "worker lost": f"attempt {w.attempt}; its worker stopped beating: the submitter "
-                               "resubmits it"}[w.state]
-        typer.echo(f"  chunk {w.chunk}: {w.state}{who} for {w.age_s:.0f} s ({note})")
+                "worker lost": f"attempt {w.attempt}; its worker stopped beating: "
+                               f"{resubmits}"}[w.state]
+        since = (f"for {w.age_s:.0f} s" if w.age_s is not None else
+                 "since a time Redis no longer knows")
+        typer.echo(f"  chunk {w.chunk}: {w.state}{who} {since} ({note})")
     if status.dead_letter:
         typer.echo(f"  dead letter ({len(status.dead_letter)}):")
         for d in status.dead_letter[:limit]:
@@ -91,17 +99,27 @@ def jobs_status(
 def jobs_retry(
     job_id: str = typer.Argument(...),
     failed: bool = typer.Option(False, "--failed",
-                                help="Also re-run chunks whose documents were dead-lettered."),
+                                help="Kept for older scripts: chunks whose documents were "
+                                     "dead-lettered are always re-run."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Re-run a job from its source: finished chunks are skipped, the rest are resubmitted."""
+    """Re-run a job from its source: chunks done without failures (into the same index) are
+    skipped, the rest are resubmitted. Exit 0 when it finishes; 1 when chunks are still
+    missing or documents failed."""
     from convsparse.workers.submit import retry_job
 
     _store()
     status = retry_job(job_id, failed=failed, progress=progress)
     print_status(status)
     if not status.finished:
-        raise typer.Exit(2)
+        typer.echo(f"job {job_id} is {status.state}: {len(status.missing_chunks)} chunk(s) "
+                   f"({len(status.missing_ids)} documents) never finished; check the workers "
+                   f"(`convsparse worker`) and run `convsparse jobs retry {job_id}` again",
+                   err=True)
+        raise typer.Exit(1)
+    if status.failed:
+        typer.echo(f"{status.failed} record(s) failed (reasons above)", err=True)
+        raise typer.Exit(1)
 
 
 def worker_argv(queues: str = "ingest,query", pool: str = "solo", concurrency: int = 1,

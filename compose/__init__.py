@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from convsparse.extras import naming_missing_extras
 from convsparse.settings import Settings, get_settings
 
 if TYPE_CHECKING:  # imported for the annotations only: `convsparse --help` never loads numpy
@@ -29,8 +30,8 @@ def _max_length(settings: Settings) -> int | None:
         from transformers import AutoConfig
 
         positions = AutoConfig.from_pretrained(settings.model).max_position_embeddings
-    except (OSError, ValueError, AttributeError):  # not a HF folder: the loader decides
-        return limit
+    except (ImportError, OSError, ValueError, AttributeError):  # not a HF folder (an ONNX
+        return limit  # export, say) or no transformers: the loader decides
     return min(limit, int(positions)) if positions else limit
 
 
@@ -40,9 +41,10 @@ def load_encoder(settings: Settings | None = None) -> Encoder:
     from convsparse.encoders.loading import load_student
 
     settings = settings or get_settings()
-    return load_student(settings.model or None, runtime=settings.runtime, device=settings.device,
-                        max_length=_max_length(settings), cache_dir=settings.cache_dir,
-                        dtype=settings.dtype)
+    with naming_missing_extras():  # e.g. runtime torch without the torch extra
+        return load_student(settings.model or None, runtime=settings.runtime, device=settings.device,
+                            max_length=_max_length(settings), cache_dir=settings.cache_dir,
+                            dtype=settings.dtype)
 
 
 def open_backend(settings: Settings | None = None, **options: object) -> Backend:
@@ -51,6 +53,11 @@ def open_backend(settings: Settings | None = None, **options: object) -> Backend
     `ElasticsearchBackend.from_settings(settings)` (each imported only then, so the embedded path
     never imports a search client). Extra `options` go to the backend."""
     settings = settings or get_settings()
+    with naming_missing_extras():  # e.g. elasticsearch without the elasticsearch extra
+        return _open_backend(settings, **options)
+
+
+def _open_backend(settings: Settings, **options: object) -> Backend:
     if settings.backend == "embedded":
         from convsparse.integration.backends.embedded import EmbeddedBackend
 

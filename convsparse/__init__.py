@@ -1,6 +1,8 @@
 """convsparse: conversational learned-sparse search.
 
-The public surface is declared here (`__all__`); everything else is internal. Imports are lazy,
+The public surface is declared here (`__all__`, pinned by tests/core/test_public_surface.py);
+everything else is internal. `convsparse.__version__` is the installed distribution's version
+(defined once, in pyproject.toml). Imports are lazy,
 so `import convsparse` stays light (torch, scipy and the backends load only when a name that
 needs them is first used).
 
@@ -9,7 +11,7 @@ needs them is first used).
 
 from __future__ import annotations
 
-from convsparse._lazy import lazy_exports
+from convsparse._lazy import lazy_exports as _lazy_exports
 
 __all__ = [
     "Backend",
@@ -75,4 +77,12 @@ _LAZY = {
     **dict.fromkeys(_ERRORS, "convsparse.errors"),
 }
 
-__getattr__, __dir__ = lazy_exports("convsparse", _LAZY, globals())
+_lazy_getattr, __dir__ = _lazy_exports("convsparse", _LAZY, globals())
+
+
+def __getattr__(name: str) -> object:
+    if name == "__version__":  # one definition: pyproject.toml's, read from the installed metadata
+        from importlib.metadata import version
+
+        return version("convsparse")
+    return _lazy_getattr(name)

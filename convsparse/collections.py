@@ -132,7 +132,7 @@ def _first(record: Mapping[str, Any], keys: Sequence[str]) -> Any:
     return None
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, start=1):
             if not line.strip():
@@ -197,7 +197,7 @@ def _turns_from(raw_turns: Any, *, task_id: str, path: Path, line: int) -> tuple
         raise InvalidCollectionError(str(e), path=path, line=line) from None
 
 
-def _cast_topics(path: Path, topics: list) -> list[ConversationTask]:
+def _cast_topics(path: Path, topics: list[Any]) -> list[ConversationTask]:
     """Raw TREC CAsT topics: each turn becomes a task carrying the previous user turns."""
     tasks = []
     for topic in topics:

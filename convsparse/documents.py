@@ -33,6 +33,11 @@ from convsparse.errors import InvalidDocumentError
 #: extraction bug worth seeing.
 DEFAULT_MAX_TEXT_CHARS = 1_000_000
 
+#: How deep stored fields may nest (lists and objects inside each other). Fields travel as
+#: JSON through Celery messages, bulk bodies and the embedded store, whose encoders recurse; a
+#: record nested deeper is rejected with this reason instead of failing somewhere downstream.
+MAX_FIELD_DEPTH = 64
+
 
 def document_text(title: Any, text: str) -> str:
     """What an encoder reads for a document: ``"<title>\\n<text>"``, or ``text`` without a
@@ -53,19 +58,23 @@ def _reject(message: str) -> PydanticCustomError:
 
 
 def _field_name(info: ValidationInfo, which: str) -> str:
-    return (info.context or {}).get(f"{which}_field", which)
+    return str((info.context or {}).get(f"{which}_field", which))
 
 
-def _jsonable(value: Any, where: str) -> Any:
+def _jsonable(value: Any, where: str, depth: int = 0) -> Any:
     """Stored fields travel through JSON (Celery messages, bulk bodies, the embedded store)."""
     if isinstance(value, float) and not math.isfinite(value):
         raise _reject(f"field {where!r} is {value}, which JSON cannot carry")
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
+    if isinstance(value, (Mapping, list, tuple)) and depth >= MAX_FIELD_DEPTH:
+        top = where.split(".")[0].split("[")[0]
+        raise _reject(f"field {top!r} nests deeper than {MAX_FIELD_DEPTH} levels "
+                      "(MAX_FIELD_DEPTH); flatten it")
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v, f"{where}.{k}") for k, v in value.items()}
+        return {str(k): _jsonable(v, f"{where}.{k}", depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_jsonable(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
     return str(value)
@@ -157,4 +166,4 @@ class SourceRecord(BaseModel):
             raise InvalidDocumentError(e.errors()[0]["msg"], record_id=known) from None
 
 
-__all__ = ["DEFAULT_MAX_TEXT_CHARS", "SourceRecord", "document_text", "text_too_long"]
+__all__ = ["DEFAULT_MAX_TEXT_CHARS", "MAX_FIELD_DEPTH", "SourceRecord", "document_text", "text_too_long"]

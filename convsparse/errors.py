@@ -100,12 +100,14 @@ class FingerprintMismatchError(ConvsparseError):
                    f"this one")
         super().__init__(msg)
 
-    def __reduce__(self):  # picklable with its keyword (Celery results, multiprocessing)
+    # picklable with its keyword (Celery results, multiprocessing)
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         return (_fingerprint_mismatch, (self.index, self.index_fingerprint,
                                         self.query_fingerprint, self.writing))
 
 
-def _fingerprint_mismatch(index, index_fp, other_fp, writing):
+def _fingerprint_mismatch(index: str, index_fp: str, other_fp: str,
+                          writing: bool) -> FingerprintMismatchError:
     return FingerprintMismatchError(index, index_fp, other_fp, writing=writing)
 
 

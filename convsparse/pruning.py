@@ -105,8 +105,8 @@ class PruningPolicy(BaseModel):
             nonempty = counts > 0
             row_max[nonempty] = np.maximum.reduceat(weights, rows.indptr[:-1][nonempty])
             keep &= weights >= self.max_ratio * row_max[row_of]
-        if self.alpha_mass is not None:
-            keep = self._alpha_mass_csr(rows, weights, keep, order)
+        if self.alpha_mass is not None and order is not None:
+            keep = self._alpha_mass_csr(rows, weights, keep, order, self.alpha_mass)
         return rows.select(keep)
 
     @staticmethod
@@ -115,8 +115,9 @@ class PruningPolicy(BaseModel):
         """Entry order by row, then weight descending, then token (`TermMap.top`'s order)."""
         return np.lexsort((vocabulary.rank[rows.indices], -weights, row_of))
 
-    def _alpha_mass_csr(self, rows: CsrRows, weights: np.ndarray, keep: np.ndarray,
-                        order: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _alpha_mass_csr(rows: CsrRows, weights: np.ndarray, keep: np.ndarray,
+                        order: np.ndarray, alpha_mass: float) -> np.ndarray:
         """Keep the heaviest kept terms of each row until they hold `alpha_mass` of the row's
         total (the term that crosses the target is kept), as `apply` does."""
         out = np.zeros_like(keep)
@@ -125,7 +126,7 @@ class PruningPolicy(BaseModel):
             a, b = int(rows.indptr[r]), int(rows.indptr[r + 1])
             if a == b:
                 continue
-            target = self.alpha_mass * float(sum(values[a:b]))  # = TermMap.total()
+            target = alpha_mass * float(sum(values[a:b]))  # = TermMap.total()
             ranked = order[a:b][keep[order[a:b]]]
             if not len(ranked):
                 continue

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = 600
     query_timeout_s: float = 2.0
 
+    @field_validator("redis_url", "result_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_redis_url(value)
+        return value
+
     # LLM generator (`convsparse rewrite` / `augment`, the `llm` teacher)
     llm_backend: Literal["endpoint", "local"] = "endpoint"
     llm_model: str = Field(default="", description="served model name, or a local HF folder")
@@ -71,5 +78,49 @@ class Settings(BaseSettings):
     llm_rerank_depth: int = Field(default=50, ge=1, description="BM25 candidates the llm teacher scores")
 
 
-def get_settings(**overrides: object) -> Settings:
+REDIS_URL_FORM = ("redis://HOST:PORT/DB (with a password redis://:PASSWORD@HOST:PORT/DB), rediss:// "
+                  "for TLS, or unix:///path/to/redis.sock")
+
+
+def check_redis_url(url: str) -> None:
+    """Raise `ValueError` (one sentence, the password masked) unless `url` is a Redis URL the
+    client can use. The password may hold any character but ``/ ? #``, which must be
+    percent-encoded (``%2F %3F %23``): the URL parser would take them for the path."""
+    from urllib.parse import urlsplit
+
+    from convsparse.redaction import mask_url, url_password
+
+    shown = repr(mask_url(url))
+    scheme, sep, rest = url.strip().partition("://")
+    if not sep:
+        raise ValueError(f"{shown} is not a URL; use {REDIS_URL_FORM}")
+    if scheme.lower() not in ("redis", "rediss", "unix"):
+        raise ValueError(f"{shown} has scheme {scheme + '://'!r}; use {REDIS_URL_FORM}")
+    password = url_password(url) or ""
+    bad = sorted({c for c in password if c in "/?#"})
+    if bad:
+        raise ValueError(f"the password in {shown} holds {' '.join(bad)}; percent-encode them "
+                         "(/ %2F, ? %3F, # %23)")
+    if scheme.lower() == "unix":
+        if not urlsplit("unix://" + rest.rpartition("@")[2]).path:
+            raise ValueError(f"{shown} names no socket path; use unix:///path/to/redis.sock")
+        return
+    parts = urlsplit("redis://" + rest.rpartition("@")[2])
+    if not parts.hostname:
+        raise ValueError(f"{shown} names no host; use {REDIS_URL_FORM}")
+    try:
+        port = parts.port
+    except ValueError:
+        port_text = parts.netloc.rpartition(":")[2]
+        raise ValueError(f"{shown}: port {port_text!r} is not a number from 1 to 65535") from None
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError(f"{shown}: port {port} is not a number from 1 to 65535")
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        raise ValueError(f"{shown}: database {db!r} is not a number (/0, /1, ...)")
+
+
+def get_settings(**overrides: Any) -> Settings:
+    """`Settings` from the environment, with the `overrides` that are not None on top (each
+    checked as the field it names)."""
     return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -247,7 +247,9 @@ class TermMapBatch:
             return [tm.to_rank_features() for tm in self.term_maps]
         if not self.term_maps:
             return []
-        names, weights = self.term_maps[0]._lists.escaped_and_weights()
+        first = self.term_maps[0]
+        assert isinstance(first, CsrTermMap) and first._lists is not None  # a CSR batch's views
+        names, weights = first._lists.escaped_and_weights()
         bounds = self.csr.indptr.tolist()
         # Thousands of fresh dicts would trigger cyclic-GC passes that find nothing to free
         # (dicts of str -> float hold no cycles): pause the collector while building them.
@@ -480,17 +482,17 @@ class CsrTermMap(TermMap):
         self._vocab, self._idx, self._val = vocabulary, indices, values
         self._lists, self._start = lists, start
 
-    def __getattr__(self, name: str):
-        if name == "_weights":  # first read: materialise the dict
+    def __getattr__(self, name: str) -> dict[str, float]:
+        if name == "_weights":  # first read: materialise the dict into the inherited slot
             weights = dict(zip(self._vocab.array[self._idx].tolist(), self._val.tolist()))
-            TermMap._weights.__set__(self, weights)
+            self._weights = weights
             return weights
         raise AttributeError(name)
 
     def __len__(self) -> int:
         return len(self._idx)
 
-    def __reduce__(self):  # pickles (and copies) as a plain TermMap
+    def __reduce__(self) -> tuple[type[TermMap], tuple[dict[str, float]]]:  # pickles (and copies) as a plain TermMap
         return (TermMap, (self.to_dict(),))
 
     def tokens_and_weights(self) -> tuple[list[str], list[float]]:

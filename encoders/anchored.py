@@ -31,10 +31,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from convsparse.conversation import ConversationLike, Turn, parse_conversation
 from convsparse.termmap import TermMapBatch, term_map_from_vector
@@ -44,6 +43,9 @@ VIEWS: tuple[str, ...] = ("context", "previous_answer", "earlier_questions")
 #: words of the previous answer a view keeps (its opening names what it is about)
 ANSWER_WORDS = 40
 GATE_FILE = "anchored.json"
+
+if TYPE_CHECKING:
+    from convsparse.encoders.expansion_gate import ExpansionGate
 
 
 def is_anchored_folder(path: str | Path) -> bool:
@@ -78,60 +80,61 @@ class ConversationViews:
         return [self.current, *(getattr(self, v) for v in VIEWS)]
 
 
-class ExpansionGate(nn.Module):
-    """q = cur + sum_v softplus(alpha_v) * sigmoid(phi . theta_v + b_v) * view_v, per term.
+@dataclass(frozen=True)
+class GateWeights:
+    """The gate's parameters as arrays, and the gate itself in numpy: what serving runs (no
+    torch). `ExpansionGate` (`encoders/expansion_gate.py`) is the trainable PyTorch form of the
+    same formula; both read and write the same `anchored.json`."""
 
-    Works on dense (batch, vocab) tensors: `current` and `views` (batch, n_views, vocab)."""
-
-    n_features = len(VIEWS) + 3  # cur, each view, has-in-current, constant
-
-    def __init__(self, initial_weight: float = 0.15):
-        super().__init__()
-        n = len(VIEWS)
-        self.theta = nn.Parameter(torch.zeros(n, self.n_features))
-        self.bias = nn.Parameter(torch.zeros(n))
-        # sigmoid(0) = 0.5, so each view starts at initial_weight / n overall
-        start = float(np.log(np.expm1(2 * initial_weight / n)))
-        self.alpha = nn.Parameter(torch.full((n,), start))
-
-    def features(self, current: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
-        ones = torch.ones_like(current)
-        return torch.stack([current, *views.unbind(1), (current > 0).to(current.dtype), ones], -1)
-
-    def forward(self, current: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
-        phi = self.features(current, views)                          # (B, V, F)
-        gate = torch.sigmoid(phi @ self.theta.T + self.bias)         # (B, V, n)
-        weight = nn.functional.softplus(self.alpha)                   # (n,)
-        return current + (gate * weight * views.permute(0, 2, 1)).sum(-1)
-
-    def to_dict(self, base: str = "splade-tiny") -> dict:
-        return {"format": 1, "base": base, "views": list(VIEWS), "answer_words": ANSWER_WORDS,
-                "theta": self.theta.detach().tolist(), "bias": self.bias.detach().tolist(),
-                "alpha": self.alpha.detach().tolist()}
+    theta: np.ndarray  # (n_views, n_features)
+    bias: np.ndarray   # (n_views,)
+    alpha: np.ndarray  # (n_views,)
 
     @classmethod
-    def from_dict(cls, d: dict) -> ExpansionGate:
-        if d.get("format") != 1 or tuple(d.get("views", ())) != VIEWS:
-            raise ValueError(f"{GATE_FILE}: unsupported gate format {d.get('format')!r} / views "
-                             f"{d.get('views')!r}; expected format 1 with views {list(VIEWS)}")
-        gate = cls()
-        with torch.no_grad():
-            gate.theta.copy_(torch.tensor(d["theta"]))
-            gate.bias.copy_(torch.tensor(d["bias"]))
-            gate.alpha.copy_(torch.tensor(d["alpha"]))
-        return gate
-
-    def save(self, folder: str | Path, *, base: str = "splade-tiny") -> Path:
-        """Write `anchored.json`; `base` is a base-model name or a path relative to `folder`."""
-        path = Path(folder) / GATE_FILE
-        path.write_text(json.dumps(self.to_dict(base), indent=1) + "\n", encoding="utf-8")
-        return path
+    def from_dict(cls, d: dict) -> GateWeights:
+        check_gate_dict(d)
+        return cls(*(np.asarray(d[k], dtype=np.float32) for k in ("theta", "bias", "alpha")))
 
     @classmethod
-    def load(cls, folder: str | Path) -> tuple[ExpansionGate, str]:
+    def load(cls, folder: str | Path) -> tuple[GateWeights, str]:
         """(gate, base reference) from a folder's `anchored.json`."""
-        d = json.loads((Path(folder) / GATE_FILE).read_text(encoding="utf-8"))
+        d = read_gate_file(folder)
         return cls.from_dict(d), str(d.get("base") or "splade-tiny")
+
+    def __call__(self, current: np.ndarray, views: np.ndarray) -> np.ndarray:
+        """`current` (batch, vocab), `views` (batch, n_views, vocab) -> (batch, vocab)."""
+        history = np.moveaxis(views, 1, 2)                                    # (B, V, n)
+        phi = np.stack([current, *np.moveaxis(views, 1, 0), (current > 0).astype(current.dtype),
+                        np.ones_like(current)], -1)                           # (B, V, F)
+        gate = _sigmoid(phi @ self.theta.T + self.bias)                      # (B, V, n)
+        weight = np.logaddexp(0.0, self.alpha).astype(np.float32)           # softplus, (n,)
+        return (current + (gate * weight * history).sum(-1)).astype(np.float32, copy=False)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # the logistic as torch computes it: a saturated gate's tiny weights stay tiny, not 0
+    x = np.asarray(x, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        return (np.float32(1.0) / (np.float32(1.0) + np.exp(-x))).astype(np.float32, copy=False)
+
+
+def check_gate_dict(d: dict) -> None:
+    if d.get("format") != 1 or tuple(d.get("views", ())) != VIEWS:
+        raise ValueError(f"{GATE_FILE}: unsupported gate format {d.get('format')!r} / views "
+                         f"{d.get('views')!r}; expected format 1 with views {list(VIEWS)}")
+
+
+def read_gate_file(folder: str | Path) -> dict:
+    return json.loads((Path(folder) / GATE_FILE).read_text(encoding="utf-8"))
+
+
+def __getattr__(name: str) -> object:
+    # ExpansionGate is a torch module: imported only when asked for (training, tests)
+    if name == "ExpansionGate":
+        from convsparse.encoders.expansion_gate import ExpansionGate
+
+        return ExpansionGate
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class AnchoredStudent:
@@ -141,9 +144,10 @@ class AnchoredStudent:
 
     runtime_suffix = "+anchored"
 
-    def __init__(self, base, gate: ExpansionGate, *, source: str = ""):
+    def __init__(self, base: Any, gate: GateWeights | ExpansionGate, *, source: str = ""):
         self.base = base
-        self.gate = gate.eval()
+        # a trainable gate (training) runs in torch; a loaded one in numpy
+        self.gate = gate if isinstance(gate, GateWeights) else gate.eval()
         self.source = source
 
     # the index contract is the document side's: same base, same term space
@@ -190,9 +194,13 @@ class AnchoredStudent:
         per = dense.reshape(len(views), 1 + len(VIEWS), -1)
         return per[:, 0], per[:, 1:]
 
-    @torch.inference_mode()
     def combine(self, current: np.ndarray, history: np.ndarray) -> np.ndarray:
-        return self.gate(torch.from_numpy(current), torch.from_numpy(history)).numpy()
+        if isinstance(self.gate, GateWeights):
+            return self.gate(current, history)
+        import torch
+
+        with torch.inference_mode():
+            return self.gate(torch.from_numpy(current), torch.from_numpy(history)).numpy()
 
     def views(self, conversations: Sequence[ConversationLike], ids: Sequence[str] | None = None
               ) -> list[ConversationViews]:

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-from convsparse.encoders.pooling import POOLING_NAME
 
 METADATA_NAME = "convsparse_encoder.json"
 
@@ -26,11 +25,16 @@ class ExportReport:
     fp16: bool
     top_k: int | None
     source: str
+    vocabulary_name: str = ""
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, object]:
+        from convsparse.encoders.onnx_runtime import GRAPH_VERSION
+
         out = asdict(self)
         out["onnx_path"] = str(self.onnx_path)
-        out["pooling"] = POOLING_NAME
+        # literal, not imported: the pooling module needs torch, and reading an export must not
+        out["pooling"] = "splade-max-log1p-relu"
+        out["graph_version"] = GRAPH_VERSION
         return out
 
 
@@ -59,6 +63,24 @@ def export_student(
         student.tokenizer.save_pretrained(out)
     shutil.copyfile(cached, target)
     report = ExportReport(target, fingerprint, student.max_length, fp16, top_k,
-                          getattr(student, "source", str(model)))
+                          getattr(student, "source", str(model)), student.vocabulary_name)
     meta_path.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
     return report
+
+
+def write_prebuilt_export(name: str = "splade-tiny") -> Path:
+    """(Re)build the ONNX export the package ships inside base model `name`'s folder
+    (``<folder>/onnx``), which `load_student` runs without torch. Run it after changing the
+    weights, the graph (`onnx_runtime.GRAPH_VERSION`) or the fingerprint rule; the tests check
+    that the shipped export still matches the PyTorch student:
+    ``python -c "from convsparse.encoders.export import write_prebuilt_export as w; w()"``."""
+    from convsparse.encoders.base_models import base_model_dir
+    from convsparse.encoders.loading import PREBUILT_EXPORT
+
+    folder = base_model_dir(name) / PREBUILT_EXPORT
+    shutil.rmtree(folder, ignore_errors=True)
+    with tempfile.TemporaryDirectory() as cache:  # a fresh export, never a stale cached one
+        report = export_student(base_model_dir(name), folder, cache_dir=cache)
+    meta = report.to_json() | {"onnx_path": "model.onnx", "source": name}
+    (folder / METADATA_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return folder

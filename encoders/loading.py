@@ -11,8 +11,14 @@ Accepted sources:
   ``minilm``);
 - an anchored-student folder (``anchored.json``: a gate over a named or relative base), loaded
   as `AnchoredStudent` on the same runtime;
+- an ONNX export folder (`convsparse export --out FOLDER`), run by ONNX Runtime;
 - ``None``: the default model, ``convsparse/models/student/`` (the shipped anchored student
   over SPLADE-tiny; see its MODEL_CARD.md).
+
+On ONNX Runtime, a base folder with a pre-built export beside its weights (``onnx/``, as the
+package ships for SPLADE-tiny) is run from that export when the options match it (default max
+length and document pruning, float32, no optimizer passes): neither torch nor transformers is
+imported. Anything else on ONNX Runtime is exported from PyTorch first (the ``torch`` extra).
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ from typing import Literal
 
 from convsparse.errors import UnsupportedModelError
 from convsparse.pruning import PruningPolicy
+
+#: the pre-built ONNX export inside a base model's folder
+PREBUILT_EXPORT = "onnx"
 
 _MLM_MODULE_TYPES = ("MLMTransformer",)
 _TRANSFORMER_MODULE_TYPES = ("Transformer",)
@@ -44,6 +53,28 @@ def default_model_path() -> Path:
     if is_anchored_folder(shipped) or (shipped / "config.json").exists():
         return shipped
     return splade_tiny_dir()
+
+
+def prebuilt_export(source: Path | str, *, max_length: int | None,
+                    document_pruning: PruningPolicy | None, fp16: bool, optimize: bool) -> Path | None:
+    """The export folder shipped beside `source`'s weights, when it is what `load_student`
+    would export with these options (same max length, default document pruning, float32, no
+    optimizer passes); else None."""
+    if fp16 or optimize or not isinstance(source, Path):
+        return None
+    from convsparse.encoders.onnx_runtime import GRAPH_VERSION, is_export_folder, read_export_metadata
+
+    folder = source / PREBUILT_EXPORT
+    if not is_export_folder(folder):
+        return None
+    meta = read_export_metadata(folder)
+    if document_pruning is not None and document_pruning.describe() != PruningPolicy().describe():
+        return None
+    if max_length is not None and max_length != meta["max_length"]:
+        return None
+    if meta.get("graph_version") != GRAPH_VERSION or meta.get("top_k") or meta.get("fp16"):
+        return None
+    return folder
 
 
 def _read_json(path: Path) -> dict | list:
@@ -130,9 +161,9 @@ def load_student(
     ``onnx_int8`` adds int8 dynamic quantization (see `encoders/onnx_runtime.py` for the speed
     and ranking-quality numbers).
     """
-    from convsparse.encoders.anchored import AnchoredStudent, ExpansionGate, is_anchored_folder
+    from convsparse.encoders.anchored import AnchoredStudent, GateWeights, is_anchored_folder
     from convsparse.encoders.base_models import BASE_MODELS, base_model_dir
-    from convsparse.encoders.student import SpladeStudent
+    from convsparse.encoders.onnx_runtime import is_export_folder
 
     if runtime not in ("torch", "onnx"):
         raise ValueError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
@@ -140,7 +171,7 @@ def load_student(
         name_or_path = base_model_dir(name_or_path)
     source = default_model_path() if name_or_path in (None, "") else _local_or_snapshot(name_or_path)
     if isinstance(source, Path) and is_anchored_folder(source):
-        gate, base_ref = ExpansionGate.load(source)
+        gate, base_ref = GateWeights.load(source)
         base_path = base_ref if base_ref in BASE_MODELS else source / base_ref
         # every option reaches the base, which does all the encoding
         base = load_student(base_path, runtime=runtime, device=device, max_length=max_length,
@@ -148,6 +179,20 @@ def load_student(
                             dtype=dtype, compile=compile, onnx_optimize=onnx_optimize,
                             onnx_int8=onnx_int8)
         return AnchoredStudent(base, gate, source=str(source))
+    if isinstance(source, Path) and is_export_folder(source):
+        if runtime != "onnx":
+            raise UnsupportedModelError(f"{source} is an ONNX export: run it with runtime 'onnx' "
+                                        "(--runtime onnx, CONVSPARSE_RUNTIME=onnx)")
+        _check_export_options(source, max_length=max_length, document_pruning=document_pruning,
+                              fp16=fp16, optimize=onnx_optimize or onnx_int8)
+        return _open_export(source, device=device, source=str(source))
+    if runtime == "onnx":
+        prebuilt = prebuilt_export(source, max_length=max_length, document_pruning=document_pruning,
+                                   fp16=fp16, optimize=onnx_optimize or onnx_int8)
+        if prebuilt is not None:
+            return _open_export(prebuilt, device=device, source=str(source))
+    from convsparse.encoders.student import SpladeStudent
+
     model_path: Path | str = source
     if isinstance(source, Path) and (source / "modules.json").exists():
         model_path, st_max = resolve_sparse_encoder(source)
@@ -169,3 +214,29 @@ def load_student(
 
     return OnnxStudent.from_torch(student, device=device, fp16=fp16, cache_dir=cache_dir,
                                   optimize=onnx_optimize, int8=onnx_int8)
+
+
+def _check_export_options(folder: Path, *, max_length: int | None,
+                          document_pruning: PruningPolicy | None, fp16: bool, optimize: bool) -> None:
+    """An export folder runs as it was exported: options that would change its term maps are
+    refused with the fix, never ignored."""
+    from convsparse.encoders.onnx_runtime import read_export_metadata
+
+    exported = read_export_metadata(folder)["max_length"]
+    asked = []
+    if max_length is not None and max_length != exported:
+        asked.append(f"max_length {max_length} (exported with {exported})")
+    if document_pruning is not None and document_pruning.describe() != PruningPolicy().describe():
+        asked.append("document pruning")
+    if fp16 or optimize:
+        asked.append("fp16 / optimizer passes")
+    if asked:
+        raise UnsupportedModelError(f"{folder} is an ONNX export and runs as exported; asked for "
+                                    f"{', '.join(asked)}: export it again with those options "
+                                    "(`convsparse export`), or load the checkpoint it came from")
+
+
+def _open_export(folder: Path, *, device: str, source: str):
+    from convsparse.encoders.onnx_runtime import OnnxStudent
+
+    return OnnxStudent.from_export_folder(folder, device=device, source=source)

@@ -35,75 +35,52 @@ activations and their token ids), never the ``batch x tokens x vocab`` logits.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from convsparse.encoders.pooling import SpladeModel
-from convsparse.encoders.student import StudentEncoderBase
+from convsparse.encoders.onnx_session import (  # noqa: F401 - their home before the split
+    GRAPH_VERSION,
+    inference_session,
+    onnx_cache_path,
+    providers_for,
+    temporary_sibling,
+)
+from convsparse.encoders.student_base import StudentEncoderBase
 from convsparse.pruning import PruningPolicy
 from convsparse.termmap import CsrRows
 
+if TYPE_CHECKING:  # torch is needed to export, never to run an export
+    import torch
+
+    from convsparse.encoders.pooling import SpladeModel
+
 log = logging.getLogger(__name__)
-
-# ONNX Runtime's telemetry writes a device id and an event database under the user's home
-# cache (~/.cache/Microsoft/DeveloperTools/.onnxruntime) when the library loads; the variable
-# must be set before the first import (a user who sets it keeps their choice).
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-
-
-def _onnxruntime():
-    """The onnxruntime module, with its telemetry events off where it offers the switch
-    (for a process that imported it before this module set ``ORT_DISABLE_TELEMETRY``)."""
-    import onnxruntime as ort
-
-    if os.environ.get("ORT_DISABLE_TELEMETRY") == "1" and hasattr(ort, "disable_telemetry_events"):
-        ort.disable_telemetry_events()
-    return ort
-
 
 INPUT_NAMES = ["input_ids", "attention_mask"]
 OPSET = 17
-#: Bumped when the exported graph changes for the same weights (2: max-first SPLADE pooling;
-#: 3: no (batch, tokens, vocab) mask or bias pass), so a cached export of an older graph is
-#: not reused.
-GRAPH_VERSION = 3
 
 
-class _TopKSplade(torch.nn.Module):
-    def __init__(self, model: SpladeModel, k: int):
-        super().__init__()
-        self.model, self.k = model, k
+def _top_k_splade(model: SpladeModel, k: int) -> torch.nn.Module:
+    """`model` whose output is its `k` heaviest activations and their token ids."""
+    import torch
 
-    def forward(self, input_ids, attention_mask):
-        values, indices = torch.topk(self.model(input_ids, attention_mask), self.k, dim=-1)
-        return values, indices
+    class TopKSplade(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model, self.k = model, k
 
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+            values, indices = torch.topk(self.model(input_ids, attention_mask), self.k, dim=-1)
+            return values, indices
 
-def onnx_cache_path(
-    fingerprint: str, *, fp16: bool = False, top_k: int | None = None,
-    cache_dir: str | Path | None = None, optimize: bool = False, int8: bool = False,
-) -> Path:
-    """Where the export of the encoder with this fingerprint is cached."""
-    if cache_dir is None:
-        from convsparse.settings import get_settings
-
-        cache_dir = get_settings().cache_dir
-    name = fingerprint.split(":", 1)[-1] + f"-g{GRAPH_VERSION}"
-    if top_k:
-        name += f"-top{top_k}"
-    if fp16:
-        name += "-fp16"
-    if optimize or int8:
-        name += "-opt"
-    if int8:
-        name += "-int8"
-    return Path(cache_dir) / "onnx" / f"{name}.onnx"
+    return TopKSplade()
 
 
 def optimize_onnx(src: str | Path, out_path: str | Path, *, num_heads: int = 0,
@@ -139,6 +116,8 @@ def quantize_int8(src: str | Path, out_path: str | Path) -> Path:
 
 
 def _dummy_inputs(vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
     ids = torch.randint(1000, min(2000, vocab_size), (2, 16), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(ids)
     mask[1, 12:] = 0
@@ -153,6 +132,8 @@ def export_onnx(
     """Export `model` (MLM + SPLADE pooling, or any module of (input_ids, attention_mask) with
     one output, named `output_name`, whose dynamic axes are `output_axes`, by default the
     batch) to `out_path` (atomic write)."""
+    import torch
+
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     module: torch.nn.Module = model.to("cpu").float().eval()
@@ -160,14 +141,12 @@ def export_onnx(
     dyn = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
            output_name: output_axes or {0: "batch"}}
     if top_k:
-        module = _TopKSplade(model, int(top_k)).eval()
+        module = _top_k_splade(model, int(top_k)).eval()
         outputs = ["top_values", "top_indices"]
         dyn = {"input_ids": dyn["input_ids"], "attention_mask": dyn["attention_mask"],
                "top_values": {0: "batch"}, "top_indices": {0: "batch"}}
     args = _dummy_inputs(vocab_size)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.stem}-", suffix=".onnx", dir=out_path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = temporary_sibling(out_path)  # the umask's mode, as every other file
     try:
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -183,6 +162,7 @@ def export_onnx(
                                   external_data=False,
                                   dynamic_shapes={"input_ids": {0: batch, 1: seq},
                                                   "attention_mask": {0: batch, 1: seq}})
+        share_tied_weights(tmp)
         if fp16:
             import onnx
             from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -195,38 +175,29 @@ def export_onnx(
     return out_path
 
 
-def _cpu_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+def share_tied_weights(path: str | Path) -> None:
+    """Store a masked-LM's tied weights once: the exporter writes the word embeddings twice
+    (the input lookup's table and its transpose for the output projection), which doubles a
+    small model's file (SPLADE-tiny: 33 MB -> 18 MB). The copy becomes a Transpose node of the
+    table, which ONNX Runtime folds back into a constant when the session opens; the outputs
+    are bit for bit the same."""
+    import onnx
+    from onnx import helper, numpy_helper
 
-
-def inference_session(path: str | Path, providers: list[str], *,
-                      intra_op_threads: int | None = None, memory_arena: bool = True):
-    """An ONNX Runtime session as the project runs them: all graph optimisations, sequential
-    execution (a BERT graph has no useful inter-op parallelism), intra-op threads = the CPUs
-    this process may use (so `taskset` or `os.sched_setaffinity` bounds it), quiet logs."""
-    ort = _onnxruntime()
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.intra_op_num_threads = intra_op_threads or _cpu_threads()
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    opts.enable_cpu_mem_arena = memory_arena
-    return ort.InferenceSession(str(path), opts, providers=providers)
-
-
-def providers_for(device: str) -> list[str]:
-    ort = _onnxruntime()
-    available = ort.get_available_providers()
-    if device in ("auto", "cuda") or device.startswith("cuda"):
-        if "CUDAExecutionProvider" in available:
-            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        if device != "auto":
-            log.warning("CUDAExecutionProvider is not available (install onnxruntime-gpu); using CPU")
-    return ["CPUExecutionProvider"]
+    proto = onnx.load(str(path))
+    large = {i.name: i for i in proto.graph.initializer if len(i.dims) == 2 and i.dims[0] * i.dims[1] > 65536}
+    arrays = {name: numpy_helper.to_array(init) for name, init in large.items()}
+    shared = False
+    for name, table in arrays.items():
+        for other, copy in arrays.items():
+            if other != name and other in large and name in large and copy.shape == table.T.shape \
+                    and np.array_equal(copy, table.T):
+                proto.graph.initializer.remove(large.pop(other))
+                proto.graph.node.insert(0, helper.make_node("Transpose", [name], [other], perm=[1, 0],
+                                                            name=f"tied_{other}"))
+                shared = True
+    if shared:
+        onnx.save(proto, str(path))
 
 
 class OnnxStudent(StudentEncoderBase):
@@ -237,11 +208,13 @@ class OnnxStudent(StudentEncoderBase):
     def __init__(
         self, onnx_path: str | Path, tokenizer, *, fingerprint: str, max_length: int = 256,
         document_pruning: PruningPolicy | None = None, device: str = "auto",
-        intra_op_threads: int | None = None, source: str = "",
+        intra_op_threads: int | None = None, source: str = "", vocabulary_name: str | None = None,
     ):
         super().__init__(tokenizer, max_length=max_length, document_pruning=document_pruning)
         self.onnx_path = Path(onnx_path)
         self._fingerprint = fingerprint
+        if vocabulary_name is not None:  # as the exporting student named it
+            self.__dict__["vocabulary_name"] = vocabulary_name
         self.source = source
         self.providers = providers_for(device)
         self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
@@ -255,6 +228,31 @@ class OnnxStudent(StudentEncoderBase):
     @property
     def fingerprint(self) -> str:
         return self._fingerprint
+
+    @classmethod
+    def from_export_folder(
+        cls, folder: str | Path, *, device: str = "auto", intra_op_threads: int | None = None,
+        source: str | None = None,
+    ) -> OnnxStudent:
+        """Open an export folder (`convsparse export --out FOLDER`: ``model.onnx``, the tokenizer
+        files, ``convsparse_encoder.json``) with ONNX Runtime and `tokenizers` only: no torch,
+        no transformers. The fingerprint is the one the exporting student recorded."""
+        from convsparse.encoders.export import METADATA_NAME
+        from convsparse.encoders.tokenizer import FastTokenizer
+        from convsparse.errors import UnsupportedModelError
+
+        folder = Path(folder)
+        meta = read_export_metadata(folder)
+        if meta.get("graph_version", GRAPH_VERSION) != GRAPH_VERSION or meta.get("top_k") or meta.get("fp16"):
+            raise UnsupportedModelError(
+                f"{folder}/{METADATA_NAME}: graph version {meta.get('graph_version')!r}, top_k "
+                f"{meta.get('top_k')!r}, fp16 {meta.get('fp16')!r}; this version runs graph version "
+                f"{GRAPH_VERSION} without top_k or fp16: export it again with `convsparse export`")
+        return cls(folder / "model.onnx", FastTokenizer(folder), fingerprint=str(meta["fingerprint"]),
+                   max_length=int(meta["max_length"]), device=device,
+                   intra_op_threads=intra_op_threads,
+                   source=source if source is not None else str(meta.get("source") or folder),
+                   vocabulary_name=meta.get("vocabulary_name"))
 
     @classmethod
     def from_torch(
@@ -312,3 +310,29 @@ class OnnxStudent(StudentEncoderBase):
         indices = np.take_along_axis(indices, order, axis=1)
         keep = (values > 0) | ~np.isfinite(values)
         return CsrRows.from_counts(keep.sum(axis=1), indices[keep], values[keep])
+
+
+def read_export_metadata(folder: str | Path) -> dict[str, Any]:
+    """The ``convsparse_encoder.json`` of an export folder; `UnsupportedModelError` names the
+    file when it is missing or not a JSON object."""
+    from convsparse.encoders.export import METADATA_NAME
+    from convsparse.errors import UnsupportedModelError
+
+    path = Path(folder) / METADATA_NAME
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UnsupportedModelError(f"{path}: cannot read the export's metadata ({e}); export the "
+                                    "student again with `convsparse export --out FOLDER`") from None
+    if not isinstance(meta, dict) or "fingerprint" not in meta or "max_length" not in meta:
+        raise UnsupportedModelError(f"{path}: not an export's metadata (no fingerprint or "
+                                    "max_length); export the student again with `convsparse export`")
+    return meta
+
+
+def is_export_folder(folder: str | Path) -> bool:
+    """A folder `convsparse export --out FOLDER` wrote (graph, tokenizer, metadata)."""
+    from convsparse.encoders.export import METADATA_NAME
+
+    folder = Path(folder)
+    return (folder / METADATA_NAME).is_file() and (folder / "model.onnx").is_file()

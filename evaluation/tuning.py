@@ -18,6 +18,15 @@ each `AnnQuery` in ``ann`` (default `DEFAULT_ANN_GRID`) searches the unpruned qu
 ``approximate=...``, and is measured and plotted like a pruning point (kind ``ann``), its
 recall against the same exact unpruned results.
 
+With a `Reranker` (``reranker=``; the CLI's ``convsparse tune --rerank``), the re-rank depth is
+swept as well (``rerank_depths``, default 10/20/50; kind ``rerank``): each unpruned query is
+searched ``max(k, depth)`` deep and its first ``depth`` hits re-ranked, as
+`ConversationalSearch` does; the latency is search + re-rank (the re-rank stage alone is in
+``rerank_ms``), the quality is the judgments' MRR@10 / nDCG@3 / recall@k (qrels needed to read
+them). Re-rank points reorder on purpose, so their recall vs the unpruned results says how much
+they move, not what they lose: they are left out of the Pareto frontier and `recommend`, which
+trade latency against the exact results. They are not plotted (the plot's axis is that recall).
+
 `TuningResult.recommend(budget_ms=..., max_recall_drop=... | target_recall=...)` picks a setting;
 `TuningResult.plot(path)` draws latency versus recall with every point labelled by its
 threshold and the Pareto frontier (fastest for its recall) marked.
@@ -81,6 +90,7 @@ class TuningPoint:
     error: str | None = None
     ann: AnnQuery | None = None  # kind "ann": the approximate-search knobs measured
     recall_at: dict[int, float] = field(default_factory=dict)  # depth -> recall vs unpruned
+    rerank_ms: dict[str, float] | None = None  # kind "rerank": the re-rank stage alone
 
     @property
     def label(self) -> str:
@@ -88,6 +98,8 @@ class TuningPoint:
             return "unpruned"
         if self.ann is not None:
             return self.ann.label
+        if self.kind == "rerank":
+            return f"rerank depth {int(self.threshold or 0)}"
         t = self.threshold
         text = f"{int(t)}" if self.kind == "top_k" else f"{t:.3g}"
         return f"{self.kind}={text}"
@@ -101,6 +113,8 @@ class TuningPoint:
         an ANN point the ``approximate=`` argument, ``AnnQuery(query_cut=20, heap_factor=0.9)``."""
         if self.ann is not None:
             return f"AnnQuery(query_cut={self.ann.query_cut}, heap_factor={self.ann.heap_factor!r})"
+        if self.kind == "rerank":
+            return f"ConversationalSearch(index, reranker=reranker, rerank_depth={int(self.threshold or 0)})"
         args = ", ".join(f"{k}={v!r}" for k, v in self.policy.model_dump().items() if v is not None)
         return f"PruningPolicy({args})"
 
@@ -114,7 +128,8 @@ class TuningPoint:
                 "pareto": self.pareto, "error": self.error,
                 "ann": None if self.ann is None else {"query_cut": self.ann.query_cut,
                                                       "heap_factor": self.ann.heap_factor},
-                "recall_at": {str(d): r for d, r in self.recall_at.items()}}
+                "recall_at": {str(d): r for d, r in self.recall_at.items()},
+                "rerank_ms": self.rerank_ms}
 
 
 def pareto_frontier(points: Sequence[TuningPoint], *, latency: str = "p50") -> list[TuningPoint]:
@@ -178,7 +193,7 @@ class TuningResult:
         if budget_ms is None and max_recall_drop is None:
             max_recall_drop = 0.01
         stat = self.latency_stat
-        ok = [p for p in self.points if p.ok]
+        ok = [p for p in self.points if p.ok and p.kind != "rerank"]
         fits = [p for p in ok
                 if (budget_ms is None or p.latency_ms[stat] <= budget_ms)
                 and (max_recall_drop is None or 1.0 - p.recall_vs_unpruned <= max_recall_drop + 1e-9)]
@@ -219,10 +234,12 @@ class TuningResult:
             out.append({
                 "setting": p.label, "query terms": f"{p.avg_query_terms:.1f}",
                 "p50 ms": _f(p.latency_ms.get("p50"), 2), "p95 ms": _f(p.latency_ms.get("p95"), 2),
+                **({"re-rank p50 ms": _f(p.rerank_ms.get("p50"), 2)} if p.rerank_ms else {}),
                 f"recall@{k} vs unpruned": _f(p.recall_vs_unpruned, 3),
                 f"recall@{k} vs qrels": _f(p.recall_vs_qrels, 3),
                 **{f"recall@{d} vs unpruned": _f(r, 3) for d, r in p.recall_at.items() if d != k},
-                **({"MRR@10": _f(p.metrics.get("mrr@10"), 3)} if p.metrics else {}),
+                **({"MRR@10": _f(p.metrics.get("mrr@10"), 3),
+                    "nDCG@3": _f(p.metrics.get("ndcg@3"), 3)} if p.metrics else {}),
                 "FLOPS": _f(p.flops, 2), "Pareto": "*" if p.pareto else "",
                 **({"error": p.error} if p.error else {}),
             })
@@ -342,6 +359,7 @@ class PruningTuner:
         doc_stats: TermStats | None = None, latency_stat: str = "p50",
         baseline: PruningPolicy | None = None, batch_size: int = 32,
         query_maps: Mapping[str, TermMap] | None = None, recall_depths: Sequence[int] = (100,),
+        reranker: Any = None, rerank_depths: Sequence[int] = (10, 20, 50),
     ):
         if latency_stat not in ("p50", "p95", "mean"):
             raise ValueError("latency_stat must be p50, p95 or mean")
@@ -350,6 +368,10 @@ class PruningTuner:
         self.k, self.warmup, self.repeats = k, max(0, warmup), max(1, repeats)
         self.doc_stats, self.latency_stat = doc_stats, latency_stat
         self.baseline = baseline or PruningPolicy()
+        self.reranker = reranker
+        if any(int(d) < 1 for d in rerank_depths):
+            raise ValueError("rerank_depths must be positive")
+        self.rerank_depths = sorted({int(d) for d in rerank_depths}) if reranker is not None else []
         self.recall_depths = sorted({int(d) for d in (k, *recall_depths) if d >= 1})
         convs = list(conversations)
         if convs and isinstance(convs[0], ConversationTask):
@@ -358,6 +380,8 @@ class PruningTuner:
         else:
             self.ids = list(ids) if ids is not None else [str(i) for i in range(len(convs))]
             inputs = convs
+        #: what each query's re-ranker reads: the conversation the system sees
+        self.conversations = inputs
         self.queries: list[TermMap]
         if query_maps is not None and all(i in query_maps for i in self.ids):
             self.queries = [query_maps[i] for i in self.ids]  # encoded already (same view)
@@ -397,12 +421,51 @@ class PruningTuner:
                          if deepest > self.k else list(run[qid]))
         return pruned, run, deep, samples
 
+    def _reranked(self, conversation: Any, query: TermMap, depth: int, k: int) -> tuple[list, float]:
+        """The first `k` hits with the first `depth` re-ranked, and the re-rank's ms."""
+        hits = self.backend.search(self.index, query, k=max(k, depth),
+                                   fingerprint=self.encoder.fingerprint)
+        t0 = time.perf_counter()
+        head = self.reranker.rerank(conversation, query, hits[:depth])
+        return [*head, *hits[depth:]][:k], (time.perf_counter() - t0) * 1000
+
+    def _measure_rerank(self, depth: int):
+        """`_measure` for re-ranking the unpruned query's first `depth` hits; the run's scores
+        are ranks (re-ranked and first-stage scores are not on one scale)."""
+        queries = [self.baseline.apply(q) for q in self.queries]
+        deepest = self.recall_depths[-1]
+        run: dict[str, dict[str, float]] = {}
+        deep: dict[str, list[str]] = {}
+        samples: list[float] = []
+        stage: list[float] = []
+        for qid, conv, q in zip(self.ids, self.conversations, queries):
+            if not len(q):
+                run[qid], deep[qid] = {}, []
+                continue
+            for _ in range(self.warmup):
+                self._reranked(conv, q, depth, self.k)
+            for _ in range(self.repeats):
+                t0 = time.perf_counter()
+                hits, ms = self._reranked(conv, q, depth, self.k)
+                samples.append((time.perf_counter() - t0) * 1000)
+                stage.append(ms)
+            run[qid] = {h.id: float(len(hits) - i) for i, h in enumerate(hits)}
+            deep[qid] = ([h.id for h in self._reranked(conv, q, depth, deepest)[0]]
+                         if deepest > self.k else list(run[qid]))
+        return queries, run, deep, samples, latency_summary(stage)
+
     def _point(self, kind: str, threshold: float | None, policy: PruningPolicy,
                reference: tuple[dict, dict] | None, ann: AnnQuery | None = None
                ) -> tuple[TuningPoint, tuple[dict, dict]]:
+        rerank_ms = None
         try:
-            pruned, run, deep, samples = self._measure(policy, ann)
-        except TooManyClausesError as e:
+            if kind == "rerank":
+                pruned, run, deep, samples, rerank_ms = self._measure_rerank(int(threshold or 0))
+            else:
+                pruned, run, deep, samples = self._measure(policy, ann)
+        except (TooManyClausesError, ValueError) as e:
+            if isinstance(e, ValueError) and kind != "rerank":  # only a hit it cannot read
+                raise
             return TuningPoint(kind, threshold, policy, latency_summary([]), float("nan"),
                                error=str(e), ann=ann), ({}, {})
         ref, ref_deep = reference if reference is not None else (run, deep)
@@ -425,7 +488,7 @@ class PruningTuner:
             kind, threshold, policy, latency_summary(samples),
             float(np.mean(overlaps)) if overlaps else 1.0, rq, metrics,
             flops(qstats, self.doc_stats) if self.doc_stats is not None else None,
-            qstats.average_terms, ann=ann, recall_at=recall_at,
+            qstats.average_terms, ann=ann, recall_at=recall_at, rerank_ms=rerank_ms,
         ), (run, deep)
 
     def run(self, grid: Mapping[str, Sequence[float]] | None = None, *,
@@ -463,7 +526,13 @@ class PruningTuner:
             points.append(pt)
             if progress:
                 progress(pt.label)
-        for p in pareto_frontier(points, latency=self.latency_stat):
+        for depth in self.rerank_depths:
+            pt, _ = self._point("rerank", float(depth), PruningPolicy(), reference)
+            points.append(pt)
+            if progress:
+                progress(pt.label)
+        for p in pareto_frontier([p for p in points if p.kind != "rerank"],
+                                 latency=self.latency_stat):
             p.pareto = True
         name = type(self.backend).__name__
         return TuningResult(points, self.k, len(self.ids), name, self.index, self.latency_stat,
@@ -471,7 +540,8 @@ class PruningTuner:
                                     "baseline": self.baseline.describe(),
                                     "grid": {k: list(v) for k, v in grid.items()},
                                     "ann": [a.label for a in ann],
-                                    "recall_depths": self.recall_depths})
+                                    "recall_depths": self.recall_depths,
+                                    "rerank_depths": self.rerank_depths})
 
 
 __all__ = ["DEFAULT_ANN_GRID", "DEFAULT_GRID", "KINDS", "PruningTuner", "Recommendation", "TuningPoint",

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convsparse.conversation import parse_conversation
 from convsparse.documents import DEFAULT_MAX_TEXT_CHARS
@@ -34,9 +34,20 @@ from convsparse.integration.vectors import VectorSpec, VectorSpecMismatchError, 
 from convsparse.pruning import PruningPolicy
 from convsparse.termmap import TermMap
 
-#: `ConversationalSearch(reranker=...)`'s default: the shipped re-ranker where the index holds
-#: passage vectors
-DEFAULT_RERANKER = "default"
+if TYPE_CHECKING:  # annotations only: the re-ranker's module loads its runtime
+    from convsparse.reranking import Reranker
+    from convsparse.settings import Settings
+
+
+class _ShippedWhereVectors:
+    """`ConversationalSearch(reranker=...)`'s default: the shipped re-ranker, used where the
+    index holds passage vectors (an explicit ``"default"`` is used on any index)."""
+
+    def __repr__(self) -> str:
+        return "DEFAULT_RERANKER"
+
+
+DEFAULT_RERANKER: Any = _ShippedWhereVectors()
 _SHIPPED: dict[str, Any] = {}
 
 
@@ -48,7 +59,7 @@ def shipped_reranker(runtime: str) -> Any:
         try:
             from convsparse.reranking import load_reranker
 
-            loaded = load_reranker(DEFAULT_RERANKER, runtime=runtime)
+            loaded = load_reranker("default", runtime=runtime)
         except Exception as e:  # noqa: BLE001 - reported in result.rerank, never raised
             loaded = f"the shipped re-ranker cannot be loaded ({type(e).__name__}: {e})"
         _SHIPPED[runtime] = loaded
@@ -115,16 +126,17 @@ class ConversationalSearch:
 
     def __init__(
         self, index: str, *, encoder: Encoder | None = None, backend: Backend | None = None,
-        pruning: PruningPolicy | None = None, rescore_window: int = 0, settings: Any = None,
-        reranker: Any = DEFAULT_RERANKER, rerank_depth: int = 20,
-        rerank_timeout_ms: float | None = None,
-    ):
+        pruning: PruningPolicy | None = None, rescore_window: int = 0,
+        settings: Settings | None = None,
+        reranker: Reranker | str | Path | None = DEFAULT_RERANKER,
+        rerank_depth: int = 20, rerank_timeout_ms: float | None = None,
+    ) -> None:
         if rescore_window < 0:
             raise ValueError("rescore_window must be >= 0")
         if rerank_depth < 1:
             raise ValueError("rerank_depth must be >= 1")
         #: the shipped re-ranker, used where the index holds vectors (loaded on first use)
-        self.default_reranker = isinstance(reranker, str) and reranker == DEFAULT_RERANKER
+        self.default_reranker = reranker is DEFAULT_RERANKER
         if self.default_reranker:
             reranker = None
         elif isinstance(reranker, (str, Path)):

@@ -11,7 +11,11 @@ Checks, each reported with its reason:
 - what a record itself must be (id, text, `max_text_chars`, JSON-able fields) is the
   `SourceRecord` model's rule (`convsparse/documents.py`), applied here once per record;
 - a duplicate id within the source: the first occurrence wins, later ones are rejected
-  ("duplicate id, first seen at line N"), so a re-ingest never depends on which copy came last.
+  ("duplicate id, first seen at line N"), so a re-ingest never depends on which copy came last;
+- anything else that goes wrong while reading, parsing or checking one record (JSON nested
+  deeper than the parser's recursion limit, a record too large for memory, any exception) is
+  that record's error ("line N: cannot read this record (RecursionError: ...)"), never the
+  file's.
 
 `position` is the 1-based line number for JSONL and CSV (the physical line where the record
 ends, as `csv` counts it), and the 1-based row / item number for Parquet and iterables.
@@ -137,10 +141,35 @@ def read_records(
     else:
         raw = _iterable_rows(source)
     for position, row in raw:
-        result = validator.check(position, row)
+        try:
+            result = validator.check(position, row)
+        except Exception as e:  # RecursionError, MemoryError, a bug: this record's error only
+            result = RecordError(position, _row_id(row, id_field), record_failure(e))
         if isinstance(result, RecordError) and result.unit != unit:
             result = replace(result, unit=unit)
         yield result
+
+
+def record_failure(error: BaseException) -> str:
+    """The reason given for a record whose reading or checking raised `error` (one line)."""
+    if isinstance(error, RecursionError):
+        return ("nested too deeply to read (RecursionError: more levels of lists/objects than "
+                "the parser allows); flatten it")
+    if isinstance(error, MemoryError):
+        return "too large to hold in memory (MemoryError); split it"
+    text = " ".join(str(error).split())[:200]
+    return f"cannot read this record ({type(error).__name__}: {text})"
+
+
+def _row_id(row: object, id_field: str) -> str | None:
+    try:
+        if isinstance(row, Mapping):
+            rid = row.get(id_field)
+            if isinstance(rid, (str, int)) and not isinstance(rid, bool) and str(rid).strip():
+                return str(rid)
+    except Exception:
+        pass
+    return None
 
 
 class _RecordValidator:
@@ -178,7 +207,7 @@ class _RecordValidator:
 def _guess_id(line: str, id_field: str = "id") -> str | None:
     try:
         obj = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError, MemoryError):
         return None
     if isinstance(obj, dict) and isinstance(obj.get(id_field), (str, int)):
         return str(obj[id_field])
@@ -211,6 +240,10 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, object]]:
                 yield lineno, RecordError(lineno, _guess_id_loose(line),
                                           f"line {lineno}: not valid JSON ({msg})")
                 continue
+            except Exception as e:  # RecursionError (deep nesting), MemoryError: this line only
+                yield lineno, RecordError(lineno, _guess_id_loose(line),
+                                          f"line {lineno}: {record_failure(e)}")
+                continue
             if not isinstance(obj, dict):
                 yield lineno, RecordError(
                     lineno, None, f"JSON line is a {type(obj).__name__}, not an object"
@@ -238,6 +271,9 @@ def _csv_rows(path: Path, *, delimiter: str) -> Iterator[tuple[int, object]]:
                 return
             except csv.Error as e:
                 yield reader.line_num, RecordError(reader.line_num, None, f"broken CSV row: {e}")
+                continue
+            except MemoryError as e:
+                yield reader.line_num, RecordError(reader.line_num, None, record_failure(e))
                 continue
             line = reader.line_num
             if None in row:  # more cells than header columns

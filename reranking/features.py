@@ -86,12 +86,10 @@ class TermStatistics:
         return cls(idf, float(total / n) if texts else 1.0)
 
     def save(self, folder: str | Path) -> Path:
-        from safetensors.numpy import save_file
+        from convsparse.reranking.files import write_safetensors
 
-        path = Path(folder) / STATISTICS_FILE
-        save_file({"idf": self.idf, "average_length": np.array([self.average_length], np.float32)},
-                  str(path))
-        return path
+        return write_safetensors(Path(folder) / STATISTICS_FILE, {
+            "idf": self.idf, "average_length": np.array([self.average_length], np.float32)})
 
     @classmethod
     def load(cls, folder: str | Path) -> TermStatistics:

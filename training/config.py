@@ -158,8 +158,11 @@ class SplitConfig(BaseModel):
     progress: bool = True
 
     @classmethod
-    def from_file(cls, path: str | Path):
-        return _validate(cls, _read_mapping(path), path).resolve_paths(Path(path).parent)
+    def from_file(cls, path: str | Path, overrides: dict | None = None):
+        """The config in `path`, with `overrides` (e.g. the command line's; their relative paths
+        are the caller's to resolve) replacing or supplying keys before validation."""
+        raw = {**_read_mapping(path), **(overrides or {})}
+        return _validate(cls, raw, path).resolve_paths(Path(path).parent)
 
     def resolve_paths(self, base: Path):
         data = self.model_copy(deep=True)

@@ -49,6 +49,8 @@ INGEST_QUEUE = "ingest"
 QUERY_QUEUE = "query"
 INGEST_TASK = "convsparse.ingest_chunk"
 QUERY_TASK = "convsparse.encode_query"
+#: Asked once before a job starts: what the workers write the index into (`workers.target`).
+TARGET_TASK = "convsparse.ingest_target"
 
 
 class WorkerSettings(Settings):
@@ -72,6 +74,12 @@ class WorkerSettings(Settings):
     ingest_chunk_size: int = Field(default=1024, ge=1)
     #: Documents per forward pass inside a task (the device batch).
     ingest_batch_size: int = Field(default=128, ge=1)
+    #: Seconds without a finished chunk before a submitter resubmits what is in flight (None:
+    #: the visibility timeout plus three restore sweeps plus 30 s).
+    ingest_stall_timeout_s: float | None = Field(default=None, gt=0)
+    #: A submitter renews a lease key this often-ish (every sixth of it); when it lapses,
+    #: `jobs status` says no submitter follows the job (crashed, killed, or `--no-wait`).
+    submitter_lease_s: float = Field(default=30.0, gt=0)
 
 
 def celery_config(settings: WorkerSettings) -> dict[str, Any]:
@@ -100,7 +108,8 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "task_default_queue": INGEST_QUEUE,
         "task_default_exchange": INGEST_QUEUE,
         "task_default_routing_key": INGEST_QUEUE,
-        "task_routes": {INGEST_TASK: {"queue": INGEST_QUEUE}, QUERY_TASK: {"queue": QUERY_QUEUE}},
+        "task_routes": {INGEST_TASK: {"queue": INGEST_QUEUE}, TARGET_TASK: {"queue": INGEST_QUEUE},
+                        QUERY_TASK: {"queue": QUERY_QUEUE}},
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,

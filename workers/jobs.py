@@ -5,8 +5,10 @@ replayed job never double counts:
 
 - ``convsparse:job:{id}``           hash: index, source, chunk_size, created, planned, ...
 - ``convsparse:job:{id}:plan``      hash chunk id -> JSON list of the document ids it carries
-- ``convsparse:job:{id}:chunks``    hash chunk id -> JSON {indexed, failed, attempt, worker}
-                                    (the done marker; counts are sums over it, never INCRs)
+- ``convsparse:job:{id}:chunks``    hash chunk id -> JSON {indexed, failed, attempt, worker,
+                                    target} (the done marker; counts are sums over it, never
+                                    INCRs; `target` is the key of what it was written into,
+                                    `workers.target.IngestTarget`)
 - ``convsparse:job:{id}:dead``      hash key -> JSON {id, position, chunk, reason}; key is
                                     ``doc:<id>`` for a document a worker failed, ``pos:<n>``
                                     for a record the reader rejected
@@ -16,6 +18,8 @@ replayed job never double counts:
 - ``convsparse:job:{id}:sent``      hash chunk id -> when the submitter last sent it
 - ``convsparse:worker:{name}``      a worker process's heartbeat (expires after 3 beats)
 - ``convsparse:job:{id}:cancelled`` tombstone left by `JobStore.cancel` (workers skip the job)
+- ``convsparse:job:{id}:submitter`` the submitter's lease (expires `SUBMITTER_LEASE_S` after
+                                    its last renewal: no key, no submitter following the job)
 
 Keys live until `JobStore.delete` (or `expire_s` after the job finishes, if set): Redis must
 run with ``maxmemory-policy noeviction`` (an evicted key would silently lose state).
@@ -31,6 +35,9 @@ from typing import Any
 
 PREFIX = "convsparse:job:"
 WORKER_PREFIX = "convsparse:worker:"
+#: A submitter renews its lease every poll; a lease this old means it is gone (crashed,
+#: killed, or it returned with wait=False).
+SUBMITTER_LEASE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -39,7 +46,7 @@ class ChunkWait:
 
     chunk: str
     state: str  # "queued" (sent, no worker started it) | "running" | "worker lost"
-    age_s: float  # since it was sent (queued) or started (running, worker lost)
+    age_s: float | None  # since it was sent (queued) or started; None: Redis lost when
     worker: str | None = None
     attempt: int = 0
 
@@ -59,7 +66,9 @@ class JobStatus:
     job_id: str
     index: str | None
     source: str | None
-    state: str  # "running" | "finished" | "incomplete" | "failed" | "unknown"
+    #: "running" | "finished" | "incomplete" | "failed" | "unknown", or "abandoned": its
+    #: submitter stopped before it queued every chunk (`convsparse jobs retry` resumes it)
+    state: str
     records_read: int
     submitted: int
     indexed: int
@@ -72,6 +81,8 @@ class JobStatus:
     redelivered_chunks: dict[str, int] = field(default_factory=dict)
     waiting: list[ChunkWait] = field(default_factory=list)
     meta: dict[str, str] = field(default_factory=dict)
+    #: a submitter is following the job (its lease is fresh): it resubmits lost chunks
+    submitter_alive: bool = False
 
     @property
     def finished(self) -> bool:
@@ -119,15 +130,28 @@ class JobStore:
 
     def keys(self, job_id: str) -> list[str]:
         return [self.key(job_id, p) for p in ("", "plan", "chunks", "dead", "attempts", "running",
-                                              "sent")]
+                                              "sent", "submitter")]
 
     # submitter side
-    def start(self, job_id: str, meta: dict[str, Any]) -> None:
+    def start(self, job_id: str, meta: dict[str, Any], *, lease_s: float = SUBMITTER_LEASE_S) -> None:
         k = self.key(job_id)
         self.r.hsetnx(k, "created", f"{time.time():.3f}")
         self.r.hset(k, mapping={name: json.dumps(v) if not isinstance(v, str) else v
                                 for name, v in meta.items()})
         self.r.hset(k, mapping={"planned": "0", "state": "running"})
+        self.r.hdel(k, "error")  # a re-run starts clean: an old run's error is not this one's
+        self.renew_lease(job_id, lease_s)
+
+    def renew_lease(self, job_id: str, lease_s: float = SUBMITTER_LEASE_S) -> None:
+        """The submitter is alive and following `job_id` (see `SUBMITTER_LEASE_S`)."""
+        self.r.set(self.key(job_id, "submitter"), f"{time.time():.3f}",
+                   px=max(1, int(lease_s * 1000)))
+
+    def release_lease(self, job_id: str) -> None:
+        self.r.delete(self.key(job_id, "submitter"))
+
+    def submitter_alive(self, job_id: str) -> bool:
+        return bool(self.r.exists(self.key(job_id, "submitter")))
 
     def exists(self, job_id: str) -> bool:
         return bool(self.r.exists(self.key(job_id)))
@@ -163,6 +187,12 @@ class JobStore:
         if not ids:
             return set()
         return {c for c, v in zip(ids, self.r.hmget(k, ids)) if v is not None}
+
+    def done_for(self, job_id: str, chunk_id: str, target: str) -> bool:
+        """`chunk_id` is done and its marker names `target` (a marker of another target, or of
+        none, is not done there)."""
+        raw = self.r.hget(self.key(job_id, "chunks"), chunk_id)
+        return raw is not None and json.loads(raw).get("target") == target
 
     def chunk_markers(self, job_id: str, chunk_ids: Iterable[str]) -> dict[str, bytes]:
         """Raw done markers of the given chunks that are done."""
@@ -235,13 +265,14 @@ class JobStore:
                 out.append(ChunkWait(c, state, max(0.0, now - r["started"]), r.get("worker"),
                                      int(r.get("attempt", 0))))
             else:
-                out.append(ChunkWait(c, "queued", max(0.0, now - sent_at) if sent_at else 0.0,
+                out.append(ChunkWait(c, "queued", max(0.0, now - sent_at) if sent_at else None,
                                      None, int(r.get("attempt", 0)) if r else 0))
         return out
 
     def finish_chunk(
         self, job_id: str, chunk_id: str, *, ok_ids: list[str],
         failures: list[tuple[str, str]], attempt: int = 1, worker: str = "",
+        target: str | None = None,
     ) -> None:
         """Record a chunk's outcome atomically: clear stale dead letters of now-indexed ids,
         add this chunk's failures, then set the done marker (last, so done implies reported)."""
@@ -255,7 +286,7 @@ class JobStore:
                 for i, r in failures})
         pipe.hset(self.key(job_id, "chunks"), chunk_id, json.dumps({
             "indexed": len(ok_ids), "failed": len(failures), "attempt": attempt,
-            "worker": worker, "at": round(time.time(), 3)}))
+            "worker": worker, "at": round(time.time(), 3), "target": target}))
         pipe.execute()
 
     # reading
@@ -280,12 +311,15 @@ class JobStore:
         missing_ids = [i for c in missing for i in plan[c]]
         planned = meta.get("planned") == "1"
         total = int(meta.get("chunks_total", len(plan)) or 0)
+        alive = self.submitter_alive(job_id)
         if meta.get("state") == "failed":
             state = "failed"
         elif planned and not missing and len(chunks) >= total:
             state = "finished"
         elif meta.get("state") == "incomplete":
             state = "incomplete"
+        elif not planned and not alive:  # nobody is reading the source or queueing chunks
+            state = "abandoned"
         else:
             state = "running"
         read_errors = sum(1 for d in dead if d.chunk is None)
@@ -300,7 +334,7 @@ class JobStore:
             redelivered_chunks={c: n for c, n in attempts.items() if n > 1},
             waiting=[] if state == "finished" else self.waiting(
                 job_id, [c for c in self._sent_ids(job_id) if c not in chunks]),
-            meta=meta,
+            meta=meta, submitter_alive=alive,
         )
 
     def _sent_ids(self, job_id: str) -> list[str]:

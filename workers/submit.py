@@ -9,9 +9,13 @@
    chunk ids are their position in the source, so the same source always gives the same chunks;
 3. keeps at most `max_in_flight` chunks queued or running (backpressure: a 100M-document
    file never floods Redis), polling the per-chunk done markers workers write;
-4. skips chunks already done when the job is re-run (the job id is derived from the source
-   path, size, mtime, index and chunk size unless given), and since document ids are the source
-   ids, anything replayed overwrites instead of duplicating;
+4. asks a worker, before anything is queued, what it writes the index into (backend, data
+   location, the index's creation id, encoder fingerprint: `workers.target`); the job id is
+   derived from the source path, size, mtime, index, chunk size and that target unless given,
+   so a re-run after `index delete`, a re-created index or workers on another data dir is a new
+   job. A re-run skips only chunks done without failures into the same target; chunks that
+   failed documents are run again. Since document ids are the source ids, anything replayed
+   overwrites instead of duplicating;
 5. resubmits a chunk at once when the worker that started it stops beating (a SIGKILLed or
    lost worker: no waiting for the visibility timeout), and resubmits every chunk in flight
    when the job makes no progress for `stall_timeout_s` (a message lost with a Redis that
@@ -31,7 +35,9 @@ Celery (`workers.tasks.ingest_chunk`). Nothing here wraps those in a loop of its
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import sys
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -44,6 +50,7 @@ from convsparse.documents import DEFAULT_MAX_TEXT_CHARS
 from convsparse.integration.sources import RecordError, is_path_source, read_records
 from convsparse.redaction import mask_secrets
 from convsparse.workers.jobs import DeadLetter, JobStatus, JobStore
+from convsparse.workers.target import IngestTarget
 
 logger = logging.getLogger(__name__)
 
@@ -53,14 +60,55 @@ DEFAULT_MAX_CHUNK_CHARS = 2_000_000
 DEFAULT_MAX_IN_FLIGHT = 8
 
 
-def default_job_id(source: Any, index: str, chunk_size: int) -> str:
-    """Deterministic for a file (path, size, mtime, index, chunk size); random for iterables."""
+def default_job_id(source: Any, index: str, chunk_size: int, target: str | None = None) -> str:
+    """Deterministic for a file (path, size, mtime, index, chunk size and the key of what the
+    workers write into, `IngestTarget.key`; "?" when no worker said); random for iterables."""
     if not is_path_source(source):
         return "job-" + uuid.uuid4().hex[:16]
     path = Path(source).resolve()
     st = path.stat()
-    key = f"{path}|{st.st_size}|{st.st_mtime_ns}|{index}|{chunk_size}"
+    key = f"{path}|{st.st_size}|{st.st_mtime_ns}|{index}|{chunk_size}|{target or '?'}"
     return "job-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def ask_target(capp, index: str, *, timeout_s: float, say=None) -> IngestTarget | None:
+    """What the ingest workers write `index` into (created for their encoder if missing), asked
+    of one of them through the ingest queue; None when none answers within `timeout_s`.
+    Raises `FingerprintMismatchError` for another encoder's index, and `BackendError` (or
+    `InvalidIndexNameError`) when the worker cannot open it."""
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    from convsparse.errors import BackendError, FingerprintMismatchError, InvalidIndexNameError
+    from convsparse.workers.app import INGEST_QUEUE, TARGET_TASK
+
+    result = capp.send_task(TARGET_TASK, args=[index], queue=INGEST_QUEUE, expires=timeout_s,
+                            retry=True, retry_policy=PUBLISH_RETRY_POLICY)
+    try:
+        try:
+            answer = result.get(timeout=min(2.0, timeout_s))
+        except CeleryTimeout:
+            if say is not None and timeout_s > 2.0:
+                say(f"waiting up to {timeout_s:.0f} s for an ingest worker to check index "
+                    f"{index!r} (the workers are busy with queued chunks)")
+            try:
+                answer = result.get(timeout=max(0.0, timeout_s - 2.0))
+            except CeleryTimeout:
+                return None
+    finally:
+        try:
+            result.forget()
+        except Exception:  # best effort: results also expire
+            pass
+    error = answer.get("error")
+    if error and error.get("type") == "FingerprintMismatchError":
+        raise FingerprintMismatchError(error["index"], error["index_fingerprint"],
+                                       error["fingerprint"], writing=True)
+    if error and error.get("type") == "InvalidIndexNameError":
+        raise InvalidIndexNameError(error.get("message", ""))
+    if error:
+        raise BackendError(f"the ingest worker cannot open index {index!r}: "
+                           f"{error.get('type')}: {error.get('message')}")
+    return IngestTarget.from_dict(answer["target"])
 
 
 @dataclass
@@ -112,6 +160,12 @@ def check_redis(url: str, *, timeout_s: float = 2.0) -> None:
     client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
     try:
         client.ping()
+    except redis.AuthenticationError as e:  # it answered: not "unreachable", and no start hint
+        raise WorkerUnavailableError(redis_auth_message(url, e)) from None
+    except redis.ResponseError as e:
+        if "NOAUTH" not in str(e) and "WRONGPASS" not in str(e):
+            raise
+        raise WorkerUnavailableError(redis_auth_message(url, e)) from None
     except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
         raise WorkerUnavailableError(
             f"Redis at {url} is unreachable ({e}); start it with `redis-server "
@@ -119,6 +173,16 @@ def check_redis(url: str, *, timeout_s: float = 2.0) -> None:
         ) from None
     finally:
         client.close()
+
+
+def redis_auth_message(url: str, error: BaseException) -> str:
+    """Redis answered and refused the credentials of `url` (one line, the password masked)."""
+    from convsparse.redaction import mask_url, url_password
+
+    given = "a password" if url_password(url) else "no password"
+    return (f"Redis at {mask_url(url)} refused the login ({given} given: {error}); put the right "
+            "password in CONVSPARSE_REDIS_URL (redis://:PASSWORD@HOST:PORT/DB, or "
+            "redis://USER:PASSWORD@... with an ACL user)")
 
 
 def check_workers(capp, *, queue: str | None = None, timeout_s: float = 2.0) -> list[str]:
@@ -173,7 +237,7 @@ def run_ingest_job(
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, max_chunk_chars: int = DEFAULT_MAX_CHUNK_CHARS,
     batch_size: int | None = None, stall_timeout_s: float | None = None, max_resubmits: int = 2,
     redo_chunks: Iterable[str] = (), poll_interval_s: float = 0.05, celery_app=None,
-    report_every_s: float = 10.0,
+    report_every_s: float = 10.0, target_timeout_s: float | None = None,
     require_worker: bool = True, worker_timeout_s: float = 2.0, wait: bool = True,
     timeout_s: float | None = None, total: int | None = None, format: str | None = None,
 ) -> JobStatus:
@@ -181,12 +245,15 @@ def run_ingest_job(
 
     Before anything is queued, Redis must answer and (`require_worker`) a worker must consume
     the ingest queue (`check_workers`), else `WorkerUnavailableError` with the command to start
-    one. `wait=False` queues every chunk and returns the "running" status at once (follow it
+    one; then one worker is asked what it writes the index into (`ask_target`, waiting at most
+    `target_timeout_s`, default `stall_timeout_s`; skipped without `require_worker`).
+    `wait=False` queues every chunk and returns the "running" status at once (follow it
     with `convsparse jobs status`); `timeout_s` stops following after that many seconds (the
     job goes on). A job whose index belongs to another encoder is stopped and raises
     `FingerprintMismatchError` (the workers write nothing). Re-running with the same source (or
-    `job_id`) skips chunks already done; `redo_chunks` forces some to run again (`convsparse
-    jobs retry --failed`). The returned status has `state` "finished", or "incomplete" with
+    `job_id`) skips chunks already done without failures into the same target (an index
+    deleted or re-created since, or workers on another backend, redo everything); `redo_chunks`
+    forces some to run again. The returned status has `state` "finished", or "incomplete" with
     `missing_chunks` / `missing_ids`.
 
     `chunk_size` (documents per task) and `batch_size` (documents per forward pass) default
@@ -209,18 +276,34 @@ def run_ingest_job(
     if not wait:
         max_in_flight = 1 << 62
     store = JobStore.from_url(settings.redis_url)
-    job_id = job_id or default_job_id(source, index, chunk_size)
     if stall_timeout_s is None:
-        stall_timeout_s = settings.visibility_timeout_s + 3 * settings.unacked_restore_interval_s + 30
+        stall_timeout_s = settings.ingest_stall_timeout_s or (
+            settings.visibility_timeout_s + 3 * settings.unacked_restore_interval_s + 30)
+    lease_s = float(settings.submitter_lease_s)
+    target = None
+    if require_worker:
+        target = ask_target(capp, index, say=logger.info if not progress else
+                            (lambda m: print(m, file=sys.stderr, flush=True)),
+                            timeout_s=stall_timeout_s if target_timeout_s is None else target_timeout_s)
+        if target is None:
+            logger.warning("no ingest worker said what it writes index %r into: done markers "
+                           "are checked by the workers chunk by chunk", index)
+    job_id = job_id or default_job_id(source, index, chunk_size, target.key if target else None)
     meta = {
         "index": index, "source": str(Path(source).resolve()) if is_path_source(source)
         else "<iterable>", "chunk_size": str(chunk_size), "id_field": id_field,
         "text_field": text_field, "fields": fields, "max_text_chars": str(max_text_chars),
         "max_chunk_chars": str(max_chunk_chars), "batch_size": str(batch_size),
         **({"format": format} if format else {}),
+        "target": json.dumps(target.to_dict() if target else None),
     }
-    store.start(job_id, meta)
+    store.start(job_id, meta, lease_s=lease_s)
+    # Trust only markers of chunks done without failures into this very target; the rest run
+    # again (without a known target, the workers check each chunk's marker themselves).
     redo = set(redo_chunks)
+    for chunk_id, result in store.chunk_results(job_id).items():
+        if int(result.get("failed", 0)) or (target and result.get("target") != target.key):
+            redo.add(chunk_id)
     if redo:
         store.forget_chunks(job_id, redo)
     already = store.done_chunks(job_id)
@@ -237,10 +320,23 @@ def run_ingest_job(
         bar.write(f"job {job_id}: {meta['source']} -> index {index!r} "
                   f"(follow it with `convsparse jobs status {job_id}`)")
 
+    task_kwargs = {"target": target.to_dict()} if target else {}
+    lease = {"at": 0.0}
+
+    def renew_lease() -> None:
+        now = time.monotonic()
+        if now - lease["at"] >= lease_s / 6:
+            store.renew_lease(job_id, lease_s)
+            lease["at"] = now
+
     def send(chunk_id: str, records: list[dict[str, Any]]) -> None:
         capp.send_task(INGEST_TASK, args=[job_id, chunk_id, records, index, batch_size],
-                       queue=INGEST_QUEUE, retry=True, retry_policy=PUBLISH_RETRY_POLICY)
+                       kwargs=task_kwargs, queue=INGEST_QUEUE, retry=True,
+                       retry_policy=PUBLISH_RETRY_POLICY)
         store.mark_sent(job_id, [chunk_id])
+        if chunk_id in in_flight:
+            in_flight[chunk_id]["sent"] = time.monotonic()
+        renew_lease()
 
     heartbeat_s = float(getattr(settings, "worker_heartbeat_s", 10.0))
     checks = {"lost": time.monotonic(), "report": time.monotonic()}
@@ -275,10 +371,13 @@ def run_ingest_job(
         waits = store.waiting(job_id, list(in_flight))
         parts = []
         for w in waits[:5]:
+            age = w.age_s
+            if age is None:  # Redis lost the send time: this process knows it
+                age = now - in_flight.get(w.chunk, {}).get("sent", now)
             if w.state == "queued":
-                parts.append(f"{w.chunk} queued for {w.age_s:.0f} s (no worker took it yet)")
+                parts.append(f"{w.chunk} queued for {age:.0f} s (no worker took it yet)")
             else:
-                parts.append(f"{w.chunk} {w.state} on {w.worker} for {w.age_s:.0f} s "
+                parts.append(f"{w.chunk} {w.state} on {w.worker} for {age:.0f} s "
                              f"(attempt {w.attempt})")
         more = f" and {len(waits) - 5} more" if len(waits) > 5 else ""
         until = datetime.now(timezone.utc).timestamp() + (stall_timeout_s - (now - last_progress))
@@ -299,6 +398,7 @@ def run_ingest_job(
 
     def poll() -> None:
         nonlocal last_progress
+        renew_lease()
         if not in_flight:
             return
         raise_job_error()
@@ -352,23 +452,34 @@ def run_ingest_job(
                 bar.update(len(item.records))
                 continue
             wait_for_room(max_in_flight - 1)
-            send(item.id, item.records)
             in_flight[item.id] = {"records": item.records, "resubmits": 0}
+            send(item.id, item.records)
         # Re-write everything the submitter knows (idempotent), in case Redis lost it.
         store.record_read_errors(job_id, read_errors)
         store.finish_planning(job_id, chunks_total=len(plan), records_read=records_read,
                               submitted=submitted)
         if not wait:
+            store.release_lease(job_id)  # nobody follows it now: `jobs status` says so
             return store.status(job_id)
         wait_for_room(0)
         raise_job_error()  # a last chunk may have recorded it after the last poll
     except _Timeout:
+        store.release_lease(job_id)
         return store.status(job_id)  # still running; the caller says how to follow it
+    except Exception as e:  # the job says why it stopped instead of staying "running"
+        try:
+            if store.job_error(job_id) is None:
+                store.fail_job(job_id, {"type": type(e).__name__,
+                                        "message": f"the submitter stopped: {type(e).__name__}: {e}"})
+            store.release_lease(job_id)
+        except Exception:  # Redis itself is what failed: the lease lapses on its own
+            pass
+        raise
     finally:
         bar.close()
 
     def finalize() -> JobStatus:
-        store.start(job_id, meta)
+        store.start(job_id, meta, lease_s=lease_s)
         for chunk_id, ids in plan.items():
             store.plan_chunk(job_id, chunk_id, ids)
         store.record_read_errors(job_id, read_errors)
@@ -377,6 +488,7 @@ def run_ingest_job(
                               submitted=submitted)
         status = store.status(job_id)
         store.set_meta(job_id, state="finished" if status.finished else "incomplete")
+        store.release_lease(job_id)
         return store.status(job_id)
 
     return finalize()
@@ -384,8 +496,9 @@ def run_ingest_job(
 
 def retry_job(job_id: str, *, settings=None, failed: bool = False, progress: bool = True,
               **kwargs: Any) -> JobStatus:
-    """Re-run a job from its stored source: unfinished chunks, and with `failed=True` also the
-    chunks that dead-lettered documents (e.g. after fixing a backend outage)."""
+    """Re-run a job from its stored source: unfinished chunks and the chunks that
+    dead-lettered documents (e.g. after fixing a backend outage; `failed` is kept for older
+    callers and changes nothing)."""
     import json
 
     from convsparse.workers.app import WorkerSettings

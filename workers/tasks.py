@@ -30,6 +30,7 @@ from celery.utils.time import get_exponential_backoff_interval
 from convsparse.workers.app import (
     INGEST_TASK,
     QUERY_TASK,
+    TARGET_TASK,
     app,
     get_backend,
     get_encoder,
@@ -37,6 +38,7 @@ from convsparse.workers.app import (
     worker_settings,
 )
 from convsparse.workers.jobs import JobStore
+from convsparse.workers.target import IngestTarget, target_of
 
 #: Transient errors (backend down) are retried this many times before the chunk's documents
 #: are dead-lettered with the error.
@@ -86,6 +88,50 @@ def ensure_index(backend, index: str, encoder) -> None:
     _checked_indices[key] = encoder.fingerprint
 
 
+def write_target(index: str, *, create: bool = True) -> IngestTarget:
+    """What this worker writes `index` into now (`workers.target`); creates the index for its
+    encoder when missing and `create` (else `IndexNotFoundError`)."""
+    from convsparse.errors import FingerprintMismatchError, IndexNotFoundError
+    from convsparse.integration.ingestion import ensure_index as create_or_check
+
+    encoder = get_encoder()
+    backend = get_backend()
+    try:  # never cached: another process may have deleted or re-created it since
+        info = backend.describe_index(index)
+    except IndexNotFoundError:
+        if not create:
+            raise
+        _checked_indices.pop((id(backend), index), None)
+        info = create_or_check(backend, index, encoder)
+    if info.fingerprint and info.fingerprint != encoder.fingerprint:
+        raise FingerprintMismatchError(index, info.fingerprint, encoder.fingerprint, writing=True)
+    return target_of(worker_settings(), info, encoder.fingerprint)
+
+
+def _mismatch_error(e) -> dict[str, Any]:
+    return {"type": "FingerprintMismatchError", "index": e.index,
+            "index_fingerprint": e.index_fingerprint, "fingerprint": e.query_fingerprint,
+            "message": str(e)}
+
+
+def target_changed(expected: dict[str, Any] | None, here: IngestTarget | None, index: str) -> str:
+    """Why a worker refuses a chunk of a job that expects another target (one sentence)."""
+    if here is None:
+        what = f"index {index!r} was deleted while the job ran"
+    else:
+        old = IngestTarget.from_dict(expected) if expected else None
+        if old is not None and (old.backend, old.location) != (here.backend, here.location):
+            what = (f"this worker writes into {here.backend} at {here.location}, the job started "
+                    f"on {old.backend} at {old.location} (workers must share one backend)")
+        elif old is not None and old.fingerprint != here.fingerprint:
+            what = (f"this worker runs encoder {here.fingerprint}, the job started with "
+                    f"{old.fingerprint}")
+        else:
+            what = f"index {index!r} was deleted and created again while the job ran"
+    return (f"{what}; the documents written before are not in this index: run the ingest again "
+            "(a new job)")
+
+
 def ingest_records(records: list[dict[str, Any]], index: str, *, batch_size: int = 32):
     """Encode and upsert `records` ([{id, text, fields}]) with this process's encoder and
     backend; returns the per-document `DocumentResult`s."""
@@ -102,12 +148,32 @@ def ingest_records(records: list[dict[str, Any]], index: str, *, batch_size: int
                                   batch_size=batch_size, flush_size=len(recs)))
 
 
+@app.task(name=TARGET_TASK, acks_late=False)
+def ingest_target(index: str) -> dict[str, Any]:
+    """{"target": ...} this worker writes `index` into (created for its encoder if missing), or
+    {"error": {"type", "message", ...}}: asked by the submitter before a job starts."""
+    from convsparse.errors import FingerprintMismatchError
+
+    try:
+        return {"target": write_target(index).to_dict()}
+    except FingerprintMismatchError as e:
+        return {"error": _mismatch_error(e)}
+    except Exception as e:  # reported by the submitter in one line
+        return {"error": {"type": type(e).__name__, "message": str(e)}}
+
+
 @app.task(name=INGEST_TASK, bind=True, ignore_result=True, acks_late=True,
           reject_on_worker_lost=True, max_retries=MAX_CHUNK_RETRIES)
 def ingest_chunk(self, job_id: str | None, chunk_id: str, records: list[dict[str, Any]],
-                 index: str, batch_size: int = 32) -> dict[str, int]:
-    """Index one chunk of records and record its outcome in the job state."""
-    from convsparse.errors import FingerprintMismatchError
+                 index: str, batch_size: int = 32, target: dict[str, Any] | None = None,
+                 ) -> dict[str, int]:
+    """Index one chunk of records and record its outcome in the job state.
+
+    `target` is what the job writes into (`workers.target`, asked of a worker when the job
+    started; None when no worker answered): a worker that would write anywhere else (the index
+    was deleted or re-created, or this worker has another backend or encoder) fails the job
+    instead of writing. A done marker is trusted only when it names this worker's target."""
+    from convsparse.errors import FingerprintMismatchError, IndexNotFoundError
 
     store = JobStore(get_redis()) if job_id else None
     if store and store.cancelled(job_id):  # `convsparse jobs cancel`: drop, write nothing
@@ -115,9 +181,39 @@ def ingest_chunk(self, job_id: str | None, chunk_id: str, records: list[dict[str
     worker = self.request.hostname or socket.gethostname()
     if store:
         ensure_heartbeat()
-        if store.done_chunks(job_id, [chunk_id]):  # a second delivery of a finished chunk
-            logger.info("chunk %s of job %s is already done: skipped", chunk_id, job_id)
-            return {"indexed": 0, "failed": 0, "skipped": 1}
+    here: IngestTarget | None = None
+    try:
+        here = write_target(index, create=target is None)
+    except FingerprintMismatchError as e:  # permanent: no retry, nothing is written
+        if store:  # the submitter stops the job and raises it
+            store.fail_job(job_id, _mismatch_error(e))
+            store.finish_chunk(job_id, chunk_id, ok_ids=[], failures=[
+                (r["id"], str(e)) for r in records], worker=worker)
+        return {"indexed": 0, "failed": len(records)}
+    except IndexNotFoundError as e:
+        if target is None:  # created, then deleted by someone else before we looked: again
+            raise self.retry(exc=e, countdown=1) from e
+        # deleted under a running job: refused below
+    except Exception as e:
+        _checked_indices.pop((id(get_backend()), index), None)
+        if self.request.retries < MAX_CHUNK_RETRIES:
+            raise self.retry(exc=e, countdown=get_exponential_backoff_interval(
+                factor=1, retries=self.request.retries, maximum=30, full_jitter=True)) from e
+        if store:
+            store.finish_chunk(job_id, chunk_id, ok_ids=[], failures=[
+                (r["id"], f"{type(e).__name__}: {e}") for r in records], worker=worker)
+        return {"indexed": 0, "failed": len(records)}
+    if target is not None and (here is None or here.key != target.get("key")):
+        _checked_indices.pop((id(get_backend()), index), None)
+        message = target_changed(target, here, index)
+        logger.error("job %s chunk %s refused: %s", job_id, chunk_id, message)
+        if store:
+            store.fail_job(job_id, {"type": "TargetChanged", "message": message})
+        return {"indexed": 0, "failed": 0, "refused": len(records)}
+    assert here is not None
+    if store and store.done_for(job_id, chunk_id, here.key):  # a second delivery of a done chunk
+        logger.info("chunk %s of job %s is already done: skipped", chunk_id, job_id)
+        return {"indexed": 0, "failed": 0, "skipped": 1}
     attempt = store.mark_attempt(job_id, chunk_id, worker_identity()) if store else 1
     delay = worker_settings().task_delay_s
     if delay:
@@ -129,9 +225,7 @@ def ingest_chunk(self, job_id: str | None, chunk_id: str, records: list[dict[str
     except FingerprintMismatchError as e:  # permanent: no retry, nothing was written
         ok_ids, failures = [], [(r["id"], str(e)) for r in records]
         if store:  # the submitter stops the job and raises it
-            store.fail_job(job_id, {"type": "FingerprintMismatchError", "index": e.index,
-                                    "index_fingerprint": e.index_fingerprint,
-                                    "fingerprint": e.query_fingerprint, "message": str(e)})
+            store.fail_job(job_id, _mismatch_error(e))
     except Exception as e:
         _checked_indices.pop((id(get_backend()), index), None)
         if self.request.retries < MAX_CHUNK_RETRIES:
@@ -142,7 +236,7 @@ def ingest_chunk(self, job_id: str | None, chunk_id: str, records: list[dict[str
         ok_ids, failures = [], [(r["id"], f"{type(e).__name__}: {e}") for r in records]
     if store:
         store.finish_chunk(job_id, chunk_id, ok_ids=ok_ids, failures=failures,
-                           attempt=attempt, worker=worker)
+                           attempt=attempt, worker=worker, target=here.key)
     return {"indexed": len(ok_ids), "failed": len(failures)}
 
 

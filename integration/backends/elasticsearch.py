@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -205,6 +206,8 @@ class ElasticsearchBackend(BulkWriter):
             index_options=self.index_options, shards=self.shards, replicas=self.replicas,
             refresh_interval=self.refresh_interval, bulk_load=bulk_load,
         )
+        # renewed by every delete + create: a job's done markers name the index they wrote into
+        body["mappings"]["_meta"]["creation_id"] = uuid.uuid4().hex
         if self.field_type == "sparse_vector":
             self._require(SPARSE_VECTOR_QUERY_SINCE, "the sparse_vector query")
             if self.index_options is not None:

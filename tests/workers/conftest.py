@@ -100,7 +100,7 @@ class WorkerProcess:
         if wait:
             self.wait_ready()
 
-    def wait_ready(self, timeout: float = 90.0) -> None:
+    def wait_ready(self, timeout: float = 300.0) -> None:  # a loaded 2-core machine is slow
         deadline = time.monotonic() + timeout
         marker = f"{self.name}{self._n}@".encode()
         while time.monotonic() < deadline:
