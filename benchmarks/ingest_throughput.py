@@ -12,6 +12,14 @@ of the same generated corpus (a) in process (`run_local_ingest`: read -> encode_
 thread count. Reported: median documents/s of each path and the queue's cost
 (1 - queue / in-process). Goal: <= 15%. Results go to benchmarks/results/ingest_throughput.{json,md}.
 
+`--vectors` compares instead the cost of the re-ranker's passage vectors: alternating, fresh
+in-process ingests with term maps only and with term maps + vectors (the built-in MiniLM
+bi-encoder, 128-piece windows every 96, written in the same batch), then one Celery run with
+vectors (the worker's path embeds them too; checked: every document has its vectors). Reported:
+median documents/s of each and the slowdown (term maps only / with vectors). `--max-words`
+lengthens the generated passages (MTRAG's median passage is about 220 word pieces).
+Results go to benchmarks/results/ingest_throughput_<model>_vectors.{json,md}.
+
 The worker does the encoding while the submitter only reads, chunks and polls, so on a machine
 with spare cores the queue path can even be faster; the default uses one torch thread on both
 sides so the comparison measures the queue overhead, not a core count difference.
@@ -42,10 +50,10 @@ WORDS = ("paris france capital river seine tower museum art history war peace mu
          "price bank money trade ship harbour island desert camel oasis").split()
 
 
-def corpus(n: int, seed: int = 0) -> list[dict]:
+def corpus(n: int, seed: int = 0, max_words: int = 120) -> list[dict]:
     rng = random.Random(seed)
     return [{"id": f"d{i:06d}", "title": f"Doc {i}",
-             "text": " ".join(rng.choice(WORDS) for _ in range(rng.randint(40, 120)))}
+             "text": " ".join(rng.choice(WORDS) for _ in range(rng.randint(40, max_words)))}
             for i in range(n)]
 
 
@@ -62,6 +70,8 @@ def build_model(kind: str, out: Path) -> Path:
         return build_tiny_masked_lm(out)
     if kind == "minilm-size":  # MiniLM-L6 compute: 6 layers, hidden 384, 256 positions
         return build_tiny_masked_lm(out, hidden_size=384, layers=6, max_position_embeddings=256)
+    if kind == "shipped":  # the default student (CONVSPARSE_MODEL unset)
+        return Path("")
     return Path(kind)
 
 
@@ -75,6 +85,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--max-in-flight", type=int, default=4)
     p.add_argument("--threads", type=int, default=1, help="torch threads, both paths")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--vectors", action="store_true",
+                   help="compare ingest with and without the re-ranker's passage vectors")
+    p.add_argument("--max-words", type=int, default=120, help="longest generated passage")
     args = p.parse_args(argv)
 
     import torch
@@ -91,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
         model_dir = build_model(args.model, tmp / "model")
         source = tmp / "corpus.jsonl"
         with source.open("w") as f:
-            for row in corpus(args.docs):
+            for row in corpus(args.docs, max_words=args.max_words):
                 f.write(json.dumps(row) + "\n")
         port = free_port()
         redis_proc = subprocess.Popen(
@@ -100,11 +113,12 @@ def main(argv: list[str] | None = None) -> dict:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = f"redis://127.0.0.1:{port}/0"
         data_dir = tmp / "data"
-        settings = WorkerSettings(redis_url=url, result_url=url, model=str(model_dir),
+        model_name = "" if str(model_dir) in ("", ".") else str(model_dir)
+        settings = WorkerSettings(redis_url=url, result_url=url, model=model_name,
                                   runtime="torch", device="cpu", backend="embedded",
                                   data_dir=data_dir)
         env = dict(os.environ, CONVSPARSE_REDIS_URL=url, CONVSPARSE_RESULT_URL=url,
-                   CONVSPARSE_MODEL=str(model_dir), CONVSPARSE_RUNTIME="torch",
+                   CONVSPARSE_MODEL=model_name, CONVSPARSE_RUNTIME="torch",
                    CONVSPARSE_DEVICE="cpu", CONVSPARSE_BACKEND="embedded",
                    CONVSPARSE_DATA_DIR=str(data_dir), CONVSPARSE_TORCH_THREADS=str(args.threads),
                    OMP_NUM_THREADS=str(args.threads), TOKENIZERS_PARALLELISM="false")
@@ -124,7 +138,11 @@ def main(argv: list[str] | None = None) -> dict:
         warm.write_text("\n".join(json.dumps(r) for r in corpus(32, seed=9)) + "\n")
         run_local_ingest(warm, index="warm", encoder=encoder, backend=local_backend,
                          progress=False)
-        run_ingest_job(warm, index="warm", settings=settings, progress=False)
+        # the worker may still be starting on a loaded machine: wait for it here
+        run_ingest_job(warm, index="warm", settings=settings, progress=False,
+                       worker_timeout_s=180.0)
+        if args.vectors:
+            return _vectors(args, source, encoder, settings, tmp)
 
         local_runs, queue_runs = [], []
         for r in range(args.repeats):
@@ -195,6 +213,104 @@ def main(argv: list[str] | None = None) -> dict:
             redis_proc.terminate()
             redis_proc.wait()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _vectors(args, source: Path, encoder, settings, tmp: Path) -> dict:
+    """In process without and with passage vectors, alternating; then Celery with them."""
+    from convsparse.integration.backends.embedded import EmbeddedBackend
+    from convsparse.integration.ingestion import ensure_index
+    from convsparse.integration.vectors import load_embedder
+    from convsparse.workers.submit import run_ingest_job, run_local_ingest
+
+    embedder = load_embedder()
+    embedder.embed(["warm-up passage"])
+    backend = EmbeddedBackend(tmp / "vectors")
+    runs: dict[str, list[float]] = {"term maps only": [], "term maps + vectors": []}
+    for r in range(args.repeats):
+        for label, vectors in (("term maps only", False), ("term maps + vectors", True)):
+            index = f"{'v' if vectors else 't'}{r}"
+            ensure_index(backend, index, encoder, vectors=vectors)
+            t0 = time.perf_counter()
+            rep = run_local_ingest(source, index=index, encoder=encoder, backend=backend,
+                                   batch_size=args.batch_size, chunk_size=args.chunk_size,
+                                   progress=False)
+            runs[label].append(args.docs / (time.perf_counter() - t0))
+            assert rep.indexed == args.docs, rep
+            assert (backend.vector_spec(index) is not None) == vectors
+            print(f"repeat {r}: {label} {runs[label][-1]:.1f} docs/s", flush=True)
+    # the two models' stages back to back on the same passages, round after round: a ratio a
+    # load change during the run (other processes on the machine) cannot skew the way it can
+    # skew whole runs minutes apart
+    rows = [json.loads(line) for line in source.read_text().splitlines()]
+    texts = [f"{r['title']}\n{r['text']}" for r in rows[:64]]
+    stage_ratios, encode_s, embed_s = [], [], []
+    for _ in range(args.repeats * 2):
+        t0 = time.perf_counter()
+        encoder.encode_documents(texts, batch_size=args.batch_size)
+        t1 = time.perf_counter()
+        embedder.embed(texts, batch_size=args.batch_size)
+        t2 = time.perf_counter()
+        encode_s.append(t1 - t0)
+        embed_s.append(t2 - t1)
+        stage_ratios.append((t2 - t1) / (t1 - t0))
+    stage_ratio = statistics.median(stage_ratios)
+    queue_backend = EmbeddedBackend(settings.data_dir)
+    ensure_index(queue_backend, "queue-vectors", encoder, vectors=True)
+    t0 = time.perf_counter()
+    status = run_ingest_job(source, index="queue-vectors", settings=settings,
+                            chunk_size=args.chunk_size, batch_size=args.batch_size,
+                            max_in_flight=args.max_in_flight, progress=False,
+                            job_id=f"bench-vectors-{time.time_ns()}")
+    celery = args.docs / (time.perf_counter() - t0)
+    assert status.finished and status.indexed == args.docs, status
+    ids = [f"d{i:06d}" for i in range(args.docs)]
+    assert len(queue_backend.passage_vectors("queue-vectors", ids)) == args.docs
+    plain, withv = (statistics.median(runs[k]) for k in ("term maps only", "term maps + vectors"))
+    slowdown = plain / withv
+    pieces = [len(embedder.semantic.model.tokenizer(json.loads(line)["text"], verbose=False)["input_ids"])
+              for line in source.read_text().splitlines()]
+    result = {
+        "benchmark": "ingest_throughput_vectors", "model": args.model,
+        "encoder_fingerprint": encoder.fingerprint, "vectors": embedder.spec.to_dict(),
+        "docs": args.docs, "repeats": args.repeats, "chunk_size": args.chunk_size,
+        "batch_size": args.batch_size, "torch_threads": args.threads,
+        "passage_pieces_median": statistics.median(pieces),
+        "passages_over_one_window": sum(p > (embedder.spec.window or 10**9) for p in pieces),
+        "runs_docs_s": runs, "term_maps_only_median_docs_s": plain,
+        "with_vectors_median_docs_s": withv, "celery_with_vectors_docs_s": celery,
+        "slowdown": slowdown, "goal_slowdown_max": 3.0, "goal_met": slowdown <= 3.0,
+        "stage_texts": len(texts), "encode_s": encode_s, "embed_s": embed_s,
+        "embed_over_encode_median": stage_ratio,
+        "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
+                    "platform": platform.platform()},
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"ingest_throughput_{args.model}_vectors"
+    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    md = [
+        f"# Ingest throughput with and without passage vectors ({args.model} student, "
+        f"{args.docs} docs of median {statistics.median(pieces):.0f} word pieces, "
+        f"{args.repeats} repeats, {args.threads} torch thread(s), CPU)",
+        "",
+        "| path | median docs/s | runs (docs/s) |",
+        "|---|---:|---|",
+        *(f"| in-process, {k} | {statistics.median(v):.1f} | "
+          f"{', '.join(f'{x:.1f}' for x in v)} |" for k, v in runs.items()),
+        f"| Celery + Redis, 1 solo worker, term maps + vectors | {celery:.1f} | {celery:.1f} |",
+        "",
+        f"Vectors ({embedder.spec.describe()}) make ingest {slowdown:.2f}x slower "
+        f"(goal <= 3x: {'met' if slowdown <= 3.0 else 'NOT met'}).",
+        "",
+        f"Stages back to back on the same {len(texts)} passages, {len(stage_ratios)} rounds: "
+        f"term maps {statistics.median(encode_s) / len(texts) * 1000:.0f} ms/passage, vectors "
+        f"{statistics.median(embed_s) / len(texts) * 1000:.0f} ms/passage; vectors / term "
+        f"maps = {stage_ratio:.2f} (median of the rounds' ratios), so ingest with vectors "
+        f"costs about {1 + stage_ratio:.2f}x the encoding of term maps alone.",
+        "",
+    ]
+    (args.out / f"{stem}.md").write_text("\n".join(md))
+    print("\n".join(md))
+    return result
 
 
 if __name__ == "__main__":

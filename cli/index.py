@@ -34,10 +34,16 @@ def index_create(
     two_phase_pipeline: str | None = typer.Option(
         None, "--two-phase-pipeline", help="With --ingest mlcommons: a two-phase search pipeline "
                                            "as the index's default search pipeline."),
+    rerank_vectors: bool | None = typer.Option(
+        None, "--rerank-vectors/--no-rerank-vectors",
+        help="Store the re-ranker's passage vectors with the term maps (default: "
+             "CONVSPARSE_RERANK_VECTORS, on; never with --ingest mlcommons, where the cluster "
+             "writes the documents)."),
     model: Model = None, runtime: Runtime = None, data_dir: DataDir = None,
     backend: BackendName = None,
 ) -> None:
-    """Create an index for an encoder (its fingerprint is recorded; other encoders are refused)."""
+    """Create an index for an encoder (its fingerprint is recorded; other encoders are refused)
+    that holds the re-ranker's passage vectors unless --no-rerank-vectors."""
     from convsparse.errors import IndexExistsError, IndexNotFoundError
 
     settings = _with_field_type(
@@ -66,7 +72,18 @@ def index_create(
                                  "sparse_vector index needs it to map tokens to ids")
             be = open_backend(settings, token_vocabulary=tokens, **options)
     info = be.create_index(name, fingerprint=fingerprint, vocabulary=vocab, exist_ok=exist_ok, **extra)
-    typer.echo(f"created index {info.name} (encoder {info.fingerprint}, {info.count} documents)")
+    vectors = ""
+    if ingest is None and (settings.rerank_vectors if rerank_vectors is None else rerank_vectors):
+        from convsparse.integration.backend import SupportsPassageVectors
+        from convsparse.integration.vectors import default_spec
+
+        if isinstance(be, SupportsPassageVectors) and be.vector_spec(name) is None \
+                and info.count == 0:
+            be.enable_vectors(name, default_spec())
+        spec = be.vector_spec(name) if isinstance(be, SupportsPassageVectors) else None
+        vectors = f", {spec.describe()}" if spec else ""
+    typer.echo(f"created index {info.name} (encoder {info.fingerprint}, {info.count} "
+               f"documents{vectors})")
 
 
 def _opensearch_sparse(settings: Settings) -> bool:

@@ -39,6 +39,11 @@ def ingest(
     timeout: float | None = typer.Option(None, "--timeout", min=0,
                                          help="celery: stop following the job after this many "
                                               "seconds (it goes on; exit 1)."),
+    rerank_vectors: bool | None = typer.Option(
+        None, "--rerank-vectors/--no-rerank-vectors",
+        help="A new index stores the re-ranker's passage vectors with the term maps, so "
+             "searches re-rank (default: CONVSPARSE_RERANK_VECTORS, on); an existing index "
+             "keeps what it holds."),
     model: Model = None, runtime: Runtime = None, data_dir: DataDir = None,
     backend: BackendName = None,
 ) -> None:
@@ -54,6 +59,12 @@ def ingest(
     settings = settings_from(data_dir=data_dir, backend=backend, model=model, runtime=runtime)
     if via == "celery":
         from convsparse.cli.workers import print_status
+
+        if rerank_vectors is not None:  # the index is made here, before the workers see it
+            from convsparse.integration.ingestion import ensure_index
+
+            ensure_index(open_backend(settings), index, load_encoder(settings),
+                         vectors=rerank_vectors)
         from convsparse.integration.sources import count_records
         from convsparse.workers.submit import run_ingest_job
 
@@ -74,7 +85,8 @@ def ingest(
     _check_index(be, index)  # an invalid name (exit 2) before the model loads
     report = run_ingest(read_records(source, id_field=id_field, text_field=text_field, format=fmt),
                         encoder=load_encoder(settings), backend=be, index=index,
-                        batch_size=batch_size, progress=True, total=count_records(source, fmt))
+                        batch_size=batch_size, progress=True, total=count_records(source, fmt),
+                        vectors=rerank_vectors)
     indexed, failures = report.indexed, report.failed
     from convsparse.redaction import mask_secrets
     from convsparse.terminal import printable

@@ -21,7 +21,9 @@ def quickstart(
     conversations: int = typer.Option(2, "--conversations", min=1, help="Sample conversations to run."),
     fresh: bool = typer.Option(False, "--fresh", help="Re-index even when a cached index fits."),
 ) -> None:
-    """Index the bundled sample corpus with the default student and run sample conversations.
+    """Index the bundled sample corpus with the default student (term maps and the
+    re-ranker's passage vectors) and run sample conversations, re-ranked by the shipped
+    re-ranker (the table's footer shows the rerank stage, or why it was skipped).
 
     The sample index is kept and reused on the next run when it was built by the same encoder
     (same fingerprint) and holds the whole sample corpus; the ONNX export is cached too."""
@@ -84,7 +86,12 @@ def _reusable(backend, encoder, n_docs: int) -> bool:
         info = backend.describe_index("quickstart")
     except IndexNotFoundError:
         return False
-    return info.fingerprint == encoder.fingerprint and info.count == n_docs
+    from convsparse.settings import get_settings
+
+    # an index from before passage vectors is re-built, so the quickstart re-ranks
+    holds_vectors = backend.vector_spec("quickstart") is not None
+    return (info.fingerprint == encoder.fingerprint and info.count == n_docs
+            and holds_vectors == get_settings().rerank_vectors)
 
 
 

@@ -1,20 +1,20 @@
 """The re-ranker command group: `convsparse rerank train CONFIG` and
-`convsparse rerank vectors FOLDER SOURCE` (store the passages' bi-encoder vectors beside the
-re-ranker, so that queries never wait for them).
+`convsparse rerank vectors INDEX` (the backfill: store the re-ranker's passage vectors in an
+index built without them, so that queries never wait for them).
 
 Searching with a re-ranker is `convsparse search --rerank FOLDER` (cli/search.py)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
 
+from convsparse.cli.options import BackendName, DataDir, settings_from
+from convsparse.errors import UsageError
+
 #: the recipe file shipped beside the default re-ranker
 RECIPE_FILE = "recipe.yaml"
-#: passages embedded between progress updates
-STEP = 64
 
 
 def rerank_train(
@@ -53,65 +53,91 @@ def rerank_train(
 
 
 def rerank_vectors(
-    folder: Path = typer.Argument(..., help="re-ranker folder (convsparse rerank train)"),
-    source: Path = typer.Argument(..., help="the indexed documents: JSONL, CSV, TSV or Parquet"),
-    id_field: str = typer.Option("id", help="id column/key"),
-    text_field: str = typer.Option("text", help="text column/key"),
-    batch: int = typer.Option(2048, min=1, help="passages embedded between saves"),
+    index: str = typer.Argument(..., help="the index whose passages to embed"),
+    extra: list[str] = typer.Argument(None, hidden=True),
+    rerank: Path | None = typer.Option(None, "--rerank", help="a re-ranker folder whose "
+                                       "bi-encoder to use (default: the shipped re-ranker's)"),
+    replace: bool = typer.Option(False, "--replace", help="the index holds another "
+                                 "bi-encoder's vectors: drop them and embed every passage"),
+    batch: int = typer.Option(256, min=1, help="passages embedded and stored per write"),
+    show_failures: int = typer.Option(10, "--show-failures", help="failed documents to print"),
+    data_dir: DataDir = None, backend: BackendName = None,
 ) -> None:
-    """Embed the documents of SOURCE with the re-ranker's bi-encoder into its folder
-    (passage_vectors.safetensors), and their windows when the re-ranker reads them. Vectors
-    are kept by a digest of the text the re-ranker reads (title and text), so re-running after
-    an edit embeds only what changed; a passage met without a vector is embedded at query
-    time (slow). Bad records are reported and skipped."""
+    """Backfill: store the re-ranker's passage vectors in INDEX for every document that lacks
+    them (an index built before vectors, or with --no-rerank-vectors) or whose text changed
+    since. New documents get theirs at ingestion. Safe to stop and re-run: it resumes with what
+    is left. A document that cannot be embedded is reported and the rest go on."""
     from tqdm.auto import tqdm
 
-    from convsparse.documents import document_text
-    from convsparse.errors import UnsupportedModelError
-    from convsparse.integration.sources import RecordError, read_records
-    from convsparse.reranking import load_reranker
-    from convsparse.reranking.semantic import VECTORS_FILE
+    from convsparse.compose import open_backend
+    from convsparse.integration.backend import SupportsPassageVectors
+    from convsparse.integration.vectors import PassageEmbedder, load_embedder
+    from convsparse.terminal import printable
 
-    try:
-        rr = load_reranker(folder)
-    except UnsupportedModelError as e:
-        typer.echo(str(e), err=True)
-        raise typer.Exit(2) from None
-    if rr.semantic is None:
-        typer.echo(f"{folder}: this re-ranker reads no semantic features; nothing to store",
-                   err=True)
-        raise typer.Exit(2)
-    new = bad = 0
-    pending: list[str] = []
-    # a first pass counts the records (reading is cheap next to embedding), so that the bar
-    # has a total and an estimate; it advances as passages are embedded, not as they are read
-    total = sum(1 for _ in read_records(source, id_field=id_field, text_field=text_field))
-    bar = tqdm(total=total, desc="embedding passages", unit="doc")
+    if extra:
+        raise UsageError(
+            "`convsparse rerank vectors` takes an index name now: passage vectors live in the "
+            "index, stored with the term maps at ingestion (`convsparse ingest SOURCE --index "
+            "NAME`); `convsparse rerank vectors NAME [--rerank FOLDER]` fills in those missing")
+    be = open_backend(settings_from(data_dir=data_dir, backend=backend))
+    be.describe_index(index)  # IndexNotFoundError (exit 1) before any model loads
+    if not isinstance(be, SupportsPassageVectors):
+        raise UsageError(f"the {type(be).__name__} cannot store passage vectors")
+    if rerank is not None:
+        from convsparse.reranking import load_reranker
 
-    def flush() -> None:
-        nonlocal new
-        for s in range(0, len(pending), STEP):
-            new += rr.semantic.add(pending[s:s + STEP])
-            bar.update(len(pending[s:s + STEP]))
-        rr.semantic.save_vectors(folder / VECTORS_FILE)  # a killed run keeps what it embedded
-        pending.clear()
+        rr = load_reranker(rerank)  # UnsupportedModelError (exit 2) names the folder
+        if rr.semantic is None:
+            raise UsageError(f"{rerank}: this re-ranker reads no passage vectors")
+        embedder = PassageEmbedder(rr.semantic)
+    else:
+        embedder = load_embedder()
+    held = be.vector_spec(index)
+    if held != embedder.spec:
+        if held is not None and not replace:
+            from convsparse.integration.vectors import VectorSpecMismatchError
 
-    for rec in read_records(source, id_field=id_field, text_field=text_field):
-        if isinstance(rec, RecordError):
-            bad += 1
-            bar.update(1)
-            bar.write(f"skipped {rec.where}: {rec.reason}", file=sys.stderr)
-            continue
-        pending.append(document_text(rec.fields.get("title"), rec.text))
-        if len(pending) >= batch:
-            flush()
-    flush()
-    bar.close()
-    windows = rr.semantic.window
-    typer.echo(f"{new} passages embedded"
-               + (f" (whole and in windows of {windows} word pieces)" if windows else "")
-               + f", {len(rr.semantic)} stored in {folder / VECTORS_FILE}"
-               + (f", {bad} bad records skipped" if bad else ""))
+            raise UsageError(f"{VectorSpecMismatchError(index, held, embedder.spec)}; or "
+                             f"--replace to drop them and embed every passage again")
+        be.enable_vectors(index, embedder.spec, replace=replace)
+    todo = list(be.passages_to_embed(index))
+    total = be.count(index)
+    typer.echo(f"index {index}: {len(todo)} of {total} passages to embed "
+               f"({embedder.spec.describe()})")
+    done, failed = 0, []
+    with tqdm(total=len(todo), desc=f"embedding {index}", unit="passage") as bar:
+        for start in range(0, len(todo), batch):
+            part = todo[start:start + batch]
+            items = []
+            for doc_id, text in part:
+                if not text.strip():
+                    failed.append((doc_id, "no stored text to embed"))
+                    continue
+                items.append((doc_id, text))
+            try:
+                vecs = embedder.embed([t for _, t in items]) if items else []
+            except (ValueError, RuntimeError):  # one bad passage: find it, keep the rest
+                vecs = []
+                for doc_id, text in list(items):
+                    try:
+                        vecs.append(embedder.embed([text])[0])
+                    except (ValueError, RuntimeError) as e:
+                        failed.append((doc_id, f"embedding failed: {e}"))
+                        items.remove((doc_id, text))
+            for res in be.put_vectors(index, [(d, v) for (d, _), v in zip(items, vecs)]):
+                if res.ok:
+                    done += 1
+                else:
+                    failed.append((res.id, res.error or f"status {res.status}"))
+            bar.update(len(part))
+    typer.echo(f"{done} passages embedded into {index}, {total - len(todo)} already had "
+               f"vectors" + (f", {len(failed)} failed" if failed else ""))
+    for doc_id, reason in failed[:show_failures]:
+        typer.echo(f"  failed {printable(doc_id)}: {printable(reason)}", err=True)
+    if len(failed) > show_failures:
+        typer.echo(f"  ... {len(failed) - show_failures} more (--show-failures N)", err=True)
+    if failed:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

@@ -110,9 +110,10 @@ def print_hits(result, *, title: str = "", snippet_chars: int = 90) -> None:
     console = Console()
     console.print(table)
     t = result.timings
+    # a fallback decided before the stage ran (no shipped re-ranker, other vectors) has no time
+    spent = f" {t['rerank_ms']:.1f} ms" if "rerank_ms" in t else ""
     rerank = "" if result.rerank == "off" else (
-        f" · rerank {t['rerank_ms']:.1f} ms" + ("" if result.rerank == "ok" else
-                                                  f" ({printable(result.rerank)})"))
+        f" · rerank{spent}" + ("" if result.rerank == "ok" else f" ({printable(result.rerank)})"))
     console.print(
         f"format {t['format_ms']:.1f} ms · encode {t['encode_ms']:.1f} ms · search "
         f"{t['search_ms']:.1f} ms{rerank} · total {t['total_ms']:.1f} ms · query terms "
@@ -160,7 +161,10 @@ def search(
                                        help="Rescore this many hits with the unpruned query."),
     rerank: Path | None = typer.Option(None, "--rerank", help="Re-rank the first stage's top "
                                        "hits with this re-ranker folder (`convsparse rerank "
-                                       "train`)."),
+                                       "train`) instead of the shipped one."),
+    no_rerank: bool = typer.Option(False, "--no-rerank", help="First-stage order only (by "
+                                   "default the shipped re-ranker reorders the top hits of an "
+                                   "index that holds passage vectors)."),
     rerank_depth: int = typer.Option(20, "--rerank-depth", min=1,
                                      help="How many first-stage hits the re-ranker reorders."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -184,7 +188,11 @@ def search(
     settings = settings_from(data_dir=data_dir, backend=backend, model=model, runtime=runtime)
     be = open_backend(settings)
     be.describe_index(index)  # IndexNotFoundError (exit 1) before the model loads
-    reranker = None
+    if no_rerank and rerank is not None:
+        raise UsageError("--rerank and --no-rerank exclude each other")
+    from convsparse.integration.client import DEFAULT_RERANKER
+
+    reranker: object = None if no_rerank else DEFAULT_RERANKER  # shipped, where vectors are
     if rerank is not None:
         from convsparse.reranking import load_reranker
 

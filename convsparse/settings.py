@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     dtype: str = "auto"
     max_length: int | None = Field(default=None, ge=8, description="Token limit; None = the model's own (at most 256)")
     cache_dir: Path = Path.home() / ".cache" / "convsparse"
+    #: New indices store the re-ranker's passage vectors with the term maps (the second stage
+    #: then re-ranks them by default); False: term maps only (`--no-rerank-vectors`).
+    rerank_vectors: bool = True
 
     # Backend
     backend: Literal["embedded", "opensearch", "elasticsearch"] = "embedded"

@@ -8,7 +8,9 @@ backends can do is a small protocol of its own, checked with `isinstance`:
   per-query FLOPS; embedded only, OpenSearch cannot tell cheaply);
 - `SupportsIndexListing`: the names of the indices it holds (`convsparse index list`);
 - `SupportsApproximateSearch`: an ANN structure built from the index, searched with
-  ``search(..., approximate=...)`` (embedded only; the tuner sweeps its knobs).
+  ``search(..., approximate=...)`` (embedded only; the tuner sweeps its knobs);
+- `SupportsPassageVectors`: the re-ranker's passage vectors stored with the documents
+  (`convsparse.integration.vectors`; every shipped backend).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from convsparse.errors import InvalidDocumentError, InvalidTermMapError, UsageError
+from convsparse.integration.vectors import DocumentVectors, VectorSpec
 from convsparse.termmap import TermMap
 
 #: The most hits one search returns (and the largest rescore window): OpenSearch's and
@@ -52,6 +55,9 @@ class IndexedDocument:
     #: `fields` as JSON, made by the check itself, so a backend that stores JSON (the
     #: embedded store) does not serialise them a second time
     fields_json: str = field(init=False, repr=False, compare=False, default="{}")
+    #: the re-ranker's vectors of the passage, written in the same batch as the term map
+    #: (required by an index that holds vectors)
+    vectors: DocumentVectors | None = field(default=None, repr=False, compare=False, kw_only=True)
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
@@ -76,7 +82,8 @@ def indexed_document(doc: Any) -> IndexedDocument | DocumentResult:
         return doc
     doc_id = getattr(doc, "id", None)
     try:
-        return IndexedDocument(doc_id, getattr(doc, "term_map", None), getattr(doc, "fields", {}))
+        return IndexedDocument(doc_id, getattr(doc, "term_map", None), getattr(doc, "fields", {}),
+                               vectors=getattr(doc, "vectors", None))
     except InvalidDocumentError as e:
         return DocumentResult(str(doc_id), False, 400, e.reason)
     except (InvalidTermMapError, TypeError, AttributeError) as e:
@@ -98,6 +105,8 @@ class Hit:
     id: str
     score: float
     fields: Mapping[str, Any] = field(default_factory=dict)
+    #: the document's stored passage vectors, when the search was asked for them
+    vectors: DocumentVectors | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -166,4 +175,37 @@ class SupportsApproximateSearch(Protocol):
 
     def ann_info(self, name: str) -> Any | None:
         """What the current build covers, or None when none was built."""
+        ...
+
+
+@runtime_checkable
+class SupportsPassageVectors(Protocol):
+    """The re-ranker's passage vectors kept with the documents (`integration.vectors`).
+
+    An index holds them once `enable_vectors` recorded their `VectorSpec`; from then on every
+    upserted document must carry vectors of that spec (`IndexedDocument.vectors`), written with
+    its term map, all or nothing; one without them fails alone (400)."""
+
+    def vector_spec(self, name: str) -> VectorSpec | None:
+        """The spec the index records, or None when it holds no vectors."""
+        ...
+
+    def enable_vectors(self, name: str, spec: VectorSpec, *, replace: bool = False) -> None:
+        """Record `spec` in the index; another spec already there raises
+        `VectorSpecMismatchError` unless `replace` (then the old vectors are dropped)."""
+        ...
+
+    def passage_vectors(self, name: str, ids: Iterable[str]) -> dict[str, DocumentVectors]:
+        """The stored vectors of the documents `ids` (those that have some)."""
+        ...
+
+    def passages_to_embed(self, name: str) -> Iterator[tuple[str, str]]:
+        """(id, passage text) of every document whose stored vectors are missing or were made
+        from another text (the backfill's work list; re-running it resumes)."""
+        ...
+
+    def put_vectors(self, name: str, items: Iterable[tuple[str, DocumentVectors]]
+                    ) -> Iterator[DocumentResult]:
+        """Store vectors for existing documents (the backfill): one result per item, 404 for
+        a document that is gone."""
         ...

@@ -21,14 +21,49 @@ from typing import TYPE_CHECKING, Any
 from convsparse.conversation import parse_conversation
 from convsparse.documents import DEFAULT_MAX_TEXT_CHARS
 from convsparse.encoders.protocol import Encoder, ReportsEncoderPath
-from convsparse.integration.backend import Backend, Hit, SupportsDocumentFrequencies, check_k
+from convsparse.errors import IndexNotFoundError
+from convsparse.integration.backend import (
+    Backend,
+    Hit,
+    SupportsDocumentFrequencies,
+    SupportsPassageVectors,
+    check_k,
+)
 from convsparse.integration.ingestion import IndexReport
+from convsparse.integration.vectors import VectorSpec, VectorSpecMismatchError, spec_of
 from convsparse.pruning import PruningPolicy
 from convsparse.termmap import TermMap
 
 if TYPE_CHECKING:  # annotations only: the re-ranker's module loads its runtime
     from convsparse.reranking import Reranker
     from convsparse.settings import Settings
+
+
+class _ShippedWhereVectors:
+    """`ConversationalSearch(reranker=...)`'s default: the shipped re-ranker, used where the
+    index holds passage vectors (an explicit ``"default"`` is used on any index)."""
+
+    def __repr__(self) -> str:
+        return "DEFAULT_RERANKER"
+
+
+DEFAULT_RERANKER: Any = _ShippedWhereVectors()
+_SHIPPED: dict[str, Any] = {}
+
+
+def shipped_reranker(runtime: str) -> Any:
+    """The shipped re-ranker (`load_reranker("default")`), loaded once per process and
+    runtime; a string saying why when it cannot be loaded (the search keeps its first stage)."""
+    loaded = _SHIPPED.get(runtime)
+    if loaded is None:
+        try:
+            from convsparse.reranking import load_reranker
+
+            loaded = load_reranker("default", runtime=runtime)
+        except Exception as e:  # noqa: BLE001 - reported in result.rerank, never raised
+            loaded = f"the shipped re-ranker cannot be loaded ({type(e).__name__}: {e})"
+        _SHIPPED[runtime] = loaded
+    return loaded
 
 
 @dataclass(frozen=True)
@@ -43,9 +78,11 @@ class SearchResult:
       measure of Paria et al. 2020 for one query). NaN when the backend cannot report
       document frequencies (OpenSearch).
     - ``encoder_path``: "local", or what a remote encoder reports (``"remote"``/``"local"``).
-    - ``rerank``: ``"off"`` (no re-ranker), ``"ok"`` (the top ``rerank_depth`` hits were
-      re-ranked; ``timings["rerank_ms"]`` is that stage), or ``"fallback: <reason>"`` (the
-      re-ranker failed or ran out of time: the hits are in first-stage order).
+    - ``rerank``: ``"off"`` (no re-ranker, or the default one and an index without passage
+      vectors), ``"ok"`` (the top ``rerank_depth`` hits were re-ranked; ``timings["rerank_ms"]``
+      is that stage), or ``"fallback: <reason>"`` (the re-ranker failed, ran out of time, could
+      not be loaded, or reads other vectors than the index holds: the hits are in first-stage
+      order).
     """
 
     hits: list[Hit]
@@ -77,28 +114,38 @@ class ConversationalSearch:
     ``settings``: the `Settings` the defaults are built from (default: the environment).
     ``pruning``: the default query `PruningPolicy` (``search(..., pruning=)`` overrides it).
     ``rescore_window``: rescore that many first-phase hits with the unpruned query (0 = off).
-    ``reranker``: an optional second stage (a `convsparse.reranking.Reranker`, or the path of a
-    re-ranker folder, loaded in the settings' runtime as the student is) applied to the first
-    ``rerank_depth`` hits; a failure, or a run longer than ``rerank_timeout_ms``, keeps the
-    first-stage order and says so in ``result.rerank``.
+    ``reranker``: the second stage, applied to the first ``rerank_depth`` hits. The default,
+    ``"default"``, is the shipped re-ranker (`load_reranker("default")`, loaded on first use in
+    the settings' runtime), used whenever the index holds passage vectors (new indices do:
+    `convsparse.integration.vectors`) and off otherwise. A `convsparse.reranking.Reranker` or
+    the path of a re-ranker folder is always used (passages without stored vectors are embedded
+    on sight); None turns the stage off. A failure, vectors of another bi-encoder in the index,
+    or a run longer than ``rerank_timeout_ms`` keeps the first-stage order and says so in
+    ``result.rerank``.
     """
 
     def __init__(
         self, index: str, *, encoder: Encoder | None = None, backend: Backend | None = None,
         pruning: PruningPolicy | None = None, rescore_window: int = 0,
-        settings: Settings | None = None, reranker: Reranker | str | Path | None = None,
+        settings: Settings | None = None,
+        reranker: Reranker | str | Path | None = DEFAULT_RERANKER,
         rerank_depth: int = 20, rerank_timeout_ms: float | None = None,
     ) -> None:
         if rescore_window < 0:
             raise ValueError("rescore_window must be >= 0")
         if rerank_depth < 1:
             raise ValueError("rerank_depth must be >= 1")
-        if isinstance(reranker, (str, Path)):
+        #: the shipped re-ranker, used where the index holds vectors (loaded on first use)
+        self.default_reranker = reranker is DEFAULT_RERANKER
+        if self.default_reranker:
+            reranker = None
+        elif isinstance(reranker, (str, Path)):
             from convsparse.reranking import load_reranker
             from convsparse.settings import get_settings
 
             reranker = load_reranker(reranker, runtime=(settings or get_settings()).runtime)
         self.reranker = reranker
+        self._reranker_spec: tuple[Any, Any] | None = None  # (re-ranker, its VectorSpec)
         self.rerank_depth = rerank_depth
         self.rerank_timeout_ms = rerank_timeout_ms
         self._rerank_pool: Any = None
@@ -163,24 +210,29 @@ class ConversationalSearch:
             from convsparse.errors import EmptyQueryError
 
             raise EmptyQueryError(len(full), policy.describe() if policy is not None else "none")
+        spec = self._index_vectors()
+        reranker, rerank = self._second_stage(spec)
         if len(query) == 0:
             hits: list[Hit] = []
             self.backend.describe_index(self.index)  # still report an unknown index
         else:
             two_phase = self.rescore_window > 0 and len(query) < len(full)
-            depth = max(k, self.rerank_depth) if self.reranker is not None else k
+            depth = max(k, self.rerank_depth) if rerank == "ok" else k
+            with_vectors = ({"vectors": True} if rerank == "ok" and spec is not None
+                            and getattr(self.backend, "search_returns_vectors", False) else {})
             hits = self.backend.search(
                 self.index, query, depth, fingerprint=self.encoder.fingerprint,
                 rescore=full if two_phase else None,
-                rescore_window=self.rescore_window if two_phase else 0,
+                rescore_window=self.rescore_window if two_phase else 0, **with_vectors,
             )
         search_ms = _ms(t)
         timings = {"format_ms": format_ms, "encode_ms": encode_ms, "prune_ms": prune_ms,
                    "search_ms": search_ms}
-        rerank = "off"
-        if self.reranker is not None and hits:
+        if rerank == "ok" and not hits:
+            rerank = "off"
+        elif rerank == "ok":
             t = time.perf_counter()
-            hits, rerank = self._rerank(conversation, full, hits)
+            hits, rerank = self._rerank(reranker, spec, conversation, full, hits)
             timings["rerank_ms"] = _ms(t)
         hits = hits[:k]
         flops = self.flops(query)
@@ -192,25 +244,91 @@ class ConversationalSearch:
             encoder_path=path or "local", query=query, rerank=rerank,
         )
 
-    def _rerank(self, conversation: Any, query: TermMap, hits: list[Hit]) -> tuple[list[Hit], str]:
+    def _index_vectors(self) -> VectorSpec | None:
+        """The passage vectors the index holds (None: none, or a backend that cannot hold
+        them)."""
+        if not isinstance(self.backend, SupportsPassageVectors):
+            return None
+        try:
+            return self.backend.vector_spec(self.index)
+        except IndexNotFoundError:
+            return None  # the search itself reports it
+
+    def _second_stage(self, spec: VectorSpec | None) -> tuple[Any, str]:
+        """(re-ranker, "ok") when this search re-ranks, else (None, the status it reports)."""
+        if self.reranker is not None:
+            return self.reranker, "ok"
+        if not self.default_reranker or spec is None:
+            return None, "off"
+        from convsparse.settings import get_settings
+
+        runtime = (self._settings or get_settings()).runtime
+        loaded = shipped_reranker(runtime)
+        if isinstance(loaded, str):
+            return None, f"fallback: {loaded}"
+        return loaded, "ok"
+
+    def _spec_of(self, reranker: Any) -> VectorSpec | None:
+        """The vectors `reranker` reads (None: it reads none), computed once per re-ranker."""
+        if self._reranker_spec is None or self._reranker_spec[0] is not reranker:
+            semantic = getattr(reranker, "semantic", None)
+            self._reranker_spec = (reranker, spec_of(semantic) if semantic is not None else None)
+        return self._reranker_spec[1]
+
+    def _stored_vectors(self, semantic: Any, hits: list[Hit]) -> list[str]:
+        """Hand the hits' stored vectors to the re-ranker's bi-encoder (those made from the text
+        the hit holds now); returns the keys it did not have, to forget after the re-rank."""
+        from convsparse.documents import document_text
+        from convsparse.reranking.semantic import text_key
+
+        found = {h.id: h.vectors for h in hits if h.vectors is not None}
+        missing = [h.id for h in hits if h.id not in found]
+        if missing:
+            found.update(self.backend.passage_vectors(self.index, missing))
+        added = []
+        for h in hits:
+            vecs, text = found.get(h.id), h.fields.get("text")
+            if vecs is None or not isinstance(text, str):
+                continue
+            key = text_key(document_text(h.fields.get("title"), text))
+            if vecs.key == key and semantic.remember(key, vecs.rows):
+                added.append(key)
+        return added
+
+    def _rerank(self, reranker: Any, spec: VectorSpec | None, conversation: Any, query: TermMap,
+                hits: list[Hit]) -> tuple[list[Hit], str]:
         """(hits, status): the head re-ranked, or the first-stage order and why. The chat app's
         call never fails because of the second stage."""
         import concurrent.futures as cf
         import logging
 
-        reranker = self.reranker
-        assert reranker is not None  # search() calls this only with a re-ranker
         head, tail = hits[:self.rerank_depth], hits[self.rerank_depth:]
         turns = parse_conversation(conversation)
+
+        def run() -> list[Hit]:
+            semantic = getattr(reranker, "semantic", None)
+            if spec is None or semantic is None:
+                return reranker.rerank(turns, query, head)
+            reads = self._spec_of(reranker)
+            if reads != spec:
+                raise VectorSpecMismatchError(self.index, spec, reads, writing=False)
+            added = self._stored_vectors(semantic, head)
+            try:
+                return reranker.rerank(turns, query, head)
+            finally:  # the index keeps them; this process need not
+                semantic.forget(added)
+
         try:
             if self.rerank_timeout_ms is None:
-                return reranker.rerank(turns, query, head) + tail, "ok"
+                return run() + tail, "ok"
             if self._rerank_pool is None:
                 self._rerank_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="rerank")
-            future = self._rerank_pool.submit(reranker.rerank, turns, query, head)
+            future = self._rerank_pool.submit(run)
             return future.result(timeout=self.rerank_timeout_ms / 1000.0) + tail, "ok"
         except cf.TimeoutError:
             reason = f"timeout after {self.rerank_timeout_ms:g} ms"
+        except VectorSpecMismatchError as e:
+            reason = str(e)
         except Exception as e:  # any failure of the optional stage: keep the first stage
             reason = f"{type(e).__name__}: {e}"
         logging.getLogger(__name__).warning("re-ranker skipped (%s); first-stage order kept", reason)
@@ -226,12 +344,15 @@ class ConversationalSearch:
     def index_documents(
         self, records: Iterable[Any], *, progress: bool = True, batch_size: int = 32,
         id_field: str = "id", text_field: str = "text", max_text_chars: int | None = None,
+        rerank_vectors: bool | None = None,
     ) -> IndexReport:
         """Encode and upsert `records` (`SourceRecord`s or dicts with id/text and other fields
         to store; a ``title`` field is encoded with the text) in this process, with a progress
         bar. One bad record is reported in ``report.failed`` with its reason; the rest are
         indexed. A text over `max_text_chars` (default `DEFAULT_MAX_TEXT_CHARS`, as in
-        `convsparse ingest` and the Celery path) is rejected, not truncated."""
+        `convsparse ingest` and the Celery path) is rejected, not truncated. A new index stores
+        the re-ranker's passage vectors with the term maps (so searches re-rank by default)
+        unless `rerank_vectors` is False (None: ``Settings().rerank_vectors``)."""
         from convsparse.integration.ingestion import ingest
         from convsparse.integration.sources import read_records
 
@@ -243,7 +364,9 @@ class ConversationalSearch:
         checked = read_records(records, id_field=id_field, text_field=text_field,
                                max_text_chars=limit)
         return ingest(checked, encoder=self.encoder, backend=self.backend, index=self.index,
-                      batch_size=batch_size, progress=progress, total=total)
+                      batch_size=batch_size, progress=progress, total=total,
+                      vectors=rerank_vectors)
 
 
-__all__ = ["ConversationalSearch", "IndexReport", "SearchResult"]
+__all__ = ["DEFAULT_RERANKER", "ConversationalSearch", "IndexReport", "SearchResult",
+           "shipped_reranker"]

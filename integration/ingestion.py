@@ -10,6 +10,11 @@
   counts reader errors and per-document failures, shows one progress bar and returns one
   `IndexReport`.
 - `ensure_index` creates an index for an encoder, or refuses one built by another encoder.
+
+Passage vectors (`convsparse.integration.vectors`): an index that records a `VectorSpec` gets,
+for every document, the re-ranker's bi-encoder vectors of its passage, embedded in the same
+batch as the term map (`_embed`) and written with it, all or nothing. New indices hold them
+by default (``CONVSPARSE_RERANK_VECTORS``, `ensure_index(vectors=False)` opts out).
 """
 
 from __future__ import annotations
@@ -22,8 +27,22 @@ from typing import Any
 from convsparse.documents import SourceRecord
 from convsparse.encoders.protocol import Encoder
 from convsparse.errors import FingerprintMismatchError, IndexNotFoundError, InvalidTermMapError
-from convsparse.integration.backend import Backend, DocumentResult, IndexedDocument, IndexInfo
+from convsparse.integration.backend import (
+    Backend,
+    DocumentResult,
+    IndexedDocument,
+    IndexInfo,
+    SupportsPassageVectors,
+)
 from convsparse.integration.sources import RecordError
+from convsparse.integration.vectors import (
+    DocumentVectors,
+    PassageEmbedder,
+    VectorSpec,
+    VectorSpecMismatchError,
+    default_spec,
+    load_embedder,
+)
 
 
 @dataclass
@@ -41,17 +60,66 @@ class IndexReport:
         return len(self.failed)
 
 
-def ensure_index(backend: Backend, index: str, encoder: Encoder) -> IndexInfo:
+def ensure_index(backend: Backend, index: str, encoder: Encoder, *,
+                 vectors: VectorSpec | bool | None = None) -> IndexInfo:
     """Create `index` for `encoder` if missing (fingerprint and `_meta.vocabulary`); raise
-    `FingerprintMismatchError` if it was built by another encoder."""
+    `FingerprintMismatchError` if it was built by another encoder. A new index holds the
+    re-ranker's passage vectors: `vectors` True (the shipped re-ranker's spec) or a
+    `VectorSpec`, False none; None: ``Settings().rerank_vectors`` (default True). An existing
+    index keeps what it holds."""
     try:
         info = backend.describe_index(index)
     except IndexNotFoundError:
         info = backend.create_index(index, fingerprint=encoder.fingerprint,
                                     vocabulary=encoder.vocabulary_name, exist_ok=True)
+        if vectors is None:
+            from convsparse.settings import get_settings
+
+            vectors = get_settings().rerank_vectors
+        if vectors is not False and isinstance(backend, SupportsPassageVectors) and (
+                info.fingerprint == encoder.fingerprint):
+            spec = vectors if isinstance(vectors, VectorSpec) else default_spec()
+            if backend.vector_spec(index) is None and info.count == 0:
+                backend.enable_vectors(index, spec)
+                info = backend.describe_index(index)
     if info.fingerprint and info.fingerprint != encoder.fingerprint:
         raise FingerprintMismatchError(index, info.fingerprint, encoder.fingerprint, writing=True)
     return info
+
+
+def index_embedder(backend: Backend, index: str, encoder: Any = None,
+                   embedder: PassageEmbedder | None = None) -> PassageEmbedder | None:
+    """The embedder for the vectors `index` holds (None when it holds none): `embedder` when
+    given, else the built-in bi-encoder on the encoder's device. Raises
+    `VectorSpecMismatchError` (nothing written) when it would make other vectors."""
+    spec = backend.vector_spec(index) if isinstance(backend, SupportsPassageVectors) else None
+    if spec is None:
+        return None
+    if embedder is None:
+        device = str(getattr(encoder, "device", "cpu"))
+        embedder = load_embedder(spec, device="cuda" if device.startswith("cuda") else "cpu",
+                                 index=index)
+    if embedder.spec != spec:
+        raise VectorSpecMismatchError(index, spec, embedder.spec)
+    return embedder
+
+
+def _embed(embedder: PassageEmbedder, records: list[SourceRecord],
+           batch_size: int) -> list[DocumentVectors | Exception]:
+    """Passage vectors of `records`; a failing batch is retried record by record."""
+    texts = [r.encoded_text for r in records]
+    try:
+        return list(embedder.embed(texts, batch_size=batch_size))
+    except (ValueError, RuntimeError) as batch_error:
+        if len(records) == 1:
+            return [batch_error]
+    out: list[DocumentVectors | Exception] = []
+    for t in texts:
+        try:
+            out.append(embedder.embed([t], batch_size=1)[0])
+        except (ValueError, RuntimeError) as e:
+            out.append(e)
+    return out
 
 
 def _encode(encoder, records: list[SourceRecord], batch_size: int) -> list[Any]:
@@ -75,7 +143,7 @@ def _encode(encoder, records: list[SourceRecord], batch_size: int) -> list[Any]:
 
 def encode_and_upsert(
     records: Iterable[SourceRecord], *, encoder, backend: Backend, index: str, batch_size: int = 32,
-    flush_size: int | None = None,
+    flush_size: int | None = None, embedder: PassageEmbedder | None = None,
 ) -> Iterator[DocumentResult]:
     """Encode (in batches of `batch_size`) and upsert `records` into `index`.
 
@@ -85,7 +153,9 @@ def encode_and_upsert(
     sort by length across several batches (a GPU worker passes its whole chunk).
     Raises `FingerprintMismatchError` (nothing written) when `index` was built by another
     encoder. Yields one `DocumentResult` per input record, in input order. The text
-    is stored with the document as field ``text`` (next to the record's own fields)."""
+    is stored with the document as field ``text`` (next to the record's own fields).
+    When `index` holds passage vectors, each batch's are embedded (by `embedder`, default the
+    built-in bi-encoder for the index's spec) and written with its term maps."""
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     flush_size = max(batch_size, int(flush_size or batch_size))
@@ -94,15 +164,24 @@ def encode_and_upsert(
     info = backend.describe_index(index)
     if info.fingerprint and info.fingerprint != encoder.fingerprint:
         raise FingerprintMismatchError(index, info.fingerprint, encoder.fingerprint, writing=True)
+    embedder = index_embedder(backend, index, encoder, embedder)
 
     def flush(batch: list[SourceRecord]) -> Iterator[DocumentResult]:
         docs: list[IndexedDocument] = []
         outcome: list[DocumentResult | None] = []  # a failure, or None: the backend's result
-        for rec, tm in zip(batch, _encode(encoder, batch, batch_size)):
+        maps = _encode(encoder, batch, batch_size)
+        # the vectors step: the same batch, so a document is written with both or neither
+        vecs: list[Any] = (_embed(embedder, batch, batch_size) if embedder is not None
+                           else [None] * len(batch))
+        for rec, tm, vec in zip(batch, maps, vecs):
             if isinstance(tm, Exception):
                 outcome.append(DocumentResult(rec.id, False, 400, f"encoding failed: {tm}"))
+            elif isinstance(vec, Exception):
+                outcome.append(DocumentResult(rec.id, False, 400,
+                                              f"embedding the passage failed: {vec}"))
             else:
-                docs.append(IndexedDocument(rec.id, tm, {**rec.fields, "text": rec.text}))
+                docs.append(IndexedDocument(rec.id, tm, {**rec.fields, "text": rec.text},
+                                            vectors=vec))
                 outcome.append(None)
         written = iter(list(backend.upsert(index, docs)) if docs else [])
         for fail in outcome:
@@ -121,14 +200,14 @@ def encode_and_upsert(
 def ingest(
     records: Iterable[SourceRecord | RecordError], *, encoder: Encoder, backend: Backend,
     index: str, batch_size: int = 32, progress: bool = False, total: int | None = None,
-    flush_size: int | None = 1024,
+    flush_size: int | None = 1024, vectors: VectorSpec | bool | None = None,
 ) -> IndexReport:
     """Index `records` (as `read_records` yields them: `SourceRecord`s, or `RecordError`s for
     what the reader rejected) into `index` in this process: one loop, one report. Records are
     encoded `flush_size` at a time (several batches, so tokenizing overlaps the forward pass)."""
     from tqdm.auto import tqdm
 
-    ensure_index(backend, index, encoder)
+    ensure_index(backend, index, encoder, vectors=vectors)
     report = IndexReport(index)
     start = time.perf_counter()
     with tqdm(total=total, desc=f"index {index}", unit="doc", disable=not progress) as bar:
@@ -156,4 +235,4 @@ def ingest(
     return report
 
 
-__all__ = ["IndexReport", "encode_and_upsert", "ensure_index", "ingest"]
+__all__ = ["IndexReport", "encode_and_upsert", "ensure_index", "index_embedder", "ingest"]

@@ -25,6 +25,19 @@ Field type (`field_type`, chosen here once, recorded in `_meta.field_type`):
   (`seismic`) and the token-id table (`token_ids`) that maps term strings to the integer keys the
   field requires. An index without `_meta.field_type` is `rank_features`.
 
+Passage vectors (`convsparse.integration.vectors`; the re-ranker's bi-encoder vectors of each
+document, written with its term map): an index starts holding them with one
+`indices.put_mapping` (`vectors_mapping`) that adds the field `rerank_vectors` and records the
+`VectorSpec` in `_meta.rerank_vectors`. The field is `binary`: base64 of a 12-byte text digest
+and float16 rows (the whole passage, then its windows), kept in `_source` and returned with
+the hits the re-ranker reads. Why `binary` and not `dense_vector`/`knn_vector` with
+``index: false``: a passage has a variable number of vectors (one per window), which one
+vector field cannot hold (it would take `nested` documents or a field per window); `binary` is
+never indexed or searchable, has no doc values unless asked (so it costs only `_source`
+bytes), is mapped the same way by both engines and every version of both specs, and is half
+the size of a float array in JSON (about 1 kB per vector against 2-3 kB). The cost: the engine
+cannot search them (no kNN), which the re-ranker does not need.
+
 Bulk loads: create the index with `bulk_load=True` (refresh off, no replicas), load, then apply
 `serving_settings()` with `indices.put_settings` (the backend's `end_bulk_load` does this).
 """
@@ -50,6 +63,7 @@ __all__ = [
     "FIELD_TYPES",
     "TERM_FIELD",
     "TOKEN_ID_KEYS",
+    "VECTORS_PROPERTY",
     "FieldType",
     "bulk_load_settings",
     "convsparse_version",
@@ -57,6 +71,7 @@ __all__ = [
     "index_meta",
     "serving_settings",
     "template",
+    "vectors_mapping",
 ]
 
 #: Default name of the `rank_features` field holding the term map.
@@ -115,6 +130,18 @@ def index_meta(fingerprint: str, vocabulary: str | None, field: str, field_type:
     if vocabulary is None:
         del meta["vocabulary"]
     return meta
+
+
+#: the mapping of the passage vectors' field: base64 bytes, not indexed, no doc values
+VECTORS_PROPERTY: dict[str, Any] = {"type": "binary"}
+
+
+def vectors_mapping(meta: dict[str, Any], spec: dict[str, Any], field: str) -> dict[str, Any]:
+    """The `indices.put_mapping` body that makes an index hold passage vectors: the `binary`
+    field `field` and `meta` (the index's whole `_meta`: a put replaces it) with the spec
+    under ``rerank_vectors``."""
+    return {"_meta": {**meta, "rerank_vectors": dict(spec)},
+            "properties": {field: dict(VECTORS_PROPERTY)}}
 
 
 def index_body(

@@ -373,6 +373,41 @@ class PassageVectors:
             if self.window is not None:
                 self._windows.update(zip(keys, (np.asarray(w, np.float16) for w in windows)))
 
+    def embed_passages(self, texts: Sequence[str], *, batch_size: int = 32) -> list[np.ndarray]:
+        """Each passage's float16 unit vectors, not kept here (an index stores them beside the
+        term map): row 0 the whole passage, then its windows (with `window`). A passage that
+        fits one window is not embedded twice: its window is the whole passage."""
+        cuts = [self.window_texts(t) if self.window is not None else [] for t in texts]
+        cuts = [[] if len(ws) == 1 else ws for ws in cuts]
+        flat = [*texts, *(w for ws in cuts for w in ws)]
+        vecs = self._encode(flat, batch_size=batch_size).astype(np.float16)
+        ends = np.cumsum([len(texts), *(len(ws) for ws in cuts)])
+        out = []
+        for i, win in enumerate(np.split(vecs, ends[:-1])[1:]):
+            whole = vecs[i:i + 1]
+            out.append(np.concatenate([whole, whole if self.window is not None and not len(win)
+                                       else win]))
+        return out
+
+    def remember(self, key: str, stored: np.ndarray) -> bool:
+        """Keep the vectors of the passage with text digest `key`, as `embed_passages` gave
+        them (read back from an index), so `passages` does not embed it again; False (nothing
+        changed) when it had them already."""
+        with self._lock:
+            if key in self._vectors and (self.window is None or key in self._windows):
+                return False
+            self._vectors[key] = stored[0]
+            if self.window is not None:
+                self._windows[key] = stored[1:]
+            return True
+
+    def forget(self, keys: Sequence[str]) -> None:
+        """Drop the vectors of these passages (`remember`ed for one re-rank)."""
+        with self._lock:
+            for k in keys:
+                self._vectors.pop(k, None)
+                self._windows.pop(k, None)
+
     def add(self, texts: Sequence[str], *, progress: bool = False) -> int:
         """Embed the passages not stored yet; returns how many were new."""
         return self._store_missing([text_key(t) for t in texts], texts, progress=progress)

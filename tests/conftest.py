@@ -8,6 +8,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# New indices store the re-ranker's passage vectors by default (a MiniLM pass per batch); the
+# suite's indices do not unless a test asks (tests/integration/test_index_vectors.py does).
+os.environ.setdefault("CONVSPARSE_RERANK_VECTORS", "0")
 
 
 @pytest.fixture(scope="session")

@@ -54,7 +54,19 @@ from convsparse.integration.backend import (
     IndexInfo,
     indexed_document,
 )
-from convsparse.integration.backends.bulk_body import delete_line, index_lines, rank_features_json
+from convsparse.integration.backends.bulk_body import (
+    delete_line,
+    dumps,
+    index_lines,
+    rank_features_json,
+)
+from convsparse.integration.vectors import (
+    META_KEY,
+    VECTORS_FIELD,
+    DocumentVectors,
+    VectorSpec,
+    VectorSpecMismatchError,
+)
 from convsparse.termmap import TermMap
 
 __all__ = ["TOP_LEVEL_FIELDS", "TRANSIENT_REQUEST_STATUSES", "BulkStats", "BulkWriter",
@@ -129,6 +141,19 @@ def _error_reason(info: Mapping[str, Any]) -> str:
         parts.append(f"caused by {cause.get('type', 'error')}: {cause.get('reason', '')}")
         cause = cause.get("caused_by")
     return "; ".join(parts)
+
+
+def _decoded(source: Mapping[str, Any], spec: VectorSpec | None) -> DocumentVectors | None:
+    """The passage vectors in a document's `_source` (None: none, or unreadable)."""
+    text = source.get(VECTORS_FIELD) if spec is not None else None
+    if not isinstance(text, str):
+        return None
+    try:
+        return DocumentVectors.from_base64(text, spec.dimension)
+    except ValueError as e:
+        log.warning("document %r: stored passage vectors unreadable (%s); embedded again",
+                    source.get("id"), e)
+        return None
 
 
 @dataclass(frozen=True)
@@ -254,17 +279,131 @@ class BulkWriter:
         return meta
 
     @staticmethod
-    def _hits(response: Mapping[str, Any]) -> list[Hit]:
+    def _hits(response: Mapping[str, Any], spec: VectorSpec | None = None) -> list[Hit]:
         """Hits of a search response: the source id, the score, the stored fields (top-level
-        ones and `metadata`, flattened back)."""
+        ones and `metadata`, flattened back) and, with `spec`, the passage vectors."""
         hits = []
         for hit in response["hits"]["hits"]:
             source = hit.get("_source") or {}
             fields = {key: source[key] for key in TOP_LEVEL_FIELDS if key in source}
             fields.update(source.get("metadata") or {})
             hits.append(Hit(id=source.get("id", hit.get("_id")), score=float(hit["_score"]),
-                            fields=fields))
+                            fields=fields, vectors=_decoded(source, spec)))
         return hits
+
+    # passage vectors (`SupportsPassageVectors`) ------------------------------------------
+    #: `search(..., vectors=True)` returns the hits' stored vectors (`Hit.vectors`)
+    search_returns_vectors = True
+    #: documents read per request when scanning an index (the backfill)
+    scan_page = 500
+
+    def _put_mapping(self, name: str, body: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def vector_spec(self, name: str) -> VectorSpec | None:
+        return VectorSpec.from_dict(self._meta(name).get(META_KEY))
+
+    def _vector_exclusion(self, meta: Mapping[str, Any], vectors: bool) -> tuple[str, ...]:
+        """`_source` fields a search leaves out: the vectors unless asked for."""
+        return () if vectors or META_KEY not in meta else (VECTORS_FIELD,)
+
+    def enable_vectors(self, name: str, spec: VectorSpec, *, replace: bool = False) -> None:
+        """Add the `binary` vectors field and record `spec` in `_meta` (one put_mapping,
+        `mappings.vectors_mapping`). Another spec cannot be replaced in place here (the old
+        vectors would stay in `_source`): ingest into a new index."""
+        from convsparse.mappings import vectors_mapping
+
+        meta = self._meta(name, fresh=True)
+        held = VectorSpec.from_dict(meta.get(META_KEY))
+        if held == spec:
+            return
+        if held is not None:
+            if not replace:
+                raise VectorSpecMismatchError(name, held, spec)
+            raise BackendError(f"index {name!r} holds {held.describe()}; they cannot be replaced "
+                               "in place: ingest into a new index with the new re-ranker")
+        with self._reachable(f"add passage vectors to {name!r}"):
+            self._put_mapping(name, vectors_mapping(dict(meta), spec.to_dict(), VECTORS_FIELD))
+        self._meta_cache.pop(name, None)
+
+    def _vector_search(self, name: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+        try:
+            with self._reachable(f"read passage vectors of {name!r}"):
+                response = response_body(self.client.search(index=name, body=body))
+        except self._not_found:
+            raise IndexNotFoundError(name) from None
+        return response["hits"]["hits"]
+
+    def passage_vectors(self, name: str, ids: Iterable[str]) -> dict[str, DocumentVectors]:
+        """The stored vectors of `ids` (one `ids` query on their `_id`s)."""
+        meta = self._meta(name)
+        spec = VectorSpec.from_dict(meta.get(META_KEY))
+        ids = list(ids)
+        if spec is None or not ids:
+            return {}
+        fingerprint = meta["encoder_fingerprint"]
+        body = {"size": len(ids), "track_total_hits": False,
+                "query": {"ids": {"values": [document_id(fingerprint, i) for i in ids]}},
+                "_source": {"includes": ["id", VECTORS_FIELD]}}
+        out = {}
+        for hit in self._vector_search(name, body):
+            source = hit.get("_source") or {}
+            vecs = _decoded(source, spec)
+            if vecs is not None:
+                out[source.get("id", hit.get("_id"))] = vecs
+        return out
+
+    def passages_to_embed(self, name: str) -> Iterator[tuple[str, str]]:
+        """Every document (sorted by `id`, `search_after` pages) whose vectors are missing or
+        were made from another text."""
+        from convsparse.documents import document_text
+        from convsparse.reranking.semantic import text_key
+
+        spec = self.vector_spec(name)
+        if spec is None:
+            return
+        after: list[Any] | None = None
+        while True:
+            body: dict[str, Any] = {
+                "size": self.scan_page, "track_total_hits": False, "query": {"match_all": {}},
+                "sort": ["id"],  # ascending; the bare name is one form in both specs
+                "_source": {"includes": ["id", "title", "text", VECTORS_FIELD]}}
+            if after is not None:
+                body["search_after"] = after
+            hits = self._vector_search(name, body)
+            for hit in hits:
+                source = hit.get("_source") or {}
+                text = source.get("text")
+                passage = document_text(source.get("title"), text) if isinstance(text, str) else ""
+                vecs = _decoded(source, spec)
+                if vecs is None or vecs.key != text_key(passage):
+                    yield str(source.get("id", hit.get("_id"))), passage
+            if len(hits) < self.scan_page:
+                return
+            after = hits[-1]["sort"]
+
+    def put_vectors(self, name: str, items: Iterable[tuple[str, DocumentVectors]]
+                    ) -> Iterator[DocumentResult]:
+        """Partial updates (`update` actions) that set the vectors field of existing documents;
+        a missing document fails alone (404)."""
+        meta = self._meta(name)
+        spec = VectorSpec.from_dict(meta.get(META_KEY))
+        if spec is None:
+            raise VectorSpecMismatchError(name, None, None)
+        fingerprint = meta["encoder_fingerprint"]
+
+        def entries() -> Iterator[_Entry | DocumentResult]:
+            for pos, (source_id, vecs) in enumerate(items):
+                if vecs.dimension != spec.dimension:
+                    yield DocumentResult(source_id, False, 400, (
+                        f"vectors of {vecs.dimension} dims, the index holds {spec.dimension}"))
+                    continue
+                action = b'{"update":{"_index":%b,"_id":%b}}\n' % (
+                    dumps(name), dumps(document_id(fingerprint, source_id)))
+                doc = b'{"doc":{%b:%b}}\n' % (dumps(VECTORS_FIELD), dumps(vecs.to_base64()))
+                yield _Entry(pos, source_id, action + doc)
+
+        yield from self._write(name, entries())
 
     def describe_index(self, name: str) -> IndexInfo:
         meta = self._meta(name, fresh=True)
@@ -314,10 +453,12 @@ class BulkWriter:
         fingerprint = index_fp
         field_name = meta.get("term_field", self.field)
         field_value = self._field_value(name, meta)
+        spec = VectorSpec.from_dict(meta.get(META_KEY))
 
         def entries() -> Iterator[_Entry | DocumentResult]:
             for pos, doc in enumerate(documents):
-                yield self._prepare_index(name, pos, doc, fingerprint, field_name, field_value)
+                yield self._prepare_index(name, pos, doc, fingerprint, field_name, field_value,
+                                          spec)
 
         yield from self._write(name, entries())
 
@@ -338,12 +479,20 @@ class BulkWriter:
     def _prepare_index(
         self, name: str, pos: int, doc: IndexedDocument, fingerprint: str, field_name: str,
         field_value: Callable[[TermMap], dict[str, Any] | bytes] = _rank_features,
+        spec: VectorSpec | None = None,
     ) -> _Entry | DocumentResult:
         doc = indexed_document(doc)
         if isinstance(doc, DocumentResult):
             return doc
         source_id, term_map = doc.id, doc.term_map
         source: dict[str, Any] = {"id": source_id}
+        if spec is not None:  # an index that holds vectors: never a document without
+            if doc.vectors is None or doc.vectors.dimension != spec.dimension:
+                return DocumentResult(source_id, False, 400, (
+                    f"no passage vectors: index holds {spec.describe()} for every document"
+                    if doc.vectors is None else f"passage vectors of {doc.vectors.dimension} "
+                    f"dims, the index holds {spec.dimension}"))
+            source[VECTORS_FIELD] = doc.vectors.to_base64()
         metadata: dict[str, Any] = {}
         for key, value in (doc.fields or {}).items():
             if key in TOP_LEVEL_FIELDS and (value is None or isinstance(value, str)):

@@ -257,11 +257,17 @@ class ElasticsearchBackend(BulkWriter):
             return RequestFailure(None, connection=True)
         return None
 
+    def _put_mapping(self, name: str, body: dict[str, Any]) -> None:
+        self.client.indices.put_mapping(index=name, meta=body["_meta"],
+                                        properties=body["properties"])
+
     # ------------------------------------------------------------------ search
     def search(
         self, name: str, query: TermMap, k: int = 10, *,
         fingerprint: str | None = None, rescore: TermMap | None = None, rescore_window: int = 0,
+        vectors: bool = False,
     ) -> list[Hit]:
+        """`Backend.search`; with `vectors`, each hit carries its stored passage vectors."""
         meta = self._search_meta(name, fingerprint)
         field_name = meta.get("term_field", self.field)
         field_type = meta["field_type"]
@@ -277,7 +283,7 @@ class ElasticsearchBackend(BulkWriter):
             second = build_query(rescore, field_name, field_type=field_type,
                                  max_clause_count=self.max_clause_count)
         body = search_body(first, k, rescore=second, rescore_window=rescore_window,
-                           exclude_fields=(field_name,))
+                           exclude_fields=(field_name, *self._vector_exclusion(meta, vectors)))
         try:
             with _reachable(f"search {name!r}"):
                 response = response_body(self.client.search(index=name, body=body))
@@ -289,7 +295,7 @@ class ElasticsearchBackend(BulkWriter):
                 raise TooManyClausesError(max(len(query), len(rescore or ())),
                                           self.max_clause_count) from exc
             raise BackendError(f"search on {name!r} failed: {_api_text(exc)}") from exc
-        return self._hits(response)
+        return self._hits(response, self.vector_spec(name) if vectors else None)
 
 
 def build_client(settings: Any) -> Elasticsearch:

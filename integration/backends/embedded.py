@@ -76,6 +76,7 @@ from convsparse.integration.backends.embedded_ann import (
 )
 from convsparse.integration.backends.embedded_store import (
     FORMAT,
+    VECTORS_SCHEMA,
     IndexCorruptError,
     IndexStore,
     IndexWriteError,
@@ -84,6 +85,12 @@ from convsparse.integration.backends.embedded_store import (
     is_store,
     read_error,
     step,
+)
+from convsparse.integration.vectors import (
+    META_KEY,
+    DocumentVectors,
+    VectorSpec,
+    VectorSpecMismatchError,
 )
 from convsparse.termmap import CsrTermMap, TermMap, quantize_feature_values
 
@@ -304,6 +311,16 @@ def _apply_ops(conn: sqlite3.Connection, st: _IndexState | None, store: IndexSto
     return st
 
 
+def _vectors_problem(doc: IndexedDocument, spec: VectorSpec) -> str | None:
+    """Why `doc` cannot go into an index holding `spec` vectors, or None."""
+    if doc.vectors is None:
+        return (f"no passage vectors: index holds {spec.describe()} for every document (write "
+                f"through convsparse ingestion, which embeds them with the term map)")
+    if doc.vectors.dimension != spec.dimension:
+        return f"passage vectors of {doc.vectors.dimension} dims, the index holds {spec.dimension}"
+    return None
+
+
 def _writable(folder: Path, db: Path) -> bool:
     """Whether this process can write the index now (``access`` sees a read-only mount and
     permissions; SQLite's read connection, which may use an existing shared-memory file, does not)."""
@@ -508,7 +525,8 @@ class EmbeddedBackend:
                    "quantize": self.quantize, "format": FORMAT if store else 1,
                    "durable": self.durable,
                    "read_only": store is None or store.immutable or not _writable(d, store.path),
-                   "ann": self._ann_status(name, st)},
+                   "ann": self._ann_status(name, st),
+                   META_KEY: st.meta.get(META_KEY)},
         )
 
     def _ann_status(self, name: str, st: _IndexState) -> dict[str, Any] | None:
@@ -577,9 +595,11 @@ class EmbeddedBackend:
         return self._state(name).n_alive
 
     # ------------------------------------------------------------------ writes
-    def _commit(self, name: str, ops: list[tuple[str, TermMap | None, str | None]], what: str) -> None:
+    def _commit(self, name: str, ops: list[tuple[str, TermMap | None, str | None]], what: str,
+                vectors: list[tuple[str, bytes]] | None = None) -> None:
         """Write `ops` ((id, term map, fields JSON), or (id, None, None) for a delete) as one
-        transaction, then apply them to the in-memory state."""
+        transaction, then apply them to the in-memory state. `vectors` ((id, blob) of the
+        upserted documents) go in the same transaction (an index that holds vectors)."""
         with self._lock:
             st = self._state(name)
             store = st.store
@@ -621,6 +641,7 @@ class EmbeddedBackend:
                     conn.executemany(
                         "INSERT INTO ops(seq, doc_id, cols, vals, fields) VALUES (?, ?, ?, ?, ?)", rows)
                     step("write:ops")
+                    self._write_vectors(conn, name, st, ops, vectors)
             except (sqlite3.Error, OSError) as e:
                 if isinstance(e, sqlite3.Error) and is_corruption(e):
                     self._forget(name)
@@ -649,6 +670,125 @@ class EmbeddedBackend:
             if st.n_dead and st.n_dead >= max(self.compact_min_ops, self.compact_ratio * len(st.ids)):
                 self._compact(name, st)
 
+    # ------------------------------------------------------------------ passage vectors
+    @staticmethod
+    def _write_vectors(conn: sqlite3.Connection, name: str, st: _IndexState,
+                       ops: list[tuple[str, TermMap | None, str | None]],
+                       vectors: list[tuple[str, bytes]] | None) -> None:
+        """The vectors part of a write transaction: the batch's vectors stored, the deleted
+        documents' dropped. Refuses (rolling the batch back) when the index started or stopped
+        holding vectors since the batch was checked."""
+        holds = META_KEY in st.meta
+        writes = any(tm is not None for _, tm, _ in ops)
+        if writes and holds != (vectors is not None):
+            raise VectorSpecMismatchError(name, VectorSpec.from_dict(st.meta.get(META_KEY)),
+                                          None)
+        if not holds:
+            return
+        deleted = [(doc_id,) for doc_id, tm, _ in ops if tm is None]
+        if deleted:
+            conn.executemany("DELETE FROM vectors WHERE doc_id = ?", deleted)
+        if vectors:
+            conn.executemany("INSERT OR REPLACE INTO vectors(doc_id, data) VALUES (?, ?)", vectors)
+        step("write:vectors")
+
+    def vector_spec(self, name: str) -> VectorSpec | None:
+        return VectorSpec.from_dict(self._state(name).meta.get(META_KEY))
+
+    def enable_vectors(self, name: str, spec: VectorSpec, *, replace: bool = False) -> None:
+        """Record `spec` in the index's meta (and create its vectors table), one transaction;
+        see `SupportsPassageVectors`."""
+        with self._lock:
+            st = self._state(name)
+            store = st.store
+            if store is None or store.immutable or not os.access(store.folder, os.W_OK):
+                raise IndexWriteError(name, "recording passage vectors", PermissionError(
+                    errno.EROFS, f"{self._dir(name)} is read-only here"))
+            try:
+                with store.lock, store.write() as conn:
+                    st = _catch_up(conn, st, store)
+                    held = VectorSpec.from_dict(st.meta.get(META_KEY))
+                    if held == spec:
+                        return
+                    if held is not None and not replace:
+                        raise VectorSpecMismatchError(name, held, spec)
+                    conn.execute(VECTORS_SCHEMA)
+                    conn.execute("DELETE FROM vectors")
+                    conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                                 (META_KEY, json.dumps(spec.to_dict())))
+            except (sqlite3.Error, OSError) as e:
+                raise IndexWriteError(name, "recording passage vectors", e) from e
+            finally:
+                self._states[name] = st
+
+    def passage_vectors(self, name: str, ids: Iterable[str]) -> dict[str, DocumentVectors]:
+        st = self._state(name)
+        spec = VectorSpec.from_dict(st.meta.get(META_KEY))
+        ids = list(ids)
+        if spec is None or st.store is None or not ids:
+            return {}
+        with st.store.lock, st.store.read() as conn:
+            rows = conn.execute(f"SELECT doc_id, data FROM vectors WHERE doc_id IN "
+                                f"({','.join('?' * len(ids))})", ids).fetchall()
+        out = {}
+        for doc_id, blob in rows:
+            try:
+                out[doc_id] = DocumentVectors.from_bytes(blob, spec.dimension)
+            except ValueError as e:
+                logger.warning("index %s: stored vectors of %r unreadable (%s); embedded again",
+                               name, doc_id, e)
+        return out
+
+    def passages_to_embed(self, name: str) -> Iterator[tuple[str, str]]:
+        from convsparse.documents import document_text
+        from convsparse.reranking.semantic import text_key
+
+        st = self._state(name)
+        if META_KEY not in st.meta or st.store is None:
+            return
+        with st.store.lock, st.store.read() as conn:
+            have = dict(conn.execute("SELECT doc_id, hex(substr(data, 1, 12)) FROM vectors"))
+        for doc_id, row in list(st.row_of.items()):
+            fields = st.fields[row]
+            text = fields.get("text")
+            passage = document_text(fields.get("title"), text) if isinstance(text, str) else ""
+            key = have.get(doc_id)
+            if key is None or key.lower() != text_key(passage):
+                yield doc_id, passage
+
+    def put_vectors(self, name: str, items: Iterable[tuple[str, DocumentVectors]]
+                    ) -> Iterator[DocumentResult]:
+        """Store vectors for existing documents, one transaction (the backfill)."""
+        items = list(items)
+        with self._lock:
+            st = self._state(name)
+            spec = VectorSpec.from_dict(st.meta.get(META_KEY))
+            if spec is None:
+                raise VectorSpecMismatchError(name, None, None)
+            store = st.store
+            results, rows = [], []
+            try:
+                with store.lock, store.write() as conn:
+                    st = _catch_up(conn, st, store)
+                    for doc_id, vecs in items:
+                        if doc_id not in st.row_of:
+                            results.append(DocumentResult(doc_id, False, 404, "not found"))
+                        elif vecs.dimension != spec.dimension:
+                            results.append(DocumentResult(doc_id, False, 400, (
+                                f"vectors of {vecs.dimension} dims, the index holds "
+                                f"{spec.dimension}")))
+                        else:
+                            rows.append((doc_id, vecs.to_bytes()))
+                            results.append(DocumentResult(doc_id, True, 200))
+                    conn.executemany("INSERT OR REPLACE INTO vectors(doc_id, data) VALUES (?, ?)",
+                                     rows)
+                    step("vectors:put")
+            except (sqlite3.Error, OSError) as e:
+                raise IndexWriteError(name, f"storing vectors of {len(rows)} documents", e) from e
+            finally:
+                self._states[name] = st
+        return iter(results)
+
     def upsert(self, name: str, documents: Iterable[IndexedDocument], *,
                fingerprint: str | None = None) -> Iterator[DocumentResult]:
         """Write documents (same id overwrites). Runs eagerly; yields one result per input.
@@ -662,14 +802,22 @@ class EmbeddedBackend:
             raise FingerprintMismatchError(name, st.meta["fingerprint"], fingerprint, writing=True)
         results: list[DocumentResult] = []
         ops: list[tuple[str, TermMap | None, str | None]] = []
+        spec = VectorSpec.from_dict(st.meta.get(META_KEY))
+        vectors: list[tuple[str, bytes]] | None = [] if spec is not None else None
         for doc in map(indexed_document, documents):
             if isinstance(doc, DocumentResult):
                 results.append(doc)
                 continue
+            if vectors is not None:  # an index that holds vectors: never a document without
+                problem = _vectors_problem(doc, spec)
+                if problem:
+                    results.append(DocumentResult(doc.id, False, 400, problem))
+                    continue
+                vectors.append((doc.id, doc.vectors.to_bytes()))
             ops.append((doc.id, doc.term_map, doc.fields_json))
             results.append(DocumentResult(doc.id, True, 200))
         if ops:
-            self._commit(name, ops, f"a batch of {len(ops)} documents")
+            self._commit(name, ops, f"a batch of {len(ops)} documents", vectors)
         return iter(results)
 
     def delete_documents(self, name: str, ids: Iterable[str]) -> Iterator[DocumentResult]:

@@ -6,6 +6,10 @@
     terms(id, token)                      the term dictionary; ids are never reused
     ops(seq, doc_id, cols, vals, fields)  one row per upsert (cols int32 term ids, vals float32,
                                           fields JSON) or delete (cols NULL), in commit order
+    vectors(doc_id, data)                 the re-ranker's passage vectors of each live document
+                                          (`integration.vectors.DocumentVectors.to_bytes`), only
+                                          in an index whose meta records ``rerank_vectors``;
+                                          written and deleted in the transaction of its ops row
 
 Why SQLite and not a log of our own: its commit is atomic (a batch is one transaction, all or
 nothing), a failed write (``SQLITE_FULL``, ``SQLITE_IOERR``, a read-only file system) rolls
@@ -55,6 +59,8 @@ CREATE TABLE IF NOT EXISTS ops (
     fields TEXT
 );
 """
+#: created when an index starts holding passage vectors (older files lack it)
+VECTORS_SCHEMA = "CREATE TABLE IF NOT EXISTS vectors (doc_id TEXT PRIMARY KEY, data BLOB NOT NULL)"
 
 #: Test hook: called with the name of each step of a write, a compaction or a migration
 #: (``write:begin`` ... ``write:commit``), so fault-injection tests can raise an `OSError` or
@@ -301,5 +307,6 @@ def is_store(folder: Path) -> bool:
     return (folder / DB_NAME).exists()
 
 
-__all__ = ["DB_NAME", "FORMAT", "IndexCorruptError", "IndexStore", "IndexWriteError", "create_file",
-           "decode_meta", "encode_meta", "fsync_dir", "is_corruption", "is_store", "read_error", "step"]
+__all__ = ["DB_NAME", "FORMAT", "VECTORS_SCHEMA", "IndexCorruptError", "IndexStore",
+           "IndexWriteError", "create_file", "decode_meta", "encode_meta", "fsync_dir",
+           "is_corruption", "is_store", "read_error", "step"]

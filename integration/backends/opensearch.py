@@ -104,6 +104,7 @@ from convsparse.integration.backends.query_dsl import (
     neural_sparse_text_query,
     search_body,
 )
+from convsparse.integration.vectors import VectorSpec
 from convsparse.mappings import (
     FIELD_TYPES,
     TERM_FIELD,
@@ -314,6 +315,9 @@ class OpenSearchBackend(BulkWriter):
             extra["token_ids"] = {k: v for k, v in extra["token_ids"].items() if k != "tokens"}
         return extra
 
+    def _put_mapping(self, name: str, body: dict[str, Any]) -> None:
+        self.client.indices.put_mapping(index=name, body=body)
+
     # ------------------------------------------------------------------ search
     @property
     def max_clause_count(self) -> int:
@@ -341,7 +345,9 @@ class OpenSearchBackend(BulkWriter):
     def search(
         self, name: str, query: TermMap, k: int = 10, *,
         fingerprint: str | None = None, rescore: TermMap | None = None, rescore_window: int = 0,
+        vectors: bool = False,
     ) -> list[Hit]:
+        """`Backend.search`; with `vectors`, each hit carries its stored passage vectors."""
         meta = self._search_meta(name, fingerprint)
         field_name = meta.get("term_field", self.field)
         query = query if isinstance(query, TermMap) else TermMap(query)
@@ -366,10 +372,12 @@ class OpenSearchBackend(BulkWriter):
             second = None if full is None else build_query(full, field_name, mode=self.query_mode,
                                                            max_clause_count=limit)
         body = search_body(first, k, rescore=second, rescore_window=rescore_window,
-                           exclude_fields=(field_name,))
-        return self._send_search(name, body, limit, max(len(query), len(rescore or ())))
+                           exclude_fields=(field_name, *self._vector_exclusion(meta, vectors)))
+        return self._send_search(name, body, limit, max(len(query), len(rescore or ())),
+                                 self.vector_spec(name) if vectors else None)
 
-    def _send_search(self, name: str, body: dict[str, Any], limit: int, n_terms: int) -> list[Hit]:
+    def _send_search(self, name: str, body: dict[str, Any], limit: int, n_terms: int,
+                     spec: VectorSpec | None = None) -> list[Hit]:
         try:
             with _reachable(f"search {name!r}"):
                 response = self.client.search(index=name, body=body)
@@ -380,7 +388,7 @@ class OpenSearchBackend(BulkWriter):
             if "too_many" in str(exc.error) or "too_many" in str(exc.info):
                 raise TooManyClausesError(n_terms, limit) from exc
             raise BackendError(f"search on {name!r} failed: {exc.info or exc}") from exc
-        return self._hits(response)
+        return self._hits(response, spec)
 
     # ------------------------------------------------------------------ ML Commons indices
     def _server_encoded_queries(

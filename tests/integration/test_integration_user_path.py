@@ -129,7 +129,7 @@ def test_disk_errors_become_one_line(monkeypatch, env, tmp_path):
     from convsparse.integration.backends.embedded import EmbeddedBackend
 
     for code_, fix in ((errno.ENOSPC, "free some space"), (errno.EROFS, "read-only")):
-        def full(self, name, ops, what, _e=code_):
+        def full(self, name, ops, what, *_, _e=code_, **__):
             raise OSError(_e, os_strerror(_e), str(tmp_path / "data" / name / "log-0.jsonl"))
 
         monkeypatch.setattr(EmbeddedBackend, "_commit", full)

@@ -137,6 +137,8 @@ class FakeOpenSearch:
                 self.validator.validate_bulk_lines(body, mapping)
             elif kind == "bulk_response":
                 self.validator.validate_bulk_response(body)
+            elif kind == "put_mapping":
+                self.validator.validate_put_mapping(body)
         except Exception as exc:  # noqa: BLE001  (recorded, asserted empty by the tests)
             self.validation_errors.append(f"{kind}: {exc}")
 
@@ -242,6 +244,17 @@ class FakeOpenSearch:
             if not rest and method == "DELETE":
                 del self.indices[parts[0]]
                 return 200, {"acknowledged": True}
+            if rest == ["_mapping"] and method in ("PUT", "POST"):
+                self._check("put_mapping", body)
+                mappings = index["mappings"]
+                for key, prop in body.get("properties", {}).items():
+                    if key in mappings["properties"] and mappings["properties"][key] != prop:
+                        return _error(400, "illegal_argument_exception",
+                                      f"mapper [{key}] cannot be changed")
+                    mappings["properties"][key] = prop
+                if "_meta" in body:
+                    mappings["_meta"] = body["_meta"]  # a put replaces the whole _meta
+                return 200, {"acknowledged": True}
             if rest == ["_mapping"]:
                 return 200, {parts[0]: {"mappings": index["mappings"]}}
             if rest == ["_refresh"]:
@@ -296,17 +309,27 @@ class FakeOpenSearch:
             action = lines[i]
             op, meta = next(iter(action.items()))
             index_name = meta["_index"]
-            source = lines[i + 1] if op in ("index", "create") else None
+            source = lines[i + 1] if op in ("index", "create", "update") else None
             i += 2 if source is not None else 1
             index = self.indices.get(index_name)
             if index is not None:
                 self._check("bulk", [action] + ([source] if source is not None else []), index["mappings"])
-            source_id = source["id"] if source else meta["_id"]
+            source_id = source["id"] if source and op != "update" else meta["_id"]
             self.attempts[source_id] += 1
             rule = self.item_rules.get(source_id)
             status = rule.pop(0) if rule else None
             item: dict[str, Any] = {"_index": index_name, "_id": meta["_id"]}
-            if status is None and index is not None and source is not None:
+            if status is None and op == "update" and index is not None:
+                doc = index["docs"].get(meta["_id"])
+                if doc is None:
+                    status = 404
+                    item["error"] = {"type": "document_missing_exception",
+                                     "reason": f"[{meta['_id']}]: document missing"}
+                else:
+                    merged = {**doc, **source["doc"]}
+                    self._check("bulk", [{"index": meta}, merged], index["mappings"])
+                    source = merged
+            if status is None and index is not None and source is not None and op != "update":
                 for key, prop in index["mappings"]["properties"].items():
                     if prop.get("type") == "sparse_vector" and "method" in prop:  # OpenSearch's
                         bad = [n for n in (source.get(key) or {}) if not n.isdecimal()]
@@ -407,7 +430,34 @@ class FakeOpenSearch:
         features = doc.get(field, {})
         return sum(w * quantize(features[t]) for t, w in terms.items() if t in features)
 
+    @staticmethod
+    def _source(doc: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+        includes, excludes = spec.get("includes"), set(spec.get("excludes", []))
+        return {k: v for k, v in doc.items()
+                if k not in excludes and (includes is None or k in includes)}
+
+    def _listing(self, index: dict[str, Any], body: dict[str, Any]) -> Any:
+        """`ids` and `match_all` queries (score 1), sorted by `sort` with `search_after`."""
+        query = body["query"]
+        docs = sorted(index["docs"].items())
+        if "ids" in query:
+            wanted = set(query["ids"]["values"])
+            docs = [(i, d) for i, d in docs if i in wanted]
+        hits = [{"_index": "x", "_id": i, "_score": 1.0,
+                 "_source": self._source(d, body.get("_source", {}))} for i, d in docs]
+        for field in body.get("sort", []):  # field names, ascending
+            hits = [{**h, "sort": [index["docs"][h["_id"]][field]]} for h in hits]
+            hits.sort(key=lambda h: h["sort"])
+            if "search_after" in body:
+                hits = [h for h in hits if h["sort"] > body["search_after"]]
+        hits = hits[:body.get("size", 10)]
+        return 200, {"took": 1, "timed_out": False,
+                     "_shards": {"total": 1, "successful": 1, "failed": 0},
+                     "hits": {"max_score": 1.0, "hits": hits}}
+
     def _search(self, index: dict[str, Any], body: dict[str, Any]) -> Any:
+        if "ids" in body["query"] or "match_all" in body["query"]:
+            return self._listing(index, body)
         query = self._pruned(body["query"], index)
         scored = [(self._score(doc, query), doc_id, doc) for doc_id, doc in index["docs"].items()]
         scored = sorted((s for s in scored if s[0] > 0), key=lambda s: (-s[0], s[1]))
@@ -431,9 +481,8 @@ class FakeOpenSearch:
             head = [(rq["query_weight"] * s + rq["rescore_query_weight"] * rescored(doc_id, doc),
                      doc_id, doc) for s, doc_id, doc in scored[:window]]
             scored = sorted(head, key=lambda s: (-s[0], s[1])) + scored[window:]
-        excludes = set(body.get("_source", {}).get("excludes", []))
         hits = [{"_index": "x", "_id": doc_id, "_score": score,
-                 "_source": {k: v for k, v in doc.items() if k not in excludes}}
+                 "_source": self._source(doc, body.get("_source", {}))}
                 for score, doc_id, doc in scored[: body["size"]]]
         return 200, {"took": 1, "timed_out": False, "_shards": {"total": 1, "successful": 1, "failed": 0},
                      "hits": {"total": {"value": len(scored), "relation": "eq"},

@@ -60,6 +60,7 @@ CLOSED: dict[str, list[str]] = {
         "/components/schemas/TextProperty",
         "/components/schemas/ObjectProperty",
         "/components/schemas/RankFeaturesProperty",
+        "/components/schemas/BinaryProperty",
     ],
     "schemas/_core.search.yaml": [
         "/components/schemas/Rescore",
@@ -69,9 +70,11 @@ CLOSED: dict[str, list[str]] = {
         "/components/schemas/OperationContainer",
         "/components/schemas/IndexOperation",
         "/components/schemas/DeleteOperation",
+        "/components/schemas/UpdateOperation",
     ],
     "namespaces/indices.yaml": [
         "/components/requestBodies/indices.create/content/application~1json/schema",
+        "/components/requestBodies/indices.put_mapping/content/application~1json/schema",
     ],
     "namespaces/_core.yaml": [
         "/components/requestBodies/search/content/application~1json/schema",
@@ -87,6 +90,8 @@ SEARCH = "namespaces/_core.yaml#/components/requestBodies/search/content/applica
 QUERY = "schemas/_common.query_dsl.yaml#/components/schemas/QueryContainer"
 BULK_ACTION = "schemas/_core.bulk.yaml#/components/schemas/OperationContainer"
 BULK_RESPONSE = "schemas/_core.bulk.yaml#/components/schemas/BulkResponse"
+PUT_MAPPING = ("namespaces/indices.yaml#/components/requestBodies/indices.put_mapping/content/"
+               "application~1json/schema")
 
 
 def _resolve_pointer(document: Any, pointer: str) -> Any:
@@ -132,6 +137,7 @@ class SpecValidator:
     QUERY = QUERY
     BULK_ACTION = BULK_ACTION
     BULK_RESPONSE = BULK_RESPONSE
+    PUT_MAPPING = PUT_MAPPING
     base = BASE
 
     def __init__(self, spec_dir: Path = SPEC_DIR, closed: Mapping[str, list[str]] = CLOSED):
@@ -192,6 +198,9 @@ class SpecValidator:
     def validate_bulk_response(self, response: Mapping[str, Any]) -> None:
         self.validate(self.BULK_RESPONSE, response)
 
+    def validate_put_mapping(self, body: Mapping[str, Any]) -> None:
+        self.validate(self.PUT_MAPPING, body)
+
     def validate_bulk_lines(
         self, lines: Iterable[Mapping[str, Any]], mapping: Mapping[str, Any] | None = None
     ) -> int:
@@ -237,6 +246,14 @@ def check_strict_document(source: Mapping[str, Any], mapping: Mapping[str, Any])
                 if not isinstance(weight, float | int) or not weight >= 1.1754943508222875e-38 \
                         or weight == float("inf"):
                     raise ValidationError(f"featureValue {weight!r} of {name!r} is not a positive normal float")
+        elif kind == "binary":  # base64, as the server decodes it
+            import base64
+            import binascii
+
+            try:
+                base64.b64decode(value, validate=True)
+            except (binascii.Error, TypeError, ValueError) as exc:
+                raise ValidationError(f"binary field {key!r} is not base64: {exc}") from None
         elif kind in ("text", "keyword"):
             if value is not None and not isinstance(value, str):
                 raise ValidationError(f"{kind} field {key!r} must be a string")
@@ -258,12 +275,14 @@ ES_CLOSED = [
         "_types.query_dsl.SparseVectorQuery", "_types.TokenPruningConfig",
         "_types.mapping.TypeMapping", "_types.mapping.KeywordProperty", "_types.mapping.TextProperty",
         "_types.mapping.ObjectProperty", "_types.mapping.RankFeaturesProperty",
+        "_types.mapping.BinaryProperty", "_global.bulk.UpdateOperation",
         "_types.mapping.SparseVectorProperty", "_types.mapping.SparseVectorIndexOptions",
         "_global.search._types.Rescore", "_global.search._types.RescoreQuery",
         "_global.bulk.OperationContainer", "_global.bulk.IndexOperation",
         "_global.bulk.DeleteOperation")),
     "/paths/~1{index}/put/requestBody/content/application~1json/schema",
     "/components/requestBodies/search/content/application~1json/schema",
+    "/components/requestBodies/indices.put_mapping/content/application~1json/schema",
 ]
 
 
@@ -294,15 +313,20 @@ def _generator_artifacts(schemas: dict[str, Any]) -> None:
     `_types.Metadata` (`_meta`) is `Dictionary<string, UserDefinedValue>`, any JSON value, but is
     generated as "values are objects"; TypeScript unions of string types are generated as
     `oneOf`, whose members overlap (`Id | null`: string or nullable string; `Duration`: "-1" or
-    "0" or any string), so a valid string matches several and fails `oneOf`. Restore what the
+    "0" or any string; `FieldValue`: long | double | string | boolean | null, so number twice
+    and string twice), so a valid value matches several and fails `oneOf`. Restore what the
     source says: `_meta` values are any JSON, and such unions are `anyOf`."""
     schemas["_types.Metadata"]["additionalProperties"] = {}
 
     def visit(node: Any) -> None:
         if isinstance(node, dict):
             members = node.get("oneOf")
-            if isinstance(members, list) and len(members) > 1 and all(
-                    isinstance(m, dict) and m.get("type") == "string" for m in members):
+            primitive = isinstance(members, list) and len(members) > 1 and all(
+                isinstance(m, dict) and "type" in m and set(m) <= {"type", "nullable", "description"}
+                for m in members)
+            if primitive and len({m["type"] for m in members}) < len(members) or (
+                    isinstance(members, list) and len(members) > 1 and all(
+                        isinstance(m, dict) and m.get("type") == "string" for m in members)):
                 node["anyOf"] = node.pop("oneOf")
             for value in node.values():
                 visit(value)
@@ -324,6 +348,8 @@ class ElasticsearchSpecValidator(SpecValidator):
     QUERY = "openapi.json#/components/schemas/_types.query_dsl.QueryContainer"
     BULK_ACTION = "openapi.json#/components/schemas/_global.bulk.OperationContainer"
     BULK_RESPONSE = ("openapi.json#/components/responses/bulk-200/content/application~1json/schema")
+    PUT_MAPPING = ("openapi.json#/components/requestBodies/indices.put_mapping/content/"
+                   "application~1json/schema")
     base = ES_BASE
 
     def __init__(self, spec_file: Path = ES_SPEC_FILE, closed: Iterable[str] = ES_CLOSED):

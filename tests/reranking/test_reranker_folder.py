@@ -186,11 +186,12 @@ def test_cli_says_one_line_and_exits_2(copy, tmp_path):
     from typer.testing import CliRunner
 
     from convsparse.cli import app
+    from convsparse.integration.backends.embedded import EmbeddedBackend
 
     _truncate(copy / "head.safetensors")
-    src = tmp_path / "p.jsonl"
-    src.write_text(json.dumps({"id": "a", "text": "Rome"}) + "\n")
-    out = CliRunner().invoke(app, ["rerank", "vectors", str(copy), str(src)])
+    EmbeddedBackend(tmp_path / "data").create_index("ix", fingerprint="fp")
+    out = CliRunner().invoke(app, ["rerank", "vectors", "ix", "--rerank", str(copy),
+                                   "--data-dir", str(tmp_path / "data")])
     assert out.exit_code == 2
     assert out.output.strip().count("\n") == 0 and "head.safetensors" in out.output
 

@@ -488,31 +488,6 @@ def test_a_reranker_needs_a_semantic_part(tiny_model_dir):
         new_reranker(tiny_model_dir, cross_encoder=False, semantic=None)
 
 
-def test_cli_stores_passage_vectors_and_reports_bad_records(semantic_only, tmp_path):
-    import json as _json
-
-    from typer.testing import CliRunner
-
-    from convsparse.cli import app
-    from convsparse.documents import document_text
-
-    folder = semantic_only.save(tmp_path / "rr")
-    src = tmp_path / "p.jsonl"
-    src.write_text("".join(_json.dumps({"id": h.id, "text": h.fields["text"],
-                                        "title": h.fields.get("title")}) + "\n" for h in hits())
-                   + '{"id": "broken"}\n', encoding="utf-8")
-    out = CliRunner().invoke(app, ["rerank", "vectors", str(folder), str(src)])
-    assert out.exit_code == 0, out.output
-    assert "skipped line 4" in out.output and "1 bad records skipped" in out.output
-    assert "passages embedded (whole and in windows of 8 word pieces)" in out.output
-    assert "embedding passages" in out.output and "4/4" in out.output  # a bar with its total
-    loaded = load_reranker(folder)
-    wanted = [document_text(h.fields.get("title"), h.fields["text"]) for h in hits()]
-    assert loaded.semantic.add(wanted) == 0  # every document's vector was stored
-    again = CliRunner().invoke(app, ["rerank", "vectors", str(folder), str(src)])
-    assert "0 passages embedded" in again.output
-
-
 def test_the_built_in_bi_encoder_is_named_not_copied(tiny_model_dir, tmp_path):
     import json as _json
 
