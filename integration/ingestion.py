@@ -19,6 +19,7 @@ by default (``CONVSPARSE_RERANK_VECTORS``, `ensure_index(vectors=False)` opts ou
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ from convsparse.integration.vectors import (
     default_spec,
     load_embedder,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -73,9 +76,15 @@ def ensure_index(backend: Backend, index: str, encoder: Encoder, *,
         info = backend.create_index(index, fingerprint=encoder.fingerprint,
                                     vocabulary=encoder.vocabulary_name, exist_ok=True)
         if vectors is None:
+            from convsparse.extras import rerank_unavailable
             from convsparse.settings import get_settings
 
             vectors = get_settings().rerank_vectors
+            # the default follows the install: a core install indexes term maps alone and says
+            # so once; asking for vectors explicitly without the extra fails when they are made
+            if vectors and (reason := rerank_unavailable()) is not None:
+                log.warning("index %r: %s", index, reason)
+                vectors = False
         if vectors is not False and isinstance(backend, SupportsPassageVectors) and (
                 info.fingerprint == encoder.fingerprint):
             spec = vectors if isinstance(vectors, VectorSpec) else default_spec()

