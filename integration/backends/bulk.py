@@ -357,7 +357,7 @@ class BulkWriter:
         """Every document (sorted by `id`, `search_after` pages) whose vectors are missing or
         were made from another text."""
         from convsparse.documents import document_text
-        from convsparse.reranking.semantic import text_key
+        from convsparse.integration.vectors import text_key
 
         spec = self.vector_spec(name)
         if spec is None:

@@ -741,7 +741,7 @@ class EmbeddedBackend:
 
     def passages_to_embed(self, name: str) -> Iterator[tuple[str, str]]:
         from convsparse.documents import document_text
-        from convsparse.reranking.semantic import text_key
+        from convsparse.integration.vectors import text_key
 
         st = self._state(name)
         if META_KEY not in st.meta or st.store is None:

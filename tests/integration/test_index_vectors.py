@@ -19,8 +19,7 @@ import pytest
 from convsparse.integration.backend import IndexedDocument
 from convsparse.integration.backends import embedded_store
 from convsparse.integration.backends.embedded import EmbeddedBackend, IndexWriteError
-from convsparse.integration.vectors import DocumentVectors, VectorSpec, VectorSpecMismatchError
-from convsparse.reranking.semantic import text_key
+from convsparse.integration.vectors import DocumentVectors, VectorSpec, VectorSpecMismatchError, text_key
 from convsparse.termmap import TermMap
 
 SPEC = VectorSpec(model="minilm==test", dimension=4, window=None)

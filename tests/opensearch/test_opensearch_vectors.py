@@ -24,7 +24,7 @@ SPEC = VectorSpec(model="minilm==0.1.0", dimension=4, window=8, stride=6)
 
 
 def vectors(text: str, windows: int = 1) -> DocumentVectors:
-    from convsparse.reranking.semantic import text_key
+    from convsparse.integration.vectors import text_key
 
     rng = np.random.default_rng(len(text))
     return DocumentVectors(text_key(text), rng.random((1 + windows, 4)).astype(np.float16))

@@ -30,7 +30,7 @@ def test_a_killed_worker_never_leaves_a_document_without_its_vectors(
         redis_db, make_worker, helpers, tiny_model_dir, tmp_path):
     from convsparse.documents import document_text
     from convsparse.integration.backends.embedded import EmbeddedBackend
-    from convsparse.reranking.semantic import text_key
+    from convsparse.integration.vectors import text_key
 
     data = tmp_path / "data"
     settings = helpers.settings_for(redis_db, tiny_model_dir, data)
