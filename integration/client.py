@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from convsparse.conversation import parse_conversation
 from convsparse.documents import DEFAULT_MAX_TEXT_CHARS
@@ -51,7 +51,7 @@ DEFAULT_RERANKER: Any = _ShippedWhereVectors()
 _SHIPPED: dict[str, Any] = {}
 
 
-def shipped_reranker(runtime: str) -> Any:
+def shipped_reranker(runtime: Literal["torch", "onnx"]) -> Any:
     """The shipped re-ranker (`load_reranker("default")`), loaded once per process and
     runtime; a string saying why when it cannot be loaded (the search keeps its first stage)."""
     loaded = _SHIPPED.get(runtime)
@@ -283,7 +283,7 @@ class ConversationalSearch:
 
         found = {h.id: h.vectors for h in hits if h.vectors is not None}
         missing = [h.id for h in hits if h.id not in found]
-        if missing:
+        if missing and isinstance(self.backend, SupportsPassageVectors):
             found.update(self.backend.passage_vectors(self.index, missing))
         added = []
         for h in hits:
@@ -307,14 +307,17 @@ class ConversationalSearch:
 
         def run() -> list[Hit]:
             semantic = getattr(reranker, "semantic", None)
+            reordered: list[Hit]
             if spec is None or semantic is None:
-                return reranker.rerank(turns, query, head)
+                reordered = reranker.rerank(turns, query, head)
+                return reordered
             reads = self._spec_of(reranker)
             if reads != spec:
                 raise VectorSpecMismatchError(self.index, spec, reads, writing=False)
             added = self._stored_vectors(semantic, head)
             try:
-                return reranker.rerank(turns, query, head)
+                reordered = reranker.rerank(turns, query, head)
+                return reordered
             finally:  # the index keeps them; this process need not
                 semantic.forget(added)
 
