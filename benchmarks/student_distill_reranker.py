@@ -51,7 +51,7 @@ def make_labels(args, col, tasks, docs, base, log):
     if path.exists():
         labels = {lab.task_id: lab for lab in read_labels(path)}
         if all(t.id in labels for t in tasks):
-            return labels, json.loads((args.cache / "labels-cost.json").read_text())
+            return labels, json.loads((args.cache / f"labels-d{args.depth}-cost.json").read_text())
     t0 = time.time()
     rr = load_reranker(args.reranker)
     vectors = args.cache / "passage_vectors-w128s96.safetensors"
@@ -70,7 +70,7 @@ def make_labels(args, col, tasks, docs, base, log):
     cost = {"turns": len(tasks), "depth": args.depth,
             "passages_embedded": len(rr.semantic._vectors) - stored,
             "seconds_loading": round(t1 - t0, 1), "seconds_labelling": round(t2 - t1, 1)}
-    (args.cache / "labels-cost.json").write_text(json.dumps(cost) + "\n")
+    (args.cache / f"labels-d{args.depth}-cost.json").write_text(json.dumps(cost) + "\n")
     log(f"labels: {cost}")
     return {lab.task_id: lab for lab in labels}, cost
 
@@ -89,8 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--labels-only", action="store_true")
     ap.add_argument("--variants", default="", help="comma-separated names to run (default all)")
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "student_distill_reranker")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default benchmarks/results/student_distill_reranker (depth 50) or "
+                         "..._d<depth>")
     args = ap.parse_args(argv)
+    if args.out is None:
+        name = "student_distill_reranker" + ("" if args.depth == 50 else f"_d{args.depth}")
+        args.out = REPO / "benchmarks" / "results" / name
     if not args.data.is_dir():
         print(f"no data at {args.data}", file=sys.stderr)
         return 2
@@ -178,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
                    for t in dev}
     first_run = {t.id: dict(zip(labels[t.id].candidates, labels[t.id].first_stage)) for t in dev}
     reference = {}
-    for name, run in (("first stage top-50 (shipped student)", first_run),
-                      ("re-ranker over it (the teacher; trained on these turns)", teacher_run)):
+    for name, run in ((f"first stage, top {args.depth} (the shipped student)", first_run),
+                      ("re-ranker over them (the teacher; it trained on these turns)", teacher_run)):
         reference[name] = {m: float(np.mean(list(per_query_metric(col.qrels, run, m).values())))
                            for m in ("mrr@10", "recall@100")}
     log(f"reference: {reference}")
@@ -293,7 +298,7 @@ def markdown(res: dict) -> str:
            "scored by a gate trained without its conversation; epoch 0 = the untrained gate "
            "(the shipped first stage). p: paired t-test over the dev turns against epoch 0, at "
            "the best epoch by MRR@10 (chosen on these turns: optimistic) and at the last epoch.",
-           "", "| reference (dev turns) | MRR@10 | R@100 |", "|---|---:|---:|"]
+           "", f"| reference (dev turns) | MRR@10 | R@{res['depth']} (its whole list) |", "|---|---:|---:|"]
     for name, m in res["reference"].items():
         out.append(f"| {name} | {m['mrr@10']:.3f} | {m['recall@100']:.3f} |")
     out += ["", "| variant | MRR@10 epoch 0 | best (epoch) | last | p best / last | "
@@ -303,10 +308,10 @@ def markdown(res: dict) -> str:
         out.append(f"| {r['variant']} | {m[0]:.3f} | {m[b]:.3f} ({b}) | {m[e]:.3f} | "
                    f"{r['p_mrr_best']:.3f} / {r['p_mrr_last']:.3f} | {rc[0]:.3f} | {rc[b]:.3f} | "
                    f"{rc[e]:.3f} | {r['p_recall_best']:.3f} / {r['p_recall_last']:.3f} |")
-    out += ["", "MRR@10 by epoch:", "", "| variant | " + " | ".join(f"{i}" for i in range(e + 1)) + " |",
-            "|---|" + "---:|" * (e + 1)]
-    for r in res["rows"]:
-        out.append(f"| {r['variant']} | " + " | ".join(f"{x:.3f}" for x in r["mrr@10_by_epoch"]) + " |")
+    for metric, key in (("MRR@10", "mrr@10_by_epoch"), ("R@100", "recall@100_by_epoch")):
+        out += ["", f"{metric} by epoch:", "",
+                "| variant | " + " | ".join(f"{i}" for i in range(e + 1)) + " |", "|---|" + "---:|" * (e + 1)]
+        out += [f"| {r['variant']} | " + " | ".join(f"{x:.3f}" for x in r[key]) + " |" for r in res["rows"]]
     c = res["teacher_cost"]
     out += ["", f"Teacher cost: {c['turns']} turns at depth {c['depth']} labelled in "
             f"{c['seconds_labelling']:.0f} s ({c['passages_embedded']} passages newly embedded), "
