@@ -25,14 +25,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from convsparse.collections import ConversationTask
-from convsparse.reranking.labels import RerankLabel, build_labels
 from convsparse.training.teachers.base import Run, TeacherInputs
+
+if TYPE_CHECKING:  # convsparse.reranking loads torch and transformers: only when labelling
+    from convsparse.reranking.labels import RerankLabel
 
 #: first-stage candidates the re-ranker scores per task (the issue's N >= 50)
 DEPTH = 50
@@ -60,6 +62,8 @@ def reranker_labels(
     """One `RerankLabel` per task: the first stage's `depth` best passages (`build_labels`)
     with the re-ranker's scores as the teacher's. `documents`: the corpus's CSR rows under the
     first stage's document side, in `corpus` order (computed when None)."""
+    from convsparse.reranking.labels import build_labels
+
     doc_ids = list(corpus)
     docs = _documents(first_stage, corpus, documents)
     queries = first_stage.encode_conversations([list(t.turns) for t in tasks],
