@@ -26,6 +26,7 @@ Writes benchmarks/results/student_distill_reranker.{json,md,png}.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import random
 import sys
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--labels-only", action="store_true")
-    ap.add_argument("--variants", default="", help="comma-separated names to run (default all)")
+    ap.add_argument("--variants", default="", help="comma-separated indices of the variants to run (default all)")
     ap.add_argument("--out", type=Path, default=None,
                     help="default benchmarks/results/student_distill_reranker (depth 50) or "
                          "..._d<depth>")
@@ -171,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def per_turn(gate, rows):
         ids = [mtrag[i].id for i in rows]
+        gate.rows = rows
         with torch.no_grad():
             q = gate(_dense([current[rows]]),
                      torch.stack([_dense([h[rows]]) for h in history], 1)).numpy()
@@ -202,6 +204,28 @@ def main(argv: list[str] | None = None) -> int:
     def shipped_gate():
         return ExpansionGate.load(shipped_student_dir())[0]
 
+    from convsparse.encoders.anchored import AnchoredStudent
+    from convsparse.encoders.student import pad_batch
+
+    question_ids = base.tokenize_documents(
+        [v.current for v in AnchoredStudent(base, ExpansionGate()).views([list(t.turns) for t in mtrag])])
+    row_of_task = {t.id: i for i, t in enumerate(mtrag)}
+
+    class QuestionEncoder(torch.nn.Module):
+        """The shipped gate (frozen) over a trainable copy of SPLADE-tiny for the current
+        question; the history views and the documents stay the frozen base's. `rows` names the
+        turns of the next call (the loop sets it)."""
+
+        def __init__(self):
+            super().__init__()
+            self.encoder = copy.deepcopy(base.model).eval()  # eval: no dropout
+            self.gate = shipped_gate().requires_grad_(False)
+            self.rows: list[int] = []
+
+        def forward(self, current, history):
+            ids, mask = pad_batch([question_ids[r] for r in self.rows], base.tokenizer.pad_token_id or 0)
+            return self.gate(self.encoder(torch.from_numpy(ids), torch.from_numpy(mask)), history)
+
     kl_nce = {"kl_weight": 1.0, "infonce_weight": 0.1}
     variants = [  # most telling first: rows are written as each one finishes
         ("shipped gate, KL (T=1) + InfoNCE", shipped_gate, {**kl_nce, "learning_rate": 0.03}, args.depth),
@@ -216,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if args.depth <= 20:
         variants = variants[:-1]
+    variants.append(("SPLADE-tiny question encoder (trainable) + shipped gate, KL (T=1) + InfoNCE",
+                     QuestionEncoder, {**kl_nce, "learning_rate": 3e-5}, args.depth))
+    variants.append(("SPLADE-tiny question encoder (trainable) + shipped gate, KL only (T=1)",
+                     QuestionEncoder, {"kl_weight": 1.0, "infonce_weight": 0.0, "learning_rate": 3e-5},
+                     args.depth))
     wanted = [v for v in args.variants.split(",") if v]
     if wanted:
         variants = [v for i, v in enumerate(variants) if str(i) in wanted]
@@ -247,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                 rng.shuffle(train)
                 for s in range(0, len(train), cfg.batch_size):
                     step += 1
+                    gate.rows = [row_of_task[e.task_id] for e in train[s:s + cfg.batch_size]]
                     loss = objective(gate, train[s:s + cfg.batch_size], docs,
                                      quadratic_warmup(cfg.flops_weight, step, max(1, steps // 3)), rng)
                     opt.zero_grad()
