@@ -14,6 +14,7 @@ from convsparse.training.teachers.base import Run, Teacher, TeacherInputs
 from convsparse.training.teachers.bm25 import bm25_run, bm25_teacher
 from convsparse.training.teachers.dense import dense_run, dense_teacher
 from convsparse.training.teachers.llm import llm_run, llm_teacher
+from convsparse.training.teachers.reranker import reranker_run, reranker_teacher
 from convsparse.training.teachers.student import student_run, student_teacher
 
 #: name (as written in `DistillConfig.teachers`) -> teacher
@@ -21,7 +22,9 @@ TEACHERS: dict[str, Teacher] = {
     "bm25": bm25_teacher,
     "dense": dense_teacher,
     "llm": llm_teacher,
+    "reranker": reranker_teacher,
     "student": student_teacher,
 }
 
-__all__ = ["TEACHERS", "Run", "Teacher", "TeacherInputs", "bm25_run", "dense_run", "llm_run", "student_run"]
+__all__ = ["TEACHERS", "Run", "Teacher", "TeacherInputs", "bm25_run", "dense_run", "llm_run", "reranker_run",
+           "student_run"]

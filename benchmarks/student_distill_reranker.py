@@ -1,0 +1,372 @@
+"""Does distilling the re-ranker into the first stage's query side help? 5-fold cross-validation
+by conversation over the dev side of mtrag-pooled, in one command.
+
+    python benchmarks/student_distill_reranker.py --reranker runs/rr/reranker --cache runs/distil
+
+The teacher (`convsparse.training.teachers.reranker`): the re-ranker's scores over the shipped
+first stage's top `--depth` (50) for every non-held-out MTRAG turn, generated once through the
+re-ranker's label path and cached (`<cache>/labels-d<depth>.jsonl`, with the passage vectors it
+embedded). Give it a re-ranker trained WITHOUT the held-out conversations (the recipe's
+defaults: holdout_per_domain 4, seed 13); it did see the dev turns' judgments, which is why it
+only labels, and only training folds' labels are ever trained on.
+
+Cross-validation as `student_gate_cv.py`: the 274 judged dev turns (38 conversations; the
+held-out ones excluded and never read) in 5 folds by conversation; each fold's gate trains on
+the other folds' labelled turns only (the teacher exists for MTRAG turns), and every dev turn
+is scored by a gate that never saw its conversation. Epoch 0 is the untrained gate, i.e. the
+shipped first stage. Losses are the anchored recipe's (`GateObjective`): KL over the teacher's
+candidates at a temperature, InfoNCE on judged positives, FLOPS. The teacher's scores are
+divided by `teacher_scale` before the shared temperature, so the re-ranker's score range meets
+the student's dot products. Reported per variant and epoch: pooled MRR@10 and R@100, and for
+the best epoch by MRR@10 paired t-tests over turns against epoch 0 (the best epoch is chosen on
+the same turns: an optimistic figure, which only matters if a variant looks better).
+Writes benchmarks/results/student_distill_reranker.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+
+
+def make_labels(args, col, tasks, docs, base, log):
+    """The re-ranker teacher's labels for `tasks`, cached under `args.cache`."""
+    from convsparse.encoders.loading import load_student
+    from convsparse.reranking.labels import read_labels, write_labels
+    from convsparse.reranking.reranker import load_reranker
+    from convsparse.training.teachers.reranker import reranker_labels
+
+    path = args.cache / f"labels-d{args.depth}.jsonl"
+    if path.exists():
+        labels = {lab.task_id: lab for lab in read_labels(path)}
+        if all(t.id in labels for t in tasks):
+            return labels, json.loads((args.cache / f"labels-d{args.depth}-cost.json").read_text())
+    t0 = time.time()
+    rr = load_reranker(args.reranker)
+    vectors = args.cache / "passage_vectors-w128s96.safetensors"
+    for f in (vectors, *args.vectors):
+        if f.is_file():
+            rr.semantic.merge_vectors(f)
+    stored = len(rr.semantic._vectors)
+    first = load_student(runtime="torch", device="cpu")
+    t1 = time.time()
+    texts = {d: p.encoded_text for d, p in col.corpus.items()}
+    labels = reranker_labels(tasks, texts, reranker=rr, first_stage=first, depth=args.depth,
+                             documents=docs, qrels=col.qrels, progress=True)
+    t2 = time.time()
+    rr.semantic.save_vectors(vectors)
+    write_labels(labels, path)
+    cost = {"turns": len(tasks), "depth": args.depth,
+            "passages_embedded": len(rr.semantic._vectors) - stored,
+            "seconds_loading": round(t1 - t0, 1), "seconds_labelling": round(t2 - t1, 1)}
+    (args.cache / f"labels-d{args.depth}-cost.json").write_text(json.dumps(cost) + "\n")
+    log(f"labels: {cost}")
+    return {lab.task_id: lab for lab in labels}, cost
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DATA / "mtrag-pooled")
+    ap.add_argument("--reranker", type=Path, required=True,
+                    help="a re-ranker folder trained without the held-out conversations")
+    ap.add_argument("--vectors", type=Path, nargs="*", default=[],
+                    help="passage-vector files (`save_vectors`) to start from")
+    ap.add_argument("--cache", type=Path, required=True, help="labels and vectors go here")
+    ap.add_argument("--depth", type=int, default=50)
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--labels-only", action="store_true")
+    ap.add_argument("--variants", default="", help="comma-separated indices of the variants to run (default all)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default benchmarks/results/student_distill_reranker (depth 50) or "
+                         "..._d<depth>")
+    args = ap.parse_args(argv)
+    if args.out is None:
+        name = "student_distill_reranker" + ("" if args.depth == 50 else f"_d{args.depth}")
+        args.out = REPO / "benchmarks" / "results" / name
+    if not args.data.is_dir():
+        print(f"no data at {args.data}", file=sys.stderr)
+        return 2
+    args.cache.mkdir(parents=True, exist_ok=True)
+
+    import scipy.sparse as sp
+    import torch
+    from scipy.stats import ttest_rel
+    from student_gate_cv import rich_gate_class
+
+    from convsparse.collections import load_collection
+    from convsparse.encoders.anchored import ExpansionGate
+    from convsparse.encoders.loading import load_student, shipped_student_dir
+    from convsparse.evaluation.metrics import per_query_metric
+    from convsparse.settings import get_settings
+    from convsparse.training.config import ExpansionConfig
+    from convsparse.training.expansion import (
+        ExpansionExample,
+        GateObjective,
+        _dense,
+        encode_corpus,
+        search_matrix,
+        split_tasks,
+        view_matrices,
+    )
+    from convsparse.training.losses import quadratic_warmup
+
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+
+    def log(msg):
+        print(f"[{time.time() - t0:5.0f}s] {msg}", flush=True)
+
+    base = load_student("splade-tiny", runtime="torch", device="cpu")
+    col = load_collection(args.data)
+    doc_ids = list(col.corpus)
+    docs = encode_corpus(base, [col.corpus[d].encoded_text for d in doc_ids],
+                         cache=get_settings().cache_dir / "corpus", progress=False)
+    cfg0 = ExpansionConfig(output_dir=args.out, collection=args.data, progress=False)
+
+    def cid(t):
+        return t.conversation_id or t.id
+
+    held = {cid(t) for t in split_tasks(col.conversations, col.qrels, cfg0).heldout}
+    mtrag = [t for t in col.conversations
+             if t.fields.get("source") == cfg0.heldout_source and cid(t) not in held]
+    labels, cost = make_labels(args, col, mtrag, docs, base, log)
+    if args.labels_only:
+        return 0
+    dev = [t for t in mtrag if t.id in col.qrels]  # as student_gate_cv.py
+    dev_ids = [t.id for t in dev]
+    row_of = {d: i for i, d in enumerate(doc_ids)}
+    current, history = view_matrices(base, mtrag)
+    n_docs = docs.shape[0]
+    df = np.asarray((docs > 0).sum(0)).ravel()
+    idf = torch.tensor(np.log((n_docs + 1) / (df + 1)) / np.log(n_docs + 1), dtype=torch.float32)
+    log(f"{len(dev)} dev turns, {len({cid(t) for t in dev})} conversations, "
+        f"{len(mtrag)} labelled turns")
+
+    def examples(depth: int, scale: float) -> list[ExpansionExample]:
+        out = []
+        for i, t in enumerate(mtrag):
+            lab = labels[t.id]
+            pos = np.array([row_of[d] for d, r in col.qrels.get(t.id, {}).items()
+                            if r > 0 and d in row_of], dtype=np.int64)
+            out.append(ExpansionExample(
+                t.id, current[i], sp.vstack([h[i] for h in history]).tocsr(),
+                np.array([row_of[d] for d in lab.candidates[:depth]], dtype=np.int64),
+                np.asarray(lab.teacher[:depth], dtype=np.float32) / scale, None, pos))
+        return out
+
+    dev_rows = [mtrag.index(t) for t in dev]
+
+    def per_turn(gate, rows):
+        ids = [mtrag[i].id for i in rows]
+        gate.rows = rows
+        with torch.no_grad():
+            q = gate(_dense([current[rows]]),
+                     torch.stack([_dense([h[rows]]) for h in history], 1)).numpy()
+        run = search_matrix(docs, q, doc_ids, ids)
+        qrels = {i: col.qrels[i] for i in ids}
+        return (per_query_metric(qrels, run, "mrr@10"), per_query_metric(qrels, run, "recall@100"))
+
+    # the teacher itself on the dev turns (in-sample for the re-ranker: it trained on them)
+    teacher_run = {t.id: {d: s for d, s in zip(labels[t.id].candidates, labels[t.id].teacher)}
+                   for t in dev}
+    first_run = {t.id: dict(zip(labels[t.id].candidates, labels[t.id].first_stage)) for t in dev}
+    reference = {}
+    for name, run in ((f"first stage, top {args.depth} (the shipped student)", first_run),
+                      ("re-ranker over them (the teacher; it trained on these turns)", teacher_run)):
+        reference[name] = {m: float(np.mean(list(per_query_metric(col.qrels, run, m).values())))
+                           for m in ("mrr@10", "recall@100")}
+    log(f"reference: {reference}")
+    scores = np.concatenate([np.asarray(labels[t.id].teacher) for t in mtrag])
+    firsts = np.concatenate([np.asarray(labels[t.id].first_stage) for t in mtrag])
+    log(f"teacher score std within a turn {np.mean([np.std(labels[t.id].teacher) for t in mtrag]):.3f}, "
+        f"student {np.mean([np.std(labels[t.id].first_stage) for t in mtrag]):.3f}; "
+        f"overall teacher range {scores.min():.2f}..{scores.max():.2f}, student {firsts.min():.2f}..{firsts.max():.2f}")
+    # the teacher's within-turn spread matched to the first stage's: one scale for all turns
+    scale = float(np.mean([np.std(labels[t.id].teacher) for t in mtrag])
+                  / np.mean([np.std(labels[t.id].first_stage) for t in mtrag]))
+
+    rich = rich_gate_class()
+
+    def shipped_gate():
+        return ExpansionGate.load(shipped_student_dir())[0]
+
+    from convsparse.encoders.anchored import AnchoredStudent
+    from convsparse.encoders.student import pad_batch
+
+    question_ids = base.tokenize_documents(
+        [v.current for v in AnchoredStudent(base, ExpansionGate()).views([list(t.turns) for t in mtrag])])
+    row_of_task = {t.id: i for i, t in enumerate(mtrag)}
+
+    class QuestionEncoder(torch.nn.Module):
+        """The shipped gate (frozen) over a trainable copy of SPLADE-tiny for the current
+        question; the history views and the documents stay the frozen base's. `rows` names the
+        turns of the next call (the loop sets it)."""
+
+        def __init__(self):
+            super().__init__()
+            self.encoder = copy.deepcopy(base.model).eval()  # eval: no dropout
+            self.gate = shipped_gate().requires_grad_(False)
+            self.rows: list[int] = []
+
+        def forward(self, current, history):
+            ids, mask = pad_batch([question_ids[r] for r in self.rows], base.tokenizer.pad_token_id or 0)
+            return self.gate(self.encoder(torch.from_numpy(ids), torch.from_numpy(mask)), history)
+
+    kl_nce = {"kl_weight": 1.0, "infonce_weight": 0.1}
+    variants = [  # most telling first: rows are written as each one finishes
+        ("shipped gate, KL (T=1) + InfoNCE", shipped_gate, {**kl_nce, "learning_rate": 0.03}, args.depth),
+        ("per-term MLP gate, KL (T=1) + InfoNCE", lambda: rich(idf),
+         {**kl_nce, "learning_rate": 0.01}, args.depth),
+        ("per-term MLP gate, KL only (T=1)", lambda: rich(idf),
+         {"kl_weight": 1.0, "infonce_weight": 0.0, "learning_rate": 0.003}, args.depth),
+        ("shipped gate, KL (T=3) + InfoNCE + FLOPS", shipped_gate,
+         {**kl_nce, "kl_temperature": 3.0, "flops_weight": 1e-4, "learning_rate": 0.03}, args.depth),
+        ("shipped gate, KL (T=1) + InfoNCE, teacher depth 20", shipped_gate,
+         {**kl_nce, "learning_rate": 0.03}, 20),
+    ]
+    if args.depth <= 20:
+        variants = variants[:-1]
+    variants.append(("SPLADE-tiny question encoder (trainable) + shipped gate, KL (T=1) + InfoNCE",
+                     QuestionEncoder, {**kl_nce, "learning_rate": 3e-5}, args.depth))
+    variants.append(("SPLADE-tiny question encoder (trainable) + shipped gate, KL only (T=1)",
+                     QuestionEncoder, {"kl_weight": 1.0, "infonce_weight": 0.0, "learning_rate": 3e-5},
+                     args.depth))
+    wanted = [v for v in args.variants.split(",") if v]
+    if wanted:
+        variants = [v for i, v in enumerate(variants) if str(i) in wanted]
+    convs = sorted({cid(t) for t in dev})
+    random.Random(0).shuffle(convs)
+    fold_of = {c: i % args.folds for i, c in enumerate(convs)}
+    cache_ex = {}
+    rows_out = []
+    for name, make, update, depth in variants:
+        cfg = cfg0.model_copy(update=update)
+        if depth not in cache_ex:
+            cache_ex[depth] = examples(depth, scale)
+        mrr = [{} for _ in range(args.epochs + 1)]
+        rec = [{} for _ in range(args.epochs + 1)]
+        for k in range(args.folds):
+            rows = [r for r in dev_rows if fold_of[cid(mtrag[r])] == k]
+            train = [e for e, t in zip(cache_ex[depth], mtrag) if fold_of.get(cid(t), -1) != k]
+            torch.manual_seed(0)
+            rng = random.Random(0)
+            gate = make()
+            objective = GateObjective(cfg)
+            opt = torch.optim.Adam(gate.parameters(), lr=cfg.learning_rate)
+            m, r = per_turn(gate, rows)
+            mrr[0].update(m)
+            rec[0].update(r)
+            steps = args.epochs * ((len(train) + cfg.batch_size - 1) // cfg.batch_size)
+            step = 0
+            for epoch in range(args.epochs):
+                rng.shuffle(train)
+                for s in range(0, len(train), cfg.batch_size):
+                    step += 1
+                    gate.rows = [row_of_task[e.task_id] for e in train[s:s + cfg.batch_size]]
+                    loss = objective(gate, train[s:s + cfg.batch_size], docs,
+                                     quadratic_warmup(cfg.flops_weight, step, max(1, steps // 3)), rng)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                m, r = per_turn(gate, rows)
+                mrr[epoch + 1].update(m)
+                rec[epoch + 1].update(r)
+        mrr_means = [float(np.mean([pe[q] for q in dev_ids])) for pe in mrr]
+        rec_means = [float(np.mean([pe[q] for q in dev_ids])) for pe in rec]
+        best = int(np.argmax(mrr_means[1:])) + 1
+        last = args.epochs
+
+        def p(series, e):
+            return float(ttest_rel([series[e][q] for q in dev_ids], [series[0][q] for q in dev_ids]).pvalue)
+
+        rows_out.append({"variant": name, "teacher_depth": depth, "config": update,
+                         "mrr@10_by_epoch": mrr_means, "recall@100_by_epoch": rec_means,
+                         "best_epoch": best, "p_mrr_best": p(mrr, best), "p_recall_best": p(rec, best),
+                         "p_mrr_last": p(mrr, last), "p_recall_last": p(rec, last)})
+        log(f"{name}: MRR " + " ".join(f"{x:.3f}" for m in [mrr_means] for x in m)
+            + " | R@100 " + " ".join(f"{x:.3f}" for x in rec_means)
+            + f" (best {best}, p {rows_out[-1]['p_mrr_best']:.3f}/{rows_out[-1]['p_recall_best']:.3f})")
+        write(args, {"dev_turns": len(dev), "labelled_turns": len(mtrag), "folds": args.folds,
+                     "epochs": args.epochs, "depth": args.depth, "teacher_scale": scale,
+                     "teacher_cost": cost, "reference": reference, "rows": rows_out,
+                     "seconds": round(time.time() - t0)})
+    return 0
+
+
+def write(args, result: dict) -> None:
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{args.out}.json").write_text(json.dumps(result, indent=1) + "\n")
+    Path(f"{args.out}.md").write_text(markdown(result) + "\n")
+    try:
+        plot(result, Path(f"{args.out}.png"))
+    except ImportError:
+        pass
+
+
+def markdown(res: dict) -> str:
+    e = res["epochs"]
+    out = [f"# Distilling the re-ranker into the first stage's query side: {res['folds']}-fold "
+           f"cross-validation by conversation ({res['dev_turns']} dev turns of mtrag-pooled; "
+           "held-out conversations never read)", "",
+           f"Teacher: the re-ranker's scores over the shipped first stage's top {res['depth']} "
+           f"({res['labelled_turns']} MTRAG turns labelled; its scores divided by "
+           f"{res['teacher_scale']:.3f} to match the first stage's spread). Each dev turn is "
+           "scored by a gate trained without its conversation; epoch 0 = the untrained gate "
+           "(the shipped first stage). p: paired t-test over the dev turns against epoch 0, at "
+           "the best epoch by MRR@10 (chosen on these turns: optimistic) and at the last epoch.",
+           "", f"| reference (dev turns) | MRR@10 | R@{res['depth']} (its whole list) |", "|---|---:|---:|"]
+    for name, m in res["reference"].items():
+        out.append(f"| {name} | {m['mrr@10']:.3f} | {m['recall@100']:.3f} |")
+    out += ["", "| variant | MRR@10 epoch 0 | best (epoch) | last | p best / last | "
+            "R@100 epoch 0 | at best | last | p best / last |", "|---|" + "---:|" * 8]
+    for r in res["rows"]:
+        m, rc, b = r["mrr@10_by_epoch"], r["recall@100_by_epoch"], r["best_epoch"]
+        out.append(f"| {r['variant']} | {m[0]:.3f} | {m[b]:.3f} ({b}) | {m[e]:.3f} | "
+                   f"{r['p_mrr_best']:.3f} / {r['p_mrr_last']:.3f} | {rc[0]:.3f} | {rc[b]:.3f} | "
+                   f"{rc[e]:.3f} | {r['p_recall_best']:.3f} / {r['p_recall_last']:.3f} |")
+    for metric, key in (("MRR@10", "mrr@10_by_epoch"), ("R@100", "recall@100_by_epoch")):
+        out += ["", f"{metric} by epoch:", "",
+                "| variant | " + " | ".join(f"{i}" for i in range(e + 1)) + " |", "|---|" + "---:|" * (e + 1)]
+        out += [f"| {r['variant']} | " + " | ".join(f"{x:.3f}" for x in r[key]) + " |" for r in res["rows"]]
+    c = res["teacher_cost"]
+    out += ["", f"Teacher cost: {c['turns']} turns at depth {c['depth']} labelled in "
+            f"{c['seconds_labelling']:.0f} s ({c['passages_embedded']} passages newly embedded), "
+            f"under CPU contention at the lowest priority. Whole run: {res['seconds']} s."]
+    return "\n".join(out)
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for r in res["rows"]:
+        for ax, key in zip(axes, ("mrr@10_by_epoch", "recall@100_by_epoch")):
+            ax.plot(range(len(r[key])), r[key], marker="o", label=r["variant"])
+    for ax, title in zip(axes, ("MRR@10", "R@100")):
+        ax.set_title(f"{title}, 5-fold CV by conversation")
+        ax.set_xlabel("epoch (0 = shipped first stage)")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
