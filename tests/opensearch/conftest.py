@@ -41,6 +41,9 @@ def _load(name: str):
 
 spec_validator = _load("spec_validator")
 fake_server = _load("fake_server")
+# the ML Commons tests' helpers (tests/opensearch/test_mlcommons_*.py read them from sys.modules)
+_load("fake_mlcommons")
+_load("mlcommons_spec")
 
 
 @pytest.fixture(scope="session")

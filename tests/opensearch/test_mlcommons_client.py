@@ -22,16 +22,10 @@ from convsparse.settings import Settings
 
 
 def _sibling(name: str):
-    import importlib.util
+    """A helper module of this folder, loaded once by its conftest.py (`_load`)."""
     import sys
-    from pathlib import Path
 
-    module_name = f"convsparse_tests_opensearch_{name}"
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, Path(__file__).with_name(f"{name}.py"))
-        sys.modules[module_name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[module_name])
-    return sys.modules[module_name]
+    return sys.modules[f"convsparse_tests_opensearch_{name}"]
 
 
 fake_mlcommons = _sibling("fake_mlcommons")
