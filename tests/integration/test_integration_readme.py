@@ -38,7 +38,7 @@ def readme_commands(block: str | None = None) -> list[list[str]]:
     `[--opt a|b]` optional groups taken with their first alternative)."""
     out = []
     for text in [block] if block is not None else bash_blocks():
-        for line in text.splitlines():
+        for line in text.replace("\\\n", " ").splitlines():  # a `\` line continuation, as bash reads it
             line = re.sub(r"\s+#.*$", "", line).strip()
             line = re.sub(r"\[(--[^\]]*)\]", lambda m: m.group(1).split("|")[0], line)
             for part in re.split(r";|&&", line):
