@@ -36,6 +36,7 @@ from convsparse.training.config import DistillConfig
 from convsparse.training.data import Task, load_corpus, load_tasks, sample_tasks, split_tasks
 from convsparse.training.fusion import average_runs
 from convsparse.training.losses import DistillationLoss
+from convsparse.training.seeding import seed_everything
 from convsparse.training.teachers import TEACHERS, Run, TeacherInputs
 
 
@@ -90,9 +91,7 @@ class Trainer:
         self.cfg = cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        random.seed(cfg.seed)
-        np.random.seed(cfg.seed)
-        torch.manual_seed(cfg.seed)
+        seed_everything(cfg.seed)
         self.device = resolve_device(cfg.device)
         self.out = Path(cfg.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
