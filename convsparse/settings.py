@@ -8,13 +8,19 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: The runtimes a student runs on.
+Runtime = Literal["torch", "onnx"]
+#: The one default runtime: `Settings.runtime` and `load_student`'s ``runtime``. ONNX Runtime
+#: because it runs the shipped student without torch (the core install).
+DEFAULT_RUNTIME: Runtime = "onnx"
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CONVSPARSE_", extra="ignore")
 
     # Encoder
     model: str = Field(default="", description="Hub id or local path of the student; '' = shipped default")
-    runtime: Literal["torch", "onnx"] = "onnx"
+    runtime: Runtime = DEFAULT_RUNTIME
     device: str = "auto"
     #: PyTorch runtime precision: "auto" = bfloat16 on CUDA, float32 on CPU.
     dtype: str = "auto"

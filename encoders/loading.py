@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
 
 from convsparse.errors import UnsupportedModelError
 from convsparse.pruning import PruningPolicy
+from convsparse.settings import DEFAULT_RUNTIME, Runtime
 
 #: the pre-built ONNX export inside a base model's folder
 PREBUILT_EXPORT = "onnx"
@@ -138,7 +138,7 @@ def _local_or_snapshot(name_or_path: str | Path) -> Path | str:
 def load_student(
     name_or_path: str | Path | None = None,
     *,
-    runtime: Literal["torch", "onnx"] = "torch",
+    runtime: Runtime = DEFAULT_RUNTIME,
     device: str = "auto",
     max_length: int | None = None,
     document_pruning: PruningPolicy | None = None,
@@ -151,6 +151,8 @@ def load_student(
 ):
     """Load a student encoder (a `StudentEncoderBase`).
 
+    ``runtime`` defaults to ``"onnx"`` (`convsparse.settings.DEFAULT_RUNTIME`, also the default
+    of `Settings.runtime` and so of `compose.load_encoder`); ``"torch"`` for a trainable model.
     ``runtime="onnx"`` exports the PyTorch model once (cached by fingerprint under
     ``Settings().cache_dir/onnx``) and runs it with ONNX Runtime; ``fp16`` applies to ONNX on
     CUDA (and to the PyTorch runtime on CUDA). The fingerprint is the same for both runtimes.

@@ -25,6 +25,7 @@ from convsparse.evaluation.metrics import DEFAULT_METRICS, Run, compute_metrics,
 from convsparse.evaluation.report import EvaluationReport, SystemResult
 from convsparse.pruning import PruningPolicy
 from convsparse.termmap import TermMap
+from convsparse.timing import elapsed_ms
 
 View = Literal["raw", "rewrite"]
 
@@ -70,7 +71,7 @@ class BM25Baseline(BM25):
             text = t.concatenated() if view == "raw" else t.rewrite or ""
             t0 = time.perf_counter()
             run[t.id] = self.search(text, k)
-            lat.append((time.perf_counter() - t0) * 1000)
+            lat.append(elapsed_ms(t0))
             qterms.append(self.query_terms(text))
         return SystemResult(
             system=name, view=view, n_queries=len(tasks),
@@ -96,7 +97,7 @@ def encode_queries(encoder, tasks: Sequence[ConversationTask], view: View, *,
     ids = [t.id for t in tasks]
     batch = encoder.encode_conversations([query_for(t, view) for t in tasks], ids=ids,
                                          batch_size=batch_size)
-    per_query = (time.perf_counter() - t0) * 1000 / len(tasks)
+    per_query = elapsed_ms(t0) / len(tasks)
     return list(batch.term_maps), per_query
 
 
@@ -113,7 +114,7 @@ def search_term_maps(
         pruned.append(q)
         t0 = time.perf_counter()
         hits = backend.search(index, q, k=k, fingerprint=fingerprint) if len(q) else []
-        lat.append((time.perf_counter() - t0) * 1000)
+        lat.append(elapsed_ms(t0))
         run[qid] = {h.id: float(h.score) for h in hits}
     return run, lat, pruned
 
@@ -168,7 +169,7 @@ def evaluate_client(
     for i, t in enumerate(tasks):
         t0 = time.perf_counter()
         res = client.search(query_for(t, view), k=k)
-        wall = (time.perf_counter() - t0) * 1000
+        wall = elapsed_ms(t0)
         timings = dict(res.timings)
         total.append(float(timings.get("total_ms", wall)))
         for key, v in timings.items():

@@ -59,6 +59,7 @@ from convsparse.integration.backend import SupportsApproximateSearch
 from convsparse.integration.backends.embedded_ann import AnnQuery
 from convsparse.pruning import PruningPolicy
 from convsparse.termmap import TermMap
+from convsparse.timing import elapsed_ms
 
 KINDS = ("top_k", "max_ratio", "min_weight", "alpha_mass")
 DEFAULT_GRID: dict[str, list[float]] = {
@@ -414,7 +415,7 @@ class PruningTuner:
             for _ in range(self.repeats):
                 t0 = time.perf_counter()
                 hits = self.backend.search(self.index, q, k=self.k, **kw)
-                samples.append((time.perf_counter() - t0) * 1000)
+                samples.append(elapsed_ms(t0))
             run[qid] = {h.id: float(h.score) for h in hits}
             # untimed: the latency above is the one at k
             deep[qid] = ([h.id for h in self.backend.search(self.index, q, k=deepest, **kw)]
@@ -427,7 +428,7 @@ class PruningTuner:
                                    fingerprint=self.encoder.fingerprint)
         t0 = time.perf_counter()
         head = self.reranker.rerank(conversation, query, hits[:depth])
-        return [*head, *hits[depth:]][:k], (time.perf_counter() - t0) * 1000
+        return [*head, *hits[depth:]][:k], elapsed_ms(t0)
 
     def _measure_rerank(self, depth: int):
         """`_measure` for re-ranking the unpruned query's first `depth` hits; the run's scores
@@ -447,7 +448,7 @@ class PruningTuner:
             for _ in range(self.repeats):
                 t0 = time.perf_counter()
                 hits, ms = self._reranked(conv, q, depth, self.k)
-                samples.append((time.perf_counter() - t0) * 1000)
+                samples.append(elapsed_ms(t0))
                 stage.append(ms)
             run[qid] = {h.id: float(len(hits) - i) for i, h in enumerate(hits)}
             deep[qid] = ([h.id for h in self._reranked(conv, q, depth, deepest)[0]]

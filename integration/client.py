@@ -33,6 +33,7 @@ from convsparse.integration.ingestion import IndexReport
 from convsparse.integration.vectors import VectorSpec, VectorSpecMismatchError, spec_of
 from convsparse.pruning import PruningPolicy
 from convsparse.termmap import TermMap
+from convsparse.timing import elapsed_ms
 
 if TYPE_CHECKING:  # annotations only: the re-ranker's module loads its runtime
     from convsparse.reranking import Reranker
@@ -97,10 +98,6 @@ class SearchResult:
     @property
     def ids(self) -> list[str]:
         return [h.id for h in self.hits]
-
-
-def _ms(start: float) -> float:
-    return (time.perf_counter() - start) * 1000.0
 
 
 class ConversationalSearch:
@@ -179,10 +176,10 @@ class ConversationalSearch:
         enc = self.encoder
         t = time.perf_counter()
         turns = parse_conversation(conversation)
-        format_ms = _ms(t)
+        format_ms = elapsed_ms(t)
         t = time.perf_counter()
         tm = enc.encode_conversation(turns)
-        return tm, format_ms, _ms(t)
+        return tm, format_ms, elapsed_ms(t)
 
     def flops(self, query: Mapping[str, float]) -> float:
         """Expected multiply-adds per document: sum of the query terms' document frequencies
@@ -204,7 +201,7 @@ class ConversationalSearch:
         t = time.perf_counter()
         policy = pruning if pruning is not None else self.pruning
         query = policy.apply(full) if policy is not None else full
-        prune_ms = _ms(t)
+        prune_ms = elapsed_ms(t)
         t = time.perf_counter()
         if len(query) == 0 and len(full) > 0:
             from convsparse.errors import EmptyQueryError
@@ -225,7 +222,7 @@ class ConversationalSearch:
                 rescore=full if two_phase else None,
                 rescore_window=self.rescore_window if two_phase else 0, **with_vectors,
             )
-        search_ms = _ms(t)
+        search_ms = elapsed_ms(t)
         timings = {"format_ms": format_ms, "encode_ms": encode_ms, "prune_ms": prune_ms,
                    "search_ms": search_ms}
         if rerank == "ok" and not hits:
@@ -233,11 +230,11 @@ class ConversationalSearch:
         elif rerank == "ok":
             t = time.perf_counter()
             hits, rerank = self._rerank(reranker, spec, conversation, full, hits)
-            timings["rerank_ms"] = _ms(t)
+            timings["rerank_ms"] = elapsed_ms(t)
         hits = hits[:k]
         flops = self.flops(query)
         path = self.encoder.last_path if isinstance(self.encoder, ReportsEncoderPath) else None
-        timings["total_ms"] = _ms(start)
+        timings["total_ms"] = elapsed_ms(start)
         return SearchResult(
             hits=hits, timings=timings, query_terms_before=len(full),
             query_terms_after=len(query), flops=flops,

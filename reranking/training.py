@@ -195,6 +195,7 @@ def train_reranker(cfg: RerankConfig, *, log: Callable[[str], None] = print) -> 
     from convsparse.evaluation.metrics import compute_metrics
     from convsparse.training.trainer import load_checkpoint
 
+    # random and torch only, not seed_everything: the shipped re-ranker was trained with these.
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     if cfg.threads:

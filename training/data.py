@@ -9,8 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from convsparse.collections import load_conversations
-from convsparse.collections import load_corpus as load_passages
+from convsparse.collections import load_conversations, load_corpus
 from convsparse.conversation import Turn
 from convsparse.training.config import ConversationSource
 
@@ -35,9 +34,10 @@ def trec_safe_id(s: str) -> str:
     return "".join("_" if c.isspace() else c for c in str(s))
 
 
-def load_corpus(path: str | Path) -> dict[str, str]:
-    """{passage id: the text encoders and teachers read (`Passage.encoded_text`)}."""
-    return {pid: p.encoded_text for pid, p in load_passages(path).items()}
+def load_passage_texts(path: str | Path) -> dict[str, str]:
+    """{passage id: the text encoders and teachers read (`Passage.encoded_text`)} of the corpus
+    at `path` (`convsparse.collections.load_corpus` reads the `Passage` values)."""
+    return {pid: p.encoded_text for pid, p in load_corpus(path).items()}
 
 
 def load_tasks(sources: Sequence[ConversationSource],
@@ -100,5 +100,5 @@ def sample_tasks(tasks: Sequence[Task], k: int, rng: random.Random) -> list[Task
     return [tasks[i] for i in order[:k]]
 
 
-__all__ = ["Task", "load_corpus", "load_tasks", "sample_tasks", "split_tasks", "stratified_holdout",
+__all__ = ["Task", "load_passage_texts", "load_tasks", "sample_tasks", "split_tasks", "stratified_holdout",
            "trec_safe_id"]

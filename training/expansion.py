@@ -40,6 +40,7 @@ from convsparse.settings import get_settings
 from convsparse.training.config import ExpansionConfig, SplitConfig
 from convsparse.training.data import stratified_holdout
 from convsparse.training.losses import FlopsLoss, InfoNCELoss, KLDivergenceLoss, TermSpaceLoss, quadratic_warmup
+from convsparse.training.seeding import seed_everything
 
 
 @dataclass
@@ -269,7 +270,7 @@ def train_gate(examples: Sequence[ExpansionExample], documents: sp.csr_matrix, c
                ) -> tuple[ExpansionGate, list[float]]:
     """Adam on the gate; keeps the epoch with the best `validate(gate)`, the untrained gate
     included (so training can never ship something worse on validation than where it began)."""
-    torch.manual_seed(cfg.seed)
+    seed_everything(cfg.seed)
     rng = random.Random(cfg.seed)
     gate = ExpansionGate(cfg.initial_weight)
     objective = GateObjective(cfg)

@@ -33,9 +33,10 @@ from convsparse.evaluation.flops import TermStats, flops
 from convsparse.evaluation.metrics import compute_metrics, read_trec_run, write_trec_run
 from convsparse.training.candidates import CandidateBatch, sample_candidates, teacher_score
 from convsparse.training.config import DistillConfig
-from convsparse.training.data import Task, load_corpus, load_tasks, sample_tasks, split_tasks
+from convsparse.training.data import Task, load_passage_texts, load_tasks, sample_tasks, split_tasks
 from convsparse.training.fusion import average_runs
 from convsparse.training.losses import DistillationLoss
+from convsparse.training.seeding import seed_everything
 from convsparse.training.teachers import TEACHERS, Run, TeacherInputs
 
 
@@ -90,13 +91,11 @@ class Trainer:
         self.cfg = cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        random.seed(cfg.seed)
-        np.random.seed(cfg.seed)
-        torch.manual_seed(cfg.seed)
+        seed_everything(cfg.seed)
         self.device = resolve_device(cfg.device)
         self.out = Path(cfg.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.corpus = load_corpus(cfg.corpus)
+        self.corpus = load_passage_texts(cfg.corpus)
         self.doc_ids = list(self.corpus)
         self.doc_index = {d: i for i, d in enumerate(self.doc_ids)}
         self.qrels = load_qrels(cfg.qrels) if cfg.qrels else {}

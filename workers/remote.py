@@ -21,6 +21,7 @@ from typing import Any
 
 from convsparse.conversation import ConversationLike, Turn
 from convsparse.termmap import TermMap
+from convsparse.timing import elapsed_ms
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ class RemoteEncoder:
                 if answer.get("fingerprint") == self.fingerprint:
                     term_map = TermMap.from_rank_features(answer["terms"])
                     self.last_path = "remote"
-                    self.last_latency_ms = (time.perf_counter() - start) * 1000.0
+                    self.last_latency_ms = elapsed_ms(start)
                     return term_map
                 self.last_error = (
                     f"worker encoder {answer.get('fingerprint')} differs from the expected "
@@ -130,7 +131,7 @@ class RemoteEncoder:
                 logger.warning(self.last_error)
         term_map = self.fallback.encode_conversation(conversation)
         self.last_path = "local"
-        self.last_latency_ms = (time.perf_counter() - start) * 1000.0
+        self.last_latency_ms = elapsed_ms(start)
         return term_map
 
     def encode_conversations(self, conversations, **_: Any):

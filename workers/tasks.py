@@ -27,6 +27,7 @@ from typing import Any
 
 from celery.utils.time import get_exponential_backoff_interval
 
+from convsparse.timing import elapsed_ms
 from convsparse.workers.app import (
     INGEST_TASK,
     QUERY_TASK,
@@ -252,6 +253,6 @@ def encode_query(conversation: Any) -> dict[str, Any]:
     return {
         "terms": term_map.to_rank_features(),
         "fingerprint": encoder.fingerprint,
-        "encode_ms": (time.perf_counter() - start) * 1000.0,
+        "encode_ms": elapsed_ms(start),
         "worker": socket.gethostname(),
     }

@@ -72,7 +72,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from convsparse.errors import BackendError, UsageError
-from convsparse.integration.backends.embedded_store import create_file, step
+from convsparse.integration.backends.embedded_store import create_file, fsync_dir, step
 
 logger = logging.getLogger(__name__)
 
@@ -225,14 +225,6 @@ def _quiet_stdout() -> Iterator[None]:
         os.close(saved)
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def read_info(folder: Path) -> AnnInfo | None:
     """The current ``ann.json`` of an index folder, or None if no build exists;
     `AnnDamagedError` if it cannot be used."""
@@ -353,7 +345,7 @@ def build(folder: Path, docs: sp.csr_matrix, alive: np.ndarray, generation: int,
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, folder / META_NAME)
-    _fsync_dir(folder)
+    fsync_dir(folder)
     step("ann:published")
     for old in folder.glob("ann-*" + _SUFFIX):  # older builds; a reader holding one keeps it open
         if old.name != info.file:

@@ -157,7 +157,11 @@ def create_file(path: Path) -> bool:
 
 
 def fsync_dir(path: Path) -> None:
-    """Make a folder's entries (a created or renamed file) durable."""
+    """Make a folder's entries (a created or renamed file) durable.
+
+    Best effort: if the folder cannot be opened, or the file system refuses fsync on a
+    directory (some do), it returns without error; the entries are then as durable as the
+    file system makes them."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:

@@ -24,7 +24,7 @@ def test_load_sparse_encoder_folder(tiny_model_dir, tiny_student, tmp_path):
 
     folder = _save_sparse_encoder(tiny_model_dir, tmp_path / "st")
     assert json.loads((folder / "modules.json").read_text())[1]["path"]
-    student = load_student(folder, device="cpu")
+    student = load_student(folder, runtime="torch", device="cpu")
     assert student.source == str(folder)
     a = student.activations_for_ids(student.tokenize_documents(TEXTS))
     b = tiny_student.activations_for_ids(tiny_student.tokenize_documents(TEXTS))
@@ -37,7 +37,7 @@ def test_sparse_encoder_with_sum_pooling_is_refused(tiny_model_dir, tmp_path):
 
     folder = _save_sparse_encoder(tiny_model_dir, tmp_path / "st-sum", pooling="sum")
     with pytest.raises(UnsupportedModelError, match="pooling_strategy='sum'"):
-        load_student(folder, device="cpu")
+        load_student(folder, runtime="torch", device="cpu")
 
 
 def test_sparse_encoder_with_wrong_modules_is_refused(tmp_path):
@@ -62,7 +62,7 @@ def test_default_model_prefers_the_shipped_student(tiny_model_dir, monkeypatch):
     from convsparse.encoders import loading
 
     monkeypatch.setattr(loading, "shipped_student_dir", lambda: tiny_model_dir)
-    student = loading.load_student(device="cpu")
+    student = loading.load_student(runtime="torch", device="cpu")
     assert student.source == str(tiny_model_dir)
     assert student.max_length == 128  # the tiny model's position limit
 
@@ -81,7 +81,7 @@ def test_base_student_from_shipped_minilm(tmp_path, monkeypatch):
     assert base_student_dir() == path and (path / "config.json").stat().st_mtime_ns == mtime
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp leftovers
 
-    student = loading.load_student("minilm", device="cpu")  # a base model, by name
+    student = loading.load_student("minilm", runtime="torch", device="cpu")  # a base model, by name
     assert student.source == str(path)
     assert loading.default_model_path().name == "splade-tiny"  # no shipped student -> SPLADE-tiny
     mlm = student.model.mlm

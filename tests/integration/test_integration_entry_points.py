@@ -33,7 +33,7 @@ def test_every_entry_point_encodes_the_same_text(env, tiny_student):
     from convsparse.evaluation.harness import index_corpus
     from convsparse.integration.backends.embedded import EmbeddedBackend
     from convsparse.integration.client import ConversationalSearch
-    from convsparse.training.data import load_corpus
+    from convsparse.training.data import load_passage_texts
 
     tmp = env
     expected = tiny_student.encode_documents([document_text(RECORD["title"], RECORD["text"])],
@@ -70,7 +70,7 @@ def test_every_entry_point_encodes_the_same_text(env, tiny_student):
     index_corpus(load_collection(folder), encoder=tiny_student, backend=backend, index="eval")
     maps["evaluation"], _ = backend.get_document("eval", RECORD["id"])
 
-    training_text = load_corpus(folder / "corpus.jsonl")[RECORD["id"]]
+    training_text = load_passage_texts(folder / "corpus.jsonl")[RECORD["id"]]
     maps["training and teachers"] = tiny_student.encode_documents([training_text]).term_maps[0]
 
     for entry_point, term_map in maps.items():

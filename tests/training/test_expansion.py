@@ -67,7 +67,7 @@ def test_anchored_recipe_end_to_end_on_the_sample(tiny_model_dir, tmp_path, monk
     report = json.loads((tmp_path / "out" / "training_report.json").read_text())
     assert report["heldout_conversations"] and report["validation_conversations"]
     assert not set(report["heldout_conversations"]) & set(report["validation_conversations"])
-    student = load_student(tmp_path / "out", device="cpu")
+    student = load_student(tmp_path / "out", runtime="torch", device="cpu")
     assert isinstance(student, AnchoredStudent)
     assert student.encode_conversation([{"role": "user", "text": "lisbon"}])
     # the corpus is cached: a second run does not encode it again

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from convsparse.training.config import ConversationSource
-from convsparse.training.data import load_corpus, load_tasks
+from convsparse.training.data import load_passage_texts, load_tasks
 from convsparse.training.generators.endpoint import EndpointGenerator
 from convsparse.training.generators.fake_endpoint import FakeChatServer, Script
 from convsparse.training.generators.prompts import DEFAULT_REWRITE_PROMPT, render
@@ -38,7 +38,7 @@ def test_mtrag_rewrites_through_the_llm_path_give_the_built_in_teacher_runs(tmp_
         report = rewrite_conversations(reference, tmp_path / "rewritten.jsonl", gen, progress=False)
     assert report.generated == len(rows) and not report.failures
 
-    corpus = load_corpus(DATA / "corpus.jsonl")
+    corpus = load_passage_texts(DATA / "corpus.jsonl")
     built_in = load_tasks([ConversationSource(path=reference)], {})
     via_llm = load_tasks([ConversationSource(path=tmp_path / "rewritten.jsonl")], {})
     q_built = {t.task_id: t.teacher_query for t in built_in}
