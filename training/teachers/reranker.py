@@ -9,12 +9,11 @@ re-ranker's own label path (`reranking/labels.py`, `build_labels`), so the teach
 same inputs the re-ranker sees when serving; the run holds those candidates in the
 re-ranker's order, scores as the re-ranker gives them.
 
-Cost (one CPU core): the first stage's conversation encoding (a few ms a turn), the corpus
-through the first stage's base once (cached by `encode_corpus`), and the re-ranker over
-`depth` candidates a turn: ~30-60 ms a turn once the passages are embedded; embedding a new
-passage and its windows with the bi-encoder costs ~10-20 ms each, once (the vectors stay in the
-re-ranker's `PassageVectors`; `vectors` adds a `save_vectors` file to start from). Measured
-figures: `docs/guides/distilling-the-reranker.md`.
+Cost: the first stage's conversation encoding, the corpus through the first stage's base once
+(cached by `encode_corpus`), embedding with the bi-encoder each candidate passage the
+re-ranker has not stored yet (its `PassageVectors` keep them), then the re-ranker over `depth`
+candidates per turn. Embedding new passages dominates; measured figures are in
+`docs/guides/distilling-the-reranker.md`.
 
 As a registered teacher (`teachers: [reranker]`) it loads `load_reranker(DEFAULT_RERANKER)`
 (the package's default re-ranker) and the shipped first stage; `reranker_run` takes any
