@@ -63,6 +63,7 @@ import re
 import secrets
 import sys
 import time
+import types
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -199,12 +200,14 @@ class AnnInfo:
         return info
 
 
-def _seismic():
+def _seismic() -> types.ModuleType:
+    """The `seismic` module (pyseismic-lsr ships no type information)."""
     try:
         import seismic
     except ImportError as e:  # the `ann` extra
         raise BackendError("approximate search needs pyseismic-lsr: pip install 'convsparse[ann]'") from e
-    return seismic
+    module: types.ModuleType = seismic
+    return module
 
 
 @contextlib.contextmanager
@@ -368,9 +371,10 @@ class LoadedAnn:
         self.folder = folder
         for attempt in range(2):  # a build may replace the file between reading ann.json and loading it
             self.signature = signature(folder)
-            info = read_info(folder)
-            if info is None:
+            read = read_info(folder)
+            if read is None:
                 raise FileNotFoundError(folder / META_NAME)
+            info = read
             try:
                 with _quiet_stdout():
                     self.index = _seismic().SeismicIndex.load(str(folder / info.file))
