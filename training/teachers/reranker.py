@@ -11,10 +11,10 @@ re-ranker's order, scores as the re-ranker gives them.
 
 Cost (one CPU core): the first stage's conversation encoding (a few ms a turn), the corpus
 through the first stage's base once (cached by `encode_corpus`), and the re-ranker over
-`depth` candidates a turn: ~30-60 ms a turn once the passages are embedded; embedding a new
-passage and its windows with the bi-encoder costs ~10-20 ms each, once (the vectors stay in the
-re-ranker's `PassageVectors`; `vectors` adds a `save_vectors` file to start from). Measured
-figures: `docs/guides/distilling-the-reranker.md`.
+`depth` candidates a turn, cheap once the passages are embedded; embedding a new passage and
+its windows with the bi-encoder is the larger cost, paid once per passage (the vectors stay in
+the re-ranker's `PassageVectors`; `vectors` adds a `save_vectors` file to start from). Measured
+figures: `benchmarks/results/rerank_latency.md` and `docs/design/decisions.md`.
 
 As a registered teacher (`teachers: [reranker]`) it loads `load_reranker(DEFAULT_RERANKER)`
 (the package's default re-ranker) and the shipped first stage; `reranker_run` takes any
