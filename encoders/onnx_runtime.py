@@ -5,9 +5,9 @@ The export contains the whole SPLADE graph, masked-LM *and* pooling, so a run re
 activations and their token ids), never the ``batch x tokens x vocab`` logits.
 
 - Exporter: ``torch.onnx.export(..., dynamo=False)`` (the TorchScript exporter, opset 17).
-  With torch 2.13 it exports a MiniLM in ~2 s and its graph is the one ONNX Runtime's
-  transformer fusions know; the dynamo exporter (needs onnxscript) works too but takes ~10x
-  longer, so it is only the fallback. Batch and sequence axes are dynamic.
+  Its graph is the one ONNX Runtime's transformer fusions know, and it exports quickly; the
+  dynamo exporter (needs onnxscript) works too but is much slower to export
+  (docs/reference/encoders.md), so it is only the fallback. Batch and sequence axes are dynamic.
 - Exports are cached by the encoder fingerprint:
   ``Settings().cache_dir/onnx/<fingerprint>-g<graph version>[-topK][-fp16].onnx``, written atomically. The
   `OnnxStudent` carries the same fingerprint as the PyTorch student it came from: both emit

@@ -80,7 +80,7 @@ def inference_session(path: str | Path, providers: list[str], *,
     execution (a BERT graph has no useful inter-op parallelism), intra-op threads = the CPUs
     this process may use (so `taskset` or `os.sched_setaffinity` bounds it), quiet logs, and
     idle threads that sleep instead of spinning (a chat app's process runs a query now and then:
-    spinning threads burnt 0.15-0.2 s of CPU per cold search on 2 cores, for no gain)."""
+    spinning threads burn CPU on every cold search for no gain; docs/design/decisions.md)."""
     ort = onnxruntime_module()
     opts = ort.SessionOptions()
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")

@@ -69,8 +69,8 @@ class SpladeModel(nn.Module):
     position 0's hidden state (its logits then repeat a real token's, so the max over tokens
     is unchanged and no mask over the logits is needed), and the decoder's bias is added after
     the max (adding a constant commutes with the max, rounding included). With a 30k vocabulary
-    and a small encoder those two (batch, tokens, vocab) passes were most of the time:
-    ONNX Runtime spent 250 of 410 ms on them for 8 SPLADE-tiny passages. The activations
+    and a small encoder those two (batch, tokens, vocab) passes were most of the time
+    (docs/reference/encoders.md). The activations
     equal the masked-LM's own logits pooled (`SpladeMaxPooling`) to float rounding: the bias
     is added once, outside the product (`tests/encoders/test_encoders_pooling.py`).
     `max_logits` is the one definition: the exported graph, the dense path and the bulk path

@@ -6,8 +6,8 @@ sparsified on the device (`device_sparse`), so only CSR arrays cross to the host
 Precision: ``dtype="auto"`` is bfloat16 on CUDA and float32 on CPU. The fingerprint is always
 that of the float32 weights (bf16 term maps equal fp32 ones within bf16 tolerance; index and
 query with the same precision). ``compile=True`` wraps the forward + pooling in
-`torch.compile(dynamic=True)`: it pays on CUDA for long bulk runs (a one-off compile of tens of
-seconds, then ~2x the eager forward in the issue's H100 measurements), not for short jobs or CPU.
+`torch.compile(dynamic=True)`: it pays on CUDA for long bulk runs (a one-off compile, then a
+faster forward; docs/reference/encoders.md), not for short jobs or CPU.
 """
 
 from __future__ import annotations

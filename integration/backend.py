@@ -80,9 +80,11 @@ def indexed_document(doc: Any) -> IndexedDocument | DocumentResult:
     like one (id, term_map, fields) is built into one, once."""
     if isinstance(doc, IndexedDocument):
         return doc
-    doc_id = getattr(doc, "id", None)
+    # unchecked until IndexedDocument checks them (and raises the errors caught below)
+    doc_id: Any = getattr(doc, "id", None)
+    term_map: Any = getattr(doc, "term_map", None)
     try:
-        return IndexedDocument(doc_id, getattr(doc, "term_map", None), getattr(doc, "fields", {}),
+        return IndexedDocument(doc_id, term_map, getattr(doc, "fields", {}),
                                vectors=getattr(doc, "vectors", None))
     except InvalidDocumentError as e:
         return DocumentResult(str(doc_id), False, 400, e.reason)

@@ -16,11 +16,10 @@ term maps from the engine (OpenSearch does not return them):
 7. the same BM25, standardised over the list.
 
 Scores are sparse dot products, so 0-2 carry the sparse-term overlap; 3-4 and 6-7 carry exact
-matching, which SPLADE's expansion blurs. Why BM25 here: on the dev conversations of
-`mtrag-pooled` (5-fold cross-validation by conversation, a linear listwise model over the
-top 30), the first-stage features alone reorder nothing (MRR@10 .452 against .460), adding
-the per-view sparse scores neither (.451), while the current question's BM25 lifts it to
-.487-.489 (p = .06-.07). It is BM25 over the re-ranker's own word pieces, with the document
+matching, which SPLADE's expansion blurs. Why BM25 here: on the dev conversations the
+first-stage features alone reorder nothing, and the current question's BM25 is what lifts a
+linear listwise model over them (figures in docs/design/decisions.md, "The re-ranker").
+It is BM25 over the re-ranker's own word pieces, with the document
 frequencies and average length of the training collection stored in the re-ranker's folder
 (`TermStatistics`), because a candidate list arrives without an index to ask: not the
 evaluation's `bm25s` BM25, which needs the whole corpus indexed.

@@ -21,8 +21,8 @@ Where it differs from the seed's description: the seed conditions term matching 
 level interactions inside the encoder; we feed pooled features computed outside it, because
 serving must stay inside a chat app's budget on one CPU core and the first stage already
 computed the sparse overlap. For the same budget the shipped recipe's semantic part is the
-bi-encoder alone: a MiniLM cross-encoder over 20 pairs costs about 1 s on one core, and the
-2-layer cross-encoder that fits (40 ms) added nothing measurable. With ``term_control=False``
+bi-encoder alone: a MiniLM cross-encoder over 20 pairs is far over that budget, and the
+2-layer cross-encoder that fits added nothing measurable (docs/design/decisions.md). With ``term_control=False``
 the model is the semantic part alone (the ablation).
 """
 

@@ -172,8 +172,8 @@ class Reranker:
 
     def passage_ids(self, texts: Sequence[str]) -> list[PassagePieces]:
         """Each passage's word pieces, from a bounded cache: a chat's next turn re-ranks many
-        of the same passages, and tokenizing 20 whole passages is ~13 ms of a rerank on one
-        core."""
+        of the same passages, and tokenizing whole passages is a visible share of a rerank
+        on one core (docs/design/decisions.md)."""
         return [self.pieces(t) for t in texts]
 
     def batch(self, conv_ids: list[int], passages: Sequence[PassagePieces]) -> dict[str, np.ndarray]:

@@ -1,60 +1,44 @@
 """Semantic similarity features: a sentence-embedding bi-encoder over stored passage vectors.
 
-Why a bi-encoder and not (only) a cross-encoder: on the dev conversations of `mtrag-pooled`
-(5-fold cross-validation by conversation, a linear listwise model over the first stage's top
-20), the cosine of all-MiniLM-L6-v2's embedding of the current question with the passage's
-lifts MRR@10 from .460 to .545, and with the term features of `features.py` to .563; the
-2-layer cross-encoder we could afford on one core scored .306 alone. A MiniLM cross-encoder
-would read 20 (conversation, passage) pairs, about 1 s on one core; the bi-encoder reads only
-the conversation's user turns once per turn (a few dozen word pieces) and looks the passages'
-vectors up: they are computed once per passage (`PassageVectors.add`, at ingestion or on
-first sight) and kept by a digest of the passage's text, so an edited passage is never scored
-with a stale vector.
+Contract: `conversation_pieces` turns a conversation into its views, and the features of a
+candidate list are, per view, the cosine with each passage's stored vector (standardised over
+the list, and minus the list's best); with `window`, also the best window's cosine. Passage
+vectors are computed once per passage (`PassageVectors.add`, at ingestion or on first sight)
+and kept by a digest of the passage's text, so an edited passage is never scored with a stale
+vector.
+
+Why a bi-encoder and not (only) a cross-encoder: a cross-encoder reads every (conversation,
+passage) pair at query time, while the bi-encoder reads only the conversation's user turns,
+once per turn, and looks the passages' vectors up; on the dev conversations the bi-encoder's
+cosine also ranked better than the small cross-encoder one core can afford.
 
 Views of the conversation: one forward pass of the bi-encoder over ``[CLS]`` + the user turns,
 newest first, cut to `view_length` word pieces (default 128) + ``[SEP]``, then mean-pooled
 three ways (`conversation_pieces`, `VIEW_TURNS`): the current question's pieces, the two
-newest questions', all of them; the first `views` (default 3) are used. Features per view:
-the cosine with each passage's vector standardised over the candidate list, and the cosine
-minus the list's best.
-
-Why one pass pooled three ways, not three texts embedded separately (format 3): embedding
-the query side is most of the rerank stage's time on one core, and the three texts repeat
-each other. On the dev conversations (5-fold cross-validation by conversation over 489
-judged train and validation turns, the re-ranker trained 25 epochs per fold) both score the
-same: MRR@10 .696 against .699, nDCG@3 .578 against .578 (first stage .600 / .468), while one
-pass reads the newest-first text once (median 45 pieces on MTRAG) instead of three texts
-(median 11 + 19 + 45): the stage went from 43 to 30 ms p50 (120 training turns, depth 20,
-ONNX Runtime, one core). The question's pieces also see the turns before it, as a rewrite
-would. On the 58 validation turns the one pass scored .603 against .624; the cross-validation,
-on 8 times as many turns, is what we went by. 3 views were chosen over 2 on the validation
-conversations (MRR@10 .624 against .593, separate passes).
+newest questions', all of them; the first `views` (default 3) are used. One pass pooled three
+ways rather than three texts embedded separately (format 3) because embedding the query side
+is most of the stage's time on one core and the three texts repeat each other; the two score
+the same in cross-validation. The question's pieces also see the turns before it, as a
+rewrite would.
 
 Windows of long passages (`window`, default off; the recipe's is 128 word pieces every 96):
-the bi-encoder reads at most 256 word pieces of a passage (MiniLM's limit), and 43% of the
-first stage's candidates on `mtrag-pooled` are longer (median 220, 90th percentile 461), so
-the answer in a passage's second half never reached its vector. With windows, each passage
-also gets one vector per window, and the features add, per view, the best window's cosine
-(standardised over the list, and minus the list's best), next to the whole passage's. On the
-dev conversations (`benchmarks/rerank_cv.py`: 5-fold cross-validation by conversation, 30
-epochs a fold) MRR@10 / nDCG@3 on the 274 MTRAG turns went from .564 / .427 to .584 / .443
-(paired p = .014 / .037), windows of 256 pieces every 192 reached .570 / .432; over three more
-seeds and fold assignments the MRR@10 gain of 128-piece windows was +.012 to +.022. The best
-window alone, without the whole passage's cosine, scored lower (.574 / .434 against .582 /
-.440 in that exploration). The windows are embedded with the passage, once (2.5 times the
-embedding work: 12 against 30 passages/s on 2 cores); serving only multiplies a few more
-stored vectors per candidate (4% of the rerank stage: `benchmarks/rerank_latency.py`, 120
-training turns side by side, 28.3 against 26.7 ms p50).
+the bi-encoder reads at most 256 word pieces of a passage (MiniLM's limit), so without windows
+the answer in a long passage's second half never reaches its vector. Windows are embedded
+with the passage, once; serving only multiplies a few more stored vectors per candidate.
 
 ONNX Runtime for the query side (`use_onnx`, ``load_reranker(..., runtime="onnx")``): the pass
 runs in an export of the bi-encoder's transformer (`export_bi_encoder`) instead of PyTorch,
-which on one core spends a third of its time outside the matrix products. Both give the same
-vectors (max abs difference ~1e-6). Passages met without a stored vector
-are embedded by the same export (mean-pooled and normalised as sentence-transformers does),
-so only mean-pooled models qualify (the shipped MiniLM is one); others are refused with a
-clear error. On that path neither torch nor transformers is imported: the bi-encoder's folder
-is read from its files (`bi_encoder_files`: tokenizer, pooling, length) and the
-sentence-transformers model is only loaded (`model`) to export it, or to serve in PyTorch.
+which on one core spends a large share of its time outside the matrix products. Both give the
+same vectors to float rounding. Passages met without a stored vector are embedded by the same
+export (mean-pooled and normalised as sentence-transformers does), so only mean-pooled models
+qualify (the shipped MiniLM is one); others are refused with a clear error. On that path
+neither torch nor transformers is imported: the bi-encoder's folder is read from its files
+(`bi_encoder_files`: tokenizer, pooling, length) and the sentence-transformers model is only
+loaded (`model`) to export it, or to serve in PyTorch.
+
+Figures: `benchmarks/results/rerank_cv.md` (windows), `benchmarks/results/rerank_latency.md`
+(the windows' serving cost), and docs/design/decisions.md ("The re-ranker") for the feature
+choice, the views and the one-pass format.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ candidates with scores (its top `n_candidates` over the corpus) and the teacher'
 
 The teacher is the same base reading a better query: the annotators' search queries where a
 turn has them, else the rewrite (`teacher: search_queries`, chosen because it is the strongest
-teacher on the dev conversations: MRR@10 .616 vs .453 for the rewrite; see
+teacher on the dev conversations, against the rewrite:
 `benchmarks/results/student_ablation.md`), or the rewrite alone (`teacher: rewrite`). Turns
 without a teacher text (MTRAG-UN) give InfoNCE only; turns without judgments (TREC CAsT) give
 the KL and term losses. The epoch is picked on validation conversations drawn from the training

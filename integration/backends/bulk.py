@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from json.encoder import encode_basestring
-from typing import Any
+from typing import Any, cast
 
 from convsparse.backoff import Backoff
 from convsparse.errors import (
@@ -145,7 +145,9 @@ def _error_reason(info: Mapping[str, Any]) -> str:
 
 def _decoded(source: Mapping[str, Any], spec: VectorSpec | None) -> DocumentVectors | None:
     """The passage vectors in a document's `_source` (None: none, or unreadable)."""
-    text = source.get(VECTORS_FIELD) if spec is not None else None
+    if spec is None:
+        return None
+    text = source.get(VECTORS_FIELD)
     if not isinstance(text, str):
         return None
     try:
@@ -332,7 +334,8 @@ class BulkWriter:
                 response = response_body(self.client.search(index=name, body=body))
         except self._not_found:
             raise IndexNotFoundError(name) from None
-        return response["hits"]["hits"]
+        hits: list[dict[str, Any]] = response["hits"]["hits"]
+        return hits
 
     def passage_vectors(self, name: str, ids: Iterable[str]) -> dict[str, DocumentVectors]:
         """The stored vectors of `ids` (one `ids` query on their `_id`s)."""
@@ -345,12 +348,12 @@ class BulkWriter:
         body = {"size": len(ids), "track_total_hits": False,
                 "query": {"ids": {"values": [document_id(fingerprint, i) for i in ids]}},
                 "_source": {"includes": ["id", VECTORS_FIELD]}}
-        out = {}
+        out: dict[str, DocumentVectors] = {}
         for hit in self._vector_search(name, body):
             source = hit.get("_source") or {}
             vecs = _decoded(source, spec)
-            if vecs is not None:
-                out[source.get("id", hit.get("_id"))] = vecs
+            if vecs is not None:  # the JSON's ids: our documents' `id`, else the hit's `_id`
+                out[cast(str, source.get("id", hit.get("_id")))] = vecs
         return out
 
     def passages_to_embed(self, name: str) -> Iterator[tuple[str, str]]:
@@ -481,9 +484,10 @@ class BulkWriter:
         field_value: Callable[[TermMap], dict[str, Any] | bytes] = _rank_features,
         spec: VectorSpec | None = None,
     ) -> _Entry | DocumentResult:
-        doc = indexed_document(doc)
-        if isinstance(doc, DocumentResult):
-            return doc
+        checked = indexed_document(doc)
+        if isinstance(checked, DocumentResult):
+            return checked
+        doc = checked
         source_id, term_map = doc.id, doc.term_map
         source: dict[str, Any] = {"id": source_id}
         if spec is not None:  # an index that holds vectors: never a document without
@@ -529,9 +533,10 @@ class BulkWriter:
                 sent_any = True
                 results = self._send(entries)
             if last and sent_any and self.refresh_after_upsert:
+                errors: tuple[type[BaseException], ...] = (*self._refresh_errors, IndexNotFoundError)
                 try:
                     self.refresh(name)
-                except (*self._refresh_errors, IndexNotFoundError) as exc:
+                except errors as exc:
                     log.warning("refresh of %r after bulk write failed: %s", name, exc)
             return [e if isinstance(e, DocumentResult) else results[e.pos] for e in chunk]
 

@@ -22,8 +22,9 @@ every score are unchanged (the tests parse every spelling back the way the engin
 parity tests score against real Lucene), while the JSON is about half as long. The few thousand
 distinct stored values a corpus has are spelt once each, from a table, and the names once per
 vocabulary, so a block of documents' term objects is one `bytes.join`: that keeps this host
-stage above 50,000 documents/s on one core (issue 15), where exact weights cost about 200 ns a
-term in CPython, two to three times as much. `_source` therefore shows the weights at stored
+stage above issue 15's documents/s goal on one core, where formatting exact weights term by
+term in CPython costs several times as much (`benchmarks/results/encode_throughput.md`).
+`_source` therefore shows the weights at stored
 precision, which is also what a search scores with.
 """
 

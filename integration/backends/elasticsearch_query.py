@@ -62,7 +62,8 @@ def rank_feature_query(
         return query_dsl.rank_feature_query(tm, field, max_clause_count=None)
     clauses = [q.RankFeature(field=f"{field}.{name}", linear={}, boost=weight)
                for name, weight in tm.to_rank_features().items()]
-    return q.Bool(should=clauses).to_dict()
+    query: dict[str, Any] = q.Bool(should=clauses).to_dict()  # elasticsearch-dsl: untyped
+    return query
 
 
 def sparse_vector_query(
@@ -82,7 +83,8 @@ def sparse_vector_query(
     q = _dsl() if use_dsl else None
     if q is None:
         return {"sparse_vector": body}
-    return q.SparseVector(**body).to_dict()
+    query: dict[str, Any] = q.SparseVector(**body).to_dict()  # elasticsearch-dsl: untyped
+    return query
 
 
 def build_query(

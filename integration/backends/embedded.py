@@ -130,7 +130,7 @@ class _IndexState:
     n_deletes: int = 0
     # search structures, rebuilt lazily
     docs: sp.csr_matrix | None = None
-    inverted: sp.csr_matrix | None = None
+    inverted: sp.csc_matrix | None = None
     alive_mask: np.ndarray | None = None
     quantized: bool = False
     # rows written since the ANN build, sliced once per (docs matrix, first fresh row)
@@ -146,12 +146,19 @@ class _IndexState:
     def n_dead(self) -> int:
         return len(self.ids) - len(self.row_of) + self.n_deletes
 
-    def add_row(self, doc_id: str, cols: np.ndarray, vals: np.ndarray, fields: dict) -> None:
+    def prepared(self) -> tuple[sp.csr_matrix, sp.csc_matrix, np.ndarray]:
+        """The search structures `EmbeddedBackend._prepare` builds: the docs matrix, its
+        inverted (column) view and the alive mask. Reaching here without them is a bug."""
+        if self.docs is None or self.inverted is None or self.alive_mask is None:
+            raise RuntimeError("index state searched before its matrices were built")
+        return self.docs, self.inverted, self.alive_mask
+
+    def add_row(self, doc_id: str, cols: np.ndarray, vals: np.ndarray, fields: dict[str, Any]) -> None:
         self._add_id(doc_id, fields)
         self.pending.append((np.array([len(cols)], dtype=np.int64), cols, vals))
         self.docs = self.inverted = self.alive_mask = self.fresh = None
 
-    def _add_id(self, doc_id: str, fields: dict) -> None:
+    def _add_id(self, doc_id: str, fields: dict[str, Any]) -> None:
         """Bookkeeping of one new row (its term ids and weights go to `pending`)."""
         old = self.row_of.get(doc_id)
         if old is not None:
@@ -214,10 +221,12 @@ def _store_rows(
     on `st` (a store id never changes within a generation). Others go token by token."""
     lens = np.fromiter(map(len, term_maps), dtype=np.int64, count=len(term_maps))
     new_terms: dict[str, int] = {}
-    vocab = getattr(term_maps[0], "_vocab", None) if term_maps else None
-    if vocab is not None and all(type(tm) is CsrTermMap and tm._vocab is vocab for tm in term_maps):
-        idx = np.concatenate([tm._idx for tm in term_maps])
-        vals = np.concatenate([tm._val for tm in term_maps]).astype(np.float32, copy=False)
+    head = term_maps[0] if term_maps else None
+    vocab = head._vocab if type(head) is CsrTermMap else None
+    csr = [tm for tm in term_maps if type(tm) is CsrTermMap and tm._vocab is vocab] if vocab is not None else []
+    if vocab is not None and len(csr) == len(term_maps):
+        idx = np.concatenate([tm._idx for tm in csr])
+        vals = np.concatenate([tm._val for tm in csr]).astype(np.float32, copy=False)
         cached = st.vocab_term_ids.get(id(vocab))
         if cached is None or cached[0] is not vocab:
             cached = st.vocab_term_ids[id(vocab)] = (vocab, np.full(len(vocab), -1, dtype=np.int32))
@@ -624,7 +633,7 @@ class EmbeddedBackend:
                     bounds = np.zeros(len(lens) + 1, dtype=np.int64)
                     np.cumsum(lens * 4, out=bounds[1:])
                     starts, ends = bounds[:-1].tolist(), bounds[1:].tolist()
-                    rows = []
+                    rows: list[tuple[int, str, bytes | None, bytes | None, str | None]] = []
                     row = 0
                     for doc_id, tm, fields in ops:
                         seq += 1
@@ -766,7 +775,11 @@ class EmbeddedBackend:
             if spec is None:
                 raise VectorSpecMismatchError(name, None, None)
             store = st.store
-            results, rows = [], []
+            if store is None:
+                raise IndexWriteError(name, "storing vectors", PermissionError(
+                    errno.EROFS, f"{self._dir(name)} is read-only here"))
+            results: list[DocumentResult] = []
+            rows: list[tuple[str, bytes]] = []
             try:
                 with store.lock, store.write() as conn:
                     st = _catch_up(conn, st, store)
@@ -808,10 +821,10 @@ class EmbeddedBackend:
             if isinstance(doc, DocumentResult):
                 results.append(doc)
                 continue
-            if vectors is not None:  # an index that holds vectors: never a document without
+            if vectors is not None and spec is not None:  # an index that holds vectors: none without
                 problem = _vectors_problem(doc, spec)
-                if problem:
-                    results.append(DocumentResult(doc.id, False, 400, problem))
+                if problem or doc.vectors is None:
+                    results.append(DocumentResult(doc.id, False, 400, problem or "no passage vectors"))
                     continue
                 vectors.append((doc.id, doc.vectors.to_bytes()))
             ops.append((doc.id, doc.term_map, doc.fields_json))
@@ -822,7 +835,8 @@ class EmbeddedBackend:
 
     def delete_documents(self, name: str, ids: Iterable[str]) -> Iterator[DocumentResult]:
         st = self._state(name)
-        results, ops = [], []
+        results: list[DocumentResult] = []
+        ops: list[tuple[str, TermMap | None, str | None]] = []
         present = set(st.row_of)
         for doc_id in ids:
             if doc_id in present:
@@ -890,14 +904,14 @@ class EmbeddedBackend:
         get = st.term_ids.get
         cols = np.fromiter((get(t, -1) for t in query), dtype=np.int64, count=len(query))
         vals = np.fromiter(query.values(), dtype=np.float32, count=len(query))
-        keep = (cols >= 0) & (cols < st.inverted.shape[1])
+        keep = (cols >= 0) & (cols < st.prepared()[1].shape[1])
         if not keep.all():
             cols, vals = cols[keep], vals[keep]
         return cols, vals
 
     def _scores(self, st: _IndexState, query: Mapping[str, float]) -> np.ndarray:
         cols, vals = self._query_vector(st, query)
-        inv = st.inverted
+        inv = st.prepared()[1]
         if len(cols) == 0:
             return np.zeros(inv.shape[0])
         # slice the query terms' posting lists (CSC columns) and multiply-add them in C++
@@ -946,13 +960,13 @@ class EmbeddedBackend:
         else:
             scores = self._scores(st, query)
             if st.n_alive < len(st.alive):  # some rows were overwritten or deleted
-                scores[~st.alive_mask] = 0.0
+                scores[~st.prepared()[2]] = 0.0
             rows = self._top(scores, window)
             final = scores[rows].astype(np.float32)
         if rescore is not None and rescore_window > 0 and len(rows):
             n_re = min(rescore_window, len(rows))
             head = rows[:n_re]
-            new = np.asarray(st.docs[head] @ self._dense(st, rescore)).ravel()
+            new = np.asarray(st.prepared()[0][head] @ self._dense(st, rescore)).ravel()
             order = np.lexsort((head, -new))
             rows = np.concatenate([head[order], rows[n_re:]])
             final = np.concatenate([new[order], final[n_re:]]).astype(np.float32)
@@ -962,7 +976,7 @@ class EmbeddedBackend:
 
     def _dense(self, st: _IndexState, query: Mapping[str, float]) -> np.ndarray:
         cols, vals = self._query_vector(st, query)
-        dense = np.zeros(st.docs.shape[1], dtype=np.float64)
+        dense = np.zeros(st.prepared()[0].shape[1], dtype=np.float64)
         dense[cols] = vals
         return dense
 
@@ -1036,19 +1050,20 @@ class EmbeddedBackend:
         """The `window` best rows: the build's candidates that are still alive, plus the rows
         written since the build, all scored exactly."""
         cols, vals = self._query_vector(st, query)
+        docs, _, alive_mask = st.prepared()
         n_built = built.info.n_rows
         dead = len(st.ids) - st.n_alive  # an upper bound on the build's rows dead since
         rows = built.candidates(cols, vals, window + min(dead, max(window, 100)), q)
         if dead:
-            rows = rows[st.alive_mask[rows]]
+            rows = rows[alive_mask[rows]]
         dense = self._dense(st, query)
-        scores = np.asarray(st.docs[rows] @ dense).ravel() if len(rows) else np.zeros(0)
+        scores = np.asarray(docs[rows] @ dense).ravel() if len(rows) else np.zeros(0)
         if n_built < len(st.ids):  # written since the build: an exact search of those rows only
             # slicing a CSR copies the rows: once per docs matrix, not once per search
-            if st.fresh is None or st.fresh[0] is not st.docs or st.fresh[1] != n_built:
-                st.fresh = (st.docs, n_built, st.docs[n_built:])
+            if st.fresh is None or st.fresh[0] is not docs or st.fresh[1] != n_built:
+                st.fresh = (docs, n_built, docs[n_built:])
             fresh = np.asarray(st.fresh[2] @ dense).ravel()
-            fresh[~st.alive_mask[n_built:]] = 0.0
+            fresh[~alive_mask[n_built:]] = 0.0
             best = self._top(fresh, window)  # only the fresh rows that can make the window
             rows = np.concatenate([rows, best + n_built])
             scores = np.concatenate([scores, fresh[best]])
@@ -1073,15 +1088,15 @@ class EmbeddedBackend:
         if st.n_alive == 0:
             return {t: 0.0 for t in tokens}
         self._prepare(st)
-        inv = st.inverted
-        out = {}
+        _, inv, alive_mask = st.prepared()
+        out: dict[str, float] = {}
         for t in tokens:
             tid = st.term_ids.get(t)
             if tid is None or tid >= inv.shape[1]:
                 out[t] = 0.0
             else:
                 rows = inv.indices[inv.indptr[tid]:inv.indptr[tid + 1]]
-                out[t] = float(st.alive_mask[rows].sum()) / st.n_alive
+                out[t] = float(alive_mask[rows].sum()) / st.n_alive
         return out
 
     # ------------------------------------------------------------------ bulk build (benchmarks)
@@ -1105,6 +1120,9 @@ class EmbeddedBackend:
         indptr, indices, values = m.indptr, m.indices.astype(np.int32), m.data
         with self._lock:
             store = self._state(name).store
+            if store is None:  # create_index just made it: a new index is always format 2
+                raise IndexWriteError(name, f"loading {len(ids)} documents", PermissionError(
+                    errno.EROFS, f"{self._dir(name)} is read-only here"))
             try:
                 with store.lock, store.write() as conn:
                     conn.executemany("INSERT INTO terms(id, token) VALUES (?, ?)", enumerate(terms))

@@ -7,12 +7,12 @@ rebuildable structure next to the index files, built on demand with
 Why pyseismic-lsr (SEISMIC, Bruch et al., "Efficient Inverted Indexes for Approximate Retrieval
 over Learned Sparse Representations", SIGIR 2024) and not bmp (Block-Max Pruning, Mallia et al.,
 SIGIR 2024): measured by `benchmarks/ann_library_choice.py` on 100k synthetic SPLADE-like
-documents (``benchmarks/results/ann_library_choice.md``, one search thread), seismic reaches
-recall@10 0.997-0.998 against our exact float search at p50 0.9 ms (40-term queries) and 2.0 ms
-(250-term conversation queries) with query_cut=20, heap_factor=0.9. bmp stores 8-bit impacts, so
-even its safe setting (alpha = beta = 1) stops at recall@10 0.94 / 0.91 against float scores, at
-p50 4 ms / 50 ms; its faster settings lose more recall. bmp builds faster (17 s vs 114 s for
-100k documents on one thread): that price is paid once per rebuild, off the query path.
+documents (``benchmarks/results/ann_library_choice.md``, one search thread), seismic keeps
+recall@10 against our exact float search near 1 at a fraction of bmp's latency, for short
+questions and long conversation queries alike (query_cut=20, heap_factor=0.9). bmp stores 8-bit
+impacts, so even its safe setting (alpha = beta = 1) loses recall against float scores, and its
+faster settings lose more. bmp builds faster: that price is paid once per rebuild, off the query
+path.
 
 Files, in the index folder (``<root>/<index>/``)::
 
@@ -63,6 +63,7 @@ import re
 import secrets
 import sys
 import time
+import types
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -199,12 +200,14 @@ class AnnInfo:
         return info
 
 
-def _seismic():
+def _seismic() -> types.ModuleType:
+    """The `seismic` module (pyseismic-lsr ships no type information)."""
     try:
         import seismic
     except ImportError as e:  # the `ann` extra
         raise BackendError("approximate search needs pyseismic-lsr: pip install 'convsparse[ann]'") from e
-    return seismic
+    module: types.ModuleType = seismic
+    return module
 
 
 @contextlib.contextmanager
@@ -360,9 +363,10 @@ class LoadedAnn:
         self.folder = folder
         for attempt in range(2):  # a build may replace the file between reading ann.json and loading it
             self.signature = signature(folder)
-            info = read_info(folder)
-            if info is None:
+            read = read_info(folder)
+            if read is None:
                 raise FileNotFoundError(folder / META_NAME)
+            info = read
             try:
                 with _quiet_stdout():
                     self.index = _seismic().SeismicIndex.load(str(folder / info.file))

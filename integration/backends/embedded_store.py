@@ -39,9 +39,10 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from convsparse.errors import BackendError
 
@@ -236,7 +237,8 @@ class IndexStore:
         return self._writer
 
     def data_version(self) -> int:
-        return self.reader().execute("PRAGMA data_version").fetchone()[0]
+        version: int = self.reader().execute("PRAGMA data_version").fetchone()[0]
+        return version
 
     def close(self) -> None:
         for conn in (self._reader, self._writer):
@@ -277,7 +279,7 @@ class IndexStore:
 
     # ------------------------------------------------------------------ creation
     @classmethod
-    def create(cls, folder: Path, meta: dict, *, durable: bool = True) -> tuple[IndexStore, bool]:
+    def create(cls, folder: Path, meta: dict[str, Any], *, durable: bool = True) -> tuple[IndexStore, bool]:
         """Create (or open) the database and write `meta` unless an index is already there;
         returns (store, created)."""
         folder.mkdir(parents=True, exist_ok=True)
@@ -298,12 +300,12 @@ class IndexStore:
         return store, created
 
 
-def encode_meta(meta: dict) -> dict[str, str]:
+def encode_meta(meta: dict[str, Any]) -> dict[str, str]:
     """Meta values are stored as JSON text (None, numbers and strings round-trip)."""
     return {k: json.dumps(v, ensure_ascii=False) for k, v in meta.items()}
 
 
-def decode_meta(rows) -> dict:
+def decode_meta(rows: Iterable[tuple[str, str]]) -> dict[str, Any]:
     return {k: json.loads(v) for k, v in rows}
 
 

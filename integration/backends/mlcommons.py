@@ -121,9 +121,11 @@ class MLCommonsClient:
         self._sleep = sleep
         self._clock = clock
 
-    def _call(self, what: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
+    def _call(self, what: str, fn: Callable[..., Any], **kwargs: Any) -> dict[str, Any]:
+        """One ML Commons call; its JSON object response (opensearch-py's calls are untyped)."""
         try:
-            return fn(**kwargs)
+            response: dict[str, Any] = fn(**kwargs)
+            return response
         except OSConnectionError as exc:
             raise BackendError(f"{what}: cannot reach OpenSearch ({exc})") from exc
         except TransportError as exc:
@@ -279,7 +281,8 @@ class MLCommonsClient:
             return None
         except TransportError as exc:
             raise BackendError(f"get ingest pipeline {pipeline_id!r} failed: {_reason(exc)}") from exc
-        return response.get(pipeline_id)
+        pipeline: dict[str, Any] | None = response.get(pipeline_id)
+        return pipeline
 
     def put_two_phase_pipeline(self, pipeline_id: str, **parameters: Any) -> dict[str, Any]:
         body = two_phase_pipeline_body(**parameters)

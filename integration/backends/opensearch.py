@@ -283,7 +283,7 @@ class OpenSearchBackend(BulkWriter):
             return None
         return RequestFailure(_status_of(exc), isinstance(exc, OSConnectionError))
 
-    def _field_value(self, name: str, meta: Mapping[str, Any]) -> Callable[[TermMap], dict[str, Any]]:
+    def _field_value(self, name: str, meta: Mapping[str, Any]) -> Callable[[TermMap], dict[str, Any] | bytes]:
         if MLCommonsIngest.from_meta(meta) is not None:
             raise BackendError(
                 f"index {name!r} is encoded in the cluster by ML Commons model "
@@ -357,6 +357,7 @@ class OpenSearchBackend(BulkWriter):
         full = rescore if rescore is not None and len(rescore) > 0 and rescore_window > 0 else None
         limit = self.max_clause_count
         ingest = MLCommonsIngest.from_meta(meta)
+        first: dict[str, Any] | None
         if ingest is not None:
             first, second = self._server_encoded_queries(name, ingest, query, full, field_name,
                                                          rescore_window)
@@ -420,11 +421,15 @@ class OpenSearchBackend(BulkWriter):
         conversation needs the client's student and `search`."""
         meta = self._search_meta(name, fingerprint)
         ingest = MLCommonsIngest.from_meta(meta)
-        if ingest is None and model_id is None:
+        if model_id:
+            model = model_id
+        elif ingest is not None:
+            model = ingest.model_id
+        else:
             raise BackendError(f"index {name!r} is not encoded by an ML Commons model; pass "
                                "model_id, or search it with a term map")
         field_name = meta.get("term_field", self.field)
-        query = neural_sparse_text_query(text, model_id or ingest.model_id, field_name)
+        query = neural_sparse_text_query(text, model, field_name)
         body = search_body(query, k, exclude_fields=(field_name,))
         return self._send_search(name, body, self.max_clause_count, 1)
 
@@ -486,7 +491,7 @@ def _sigv4_options(url: str, region: str) -> dict[str, Any]:
     try:
         import botocore.session
     except ImportError:
-        botocore = None  # type: ignore[assignment]
+        botocore = None
     if botocore is not None:
         from opensearchpy import Urllib3AWSV4SignerAuth
 

@@ -195,6 +195,17 @@ def test_rescore_without_two_phase_uses_raw_names(mlfake, deployed):
     assert rescore["neural_sparse"]["terms"]["query_tokens"] == {"u.s": 0.5, "passport": 1.0}
 
 
+@pytest.mark.parametrize("model_id", [None, ""])
+def test_search_text_on_a_plain_index_needs_a_model_id(mlfake, deployed, model_id):
+    """An index without an ML Commons model and no (or an empty) model_id: the one-line error,
+    not an AttributeError from the missing ingest record."""
+    client, *_ = deployed
+    backend = OpenSearchBackend(client, replicas=0)
+    backend.create_index("plain", fingerprint="fp")
+    with pytest.raises(BackendError, match="'plain' is not encoded by an ML Commons model; pass model_id"):
+        backend.search_text("plain", "renew passport", model_id=model_id)
+
+
 def test_check_server_encoded_query_refuses_what_cannot_match(spec):
     tm = TermMap({"u.s": 1.0})
     with pytest.raises(ValueError, match="rank_feature query cannot match"):
