@@ -321,38 +321,6 @@ class PassageVectors:
             self._windows.update(zip(pieces, np.split(vecs, ends[:-1])[1:]))
         return len(todo.keys() | windowed.keys())
 
-    def embed(self, texts: Sequence[str], *, progress: bool = False
-              ) -> tuple[np.ndarray, list[np.ndarray] | None]:
-        """(n, dim) float16 unit vectors of `texts` and, with windows, each one's (windows, dim)
-        window vectors: computed now and not kept (what an index stores per passage; give them
-        back with `put`). One batch for the passages and their windows."""
-        pieces = [self.window_texts(t) for t in texts] if self.window is not None else []
-        flat = [*texts, *(w for ws in pieces for w in ws)]
-        vecs = self._encode(flat, progress=progress).astype(np.float16)
-        if self.window is None:
-            return vecs, None
-        ends = np.cumsum([len(texts), *(len(ws) for ws in pieces)])
-        return vecs[:len(texts)], np.split(vecs, ends[:-1])[1:]
-
-    def put(self, texts: Sequence[str], vectors: np.ndarray,
-            windows: Sequence[np.ndarray] | None = None) -> None:
-        """Keep vectors computed elsewhere (`embed`, e.g. read from the index with the hits)
-        for `texts`, so that scoring them embeds nothing. Windows are needed when this
-        bi-encoder reads them; shapes are checked."""
-        vectors = np.asarray(vectors)
-        if vectors.shape != (len(texts), self.dimension):
-            raise ValueError(f"vectors of shape {list(vectors.shape)} for {len(texts)} texts of "
-                             f"dimension {self.dimension}")
-        if self.window is not None and (windows is None or len(windows) != len(texts) or any(
-                np.ndim(w) != 2 or np.shape(w)[1] != self.dimension or not len(w) for w in windows)):
-            raise ValueError("this bi-encoder reads passage windows: give each text's "
-                             f"(windows, {self.dimension}) window vectors")
-        keys = [text_key(t) for t in texts]
-        with self._lock:
-            self._vectors.update(zip(keys, vectors.astype(np.float16)))
-            if self.window is not None:
-                self._windows.update(zip(keys, (np.asarray(w, np.float16) for w in windows)))
-
     def embed_passages(self, texts: Sequence[str], *, batch_size: int = 32) -> list[np.ndarray]:
         """Each passage's float16 unit vectors, not kept here (an index stores them beside the
         term map): row 0 the whole passage, then its windows (with `window`). A passage that
@@ -372,7 +340,14 @@ class PassageVectors:
     def remember(self, key: str, stored: np.ndarray) -> bool:
         """Keep the vectors of the passage with text digest `key`, as `embed_passages` gave
         them (read back from an index), so `passages` does not embed it again; False (nothing
-        changed) when it had them already."""
+        changed) when it had them already. Raises `ValueError` for rows of another dimension,
+        or without window rows where this bi-encoder reads windows."""
+        if np.ndim(stored) != 2 or np.shape(stored)[1] != self.dimension:
+            raise ValueError(f"passage vectors of shape {list(np.shape(stored))}: this "
+                             f"bi-encoder's are (1 + windows, {self.dimension})")
+        if self.window is not None and len(stored) < 2:
+            raise ValueError("this bi-encoder reads passage windows: give the passage's "
+                             f"(1 + windows, {self.dimension}) rows with its window vectors")
         with self._lock:
             if key in self._vectors and (self.window is None or key in self._windows):
                 return False

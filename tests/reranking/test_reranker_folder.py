@@ -285,22 +285,27 @@ print(json.dumps({{"heavy": sorted(m for m in ("torch", "transformers") if m in 
 
 
 def test_vectors_computed_elsewhere_are_used_as_they_are(folder):
-    """What an index stores per passage (`embed`) and gives back with the hits (`put`):
-    scoring them embeds nothing and gives the scores of vectors embedded on sight."""
+    """What an index stores per passage (`embed_passages`) and gives back with the hits
+    (`remember`): scoring them embeds nothing and gives the scores of vectors embedded on
+    sight."""
+    from convsparse.integration.vectors import text_key
+
     new = ["Lisbon's trams date from 1873.", "Porto is the second city of Portugal."]
     source = load_reranker(folder, runtime="onnx")
-    whole, windows = source.semantic.embed(new)
+    rows = source.semantic.embed_passages(new)
+    whole = np.stack([r[0] for r in rows])
     assert whole.dtype == np.float16 and whole.shape == (2, source.semantic.dimension)
     assert len(source.semantic) == len(load_reranker(folder, runtime="onnx").semantic)  # not kept
     served = load_reranker(folder, runtime="onnx")
-    served.semantic.put(new, whole, windows)
+    for text, r in zip(new, rows):
+        served.semantic.remember(text_key(text), r)
     before = len(served.semantic)
     got = served.score(CONV, QUERY, new, [2.0, 1.0])
     assert served.semantic.add(new) == 0 and len(served.semantic) == before
     want = load_reranker(folder, runtime="onnx").score(CONV, QUERY, new, [2.0, 1.0])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="window vectors"):
-        served.semantic.put(new, whole)
+        served.semantic.remember(text_key("another passage"), rows[0][:1])
 
 
 def test_loading_the_built_in_bi_encoder_is_quiet(capfd):
