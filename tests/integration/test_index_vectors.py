@@ -150,12 +150,8 @@ CRASHER = textwrap.dedent("""
     from convsparse.integration.backends import embedded_store
     from convsparse.integration.backend import IndexedDocument
     from convsparse.integration.backends.embedded import EmbeddedBackend
-    from convsparse.integration.vectors import DocumentVectors
+    from convsparse.integration.vectors import DocumentVectors, text_key
     from convsparse.termmap import TermMap
-
-    def text_key(text):  # reranking.semantic.text_key, without importing torch
-        import hashlib
-        return hashlib.blake2b(text.encode("utf-8"), digest_size=12).hexdigest()
 
     root, step, at, version = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     seen = {"n": 0}

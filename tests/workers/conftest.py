@@ -215,13 +215,25 @@ def write_jsonl(path: Path, rows) -> Path:
     return path
 
 
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.05):
+    """`predicate()`'s first truthy value, polled until `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError("condition not reached")
+
+
 @pytest.fixture
 def helpers():
     """The helper functions above (tests cannot import conftest under importlib mode)."""
     from types import SimpleNamespace
 
     return SimpleNamespace(make_corpus=make_corpus, write_jsonl=write_jsonl,
-                           settings_for=settings_for, worker_env=worker_env)
+                           settings_for=settings_for, worker_env=worker_env,
+                           wait_for=wait_for)
 
 
 @pytest.fixture

@@ -27,16 +27,6 @@ def cli(args, env):
     return result.exit_code, result.output
 
 
-def wait_for(predicate, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise TimeoutError("condition not reached")
-
-
 def test_killed_submitter_is_reported_not_running_forever(redis_db, helpers, tiny_model_dir,
                                                           tmp_path):
     data = tmp_path / "data"
@@ -50,7 +40,7 @@ def test_killed_submitter_is_reported_not_running_forever(redis_db, helpers, tin
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     store = JobStore.from_url(redis_db)
     try:
-        job = wait_for(lambda: [k.decode().split(":")[2] for k in store.r.keys("convsparse:job:*:sent")])[0]
+        job = helpers.wait_for(lambda: [k.decode().split(":")[2] for k in store.r.keys("convsparse:job:*:sent")])[0]
         code_, out = cli(["jobs", "status", job], env)
         assert code_ == 0 and f"job {job}: running" in out, out
     finally:

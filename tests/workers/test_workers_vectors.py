@@ -4,7 +4,6 @@ it) SIGKILLed mid-task, restarted, and every document ends up with the vectors o
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -14,16 +13,6 @@ from convsparse.workers.submit import run_ingest_job
 pytestmark = pytest.mark.slow
 
 CHUNK, N_DOCS = 20, 80
-
-
-def wait_for(predicate, timeout: float = 120.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise TimeoutError("condition not reached")
 
 
 def test_a_killed_worker_never_leaves_a_document_without_its_vectors(
@@ -58,7 +47,7 @@ def test_a_killed_worker_never_leaves_a_document_without_its_vectors(
         jobs = [k.decode().split(":")[2] for k in store.r.keys("convsparse:job:*:attempts")]
         return next((j for j in jobs if store.done_chunks(j)), None)
 
-    wait_for(one_done, timeout=300)
+    helpers.wait_for(one_done, timeout=300)
     worker.kill()  # SIGKILL, mid-job
     worker.start()
     thread.join(600)
