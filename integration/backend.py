@@ -10,7 +10,9 @@ backends can do is a small protocol of its own, checked with `isinstance`:
 - `SupportsApproximateSearch`: an ANN structure built from the index, searched with
   ``search(..., approximate=...)`` (embedded only; the tuner sweeps its knobs);
 - `SupportsPassageVectors`: the re-ranker's passage vectors stored with the documents
-  (`convsparse.integration.vectors`; every shipped backend).
+  (`convsparse.integration.vectors`; every shipped backend);
+- `SupportsPassageSample`: passage texts spread over the index, from which the re-ranker's BM25
+  features take the searched collection's statistics (every shipped backend).
 """
 
 from __future__ import annotations
@@ -158,6 +160,14 @@ class Backend(Protocol):
 class SupportsDocumentFrequencies(Protocol):
     def document_frequencies(self, name: str, tokens: Iterable[str]) -> dict[str, float]:
         """Fraction of the index's documents whose term map holds each token."""
+        ...
+
+
+@runtime_checkable
+class SupportsPassageSample(Protocol):
+    def passage_sample(self, name: str, limit: int) -> list[str]:
+        """Up to `limit` passages of the index's documents (title and text, as encoded), all of
+        them when it holds no more, else a sample spread over the whole index."""
         ...
 
 
