@@ -13,7 +13,7 @@ from convsparse.errors import UsageError
 
 def _check_source(source: Path, format: str | None):
     """The source format, after checking the path and format (before any model loads)."""
-    from convsparse.integration.sources import check_format, detect_format
+    from convsparse.sources import check_format, detect_format
 
     if not source.exists():
         raise UsageError(f"source {str(source)!r} does not exist; check the path")
@@ -65,7 +65,7 @@ def ingest(
 
             ensure_index(open_backend(settings), index, load_encoder(settings),
                          vectors=rerank_vectors)
-        from convsparse.integration.sources import count_records
+        from convsparse.sources import count_records
         from convsparse.workers.submit import run_ingest_job
 
         status = run_ingest_job(source, index=index, id_field=id_field, text_field=text_field,
@@ -79,7 +79,7 @@ def ingest(
         _exit_for(status.indexed, status.failed + len(status.missing_ids), allow_failures)
         return
     from convsparse.integration.ingestion import ingest as run_ingest
-    from convsparse.integration.sources import count_records, read_records
+    from convsparse.sources import count_records, read_records
 
     be = open_backend(settings)
     _check_index(be, index)  # an invalid name (exit 2) before the model loads

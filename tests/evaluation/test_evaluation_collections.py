@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from convsparse.collections import (
+from convsparse.benchmark_collections import (
     InvalidCollectionError,
     load_collection,
     load_conversations,

@@ -1,7 +1,7 @@
 """`convsparse rewrite`: a standalone rewrite of every user turn, written where the distillation
 teachers read it (the task's `rewrite`).
 
-Input: any conversations file `convsparse.collections.load_conversations` reads (JSONL tasks, one
+Input: any conversations file `convsparse.benchmark_collections.load_conversations` reads (JSONL tasks, one
 per user turn with its history, or CAsT topics). Output: JSONL, every input record kept with all
 its fields and `rewrite` set to the generated text (`rewrite_generator` says which generator; an
 earlier `rewrite` moves to `reference_rewrite`). A turn that fails after retries keeps its record
@@ -22,7 +22,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from convsparse.collections import ConversationTask, load_conversations
+from convsparse.benchmark_collections import ConversationTask, load_conversations
 from convsparse.training.generators.base import GenerationError, Generator, Prompt
 from convsparse.training.generators.cache import GenerationCache, cache_key
 from convsparse.training.generators.prompts import (
