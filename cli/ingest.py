@@ -6,9 +6,19 @@ from pathlib import Path
 
 import typer
 
-from convsparse.cli.options import BackendName, DataDir, Model, Runtime, settings_from
+from convsparse.cli.options import (
+    BackendName,
+    DataDir,
+    IdField,
+    Model,
+    Runtime,
+    SourceFormatOption,
+    TextField,
+    settings_from,
+)
 from convsparse.compose import load_encoder, open_backend
 from convsparse.errors import UsageError
+from convsparse.sources import DEFAULT_ID_FIELD, DEFAULT_TEXT_FIELD
 
 
 def _check_source(source: Path, format: str | None):
@@ -26,10 +36,8 @@ def ingest(
     source: Path = typer.Argument(..., help="JSONL, CSV/TSV or Parquet file."),
     index: str = typer.Option(..., "--index", help="Target index (created for the encoder if missing)."),
     via: str = typer.Option("local", "--via", help="local (this process) or celery (the workers)."),
-    format: str | None = typer.Option(None, "--format",
-                                      help="jsonl, csv, tsv or parquet (default: from the suffix)."),
-    id_field: str = typer.Option("id", "--id-field"),
-    text_field: str = typer.Option("text", "--text-field"),
+    format: SourceFormatOption = None, id_field: IdField = DEFAULT_ID_FIELD,
+    text_field: TextField = DEFAULT_TEXT_FIELD,
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     show_failures: int = typer.Option(10, "--show-failures", help="How many failed records to print."),
     allow_failures: bool = typer.Option(False, "--allow-failures",
