@@ -20,7 +20,8 @@ file, the line and the same reason (``docs.jsonl:3: document 'b': empty text``).
 Checks, each reported with its reason:
 
 - broken JSON line ("line N: not valid JSON (...)") / CSV row, a line that is not a JSON object;
-- invalid UTF-8 (JSONL and CSV are read as bytes and decoded per line, so only that line fails);
+- invalid UTF-8 (JSONL and CSV are read as bytes and decoded per line, so only that line fails;
+  a leading byte-order mark is skipped);
 - what a record itself must be (id, text, `max_text_chars`, JSON-able fields) is the
   `SourceRecord` model's rule (`convsparse/documents.py`), applied here once per record;
 - a duplicate id within the source: the first occurrence wins, later ones are rejected
@@ -280,7 +281,8 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, object]]:
             if not raw.strip():
                 continue  # blank lines (a trailing newline) are not records
             try:
-                line = raw.decode("utf-8")
+                # a byte-order mark (Windows tools write one) is not part of the first record
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as e:
                 rid = _guess_id(raw.decode("utf-8", errors="replace"))
                 yield lineno, RecordError(lineno, rid, f"invalid UTF-8 at byte {e.start}: {e.reason}")
@@ -314,7 +316,7 @@ def _csv_rows(path: Path, *, delimiter: str) -> Iterator[tuple[int, object]]:
     # the length check is left to the validator (which reports it per record).
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     with path.open("rb") as fb:
-        text = io.TextIOWrapper(fb, encoding="utf-8", errors="surrogateescape", newline="")
+        text = io.TextIOWrapper(fb, encoding="utf-8-sig", errors="surrogateescape", newline="")
         reader = csv.DictReader(text, delimiter=delimiter)
         while True:
             try:
