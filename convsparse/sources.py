@@ -124,7 +124,7 @@ def check_format(format: str | None) -> SourceFormat | None:
 
     if format is not None and format not in FORMATS:
         raise UnsupportedSourceError(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
-    return format  # type: ignore[return-value]
+    return format
 
 
 def count_records(path: str | Path, format: SourceFormat | None = None) -> int | None:
@@ -133,9 +133,9 @@ def count_records(path: str | Path, format: SourceFormat | None = None) -> int |
     path = Path(path)
     fmt = format or detect_format(path)
     if fmt == "parquet":
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
-        return pq.ParquetFile(path).metadata.num_rows
+        return int(pq.ParquetFile(path).metadata.num_rows)
     n, last = 0, b"\n"
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -163,7 +163,7 @@ def read_records(
     """
     validator = _RecordValidator(id_field, text_field, fields, max_text_chars)
     unit = "item"
-    if is_path_source(source):
+    if isinstance(source, (str, Path)):
         path = Path(source)
         fmt = format or detect_format(path)
         unit = "row" if fmt == "parquet" else "line"
