@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no data at {args.data}", file=sys.stderr)
         return 2
 
-    from convsparse.collections import load_collection
+    from convsparse.benchmark_collections import load_collection
     from convsparse.encoders.loading import load_student
     from convsparse.evaluation.metrics import compute_metrics, latency_summary
     from convsparse.integration.backends.embedded import EmbeddedBackend

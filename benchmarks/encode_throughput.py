@@ -80,17 +80,13 @@ if not CORPUS.exists():
 
 
 def load_passages(n: int) -> list[tuple[str, str]]:
-    """(id, text-to-encode) of the first `n` passages (`document_text`: the one rule)."""
-    from convsparse.documents import document_text
+    """(id, text-to-encode) of the first `n` passages (`document_text`: the one rule), read by
+    the one document reader."""
+    from itertools import islice
 
-    out = []
-    with open(CORPUS, encoding="utf-8") as f:
-        for line in f:
-            if len(out) >= n:
-                break
-            rec = json.loads(line)
-            out.append((str(rec["id"]), document_text(rec.get("title"), str(rec["text"]))))
-    return out
+    from convsparse.sources import read_documents
+
+    return [(r.id, r.encoded_text) for r in islice(read_documents(CORPUS), n)]
 
 
 def sync(device: str) -> None:

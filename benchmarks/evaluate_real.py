@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
 
-    from convsparse.collections import load_collection
+    from convsparse.benchmark_collections import load_collection
     from convsparse.evaluation.harness import compare, index_corpus, tasks_for
     from convsparse.evaluation.tuning import PruningTuner
 

@@ -220,6 +220,7 @@ def _vectors(args, source: Path, encoder, settings, tmp: Path) -> dict:
     from convsparse.integration.backends.embedded import EmbeddedBackend
     from convsparse.integration.ingestion import ensure_index
     from convsparse.integration.vectors import load_embedder
+    from convsparse.sources import read_documents
     from convsparse.workers.submit import run_ingest_job, run_local_ingest
 
     embedder = load_embedder()
@@ -241,8 +242,7 @@ def _vectors(args, source: Path, encoder, settings, tmp: Path) -> dict:
     # the two models' stages back to back on the same passages, round after round: a ratio a
     # load change during the run (other processes on the machine) cannot skew the way it can
     # skew whole runs minutes apart
-    rows = [json.loads(line) for line in source.read_text().splitlines()]
-    texts = [f"{r['title']}\n{r['text']}" for r in rows[:64]]
+    texts = [r.encoded_text for r in read_documents(source)[:64]]
     stage_ratios, encode_s, embed_s = [], [], []
     for _ in range(args.repeats * 2):
         t0 = time.perf_counter()
@@ -267,8 +267,8 @@ def _vectors(args, source: Path, encoder, settings, tmp: Path) -> dict:
     assert len(queue_backend.passage_vectors("queue-vectors", ids)) == args.docs
     plain, withv = (statistics.median(runs[k]) for k in ("term maps only", "term maps + vectors"))
     slowdown = plain / withv
-    pieces = [len(embedder.semantic.model.tokenizer(json.loads(line)["text"], verbose=False)["input_ids"])
-              for line in source.read_text().splitlines()]
+    pieces = [len(embedder.semantic.model.tokenizer(r.text, verbose=False)["input_ids"])
+              for r in read_documents(source)]
     result = {
         "benchmark": "ingest_throughput_vectors", "model": args.model,
         "encoder_fingerprint": encoder.fingerprint, "vectors": embedder.spec.to_dict(),

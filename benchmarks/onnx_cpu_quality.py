@@ -59,7 +59,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from convsparse.collections import Collection, load_collection
+    from convsparse.benchmark_collections import Collection, load_collection
     from convsparse.encoders.loading import load_student
     from convsparse.evaluation.harness import evaluate_term_maps, temporary_backend
     from convsparse.integration.backend import IndexedDocument

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from ranx import Qrels, Run, compare
 
-    from convsparse.collections import load_collection
+    from convsparse.benchmark_collections import load_collection
     from convsparse.encoders.loading import load_student
     from convsparse.evaluation.metrics import compute_metrics, latency_summary, per_query_metric
     from convsparse.reranking import load_reranker

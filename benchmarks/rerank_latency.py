@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from convsparse.collections import load_collection
+    from convsparse.benchmark_collections import load_collection
     from convsparse.evaluation.metrics import latency_summary
     from convsparse.reranking import load_reranker
     from convsparse.reranking.labels import read_labels

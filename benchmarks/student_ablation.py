@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from ranx import Qrels, Run, compare
 
-    from convsparse.collections import load_collection
+    from convsparse.benchmark_collections import load_collection
     from convsparse.encoders.loading import load_student
     from convsparse.evaluation.bm25 import BM25
     from convsparse.evaluation.flops import TermStats, flops

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     from scipy.stats import ttest_rel
     from student_gate_cv import rich_gate_class
 
-    from convsparse.collections import load_collection
+    from convsparse.benchmark_collections import load_collection
     from convsparse.encoders.anchored import ExpansionGate
     from convsparse.encoders.loading import load_student, shipped_student_dir
     from convsparse.evaluation.metrics import per_query_metric

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from scipy.stats import ttest_rel
 
-    from convsparse.collections import load_collection
+    from convsparse.benchmark_collections import load_collection
     from convsparse.encoders.anchored import ExpansionGate
     from convsparse.encoders.loading import load_student, shipped_student_dir
     from convsparse.evaluation.metrics import per_query_metric

@@ -11,7 +11,16 @@ from pathlib import Path
 
 import typer
 
-from convsparse.cli.options import Device, Model, Runtime, settings_from
+from convsparse.cli.options import (
+    Device,
+    IdField,
+    Model,
+    Runtime,
+    SourceFormatOption,
+    TextField,
+    settings_from,
+)
+from convsparse.sources import DEFAULT_ID_FIELD, DEFAULT_TEXT_FIELD
 
 
 def export(
@@ -28,68 +37,42 @@ def export(
     typer.echo(json.dumps(report.to_json(), indent=2))
 
 
-def _read_documents(path: Path) -> tuple[list[str], list[str]]:
-    """JSONL ({"id", "text"[, "title"]}, encoded as `document_text` says) or plain text (one
-    document a line)."""
-    from convsparse.documents import document_text
-
-    ids, texts = [], []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        if path.suffix in (".jsonl", ".json") and line.lstrip().startswith("{"):
-            rec = json.loads(line)
-            text = document_text(rec.get("title"), str(rec.get("text") or ""))
-            ids.append(str(rec.get("id", n)))
-            texts.append(text)
-        else:
-            ids.append(str(n))
-            texts.append(line)
-    return ids, texts
-
-
-def _read_conversations(path: Path) -> tuple[list[str], list]:
-    """A conversation ([{role, text}, ...] or {"id", "turns"}), a list of them, or JSONL."""
-    raw = path.read_text(encoding="utf-8")
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError:
-        data = [json.loads(line) for line in raw.splitlines() if line.strip()]
-    if isinstance(data, dict) or (isinstance(data, list) and data and isinstance(data[0], dict)
-                                  and "role" in data[0]):
-        data = [data]
-    ids = [str(c.get("id", i)) if isinstance(c, dict) else str(i) for i, c in enumerate(data)]
-    return ids, data
-
-
 def encode(
     documents: Path | None = typer.Option(None, "--documents", exists=True, dir_okay=False,
-                                             help="JSONL {id, text} or a text file (one a line)."),
+                                             help="A document file as `convsparse ingest` reads "
+                                                  "it: JSONL, CSV/TSV or Parquet."),
     conversation: Path | None = typer.Option(None, "--conversation", exists=True, dir_okay=False,
-                                                help="A conversation JSON (or a list / JSONL of them)."),
+                                                help="A conversation file: .json (one conversation "
+                                                     "or a list of them) or .jsonl (one a line)."),
+    format: SourceFormatOption = None, id_field: IdField = DEFAULT_ID_FIELD,
+    text_field: TextField = DEFAULT_TEXT_FIELD,
     model: Model = None, runtime: Runtime = None, device: Device = None,
     top: int | None = typer.Option(None, "--top", min=1, help="Keep only the top N terms in the output."),
     out: Path | None = typer.Option(None, "--out", help="Write the JSON here (default: stdout)."),
 ) -> None:
-    """Encode documents or conversations into term maps (JSON)."""
+    """Encode documents or conversations into term maps (JSON).
+
+    Every document and conversation is checked before the model loads; the first bad one is
+    an error (exit 2) naming the file, the line and the reason."""
     from convsparse.compose import load_encoder
-    from convsparse.errors import InvalidConversationError
+    from convsparse.conversation_files import read_conversation_file
+    from convsparse.sources import check_format, read_documents
 
     if (documents is None) == (conversation is None):
         raise typer.BadParameter("pass exactly one of --documents or --conversation")
+    if documents is not None:
+        records = read_documents(documents, id_field=id_field, text_field=text_field,
+                                 format=check_format(format))
+        ids = [r.id for r in records]
+    else:
+        convs = read_conversation_file(conversation)
+        ids = [c.id for c in convs]
     settings = settings_from(model=model, runtime=runtime, device=device)
     student = load_encoder(settings)
-    try:
-        if documents is not None:
-            ids, texts = _read_documents(documents)
-            batch = student.encode_documents(texts, ids=ids)
-        else:
-            ids, convs = _read_conversations(conversation)
-            batch = student.encode_conversations(convs, ids=ids)
-    except InvalidConversationError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+    if documents is not None:
+        batch = student.encode_documents([r.encoded_text for r in records], ids=ids)
+    else:
+        batch = student.encode_conversations([c.turns for c in convs], ids=ids)
     payload = {
         "fingerprint": batch.fingerprint,
         "runtime": student.runtime,

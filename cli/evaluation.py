@@ -16,7 +16,7 @@ _DIR_HELP = "Collection folder: corpus.jsonl|tsv, conversations.jsonl, qrels.tsv
 
 
 def _collection(path: str, limit: int | None = None):
-    from convsparse.collections import load_collection, sample_collection
+    from convsparse.benchmark_collections import load_collection, sample_collection
 
     col = sample_collection() if path == "sample" else load_collection(path)
     return col.subset(limit=limit, judged_only=bool(col.qrels)) if limit else col

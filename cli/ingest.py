@@ -6,14 +6,24 @@ from pathlib import Path
 
 import typer
 
-from convsparse.cli.options import BackendName, DataDir, Model, Runtime, settings_from
+from convsparse.cli.options import (
+    BackendName,
+    DataDir,
+    IdField,
+    Model,
+    Runtime,
+    SourceFormatOption,
+    TextField,
+    settings_from,
+)
 from convsparse.compose import load_encoder, open_backend
 from convsparse.errors import UsageError
+from convsparse.sources import DEFAULT_ID_FIELD, DEFAULT_TEXT_FIELD
 
 
 def _check_source(source: Path, format: str | None):
     """The source format, after checking the path and format (before any model loads)."""
-    from convsparse.integration.sources import check_format, detect_format
+    from convsparse.sources import check_format, detect_format
 
     if not source.exists():
         raise UsageError(f"source {str(source)!r} does not exist; check the path")
@@ -26,10 +36,8 @@ def ingest(
     source: Path = typer.Argument(..., help="JSONL, CSV/TSV or Parquet file."),
     index: str = typer.Option(..., "--index", help="Target index (created for the encoder if missing)."),
     via: str = typer.Option("local", "--via", help="local (this process) or celery (the workers)."),
-    format: str | None = typer.Option(None, "--format",
-                                      help="jsonl, csv, tsv or parquet (default: from the suffix)."),
-    id_field: str = typer.Option("id", "--id-field"),
-    text_field: str = typer.Option("text", "--text-field"),
+    format: SourceFormatOption = None, id_field: IdField = DEFAULT_ID_FIELD,
+    text_field: TextField = DEFAULT_TEXT_FIELD,
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     show_failures: int = typer.Option(10, "--show-failures", help="How many failed records to print."),
     allow_failures: bool = typer.Option(False, "--allow-failures",
@@ -65,7 +73,7 @@ def ingest(
 
             ensure_index(open_backend(settings), index, load_encoder(settings),
                          vectors=rerank_vectors)
-        from convsparse.integration.sources import count_records
+        from convsparse.sources import count_records
         from convsparse.workers.submit import run_ingest_job
 
         status = run_ingest_job(source, index=index, id_field=id_field, text_field=text_field,
@@ -79,7 +87,7 @@ def ingest(
         _exit_for(status.indexed, status.failed + len(status.missing_ids), allow_failures)
         return
     from convsparse.integration.ingestion import ingest as run_ingest
-    from convsparse.integration.sources import count_records, read_records
+    from convsparse.sources import count_records, read_records
 
     be = open_backend(settings)
     _check_index(be, index)  # an invalid name (exit 2) before the model loads

@@ -22,6 +22,13 @@ BackendName = Annotated[str | None, typer.Option(
 DataDir = Annotated[Path | None, typer.Option(
     "--data-dir", help="Embedded backend folder (default: CONVSPARSE_DATA_DIR).")]
 
+SourceFormatOption = Annotated[str | None, typer.Option(
+    "--format", help="jsonl, csv, tsv or parquet (default: from the suffix).")]
+IdField = Annotated[str, typer.Option(
+    "--id-field", help="The field holding each document's id.")]
+TextField = Annotated[str, typer.Option(
+    "--text-field", help="The field holding each document's text.")]
+
 
 def settings_from(**options: object) -> Settings:
     """`Settings` from the environment, with every option the user passed (not None) on top."""
@@ -41,4 +48,5 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-__all__ = ["BackendName", "DataDir", "Device", "Model", "Runtime", "fail", "settings_from"]
+__all__ = ["BackendName", "DataDir", "Device", "IdField", "Model", "Runtime", "SourceFormatOption", "TextField",
+           "fail", "settings_from"]

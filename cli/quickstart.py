@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -28,29 +27,23 @@ def quickstart(
     The sample index is kept and reused on the next run when it was built by the same encoder
     (same fingerprint) and holds the whole sample corpus; the ONNX export is cached too."""
     import time
-    from importlib import resources
 
     from rich.console import Console
     from rich.markup import escape
 
+    from convsparse.benchmark_collections import sample_collection
     from convsparse.integration.backends.embedded import EmbeddedBackend
     from convsparse.integration.client import ConversationalSearch
     from convsparse.pruning import PruningPolicy
     from convsparse.terminal import printable
 
     console = Console()
-    sample = resources.files("convsparse") / "sample_data"
-
-    def jsonl(name: str) -> list[dict]:
-        lines = (sample / name).read_text(encoding="utf-8").splitlines()
-        return [json.loads(ln) for ln in lines if ln.strip()]
-
-    corpus, convs = jsonl("corpus.jsonl"), jsonl("conversations.jsonl")
+    sample = sample_collection()
     # the multi-turn ones show what conversational search is for: longest context first
-    convs = sorted(convs, key=lambda c: -len(c["turns"]))
+    convs = sorted(sample.conversations, key=lambda c: -len(c.turns))
     picked, seen = [], set()
     for c in convs:
-        key = c.get("conversation_id", c["id"])
+        key = c.conversation_id or c.id
         if key not in seen:
             picked.append(c)
             seen.add(key)
@@ -62,21 +55,21 @@ def quickstart(
     backend = EmbeddedBackend(data_dir)
     client = ConversationalSearch("quickstart", encoder=encoder, backend=backend,
                                   pruning=PruningPolicy(top_k=64), rescore_window=20)
-    if not fresh and _reusable(backend, encoder, len(corpus)):
+    if not fresh and _reusable(backend, encoder, len(sample.corpus)):
         console.print(f"reusing the sample index in {data_dir / 'quickstart'} (same encoder; "
                       f"--fresh re-indexes)")
     else:
         backend.delete_index("quickstart", missing_ok=True)
-        report = client.index_documents(corpus, progress=True)
+        report = client.index_documents(sample.source_records(), progress=True)
         console.print(f"indexed {report.indexed} passages into {data_dir / 'quickstart'} "
                       f"in {report.elapsed_s:.1f} s ({report.n_failed} failed)")
-    client.search(picked[0]["turns"], k)  # warm-up (first inference call)
+    client.search(list(picked[0].turns), k)  # warm-up (first inference call)
     for conv in picked[:conversations]:
-        console.rule(f"conversation {conv['id']}")
-        for turn in conv["turns"]:
-            console.print(f"[bold]{escape(printable(turn['role']))}:[/] "
-                          f"{escape(printable(turn['text']))}", highlight=False)
-        print_hits(client.search(conv["turns"], k))
+        console.rule(f"conversation {conv.id}")
+        for turn in conv.turns:
+            console.print(f"[bold]{escape(printable(turn.role))}:[/] "
+                          f"{escape(printable(turn.text))}", highlight=False)
+        print_hits(client.search(list(conv.turns), k))
 
 
 def _reusable(backend, encoder, n_docs: int) -> bool:

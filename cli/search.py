@@ -5,85 +5,70 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TextIO
 
 import typer
 
 from convsparse.cli.options import BackendName, DataDir, Model, Runtime, settings_from
 from convsparse.compose import open_backend
+from convsparse.conversation import Turn
+from convsparse.conversation_files import FileConversation, conversations_from_json, read_conversation_file
 from convsparse.errors import UsageError
 
 CONVERSATION_HELP = ("JSON text (a turn list, {\"turns\": [...]}, OpenAI-style {\"messages\": [...]}, or a "
                      "\"quoted string\" = one user turn), @FILE, - (stdin), or the path of an "
-                     "existing .json/.jsonl file (.jsonl: its first line).")
+                     "existing file holding one conversation (.json: one JSON document; "
+                     ".jsonl: one conversation a line).")
 
 
-def _load_json(text: str, source: str) -> Any:
+def _one(conversations: list[FileConversation], where: str) -> list[Turn]:
+    if len(conversations) != 1:
+        raise UsageError(f"{where} holds {len(conversations)} conversations; search takes one "
+                         "(`convsparse encode --conversation` takes many)")
+    return conversations[0].turns
+
+
+def _from_file(path: Path) -> list[Turn]:
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UsageError(f"{source} is not valid JSON ({e.msg} at line {e.lineno} column "
-                         f"{e.colno})") from None
-    except RecursionError:
-        raise UsageError(f"{source} is nested too deeply to be a conversation") from None
-
-
-def _read_file(path: Path, source: str) -> str:
-    try:
-        data = path.read_bytes()
+        return _one(read_conversation_file(path), str(path))
     except OSError as e:
-        raise UsageError(f"cannot read {source}: {e.strerror or e}") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise UsageError(f"{source} is not UTF-8 (invalid byte at offset {e.start}); save it as "
-                         f"UTF-8, e.g. `iconv -f latin1 -t utf-8`") from None
-    if path.suffix == ".jsonl":
-        text = next((ln for ln in text.splitlines() if ln.strip()), "")
-    return text
+        raise UsageError(f"cannot read --conversation file {str(path)!r}: {e.strerror or e}") from None
 
 
-def read_conversation(value: str, *, stdin=None) -> Any:
+def read_conversation(value: str, *, stdin: TextIO | None = None) -> list[Turn]:
     """`--conversation`, explicitly one of: JSON text, ``@FILE``, ``-`` (stdin), or the path of
-    an existing file. Anything else is a `UsageError`, never searched as literal text (a
-    mistyped file name must not become a query). The JSON must be a list, an object or a
-    string (`parse_conversation` checks the rest)."""
+    an existing file, read by `convsparse.conversation_files` and validated. Anything else is a
+    `UsageError`, never searched as literal text (a mistyped file name must not become a
+    query)."""
     import sys
 
     stripped = value.strip()
     if stripped == "-":
-        text, source = (stdin or sys.stdin).read(), "--conversation - (stdin)"
-    elif stripped.startswith("@"):
+        text = (stdin or sys.stdin).read()
+        return _one(conversations_from_json(text, where="--conversation - (stdin)"), "stdin")
+    if stripped.startswith("@"):
         path = Path(stripped[1:])
         if not path.is_file():
             raise UsageError(f"--conversation {stripped}: no such file {str(path)!r}")
-        text, source = _read_file(path, f"--conversation file {str(path)!r}"), f"file {str(path)!r}"
-    elif stripped[:1] in ("[", "{", '"'):
-        text, source = stripped, "--conversation"
-    else:
-        path = Path(stripped)
-        try:
-            is_file = path.is_file()
-        except (OSError, ValueError):
-            is_file = False
-        if is_file:
-            text, source = _read_file(path, f"--conversation file {str(path)!r}"), f"file {str(path)!r}"
-        else:
-            try:
-                json.loads(stripped)
-                kind = "a JSON " + ("number" if stripped[:1] in "-0123456789" else "literal")
-            except (json.JSONDecodeError, RecursionError):
-                kind = "neither JSON nor an existing file"
-            hint = ("; to search for plain text, quote it as JSON: -c '\"your question\"'"
-                    if kind.startswith("neither") else "")
-            raise UsageError(f"--conversation {value!r} is {kind}; pass JSON text, @FILE, - "
-                             f"(stdin) or the path of an existing file{hint}")
-    conv = _load_json(text.strip(), source)
-    if not isinstance(conv, (list, dict, str)):
-        kind = {type(None): "null", bool: "boolean", int: "number", float: "number"}.get(type(conv), "value")
-        raise UsageError(f"{source} holds a JSON {kind}, not a conversation; pass a turn list, "
-                         f"{{\"turns\": [...]}} or a \"quoted string\"")
-    return conv
+        return _from_file(path)
+    if stripped[:1] in ("[", "{", '"'):
+        return _one(conversations_from_json(stripped, where="--conversation"), "--conversation")
+    path = Path(stripped)
+    try:
+        is_file = path.is_file()
+    except (OSError, ValueError):
+        is_file = False
+    if is_file:
+        return _from_file(path)
+    try:
+        json.loads(stripped)
+        kind = "a JSON " + ("number" if stripped[:1] in "-0123456789" else "literal")
+    except (json.JSONDecodeError, RecursionError):
+        kind = "neither JSON nor an existing file"
+    hint = ("; to search for plain text, quote it as JSON: -c '\"your question\"'"
+            if kind.startswith("neither") else "")
+    raise UsageError(f"--conversation {value!r} is {kind}; pass JSON text, @FILE, - "
+                     f"(stdin) or the path of an existing file{hint}")
 
 
 def print_hits(result, *, title: str = "", snippet_chars: int = 90) -> None:

@@ -72,8 +72,8 @@ _LAZY = {
     "SourceRecord": "convsparse.documents",
     "document_text": "convsparse.documents",
     "TermMap": "convsparse.termmap",
-    "load_collection": "convsparse.collections",
-    "sample_collection": "convsparse.collections",
+    "load_collection": "convsparse.benchmark_collections",
+    "sample_collection": "convsparse.benchmark_collections",
     **dict.fromkeys(_ERRORS, "convsparse.errors"),
 }
 

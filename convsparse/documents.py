@@ -5,7 +5,7 @@ it is encoded from.
 non-blank string text within `max_text_chars`, JSON-able stored fields), so nothing downstream
 checks it again. `SourceRecord.parse(row, ...)` reads one source row (the id and text under the
 source's own field names) and raises `InvalidDocumentError` naming the record and the reason;
-`integration/sources.py` turns that into a per-record report and reads on.
+`convsparse/sources.py` turns that into a per-record report and reads on.
 
 `document_text(title, text)` is the only place that decides what an encoder reads for a
 document: the title, a newline, then the text (the text alone when there is no title). Every

@@ -44,22 +44,32 @@ class InvalidTermMapError(ConvsparseError, ValueError):
 
 
 class InvalidConversationError(ConvsparseError, ValueError):
-    """A conversation cannot be turned into student input."""
+    """A conversation cannot be turned into student input. `where` names the file (and line)
+    it was read from (``conv.jsonl:3``), when it was read from one."""
 
-    def __init__(self, reason: str, *, record_id: str | None = None):
+    def __init__(self, reason: str, *, record_id: str | None = None, where: str | None = None):
         self.reason = reason
         self.record_id = record_id
-        where = f"conversation {record_id!r}: " if record_id is not None else "conversation: "
-        super().__init__(f"{where}{reason}")
+        self.where = where
+        what = f"conversation {record_id!r}: " if record_id is not None else "conversation: "
+        if where is not None:
+            what = f"{where}: " + (what if record_id is not None else "")
+        super().__init__(f"{what}{reason}")
 
 
 class InvalidDocumentError(ConvsparseError, ValueError):
-    """A source record cannot be indexed (missing id, empty text, bad encoding...)."""
+    """A source record cannot be indexed (missing id, empty text, bad encoding...). `where`
+    names the file and line (``docs.jsonl:3``) when the record was read from one."""
 
-    def __init__(self, reason: str, *, record_id: str | None = None):
+    def __init__(self, reason: str, *, record_id: str | None = None, where: str | None = None):
         self.reason = reason
         self.record_id = record_id
-        super().__init__(f"document {record_id!r}: {reason}")
+        self.where = where
+        if where is None:
+            super().__init__(f"document {record_id!r}: {reason}")
+        else:
+            what = f"document {record_id!r}: " if record_id is not None else ""
+            super().__init__(f"{where}: {what}{reason}")
 
 
 class InvalidCollectionError(ConvsparseError, ValueError):

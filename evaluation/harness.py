@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from convsparse.collections import Collection, ConversationTask
+from convsparse.benchmark_collections import Collection, ConversationTask
 from convsparse.evaluation.bm25 import BM25
 from convsparse.evaluation.flops import TermStats, flops
 from convsparse.evaluation.metrics import DEFAULT_METRICS, Run, compute_metrics, latency_summary

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from convsparse.collections import ConversationTask
+from convsparse.benchmark_collections import ConversationTask
 from convsparse.errors import BackendError, TooManyClausesError
 from convsparse.evaluation.flops import TermStats, flops
 from convsparse.evaluation.harness import query_for

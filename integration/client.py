@@ -369,7 +369,7 @@ class ConversationalSearch:
         the re-ranker's passage vectors with the term maps (so searches re-rank by default)
         unless `rerank_vectors` is False (None: ``Settings().rerank_vectors``)."""
         from convsparse.integration.ingestion import ingest
-        from convsparse.integration.sources import read_records
+        from convsparse.sources import read_records
 
         limit = DEFAULT_MAX_TEXT_CHARS if max_text_chars is None else int(max_text_chars)
         try:

@@ -35,7 +35,6 @@ from convsparse.integration.backend import (
     IndexInfo,
     SupportsPassageVectors,
 )
-from convsparse.integration.sources import RecordError
 from convsparse.integration.vectors import (
     DocumentVectors,
     PassageEmbedder,
@@ -44,6 +43,7 @@ from convsparse.integration.vectors import (
     default_spec,
     load_embedder,
 )
+from convsparse.sources import RecordError
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from convsparse.collections import ConversationTask
+from convsparse.benchmark_collections import ConversationTask
 from convsparse.termmap import TermMap
 
 

@@ -48,7 +48,7 @@ def make_labels(cfg: RerankConfig, log: Callable[[str], None] = print):
     """(train labels, validation labels, the collection, every labelled turn's conversation by
     task id): labels read from ``<output_dir>/labels.jsonl`` when present, else generated
     (first stage + teacher)."""
-    from convsparse.collections import load_collection
+    from convsparse.benchmark_collections import load_collection
     from convsparse.encoders.loading import load_student
     from convsparse.settings import get_settings
     from convsparse.training.expansion import (

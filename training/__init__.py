@@ -1,7 +1,7 @@
 """Distillation of the conversational student, one concept per module:
 
 - `config`: `DistillConfig` (YAML/JSON);
-- `data`: corpus, conversation tasks, held-out split (read through `convsparse.collections`);
+- `data`: corpus, conversation tasks, held-out split (read through `convsparse.benchmark_collections`);
 - `teachers/`: one file per teacher and the `TEACHERS` registry;
 - `fusion`: averaging z-normalised teacher runs;
 - `candidates`: sampling candidates per turn and the typed `CandidateBatch`;

@@ -1,6 +1,6 @@
 """Distillation data: the corpus (as `document_text` gives each passage), the conversation
 tasks with their positives, and the held-out split. Reading goes through
-`convsparse.collections`, the same loaders evaluation uses."""
+`convsparse.benchmark_collections`, the same loaders evaluation uses."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from convsparse.collections import load_conversations, load_corpus
+from convsparse.benchmark_collections import load_conversations, load_corpus
 from convsparse.conversation import Turn
 from convsparse.training.config import ConversationSource
 
@@ -36,7 +36,7 @@ def trec_safe_id(s: str) -> str:
 
 def load_passage_texts(path: str | Path) -> dict[str, str]:
     """{passage id: the text encoders and teachers read (`Passage.encoded_text`)} of the corpus
-    at `path` (`convsparse.collections.load_corpus` reads the `Passage` values)."""
+    at `path` (`convsparse.benchmark_collections.load_corpus` reads the `Passage` values)."""
     return {pid: p.encoded_text for pid, p in load_corpus(path).items()}
 
 

@@ -33,7 +33,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
-from convsparse.collections import ConversationTask, load_collection, load_conversations
+from convsparse.benchmark_collections import ConversationTask, load_collection, load_conversations
 from convsparse.encoders.anchored import VIEWS, AnchoredStudent, ExpansionGate
 from convsparse.evaluation.metrics import compute_metrics
 from convsparse.settings import get_settings

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from convsparse.collections import load_qrels
+from convsparse.benchmark_collections import load_qrels
 from convsparse.encoders.student import SpladeStudent, pad_batch, resolve_device
 from convsparse.evaluation.flops import TermStats, flops
 from convsparse.evaluation.metrics import compute_metrics, read_trec_run, write_trec_run

@@ -2,7 +2,7 @@
 
 `run_ingest_job(source, index=..., settings=...)`:
 
-1. reads the source with `convsparse.integration.sources.read_records`; rejected records go
+1. reads the source with `convsparse.sources.read_records`; rejected records go
    straight to the job's dead-letter report (they never reach a worker);
 2. cuts the valid records into chunks of at most `chunk_size` documents and `max_chunk_chars`
    characters (a few MB per message: pass small batches through the broker, not megabytes);
@@ -47,8 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from convsparse.documents import DEFAULT_MAX_TEXT_CHARS
-from convsparse.integration.sources import RecordError, is_path_source, read_records
 from convsparse.redaction import mask_secrets
+from convsparse.sources import RecordError, is_path_source, read_records
 from convsparse.workers.jobs import DeadLetter, JobStatus, JobStore
 from convsparse.workers.target import IngestTarget
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from convsparse.collections import sample_collection
+from convsparse.benchmark_collections import sample_collection
 from convsparse.evaluation.harness import index_corpus
 from convsparse.evaluation.tuning import PruningTuner
 

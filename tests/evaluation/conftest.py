@@ -74,7 +74,7 @@ def memory_backend():
 
 @pytest.fixture(scope="session")
 def sample():
-    from convsparse.collections import sample_collection
+    from convsparse.benchmark_collections import sample_collection
 
     return sample_collection()
 

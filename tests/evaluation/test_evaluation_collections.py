@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from convsparse.collections import (
+from convsparse.benchmark_collections import (
     InvalidCollectionError,
     load_collection,
     load_conversations,
@@ -75,7 +75,7 @@ def test_speaker_aliases_and_standalone_queries(tmp_path):
 
 
 @pytest.mark.parametrize("content, needle", [
-    ('{"id": "x"}\n', "needs an id"),
+    ('{"id": "x"}\n', "document 'x': missing text field 'text'"),
     ("not json\n", "not valid JSON"),
 ])
 def test_bad_corpus_lines_name_the_line(tmp_path, content, needle):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from convsparse.collections import Collection, ConversationTask, Passage
+from convsparse.benchmark_collections import Collection, ConversationTask, Passage
 from convsparse.conversation import Turn
 from convsparse.evaluation.harness import (
     BM25Baseline,

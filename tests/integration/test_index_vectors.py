@@ -326,9 +326,9 @@ def test_a_writer_of_other_vectors_is_refused_before_anything_is_written(vector_
                                                                          tiny_student,
                                                                          tiny_model_dir):
     from convsparse.integration.ingestion import encode_and_upsert
-    from convsparse.integration.sources import read_records
     from convsparse.integration.vectors import PassageEmbedder
     from convsparse.reranking.reranker import new_reranker
+    from convsparse.sources import read_records
 
     other = PassageEmbedder(new_reranker(tiny_model_dir, cross_encoder=False, semantic="minilm",
                                          semantic_window=64).semantic)

@@ -27,8 +27,8 @@ def env(monkeypatch, tmp_path, tiny_model_dir):
 
 
 def test_every_entry_point_encodes_the_same_text(env, tiny_student):
+    from convsparse.benchmark_collections import load_collection
     from convsparse.cli import app
-    from convsparse.collections import load_collection
     from convsparse.documents import document_text
     from convsparse.evaluation.harness import index_corpus
     from convsparse.integration.backends.embedded import EmbeddedBackend

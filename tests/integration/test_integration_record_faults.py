@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from convsparse.integration.backends.embedded import EmbeddedBackend
 from convsparse.integration.ingestion import ingest
-from convsparse.integration.sources import RecordError, read_records
+from convsparse.sources import RecordError, read_records
 
 #: the issue's 4 KB line: 1,000 nested lists in a stored field
 DEEP_LINE = '{"id":"deep","text":"t","m":' + "[" * 1000 + "]" * 1000 + "}"

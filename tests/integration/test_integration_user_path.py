@@ -241,7 +241,7 @@ def test_ingest_report_keeps_line_numbers_and_says_not_valid_json(env, tmp_path)
 
 
 def test_ingest_progress_bar_has_a_total(env, tmp_path):
-    from convsparse.integration.sources import count_records
+    from convsparse.sources import count_records
 
     src = tmp_path / "docs.jsonl"
     src.write_text('{"id": "a", "text": "Lisbon"}\n\n{"id": "b", "text": "Porto"}', encoding="utf-8")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from convsparse.collections import sample_collection
+from convsparse.benchmark_collections import sample_collection
 from convsparse.evaluation.harness import index_corpus
 from convsparse.evaluation.tuning import PruningTuner
 from convsparse.integration.backends.embedded import EmbeddedBackend

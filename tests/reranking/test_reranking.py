@@ -175,7 +175,7 @@ def test_a_failing_or_slow_reranker_falls_back_to_first_stage_order(client_parts
 def test_labels_round_trip(tiny_student, tmp_path):
     import scipy.sparse as sp
 
-    from convsparse.collections import load_collection
+    from convsparse.benchmark_collections import load_collection
     from convsparse.training.expansion import encode_texts_csr
 
     col = load_collection(SAMPLE)

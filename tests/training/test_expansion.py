@@ -32,7 +32,7 @@ def test_term_space_loss_is_the_mean_squared_distance():
 
 
 def test_teacher_text_prefers_search_queries_then_rewrite():
-    from convsparse.collections import ConversationTask
+    from convsparse.benchmark_collections import ConversationTask
     from convsparse.conversation import Turn
     from convsparse.training.expansion import teacher_text
 
@@ -46,7 +46,7 @@ def test_teacher_text_prefers_search_queries_then_rewrite():
 
 @pytest.mark.slow
 def test_anchored_recipe_end_to_end_on_the_sample(tiny_model_dir, tmp_path, monkeypatch):
-    from convsparse.collections import SAMPLE_DIR
+    from convsparse.benchmark_collections import SAMPLE_DIR
     from convsparse.encoders.anchored import AnchoredStudent
     from convsparse.encoders.loading import load_student
     from convsparse.training.config import load_config

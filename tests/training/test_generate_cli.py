@@ -7,8 +7,8 @@ import json
 
 from typer.testing import CliRunner
 
+from convsparse.benchmark_collections import load_conversations
 from convsparse.cli import app
-from convsparse.collections import load_conversations
 from convsparse.training.generators.fake_endpoint import FakeChatServer, Script
 
 

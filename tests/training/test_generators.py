@@ -11,7 +11,7 @@ import re
 import pytest
 
 from convsparse.backoff import Backoff
-from convsparse.collections import load_conversations
+from convsparse.benchmark_collections import load_conversations
 from convsparse.training.generators import GenerationError
 from convsparse.training.generators.augment import augment_conversations
 from convsparse.training.generators.endpoint import EndpointGenerator

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from convsparse.collections import load_conversations
+from convsparse.benchmark_collections import load_conversations
 from convsparse.training.config import DistillConfig
 from convsparse.training.generators.augment import augment_conversations
 from convsparse.training.generators.endpoint import EndpointGenerator

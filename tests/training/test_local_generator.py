@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from convsparse.collections import load_conversations
+from convsparse.benchmark_collections import load_conversations
 from convsparse.training.generators.local import LocalGenerator
 from convsparse.training.generators.rewrite import rewrite_conversations
 

@@ -24,7 +24,7 @@ N_TASKS = 120  # a slice, for speed: the first tasks that carry a rewrite
 
 @pytest.mark.skipif(not (DATA / "conversations.jsonl").is_file(), reason="shared mtrag-pooled data absent")
 def test_mtrag_rewrites_through_the_llm_path_give_the_built_in_teacher_runs(tmp_path):
-    from convsparse.collections import load_conversations
+    from convsparse.benchmark_collections import load_conversations
 
     rows = [json.loads(x) for x in (DATA / "conversations.jsonl").read_text().splitlines() if x.strip()]
     rows = [r for r in rows if r.get("rewrite")][:N_TASKS]

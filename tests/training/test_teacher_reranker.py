@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import convsparse
-from convsparse.collections import load_collection
+from convsparse.benchmark_collections import load_collection
 from convsparse.reranking.labels import RerankLabel
 from convsparse.reranking.reranker import new_reranker
 from convsparse.training.teachers import TEACHERS, TeacherInputs

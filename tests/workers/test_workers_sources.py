@@ -7,7 +7,7 @@ import json
 import pytest
 
 from convsparse.documents import SourceRecord
-from convsparse.integration.sources import RecordError, read_records
+from convsparse.sources import RecordError, read_records
 
 
 def _split(results):

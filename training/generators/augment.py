@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from convsparse.benchmark_collections import load_task_records
 from convsparse.training.generators.base import Generator
 from convsparse.training.generators.cache import GenerationCache, cache_key
 from convsparse.training.generators.prompts import AUGMENT_PROMPTS, clean_generation, render
@@ -28,7 +29,6 @@ from convsparse.training.generators.rewrite import (
     GenerationReport,
     Job,
     run_jobs,
-    task_records,
     write_failures,
     write_jsonl,
 )
@@ -49,7 +49,7 @@ def augment_conversations(conversations: str | Path, out: str | Path, generator:
         raise ValueError(f"unknown augmentation kind(s) {unknown} (known: {list(KINDS)}) or n < 1")
     out = Path(out)
     store = GenerationCache(cache or out.with_name(out.name + ".cache.jsonl"))
-    pairs = task_records(conversations)
+    pairs = load_task_records(conversations)
     jobs: dict[str, list[tuple[str, int, Job]]] = {}
     for task, _ in pairs:
         for kind in kinds:

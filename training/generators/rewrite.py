@@ -1,7 +1,7 @@
 """`convsparse rewrite`: a standalone rewrite of every user turn, written where the distillation
 teachers read it (the task's `rewrite`).
 
-Input: any conversations file `convsparse.collections.load_conversations` reads (JSONL tasks, one
+Input: any conversations file `convsparse.benchmark_collections.load_task_records` reads (JSONL tasks, one
 per user turn with its history, or CAsT topics). Output: JSONL, every input record kept with all
 its fields and `rewrite` set to the generated text (`rewrite_generator` says which generator; an
 earlier `rewrite` moves to `reference_rewrite`). A turn that fails after retries keeps its record
@@ -22,7 +22,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from convsparse.collections import ConversationTask, load_conversations
+from convsparse.benchmark_collections import load_task_records
 from convsparse.training.generators.base import GenerationError, Generator, Prompt
 from convsparse.training.generators.cache import GenerationCache, cache_key
 from convsparse.training.generators.prompts import (
@@ -95,21 +95,6 @@ def run_jobs(jobs: Sequence[Job], generator: Generator, cache: GenerationCache,
     return texts
 
 
-def task_records(path: str | Path) -> list[tuple[ConversationTask, dict[str, Any]]]:
-    """Each task with the raw record it came from (JSONL: the line's object, every field kept;
-    CAsT topics: an `{id, conversation_id, turns, rewrite}` record built from the task)."""
-    path = Path(path)
-    tasks = load_conversations(path)
-    if path.suffix == ".json":
-        raws = [{"id": t.id, "conversation_id": t.conversation_id,
-                 "turns": [{"role": x.role, "text": x.text} for x in t.turns],
-                 **({"rewrite": t.rewrite} if t.rewrite else {})} for t in tasks]
-    else:
-        with path.open(encoding="utf-8") as f:
-            raws = [json.loads(line) for line in f if line.strip()]
-    return list(zip(tasks, raws))
-
-
 def write_jsonl(records: Iterable[dict[str, Any]], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -136,7 +121,7 @@ def rewrite_conversations(conversations: str | Path, out: str | Path, generator:
     `cache` defaults to `<out>.cache.jsonl`; `only_missing` keeps rewrites already present."""
     out = Path(out)
     check_template(template)
-    pairs = task_records(conversations)
+    pairs = load_task_records(conversations)
     cache_store = GenerationCache(cache or out.with_name(out.name + ".cache.jsonl"))
     report = GenerationReport(total=len(pairs), out=out)
     jobs = {}
@@ -168,5 +153,5 @@ def rewrite_conversations(conversations: str | Path, out: str | Path, generator:
     return report
 
 
-__all__ = ["GenerationReport", "Job", "rewrite_conversations", "run_jobs", "task_records",
+__all__ = ["GenerationReport", "Job", "rewrite_conversations", "run_jobs",
            "write_jsonl"]

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from convsparse.collections import ConversationTask
+from convsparse.benchmark_collections import ConversationTask
 from convsparse.training.teachers.base import Run, TeacherInputs
 
 if TYPE_CHECKING:  # convsparse.reranking loads torch and transformers: only when labelling

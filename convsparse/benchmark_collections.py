@@ -3,8 +3,11 @@
 A `Collection` is what evaluation and tuning run on. `load_collection(dir)` reads the shapes
 such benchmarks usually ship in:
 
-- corpus: JSONL (``{"id"|"_id"|"docid"|"doc_id"|"pid", "text"|"contents"|"body", "title"?, ...}``)
-  or TSV (``id<TAB>text`` or ``id<TAB>title<TAB>text``, optional header line);
+- corpus: any document file `convsparse.sources` reads (JSONL, CSV/TSV with a header row,
+  Parquet), through the same reader and id rule as `convsparse ingest`: the id under
+  ``"id"`` and the text under ``"text"`` (`id_field` / `text_field` name others), an optional
+  ``"title"``, every other field kept. A bad record stops the load with the reader's one-line
+  error (``corpus.jsonl:3: document 'b': empty text``);
 - conversations: JSONL, one retrieval task per line: ``{"id"|"task_id"|"qid", "turns": [{"role"
   |"speaker", "text"|"utterance"}], "rewrite"?, "conversation_id"?}``; the last user turn is the
   current question (MTRAG / MTRAG-UN and the shared CAsT export use this shape). The raw TREC CAsT
@@ -19,7 +22,6 @@ such benchmarks usually ship in:
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from typing import Any
 from convsparse.conversation import Turn, parse_conversation
 from convsparse.documents import SourceRecord, document_text
 from convsparse.errors import InvalidCollectionError, InvalidConversationError
+from convsparse.sources import DEFAULT_ID_FIELD, DEFAULT_TEXT_FIELD, RecordError, read_records
 
 
 def _sample_dir() -> Path:
@@ -39,14 +42,13 @@ def _sample_dir() -> Path:
 
 SAMPLE_DIR = _sample_dir()
 
-_ID_KEYS = ("id", "_id", "docid", "doc_id", "pid", "passage_id", "document_id")
-_TEXT_KEYS = ("text", "contents", "body", "passage", "content")
 _TASK_ID_KEYS = ("id", "task_id", "qid", "query_id", "_id")
 _REWRITE_KEYS = ("rewrite", "manual_rewrite", "manual_rewritten_utterance", "rewritten_utterance",
                  "standalone_question")
 _ROLE_ALIASES = {"user": "user", "human": "user", "question": "user", "assistant": "assistant",
                  "agent": "assistant", "system": "system", "bot": "assistant", "response": "assistant"}
-_CORPUS_NAMES = ("corpus.jsonl", "corpus.tsv", "collection.tsv", "passages.jsonl", "documents.jsonl")
+_CORPUS_NAMES = ("corpus.jsonl", "corpus.tsv", "corpus.csv", "corpus.parquet", "collection.tsv",
+                 "passages.jsonl", "documents.jsonl")
 _CONV_NAMES = ("conversations.jsonl", "queries.jsonl", "topics.jsonl", "tasks.jsonl", "topics.json")
 _QRELS_NAMES = ("qrels.tsv", "qrels.trec", "qrels.txt", "qrels")
 
@@ -133,8 +135,13 @@ def _first(record: Mapping[str, Any], keys: Sequence[str]) -> Any:
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8-sig")  # a byte-order mark on the first line is skipped
+            except UnicodeDecodeError as e:
+                raise InvalidCollectionError(f"the line is not UTF-8 (invalid byte at offset "
+                                             f"{e.start})", path=path, line=n) from None
             if not line.strip():
                 continue
             try:
@@ -146,34 +153,21 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield n, obj
 
 
-def load_corpus(path: str | Path) -> dict[str, Passage]:
-    """Passages by id from JSONL or TSV."""
+def load_corpus(path: str | Path, *, id_field: str = DEFAULT_ID_FIELD,
+                text_field: str = DEFAULT_TEXT_FIELD) -> dict[str, Passage]:
+    """Passages by id, read by `convsparse.sources.read_records` (the format from the suffix);
+    the first bad record raises `InvalidCollectionError` with the reader's file, line and
+    reason."""
     path = Path(path)
     corpus: dict[str, Passage] = {}
-    if path.suffix == ".jsonl" or path.suffix == ".json":
-        for n, obj in _read_jsonl(path):
-            pid, text = _first(obj, _ID_KEYS), _first(obj, _TEXT_KEYS)
-            if pid is None or text is None:
-                raise InvalidCollectionError(
-                    f"a passage needs an id ({'/'.join(_ID_KEYS)}) and a text "
-                    f"({'/'.join(_TEXT_KEYS)}); got keys {sorted(obj)}", path=path, line=n)
-            extra = {k: v for k, v in obj.items() if k not in (*_ID_KEYS, *_TEXT_KEYS, "title")}
-            corpus[str(pid)] = Passage(str(pid), str(text), str(obj.get("title") or ""), extra)
-        return corpus
-    with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        for n, row in enumerate(reader, start=1):
-            if not row or not any(c.strip() for c in row):
-                continue
-            if n == 1 and row[0].strip().lower() in (*_ID_KEYS, "id"):
-                continue  # header
-            if len(row) == 2:
-                corpus[row[0]] = Passage(row[0], row[1])
-            elif len(row) >= 3:
-                corpus[row[0]] = Passage(row[0], "\t".join(row[2:]), row[1])
-            else:
-                raise InvalidCollectionError("expected id<TAB>text or id<TAB>title<TAB>text",
-                                             path=path, line=n)
+    for item in read_records(path, id_field=id_field, text_field=text_field):
+        if isinstance(item, RecordError):
+            error = item.error(path)
+            raise InvalidCollectionError(str(error).removeprefix(f"{error.where}: "), path=path,
+                                         line=item.position)
+        fields = dict(item.fields)
+        title = fields.pop("title", None)
+        corpus[item.id] = Passage(item.id, item.text, str(title or ""), fields)
     return corpus
 
 
@@ -197,8 +191,9 @@ def _turns_from(raw_turns: Any, *, task_id: str, path: Path, line: int) -> tuple
         raise InvalidCollectionError(str(e), path=path, line=line) from None
 
 
-def _cast_topics(path: Path, topics: list[Any]) -> list[ConversationTask]:
-    """Raw TREC CAsT topics: each turn becomes a task carrying the previous user turns."""
+def _cast_topics(path: Path, topics: list[Any]) -> list[tuple[ConversationTask, dict[str, Any]]]:
+    """Raw TREC CAsT topics: each turn becomes a task carrying the previous user turns (its
+    record: ``{id, conversation_id, turns, rewrite?}``)."""
     tasks = []
     for topic in topics:
         num = str(topic.get("number"))
@@ -209,16 +204,25 @@ def _cast_topics(path: Path, topics: list[Any]) -> list[ConversationTask]:
                 raise InvalidCollectionError(f"topic {num}: a turn has no raw_utterance", path=path)
             history.append(Turn(role="user", text=text))
             rewrite = _first(turn, _REWRITE_KEYS) or turn.get("automatic_rewritten_utterance")
-            tasks.append(ConversationTask(f"{num}_{turn.get('number')}", tuple(history),
-                                          rewrite, num))
+            task = ConversationTask(f"{num}_{turn.get('number')}", tuple(history), rewrite, num)
+            record = {"id": task.id, "conversation_id": num,
+                      "turns": [{"role": t.role, "text": t.text} for t in task.turns],
+                      **({"rewrite": rewrite} if rewrite else {})}
+            tasks.append((task, record))
     return tasks
 
 
-def load_conversations(path: str | Path) -> list[ConversationTask]:
-    """Conversation tasks from JSONL (one task per line) or raw CAsT topic JSON."""
+def load_task_records(path: str | Path) -> list[tuple[ConversationTask, dict[str, Any]]]:
+    """Each conversation task of `path` (JSONL, one task per line, or raw CAsT topic JSON) with
+    the record it came from (JSONL: the line's object, every field kept; CAsT: an ``{id,
+    conversation_id, turns, rewrite}`` record built from the task), read once."""
     path = Path(path)
     if path.suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InvalidCollectionError(f"not valid JSON ({getattr(e, 'msg', e)})",
+                                         path=path) from None
         if isinstance(data, list) and data and isinstance(data[0], Mapping) and "turn" in data[0]:
             return _cast_topics(path, data)
         raise InvalidCollectionError("JSON conversations must be TREC CAsT topics "
@@ -235,12 +239,17 @@ def load_conversations(path: str | Path) -> list[ConversationTask]:
         turns = _turns_from(raw_turns, task_id=str(tid), path=path, line=n)
         rewrite = _first(obj, _REWRITE_KEYS)
         known = {*_TASK_ID_KEYS, *_REWRITE_KEYS, "turns", "input", "conversation_id"}
-        tasks.append(ConversationTask(
+        tasks.append((ConversationTask(
             str(tid), turns, str(rewrite) if rewrite else None,
             str(obj["conversation_id"]) if obj.get("conversation_id") is not None else None,
             {k: v for k, v in obj.items() if k not in known},
-        ))
+        ), obj))
     return tasks
+
+
+def load_conversations(path: str | Path) -> list[ConversationTask]:
+    """Conversation tasks from JSONL (one task per line) or raw CAsT topic JSON."""
+    return [task for task, _ in load_task_records(path)]
 
 
 def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
@@ -320,5 +329,6 @@ __all__ = [
     "load_conversations",
     "load_corpus",
     "load_qrels",
+    "load_task_records",
     "sample_collection",
 ]

@@ -1,13 +1,27 @@
-"""Read documents from JSONL, CSV/TSV, Parquet files or Python iterables, one result per record.
+"""The one document reader: JSONL, CSV/TSV, Parquet files or Python iterables, one result per
+record. Every path that reads documents goes through it: `convsparse ingest`, `collection index`
+and every benchmark corpus (`benchmark_collections.load_corpus`), `encode --documents`, the
+Celery submitter, `ConversationalSearch.index_documents`, training and evaluation.
+
+The id rule: a record's id is the value under `id_field` (default `DEFAULT_ID_FIELD`, ``"id"``)
+and its text the value under `text_field` (default ``"text"``); nothing is guessed from other
+keys. A source with other names passes them (`--id-field` / `--text-field` on the command line).
+The format comes from the file suffix (`detect_format`): ``.jsonl``/``.ndjson`` (one JSON object
+a line), ``.csv``/``.tsv`` (a header row naming the columns), ``.parquet``/``.pq``; `format=`
+overrides it.
 
 `read_records(source)` yields, in source order, either a valid `SourceRecord` or a
 `RecordError(position, id, reason)`; it never raises for a single bad record, so one broken line
 never sinks a file (the `streaming_bulk` habit: a bad item is a reported item, the rest stream on).
+`read_documents(source)` is the all-or-nothing form (`collection index`, `encode --documents`,
+training): every record, or `InvalidDocumentError` for the first bad one, in one line naming the
+file, the line and the same reason (``docs.jsonl:3: document 'b': empty text``).
 
 Checks, each reported with its reason:
 
 - broken JSON line ("line N: not valid JSON (...)") / CSV row, a line that is not a JSON object;
-- invalid UTF-8 (JSONL and CSV are read as bytes and decoded per line, so only that line fails);
+- invalid UTF-8 (JSONL and CSV are read as bytes and decoded per line, so only that line fails;
+  a leading byte-order mark is skipped);
 - what a record itself must be (id, text, `max_text_chars`, JSON-able fields) is the
   `SourceRecord` model's rule (`convsparse/documents.py`), applied here once per record;
 - a duplicate id within the source: the first occurrence wins, later ones are rejected
@@ -37,6 +51,11 @@ from convsparse.errors import InvalidDocumentError
 
 SourceFormat = Literal["jsonl", "csv", "tsv", "parquet"]
 
+#: The field a record's id is read from, unless the caller names another (`id_field`).
+DEFAULT_ID_FIELD = "id"
+#: The field a record's text is read from, unless the caller names another (`text_field`).
+DEFAULT_TEXT_FIELD = "text"
+
 _SUFFIX_FORMATS: dict[str, SourceFormat] = {
     ".jsonl": "jsonl", ".ndjson": "jsonl",
     ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet",
@@ -58,6 +77,23 @@ class RecordError:
 
     def to_dict(self) -> dict[str, Any]:
         return {"position": self.position, "id": self.id, "reason": self.reason}
+
+    @property
+    def bare_reason(self) -> str:
+        """The reason without a leading ``"line N: "`` (some readers' reasons carry it)."""
+        return self.reason.removeprefix(f"{self.where}: ")
+
+    def location(self, source: object = None) -> str:
+        """Where the record is: ``docs.jsonl:3`` for a line of a file, ``docs.parquet row 3``,
+        ``item 3`` for an iterable."""
+        if not is_path_source(source):
+            return self.where
+        return f"{source}:{self.position}" if self.unit == "line" else f"{source} {self.where}"
+
+    def error(self, source: object = None) -> InvalidDocumentError:
+        """This record's one-line error: ``docs.jsonl:3: document 'b': empty text``."""
+        return InvalidDocumentError(self.bare_reason, record_id=self.id,
+                                    where=self.location(source))
 
 
 RecordResult = SourceRecord | RecordError
@@ -88,7 +124,7 @@ def check_format(format: str | None) -> SourceFormat | None:
 
     if format is not None and format not in FORMATS:
         raise UnsupportedSourceError(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
-    return format  # type: ignore[return-value]
+    return format
 
 
 def count_records(path: str | Path, format: SourceFormat | None = None) -> int | None:
@@ -97,9 +133,9 @@ def count_records(path: str | Path, format: SourceFormat | None = None) -> int |
     path = Path(path)
     fmt = format or detect_format(path)
     if fmt == "parquet":
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
-        return pq.ParquetFile(path).metadata.num_rows
+        return int(pq.ParquetFile(path).metadata.num_rows)
     n, last = 0, b"\n"
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -114,7 +150,8 @@ def is_path_source(source: object) -> bool:
 
 
 def read_records(
-    source: str | Path | Iterable[Any], *, id_field: str = "id", text_field: str = "text",
+    source: str | Path | Iterable[Any], *, id_field: str = DEFAULT_ID_FIELD,
+    text_field: str = DEFAULT_TEXT_FIELD,
     fields: Sequence[str] | None = None, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
     format: SourceFormat | None = None,
 ) -> Iterator[RecordResult]:
@@ -126,7 +163,7 @@ def read_records(
     """
     validator = _RecordValidator(id_field, text_field, fields, max_text_chars)
     unit = "item"
-    if is_path_source(source):
+    if isinstance(source, (str, Path)):
         path = Path(source)
         fmt = format or detect_format(path)
         unit = "row" if fmt == "parquet" else "line"
@@ -148,6 +185,22 @@ def read_records(
         if isinstance(result, RecordError) and result.unit != unit:
             result = replace(result, unit=unit)
         yield result
+
+
+def read_documents(
+    source: str | Path | Iterable[Any], *, id_field: str = DEFAULT_ID_FIELD,
+    text_field: str = DEFAULT_TEXT_FIELD, fields: Sequence[str] | None = None,
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, format: SourceFormat | None = None,
+) -> list[SourceRecord]:
+    """Every record of `source` (as `read_records` reads it), or `InvalidDocumentError` for the
+    first bad one, naming the file, the line and the reason."""
+    records = []
+    for item in read_records(source, id_field=id_field, text_field=text_field, fields=fields,
+                             max_text_chars=max_text_chars, format=format):
+        if isinstance(item, RecordError):
+            raise item.error(source)
+        records.append(item)
+    return records
 
 
 def record_failure(error: BaseException) -> str:
@@ -228,7 +281,8 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, object]]:
             if not raw.strip():
                 continue  # blank lines (a trailing newline) are not records
             try:
-                line = raw.decode("utf-8")
+                # a byte-order mark (Windows tools write one) is not part of the first record
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as e:
                 rid = _guess_id(raw.decode("utf-8", errors="replace"))
                 yield lineno, RecordError(lineno, rid, f"invalid UTF-8 at byte {e.start}: {e.reason}")
@@ -262,7 +316,7 @@ def _csv_rows(path: Path, *, delimiter: str) -> Iterator[tuple[int, object]]:
     # the length check is left to the validator (which reports it per record).
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     with path.open("rb") as fb:
-        text = io.TextIOWrapper(fb, encoding="utf-8", errors="surrogateescape", newline="")
+        text = io.TextIOWrapper(fb, encoding="utf-8-sig", errors="surrogateescape", newline="")
         reader = csv.DictReader(text, delimiter=delimiter)
         while True:
             try:
@@ -302,3 +356,20 @@ def _parquet_rows(path: Path) -> Iterator[tuple[int, object]]:
 
 def _iterable_rows(items: Iterable[Any]) -> Iterator[tuple[int, object]]:
     yield from enumerate(items, start=1)
+
+
+__all__ = [
+    "DEFAULT_ID_FIELD",
+    "DEFAULT_TEXT_FIELD",
+    "FORMATS",
+    "RecordError",
+    "RecordResult",
+    "SourceFormat",
+    "check_format",
+    "count_records",
+    "detect_format",
+    "is_path_source",
+    "read_documents",
+    "read_records",
+    "record_failure",
+]
