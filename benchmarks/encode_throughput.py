@@ -232,7 +232,7 @@ def host_stage(student, raw, device_pruned, ids, n_rows: int, repeats: int) -> l
     """Host-only rows (one core, no model). Inputs are what the device hands over for these
     documents: `raw` (every weight >= Float.MIN_NORMAL) and `device_pruned` (the device's
     top_k=128 superset), tiled to `n_rows` documents."""
-    from convsparse.integration.backend import IndexedDocument
+    from convsparse.integration.backends.base import IndexedDocument
     from convsparse.integration.backends.bulk import BulkWriter
     from convsparse.integration.backends.embedded import EmbeddedBackend
     from convsparse.pruning import PruningPolicy

@@ -47,7 +47,7 @@ from convsparse.errors import (
     IndexNotFoundError,
     InvalidTermMapError,
 )
-from convsparse.integration.backend import (
+from convsparse.integration.backends.base import (
     DocumentResult,
     Hit,
     IndexedDocument,

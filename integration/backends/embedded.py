@@ -57,7 +57,9 @@ from convsparse.errors import (
     IndexNotFoundError,
     InvalidIndexNameError,
 )
-from convsparse.integration.backend import (
+from convsparse.integration.backends import embedded_ann as ann
+from convsparse.integration.backends import embedded_legacy as legacy
+from convsparse.integration.backends.base import (
     DocumentResult,
     Hit,
     IndexedDocument,
@@ -65,8 +67,6 @@ from convsparse.integration.backend import (
     check_k,
     indexed_document,
 )
-from convsparse.integration.backends import embedded_ann as ann
-from convsparse.integration.backends import embedded_legacy as legacy
 from convsparse.integration.backends.embedded_ann import (
     AnnBuild,
     AnnDamagedError,

@@ -84,7 +84,7 @@ from convsparse.errors import (
     IndexNotFoundError,
     TooManyClausesError,
 )
-from convsparse.integration.backend import Hit, IndexInfo
+from convsparse.integration.backends.base import Hit, IndexInfo
 from convsparse.integration.backends.bulk import (
     BulkStats,
     BulkWriter,

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from jsonschema.exceptions import ValidationError
 
-from convsparse.integration.backend import IndexedDocument
 from convsparse.integration.backends import elasticsearch as es_backend
 from convsparse.integration.backends import query_dsl
+from convsparse.integration.backends.base import IndexedDocument
 from convsparse.integration.backends.elasticsearch_query import (
     build_query,
     rank_feature_query,

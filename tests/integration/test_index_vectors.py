@@ -16,8 +16,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from convsparse.integration.backend import IndexedDocument
 from convsparse.integration.backends import embedded_store
+from convsparse.integration.backends.base import IndexedDocument
 from convsparse.integration.backends.embedded import EmbeddedBackend, IndexWriteError
 from convsparse.integration.vectors import DocumentVectors, VectorSpec, VectorSpecMismatchError, text_key
 from convsparse.termmap import TermMap
@@ -148,7 +148,7 @@ CRASHER = textwrap.dedent("""
     import os, signal, sys
     import numpy as np
     from convsparse.integration.backends import embedded_store
-    from convsparse.integration.backend import IndexedDocument
+    from convsparse.integration.backends.base import IndexedDocument
     from convsparse.integration.backends.embedded import EmbeddedBackend
     from convsparse.integration.vectors import DocumentVectors, text_key
     from convsparse.termmap import TermMap
@@ -442,7 +442,7 @@ def test_the_hit_table_shows_a_fallback_decided_before_the_stage_ran(capsys):
     """The shipped re-ranker missing: no rerank time, the reason in the footer (it crashed the
     quickstart with KeyError: 'rerank_ms')."""
     from convsparse.cli.search import print_hits
-    from convsparse.integration.backend import Hit
+    from convsparse.integration.backends.base import Hit
     from convsparse.integration.client import SearchResult
 
     result = SearchResult(hits=[Hit("a", 1.0, {"text": "x"})], timings={

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convsparse.integration.backend import IndexedDocument, SupportsApproximateSearch
+from convsparse.integration.backends.base import IndexedDocument, SupportsApproximateSearch
 from convsparse.integration.backends.embedded import (
     AnnNotBuiltError,
     AnnQuery,

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from convsparse.integration.backend import IndexedDocument
 from convsparse.integration.backends import embedded_ann as ann
+from convsparse.integration.backends.base import IndexedDocument
 from convsparse.integration.backends.embedded import EmbeddedBackend
 from convsparse.termmap import TermMap
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from convsparse.integration.backend import IndexedDocument
 from convsparse.integration.backends import embedded_store
+from convsparse.integration.backends.base import IndexedDocument
 from convsparse.integration.backends.embedded import EmbeddedBackend, IndexWriteError
 from convsparse.termmap import TermMap
 
@@ -147,7 +147,7 @@ def test_error_during_compaction_keeps_the_index(tmp_path, hook):
 CRASHER = textwrap.dedent("""
     import os, signal, sys
     from convsparse.integration.backends import embedded_store
-    from convsparse.integration.backend import IndexedDocument
+    from convsparse.integration.backends.base import IndexedDocument
     from convsparse.integration.backends.embedded import EmbeddedBackend
     from convsparse.termmap import TermMap
 

@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from convsparse.integration.backend import IndexedDocument
+from convsparse.integration.backends.base import IndexedDocument
 from convsparse.integration.backends.embedded import EmbeddedBackend
 from convsparse.termmap import TermMap
 

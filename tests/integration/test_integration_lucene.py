@@ -20,7 +20,7 @@ import os
 import numpy as np
 import pytest
 
-from convsparse.integration.backend import IndexedDocument
+from convsparse.integration.backends.base import IndexedDocument
 from convsparse.integration.backends.embedded import EmbeddedBackend
 from convsparse.termmap import TermMap
 

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from convsparse.cli import app
 from convsparse.errors import InvalidConversationError
-from convsparse.integration.backend import IndexedDocument
 from convsparse.integration.backends import embedded_store
+from convsparse.integration.backends.base import IndexedDocument
 from convsparse.integration.backends.embedded import EmbeddedBackend
 from convsparse.integration.backends.embedded_store import IndexWriteError
 from convsparse.termmap import TermMap

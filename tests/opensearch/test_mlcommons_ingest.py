@@ -15,7 +15,7 @@ import pytest
 
 from convsparse.documents import document_text
 from convsparse.errors import BackendError
-from convsparse.integration.backend import IndexedDocument
+from convsparse.integration.backends.base import IndexedDocument
 from convsparse.integration.backends.bulk import document_id
 from convsparse.integration.backends.mlcommons import MLCommonsClient
 from convsparse.integration.backends.mlcommons_artifact import read_manifest

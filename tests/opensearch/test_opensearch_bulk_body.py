@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 
-from convsparse.integration.backend import IndexedDocument
+from convsparse.integration.backends.base import IndexedDocument
 from convsparse.integration.backends.bulk import BulkWriter, document_id
 from convsparse.integration.backends.bulk_body import rank_features_json, stored_value_text
 from convsparse.termmap import CsrRows, TermMap, TermMapBatch, Vocabulary, _CsrLists

@@ -25,7 +25,7 @@ from convsparse.errors import (
     InvalidTermMapError,
     TooManyClausesError,
 )
-from convsparse.integration.backend import Backend, IndexedDocument
+from convsparse.integration.backends.base import Backend, IndexedDocument
 from convsparse.integration.backends.opensearch import OpenSearchBackend
 from convsparse.integration.backends.query_dsl import (
     build_query,

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from convsparse.errors import BackendError, InvalidTermMapError
-from convsparse.integration.backend import IndexedDocument
+from convsparse.integration.backends.base import IndexedDocument
 from convsparse.integration.backends.opensearch import OpenSearchBackend
 from convsparse.integration.backends.query_dsl import neural_sparse_ann_query
 from convsparse.integration.client import ConversationalSearch

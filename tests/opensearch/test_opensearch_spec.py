@@ -8,7 +8,7 @@ import copy
 import pytest
 from jsonschema.exceptions import ValidationError
 
-from convsparse.integration.backend import IndexedDocument
+from convsparse.integration.backends.base import IndexedDocument
 from convsparse.integration.backends.query_dsl import (
     neural_sparse_query,
     rank_feature_query,
