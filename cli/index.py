@@ -169,7 +169,7 @@ def index_build_ann(
     """(Re)build the index's approximate-search structure (embedded; SEISMIC), for
     `search(..., approximate=AnnQuery(...))` and the ANN points of `convsparse tune`."""
     from convsparse.integration.backends.base import SupportsApproximateSearch
-    from convsparse.integration.backends.embedded_ann import AnnBuild
+    from convsparse.integration.backends.embedded import AnnBuild
 
     AnnBuild(n_postings, centroid_fraction, summary_energy, threads)  # bad values: exit 2 first
     be = open_backend(settings_from(data_dir=data_dir, backend=backend))

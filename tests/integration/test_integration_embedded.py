@@ -12,8 +12,8 @@ import pytest
 
 from convsparse.errors import FingerprintMismatchError, IndexExistsError, IndexNotFoundError
 from convsparse.integration.backends.base import Backend, IndexedDocument
-from convsparse.integration.backends.embedded import EmbeddedBackend, quantize_feature_values
-from convsparse.termmap import TermMap
+from convsparse.integration.backends.embedded import EmbeddedBackend
+from convsparse.termmap import TermMap, quantize_feature_values
 
 
 def doc(i, **w):

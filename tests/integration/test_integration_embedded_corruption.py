@@ -30,8 +30,7 @@ from typer.testing import CliRunner
 from convsparse.cli import app
 from convsparse.errors import UsageError
 from convsparse.integration.backends.base import MAX_K, IndexedDocument
-from convsparse.integration.backends.embedded import EmbeddedBackend, IndexWriteError
-from convsparse.integration.backends.embedded_store import IndexCorruptError
+from convsparse.integration.backends.embedded import EmbeddedBackend, IndexCorruptError, IndexWriteError
 from convsparse.termmap import TermMap
 
 N_BATCHES, BATCH = 20, 50
