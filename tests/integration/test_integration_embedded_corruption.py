@@ -272,7 +272,7 @@ def test_huge_k_with_ann_does_not_kill_the_process(copy):
 
 
 def test_server_search_body_is_bounded():
-    from convsparse.integration.backends.query_dsl import search_body
+    from convsparse.integration.backends.opensearch_query import search_body
 
     assert search_body({"match_all": {}}, MAX_K)["size"] == MAX_K
     with pytest.raises(UsageError, match="k must be"):
