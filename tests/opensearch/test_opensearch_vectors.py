@@ -9,7 +9,7 @@ import base64
 import numpy as np
 import pytest
 
-from convsparse.integration.backend import IndexedDocument, SupportsPassageVectors
+from convsparse.integration.backends.base import IndexedDocument, SupportsPassageVectors
 from convsparse.integration.vectors import (
     VECTORS_FIELD,
     DocumentVectors,
