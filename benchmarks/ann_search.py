@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from git_before import module_at  # noqa: E402
 from search_latency import add_collection_arguments, make_collection, make_queries, recall, stats  # noqa: E402
 
-from convsparse.integration.backend import IndexedDocument  # noqa: E402
+from convsparse.integration.backends.base import IndexedDocument  # noqa: E402
 from convsparse.integration.backends.embedded import AnnQuery, EmbeddedBackend  # noqa: E402
 from convsparse.pruning import PruningPolicy  # noqa: E402
 from convsparse.termmap import TermMap  # noqa: E402

@@ -228,8 +228,8 @@ def host_stage(student, raw, device_pruned, ids, n_rows: int, repeats: int) -> l
     """Host-only rows (one core, no model). Inputs are what the device hands over for these
     documents: `raw` (every weight >= Float.MIN_NORMAL) and `device_pruned` (the device's
     top_k=128 superset), tiled to `n_rows` documents."""
-    from convsparse.integration.backend import IndexedDocument
-    from convsparse.integration.backends.bulk import BulkWriter
+    from convsparse.integration.backends.base import IndexedDocument
+    from convsparse.integration.backends.bulk import EngineBackendBase
     from convsparse.integration.backends.embedded import EmbeddedBackend
     from convsparse.pruning import PruningPolicy
     from convsparse.termmap import TermMapBatch, term_map_from_vector
@@ -250,7 +250,7 @@ def host_stage(student, raw, device_pruned, ids, n_rows: int, repeats: int) -> l
         rows = p.apply_csr(rows, vocab) if p is not None else rows
         return TermMapBatch.from_csr(rows, vocab, "fp", row_ids, checked=True)
 
-    writer = BulkWriter()  # _prepare_index needs no client: it makes the lines a chunk sends
+    writer = EngineBackendBase()  # _prepare_index needs no client: it makes the lines a chunk sends
     old_writer = module_at(BEFORE, "integration/backends/bulk.py", "bulk_before").BulkWriter()
     exact_writer = module_at(EXACT_WEIGHTS, "integration/backends/bulk.py", "bulk_exact").BulkWriter()
     body_bytes: dict[int, float] = {}  # mean NDJSON bytes a document, by row function

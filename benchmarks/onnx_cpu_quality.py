@@ -62,7 +62,7 @@ def main() -> None:
     from convsparse.benchmark_collections import Collection, load_collection
     from convsparse.encoders.loading import load_student
     from convsparse.evaluation.harness import evaluate_term_maps, temporary_backend
-    from convsparse.integration.backend import IndexedDocument
+    from convsparse.integration.backends.base import IndexedDocument
 
     threads = args.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)

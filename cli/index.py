@@ -74,7 +74,7 @@ def index_create(
     info = be.create_index(name, fingerprint=fingerprint, vocabulary=vocab, exist_ok=exist_ok, **extra)
     vectors = ""
     if ingest is None and (settings.rerank_vectors if rerank_vectors is None else rerank_vectors):
-        from convsparse.integration.backend import SupportsPassageVectors
+        from convsparse.integration.backends.base import SupportsPassageVectors
         from convsparse.integration.vectors import default_spec
 
         if isinstance(be, SupportsPassageVectors) and be.vector_spec(name) is None \
@@ -129,7 +129,7 @@ def index_describe(
 
 def index_list(data_dir: DataDir = None, backend: BackendName = None) -> None:
     """List the backend's indices (backends that can list them: embedded)."""
-    from convsparse.integration.backend import SupportsIndexListing
+    from convsparse.integration.backends.base import SupportsIndexListing
 
     be = open_backend(settings_from(data_dir=data_dir, backend=backend))
     if not isinstance(be, SupportsIndexListing):
@@ -168,8 +168,8 @@ def index_build_ann(
 ) -> None:
     """(Re)build the index's approximate-search structure (embedded; SEISMIC), for
     `search(..., approximate=AnnQuery(...))` and the ANN points of `convsparse tune`."""
-    from convsparse.integration.backend import SupportsApproximateSearch
-    from convsparse.integration.backends.embedded_ann import AnnBuild
+    from convsparse.integration.backends.base import SupportsApproximateSearch
+    from convsparse.integration.backends.embedded import AnnBuild
 
     AnnBuild(n_postings, centroid_fraction, summary_energy, threads)  # bad values: exit 2 first
     be = open_backend(settings_from(data_dir=data_dir, backend=backend))

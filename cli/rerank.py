@@ -70,7 +70,7 @@ def rerank_vectors(
     from tqdm.auto import tqdm
 
     from convsparse.compose import open_backend
-    from convsparse.integration.backend import SupportsPassageVectors
+    from convsparse.integration.backends.base import SupportsPassageVectors
     from convsparse.integration.vectors import PassageEmbedder, load_embedder
     from convsparse.terminal import printable
 

@@ -17,7 +17,7 @@ from convsparse.settings import Settings, get_settings
 
 if TYPE_CHECKING:  # imported for the annotations only: `convsparse --help` never loads numpy
     from convsparse.encoders.protocol import Encoder
-    from convsparse.integration.backend import Backend
+    from convsparse.integration.backends.base import Backend
 
 
 def _max_length(settings: Settings) -> int | None:

@@ -56,8 +56,8 @@ _ERRORS = ("BackendError", "ConvsparseError", "EmptyQueryError", "FingerprintMis
            "UnsupportedModelError", "UsageError", "WorkerUnavailableError")
 
 _LAZY = {
-    "Backend": "convsparse.integration.backend",
-    "Hit": "convsparse.integration.backend",
+    "Backend": "convsparse.integration.backends.base",
+    "Hit": "convsparse.hits",
     "ConversationalSearch": "convsparse.integration.client",
     "SearchResult": "convsparse.integration.client",
     "IndexReport": "convsparse.integration.ingestion",

@@ -498,6 +498,11 @@ class CsrTermMap(TermMap):
     def tokens_and_weights(self) -> tuple[list[str], list[float]]:
         return self._vocab.array[self._idx].tolist(), self._val.tolist()
 
+    def csr_row(self) -> tuple[Vocabulary, np.ndarray, np.ndarray]:
+        """This row as its batch holds it: the vocabulary, the token ids and the weights (views
+        of the batch's arrays, not copies), for a backend that translates a whole batch at once."""
+        return self._vocab, self._idx, self._val
+
     def to_rank_features(self) -> dict[str, float]:
         if self._lists is None:
             return dict(zip(self._vocab.escaped[self._idx].tolist(), self._val.tolist()))

@@ -55,8 +55,8 @@ from convsparse.evaluation.flops import TermStats, flops
 from convsparse.evaluation.harness import query_for
 from convsparse.evaluation.metrics import compute_metrics, latency_summary
 from convsparse.evaluation.report import jsonable
-from convsparse.integration.backend import SupportsApproximateSearch
-from convsparse.integration.backends.embedded_ann import AnnQuery
+from convsparse.integration.backends.base import SupportsApproximateSearch
+from convsparse.integration.backends.embedded import AnnQuery
 from convsparse.pruning import PruningPolicy
 from convsparse.termmap import TermMap
 from convsparse.timing import elapsed_ms

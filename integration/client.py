@@ -22,7 +22,7 @@ from convsparse.conversation import parse_conversation
 from convsparse.documents import DEFAULT_MAX_TEXT_CHARS
 from convsparse.encoders.protocol import Encoder, ReportsEncoderPath
 from convsparse.errors import IndexNotFoundError
-from convsparse.integration.backend import (
+from convsparse.integration.backends.base import (
     Backend,
     Hit,
     SupportsDocumentFrequencies,

@@ -23,7 +23,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from convsparse.integration.backend import Backend, SupportsPassageSample
+from convsparse.integration.backends.base import Backend, SupportsPassageSample
 
 #: passages read from the index to compute the statistics
 SAMPLE_SIZE = 10_000

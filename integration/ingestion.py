@@ -28,7 +28,7 @@ from typing import Any
 from convsparse.documents import SourceRecord
 from convsparse.encoders.protocol import Encoder
 from convsparse.errors import FingerprintMismatchError, IndexNotFoundError, InvalidTermMapError
-from convsparse.integration.backend import (
+from convsparse.integration.backends.base import (
     Backend,
     DocumentResult,
     IndexedDocument,

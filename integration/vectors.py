@@ -10,24 +10,20 @@ The index records which bi-encoder made them (`VectorSpec`, in its `_meta` under
 ``rerank_vectors``): a writer with another spec is refused before anything is written, and a
 search whose re-ranker reads another spec keeps the first-stage order and says why.
 
-One encoding everywhere (`DocumentVectors.to_bytes`): the 12-byte digest of the passage text
-(`text_key`: a vector read back for an edited text is never used), then
-the rows as little-endian float16, row 0 the whole passage. The embedded store keeps these
-bytes in a BLOB; OpenSearch and Elasticsearch keep them base64 in a `binary` field
-(`VECTORS_FIELD`, see `convsparse.mappings`).
+One encoding everywhere: `DocumentVectors` and its digest `text_key` are defined in the core
+(`convsparse.document_vectors`, read by the re-ranker too) and re-exported here. The embedded
+store keeps their bytes in a BLOB; OpenSearch and Elasticsearch keep them base64 in a `binary`
+field (`VECTORS_FIELD`, see `convsparse.mappings`).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
-
+from convsparse.document_vectors import DocumentVectors, text_key
 from convsparse.errors import ConvsparseError
 
 __all__ = ["META_KEY", "VECTORS_FIELD", "DocumentVectors", "PassageEmbedder", "VectorSpec",
@@ -37,8 +33,6 @@ __all__ = ["META_KEY", "VECTORS_FIELD", "DocumentVectors", "PassageEmbedder", "V
 META_KEY = "rerank_vectors"
 #: the document field (OpenSearch / Elasticsearch) holding the vectors, base64
 VECTORS_FIELD = "rerank_vectors"
-_KEY_BYTES = 12  # text_key: blake2b, digest_size 12
-_F16 = np.dtype("<f2")
 
 
 class VectorSpecMismatchError(ConvsparseError):
@@ -84,48 +78,6 @@ class VectorSpec:
     def describe(self) -> str:
         cut = f", windows of {self.window} word pieces every {self.stride}" if self.window else ""
         return f"passage vectors of {self.model} ({self.dimension} dims{cut})"
-
-
-@dataclass(frozen=True, eq=False)
-class DocumentVectors:
-    """One document's stored vectors: `key` (the digest of the passage text they were made
-    from) and `rows` ((1 + windows, dim) float16; row 0 the whole passage)."""
-
-    key: str
-    rows: np.ndarray
-
-    @property
-    def dimension(self) -> int:
-        return int(self.rows.shape[1])
-
-    def to_bytes(self) -> bytes:
-        return bytes.fromhex(self.key) + np.ascontiguousarray(self.rows, _F16).tobytes()
-
-    def to_base64(self) -> str:
-        return base64.b64encode(self.to_bytes()).decode("ascii")
-
-    @classmethod
-    def from_bytes(cls, blob: bytes, dimension: int) -> DocumentVectors:
-        """Raises `ValueError` when `blob` is not vectors of `dimension`."""
-        body = len(blob) - _KEY_BYTES
-        if body <= 0 or body % (2 * dimension):
-            raise ValueError(f"{len(blob)} bytes are not passage vectors of {dimension} dims")
-        rows = np.frombuffer(blob, _F16, offset=_KEY_BYTES).reshape(-1, dimension)
-        return cls(blob[:_KEY_BYTES].hex(), rows)
-
-    @classmethod
-    def from_base64(cls, text: str, dimension: int) -> DocumentVectors:
-        try:
-            blob = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError, TypeError) as e:
-            raise ValueError(f"not base64: {e}") from None
-        return cls.from_bytes(blob, dimension)
-
-
-def text_key(text: str) -> str:
-    """The digest a passage's vectors are kept under: vectors read back for an edited text
-    never match it, so they are never used for it."""
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=12).hexdigest()
 
 
 class PassageEmbedder:

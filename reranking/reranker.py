@@ -44,7 +44,7 @@ from convsparse.conversation import ConversationLike, parse_conversation
 from convsparse.documents import document_text
 from convsparse.encoders.formatter import ConversationFormatter
 from convsparse.errors import UnsupportedModelError
-from convsparse.integration.backend import Hit
+from convsparse.hits import Hit
 from convsparse.reranking.features import (
     N_FEATURES,
     STATISTICS_FILE,

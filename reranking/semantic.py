@@ -53,8 +53,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from convsparse.conversation import ConversationLike, parse_conversation
+from convsparse.document_vectors import text_key
 from convsparse.errors import UnsupportedModelError
-from convsparse.integration.vectors import text_key
 
 logger = logging.getLogger(__name__)
 

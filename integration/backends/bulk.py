@@ -3,7 +3,7 @@
 Both engines answer `_bulk` the same documented way (HTTP 200 with `errors: true` and per-item
 `status`/`error`; a whole-request 429, 413 above `http.max_content_length`, 5xx or a dropped
 connection) and both official clients have a `helpers.streaming_bulk` that yields one
-`(ok, item)` per action. `BulkWriter` is the engine-neutral part: validation before sending,
+`(ok, item)` per action. `EngineBackendBase` is the engine-neutral part: validation before sending,
 deterministic `_id`s, chunking by count and bytes, the retry rules, per-document results in
 input order. An engine supplies two hooks:
 
@@ -47,7 +47,7 @@ from convsparse.errors import (
     IndexNotFoundError,
     InvalidTermMapError,
 )
-from convsparse.integration.backend import (
+from convsparse.integration.backends.base import (
     MAX_K,
     DocumentResult,
     Hit,
@@ -70,7 +70,7 @@ from convsparse.integration.vectors import (
 )
 from convsparse.termmap import TermMap
 
-__all__ = ["TOP_LEVEL_FIELDS", "TRANSIENT_REQUEST_STATUSES", "BulkStats", "BulkWriter",
+__all__ = ["TOP_LEVEL_FIELDS", "TRANSIENT_REQUEST_STATUSES", "BulkStats", "EngineBackendBase",
            "RequestFailure", "document_id", "response_body"]
 
 log = logging.getLogger(__name__)
@@ -168,8 +168,9 @@ class RequestFailure:
     connection: bool = False
 
 
-class BulkWriter:
-    """`upsert` and `delete_documents` for an engine with `_bulk` (see the module docstring).
+class EngineBackendBase:
+    """The shared base of `OpenSearchBackend` and `ElasticsearchBackend`: `upsert` and
+    `delete_documents` for an engine with `_bulk` (see the module docstring).
 
     The engine class sets `chunk_size`, `max_chunk_bytes`, `backoff` (a `Backoff`),
     `refresh_after_upsert`, `field`, `stats`, `_sleep`, `_rng` (see

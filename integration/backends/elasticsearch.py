@@ -19,7 +19,7 @@ it gets here (both field types); with a rescore term map and a positive window, 
 is rescored with the full query (`query_weight: 0`, so a rescored hit's score is the full dot
 product) and, on `sparse_vector`, the rescore query never prunes.
 
-Writes are `bulk.BulkWriter`'s (shared with OpenSearch): validation before sending,
+Writes are `bulk.EngineBackendBase`'s (shared with OpenSearch): validation before sending,
 deterministic `_id`s, per-document results, exactly one retry layer (the transport is built with
 `max_retries=0`, `retry_on_status=()`, `retry_on_timeout=False`; chunks go out pre-serialised
 through `client.bulk`, see `bulk_body`), item-429 backoff, whole-request 429/5xx/connection replay, 413 splitting.
@@ -45,17 +45,17 @@ from convsparse.errors import (
     IndexNotFoundError,
     TooManyClausesError,
 )
-from convsparse.integration.backend import Hit, IndexInfo
+from convsparse.integration.backends.base import Hit, IndexInfo
 from convsparse.integration.backends.bulk import (
     BulkStats,
-    BulkWriter,
+    EngineBackendBase,
     RequestFailure,
     document_id,
     response_body,
 )
 from convsparse.integration.backends.bulk_body import items_outcome
 from convsparse.integration.backends.elasticsearch_query import DEFAULT_MAX_CLAUSE_COUNT, build_query
-from convsparse.integration.backends.query_dsl import search_body
+from convsparse.integration.backends.opensearch_query import search_body
 from convsparse.mappings import TERM_FIELD, bulk_load_settings, serving_settings
 from convsparse.mappings.elasticsearch import FIELD_TYPES, FieldType, index_body
 from convsparse.termmap import TermMap
@@ -105,7 +105,7 @@ def _reachable(what: str) -> Iterator[None]:
         raise
 
 
-class ElasticsearchBackend(BulkWriter):
+class ElasticsearchBackend(EngineBackendBase):
     """`Backend` on Elasticsearch (see the module docstring)."""
 
     _refresh_errors = (TransportError, ApiError)
@@ -246,7 +246,7 @@ class ElasticsearchBackend(BulkWriter):
             settings["index"].pop("number_of_replicas", None)
         return settings
 
-    # ------------------------------------------------------------------ writes (bulk.BulkWriter)
+    # ------------------------------------------------------------------ writes (bulk.EngineBackendBase)
     def _bulk_round(self, lines: list[bytes]) -> list[tuple[bool, dict[str, Any]]]:
         return items_outcome(response_body(self.client.bulk(operations=b"".join(lines))))
 
@@ -303,7 +303,7 @@ def build_client(settings: Any) -> Elasticsearch:
     options: dict[str, Any] = {
         "request_timeout": float(settings.elasticsearch_timeout_s),
         "http_compress": True,
-        # One retry layer: the backend's (bulk.BulkWriter). The transport never resends.
+        # One retry layer: the backend's (bulk.EngineBackendBase). The transport never resends.
         "max_retries": 0,
         "retry_on_status": (),
         "retry_on_timeout": False,

@@ -5,7 +5,7 @@ the dot product of the query's term map with the stored FeatureField values:
 
 - `rank_feature_query` (`rank_features` field): `bool.should` of
   `{"rank_feature": {"field": "<field>.<name>", "linear": {}, "boost": weight}}`, the same body
-  as on OpenSearch (`query_dsl.rank_feature_query`); `linear` is always sent (the default
+  as on OpenSearch (`opensearch_query.rank_feature_query`); `linear` is always sent (the default
   function is `saturation`).
 - `sparse_vector_query` (`sparse_vector` field, Elasticsearch 8.15+):
   `{"sparse_vector": {"field": ..., "query_vector": {name: weight}, "prune": bool,
@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from convsparse.errors import InvalidTermMapError, TooManyClausesError
-from convsparse.integration.backends import query_dsl
+from convsparse.integration.backends import opensearch_query
 from convsparse.termmap import TermMap
 
 __all__ = ["DEFAULT_MAX_CLAUSE_COUNT", "build_query", "rank_feature_query", "sparse_vector_query"]
@@ -59,7 +59,7 @@ def rank_feature_query(
     tm = _checked(term_map, max_clause_count)
     q = _dsl() if use_dsl else None
     if q is None:
-        return query_dsl.rank_feature_query(tm, field, max_clause_count=None)
+        return opensearch_query.rank_feature_query(tm, field, max_clause_count=None)
     clauses = [q.RankFeature(field=f"{field}.{name}", linear={}, boost=weight)
                for name, weight in tm.to_rank_features().items()]
     query: dict[str, Any] = q.Bool(should=clauses).to_dict()  # elasticsearch-dsl: untyped

@@ -3,7 +3,7 @@
 Why opensearch-py: it is the official, maintained client; it handles connection pooling, node
 retries on dropped connections, TLS, basic auth and AWS SigV4 signing.
 
-Writes (`upsert`, `delete_documents`) come from `bulk.BulkWriter`, shared with the
+Writes (`upsert`, `delete_documents`) come from `bulk.EngineBackendBase`, shared with the
 Elasticsearch backend; this module supplies opensearch-py's `bulk` call and exceptions:
 - Each document is validated before anything is sent (a term map with NaN, inf, zero, negative or
   subnormal weights, an empty id, non-JSON fields): it becomes a failed `DocumentResult` (status
@@ -33,7 +33,7 @@ are not retried: a chat query has a latency budget, and its caller decides wheth
 Search: refuses an index whose `_meta.encoder_fingerprint` differs from the query's fingerprint
 (`FingerprintMismatchError`; the meta is cached for `meta_cache_ttl_s`), checks the clause limit
 (`indices.query.bool.max_clause_count`, read from the cluster once, 1024 if unreadable), and
-builds a `rank_feature` or `neural_sparse` query (see `query_dsl`), with a `rescore` phase for
+builds a `rank_feature` or `neural_sparse` query (see `opensearch_query`), with a `rescore` phase for
 two-phase search.
 
 ML Commons ingest (`create_index(..., ingest=MLCommonsIngest(...))`, issue 33): the cluster
@@ -84,17 +84,17 @@ from convsparse.errors import (
     IndexNotFoundError,
     TooManyClausesError,
 )
-from convsparse.integration.backend import Hit, IndexInfo
+from convsparse.integration.backends.base import Hit, IndexInfo
 from convsparse.integration.backends.bulk import (
     BulkStats,
-    BulkWriter,
+    EngineBackendBase,
     RequestFailure,
     document_id,
     response_body,
 )
 from convsparse.integration.backends.bulk_body import items_outcome
 from convsparse.integration.backends.mlcommons_pipeline import MLCommonsIngest, with_mlcommons_ingest
-from convsparse.integration.backends.query_dsl import (
+from convsparse.integration.backends.opensearch_query import (
     DEFAULT_MAX_CLAUSE_COUNT,
     QueryMode,
     build_query,
@@ -142,7 +142,7 @@ def _status_of(exc: TransportError) -> int | None:
     return status if isinstance(status, int) else None
 
 
-class OpenSearchBackend(BulkWriter):
+class OpenSearchBackend(EngineBackendBase):
     """`Backend` on an OpenSearch cluster (see the module docstring for the retry rules)."""
 
     _refresh_errors = (TransportError,)
@@ -274,7 +274,7 @@ class OpenSearchBackend(BulkWriter):
         )
         self.refresh(name)
 
-    # ------------------------------------------------------------------ writes (bulk.BulkWriter)
+    # ------------------------------------------------------------------ writes (bulk.EngineBackendBase)
     def _bulk_round(self, lines: list[bytes]) -> list[tuple[bool, dict[str, Any]]]:
         return items_outcome(response_body(self.client.bulk(body=b"".join(lines))))
 

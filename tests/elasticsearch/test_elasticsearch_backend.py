@@ -14,7 +14,7 @@ from elasticsearch import Elasticsearch
 
 from convsparse.compose import open_backend
 from convsparse.errors import BackendError, FingerprintMismatchError
-from convsparse.integration.backend import Backend, IndexedDocument
+from convsparse.integration.backends.base import Backend, IndexedDocument
 from convsparse.integration.backends.elasticsearch import ElasticsearchBackend
 from convsparse.mappings.elasticsearch import token_pruning_config
 from convsparse.settings import Settings

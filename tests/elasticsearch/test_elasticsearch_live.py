@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from convsparse.integration.backend import IndexedDocument
+from convsparse.integration.backends.base import IndexedDocument
 from convsparse.integration.backends.elasticsearch import ElasticsearchBackend
 from convsparse.mappings.elasticsearch import token_pruning_config
 from convsparse.settings import Settings

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 from jsonschema.exceptions import ValidationError
 
-from convsparse.integration.backend import IndexedDocument
 from convsparse.integration.backends import elasticsearch as es_backend
-from convsparse.integration.backends import query_dsl
+from convsparse.integration.backends import opensearch_query
+from convsparse.integration.backends.base import IndexedDocument
 from convsparse.integration.backends.elasticsearch_query import (
     build_query,
     rank_feature_query,
     sparse_vector_query,
 )
-from convsparse.integration.backends.query_dsl import search_body
+from convsparse.integration.backends.opensearch_query import search_body
 from convsparse.mappings.elasticsearch import index_body, mappings_body, token_pruning_config
 from convsparse.termmap import TermMap
 
@@ -143,7 +143,7 @@ def test_dsl_and_plain_dicts_agree():
             "fp", "v", field_type=field_type, index_options=options, use_dsl=False)
     assert rank_feature_query(QUERY) == rank_feature_query(QUERY, use_dsl=False)
     # the rank_features body is byte for byte the OpenSearch one (same Lucene scoring)
-    assert rank_feature_query(QUERY) == query_dsl.rank_feature_query(QUERY)
+    assert rank_feature_query(QUERY) == opensearch_query.rank_feature_query(QUERY)
     for kwargs in [{}, {"prune": True}, {"prune": True, "pruning_config": PRUNING}]:
         assert sparse_vector_query(QUERY, **kwargs) == sparse_vector_query(QUERY, use_dsl=False, **kwargs)
 

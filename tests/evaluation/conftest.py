@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from convsparse.errors import FingerprintMismatchError, IndexExistsError, IndexNotFoundError
-from convsparse.integration.backend import DocumentResult, Hit, IndexInfo
+from convsparse.integration.backends.base import DocumentResult, Hit, IndexInfo
 
 
 class MemoryBackend:

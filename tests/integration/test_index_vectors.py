@@ -16,9 +16,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from convsparse.integration.backend import IndexedDocument
-from convsparse.integration.backends import embedded_store
-from convsparse.integration.backends.embedded import EmbeddedBackend, IndexWriteError
+from convsparse.integration.backends.base import IndexedDocument
+from convsparse.integration.backends.embedded import EmbeddedBackend, IndexWriteError, faults
 from convsparse.integration.vectors import DocumentVectors, VectorSpec, VectorSpecMismatchError, text_key
 from convsparse.termmap import TermMap
 
@@ -69,8 +68,8 @@ def check_paired(root) -> set[str]:
 
 @pytest.fixture
 def hook():
-    yield lambda fn: setattr(embedded_store, "fault_hook", fn)
-    embedded_store.fault_hook = None
+    yield lambda fn: setattr(faults, "fault_hook", fn)
+    faults.fault_hook = None
 
 
 # ------------------------------------------------------------------------------ the store
@@ -147,8 +146,8 @@ def test_a_full_disk_never_stores_one_without_the_other(tmp_path):
 CRASHER = textwrap.dedent("""
     import os, signal, sys
     import numpy as np
-    from convsparse.integration.backends import embedded_store
-    from convsparse.integration.backend import IndexedDocument
+    from convsparse.integration.backends.embedded import faults
+    from convsparse.integration.backends.base import IndexedDocument
     from convsparse.integration.backends.embedded import EmbeddedBackend
     from convsparse.integration.vectors import DocumentVectors, text_key
     from convsparse.termmap import TermMap
@@ -170,7 +169,7 @@ CRASHER = textwrap.dedent("""
                 for i, t in enumerate(texts)]
 
     be = EmbeddedBackend(root)
-    embedded_store.fault_hook = kill
+    faults.fault_hook = kill
     for n in range(__N__):
         list(be.upsert("i", batch(n)))
         print(n, flush=True)
@@ -442,7 +441,7 @@ def test_the_hit_table_shows_a_fallback_decided_before_the_stage_ran(capsys):
     """The shipped re-ranker missing: no rerank time, the reason in the footer (it crashed the
     quickstart with KeyError: 'rerank_ms')."""
     from convsparse.cli.search import print_hits
-    from convsparse.integration.backend import Hit
+    from convsparse.integration.backends.base import Hit
     from convsparse.integration.client import SearchResult
 
     result = SearchResult(hits=[Hit("a", 1.0, {"text": "x"})], timings={

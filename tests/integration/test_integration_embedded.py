@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from convsparse.errors import FingerprintMismatchError, IndexExistsError, IndexNotFoundError
-from convsparse.integration.backend import Backend, IndexedDocument
-from convsparse.integration.backends.embedded import EmbeddedBackend, quantize_feature_values
-from convsparse.termmap import TermMap
+from convsparse.integration.backends.base import Backend, IndexedDocument
+from convsparse.integration.backends.embedded import EmbeddedBackend
+from convsparse.termmap import TermMap, quantize_feature_values
 
 
 def doc(i, **w):
@@ -156,7 +156,7 @@ def test_two_objects_see_each_others_writes(tmp_path):
 
 WRITER = textwrap.dedent("""
     import sys
-    from convsparse.integration.backend import IndexedDocument
+    from convsparse.integration.backends.base import IndexedDocument
     from convsparse.integration.backends.embedded import EmbeddedBackend
     from convsparse.termmap import TermMap
     root, prefix = sys.argv[1], sys.argv[2]
@@ -214,7 +214,7 @@ def test_csr_backed_term_maps_index_like_dict_ones(backend):
 
 
 def test_passage_sample_spreads_over_live_documents(tmp_path):
-    from convsparse.integration.backend import IndexedDocument, SupportsPassageSample
+    from convsparse.integration.backends.base import IndexedDocument, SupportsPassageSample
     from convsparse.integration.backends.embedded import EmbeddedBackend
     from convsparse.termmap import TermMap
 

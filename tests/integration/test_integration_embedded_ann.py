@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convsparse.integration.backend import IndexedDocument, SupportsApproximateSearch
+from convsparse.integration.backends.base import IndexedDocument, SupportsApproximateSearch
 from convsparse.integration.backends.embedded import (
     AnnNotBuiltError,
     AnnQuery,
@@ -145,7 +145,7 @@ def test_rebuild_covers_new_rows_and_other_process_sees_it(built, tmp_path):
     assert info.n_rows == N_DOCS + 50 and info.file != old.file
     assert not (be.root / "i" / old.file).exists()
     assert reader.search("i", q, k=10, approximate=True) == be.search("i", q, k=10, approximate=True)
-    assert reader._anns["i"].info == info
+    assert reader._anns.loaded("i").info == info
 
 
 def test_not_built_raises_naming_the_fix(tmp_path):

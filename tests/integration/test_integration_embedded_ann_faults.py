@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from convsparse.integration.backend import IndexedDocument
-from convsparse.integration.backends import embedded_ann as ann
-from convsparse.integration.backends.embedded import EmbeddedBackend
+from convsparse.integration.backends.base import IndexedDocument
+from convsparse.integration.backends.embedded import EmbeddedBackend, ann
 from convsparse.termmap import TermMap
 
 pytest.importorskip("seismic")
@@ -171,14 +170,14 @@ def test_killed_after_publishing_keeps_the_new_build_and_drops_the_old(root, tmp
     old = be.build_ann("i", threads=1).file
     code = textwrap.dedent(f"""
         import os, signal
-        from convsparse.integration.backends import embedded_store
+        from convsparse.integration.backends.embedded import faults
         from convsparse.integration.backends.embedded import EmbeddedBackend
 
         def kill(step):
             if step == "ann:published":
                 os.kill(os.getpid(), signal.SIGKILL)
 
-        embedded_store.fault_hook = kill
+        faults.fault_hook = kill
         EmbeddedBackend({str(root)!r}).build_ann("i", threads=1)
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=180)

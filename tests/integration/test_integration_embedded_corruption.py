@@ -29,9 +29,8 @@ from typer.testing import CliRunner
 
 from convsparse.cli import app
 from convsparse.errors import UsageError
-from convsparse.integration.backend import MAX_K, IndexedDocument
-from convsparse.integration.backends.embedded import EmbeddedBackend, IndexWriteError
-from convsparse.integration.backends.embedded_store import IndexCorruptError
+from convsparse.integration.backends.base import MAX_K, IndexedDocument
+from convsparse.integration.backends.embedded import EmbeddedBackend, IndexCorruptError, IndexWriteError
 from convsparse.termmap import TermMap
 
 N_BATCHES, BATCH = 20, 50
@@ -273,7 +272,7 @@ def test_huge_k_with_ann_does_not_kill_the_process(copy):
 
 
 def test_server_search_body_is_bounded():
-    from convsparse.integration.backends.query_dsl import search_body
+    from convsparse.integration.backends.opensearch_query import search_body
 
     assert search_body({"match_all": {}}, MAX_K)["size"] == MAX_K
     with pytest.raises(UsageError, match="k must be"):

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from convsparse.integration.backend import IndexedDocument
-from convsparse.integration.backends import embedded_store
-from convsparse.integration.backends.embedded import EmbeddedBackend, IndexWriteError
+from convsparse.integration.backends.base import IndexedDocument
+from convsparse.integration.backends.embedded import EmbeddedBackend, IndexWriteError, faults
 from convsparse.termmap import TermMap
 
 FIXTURE = Path(__file__).parent / "fixtures" / "legacy_v1"
@@ -55,9 +54,9 @@ def ids_of(batches) -> set[str]:
 def hook():
     """Install a fault hook for one test."""
     def install(fn):
-        embedded_store.fault_hook = fn
+        faults.fault_hook = fn
     yield install
-    embedded_store.fault_hook = None
+    faults.fault_hook = None
 
 
 # ---------------------------------------------------------------------------- full disk
@@ -146,8 +145,8 @@ def test_error_during_compaction_keeps_the_index(tmp_path, hook):
 # ---------------------------------------------------------------------------- crashes
 CRASHER = textwrap.dedent("""
     import os, signal, sys
-    from convsparse.integration.backends import embedded_store
-    from convsparse.integration.backend import IndexedDocument
+    from convsparse.integration.backends.embedded import faults
+    from convsparse.integration.backends.base import IndexedDocument
     from convsparse.integration.backends.embedded import EmbeddedBackend
     from convsparse.termmap import TermMap
 
@@ -165,7 +164,7 @@ CRASHER = textwrap.dedent("""
                                 {"text": f"batch {n} doc {i}"}) for i in range(__BATCH__)]
 
     be = EmbeddedBackend(root)
-    embedded_store.fault_hook = kill
+    faults.fault_hook = kill
     if mode == "write":
         for n in range(__N__):
             list(be.upsert("i", batch(n)))

@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from convsparse.integration.backend import IndexedDocument
+from convsparse.integration.backends.base import IndexedDocument
 from convsparse.integration.backends.embedded import EmbeddedBackend
 from convsparse.termmap import TermMap
 
@@ -46,7 +46,7 @@ def test_embedded_csr_write_equals_the_token_path(seed, tmp_path, random_csr_bat
 def test_embedded_failed_commit_does_not_remember_new_term_ids(tmp_path, monkeypatch,
                                                               random_csr_batch):
     """A rolled-back batch assigned ids to new terms; the next batch must not reuse them."""
-    from convsparse.integration.backends import embedded_store
+    from convsparse.integration.backends.embedded import faults
 
     batch, _, ids = random_csr_batch(7)
     backend = EmbeddedBackend(tmp_path, durable=False)
@@ -56,10 +56,10 @@ def test_embedded_failed_commit_does_not_remember_new_term_ids(tmp_path, monkeyp
         if step == "write:ops":
             raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(embedded_store, "fault_hook", fail)
+    monkeypatch.setattr(faults, "fault_hook", fail)
     with pytest.raises(Exception, match="rolled back"):
         list(backend.upsert("idx", [IndexedDocument(i, tm) for i, tm in zip(ids, batch)]))
-    monkeypatch.setattr(embedded_store, "fault_hook", None)
+    monkeypatch.setattr(faults, "fault_hook", None)
     assert all(r.ok for r in backend.upsert("idx", [IndexedDocument(i, tm) for i, tm in zip(ids, batch)]))
     fresh = EmbeddedBackend(tmp_path)
     for i, tm in zip(ids, batch):

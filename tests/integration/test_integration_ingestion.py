@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from convsparse.documents import SourceRecord
 from convsparse.errors import InvalidDocumentError, InvalidTermMapError
-from convsparse.integration.backend import IndexedDocument
+from convsparse.integration.backends.base import IndexedDocument
 from convsparse.integration.ingestion import encode_and_upsert
 from convsparse.sources import RecordError, read_records
 from convsparse.termmap import TermMap, TermMapBatch

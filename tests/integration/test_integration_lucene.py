@@ -4,7 +4,7 @@ OpenSearch `rank_features` field and `rank_feature` query with `linear` run) ver
 (`CONVSPARSE_LUCENE_JARS`, a glob, points at the jars elsewhere).
 
 `test_backend_bodies_score_as_lucene` covers the bodies the OpenSearch and Elasticsearch
-backends send: the documents are indexed from the `_bulk` lines `BulkWriter` sends (each weight
+backends send: the documents are indexed from the `_bulk` lines `EngineBackendBase` sends (each weight
 spelt at stored precision, parsed by Java as a server's JSON parser does: `Float.parseFloat`, or
 a double narrowed to float), and each query body is turned into Lucene queries the way the servers' query builders do
 (`rank_feature` + `linear`: the field split at its last dot, `FeatureField.newLinearQuery(field,
@@ -20,7 +20,7 @@ import os
 import numpy as np
 import pytest
 
-from convsparse.integration.backend import IndexedDocument
+from convsparse.integration.backends.base import IndexedDocument
 from convsparse.integration.backends.embedded import EmbeddedBackend
 from convsparse.termmap import TermMap
 
@@ -166,9 +166,9 @@ def lucene_clauses_from_body(query):
 
 
 def _body_builders():
-    from convsparse.integration.backends import query_dsl
+    from convsparse.integration.backends import opensearch_query
 
-    builders = {"opensearch rank_feature": query_dsl.rank_feature_query}
+    builders = {"opensearch rank_feature": opensearch_query.rank_feature_query}
     try:
         from convsparse.integration.backends import elasticsearch_query
     except ImportError:
@@ -182,7 +182,7 @@ def _body_builders():
     (builder, parser) for builder in _body_builders() for parser in JAVA_PARSERS
     if parser == "Float.parseFloat" or builder == "opensearch rank_feature"])
 def test_backend_bodies_score_as_lucene(lucene, tmp_path, builder, parser):
-    from convsparse.integration.backends.bulk import BulkWriter
+    from convsparse.integration.backends.bulk import EngineBackendBase
     from convsparse.termmap import CsrRows, TermMapBatch, Vocabulary
 
     L = lucene
@@ -200,7 +200,7 @@ def test_backend_bodies_score_as_lucene(lucene, tmp_path, builder, parser):
     L["BQclass"].setMaxClauseCount(4096)
     directory = L["Dir"]()
     writer = L["IW"](directory, L["IWC"]())
-    bulk = BulkWriter()
+    bulk = EngineBackendBase()
     for pos, (doc_id, tm) in enumerate(zip(ids, batch)):
         lines = bulk._prepare_index("parity", pos, IndexedDocument(doc_id, tm), "fp", "terms").lines
         writer.addDocument(lucene_doc_from_bulk_lines(L, lines, JAVA_PARSERS[parser]))

@@ -15,10 +15,8 @@ from typer.testing import CliRunner
 
 from convsparse.cli import app
 from convsparse.errors import InvalidConversationError
-from convsparse.integration.backend import IndexedDocument
-from convsparse.integration.backends import embedded_store
-from convsparse.integration.backends.embedded import EmbeddedBackend
-from convsparse.integration.backends.embedded_store import IndexWriteError
+from convsparse.integration.backends.base import IndexedDocument
+from convsparse.integration.backends.embedded import EmbeddedBackend, IndexWriteError, faults
 from convsparse.termmap import TermMap
 
 
@@ -89,11 +87,11 @@ def test_write_error_hint_reads_the_errno_not_the_path(tmp_path):
         if step.startswith("write"):
             raise OSError(errno.EROFS, "Read-only file system", target)
 
-    embedded_store.fault_hook = read_only
+    faults.fault_hook = read_only
     try:
         with pytest.raises(IndexWriteError) as e:
             list(backend.upsert("full", [IndexedDocument("a", TermMap({"paris": 1.0}), {})]))
     finally:
-        embedded_store.fault_hook = None
+        faults.fault_hook = None
     message = str(e.value)
     assert "read-only" in message and "free disk space" not in message, message

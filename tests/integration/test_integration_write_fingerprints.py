@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from convsparse.cli import app
 from convsparse.documents import SourceRecord
 from convsparse.errors import FingerprintMismatchError
-from convsparse.integration.backend import IndexedDocument
+from convsparse.integration.backends.base import IndexedDocument
 from convsparse.integration.client import ConversationalSearch
 from convsparse.integration.ingestion import encode_and_upsert
 from convsparse.termmap import TermMap

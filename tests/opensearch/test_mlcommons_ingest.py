@@ -15,13 +15,13 @@ import pytest
 
 from convsparse.documents import document_text
 from convsparse.errors import BackendError
-from convsparse.integration.backend import IndexedDocument
+from convsparse.integration.backends.base import IndexedDocument
 from convsparse.integration.backends.bulk import document_id
 from convsparse.integration.backends.mlcommons import MLCommonsClient
 from convsparse.integration.backends.mlcommons_artifact import read_manifest
 from convsparse.integration.backends.mlcommons_pipeline import MLCommonsIngest, default_pipeline_id
 from convsparse.integration.backends.opensearch import OpenSearchBackend, build_client
-from convsparse.integration.backends.query_dsl import (
+from convsparse.integration.backends.opensearch_query import (
     check_server_encoded_query,
     neural_sparse_query,
     rank_feature_query,

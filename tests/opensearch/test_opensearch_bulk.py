@@ -12,7 +12,7 @@ import math
 
 import pytest
 
-from convsparse.integration.backend import IndexedDocument
+from convsparse.integration.backends.base import IndexedDocument
 from convsparse.integration.backends.opensearch import document_id
 from convsparse.termmap import TermMap
 

@@ -1,6 +1,6 @@
 """The bulk body built from arrays (issue 15) indexes what the old path's body indexed: for
 random CSR batches, with feature names that need escaping and ids that need JSON escaping, the
-NDJSON lines `BulkWriter` sends equal, line by line, the action and source that `streaming_bulk`
+NDJSON lines `EngineBackendBase` sends equal, line by line, the action and source that `streaming_bulk`
 serialised from the old action dicts (same keys, same key order in the term field), except
 that each weight is spelt as the shortest number FeatureField stores as the same value; they
 validate against the OpenSearch API spec. (Java's own parsing of every spelling is checked
@@ -13,8 +13,8 @@ import json
 import numpy as np
 import pytest
 
-from convsparse.integration.backend import IndexedDocument
-from convsparse.integration.backends.bulk import BulkWriter, document_id
+from convsparse.integration.backends.base import IndexedDocument
+from convsparse.integration.backends.bulk import EngineBackendBase, document_id
 from convsparse.integration.backends.bulk_body import rank_features_json, stored_value_text
 from convsparse.termmap import CsrRows, TermMap, TermMapBatch, Vocabulary, _CsrLists
 
@@ -48,7 +48,7 @@ def old_lines(name: str, doc: IndexedDocument) -> list[dict]:
 def test_bulk_lines_index_what_the_old_bodies_did(seed, spec_or_none, random_csr_batch):
     batch, old, ids = random_csr_batch(seed)
     fields = {"title": "T \"1\"", "text": "x\ny", "extra": [1, 2.5e-7, {"k": None}], "big": 2**70}
-    writer = BulkWriter()
+    writer = EngineBackendBase()
     for i, (tm, old_tm) in enumerate(zip(batch, old)):
         assert tm == old_tm and list(tm.to_rank_features().items()) == list(
             old_tm.to_rank_features().items())

@@ -21,7 +21,7 @@ import uuid
 import pytest
 from opensearchpy.exceptions import RequestError
 
-from convsparse.integration.backend import IndexedDocument
+from convsparse.integration.backends.base import IndexedDocument
 from convsparse.integration.backends.opensearch import OpenSearchBackend
 from convsparse.mappings.sparse_vector import SPARSE_ANN_SINCE
 from convsparse.settings import Settings

@@ -25,9 +25,9 @@ from convsparse.errors import (
     InvalidTermMapError,
     TooManyClausesError,
 )
-from convsparse.integration.backend import Backend, IndexedDocument
+from convsparse.integration.backends.base import Backend, IndexedDocument
 from convsparse.integration.backends.opensearch import OpenSearchBackend
-from convsparse.integration.backends.query_dsl import (
+from convsparse.integration.backends.opensearch_query import (
     build_query,
     neural_sparse_query,
     rank_feature_query,

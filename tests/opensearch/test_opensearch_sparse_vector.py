@@ -11,9 +11,9 @@ import sys
 import pytest
 
 from convsparse.errors import BackendError, InvalidTermMapError
-from convsparse.integration.backend import IndexedDocument
+from convsparse.integration.backends.base import IndexedDocument
 from convsparse.integration.backends.opensearch import OpenSearchBackend
-from convsparse.integration.backends.query_dsl import neural_sparse_ann_query
+from convsparse.integration.backends.opensearch_query import neural_sparse_ann_query
 from convsparse.integration.client import ConversationalSearch
 from convsparse.mappings import index_body
 from convsparse.mappings.sparse_vector import (

@@ -8,8 +8,8 @@ import copy
 import pytest
 from jsonschema.exceptions import ValidationError
 
-from convsparse.integration.backend import IndexedDocument
-from convsparse.integration.backends.query_dsl import (
+from convsparse.integration.backends.base import IndexedDocument
+from convsparse.integration.backends.opensearch_query import (
     neural_sparse_query,
     rank_feature_query,
     search_body,

@@ -9,7 +9,7 @@ import base64
 import numpy as np
 import pytest
 
-from convsparse.integration.backend import IndexedDocument, SupportsPassageVectors
+from convsparse.integration.backends.base import IndexedDocument, SupportsPassageVectors
 from convsparse.integration.vectors import (
     VECTORS_FIELD,
     DocumentVectors,
@@ -137,7 +137,7 @@ def test_a_conversational_search_index_stores_vectors_and_re_ranks_from_them(
 
 @pytest.mark.parametrize("engine", ["opensearch", "elasticsearch"], indirect=True)
 def test_passage_sample_is_one_spec_valid_search_over_title_and_text(fake, make_backend):
-    from convsparse.integration.backend import SupportsPassageSample
+    from convsparse.integration.backends.base import SupportsPassageSample
 
     backend = make_backend()
     assert isinstance(backend, SupportsPassageSample)

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from convsparse.errors import UnsupportedModelError
-from convsparse.integration.backend import Hit
+from convsparse.hits import Hit
 from convsparse.reranking.reranker import load_reranker, new_reranker
 from convsparse.termmap import TermMap
 
@@ -59,7 +59,7 @@ def test_onnx_serving_imports_neither_torch_nor_transformers(folder):
     want = load_reranker(folder).score(CONV, QUERY, [*TEXTS, new], [*FIRST, 0.5])
     script = f"""
 import json, sys
-from convsparse.integration.backend import Hit
+from convsparse.hits import Hit
 from convsparse.reranking import load_reranker
 rr = load_reranker({str(folder)!r}, runtime="onnx")
 hits = [Hit(str(i), s, {{"text": t}}) for i, (t, s) in enumerate(zip({[*TEXTS, new]!r}, {[*FIRST, 0.5]!r}))]
@@ -265,7 +265,7 @@ def test_the_shipped_reranker_is_small_loads_by_name_and_serves_without_torch(tm
     env = {**os.environ, "CONVSPARSE_CACHE_DIR": str(tmp_path / "cache")}
     script = f"""
 import json, sys
-from convsparse.integration.backend import Hit
+from convsparse.hits import Hit
 from convsparse.reranking import load_reranker
 rr = load_reranker("default", runtime="onnx")
 hits = [Hit(str(i), s, {{"text": t}}) for i, (t, s) in enumerate(zip({TEXTS!r}, {FIRST!r}))]

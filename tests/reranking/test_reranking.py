@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import convsparse
-from convsparse.integration.backend import Hit
+from convsparse.hits import Hit
 from convsparse.integration.backends.embedded import EmbeddedBackend
 from convsparse.integration.client import ConversationalSearch
 from convsparse.reranking.features import N_FEATURES, TermStatistics, term_features

@@ -15,8 +15,12 @@ Why SQLite and not a log of our own: its commit is atomic (a batch is one transa
 nothing), a failed write (``SQLITE_FULL``, ``SQLITE_IOERR``, a read-only file system) rolls
 back and leaves the database exactly as it was, and its own test suite simulates I/O errors,
 full disks and power loss at every write. The CSR/CSC matrices `EmbeddedBackend` searches are a
-derived cache, rebuilt in memory from ``ops`` (``seq`` tells a reader what it has already seen;
-a compaction bumps ``generation``, which tells it to reload).
+derived cache, rebuilt in memory from ``ops`` (`convsparse.integration.backends.embedded.cache`:
+``seq`` tells a reader what it has already seen; a compaction bumps ``generation``, which tells
+it to reload).
+
+Every SQL statement on the store is here: the backend calls these functions inside one
+`IndexStore.write` (or `IndexStore.read`) transaction and never writes SQL of its own.
 
 Durability (the fsync policy): the database runs in WAL mode with ``synchronous=FULL`` by
 default, so ``COMMIT`` returns only after the write-ahead log is fsynced: an acknowledged batch
@@ -39,12 +43,15 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from convsparse.errors import BackendError
+from convsparse.integration.backends.embedded.faults import fault_point
 
 FORMAT = 2
 DB_NAME = "index.sqlite"
@@ -61,18 +68,10 @@ CREATE TABLE IF NOT EXISTS ops (
 );
 """
 #: created when an index starts holding passage vectors (older files lack it)
-VECTORS_SCHEMA = "CREATE TABLE IF NOT EXISTS vectors (doc_id TEXT PRIMARY KEY, data BLOB NOT NULL)"
+_VECTORS_SCHEMA = "CREATE TABLE IF NOT EXISTS vectors (doc_id TEXT PRIMARY KEY, data BLOB NOT NULL)"
 
-#: Test hook: called with the name of each step of a write, a compaction or a migration
-#: (``write:begin`` ... ``write:commit``), so fault-injection tests can raise an `OSError` or
-#: SIGKILL the process between steps. None (the default) costs one attribute read per step.
-fault_hook: Callable[[str], None] | None = None
-
-
-def step(name: str) -> None:
-    hook = fault_hook
-    if hook is not None:
-        hook(name)
+#: one stored operation: (seq, doc_id, cols, vals, fields); cols/vals/fields None for a delete
+OpRow = tuple[int, str, bytes | None, bytes | None, str | None]
 
 
 class IndexWriteError(BackendError):
@@ -268,7 +267,7 @@ class IndexStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
-            step("write:commit")
+            fault_point("write:commit")
             conn.execute("COMMIT")
         except BaseException:
             try:
@@ -288,9 +287,7 @@ class IndexStore:
         conn = store.writer()
         created = False
         with store.write():
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            create_tables(conn)
             if conn.execute("SELECT value FROM meta WHERE key='fingerprint'").fetchone() is None:
                 conn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
                                  sorted(encode_meta(meta).items()))
@@ -298,6 +295,13 @@ class IndexStore:
         if new_file:
             fsync_dir(folder)
         return store, created
+
+
+def create_tables(conn: sqlite3.Connection) -> None:
+    """The tables of a new store (those missing), in the caller's transaction."""
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
 
 
 def encode_meta(meta: dict[str, Any]) -> dict[str, str]:
@@ -313,6 +317,134 @@ def is_store(folder: Path) -> bool:
     return (folder / DB_NAME).exists()
 
 
-__all__ = ["DB_NAME", "FORMAT", "VECTORS_SCHEMA", "IndexCorruptError", "IndexStore",
-           "IndexWriteError", "create_file", "decode_meta", "encode_meta", "fsync_dir",
-           "is_corruption", "is_store", "read_error", "step"]
+# ---------------------------------------------------------------------- reading
+def read_meta(conn: sqlite3.Connection) -> dict[str, Any]:
+    return decode_meta(conn.execute("SELECT key, value FROM meta").fetchall())
+
+
+def read_terms(conn: sqlite3.Connection, first_id: int) -> list[tuple[int, str]]:
+    """(id, token) of the terms from id `first_id` on, in id order."""
+    rows: list[tuple[int, str]] = conn.execute(
+        "SELECT id, token FROM terms WHERE id >= ? ORDER BY id", (first_id,)).fetchall()
+    return rows
+
+
+def read_ops(conn: sqlite3.Connection, after_seq: int) -> list[OpRow]:
+    """The operations committed after `after_seq`, in commit order."""
+    rows: list[OpRow] = conn.execute(
+        "SELECT seq, doc_id, cols, vals, fields FROM ops WHERE seq > ? ORDER BY seq",
+        (after_seq,)).fetchall()
+    return rows
+
+
+def last_seq(conn: sqlite3.Connection) -> int:
+    """The highest seq ever given to an operation (compacted ones included)."""
+    seq: int = conn.execute(
+        "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name='ops'), 0)").fetchone()[0]
+    return seq
+
+
+def read_vectors(conn: sqlite3.Connection, ids: Sequence[str]) -> list[tuple[str, bytes]]:
+    """(doc_id, blob) of the documents `ids` that have stored vectors."""
+    rows: list[tuple[str, bytes]] = conn.execute(
+        f"SELECT doc_id, data FROM vectors WHERE doc_id IN ({','.join('?' * len(ids))})",
+        list(ids)).fetchall()
+    return rows
+
+
+def vector_keys(conn: sqlite3.Connection) -> dict[str, str]:
+    """doc_id -> the text key (hex, upper case) its stored vectors were made under."""
+    return dict(conn.execute("SELECT doc_id, hex(substr(data, 1, 12)) FROM vectors"))
+
+
+# ---------------------------------------------------------------------- writing
+def op_rows(ops: Sequence[tuple[str, object | None, str | None]], first_seq: int,
+            lens: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> list[OpRow]:
+    """The rows of `ops` ((id, term map, fields JSON), term map None for a delete), numbered
+    from ``first_seq + 1``: the upserts' term ids (int32) and weights (float32) are the
+    consecutive slices `lens` long of the batch's arrays `cols` and `vals`."""
+    col_bytes, val_bytes = cols.tobytes(), vals.tobytes()
+    bounds = np.zeros(len(lens) + 1, dtype=np.int64)
+    np.cumsum(lens * 4, out=bounds[1:])
+    starts, ends = bounds[:-1].tolist(), bounds[1:].tolist()
+    rows: list[OpRow] = []
+    row = 0
+    seq = first_seq
+    for doc_id, tm, fields in ops:
+        seq += 1
+        if tm is None:
+            rows.append((seq, doc_id, None, None, None))
+            continue
+        a, b = starts[row], ends[row]
+        rows.append((seq, doc_id, col_bytes[a:b], val_bytes[a:b], fields))
+        row += 1
+    return rows
+
+
+def insert_terms(conn: sqlite3.Connection, terms: Iterable[tuple[int, str]]) -> None:
+    conn.executemany("INSERT INTO terms(id, token) VALUES (?, ?)", terms)
+
+
+def insert_ops(conn: sqlite3.Connection, rows: Iterable[OpRow]) -> None:
+    conn.executemany("INSERT INTO ops(seq, doc_id, cols, vals, fields) VALUES (?, ?, ?, ?, ?)", rows)
+
+
+def drop_dead_ops(conn: sqlite3.Connection) -> None:
+    """Delete the deletes and every upsert a later one of the same id replaced."""
+    conn.execute("DELETE FROM ops WHERE cols IS NULL OR seq NOT IN "
+                 "(SELECT MAX(seq) FROM ops GROUP BY doc_id)")
+
+
+def set_generation(conn: sqlite3.Connection, generation: int) -> None:
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (json.dumps(generation),))
+
+
+def start_vectors(conn: sqlite3.Connection, meta_key: str, spec: dict[str, Any]) -> None:
+    """Record that the index holds vectors of `spec` (meta `meta_key`), with an empty table."""
+    conn.execute(_VECTORS_SCHEMA)
+    conn.execute("DELETE FROM vectors")
+    conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (meta_key, json.dumps(spec)))
+
+
+def write_vectors(conn: sqlite3.Connection, rows: Sequence[tuple[str, bytes]]) -> None:
+    """Store (or replace) the vectors (doc_id, blob) of `rows`."""
+    conn.executemany("INSERT OR REPLACE INTO vectors(doc_id, data) VALUES (?, ?)", rows)
+
+
+def delete_vectors(conn: sqlite3.Connection, ids: Sequence[str]) -> None:
+    conn.executemany("DELETE FROM vectors WHERE doc_id = ?", [(doc_id,) for doc_id in ids])
+
+
+def remove_folder(folder: Path) -> None:
+    """Delete an index folder and everything in it (the store, format-1 files, ANN builds),
+    after a writer in another process finished its batch."""
+    writer = None
+    if is_store(folder):
+        try:  # wait for a writer in another process to finish its batch
+            writer = sqlite3.connect(str(folder / DB_NAME), timeout=60.0, isolation_level=None)
+            writer.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error:
+            writer = None
+    try:
+        (folder / DB_NAME).unlink(missing_ok=True)
+        (folder / "meta.json").unlink(missing_ok=True)
+        for p in folder.iterdir():
+            if p.name != ".lock":
+                p.unlink(missing_ok=True)
+    finally:
+        if writer is not None:
+            writer.close()
+    for p in folder.iterdir():  # SQLite's -wal/-shm, removed again if close() made them
+        p.unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+__all__ = ["DB_NAME", "FORMAT", "IndexCorruptError", "IndexStore", "IndexWriteError", "OpRow",
+           "create_file", "create_tables", "decode_meta", "delete_vectors", "drop_dead_ops",
+           "encode_meta", "fsync_dir", "insert_ops", "insert_terms", "is_corruption", "is_store",
+           "last_seq", "op_rows", "read_error", "read_meta", "read_ops", "read_terms",
+           "read_vectors", "remove_folder", "set_generation", "start_vectors", "vector_keys",
+           "write_vectors"]

@@ -73,7 +73,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from convsparse.errors import BackendError, UsageError
-from convsparse.integration.backends.embedded_store import create_file, fsync_dir, step
+from convsparse.integration.backends.embedded.faults import fault_point
+from convsparse.integration.backends.embedded.store import create_file, fsync_dir
 
 logger = logging.getLogger(__name__)
 
@@ -339,7 +340,7 @@ def build(folder: Path, docs: sp.csr_matrix, alive: np.ndarray, generation: int,
     path = folder / (name + _SUFFIX)
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
-    step("ann:saved")
+    fault_point("ann:saved")
     info = AnnInfo(name + _SUFFIX, generation, docs.shape[0], len(rows), docs.shape[1], params,
                    round(time.perf_counter() - t0, 3), path.stat().st_size)
     tmp = folder / f".{META_NAME}.{secrets.token_hex(4)}.tmp"
@@ -349,7 +350,7 @@ def build(folder: Path, docs: sp.csr_matrix, alive: np.ndarray, generation: int,
         os.fsync(f.fileno())
     os.replace(tmp, folder / META_NAME)
     fsync_dir(folder)
-    step("ann:published")
+    fault_point("ann:published")
     for old in folder.glob("ann-*" + _SUFFIX):  # older builds; a reader holding one keeps it open
         if old.name != info.file:
             old.unlink(missing_ok=True)
@@ -405,5 +406,103 @@ def signature(folder: Path) -> tuple[int, int, int] | None:
     return (s.st_ino, s.st_mtime_ns, s.st_size)
 
 
-__all__ = ["AnnBuild", "AnnDamagedError", "AnnInfo", "AnnNotBuiltError", "AnnQuery", "LoadedAnn", "build",
-           "build_lock", "check_file", "read_info", "remove_orphans", "signature"]
+def stale_message(name: str, info: AnnInfo, generation: int) -> str:
+    """Why the build `info` of index `name`, now at `generation`, is not searched, and the fix."""
+    return (f"index {name!r} was compacted after its ANN build (generation {info.generation}, now "
+            f"{generation}): approximate searches search exactly; rebuild it with "
+            f"`convsparse index build-ann {name}` (or EmbeddedBackend.build_ann({name!r}))")
+
+
+def covers(info: AnnInfo, generation: int, n_rows: int) -> bool:
+    """Whether the build `info` still lines up with an index at `generation` holding `n_rows`
+    rows (no compaction since, so its row numbers are the index's)."""
+    return info.generation == generation and info.n_rows <= n_rows
+
+
+class AnnBuilds:
+    """The ANN builds one backend object searches, per index: each loaded once (again when
+    another process rebuilt it), a build that cannot be loaded remembered until it changes (not
+    loaded again for every search), and each unusable build warned about once per reason. The
+    caller serialises the calls (the backend's lock)."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[str, LoadedAnn] = {}
+        # index -> (ann.json signature, why its build could not be loaded): not loaded again
+        self._failed: dict[str, tuple[Any, str]] = {}
+        self._warned: set[tuple[str, str]] = set()  # (index, reason) already logged
+
+    def loaded(self, name: str) -> LoadedAnn | None:
+        """The build of index `name` loaded now, if any (as the last search left it)."""
+        return self._loaded.get(name)
+
+    def unload(self) -> None:
+        """Drop the loaded builds (what was warned about and what failed is remembered)."""
+        self._loaded.clear()
+
+    def forget(self, name: str) -> None:
+        """Drop what is known of index `name`'s build (the index was reopened or deleted)."""
+        self._loaded.pop(name, None)
+        self._failed.pop(name, None)
+
+    def rebuilt(self, name: str) -> None:
+        """Index `name` has a new build: load it on the next search, warn about it afresh."""
+        self.forget(name)
+        self._warned = {w for w in self._warned if w[0] != name}
+
+    def warn(self, name: str, reason: str, message: str) -> None:
+        """Log an unusable ANN build once per index and reason (searches go on exactly)."""
+        if (name, reason) not in self._warned:
+            self._warned.add((name, reason))
+            logger.warning("%s", message)
+
+    def status(self, name: str, folder: Path, generation: int, n_rows: int) -> dict[str, Any] | None:
+        """The current build of index `name` (in `folder`, now at `generation` with `n_rows`
+        rows) with its ``status``: "ready", or "unusable" and the ``problem`` with its fix;
+        None if none was built."""
+        try:
+            info = read_info(folder)
+        except AnnDamagedError as e:
+            self.warn(name, e.reason, str(e))
+            return {"status": "unusable", "problem": str(e)}
+        if info is None:
+            return None
+        out: dict[str, Any] = {**info.to_dict(), "status": "ready"}
+        failed = self._failed.get(name)
+        try:
+            check_file(folder, info)
+            if failed is not None and failed[0] == signature(folder):  # a search could not load it
+                out.update(status="unusable", problem=failed[1])
+                return out
+        except AnnDamagedError as e:
+            self.warn(name, e.reason, str(e))
+            out.update(status="unusable", problem=str(e))
+        else:
+            if not covers(info, generation, n_rows):
+                out.update(status="unusable", problem=stale_message(name, info, generation))
+        return out
+
+    def load(self, name: str, folder: Path) -> LoadedAnn | None:
+        """The build of index `name` to search, reloaded if another process rebuilt it; None
+        (warned once) when it cannot be used. `AnnNotBuiltError` if none was built."""
+        built = self._loaded.get(name)
+        if built is None or not built.current():
+            self._loaded.pop(name, None)
+            sig = signature(folder)
+            failed = self._failed.get(name)
+            if failed is not None and failed[0] == sig and sig is not None:
+                return None  # the same damaged build: warned already, not loaded again
+            try:
+                built = self._loaded[name] = LoadedAnn(folder)
+            except FileNotFoundError:
+                raise AnnNotBuiltError(name) from None
+            except AnnDamagedError as e:  # derived: never blocks a search
+                self._failed[name] = (sig, str(e))
+                self.warn(name, e.reason, f"{e} (searching exactly)")
+                return None
+            self._failed.pop(name, None)
+        return built
+
+
+__all__ = ["AnnBuild", "AnnBuilds", "AnnDamagedError", "AnnInfo", "AnnNotBuiltError", "AnnQuery", "LoadedAnn",
+           "build", "build_lock", "check_file", "covers", "read_info", "remove_orphans", "signature",
+           "stale_message"]

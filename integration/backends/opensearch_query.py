@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from convsparse.errors import InvalidTermMapError, TooManyClausesError
-from convsparse.integration.backend import check_k
+from convsparse.integration.backends.base import check_k
 from convsparse.termmap import TermMap
 
 __all__ = [

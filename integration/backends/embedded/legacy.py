@@ -12,8 +12,9 @@ Format 1 (until issue 13), one folder per index::
 survives the damage a full disk did to it: a torn last line is dropped, and a line where a
 later append was glued onto a torn one (the ``JSONDecodeError`` of issue 13) yields the
 complete record it ends with. `migrate` writes the live documents, in their row order, into a
-new SQLite store (`embedded_store`) under a temporary name, fsyncs it and renames it into
-place: a crash at any point leaves either the old layout or the new one, never half of one.
+new SQLite store (`convsparse.integration.backends.embedded.store`) under a temporary name,
+fsyncs it and renames it into place: a crash at any point leaves either the old layout or the
+new one, never half of one.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from convsparse.integration.backends import embedded_store as store_mod
+from convsparse.integration.backends.embedded import store as store_mod
+from convsparse.integration.backends.embedded.faults import fault_point
 
 logger = logging.getLogger(__name__)
 
@@ -170,9 +172,7 @@ def migrate(folder: Path, *, durable: bool = True) -> bool:
             # file is complete on its own; the store switches to WAL when opened for writing
             conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             conn.execute("BEGIN IMMEDIATE")
-            for statement in store_mod._SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            store_mod.create_tables(conn)
             conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", sorted(store_meta.items()))
             term_ids: dict[str, int] = {}
             for _, tokens, _, _ in legacy.docs:
@@ -181,14 +181,14 @@ def migrate(folder: Path, *, durable: bool = True) -> bool:
                         term_ids[t] = len(term_ids)
             conn.executemany("INSERT INTO terms(id, token) VALUES (?, ?)",
                              ((i, t) for t, i in term_ids.items()))
-            store_mod.step("migrate:terms")
+            fault_point("migrate:terms")
             conn.executemany(
                 "INSERT INTO ops(seq, doc_id, cols, vals, fields) VALUES (?, ?, ?, ?, ?)",
                 ((seq, doc_id, np.asarray([term_ids[t] for t in tokens], dtype=np.int32).tobytes(),
                   np.asarray(weights, dtype=np.float32).tobytes(),
                   json.dumps(fields, ensure_ascii=False))
                  for seq, (doc_id, tokens, weights, fields) in enumerate(legacy.docs, 1)))
-            store_mod.step("migrate:commit")
+            fault_point("migrate:commit")
             conn.execute("COMMIT")
         finally:
             conn.close()
@@ -198,10 +198,10 @@ def migrate(folder: Path, *, durable: bool = True) -> bool:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        store_mod.step("migrate:rename")
+        fault_point("migrate:rename")
         os.replace(tmp, folder / store_mod.DB_NAME)
         store_mod.fsync_dir(folder)
-        store_mod.step("migrate:cleanup")
+        fault_point("migrate:cleanup")
         for p in legacy_files(folder):  # meta.json last: until then the folder still reads
             if p.name != "meta.json":
                 p.unlink(missing_ok=True)

@@ -13,6 +13,9 @@ backends can do is a small protocol of its own, checked with `isinstance`:
   (`convsparse.integration.vectors`; every shipped backend);
 - `SupportsPassageSample`: passage texts spread over the index, from which the re-ranker's BM25
   features take the searched collection's statistics (every shipped backend).
+
+`Hit`, what a search returns, is defined in the core (`convsparse.hits`, so the re-ranker
+reads it without importing this layer) and re-exported here with the protocol.
 """
 
 from __future__ import annotations
@@ -22,9 +25,15 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from convsparse.document_vectors import DocumentVectors
 from convsparse.errors import InvalidDocumentError, InvalidTermMapError, UsageError
-from convsparse.integration.vectors import DocumentVectors, VectorSpec
+from convsparse.hits import Hit
+from convsparse.integration.vectors import VectorSpec
 from convsparse.termmap import TermMap
+
+__all__ = ["MAX_K", "Backend", "DocumentResult", "Hit", "IndexInfo", "IndexedDocument",
+           "SupportsApproximateSearch", "SupportsDocumentFrequencies", "SupportsIndexListing",
+           "SupportsPassageSample", "SupportsPassageVectors", "check_k", "indexed_document"]
 
 #: The most hits one search returns (and the largest rescore window): OpenSearch's and
 #: Elasticsearch's default ``index.max_result_window``. A bound keeps a typo (``k=10**9``) from
@@ -105,15 +114,6 @@ class DocumentResult:
 
 
 @dataclass(frozen=True)
-class Hit:
-    id: str
-    score: float
-    fields: Mapping[str, Any] = field(default_factory=dict)
-    #: the document's stored passage vectors, when the search was asked for them
-    vectors: DocumentVectors | None = field(default=None, repr=False, compare=False)
-
-
-@dataclass(frozen=True)
 class IndexInfo:
     name: str
     fingerprint: str
@@ -179,7 +179,7 @@ class SupportsIndexListing(Protocol):
 @runtime_checkable
 class SupportsApproximateSearch(Protocol):
     """An approximate-search structure derived from an index (embedded: SEISMIC, see
-    `convsparse.integration.backends.embedded_ann`); ``search(..., approximate=...)`` uses it."""
+    `convsparse.integration.backends.embedded.ann`); ``search(..., approximate=...)`` uses it."""
 
     def build_ann(self, name: str) -> Any:
         """(Re)build it from the index's stored documents; returns what the build covers."""
