@@ -193,7 +193,7 @@ def search(
             "hits": [{"id": h.id, "score": h.score, "fields": dict(h.fields)} for h in result.hits],
             "timings": result.timings, "query_terms_before": result.query_terms_before,
             "query_terms_after": result.query_terms_after, "flops": result.flops,
-            "rerank": result.rerank,
+            "rerank": result.rerank, "rerank_statistics": result.rerank_statistics,
         }, default=str))
     else:
         print_hits(result, title=f"{index}: top {k}")

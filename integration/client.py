@@ -29,6 +29,7 @@ from convsparse.integration.backends.base import (
     SupportsPassageVectors,
     check_k,
 )
+from convsparse.integration.collection_statistics import CollectionStatistics
 from convsparse.integration.ingestion import IndexReport
 from convsparse.integration.vectors import VectorSpec, VectorSpecMismatchError, spec_of
 from convsparse.pruning import PruningPolicy
@@ -84,6 +85,11 @@ class SearchResult:
       is that stage), or ``"fallback: <reason>"`` (the re-ranker failed, ran out of time, could
       not be loaded, or reads other vectors than the index holds: the hits are in first-stage
       order).
+    - ``rerank_statistics``: where the re-ranker's BM25 features read their document
+      frequencies: ``"index: N of M passages"`` (a sample of the searched index,
+      `convsparse.integration.collection_statistics`), or ``"the re-ranker's training
+      collection: <why>"`` (an index under 1,000 passages, a backend that cannot sample);
+      None when nothing was re-ranked.
     """
 
     hits: list[Hit]
@@ -94,6 +100,7 @@ class SearchResult:
     encoder_path: str = "local"
     query: TermMap | None = field(default=None, repr=False)
     rerank: str = "off"
+    rerank_statistics: str | None = None
 
     @property
     def ids(self) -> list[str]:
@@ -143,6 +150,7 @@ class ConversationalSearch:
             reranker = load_reranker(reranker, runtime=(settings or get_settings()).runtime)
         self.reranker = reranker
         self._reranker_spec: tuple[Any, Any] | None = None  # (re-ranker, its VectorSpec)
+        self._statistics = CollectionStatistics()
         self.rerank_depth = rerank_depth
         self.rerank_timeout_ms = rerank_timeout_ms
         self._rerank_pool: Any = None
@@ -225,11 +233,12 @@ class ConversationalSearch:
         search_ms = elapsed_ms(t)
         timings = {"format_ms": format_ms, "encode_ms": encode_ms, "prune_ms": prune_ms,
                    "search_ms": search_ms}
+        statistics = None
         if rerank == "ok" and not hits:
             rerank = "off"
         elif rerank == "ok":
             t = time.perf_counter()
-            hits, rerank = self._rerank(reranker, spec, conversation, full, hits)
+            hits, rerank, statistics = self._rerank(reranker, spec, conversation, full, hits)
             timings["rerank_ms"] = elapsed_ms(t)
         hits = hits[:k]
         flops = self.flops(query)
@@ -239,6 +248,7 @@ class ConversationalSearch:
             hits=hits, timings=timings, query_terms_before=len(full),
             query_terms_after=len(query), flops=flops,
             encoder_path=path or "local", query=query, rerank=rerank,
+            rerank_statistics=statistics,
         )
 
     def _index_vectors(self) -> VectorSpec | None:
@@ -293,38 +303,43 @@ class ConversationalSearch:
         return added
 
     def _rerank(self, reranker: Any, spec: VectorSpec | None, conversation: Any, query: TermMap,
-                hits: list[Hit]) -> tuple[list[Hit], str]:
-        """(hits, status): the head re-ranked, or the first-stage order and why. The chat app's
-        call never fails because of the second stage."""
+                hits: list[Hit]) -> tuple[list[Hit], str, str]:
+        """(hits, status, statistics): the head re-ranked, or the first-stage order and why,
+        and where the BM25 features' statistics came from. The chat app's call never fails
+        because of the second stage."""
         import concurrent.futures as cf
         import logging
 
         head, tail = hits[:self.rerank_depth], hits[self.rerank_depth:]
         turns = parse_conversation(conversation)
+        # outside the time limit: computed once per index, not on every turn
+        stats = self._statistics.for_index(self.backend, self.index, reranker)
+        extra = {"statistics": stats.statistics} if stats.statistics is not None else {}
 
         def run() -> list[Hit]:
             semantic = getattr(reranker, "semantic", None)
             reordered: list[Hit]
             if spec is None or semantic is None:
-                reordered = reranker.rerank(turns, query, head)
+                reordered = reranker.rerank(turns, query, head, **extra)
                 return reordered
             reads = self._spec_of(reranker)
             if reads != spec:
                 raise VectorSpecMismatchError(self.index, spec, reads, writing=False)
             added = self._stored_vectors(semantic, head)
             try:
-                reordered = reranker.rerank(turns, query, head)
+                reordered = reranker.rerank(turns, query, head, **extra)
                 return reordered
             finally:  # the index keeps them; this process need not
                 semantic.forget(added)
 
         try:
             if self.rerank_timeout_ms is None:
-                return run() + tail, "ok"
+                return run() + tail, "ok", stats.source
             if self._rerank_pool is None:
                 self._rerank_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="rerank")
             future = self._rerank_pool.submit(run)
-            return future.result(timeout=self.rerank_timeout_ms / 1000.0) + tail, "ok"
+            return (future.result(timeout=self.rerank_timeout_ms / 1000.0) + tail, "ok",
+                    stats.source)
         except cf.TimeoutError:
             reason = f"timeout after {self.rerank_timeout_ms:g} ms"
         except VectorSpecMismatchError as e:
@@ -332,7 +347,7 @@ class ConversationalSearch:
         except Exception as e:  # any failure of the optional stage: keep the first stage
             reason = f"{type(e).__name__}: {e}"
         logging.getLogger(__name__).warning("re-ranker skipped (%s); first-stage order kept", reason)
-        return hits, f"fallback: {reason}"
+        return hits, f"fallback: {reason}", stats.source
 
     # ------------------------------------------------------------------ indexing
     def ensure_index(self) -> None:

@@ -19,10 +19,12 @@ Scores are sparse dot products, so 0-2 carry the sparse-term overlap; 3-4 and 6-
 matching, which SPLADE's expansion blurs. Why BM25 here: on the dev conversations the
 first-stage features alone reorder nothing, and the current question's BM25 is what lifts a
 linear listwise model over them (figures in docs/design/decisions.md, "The re-ranker").
-It is BM25 over the re-ranker's own word pieces, with the document
-frequencies and average length of the training collection stored in the re-ranker's folder
-(`TermStatistics`), because a candidate list arrives without an index to ask: not the
-evaluation's `bm25s` BM25, which needs the whole corpus indexed.
+It is BM25 over the re-ranker's own word pieces (Lucene's formula and defaults), with the
+document frequencies and average length of the searched index (`TermStatistics`, computed
+from a sample of it by `integration/collection_statistics.py`) or of the training collection
+(stored in the re-ranker's folder). The one BM25 of the evaluation (`evaluation/bm25.py`,
+`bm25s`) cannot serve here: it scores only a corpus it has indexed itself, and a candidate list
+arrives without one.
 """
 
 from __future__ import annotations

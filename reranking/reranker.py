@@ -193,11 +193,13 @@ class Reranker:
         return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
     def features(self, conversation: ConversationLike, query: Mapping[str, float],
-                 passages: Sequence[PassagePieces], first_stage: Sequence[float]) -> np.ndarray:
-        """(n, `N_FEATURES`) float32 term features of the list (`features.py`)."""
+                 passages: Sequence[PassagePieces], first_stage: Sequence[float],
+                 statistics: TermStatistics | None = None) -> np.ndarray:
+        """(n, `N_FEATURES`) float32 term features of the list (`features.py`); the BM25
+        features read `statistics` (the searched collection's) or else the folder's."""
         current = parse_conversation(conversation)[-1].text
         return term_features(self.tokenizer, query, current, passages, first_stage,
-                             self.statistics)
+                             statistics or self.statistics)
 
     def semantic_features(self, conversation: ConversationLike,
                           passages: Sequence[str]) -> np.ndarray | None:
@@ -207,7 +209,8 @@ class Reranker:
         return self.semantic.features(conversation, passages)
 
     def arrays(self, conversation: ConversationLike, query: Mapping[str, float],
-               passages: Sequence[str], first_stage: Sequence[float]) -> dict[str, np.ndarray]:
+               passages: Sequence[str], first_stage: Sequence[float],
+               statistics: TermStatistics | None = None) -> dict[str, np.ndarray]:
         """The model's keyword inputs for one candidate list as numpy arrays (only the parts
         it has): what the ONNX export reads."""
         out: dict[str, np.ndarray] = {}
@@ -216,32 +219,35 @@ class Reranker:
         if self.cross_encoder:
             out.update(self.batch(self.conversation_ids(conversation), pids))
         if self.term_control:
-            out["features"] = self.features(conversation, query, pids, first_stage)
+            out["features"] = self.features(conversation, query, pids, first_stage, statistics)
         if self.uses_semantic:
             out["semantic_features"] = self.semantic_features(conversation, passages)
         return out
 
     def inputs(self, conversation: ConversationLike, query: Mapping[str, float],
-               passages: Sequence[str], first_stage: Sequence[float]) -> dict[str, torch.Tensor]:
+               passages: Sequence[str], first_stage: Sequence[float],
+               statistics: TermStatistics | None = None) -> dict[str, torch.Tensor]:
         """`arrays` as tensors on the model's device (training, the PyTorch runtime)."""
         import torch
 
-        return {k: torch.from_numpy(v).to(self.device)
-                for k, v in self.arrays(conversation, query, passages, first_stage).items()}
+        arrays = self.arrays(conversation, query, passages, first_stage, statistics)
+        return {k: torch.from_numpy(v).to(self.device) for k, v in arrays.items()}
 
     # ------------------------------------------------------------------ serving
     def score(self, conversation: ConversationLike, query: Mapping[str, float],
-              passages: Sequence[str], first_stage: Sequence[float]) -> np.ndarray:
-        """Scores of `passages` (texts, in first-stage order, with their first-stage scores)."""
+              passages: Sequence[str], first_stage: Sequence[float],
+              statistics: TermStatistics | None = None) -> np.ndarray:
+        """Scores of `passages` (texts, in first-stage order, with their first-stage scores);
+        `statistics`: the searched collection's, for the BM25 features (else the folder's)."""
         if not passages:
             return np.zeros(0, np.float32)
         if self.session is not None:
-            feed = self.arrays(conversation, query, passages, first_stage)
+            feed = self.arrays(conversation, query, passages, first_stage, statistics)
             return self.session.run(["scores"], feed)[0].astype(np.float32)
         import torch
 
         with torch.inference_mode():
-            inputs = self.inputs(conversation, query, passages, first_stage)
+            inputs = self.inputs(conversation, query, passages, first_stage, statistics)
             return self.model(**inputs).float().cpu().numpy()
 
     def export_onnx(self, path: str | Path) -> Path:
@@ -285,17 +291,19 @@ class Reranker:
         return path
 
     def rerank(self, conversation: ConversationLike, query: Mapping[str, float],
-               hits: Sequence[Hit]) -> list[Hit]:
+               hits: Sequence[Hit], statistics: TermStatistics | None = None) -> list[Hit]:
         """`hits` reordered by the re-ranker's score (which replaces `Hit.score`; the first-stage
         score is kept in the fields as ``first_stage_score``). A hit without stored text raises
-        `ValueError` naming it (the client then keeps the first-stage order)."""
+        `ValueError` naming it (the client then keeps the first-stage order). `statistics`:
+        the searched collection's, for the BM25 features (None: the folder's, its training
+        collection's)."""
         texts = []
         for h in hits:
             text = h.fields.get("text")
             if not isinstance(text, str):
                 raise ValueError(f"hit {h.id!r} has no stored text to re-rank")
             texts.append(document_text(h.fields.get("title"), text))
-        scores = self.score(conversation, query, texts, [h.score for h in hits])
+        scores = self.score(conversation, query, texts, [h.score for h in hits], statistics)
         order = np.argsort(-scores, kind="stable")
         return [replace(hits[i], score=float(scores[i]),
                         fields={**hits[i].fields, "first_stage_score": hits[i].score})

@@ -10,7 +10,9 @@ backends can do is a small protocol of its own, checked with `isinstance`:
 - `SupportsApproximateSearch`: an ANN structure built from the index, searched with
   ``search(..., approximate=...)`` (embedded only; the tuner sweeps its knobs);
 - `SupportsPassageVectors`: the re-ranker's passage vectors stored with the documents
-  (`convsparse.integration.vectors`; every shipped backend).
+  (`convsparse.integration.vectors`; every shipped backend);
+- `SupportsPassageSample`: passage texts spread over the index, from which the re-ranker's BM25
+  features take the searched collection's statistics (every shipped backend).
 
 `Hit`, what a search returns, is defined in the core (`convsparse.hits`, so the re-ranker
 reads it without importing this layer) and re-exported here with the protocol.
@@ -31,7 +33,7 @@ from convsparse.termmap import TermMap
 
 __all__ = ["MAX_K", "Backend", "DocumentResult", "Hit", "IndexInfo", "IndexedDocument",
            "SupportsApproximateSearch", "SupportsDocumentFrequencies", "SupportsIndexListing",
-           "SupportsPassageVectors", "check_k", "indexed_document"]
+           "SupportsPassageSample", "SupportsPassageVectors", "check_k", "indexed_document"]
 
 #: The most hits one search returns (and the largest rescore window): OpenSearch's and
 #: Elasticsearch's default ``index.max_result_window``. A bound keeps a typo (``k=10**9``) from
@@ -158,6 +160,14 @@ class Backend(Protocol):
 class SupportsDocumentFrequencies(Protocol):
     def document_frequencies(self, name: str, tokens: Iterable[str]) -> dict[str, float]:
         """Fraction of the index's documents whose term map holds each token."""
+        ...
+
+
+@runtime_checkable
+class SupportsPassageSample(Protocol):
+    def passage_sample(self, name: str, limit: int) -> list[str]:
+        """Up to `limit` passages of the index's documents (title and text, as encoded), all of
+        them when it holds no more, else a sample spread over the whole index."""
         ...
 
 

@@ -48,6 +48,7 @@ from convsparse.errors import (
     InvalidTermMapError,
 )
 from convsparse.integration.backends.base import (
+    MAX_K,
     DocumentResult,
     Hit,
     IndexedDocument,
@@ -329,9 +330,10 @@ class EngineBackendBase:
             self._put_mapping(name, vectors_mapping(dict(meta), spec.to_dict(), VECTORS_FIELD))
         self._meta_cache.pop(name, None)
 
-    def _vector_search(self, name: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    def _vector_search(self, name: str, body: dict[str, Any],
+                       what: str = "read passage vectors of") -> list[dict[str, Any]]:
         try:
-            with self._reachable(f"read passage vectors of {name!r}"):
+            with self._reachable(f"{what} {name!r}"):
                 response = response_body(self.client.search(index=name, body=body))
         except self._not_found:
             raise IndexNotFoundError(name) from None
@@ -385,6 +387,25 @@ class EngineBackendBase:
             if len(hits) < self.scan_page:
                 return
             after = hits[-1]["sort"]
+
+    def passage_sample(self, name: str, limit: int) -> list[str]:
+        """Up to `limit` passages in one search, in a seeded random order (`random_score` on
+        `_seq_no`, the form both engines document), so the sample spreads over the whole index
+        rather than its first segment."""
+        from convsparse.documents import document_text
+
+        body = {"size": max(0, min(int(limit), MAX_K)), "track_total_hits": False,
+                "query": {"function_score": {"query": {"match_all": {}},
+                                             "random_score": {"seed": 13, "field": "_seq_no"},
+                                             "boost_mode": "replace"}},
+                "_source": {"includes": ["title", "text"]}}
+        out = []
+        for hit in self._vector_search(name, body, "sample the passages of"):
+            source = hit.get("_source") or {}
+            text = source.get("text")
+            if isinstance(text, str):
+                out.append(document_text(source.get("title"), text))
+        return out
 
     def put_vectors(self, name: str, items: Iterable[tuple[str, DocumentVectors]]
                     ) -> Iterator[DocumentResult]:

@@ -211,3 +211,22 @@ def test_csr_backed_term_maps_index_like_dict_ones(backend):
     assert ids(backend.search("csr", TermMap({"50%": 1.0}))) == ["b"]
 
 
+
+
+def test_passage_sample_spreads_over_live_documents(tmp_path):
+    from convsparse.integration.backends.base import IndexedDocument, SupportsPassageSample
+    from convsparse.integration.backends.embedded import EmbeddedBackend
+    from convsparse.termmap import TermMap
+
+    backend = EmbeddedBackend(tmp_path)
+    assert isinstance(backend, SupportsPassageSample)
+    backend.create_index("s", fingerprint="fp")
+    list(backend.upsert("s", [IndexedDocument(f"d{i}", TermMap({"t": 1.0}),
+                                              {"text": f"passage {i}", "title": f"T{i}"})
+                              for i in range(100)]))
+    list(backend.delete_documents("s", ["d0"]))
+    assert backend.passage_sample("s", 0) == []
+    assert len(backend.passage_sample("s", 1000)) == 99
+    sample = backend.passage_sample("s", 5)
+    assert sample == ["T1\npassage 1", "T25\npassage 25", "T50\npassage 50", "T75\npassage 75",
+                      "T99\npassage 99"]

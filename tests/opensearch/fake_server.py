@@ -40,6 +40,7 @@ does where it differs, for the official elasticsearch-py client:
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import re
 import socket
@@ -437,9 +438,13 @@ class FakeOpenSearch:
                 if k not in excludes and (includes is None or k in includes)}
 
     def _listing(self, index: dict[str, Any], body: dict[str, Any]) -> Any:
-        """`ids` and `match_all` queries (score 1), sorted by `sort` with `search_after`."""
+        """`ids` and `match_all` queries (score 1), sorted by `sort` with `search_after`; a
+        `function_score` with `random_score` over `match_all`, in a seeded shuffled order."""
         query = body["query"]
         docs = sorted(index["docs"].items())
+        if "function_score" in query:
+            seed = query["function_score"]["random_score"].get("seed", 0)
+            docs.sort(key=lambda item: hashlib.sha256(f"{seed}:{item[0]}".encode()).digest())
         if "ids" in query:
             wanted = set(query["ids"]["values"])
             docs = [(i, d) for i, d in docs if i in wanted]
@@ -456,7 +461,7 @@ class FakeOpenSearch:
                      "hits": {"max_score": 1.0, "hits": hits}}
 
     def _search(self, index: dict[str, Any], body: dict[str, Any]) -> Any:
-        if "ids" in body["query"] or "match_all" in body["query"]:
+        if {"ids", "match_all", "function_score"} & set(body["query"]):
             return self._listing(index, body)
         query = self._pruned(body["query"], index)
         scored = [(self._score(doc, query), doc_id, doc) for doc_id, doc in index["docs"].items()]

@@ -133,3 +133,24 @@ def test_a_conversational_search_index_stores_vectors_and_re_ranks_from_them(
     assert result.rerank == "ok", result.rerank
     body = [b for m, p, b in fake.requests if p.endswith("/_search")][-1]
     assert VECTORS_FIELD not in body["_source"].get("excludes", [])  # asked for, one request
+
+
+@pytest.mark.parametrize("engine", ["opensearch", "elasticsearch"], indirect=True)
+def test_passage_sample_is_one_spec_valid_search_over_title_and_text(fake, make_backend):
+    from convsparse.integration.backends.base import SupportsPassageSample
+
+    backend = make_backend()
+    assert isinstance(backend, SupportsPassageSample)
+    backend.create_index("s", fingerprint="fp")
+    docs = [IndexedDocument(f"d{i}", TermMap({"paris": 1.0}),
+                            {"text": f"passage {i}", **({"title": "T"} if i == 0 else {})})
+            for i in range(5)]
+    assert all(r.ok for r in backend.upsert("s", docs))
+    before = len(fake.requests)
+    got = backend.passage_sample("s", 3)
+    searches = [b for m, p, b in fake.requests[before:] if p.endswith("/_search")]
+    assert len(searches) == 1  # validated against the engine's spec by the fake
+    assert searches[0]["size"] == 3
+    assert searches[0]["query"]["function_score"]["random_score"]["field"] == "_seq_no"
+    assert len(got) == 3 and all(t.startswith(("passage", "T")) for t in got)
+    assert len(backend.passage_sample("s", 50)) == 5

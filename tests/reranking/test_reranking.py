@@ -537,3 +537,72 @@ def test_passage_word_pieces_are_tokenized_once(semantic_only):
     assert (info.misses, info.hits) == (2, 1) and first[0] is first[2]
     assert first[1].ids.tolist() == semantic_only.tokenizer(
         "Rome is old.", add_special_tokens=False)["input_ids"]
+
+
+def spy_statistics(monkeypatch, reranker):
+    """Record the `statistics` each `rerank` call is handed."""
+    seen = []
+    real = reranker.rerank
+
+    def rerank(conversation, query, hits, statistics=None):
+        seen.append(statistics)
+        return real(conversation, query, hits, statistics)
+
+    monkeypatch.setattr(reranker, "rerank", rerank)
+    return seen
+
+
+def test_bm25_features_read_the_searched_index_statistics(client_parts, reranker, monkeypatch):
+    from convsparse.integration import collection_statistics
+
+    encoder, backend = client_parts
+    seen = spy_statistics(monkeypatch, reranker)
+    monkeypatch.setattr(collection_statistics, "MIN_PASSAGES", 2)
+    client = ConversationalSearch("docs", encoder=encoder, backend=backend, reranker=reranker)
+    result = client.search(CONV, k=3)
+    assert result.rerank == "ok" and result.rerank_statistics == "index: 3 of 3 passages"
+    texts = sorted(backend.passage_sample("docs", 10))
+    want = TermStatistics.from_passages(reranker.tokenizer, texts)
+    np.testing.assert_array_equal(seen[-1].idf, want.idf)  # not the folder's
+    assert seen[-1].average_length == pytest.approx(want.average_length)
+    assert seen[-1].average_length != reranker.statistics.average_length  # titles count here
+    # computed once per index; again once the index's count moves by more than 10%
+    calls = []
+    monkeypatch.setattr(backend, "passage_sample",
+                        lambda name, limit, real=backend.passage_sample: calls.append(1)
+                        or real(name, limit))
+    client.search(CONV, k=3)
+    assert calls == []
+    client.index_documents([{"id": "new", "text": "Porto is on the Douro."}], progress=False)
+    assert client.search(CONV, k=3).rerank_statistics == "index: 4 of 4 passages"
+    assert calls == [1]
+
+
+def test_a_small_index_or_a_failed_sample_keeps_the_folder_statistics(client_parts, reranker,
+                                                                       monkeypatch):
+    encoder, backend = client_parts
+    seen = spy_statistics(monkeypatch, reranker)
+    client = ConversationalSearch("docs", encoder=encoder, backend=backend, reranker=reranker)
+    result = client.search(CONV, k=3)
+    assert result.rerank == "ok"
+    assert result.rerank_statistics == ("the re-ranker's training collection: the index holds "
+                                        "3 passages (under 1,000)")
+    assert seen[-1] is None  # the re-ranker reads its own
+
+    from convsparse.integration import collection_statistics
+
+    monkeypatch.setattr(collection_statistics, "MIN_PASSAGES", 2)
+
+    def broken(name, limit):
+        raise OSError("connection reset")
+
+    monkeypatch.setattr(backend, "passage_sample", broken)
+    client = ConversationalSearch("docs", encoder=encoder, backend=backend, reranker=reranker)
+    result = client.search(CONV, k=3)
+    assert result.rerank == "ok" and seen[-1] is None
+    assert result.rerank_statistics == ("the re-ranker's training collection: sampling the "
+                                        "index failed (OSError)")
+    # a re-ranker trained without BM25 features is never handed statistics
+    assert ConversationalSearch("docs", encoder=encoder, backend=backend, reranker=Slow(),
+                                ).search(CONV, k=3).rerank_statistics == (
+        "none: the re-ranker reads no BM25 features")

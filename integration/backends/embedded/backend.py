@@ -408,6 +408,24 @@ class EmbeddedBackend:
                                name, doc_id, e)
         return out
 
+    def passage_sample(self, name: str, limit: int) -> list[str]:
+        """Up to `limit` live documents' passages, evenly spaced over the rows (ingest order)."""
+        from convsparse.documents import document_text
+
+        st = self._state(name)
+        if limit <= 0:
+            return []
+        rows = np.flatnonzero(np.asarray(st.alive, bool))
+        if len(rows) > limit:
+            rows = rows[np.linspace(0, len(rows) - 1, limit).round().astype(np.int64)]
+        out = []
+        for row in rows.tolist():
+            fields = st.fields[row]
+            text = fields.get("text")
+            if isinstance(text, str):
+                out.append(document_text(fields.get("title"), text))
+        return out
+
     def passages_to_embed(self, name: str) -> Iterator[tuple[str, str]]:
         from convsparse.documents import document_text
         from convsparse.integration.vectors import text_key
