@@ -59,7 +59,7 @@ def make_labels(args, col, tasks, docs, base, log):
     for f in (vectors, *args.vectors):
         if f.is_file():
             rr.semantic.merge_vectors(f)
-    stored = len(rr.semantic._vectors)
+    stored = len(rr.semantic.store)
     first = load_student(runtime="torch", device="cpu")
     t1 = time.time()
     texts = {d: p.encoded_text for d, p in col.corpus.items()}
@@ -69,7 +69,7 @@ def make_labels(args, col, tasks, docs, base, log):
     rr.semantic.save_vectors(vectors)
     write_labels(labels, path)
     cost = {"turns": len(tasks), "depth": args.depth,
-            "passages_embedded": len(rr.semantic._vectors) - stored,
+            "passages_embedded": len(rr.semantic.store) - stored,
             "seconds_loading": round(t1 - t0, 1), "seconds_labelling": round(t2 - t1, 1)}
     (args.cache / f"labels-d{args.depth}-cost.json").write_text(json.dumps(cost) + "\n")
     log(f"labels: {cost}")
