@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     from convsparse.integration.backends.embedded import EmbeddedBackend
     from convsparse.integration.client import ConversationalSearch
     from convsparse.reranking import load_reranker
-    from convsparse.training.config import RerankConfig
+    from convsparse.reranking.config import RerankConfig
     from convsparse.training.expansion import split_tasks
 
     col = load_collection(args.data)

@@ -30,9 +30,9 @@ def rerank_train(
     """Distil a re-ranker (semantic part + Term Control Layer) from the teacher's scores over
     the first stage's candidates; writes <output_dir>/reranker. The shipped one is
     `convsparse rerank train default --collection mtrag-pooled --output-dir runs/rr`."""
+    from convsparse.reranking.config import RerankConfig
     from convsparse.reranking.reranker import DEFAULT_FOLDER
     from convsparse.reranking.training import train_reranker
-    from convsparse.training.config import RerankConfig
 
     if str(config) == "default":
         config = DEFAULT_FOLDER / RECIPE_FILE

@@ -8,6 +8,7 @@
   cross-encoder) plus the Term Control Layer;
 - `reranker`: `Reranker`, the serving object the client calls (load, score, export);
 - `labels`: teacher ranking labels over the first stage's candidates, generated once;
+- `config`: `RerankConfig`, the training recipe;
 - `training`: listwise distillation from those labels (config, checkpoints, resume).
 """
 

@@ -28,10 +28,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from convsparse.reranking.config import RerankConfig
 from convsparse.reranking.labels import RerankLabel, build_labels, read_labels, write_labels
 from convsparse.reranking.reranker import Reranker, load_reranker, new_reranker
 from convsparse.reranking.semantic import VECTORS_FILE, PassageVectors
-from convsparse.training.config import RerankConfig
 
 
 @dataclass
