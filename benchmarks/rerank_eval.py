@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from convsparse.reranking.labels import build_labels
     from convsparse.reranking.reranker import DEFAULT_FOLDER
     from convsparse.settings import get_settings
-    from convsparse.training.expansion import encode_corpus, split_tasks
+    from convsparse.training.anchored import encode_corpus, split_tasks
 
     col = load_collection(args.data)
     cfg = RerankConfig(output_dir=args.out.parent, collection=args.data)

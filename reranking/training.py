@@ -52,7 +52,7 @@ def make_labels(cfg: RerankConfig, log: Say = print):
     from convsparse.collections import load_collection
     from convsparse.encoders.loading import load_student
     from convsparse.settings import get_settings
-    from convsparse.training.expansion import (
+    from convsparse.training.anchored import (
         encode_corpus,
         encode_texts_csr,
         extra_training_tasks,

@@ -175,9 +175,9 @@ class SplitConfig(BaseModel):
         return data
 
 
-class ExpansionConfig(SplitConfig):
+class AnchoredConfig(SplitConfig):
     """The anchored student's recipe (`recipe: anchored`): distil the expansion gate over a
-    frozen base (`convsparse.training.expansion`). Unknown keys are errors."""
+    frozen base (`convsparse.training.anchored`). Unknown keys are errors."""
 
     recipe: Literal["anchored"] = "anchored"
     n_candidates: int = Field(100, ge=2)
@@ -193,17 +193,17 @@ class ExpansionConfig(SplitConfig):
     initial_weight: float = Field(0.15, gt=0, description="history weight before training")
 
 
-def load_config(path: str | Path) -> DistillConfig | ExpansionConfig:
-    """A distillation config of either recipe: ``recipe: anchored`` (`ExpansionConfig`) or
+def load_config(path: str | Path) -> DistillConfig | AnchoredConfig:
+    """A distillation config of either recipe: ``recipe: anchored`` (`AnchoredConfig`) or
     the full-model recipe (`DistillConfig`, the default)."""
     raw = _read_mapping(path)
     if raw.get("recipe") == "anchored":
-        return ExpansionConfig.from_file(path)
+        return AnchoredConfig.from_file(path)
     if raw.get("recipe", "full") != "full":
         raise ValueError(f"{path}: recipe must be 'anchored' or 'full', got {raw['recipe']!r}")
     raw.pop("recipe", None)
     return _validate(DistillConfig, raw, path).resolve_paths(Path(path).parent)
 
 
-__all__ = ["ConversationSource", "DistillConfig", "ExpansionConfig", "SplitConfig",
+__all__ = ["AnchoredConfig", "ConversationSource", "DistillConfig", "SplitConfig",
            "load_config"]

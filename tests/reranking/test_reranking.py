@@ -176,7 +176,7 @@ def test_labels_round_trip(tiny_student, tmp_path):
     import scipy.sparse as sp
 
     from convsparse.collections import load_collection
-    from convsparse.training.expansion import encode_texts_csr
+    from convsparse.training.anchored import encode_texts_csr
 
     col = load_collection(SAMPLE)
     doc_ids = list(col.corpus)

@@ -46,7 +46,7 @@ def _documents(first_stage, corpus: Mapping[str, str], documents):
     if documents is not None:
         return documents
     from convsparse.settings import get_settings
-    from convsparse.training.expansion import encode_corpus
+    from convsparse.training.anchored import encode_corpus
 
     base = getattr(first_stage, "base", first_stage)  # an anchored student encodes through its base
     return encode_corpus(base, [corpus[d] for d in corpus], cache=get_settings().cache_dir / "corpus",
