@@ -63,7 +63,7 @@ def build_index(col, data_dir: Path, index: str) -> None:
     from convsparse.integration.backends.embedded import EmbeddedBackend
     from convsparse.settings import get_settings
     from convsparse.termmap import TermMap
-    from convsparse.training.expansion import encode_corpus
+    from convsparse.training.anchored import encode_corpus
 
     backend = EmbeddedBackend(data_dir)
     if index in backend.list_indices():
@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     from convsparse.integration.backends.embedded import EmbeddedBackend
     from convsparse.integration.client import ConversationalSearch
     from convsparse.reranking import load_reranker
-    from convsparse.training.config import RerankConfig
-    from convsparse.training.expansion import split_tasks
+    from convsparse.reranking.config import RerankConfig
+    from convsparse.training.anchored import split_tasks
 
     col = load_collection(args.data)
     heldout = split_tasks(col.conversations, col.qrels,

@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from ranx import Qrels, Run, compare
 
     from convsparse.evaluation.metrics import compute_metrics, per_query_metric
+    from convsparse.reranking.config import RerankConfig
     from convsparse.reranking.training import (
         load_vector_cache,
         make_labels,
@@ -66,7 +67,6 @@ def main(argv: list[str] | None = None) -> int:
         reranker_for,
         train_epoch,
     )
-    from convsparse.training.config import RerankConfig
 
     base_cfg = RerankConfig.from_file(args.config)
     if args.threads:

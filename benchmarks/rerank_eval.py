@@ -67,11 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     from convsparse.encoders.loading import load_student
     from convsparse.evaluation.metrics import compute_metrics, latency_summary, per_query_metric
     from convsparse.reranking import load_reranker
+    from convsparse.reranking.config import RerankConfig
     from convsparse.reranking.labels import build_labels
     from convsparse.reranking.reranker import DEFAULT_FOLDER
     from convsparse.settings import get_settings
-    from convsparse.training.config import RerankConfig
-    from convsparse.training.expansion import encode_corpus, split_tasks
+    from convsparse.training.anchored import encode_corpus, split_tasks
 
     col = load_collection(args.data)
     cfg = RerankConfig(output_dir=args.out.parent, collection=args.data)

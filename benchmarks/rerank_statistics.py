@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     from convsparse.reranking.features import TermStatistics
     from convsparse.reranking.labels import build_labels
     from convsparse.settings import get_settings
-    from convsparse.training.config import RerankConfig
-    from convsparse.training.expansion import encode_corpus, split_tasks
+    from convsparse.reranking.config import RerankConfig
+    from convsparse.training.anchored import encode_corpus, split_tasks
 
     col = load_collection(args.data)
     cfg = RerankConfig(output_dir=args.out.parent, collection=args.data)

@@ -55,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from convsparse.evaluation.bm25 import BM25
     from convsparse.evaluation.flops import TermStats, flops
     from convsparse.evaluation.metrics import compute_metrics, per_query_metric
-    from convsparse.training.config import ConversationSource, ExpansionConfig
-    from convsparse.training.expansion import (
+    from convsparse.training.anchored import (
         build_examples,
         encode_corpus,
         encode_texts_csr,
@@ -67,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         train_gate,
         view_matrices,
     )
+    from convsparse.training.config import AnchoredConfig, ConversationSource
     from convsparse.training.fusion import average_runs
 
     torch.set_num_threads(args.threads)
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     docs = encode_corpus(base, [col.corpus[d].encoded_text for d in doc_ids],
                          cache=_cache_dir() / "corpus")
     doc_stats = TermStats.from_sparse(docs)
-    cfg0 = ExpansionConfig(output_dir=args.out, collection=args.data, epochs=args.epochs,
+    cfg0 = AnchoredConfig(output_dir=args.out, collection=args.data, epochs=args.epochs,
                            progress=False,
                            extra_conversations=[ConversationSource(path=args.cast, train_only=True)]
                            if args.cast.is_file() else [])

@@ -59,7 +59,7 @@ def make_labels(args, col, tasks, docs, base, log):
     for f in (vectors, *args.vectors):
         if f.is_file():
             rr.semantic.merge_vectors(f)
-    stored = len(rr.semantic._vectors)
+    stored = len(rr.semantic.store)
     first = load_student(runtime="torch", device="cpu")
     t1 = time.time()
     texts = {d: p.encoded_text for d, p in col.corpus.items()}
@@ -69,7 +69,7 @@ def make_labels(args, col, tasks, docs, base, log):
     rr.semantic.save_vectors(vectors)
     write_labels(labels, path)
     cost = {"turns": len(tasks), "depth": args.depth,
-            "passages_embedded": len(rr.semantic._vectors) - stored,
+            "passages_embedded": len(rr.semantic.store) - stored,
             "seconds_loading": round(t1 - t0, 1), "seconds_labelling": round(t2 - t1, 1)}
     (args.cache / f"labels-d{args.depth}-cost.json").write_text(json.dumps(cost) + "\n")
     log(f"labels: {cost}")
@@ -108,13 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     from student_gate_cv import rich_gate_class
 
     from convsparse.benchmark_collections import load_collection
-    from convsparse.encoders.anchored import ExpansionGate
+    from convsparse.encoders.anchored import AnchoredGate
     from convsparse.encoders.loading import load_student, shipped_student_dir
     from convsparse.evaluation.metrics import per_query_metric
     from convsparse.settings import get_settings
-    from convsparse.training.config import ExpansionConfig
-    from convsparse.training.expansion import (
-        ExpansionExample,
+    from convsparse.training.anchored import (
+        AnchoredExample,
         GateObjective,
         _dense,
         encode_corpus,
@@ -122,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         split_tasks,
         view_matrices,
     )
+    from convsparse.training.config import AnchoredConfig
     from convsparse.training.losses import quadratic_warmup
 
     torch.set_num_threads(args.threads)
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     doc_ids = list(col.corpus)
     docs = encode_corpus(base, [col.corpus[d].encoded_text for d in doc_ids],
                          cache=get_settings().cache_dir / "corpus", progress=False)
-    cfg0 = ExpansionConfig(output_dir=args.out, collection=args.data, progress=False)
+    cfg0 = AnchoredConfig(output_dir=args.out, collection=args.data, progress=False)
 
     def cid(t):
         return t.conversation_id or t.id
@@ -156,13 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{len(dev)} dev turns, {len({cid(t) for t in dev})} conversations, "
         f"{len(mtrag)} labelled turns")
 
-    def examples(depth: int, scale: float) -> list[ExpansionExample]:
+    def examples(depth: int, scale: float) -> list[AnchoredExample]:
         out = []
         for i, t in enumerate(mtrag):
             lab = labels[t.id]
             pos = np.array([row_of[d] for d, r in col.qrels.get(t.id, {}).items()
                             if r > 0 and d in row_of], dtype=np.int64)
-            out.append(ExpansionExample(
+            out.append(AnchoredExample(
                 t.id, current[i], sp.vstack([h[i] for h in history]).tocsr(),
                 np.array([row_of[d] for d in lab.candidates[:depth]], dtype=np.int64),
                 np.asarray(lab.teacher[:depth], dtype=np.float32) / scale, None, pos))
@@ -202,13 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     rich = rich_gate_class()
 
     def shipped_gate():
-        return ExpansionGate.load(shipped_student_dir())[0]
+        return AnchoredGate.load(shipped_student_dir())[0]
 
     from convsparse.encoders.anchored import AnchoredStudent
     from convsparse.encoders.student import pad_batch
 
     question_ids = base.tokenize_documents(
-        [v.current for v in AnchoredStudent(base, ExpansionGate()).views([list(t.turns) for t in mtrag])])
+        [v.current for v in AnchoredStudent(base, AnchoredGate()).views([list(t.turns) for t in mtrag])])
     row_of_task = {t.id: i for i, t in enumerate(mtrag)}
 
     class QuestionEncoder(torch.nn.Module):

@@ -11,11 +11,11 @@ training-side turn that is not a dev turn (MTRAG-UN, TREC CAsT), exactly the stu
 data, and MRR@10 is pooled over the folds after every epoch (epoch 0 = the untrained gate,
 i.e. the shipped summed-views setting). A paired t-test compares the best epoch with epoch 0.
 
-Gates: the shipped `ExpansionGate` (per view: a scale and a sigmoid of the term's weights) and
+Gates: the shipped `AnchoredGate` (per view: a scale and a sigmoid of the term's weights) and
 a richer per-term gate (a small MLP over the term's weights in the question and each view,
 its inverse document frequency in the corpus and whether the question has it, that may also
 re-weight the question's own terms), each started at the shipped setting. Losses as in
-`convsparse.training.expansion`. Writes benchmarks/results/student_gate_cv.{json,md}.
+`convsparse.training.anchored`. Writes benchmarks/results/student_gate_cv.{json,md}.
 """
 
 from __future__ import annotations
@@ -88,12 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     from scipy.stats import ttest_rel
 
     from convsparse.benchmark_collections import load_collection
-    from convsparse.encoders.anchored import ExpansionGate
+    from convsparse.encoders.anchored import AnchoredGate
     from convsparse.encoders.loading import load_student, shipped_student_dir
     from convsparse.evaluation.metrics import per_query_metric
     from convsparse.settings import get_settings
-    from convsparse.training.config import ConversationSource, ExpansionConfig
-    from convsparse.training.expansion import (
+    from convsparse.training.anchored import (
         GateObjective,
         _dense,
         build_examples,
@@ -103,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         split_tasks,
         view_matrices,
     )
+    from convsparse.training.config import AnchoredConfig, ConversationSource
     from convsparse.training.losses import quadratic_warmup
 
     torch.set_num_threads(args.threads)
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     doc_ids = list(col.corpus)
     docs = encode_corpus(base, [col.corpus[d].encoded_text for d in doc_ids],
                          cache=get_settings().cache_dir / "corpus")
-    cfg0 = ExpansionConfig(output_dir=args.out, collection=args.data, progress=False,
+    cfg0 = AnchoredConfig(output_dir=args.out, collection=args.data, progress=False,
                            extra_conversations=[ConversationSource(path=args.cast, train_only=True)]
                            if args.cast.is_file() else [])
 
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     rich = rich_gate_class()
 
     def shipped_gate():
-        return ExpansionGate.load(shipped_student_dir())[0]
+        return AnchoredGate.load(shipped_student_dir())[0]
 
     variants = [
         ("shipped gate, KLD + InfoNCE (search-query teacher)", shipped_gate, {}, "search_queries"),

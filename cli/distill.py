@@ -17,15 +17,15 @@ def distill(
     """Distil a student from teachers on rewrites. `recipe: anchored` trains the shipped kind (a
     gated history expansion over a frozen base); the default recipe fine-tunes a whole masked-LM
     (KL + InfoNCE + L1/FLOPS)."""
-    from convsparse.training.config import ExpansionConfig, load_config
+    from convsparse.training.config import AnchoredConfig, load_config
 
     try:
         cfg = load_config(config)
     except ValueError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(2) from None
-    if isinstance(cfg, ExpansionConfig):
-        from convsparse.training.expansion import distill_anchored
+    if isinstance(cfg, AnchoredConfig):
+        from convsparse.training.anchored import distill_anchored
 
         if steps is not None:
             cfg = cfg.model_copy(update={"epochs": steps})

@@ -267,6 +267,8 @@ def tune_command(
                            target_recall=target_recall)
     _print_table(result.rows(), f"pruning sweep: {result.n_queries} turns, index {index!r}, "
                                 f"k={k}")
+    if result.config.get("ann_unusable"):
+        typer.echo(f"ANN unusable: {result.config['ann_unusable']}")
     typer.echo(f"Recommendation: {rec.reason}")
     if rec.point is not None and rec.point.ann is not None:
         typer.echo("Paste into code:\n\n    from convsparse.integration.backends.embedded import AnnQuery\n"

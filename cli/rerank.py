@@ -30,9 +30,9 @@ def rerank_train(
     """Distil a re-ranker (semantic part + Term Control Layer) from the teacher's scores over
     the first stage's candidates; writes <output_dir>/reranker. The shipped one is
     `convsparse rerank train default --collection mtrag-pooled --output-dir runs/rr`."""
+    from convsparse.reranking.config import RerankConfig
     from convsparse.reranking.reranker import DEFAULT_FOLDER
     from convsparse.reranking.training import train_reranker
-    from convsparse.training.config import RerankConfig
 
     if str(config) == "default":
         config = DEFAULT_FOLDER / RECIPE_FILE
@@ -67,11 +67,10 @@ def rerank_vectors(
     them (an index built before vectors, or with --no-rerank-vectors) or whose text changed
     since. New documents get theirs at ingestion. Safe to stop and re-run: it resumes with what
     is left. A document that cannot be embedded is reported and the rest go on."""
-    from tqdm.auto import tqdm
-
     from convsparse.compose import open_backend
     from convsparse.integration.backends.base import SupportsPassageVectors
     from convsparse.integration.vectors import PassageEmbedder, load_embedder
+    from convsparse.progress import progress_bar
     from convsparse.terminal import printable
 
     if extra:
@@ -105,7 +104,7 @@ def rerank_vectors(
     typer.echo(f"index {index}: {len(todo)} of {total} passages to embed "
                f"({embedder.spec.describe()})")
     done, failed = 0, []
-    with tqdm(total=len(todo), desc=f"embedding {index}", unit="passage") as bar:
+    with progress_bar(total=len(todo), desc=f"embedding {index}", unit="passage") as bar:
         for start in range(0, len(todo), batch):
             part = todo[start:start + batch]
             items = []

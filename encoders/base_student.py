@@ -46,10 +46,10 @@ def build_base_masked_lm():
     """(BertForMaskedLM, tokenizer) for the base student, in memory (see the module docstring)."""
     from transformers import AutoTokenizer, BertForMaskedLM
 
+    from convsparse.encoders.base_models import minilm_wheel_dir
     from convsparse.encoders.quiet_loading import quiet_loading
-    from convsparse.encoders.tiny import minilm_model_dir
 
-    src = minilm_model_dir()
+    src = minilm_wheel_dir()
     with quiet_loading():  # the missing-head report is expected: we build the head
         tokenizer = AutoTokenizer.from_pretrained(str(src))
         mlm = BertForMaskedLM.from_pretrained(str(src), dtype=torch.float32)

@@ -51,7 +51,7 @@ from convsparse.encoders.onnx_session import (  # noqa: F401 - their home before
     providers_for,
     temporary_sibling,
 )
-from convsparse.encoders.student_base import StudentEncoderBase
+from convsparse.encoders.student_encoder_base import StudentEncoderBase
 from convsparse.pruning import PruningPolicy
 from convsparse.termmap import CsrRows
 

@@ -1,6 +1,6 @@
 """The PyTorch student: any masked-LM checkpoint + SPLADE pooling -> term maps.
 
-The bulk path is `StudentEncoderBase`'s (`student_base`); here each batch is pooled and
+The bulk path is `StudentEncoderBase`'s (`student_encoder_base`); here each batch is pooled and
 sparsified on the device (`device_sparse`), so only CSR arrays cross to the host.
 
 Precision: ``dtype="auto"`` is bfloat16 on CUDA and float32 on CPU. The fingerprint is always
@@ -22,7 +22,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from convsparse.encoders.fingerprint import encoder_fingerprint
 from convsparse.encoders.pooling import POOLING_NAME, SpladeModel
-from convsparse.encoders.student_base import (  # noqa: F401  (re-exported: their old home)
+from convsparse.encoders.student_encoder_base import (  # noqa: F401  (re-exported: their old home)
     TOKENIZE_GROUP,
     StudentEncoderBase,
     length_batches,

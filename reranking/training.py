@@ -21,17 +21,18 @@ from __future__ import annotations
 import json
 import random
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
+from convsparse.progress import Say, progress_bar
+from convsparse.reranking.config import RerankConfig
 from convsparse.reranking.labels import RerankLabel, build_labels, read_labels, write_labels
 from convsparse.reranking.reranker import Reranker, load_reranker, new_reranker
 from convsparse.reranking.semantic import VECTORS_FILE, PassageVectors
-from convsparse.training.config import RerankConfig
 
 
 @dataclass
@@ -44,14 +45,14 @@ class _Prepared:
     positives: torch.Tensor
 
 
-def make_labels(cfg: RerankConfig, log: Callable[[str], None] = print):
+def make_labels(cfg: RerankConfig, log: Say = print):
     """(train labels, validation labels, the collection, every labelled turn's conversation by
     task id): labels read from ``<output_dir>/labels.jsonl`` when present, else generated
     (first stage + teacher)."""
     from convsparse.benchmark_collections import load_collection
     from convsparse.encoders.loading import load_student
     from convsparse.settings import get_settings
-    from convsparse.training.expansion import (
+    from convsparse.training.anchored import (
         encode_corpus,
         encode_texts_csr,
         extra_training_tasks,
@@ -154,7 +155,7 @@ def steps_per_epoch(n_turns: int, cfg: RerankConfig) -> int:
 
 def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, train: Sequence[_Prepared],
                 cfg: RerankConfig, rng: random.Random, *, desc: str = "epoch",
-                bar: tqdm | None = None) -> float:
+                bar: Any = None) -> float:
     """One pass over `train` in a shuffled order, `batch_turns` turns a step; the mean loss.
     `bar`: the whole run's progress bar, advanced a step at a time (else one of its own)."""
     model.train()
@@ -164,7 +165,7 @@ def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, train: Seque
     steps = range(0, len(order), cfg.batch_turns)
     own = bar is None
     if own:
-        bar = tqdm(total=len(steps), desc=desc, unit="step", disable=not cfg.progress)
+        bar = progress_bar(total=len(steps), desc=desc, unit="step", enabled=cfg.progress)
     for s in steps:
         batch = [train[i] for i in order[s:s + cfg.batch_turns]]
         loss = sum(listwise_loss(model(**ex.inputs), ex, cfg) for ex in batch) / len(batch)
@@ -189,11 +190,11 @@ def reranker_for(cfg: RerankConfig, passages: Sequence[str]) -> Reranker:
                         passages=list(passages))
 
 
-def train_reranker(cfg: RerankConfig, *, log: Callable[[str], None] = print) -> Path:
+def train_reranker(cfg: RerankConfig, *, log: Say = print) -> Path:
     """Train (on the validation turns too, or picking the epoch on them: ``cfg.validation``),
     write ``<output_dir>/reranker``; returns its path."""
     from convsparse.evaluation.metrics import compute_metrics
-    from convsparse.training.trainer import load_checkpoint
+    from convsparse.training.checkpoint import load_checkpoint, save_checkpoint
 
     # random and torch only, not seed_everything: the shipped re-ranker was trained with these.
     random.seed(cfg.seed)
@@ -237,9 +238,9 @@ def train_reranker(cfg: RerankConfig, *, log: Callable[[str], None] = print) -> 
         log(f"first stage: validation MRR@10 {base_mrr:.3f}")
     rng = random.Random(cfg.seed)
     # one bar for every epoch left: its estimate is the whole training phase's
-    bar = tqdm(total=(cfg.epochs - start_epoch) * steps_per_epoch(len(train), cfg),
-               desc=f"training epochs {start_epoch + 1}-{cfg.epochs}", unit="step",
-               disable=not cfg.progress)
+    bar = progress_bar(total=(cfg.epochs - start_epoch) * steps_per_epoch(len(train), cfg),
+                       desc=f"training epochs {start_epoch + 1}-{cfg.epochs}", unit="step",
+                       enabled=cfg.progress)
     for epoch in range(start_epoch, cfg.epochs):
         bar.set_postfix_str(f"epoch {epoch + 1}/{cfg.epochs}")
         loss = train_epoch(model, opt, train, cfg, rng, desc=f"epoch {epoch + 1}", bar=bar)
@@ -255,8 +256,8 @@ def train_reranker(cfg: RerankConfig, *, log: Callable[[str], None] = print) -> 
             best = (best[0], epoch)
         log(said)
         reranker.save(ck / "reranker")
-        torch.save({"optimizer": opt.state_dict(), "epoch": epoch, "best": best[0],
-                    "best_epoch": best[1]}, ck / "state.pt")
+        save_checkpoint({"optimizer": opt.state_dict(), "epoch": epoch, "best": best[0],
+                         "best_epoch": best[1]}, ck / "state.pt")
     bar.close()
     if not pick_epoch:  # the last epoch (also after a resume that found every epoch done)
         reranker.save(cfg.output_dir / "reranker")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 
@@ -16,9 +18,11 @@ os.environ.setdefault("CONVSPARSE_RERANK_VECTORS", "0")
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny lexical BERT masked-LM with the real MiniLM WordPiece vocabulary."""
-    from convsparse.encoders.tiny import build_tiny_masked_lm
-
-    return build_tiny_masked_lm(tmp_path_factory.mktemp("tiny-mlm"))
+    # a test fixture, not part of the package: loaded from its file (tests/ is no package)
+    spec = importlib.util.spec_from_file_location("tiny_masked_lm", Path(__file__).with_name("tiny_masked_lm.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_tiny_masked_lm(tmp_path_factory.mktemp("tiny-mlm"))
 
 
 @pytest.fixture(scope="session")

@@ -25,13 +25,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from convsparse.benchmark_collections import load_qrels
 from convsparse.encoders.student import SpladeStudent, pad_batch, resolve_device
 from convsparse.evaluation.flops import TermStats, flops
 from convsparse.evaluation.metrics import compute_metrics, read_trec_run, write_trec_run
+from convsparse.progress import progress_bar
 from convsparse.training.candidates import CandidateBatch, sample_candidates, teacher_score
+from convsparse.training.checkpoint import load_checkpoint, save_checkpoint
 from convsparse.training.config import DistillConfig
 from convsparse.training.data import Task, load_passage_texts, load_tasks, sample_tasks, split_tasks
 from convsparse.training.fusion import average_runs
@@ -65,22 +66,6 @@ def evaluate_scores(scores: np.ndarray, qids: Sequence[str], doc_ids: Sequence[s
         idx = np.argpartition(-scores[i], kk - 1)[:kk]
         run[qid] = {doc_ids[j]: float(scores[i, j]) for j in idx}
     return compute_metrics(qrels, run, ["mrr@10", "ndcg@3", "recall@100"], query_ids=qids)
-
-
-def load_checkpoint(path: Path, device) -> dict:
-    """A checkpoint from `<output_dir>/checkpoint/`, loaded with ``weights_only=True``: only
-    tensors, dicts, lists, tuples, strings, numbers, booleans and None are accepted (the types
-    `Trainer._checkpoint` writes), so a pickle planted in the output folder cannot run code."""
-    import pickle
-
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise ValueError(
-            f"{path}: refused to load a checkpoint holding objects other than tensors and plain "
-            f"values ({str(e).splitlines()[0]}); it was not written by this version of "
-            "convsparse or was tampered with: delete it, or set resume: false"
-        ) from None
 
 
 class Trainer:
@@ -152,11 +137,10 @@ class Trainer:
         name, keys, pos, has_gauss, gauss = np.random.get_state()
         np_state = (str(name), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos),
                     int(has_gauss), float(gauss))
-        torch.save({"stage": stage, "step": step, "model": model.state_dict(),
-                    "optimizer": opt.state_dict(), "log": self.log,
-                    "rng": (random.getstate(), np_state, torch.get_rng_state())},
-                   ck / "state.pt.tmp")
-        (ck / "state.pt.tmp").replace(ck / "state.pt")
+        save_checkpoint({"stage": stage, "step": step, "model": model.state_dict(),
+                         "optimizer": opt.state_dict(), "log": self.log,
+                         "rng": (random.getstate(), np_state, torch.get_rng_state())},
+                        ck / "state.pt")
 
     def _resume(self, stage: str, model, opt) -> int:
         path = self.out / "checkpoint" / "state.pt"
@@ -191,7 +175,7 @@ class Trainer:
         pool = [t for t in self.train if t.has_rewrite]
         rng = random.Random(cfg.seed + 1)
         model.train()
-        bar = tqdm(range(start, cfg.doc_stage_steps), desc="stage 1 (documents)", disable=not cfg.progress)
+        bar = progress_bar(range(start, cfg.doc_stage_steps), desc="stage 1 (documents)", enabled=cfg.progress)
         for step in bar:
             batch = rng.sample(pool, min(cfg.doc_stage_batch_size, len(pool)))
             cb = self._batch(batch, teacher, rng, cfg.doc_stage_negatives)
@@ -205,7 +189,7 @@ class Trainer:
         model.eval()
         ck = self.out / "checkpoint"
         ck.mkdir(exist_ok=True)
-        torch.save(model.state_dict(), ck / "documents_model.pt")
+        save_checkpoint(model.state_dict(), ck / "documents_model.pt")
         self._checkpoint("conversations", 0, model, torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate))
 
     def _train_step(self, stage: str, step: int, loss_fn: DistillationLoss, opt, q: torch.Tensor,
@@ -244,7 +228,7 @@ class Trainer:
         rows = {t.task_id: fmt.format(t.turns, record_id=t.task_id).input_ids for t in self.train}
         rng = random.Random(cfg.seed + 2 + start)
         model.train()
-        bar = tqdm(range(start, cfg.steps), desc="stage 2 (conversations)", disable=not cfg.progress)
+        bar = progress_bar(range(start, cfg.steps), desc="stage 2 (conversations)", enabled=cfg.progress)
         for step in bar:
             batch = sample_tasks(self.train, cfg.batch_size, rng)
             cb = self._batch(batch, teacher, rng, cfg.n_negatives)

@@ -1,4 +1,5 @@
-"""Elasticsearch query bodies for term maps, built with the client's typed DSL.
+"""Elasticsearch query bodies for term maps (plain dicts, checked against Elastic's specification
+in the tests).
 
 One builder per field type (see `convsparse.mappings.elasticsearch`); both score a document by
 the dot product of the query's term map with the stored FeatureField values:
@@ -15,8 +16,8 @@ the dot product of the query's term map with the stored FeatureField values:
 
 Both use the escaped feature names of `TermMap.to_rank_features()` and stay within the clause
 limit (each query token is one Lucene clause in both forms), or raise `TooManyClausesError`.
-`elasticsearch.dsl` (elasticsearch-py 8.18+) builds them when installed; older clients get the
-identical plain dicts (a test checks the two agree).
+They are built one way, as plain dicts, whatever the client's version (its `elasticsearch.dsl`
+gave the same bodies and was a second builder to keep equal).
 """
 
 from __future__ import annotations
@@ -34,14 +35,6 @@ __all__ = ["DEFAULT_MAX_CLAUSE_COUNT", "build_query", "rank_feature_query", "spa
 DEFAULT_MAX_CLAUSE_COUNT = 1024
 
 
-def _dsl() -> Any | None:
-    try:
-        from elasticsearch.dsl import query
-    except ImportError:  # elasticsearch-py < 8.18
-        return None
-    return query
-
-
 def _checked(term_map: Mapping[str, float], max_clause_count: int | None) -> TermMap:
     tm = term_map if isinstance(term_map, TermMap) else TermMap(term_map)
     if not tm:
@@ -53,23 +46,18 @@ def _checked(term_map: Mapping[str, float], max_clause_count: int | None) -> Ter
 
 def rank_feature_query(
     term_map: Mapping[str, float], field: str = "terms", *,
-    max_clause_count: int | None = DEFAULT_MAX_CLAUSE_COUNT, use_dsl: bool = True,
+    max_clause_count: int | None = DEFAULT_MAX_CLAUSE_COUNT,
 ) -> dict[str, Any]:
-    """Linear `rank_feature` clauses, boost = query weight (score = sum w x quantized(value))."""
+    """Linear `rank_feature` clauses, boost = query weight (score = sum w x quantized(value)):
+    the OpenSearch body (`opensearch_query.rank_feature_query`), the same Lucene scoring."""
     tm = _checked(term_map, max_clause_count)
-    q = _dsl() if use_dsl else None
-    if q is None:
-        return opensearch_query.rank_feature_query(tm, field, max_clause_count=None)
-    clauses = [q.RankFeature(field=f"{field}.{name}", linear={}, boost=weight)
-               for name, weight in tm.to_rank_features().items()]
-    query: dict[str, Any] = q.Bool(should=clauses).to_dict()  # elasticsearch-dsl: untyped
-    return query
+    return opensearch_query.rank_feature_query(tm, field, max_clause_count=None)
 
 
 def sparse_vector_query(
     term_map: Mapping[str, float], field: str = "terms", *,
     prune: bool = False, pruning_config: Mapping[str, Any] | None = None,
-    max_clause_count: int | None = DEFAULT_MAX_CLAUSE_COUNT, use_dsl: bool = True,
+    max_clause_count: int | None = DEFAULT_MAX_CLAUSE_COUNT,
 ) -> dict[str, Any]:
     """`sparse_vector` with a precomputed `query_vector`. `prune=True` lets the server drop
     query tokens by `pruning_config` (`mappings.elasticsearch.token_pruning_config`; the
@@ -80,11 +68,7 @@ def sparse_vector_query(
     body: dict[str, Any] = {"field": field, "query_vector": tm.to_rank_features(), "prune": bool(prune)}
     if prune and pruning_config:
         body["pruning_config"] = dict(pruning_config)
-    q = _dsl() if use_dsl else None
-    if q is None:
-        return {"sparse_vector": body}
-    query: dict[str, Any] = q.SparseVector(**body).to_dict()  # elasticsearch-dsl: untyped
-    return query
+    return {"sparse_vector": body}
 
 
 def build_query(

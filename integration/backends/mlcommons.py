@@ -34,7 +34,6 @@ from typing import Any, Literal
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import NotFoundError, TransportError
-from tqdm.auto import tqdm
 
 from convsparse.errors import BackendError
 from convsparse.integration.backends.mlcommons_artifact import ArtifactManifest, iter_chunks
@@ -43,6 +42,7 @@ from convsparse.integration.backends.mlcommons_pipeline import (
     ingest_pipeline_body,
     two_phase_pipeline_body,
 )
+from convsparse.progress import progress_bar
 
 __all__ = [
     "DEFAULT_GROUP",
@@ -187,8 +187,8 @@ class MLCommonsClient:
         meta = self._call("register model meta", self.ml.register_model_meta,
                           body=self.register_meta_body(manifest, group_id))
         model_id = str(meta["model_id"])
-        bar = tqdm(total=manifest.size, unit="B", unit_scale=True, desc="uploading chunks",
-                   disable=not progress)
+        bar = progress_bar(total=manifest.size, unit="B", unit_scale=True, desc="uploading chunks",
+                           enabled=progress)
         sent = 0
         for number, chunk in iter_chunks(zip_path, manifest.chunk_size):
             self._call(f"upload chunk {number} of model {model_id}", self.ml.upload_chunk,

@@ -20,9 +20,9 @@ The rest is the OpenSearch body's: `"dynamic": "strict"`, `id` keyword, `title`/
 `metadata` an object with `enabled: false`. Shards and replicas are left out when None (Elastic
 Cloud Serverless rejects them).
 
-Bodies are built with the client's typed DSL (`elasticsearch.dsl.Mapping` and its field classes,
-elasticsearch-py 8.18+) when it is installed, else as the identical plain dicts (a test checks
-the two agree); both are checked against Elastic's published specification in the tests.
+Bodies are built one way, as plain dicts (the client's `elasticsearch.dsl` gave the same bodies
+and was a second builder to keep equal); they are checked against Elastic's published
+specification in the tests.
 """
 
 from __future__ import annotations
@@ -96,31 +96,6 @@ def _mappings_dict(meta: dict[str, Any], field: str, term_property: dict[str, An
     }
 
 
-def _mappings_dsl(meta: dict[str, Any], field: str, field_type: str,
-                  index_options: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The same mapping through `elasticsearch.dsl`, or None when the client has no DSL."""
-    try:
-        from elasticsearch.dsl import Mapping
-        from elasticsearch.dsl import field as f
-    except ImportError:  # elasticsearch-py < 8.18 (or not installed)
-        return None
-    mapping = Mapping()
-    mapping.meta("dynamic", "strict")
-    mapping.meta("_meta", meta)
-    mapping.field("id", f.Keyword())
-    mapping.field("title", f.Text())
-    mapping.field("text", f.Text())
-    mapping.field("metadata", f.Object(enabled=False))
-    if field_type == "rank_features":
-        mapping.field(field, f.RankFeatures())
-    else:
-        options = {} if index_options is None else {"index_options": index_options}
-        mapping.field(field, f.SparseVector(**options))
-    body = mapping.to_dict()
-    # The DSL serialises in its own key order; order does not matter to the server.
-    return {"dynamic": body["dynamic"], "_meta": body["_meta"], "properties": body["properties"]}
-
-
 def mappings_body(
     fingerprint: str,
     vocabulary: str | None = None,
@@ -128,7 +103,6 @@ def mappings_body(
     field_type: FieldType = "rank_features",
     field: str = TERM_FIELD,
     index_options: dict[str, Any] | None = None,
-    use_dsl: bool = True,
 ) -> dict[str, Any]:
     """The `mappings` of an index of term maps from encoder `fingerprint`.
 
@@ -144,10 +118,6 @@ def mappings_body(
     if index_options is not None and field_type != "sparse_vector":
         raise ValueError("index_options exist only for field_type='sparse_vector'")
     meta = _meta(fingerprint, vocabulary, field, field_type)
-    if use_dsl:
-        body = _mappings_dsl(meta, field, field_type, index_options)
-        if body is not None:
-            return body
     return _mappings_dict(meta, field, _term_property(field_type, index_options))
 
 
@@ -182,12 +152,11 @@ def index_body(
     replicas: int | None = 1,
     refresh_interval: str = "1s",
     bulk_load: bool = False,
-    use_dsl: bool = True,
 ) -> dict[str, Any]:
     """The `indices.create` body: `{"settings": ..., "mappings": ...}`."""
     return {
         "settings": settings_body(shards=shards, replicas=replicas, refresh_interval=refresh_interval,
                                   bulk_load=bulk_load),
         "mappings": mappings_body(fingerprint, vocabulary, field_type=field_type, field=field,
-                                  index_options=index_options, use_dsl=use_dsl),
+                                  index_options=index_options),
     }

@@ -1,6 +1,6 @@
 """Every body the Elasticsearch backend sends validates against Elastic's published OpenAPI
-document, closed (a misspelt key fails); the typed DSL and the plain-dict fallback build the
-same bodies; the version gates in the backend are the spec's `@availability` lines."""
+document, closed (a misspelt key fails); the version gates in the backend are the spec's
+`@availability` lines."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from convsparse.integration.backends.elasticsearch_query import (
     sparse_vector_query,
 )
 from convsparse.integration.backends.opensearch_query import search_body
-from convsparse.mappings.elasticsearch import index_body, mappings_body, token_pruning_config
+from convsparse.mappings.elasticsearch import index_body, token_pruning_config
 from convsparse.termmap import TermMap
 
 QUERY = TermMap({"paris": 1.5, "u.s": 0.25, "100%": 0.5, "capital": 2.0})
@@ -135,17 +135,9 @@ def test_sparse_vector_needs_exactly_one_of_query_vector_or_inference_id(es_spec
     assert es_spec.errors(es_spec.SEARCH, body)
 
 
-def test_dsl_and_plain_dicts_agree():
-    pytest.importorskip("elasticsearch.dsl")
-    for field_type, options in [("rank_features", None), ("sparse_vector", None),
-                                ("sparse_vector", INDEX_OPTIONS)]:
-        assert mappings_body("fp", "v", field_type=field_type, index_options=options) == mappings_body(
-            "fp", "v", field_type=field_type, index_options=options, use_dsl=False)
-    assert rank_feature_query(QUERY) == rank_feature_query(QUERY, use_dsl=False)
-    # the rank_features body is byte for byte the OpenSearch one (same Lucene scoring)
+def test_rank_features_body_is_the_opensearch_one():
+    # byte for byte the OpenSearch body (same Lucene scoring)
     assert rank_feature_query(QUERY) == opensearch_query.rank_feature_query(QUERY)
-    for kwargs in [{}, {"prune": True}, {"prune": True, "pruning_config": PRUNING}]:
-        assert sparse_vector_query(QUERY, **kwargs) == sparse_vector_query(QUERY, use_dsl=False, **kwargs)
 
 
 def test_query_builder_rules():

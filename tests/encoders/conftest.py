@@ -22,10 +22,10 @@ def tiny_distilbert_dir(tmp_path_factory):
     """A tiny, randomly initialised DistilBertForMaskedLM with the MiniLM WordPiece vocabulary."""
     from transformers import BertTokenizerFast, DistilBertConfig, DistilBertForMaskedLM
 
-    from convsparse.encoders.tiny import minilm_model_dir
+    from convsparse.encoders.base_models import minilm_wheel_dir
 
     out = tmp_path_factory.mktemp("tiny-distilbert")
-    tokenizer = BertTokenizerFast.from_pretrained(str(minilm_model_dir()))
+    tokenizer = BertTokenizerFast.from_pretrained(str(minilm_wheel_dir()))
     torch.manual_seed(1)
     config = DistilBertConfig(vocab_size=tokenizer.vocab_size, dim=32, hidden_dim=64, n_layers=2,
                               n_heads=2, max_position_embeddings=128)

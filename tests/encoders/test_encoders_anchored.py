@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from convsparse.encoders.anchored import VIEWS, AnchoredStudent, ConversationViews, ExpansionGate
+from convsparse.encoders.anchored import VIEWS, AnchoredGate, AnchoredStudent, ConversationViews
 from convsparse.errors import InvalidConversationError
 
 CONVERSATION = [
@@ -42,7 +42,7 @@ def test_views_reject_a_bad_conversation_by_record():
 
 
 def test_untrained_gate_adds_each_view_at_an_even_share():
-    gate = ExpansionGate(initial_weight=0.15)
+    gate = AnchoredGate(initial_weight=0.15)
     cur = torch.tensor([[1.0, 0.0, 0.0]])
     views = torch.tensor([[[0.0, 2.0, 0.0], [0.0, 0.0, 4.0], [2.0, 0.0, 0.0]]])
     q = gate(cur, views)
@@ -51,23 +51,23 @@ def test_untrained_gate_adds_each_view_at_an_even_share():
 
 
 def test_gate_round_trips_through_its_file(tmp_path):
-    gate = ExpansionGate()
+    gate = AnchoredGate()
     with torch.no_grad():
         gate.theta.normal_()
         gate.bias.fill_(0.3)
     gate.save(tmp_path, base="splade-tiny")
-    loaded, base = ExpansionGate.load(tmp_path)
+    loaded, base = AnchoredGate.load(tmp_path)
     assert base == "splade-tiny"
     for a, b in zip(gate.parameters(), loaded.parameters()):
         assert torch.equal(a, b)
     bad = json.loads((tmp_path / "anchored.json").read_text())
     bad["views"] = ["context"]
     with pytest.raises(ValueError, match="views"):
-        ExpansionGate.from_dict(bad)
+        AnchoredGate.from_dict(bad)
 
 
 def test_anchored_student_keeps_the_base_contract(tiny_student):
-    student = AnchoredStudent(tiny_student, ExpansionGate())
+    student = AnchoredStudent(tiny_student, AnchoredGate())
     assert student.fingerprint == tiny_student.fingerprint
     docs = ["Lisbon is the capital of Portugal.", "Porto lies on the Douro."]
     assert list(student.encode_documents(docs, ids=["a", "b"])) == \
@@ -85,7 +85,7 @@ def test_anchored_student_keeps_the_base_contract(tiny_student):
 
 
 def test_anchored_student_batches_equal_single_calls(tiny_student):
-    student = AnchoredStudent(tiny_student, ExpansionGate())
+    student = AnchoredStudent(tiny_student, AnchoredGate())
     convs = [CONVERSATION, CONVERSATION[:3], [{"role": "user", "text": "porto wine"}]]
     batch = student.encode_conversations(convs, ids=["x", "y", "z"])
     for conv, got in zip(convs, batch):
@@ -98,7 +98,7 @@ def test_load_student_reads_an_anchored_folder_on_both_runtimes(tiny_model_dir, 
     from convsparse.encoders.loading import load_student
 
     shutil.copytree(tiny_model_dir, tmp_path / "base")
-    ExpansionGate().save(tmp_path, base="base")
+    AnchoredGate().save(tmp_path, base="base")
     torch_student = load_student(tmp_path, runtime="torch", device="cpu")
     onnx_student = load_student(tmp_path, runtime="onnx", device="cpu")
     assert isinstance(torch_student, AnchoredStudent) and isinstance(onnx_student, AnchoredStudent)
@@ -113,7 +113,7 @@ def test_load_options_reach_an_anchored_students_base(tiny_model_dir, tmp_path):
     from convsparse.encoders.loading import load_student
 
     shutil.copytree(tiny_model_dir, tmp_path / "base")
-    ExpansionGate().save(tmp_path, base="base")
+    AnchoredGate().save(tmp_path, base="base")
     int8 = load_student(tmp_path, runtime="onnx", device="cpu", onnx_int8=True)
     assert "int8" in int8.base.onnx_path.name
     optimized = load_student(tmp_path, runtime="onnx", device="cpu", onnx_optimize=True)

@@ -14,6 +14,7 @@ from convsparse.evaluation.tuning import (
     pareto_frontier,
     policy_for,
 )
+from convsparse.evaluation.tuning.plot import plotted_points
 from convsparse.pruning import PruningPolicy
 
 GRID = {"top_k": [2, 8, 32], "max_ratio": [0.2, 0.5], "alpha_mass": [0.6, 0.9],
@@ -73,13 +74,15 @@ def test_outputs_and_plot(tuned, tmp_path):
 
     _, result = tuned
     rec = result.recommend(max_recall_drop=0.05)
+    before = result.to_dict()
     js, md, png = result.save(tmp_path / "tune", rec)
+    assert result.to_dict() == before  # the plot reads the result, never changes it
     with Image.open(png) as im:
         im.verify()
     with Image.open(png) as im:
         assert im.format == "PNG" and im.size[0] > 400 and im.size[1] > 300
-    assert len(result.plotted_points) == len(result.points)
-    assert {label for label, _, _ in result.plotted_points} == {p.label for p in result.points}
+    assert len(plotted_points(result)) == len(result.points)
+    assert {label for label, _, _ in plotted_points(result)} == {p.label for p in result.points}
     data = json.loads(js.read_text())
     assert len(data["points"]) == len(result.points)
     assert data["recommendation"]["point"]["policy_code"] == rec.point.policy_code()

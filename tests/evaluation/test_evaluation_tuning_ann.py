@@ -8,6 +8,7 @@ import pytest
 
 from convsparse.evaluation.harness import index_corpus
 from convsparse.evaluation.tuning import DEFAULT_ANN_GRID, PruningTuner
+from convsparse.evaluation.tuning.plot import plotted_points
 from convsparse.integration.backends.embedded import AnnQuery, EmbeddedBackend
 
 ANN = [AnnQuery(2, 0.9), AnnQuery(20, 0.5)]
@@ -45,10 +46,24 @@ def test_ann_recommendation_plot_and_outputs(tuned, tmp_path):
     assert ann_point.label == "ann cut=20 hf=0.5"
     assert eval(ann_point.policy_code(), {"AnnQuery": AnnQuery}) == ann_point.ann
     js, md, png = result.save(tmp_path / "tune", rec)
-    assert {label for label, _, _ in result.plotted_points} == {p.label for p in result.points}
+    assert {label for label, _, _ in plotted_points(result)} == {p.label for p in result.points}
     data = json.loads(js.read_text())
     assert data["points"][-1]["ann"] == {"query_cut": 20, "heap_factor": 0.5}
     text = md.read_text()
     assert "ann cut=20 hf=0.5" in text and "recall@100 vs unpruned" in text and "MRR@10" in text
     with pytest.raises(ValueError, match="not both"):
         result.recommend(target_recall=0.9, max_recall_drop=0.1)
+
+
+def test_damaged_ann_json_is_reported_and_the_sweep_goes_on_exact(sample, tiny_student, tmp_path):
+    be = EmbeddedBackend(tmp_path, durable=False)
+    index_corpus(sample, encoder=tiny_student, backend=be, index="s")
+    be.build_ann("s", threads=1)
+    (tmp_path / "s" / "ann.json").write_bytes(b"\x00garbage{\xff")
+    said: list[str] = []
+    tuner = PruningTuner(be, "s", tiny_student, sample.conversations[:4], k=10, warmup=0, repeats=1)
+    result = tuner.run({"top_k": [8]}, progress=said.append)
+    assert [p.kind for p in result.points] == ["none", "top_k"] and all(p.ok for p in result.points)
+    assert any(s.startswith("ANN unusable: ") and "build-ann" in s for s in said)
+    assert "build-ann" in result.config["ann_unusable"]
+    assert "ANN unusable: " in result.to_markdown()

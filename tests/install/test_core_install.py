@@ -101,7 +101,7 @@ def test_default_student_on_onnx_matches_the_torch_gate():
     """The shipped anchored student: its gate runs in numpy on the ONNX path and gives the
     term maps of the PyTorch gate over the same base."""
     from convsparse.encoders.anchored import AnchoredStudent, GateWeights
-    from convsparse.encoders.expansion_gate import ExpansionGate
+    from convsparse.encoders.anchored_gate import AnchoredGate
     from convsparse.encoders.loading import load_student, shipped_student_dir
     from convsparse.encoders.onnx_runtime import OnnxStudent
 
@@ -109,7 +109,7 @@ def test_default_student_on_onnx_matches_the_torch_gate():
     assert isinstance(default, AnchoredStudent) and isinstance(default.gate, GateWeights)
     torch_base = load_student("splade-tiny", runtime="torch", device="cpu")
     today = AnchoredStudent(OnnxStudent.from_torch(torch_base, device="cpu"),
-                            ExpansionGate.load(shipped_student_dir())[0])
+                            AnchoredGate.load(shipped_student_dir())[0])
     convs = _conversations()
     _assert_same_maps(default.encode_conversations(convs), today.encode_conversations(convs))
     assert default.fingerprint == today.fingerprint

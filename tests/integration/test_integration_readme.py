@@ -117,7 +117,7 @@ def test_readme_rerank_config_is_the_recipe_defaults(tmp_path):
     (the README says the recipe it measures is these defaults)."""
     import yaml
 
-    from convsparse.training.config import RerankConfig
+    from convsparse.reranking.config import RerankConfig
 
     found = [b for b in blocks("yaml", [DOCS / "guides" / "training.md"]) if b.startswith("# rerank.yaml")]
     assert len(found) == 1

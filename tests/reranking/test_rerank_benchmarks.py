@@ -45,8 +45,8 @@ def test_cross_validation_compares_variants_over_unseen_folds(tiny_model_dir, tm
 
 
 def test_latency_compares_rerankers_turn_by_turn(tiny_model_dir, tmp_path):
+    from convsparse.reranking.config import RerankConfig
     from convsparse.reranking.training import train_reranker
-    from convsparse.training.config import RerankConfig
 
     folders = []
     for name, window in (("windows", 8), ("whole", None)):

@@ -250,8 +250,8 @@ def test_the_shipped_reranker_is_small_loads_by_name_and_serves_without_torch(tm
     """The package's re-ranker: under 2 MB (the bi-encoder is the MiniLM wheel's), its
     recipe reproduces its training config, and `load_reranker("default", runtime="onnx")`
     re-ranks in a process that never imports torch once the bi-encoder's export is cached."""
+    from convsparse.reranking.config import RerankConfig
     from convsparse.reranking.reranker import DEFAULT_FOLDER
-    from convsparse.training.config import RerankConfig
 
     files = [p for p in DEFAULT_FOLDER.rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) < 2_000_000

@@ -176,7 +176,7 @@ def test_labels_round_trip(tiny_student, tmp_path):
     import scipy.sparse as sp
 
     from convsparse.benchmark_collections import load_collection
-    from convsparse.training.expansion import encode_texts_csr
+    from convsparse.training.anchored import encode_texts_csr
 
     col = load_collection(SAMPLE)
     doc_ids = list(col.corpus)
@@ -197,7 +197,8 @@ def test_training_runs_resumes_and_writes_a_loadable_reranker(tiny_model_dir, tm
     import json
 
     from convsparse.reranking import training
-    from convsparse.training.config import ConversationSource, RerankConfig
+    from convsparse.reranking.config import RerankConfig
+    from convsparse.training.config import ConversationSource
 
     extra = tmp_path / "extra.jsonl"  # train-only turns from elsewhere (as TREC CAsT is used)
     extra.write_text(json.dumps({"id": "extra_1", "conversation_id": "extra", "turns": [
@@ -241,7 +242,7 @@ def test_validation_turns_train_too_by_default_and_the_last_epoch_is_kept(tiny_m
     import shutil
 
     from convsparse.reranking import training
-    from convsparse.training.config import RerankConfig
+    from convsparse.reranking.config import RerankConfig
 
     cfg = RerankConfig(output_dir=tmp_path / "run", collection=SAMPLE, base=str(tiny_model_dir),
                        first_stage=str(tiny_model_dir), teacher="rewrite", holdout_per_domain=0,

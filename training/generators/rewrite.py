@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from convsparse.benchmark_collections import load_task_records
+from convsparse.progress import progress_bar
 from convsparse.training.generators.base import GenerationError, Generator, Prompt
 from convsparse.training.generators.cache import GenerationCache, cache_key
 from convsparse.training.generators.prompts import (
@@ -76,7 +75,7 @@ def run_jobs(jobs: Sequence[Job], generator: Generator, cache: GenerationCache,
             report.cached += 1
         else:
             todo.append(job)
-    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=desc, disable=not progress)
+    bar = progress_bar(total=len(jobs), initial=len(jobs) - len(todo), desc=desc, enabled=progress)
     for i in range(0, len(todo), chunk_size):
         chunk = todo[i: i + chunk_size]
         for job, result in zip(chunk, generator.generate([j.prompt for j in chunk])):

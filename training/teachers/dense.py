@@ -16,9 +16,9 @@ def dense_run(
     """Cosine similarity of the dense MiniLM on each query text."""
     from sentence_transformers import SentenceTransformer
 
-    from convsparse.encoders.tiny import minilm_model_dir
+    from convsparse.encoders.base_models import minilm_wheel_dir
 
-    model = SentenceTransformer(str(model_dir or minilm_model_dir()), device="cpu")
+    model = SentenceTransformer(str(model_dir or minilm_wheel_dir()), device="cpu")
     doc_ids = list(corpus)
     d = model.encode([corpus[i] for i in doc_ids], batch_size=batch_size, normalize_embeddings=True)
     qids = list(queries)

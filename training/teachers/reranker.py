@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from convsparse.benchmark_collections import ConversationTask
+from convsparse.progress import progress_bar
 from convsparse.training.teachers.base import Run, TeacherInputs
 
 if TYPE_CHECKING:  # convsparse.reranking loads torch and transformers: only when labelling
@@ -46,7 +46,7 @@ def _documents(first_stage, corpus: Mapping[str, str], documents):
     if documents is not None:
         return documents
     from convsparse.settings import get_settings
-    from convsparse.training.expansion import encode_corpus
+    from convsparse.training.anchored import encode_corpus
 
     base = getattr(first_stage, "base", first_stage)  # an anchored student encodes through its base
     return encode_corpus(base, [corpus[d] for d in corpus], cache=get_settings().cache_dir / "corpus",
@@ -72,7 +72,7 @@ def reranker_labels(
     if reranker.semantic is not None:  # embed every candidate once, in batches
         reranker.semantic.add(sorted({corpus[d] for lab in labels for d in lab.candidates}),
                               progress=progress)
-    for task, lab in zip(tqdm(tasks, desc="re-ranker teacher", unit="turn", disable=not progress),
+    for task, lab in zip(progress_bar(tasks, desc="re-ranker teacher", unit="turn", enabled=progress),
                          labels):
         scores = reranker.score(list(task.turns), lab.query, [corpus[d] for d in lab.candidates],
                                 lab.first_stage)

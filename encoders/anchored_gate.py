@@ -1,4 +1,4 @@
-"""`ExpansionGate`: the anchored student's gate as a trainable PyTorch module (training and
+"""`AnchoredGate`: the anchored student's gate as a trainable PyTorch module (training and
 its tests); serving runs the same formula in numpy (`anchored.GateWeights`)."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from convsparse.encoders.anchored import (
 )
 
 
-class ExpansionGate(nn.Module):
+class AnchoredGate(nn.Module):
     """q = cur + sum_v softplus(alpha_v) * sigmoid(phi . theta_v + b_v) * view_v, per term.
 
     Works on dense (batch, vocab) tensors: `current` and `views` (batch, n_views, vocab)."""
@@ -52,7 +52,7 @@ class ExpansionGate(nn.Module):
                 "alpha": self.alpha.detach().tolist()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> ExpansionGate:
+    def from_dict(cls, d: dict) -> AnchoredGate:
         check_gate_dict(d)
         gate = cls()
         with torch.no_grad():
@@ -72,10 +72,10 @@ class ExpansionGate(nn.Module):
         return path
 
     @classmethod
-    def load(cls, folder: str | Path) -> tuple[ExpansionGate, str]:
+    def load(cls, folder: str | Path) -> tuple[AnchoredGate, str]:
         """(gate, base reference) from a folder's `anchored.json`."""
         d = read_gate_file(folder)
         return cls.from_dict(d), str(d.get("base") or "splade-tiny")
 
 
-__all__ = ["ExpansionGate"]
+__all__ = ["AnchoredGate"]

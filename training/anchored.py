@@ -31,20 +31,20 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 import torch
-from tqdm.auto import tqdm
 
 from convsparse.benchmark_collections import ConversationTask, load_collection, load_conversations
-from convsparse.encoders.anchored import VIEWS, AnchoredStudent, ExpansionGate
+from convsparse.encoders.anchored import VIEWS, AnchoredGate, AnchoredStudent
 from convsparse.evaluation.metrics import compute_metrics
+from convsparse.progress import Say, progress_bar
 from convsparse.settings import get_settings
-from convsparse.training.config import ExpansionConfig, SplitConfig
+from convsparse.training.config import AnchoredConfig, SplitConfig
 from convsparse.training.data import stratified_holdout
 from convsparse.training.losses import FlopsLoss, InfoNCELoss, KLDivergenceLoss, TermSpaceLoss, quadratic_warmup
 from convsparse.training.seeding import seed_everything
 
 
 @dataclass
-class ExpansionExample:
+class AnchoredExample:
     """One training turn, precomputed. `current` (1, vocab) and `history` (n_views, vocab) are
     CSR rows; `candidates` (document rows) and `teacher_scores` are the teacher's top list, or
     None; `teacher_vector` (1, vocab) or None; `positives` are judged relevant document rows."""
@@ -59,7 +59,7 @@ class ExpansionExample:
 
 
 @dataclass
-class ExpansionSplit:
+class TaskSplit:
     """Which tasks train, pick the epoch, or are never seen."""
 
     train: list[ConversationTask]
@@ -68,9 +68,9 @@ class ExpansionSplit:
 
 
 @dataclass
-class ExpansionResult:
+class AnchoredResult:
     model_dir: Path
-    gate: ExpansionGate
+    gate: AnchoredGate
     validation_mrr: list[float] = field(default_factory=list)
     examples: int = 0
 
@@ -88,7 +88,7 @@ def teacher_text(task: ConversationTask, teacher: str) -> str | None:
     return task.rewrite.strip() if task.rewrite and task.rewrite.strip() else None
 
 
-def split_tasks(tasks: Sequence[ConversationTask], qrels, cfg: SplitConfig) -> ExpansionSplit:
+def split_tasks(tasks: Sequence[ConversationTask], qrels, cfg: SplitConfig) -> TaskSplit:
     """Held-out conversations (`holdout_per_domain` per domain of the `heldout_source` tasks),
     validation conversations drawn from the rest, and everything else to train."""
     own = [t for t in tasks if t.fields.get("source", cfg.heldout_source) == cfg.heldout_source]
@@ -102,7 +102,7 @@ def split_tasks(tasks: Sequence[ConversationTask], qrels, cfg: SplitConfig) -> E
         return t.conversation_id or t.id
 
     judged = {q for q, r in qrels.items() if any(v > 0 for v in r.values())}
-    return ExpansionSplit(
+    return TaskSplit(
         train=[t for t in tasks if cid(t) not in held and cid(t) not in val],
         validation=[t for t in own if cid(t) in val and t.id in judged],
         heldout=[t for t in own if cid(t) in held and t.id in judged],
@@ -139,8 +139,8 @@ def encode_corpus(base, texts: Sequence[str], *, cache: Path | None = None, chun
     if path is not None and path.exists():
         return sp.load_npz(path).tocsr()
     parts = [encode_texts_csr(base, texts[s:s + chunk])
-             for s in tqdm(range(0, len(texts), chunk), desc="encoding corpus", unit="chunk",
-                           disable=not progress)]
+             for s in progress_bar(range(0, len(texts), chunk), desc="encoding corpus",
+                                   unit="chunk", enabled=progress)]
     matrix = sp.vstack(parts).tocsr() if parts else sp.csr_matrix((0, len(base.vocabulary)))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,7 +151,7 @@ def encode_corpus(base, texts: Sequence[str], *, cache: Path | None = None, chun
 def view_matrices(base, tasks: Sequence[ConversationTask], *, chunk: int = 256
                   ) -> tuple[sp.csr_matrix, list[sp.csr_matrix]]:
     """(current (n, vocab), [one (n, vocab) matrix per history view]) as CSR."""
-    viewer = AnchoredStudent(base, ExpansionGate())
+    viewer = AnchoredStudent(base, AnchoredGate())
     views = viewer.views([list(t.turns) for t in tasks], [t.id for t in tasks])
     current = encode_texts_csr(base, [v.current for v in views])
     history = [encode_texts_csr(base, [getattr(v, name) for v in views]) for name in VIEWS]
@@ -170,9 +170,9 @@ def top_candidates(documents: sp.csr_matrix, queries: sp.csr_matrix, n: int
 
 
 def build_examples(base, documents: sp.csr_matrix, doc_ids: Sequence[str],
-                   tasks: Sequence[ConversationTask], qrels, cfg: ExpansionConfig
-                   ) -> list[ExpansionExample]:
-    """One `ExpansionExample` per training turn that has a teacher text or a judged passage."""
+                   tasks: Sequence[ConversationTask], qrels, cfg: AnchoredConfig
+                   ) -> list[AnchoredExample]:
+    """One `AnchoredExample` per training turn that has a teacher text or a judged passage."""
     row_of = {d: i for i, d in enumerate(doc_ids)}
     current, history = view_matrices(base, tasks)
     texts = [teacher_text(t, cfg.teacher) for t in tasks]
@@ -188,7 +188,7 @@ def build_examples(base, documents: sp.csr_matrix, doc_ids: Sequence[str],
         j = where.get(i)
         if j is None and not len(positives):
             continue
-        examples.append(ExpansionExample(
+        examples.append(AnchoredExample(
             task.id, current[i], sp.vstack([h[i] for h in history]).tocsr(),
             None if j is None else top[j], None if j is None else scores[j],
             None if j is None else teacher[i], positives))
@@ -212,14 +212,14 @@ def _sparse_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> torch.Tensor:
 class GateObjective:
     """The weighted sum of the four losses for one batch of examples."""
 
-    def __init__(self, cfg: ExpansionConfig):
+    def __init__(self, cfg: AnchoredConfig):
         self.cfg = cfg
         self.kl = KLDivergenceLoss(cfg.kl_temperature)
         self.nce = InfoNCELoss(cfg.infonce_temperature)
         self.term = TermSpaceLoss()
         self.flops = FlopsLoss()
 
-    def __call__(self, gate: ExpansionGate, batch: Sequence[ExpansionExample],
+    def __call__(self, gate: AnchoredGate, batch: Sequence[AnchoredExample],
                  documents: sp.csr_matrix, flops_weight: float, rng: random.Random) -> torch.Tensor:
         cfg = self.cfg
         vocab = documents.shape[1]
@@ -265,14 +265,14 @@ def search_matrix(documents: sp.csr_matrix, queries: np.ndarray, doc_ids: Sequen
     return run
 
 
-def train_gate(examples: Sequence[ExpansionExample], documents: sp.csr_matrix, cfg: ExpansionConfig,
-               validate: Callable[[ExpansionGate], float], log: Callable[[str], None] = print
-               ) -> tuple[ExpansionGate, list[float]]:
+def train_gate(examples: Sequence[AnchoredExample], documents: sp.csr_matrix, cfg: AnchoredConfig,
+               validate: Callable[[AnchoredGate], float], log: Say = print
+               ) -> tuple[AnchoredGate, list[float]]:
     """Adam on the gate; keeps the epoch with the best `validate(gate)`, the untrained gate
     included (so training can never ship something worse on validation than where it began)."""
     seed_everything(cfg.seed)
     rng = random.Random(cfg.seed)
-    gate = ExpansionGate(cfg.initial_weight)
+    gate = AnchoredGate(cfg.initial_weight)
     objective = GateObjective(cfg)
     opt = torch.optim.Adam(gate.parameters(), lr=cfg.learning_rate)
     order = list(examples)
@@ -282,8 +282,8 @@ def train_gate(examples: Sequence[ExpansionExample], documents: sp.csr_matrix, c
     step = 0
     for epoch in range(cfg.epochs):
         rng.shuffle(order)
-        for s in tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch + 1}",
-                      unit="batch", disable=not cfg.progress, leave=False):
+        for s in progress_bar(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch + 1}",
+                              unit="batch", enabled=cfg.progress, leave=False):
             step += 1
             flops_weight = quadratic_warmup(cfg.flops_weight, step, max(1, total // 3))
             loss = objective(gate, order[s:s + cfg.batch_size], documents, flops_weight, rng)
@@ -299,7 +299,7 @@ def train_gate(examples: Sequence[ExpansionExample], documents: sp.csr_matrix, c
     return gate.eval(), history
 
 
-def gate_queries(base, gate: ExpansionGate, tasks: Sequence[ConversationTask]) -> np.ndarray:
+def gate_queries(base, gate: AnchoredGate, tasks: Sequence[ConversationTask]) -> np.ndarray:
     """Dense (n, vocab) query term maps of `tasks` under `gate`."""
     current, history = view_matrices(base, tasks)
     with torch.no_grad():
@@ -307,8 +307,8 @@ def gate_queries(base, gate: ExpansionGate, tasks: Sequence[ConversationTask]) -
                     torch.stack([_dense([h]) for h in history], 1)).numpy()
 
 
-def distill_anchored(cfg: ExpansionConfig, *, log: Callable[[str], None] = print,
-                     documents: sp.csr_matrix | None = None) -> ExpansionResult:
+def distill_anchored(cfg: AnchoredConfig, *, log: Say = print,
+                     documents: sp.csr_matrix | None = None) -> AnchoredResult:
     """The whole recipe: load, split, precompute, train, write `output_dir` (a student folder
     `load_student` reads: `anchored.json` naming the base, plus `training_report.json`)."""
     from convsparse.encoders.loading import load_student
@@ -328,7 +328,7 @@ def distill_anchored(cfg: ExpansionConfig, *, log: Callable[[str], None] = print
     val_ids = [t.id for t in split.validation]
     val_views = view_matrices(base, split.validation)
 
-    def validate(gate: ExpansionGate) -> float:
+    def validate(gate: AnchoredGate) -> float:
         with torch.no_grad():
             q = gate(_dense([val_views[0]]), torch.stack([_dense([h]) for h in val_views[1]], 1))
         run = search_matrix(documents, q.numpy(), doc_ids, val_ids)
@@ -343,10 +343,10 @@ def distill_anchored(cfg: ExpansionConfig, *, log: Callable[[str], None] = print
               "heldout_conversations": sorted({t.conversation_id or t.id for t in split.heldout}),
               "validation_conversations": sorted({t.conversation_id or t.id for t in split.validation})}
     (cfg.output_dir / "training_report.json").write_text(json.dumps(report, indent=1) + "\n")
-    return ExpansionResult(cfg.output_dir, gate, history, len(examples))
+    return AnchoredResult(cfg.output_dir, gate, history, len(examples))
 
 
-__all__ = ["ExpansionExample", "ExpansionResult", "ExpansionSplit", "GateObjective",
+__all__ = ["AnchoredExample", "AnchoredResult", "GateObjective", "TaskSplit",
            "build_examples", "distill_anchored", "encode_corpus", "encode_texts_csr",
            "extra_training_tasks", "gate_queries", "search_matrix", "split_tasks", "teacher_text",
            "top_candidates", "train_gate", "view_matrices"]

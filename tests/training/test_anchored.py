@@ -34,7 +34,7 @@ def test_term_space_loss_is_the_mean_squared_distance():
 def test_teacher_text_prefers_search_queries_then_rewrite():
     from convsparse.benchmark_collections import ConversationTask
     from convsparse.conversation import Turn
-    from convsparse.training.expansion import teacher_text
+    from convsparse.training.anchored import teacher_text
 
     turns = (Turn(role="user", text="and there?"),)
     t = ConversationTask("t1", turns, "rewrite text", "c1", {"search_queries": ["q one", "q two"]})
@@ -49,8 +49,8 @@ def test_anchored_recipe_end_to_end_on_the_sample(tiny_model_dir, tmp_path, monk
     from convsparse.benchmark_collections import SAMPLE_DIR
     from convsparse.encoders.anchored import AnchoredStudent
     from convsparse.encoders.loading import load_student
+    from convsparse.training.anchored import distill_anchored
     from convsparse.training.config import load_config
-    from convsparse.training.expansion import distill_anchored
 
     monkeypatch.setenv("CONVSPARSE_CACHE_DIR", str(tmp_path / "cache"))
     shutil.copytree(tiny_model_dir, tmp_path / "base")

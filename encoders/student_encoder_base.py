@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from functools import cached_property
-from typing import Any
 
 import numpy as np
 
@@ -24,6 +23,7 @@ from convsparse.conversation import ConversationLike
 from convsparse.encoders.fingerprint import vocabulary_name
 from convsparse.encoders.formatter import ConversationFormatter
 from convsparse.encoders.prefetch import prefetch
+from convsparse.progress import progress_bar
 from convsparse.pruning import PruningPolicy
 from convsparse.termmap import CsrRows, TermMap, TermMapBatch, Vocabulary, term_map_from_vector
 
@@ -32,31 +32,6 @@ log = logging.getLogger(__name__)
 #: Documents tokenized at once by the prefetch thread; batches are grouped by length within
 #: such a group (one group = exactly the batches of a whole-list sort, for up to this many).
 TOKENIZE_GROUP = 4096
-
-
-def progress_bar(iterable: Any = None, **options: Any) -> Any:
-    """A tqdm bar; tqdm is imported only when the bar shows (a query never shows one)."""
-    if options.get("disable"):
-        return _NoBar(iterable)
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, **options)
-
-
-class _NoBar:
-    """What a hidden bar does: iterate, ignore updates."""
-
-    def __init__(self, iterable: Any = None):
-        self.iterable = iterable
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.iterable)
-
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -193,7 +168,7 @@ class StudentEncoderBase:
             raise ValueError("batch_size must be >= 1")
         parts: list[CsrRows] = []
         order: list[int] = []
-        bar = progress_bar(total=n, desc=desc, unit="doc", disable=not progress)
+        bar = progress_bar(total=n, desc=desc, unit="doc", enabled=progress)
         batches = self._padded_batches(groups, batch_size)
         # one batch (a query): nothing to overlap, so no thread on the latency path
         for positions, ids, mask in (batches if n <= batch_size else prefetch(batches)):
@@ -232,7 +207,7 @@ class StudentEncoderBase:
         out = np.zeros((len(rows), len(self.vocabulary)), dtype=np.float32)
         batches = length_batches([len(r) for r in rows], batch_size)
         pad = self.tokenizer.pad_token_id or 0
-        for idx in progress_bar(batches, desc=desc, unit="batch", disable=not progress):
+        for idx in progress_bar(batches, desc=desc, unit="batch", enabled=progress):
             ids, mask = pad_batch([rows[i] for i in idx], pad)
             out[idx] = self._activations(ids, mask)
         return out
@@ -298,4 +273,4 @@ class StudentEncoderBase:
         return self._batch_from_csr(csr, None, None)
 
 
-__all__ = ["TOKENIZE_GROUP", "StudentEncoderBase", "length_batches", "pad_batch", "progress_bar"]
+__all__ = ["TOKENIZE_GROUP", "StudentEncoderBase", "length_batches", "pad_batch"]
