@@ -53,10 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     from convsparse.evaluation.metrics import compute_metrics, per_query_metric
     from convsparse.integration.collection_statistics import SAMPLE_SIZE
     from convsparse.reranking import load_reranker
+    from convsparse.reranking.config import RerankConfig
     from convsparse.reranking.features import TermStatistics
     from convsparse.reranking.labels import build_labels
     from convsparse.settings import get_settings
-    from convsparse.reranking.config import RerankConfig
     from convsparse.training.anchored import encode_corpus, split_tasks
 
     col = load_collection(args.data)
