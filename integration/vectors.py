@@ -122,8 +122,9 @@ def default_spec() -> VectorSpec:
 def load_embedder(spec: VectorSpec | None = None, *, device: str = "cpu",
                   index: str = "(this index)") -> PassageEmbedder:
     """An embedder for `spec` (default: the shipped re-ranker's, the recipe's MiniLM with
-    128-piece windows), loaded once per process (a worker keeps it between chunks). On CUDA
-    the bi-encoder runs in bfloat16. Raises `VectorSpecMismatchError` when `spec` names a
+    128-piece windows), loaded once per process (a worker keeps it between chunks). On the CPU
+    it runs in ONNX Runtime from the export the package ships (no PyTorch); on CUDA in
+    PyTorch, in bfloat16. Raises `VectorSpecMismatchError` when `spec` names a
     bi-encoder this process cannot load (one of a re-ranker folder's own)."""
     window = DEFAULT_WINDOW if spec is None else spec.window
     stride = None if spec is None else spec.stride
@@ -134,13 +135,20 @@ def load_embedder(spec: VectorSpec | None = None, *, device: str = "cpu",
     key = (window, stride, device)
     embedder = _EMBEDDERS.get(key)
     if embedder is None:
-        from convsparse.reranking.semantic import PassageVectors
+        from convsparse.reranking.semantic import PassageVectors, builtin_dir
 
-        semantic = PassageVectors.new(DEFAULT_MODEL, device=device, window=window, stride=stride)
         if device.startswith("cuda"):
             import torch
 
+            semantic = PassageVectors.new(DEFAULT_MODEL, device=device, window=window,
+                                          stride=stride)
             semantic.model.to(torch.bfloat16)
+        else:  # the export the package ships: every install, PyTorch or not, the same vectors
+            from convsparse.reranking.reranker import use_builtin_export
+
+            semantic = use_builtin_export(PassageVectors(
+                builtin=DEFAULT_MODEL, source=builtin_dir(DEFAULT_MODEL), window=window,
+                stride=stride))
         embedder = _EMBEDDERS[key] = PassageEmbedder(semantic)
     if spec is not None and embedder.spec != spec:
         raise VectorSpecMismatchError(index, spec, embedder.spec)

@@ -16,9 +16,9 @@ is exported again (`open_export`).
 
 Serving in ONNX Runtime (``runtime="onnx"``) imports neither torch nor transformers when the
 exports exist: the scoring head's ``model.onnx`` (a few kilobytes, shipped with the built-in
-re-ranker) and the bi-encoder's (built once into the cache with torch: ~90 MB, too large to
-ship, and one per wheel version of the bi-encoder, shared by every folder); tokenizing is the
-`tokenizers` library's (`FastTokenizer`), the term features numpy.
+re-ranker) and the bi-encoder's (the built-in MiniLM's ships in the package:
+`shipped_bi_encoder`; another one's is built once with torch, into the folder or the cache);
+tokenizing is the `tokenizers` library's (`FastTokenizer`), the term features numpy.
 
     >>> rr = load_reranker("runs/reranker")                                # doctest: +SKIP
     >>> hits = rr.rerank(conversation, query_term_map, first_stage_hits)   # doctest: +SKIP
@@ -411,12 +411,33 @@ def onnx_exports(path: str | Path, names: Sequence[str]) -> list[Path]:
 
 
 def builtin_export(semantic: PassageVectors) -> Path:
-    """The ONNX export of a built-in bi-encoder: one per version of its wheel, in the cache
-    beside the student's exports, shared by every re-ranker folder that names the model."""
+    """The ONNX export of a built-in bi-encoder: the package's own for the weights it was made
+    from (`shipped_bi_encoder`: every install embeds with it, PyTorch or not), else one per
+    version of its wheel, in the cache beside the student's exports."""
     from convsparse.encoders.onnx_session import onnx_cache_path
+    from convsparse.reranking.shipped_bi_encoder import SHIPPED_DIR, shipped_version
 
     assert semantic.model_tag is not None
+    if semantic.model_tag == f"{semantic.builtin}=={shipped_version()}":
+        return SHIPPED_DIR / "model.onnx"
     return onnx_cache_path("bi-encoder:" + semantic.model_tag.replace("==", "-"))
+
+
+def use_builtin_export(semantic: PassageVectors, *, device: str = "cpu") -> PassageVectors:
+    """Serve a built-in bi-encoder in ONNX Runtime from `builtin_export`: the package's own
+    export is never rebuilt (a damaged one is reported with its fix), a cached one is made
+    again when it cannot be used."""
+    from convsparse.reranking.shipped_bi_encoder import SHIPPED_DIR
+
+    target = builtin_export(semantic)
+    shipped = target == SHIPPED_DIR / "model.onnx"
+    return semantic.use_onnx(target, device=device, build=_reinstall if shipped else None)
+
+
+def _reinstall(target: Path) -> None:
+    raise UnsupportedModelError(f"{target}: the package's bi-encoder export is missing or "
+                                "damaged; reinstall convsparse (pip install --force-reinstall "
+                                "--no-deps convsparse)")
 
 
 # ---------------------------------------------------------------------- reading a folder
@@ -592,8 +613,10 @@ def _load_onnx(path: Path, spec: RerankerSpec, device: str) -> Reranker:
     if session is None:
         session = open_export(exports[0], export_head, providers, check=_head_check(spec, wanted))
     if semantic is not None:
-        target = exports[1] if own_bi_encoder else builtin_export(semantic)
-        semantic.use_onnx(target, device=device)
+        if own_bi_encoder:
+            semantic.use_onnx(exports[1], device=device)
+        else:
+            use_builtin_export(semantic, device=device)
     return Reranker(None, tokenizer, max_length=spec.max_length, query_length=spec.query_length,
                     device=device, statistics=stats, semantic=semantic, session=session,
                     parts=Parts(spec.term_control, spec.cross_encoder, spec.n_semantic))
@@ -626,5 +649,5 @@ def load_reranker(path: str | Path | None = "default", *, device: str = "cpu",
     return _load_torch(path, spec, device)
 
 
-__all__ = ["DEFAULT_FOLDER", "Parts", "Reranker", "RerankerSpec", "builtin_export",
+__all__ = ["DEFAULT_FOLDER", "Parts", "Reranker", "RerankerSpec", "builtin_export", "use_builtin_export",
            "load_reranker", "new_reranker", "onnx_exports", "read_spec"]

