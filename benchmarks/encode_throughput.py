@@ -198,14 +198,16 @@ class CeleryRig:
         self.n = 0
 
     def row(self, source: Path, n_docs: int, chunk_size: int, batch_size: int):
-        from convsparse.workers.submit import run_ingest_job
+        from convsparse.integration.ingest_options import Batching
+        from convsparse.workers.submit import JobOptions, run_ingest_job
 
         def run() -> float:
             self.n += 1
             t = time.perf_counter()
+            options = JobOptions(batching=Batching(batch_size=batch_size, chunk_size=chunk_size,
+                                                   max_in_flight=4))
             status = run_ingest_job(source, index=f"bench{self.n}", settings=self.settings,
-                                    chunk_size=chunk_size, batch_size=batch_size,
-                                    max_in_flight=4, progress=False,
+                                    options=options, progress=False,
                                     job_id=f"bench-{self.n}-{time.time_ns()}")
             dt = time.perf_counter() - t
             assert status.finished and status.indexed == n_docs, status

@@ -6,10 +6,10 @@
 
 One run starts its own `redis-server` (noeviction, no persistence) on a free port and one
 `celery worker --pool=solo` subprocess, then alternates, `--repeats` times, a fresh-index ingest
-of the same generated corpus (a) in process (`run_local_ingest`: read -> encode_and_upsert) and
-(b) through the queue (`run_ingest_job`: read -> chunks -> Redis -> worker -> encode_and_upsert
--> job state), both into an embedded backend, with the same chunk size, batch size and torch
-thread count. Reported: median documents/s of each path and the queue's cost
+of the same generated corpus (a) in process (`ingest`: read -> chunks -> write_chunk) and
+(b) through the queue (`run_ingest_job`: read -> chunks -> Redis -> worker -> write_chunk ->
+job state), both into an embedded backend, with the same options (`JobOptions`: chunk size,
+batch size) and torch thread count. Reported: median documents/s of each path and the queue's cost
 (1 - queue / in-process). Goal: <= 15%. Results go to benchmarks/results/ingest_throughput.{json,md}.
 
 `--vectors` compares instead the cost of the re-ranker's passage vectors: alternating, fresh
@@ -96,8 +96,10 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from convsparse.compose import load_encoder
+    from convsparse.integration.ingest_options import Batching
+    from convsparse.integration.ingestion import ingest
     from convsparse.workers.app import WorkerSettings
-    from convsparse.workers.submit import run_ingest_job, run_local_ingest
+    from convsparse.workers.submit import JobOptions, JobTimeouts, run_ingest_job
 
     tmp = Path(tempfile.mkdtemp(prefix="convsparse-bench-"))
     redis_proc = worker = None
@@ -137,30 +139,30 @@ def main(argv: list[str] | None = None) -> dict:
         # Warm-up (also waits for the worker to be up): one small job each way.
         warm = tmp / "warm.jsonl"
         warm.write_text("\n".join(json.dumps(r) for r in corpus(32, seed=9)) + "\n")
-        run_local_ingest(warm, index="warm", encoder=encoder, backend=local_backend,
-                         progress=False)
+        ingest(warm, encoder=encoder, backend=local_backend, index="warm")
         # the worker may still be starting on a loaded machine: wait for it here
         run_ingest_job(warm, index="warm", settings=settings, progress=False,
-                       worker_timeout_s=180.0)
+                       options=JobOptions(timeouts=JobTimeouts(worker_s=180.0)))
+        # one set of options for both paths: the in-process run reads them as IngestOptions
+        options = JobOptions(batching=Batching(batch_size=args.batch_size,
+                                               chunk_size=args.chunk_size,
+                                               max_in_flight=args.max_in_flight))
         if args.vectors:
-            return _vectors(args, source, encoder, settings, tmp)
+            return _vectors(args, source, encoder, settings, tmp, options)
 
         local_runs, queue_runs = [], []
         for r in range(args.repeats):
             index = f"local{r}"
             t0 = time.perf_counter()
-            rep = run_local_ingest(source, index=index, encoder=encoder, backend=local_backend,
-                                   batch_size=args.batch_size, chunk_size=args.chunk_size,
-                                   progress=False)
+            rep = ingest(source, encoder=encoder, backend=local_backend, index=index,
+                         options=options)
             local_runs.append(args.docs / (time.perf_counter() - t0))
             assert rep.indexed == args.docs, rep
 
             index = f"queue{r}"
             t0 = time.perf_counter()
-            status = run_ingest_job(source, index=index, settings=settings,
-                                    chunk_size=args.chunk_size, batch_size=args.batch_size,
-                                    max_in_flight=args.max_in_flight, progress=False,
-                                    job_id=f"bench-{index}-{time.time_ns()}")
+            status = run_ingest_job(source, index=index, settings=settings, options=options,
+                                    progress=False, job_id=f"bench-{index}-{time.time_ns()}")
             queue_runs.append(args.docs / (time.perf_counter() - t0))
             assert status.finished and status.indexed == args.docs, status
             print(f"repeat {r}: in-process {local_runs[-1]:.1f} docs/s, "
@@ -216,13 +218,13 @@ def main(argv: list[str] | None = None) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _vectors(args, source: Path, encoder, settings, tmp: Path) -> dict:
+def _vectors(args, source: Path, encoder, settings, tmp: Path, options) -> dict:
     """In process without and with passage vectors, alternating; then Celery with them."""
     from convsparse.integration.backends.embedded import EmbeddedBackend
-    from convsparse.integration.ingestion import ensure_index
+    from convsparse.integration.ingestion import ensure_index, ingest
     from convsparse.integration.vectors import load_embedder
     from convsparse.sources import read_documents
-    from convsparse.workers.submit import run_ingest_job, run_local_ingest
+    from convsparse.workers.submit import run_ingest_job
 
     embedder = load_embedder()
     embedder.embed(["warm-up passage"])
@@ -233,9 +235,7 @@ def _vectors(args, source: Path, encoder, settings, tmp: Path) -> dict:
             index = f"{'v' if vectors else 't'}{r}"
             ensure_index(backend, index, encoder, vectors=vectors)
             t0 = time.perf_counter()
-            rep = run_local_ingest(source, index=index, encoder=encoder, backend=backend,
-                                   batch_size=args.batch_size, chunk_size=args.chunk_size,
-                                   progress=False)
+            rep = ingest(source, encoder=encoder, backend=backend, index=index, options=options)
             runs[label].append(args.docs / (time.perf_counter() - t0))
             assert rep.indexed == args.docs, rep
             assert (backend.vector_spec(index) is not None) == vectors
@@ -258,10 +258,8 @@ def _vectors(args, source: Path, encoder, settings, tmp: Path) -> dict:
     queue_backend = EmbeddedBackend(settings.data_dir)
     ensure_index(queue_backend, "queue-vectors", encoder, vectors=True)
     t0 = time.perf_counter()
-    status = run_ingest_job(source, index="queue-vectors", settings=settings,
-                            chunk_size=args.chunk_size, batch_size=args.batch_size,
-                            max_in_flight=args.max_in_flight, progress=False,
-                            job_id=f"bench-vectors-{time.time_ns()}")
+    status = run_ingest_job(source, index="queue-vectors", settings=settings, options=options,
+                            progress=False, job_id=f"bench-vectors-{time.time_ns()}")
     celery = args.docs / (time.perf_counter() - t0)
     assert status.finished and status.indexed == args.docs, status
     ids = [f"d{i:06d}" for i in range(args.docs)]

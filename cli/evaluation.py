@@ -96,6 +96,7 @@ def collection_index(
     recreate: bool = typer.Option(False, help="Delete the index first."),
 ) -> None:
     """Encode a collection's corpus and write it to an index through the ingestion driver."""
+    from convsparse.integration.ingest_options import Batching, IngestOptions
     from convsparse.integration.ingestion import ingest
 
     col = _collection(path)
@@ -106,9 +107,10 @@ def collection_index(
     if recreate:
         be.delete_index(index, missing_ok=True)
     report = ingest(col.source_records(), encoder=load_encoder(settings), backend=be,
-                    index=index, batch_size=batch_size, progress=True, total=len(col.corpus))
-    first_error = ": ".join(report.failed[0]) if report.failed else None
-    typer.echo(f"indexed {report.indexed} passages into {index!r} ({report.n_failed} failed)"
+                    index=index, options=IngestOptions(batching=Batching(batch_size=batch_size)),
+                    progress=True, total=len(col.corpus))
+    first_error = ": ".join(report.failures[0]) if report.failed else None
+    typer.echo(f"indexed {report.indexed} passages into {index!r} ({report.failed} failed)"
                + (f"; first failure {first_error}" if first_error else ""))
     if report.failed and not report.indexed:
         raise typer.Exit(1)

@@ -73,11 +73,13 @@ def ingest(
 
             ensure_index(open_backend(settings), index, load_encoder(settings),
                          vectors=rerank_vectors)
+        from convsparse.integration.ingest_options import Batching, SourceOptions
         from convsparse.sources import count_records
-        from convsparse.workers.submit import run_ingest_job
+        from convsparse.workers.submit import JobOptions, JobTimeouts, run_ingest_job
 
-        status = run_ingest_job(source, index=index, id_field=id_field, text_field=text_field,
-                                batch_size=batch_size, wait=wait, timeout_s=timeout, format=fmt,
+        options = JobOptions(SourceOptions(id_field=id_field, text_field=text_field, format=fmt),
+                             Batching(batch_size=batch_size), JobTimeouts(follow_s=timeout))
+        status = run_ingest_job(source, index=index, options=options, wait=wait,
                                 total=count_records(source, fmt))
         print_status(status)
         if status.state == "running":
@@ -86,16 +88,18 @@ def ingest(
             raise typer.Exit(0 if not wait else 1)
         _exit_for(status.indexed, status.failed + len(status.missing_ids), allow_failures)
         return
+    from convsparse.integration.ingest_options import Batching, IngestOptions, SourceOptions
     from convsparse.integration.ingestion import ingest as run_ingest
-    from convsparse.sources import count_records, read_records
+    from convsparse.sources import count_records
 
     be = open_backend(settings)
     _check_index(be, index)  # an invalid name (exit 2) before the model loads
-    report = run_ingest(read_records(source, id_field=id_field, text_field=text_field, format=fmt),
-                        encoder=load_encoder(settings), backend=be, index=index,
-                        batch_size=batch_size, progress=True, total=count_records(source, fmt),
+    options = IngestOptions(SourceOptions(id_field=id_field, text_field=text_field, format=fmt),
+                            Batching(batch_size=batch_size))
+    report = run_ingest(source, encoder=load_encoder(settings), backend=be, index=index,
+                        options=options, progress=True, total=count_records(source, fmt),
                         vectors=rerank_vectors)
-    indexed, failures = report.indexed, report.failed
+    indexed, failures = report.indexed, report.failures
     from convsparse.redaction import mask_secrets
     from convsparse.terminal import printable
 

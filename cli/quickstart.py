@@ -62,7 +62,7 @@ def quickstart(
         backend.delete_index("quickstart", missing_ok=True)
         report = client.index_documents(sample.source_records(), progress=True)
         console.print(f"indexed {report.indexed} passages into {data_dir / 'quickstart'} "
-                      f"in {report.elapsed_s:.1f} s ({report.n_failed} failed)")
+                      f"in {report.elapsed_s:.1f} s ({report.failed} failed)")
     client.search(list(picked[0].turns), k)  # warm-up (first inference call)
     for conv in picked[:conversations]:
         console.rule(f"conversation {conv.id}")

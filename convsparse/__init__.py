@@ -60,7 +60,7 @@ _LAZY = {
     "Hit": "convsparse.hits",
     "ConversationalSearch": "convsparse.integration.client",
     "SearchResult": "convsparse.integration.client",
-    "IndexReport": "convsparse.integration.ingestion",
+    "IndexReport": "convsparse.integration.ingest_report",
     "EmbeddedBackend": "convsparse.integration.backends.embedded",
     "OpenSearchBackend": "convsparse.integration.backends.opensearch",
     "Encoder": "convsparse.encoders.protocol",

@@ -232,6 +232,7 @@ def index_corpus(
     exactly these passages, written otherwise (benchmark reruns skip the encoding).
     """
     from convsparse.errors import BackendError
+    from convsparse.integration.ingest_options import Batching, IngestOptions
     from convsparse.integration.ingestion import ingest
 
     if recreate:
@@ -247,9 +248,10 @@ def index_corpus(
             _write_doc_cache(cache, encoder.fingerprint, [p.id for p in passages], maps)
     report = ingest(collection.source_records(), backend=backend, index=index,
                     encoder=_EncodedOnce(encoder, {p.id: m for p, m in zip(passages, maps)}),
-                    batch_size=max(batch_size, 256))
+                    options=IngestOptions(batching=Batching(batch_size=max(batch_size, 256))))
     if report.failed:
-        raise BackendError(f"{report.n_failed} passages failed to index, first: {report.failed[0]}")
+        raise BackendError(f"{report.failed} passages failed to index, first: "
+                           f"{report.failures[0]}")
     return TermStats.from_term_maps(maps)
 
 

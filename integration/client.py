@@ -30,7 +30,7 @@ from convsparse.integration.backends.base import (
     check_k,
 )
 from convsparse.integration.collection_statistics import CollectionStatistics
-from convsparse.integration.ingestion import IndexReport
+from convsparse.integration.ingest_report import IndexReport
 from convsparse.integration.vectors import VectorSpec, VectorSpecMismatchError, spec_of
 from convsparse.pruning import PruningPolicy
 from convsparse.termmap import TermMap
@@ -363,24 +363,24 @@ class ConversationalSearch:
     ) -> IndexReport:
         """Encode and upsert `records` (`SourceRecord`s or dicts with id/text and other fields
         to store; a ``title`` field is encoded with the text) in this process, with a progress
-        bar. One bad record is reported in ``report.failed`` with its reason; the rest are
+        bar. One bad record is reported in ``report.failures`` with its reason; the rest are
         indexed. A text over `max_text_chars` (default `DEFAULT_MAX_TEXT_CHARS`, as in
         `convsparse ingest` and the Celery path) is rejected, not truncated. A new index stores
         the re-ranker's passage vectors with the term maps (so searches re-rank by default)
         unless `rerank_vectors` is False (None: ``Settings().rerank_vectors``)."""
+        from convsparse.integration.ingest_options import Batching, IngestOptions, SourceOptions
         from convsparse.integration.ingestion import ingest
-        from convsparse.sources import read_records
 
         limit = DEFAULT_MAX_TEXT_CHARS if max_text_chars is None else int(max_text_chars)
         try:
             total = len(records)  # type: ignore[arg-type]
         except TypeError:
             total = None
-        checked = read_records(records, id_field=id_field, text_field=text_field,
-                               max_text_chars=limit)
-        return ingest(checked, encoder=self.encoder, backend=self.backend, index=self.index,
-                      batch_size=batch_size, progress=progress, total=total,
-                      vectors=rerank_vectors)
+        options = IngestOptions(SourceOptions(id_field=id_field, text_field=text_field,
+                                              max_text_chars=limit),
+                                Batching(batch_size=batch_size))
+        return ingest(records, encoder=self.encoder, backend=self.backend, index=self.index,
+                      options=options, progress=progress, total=total, vectors=rerank_vectors)
 
 
 __all__ = ["DEFAULT_RERANKER", "ConversationalSearch", "IndexReport", "SearchResult",

@@ -33,6 +33,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from convsparse.integration.ingest_report import DeadLetter, IndexReport
+
 PREFIX = "convsparse:job:"
 WORKER_PREFIX = "convsparse:worker:"
 #: A submitter renews its lease every poll; a lease this old means it is gone (crashed,
@@ -51,30 +53,20 @@ class ChunkWait:
     attempt: int = 0
 
 
-@dataclass(frozen=True)
-class DeadLetter:
-    id: str | None
-    reason: str
-    position: int | None = None
-    chunk: str | None = None
-
-
-@dataclass
-class JobStatus:
-    """A snapshot of one job, as `convsparse jobs status` prints it."""
+@dataclass(kw_only=True)
+class JobStatus(IndexReport):
+    """A snapshot of one job, as `convsparse jobs status` prints it: the job's `IndexReport`
+    (records read, indexed and failed, summed over the chunks' done markers, and the dead
+    letters) and what the job itself is doing."""
 
     job_id: str
-    index: str | None
     source: str | None
     #: "running" | "finished" | "incomplete" | "failed" | "unknown", or "abandoned": its
     #: submitter stopped before it queued every chunk (`convsparse jobs retry` resumes it)
     state: str
-    records_read: int
-    submitted: int
-    indexed: int
-    failed: int
-    chunks_total: int
-    chunks_done: int
+    submitted: int = 0
+    chunks_total: int = 0
+    chunks_done: int = 0
     missing_chunks: list[str] = field(default_factory=list)
     missing_ids: list[str] = field(default_factory=list)
     dead_letter: list[DeadLetter] = field(default_factory=list)
@@ -93,6 +85,14 @@ class JobStatus:
         out["dead_letter"] = [asdict(d) for d in self.dead_letter]
         out["waiting"] = [asdict(w) for w in self.waiting]
         return out
+
+
+def _elapsed_s(meta: dict[str, str], chunks: dict[str, dict[str, Any]], state: str) -> float:
+    """Seconds from the job's creation to its last done chunk (to now while it runs)."""
+    created = float(meta.get("created", 0) or 0)
+    last = max((float(c.get("at", 0) or 0) for c in chunks.values()), default=0.0)
+    end = last if state != "running" and last else time.time()
+    return round(max(0.0, end - created), 3) if created else 0.0
 
 
 def redis_client(url: str, *, retries: int = 20):
@@ -169,7 +169,8 @@ class JobStore:
         mapping = {}
         for e in errors:
             mapping[f"pos:{e.position}"] = json.dumps(
-                {"id": e.id, "position": e.position, "chunk": None, "reason": e.reason})
+                {"id": e.id, "position": e.position, "chunk": None, "reason": e.reason,
+                 "unit": e.unit})
         if mapping:
             self.r.hset(self.key(job_id, "dead"), mapping=mapping)
 
@@ -295,14 +296,14 @@ class JobStore:
         for raw in self.r.hvals(self.key(job_id, "dead")):
             d = json.loads(raw)
             out.append(DeadLetter(id=d.get("id"), reason=d["reason"], position=d.get("position"),
-                                  chunk=d.get("chunk")))
+                                  chunk=d.get("chunk"), unit=d.get("unit")))
         out.sort(key=lambda d: (d.position is None, d.position or 0, d.id or ""))
         return out
 
     def status(self, job_id: str) -> JobStatus:
         meta = self.meta(job_id)
         if not meta:
-            return JobStatus(job_id, None, None, "unknown", 0, 0, 0, 0, 0, 0)
+            return JobStatus(index=None, job_id=job_id, source=None, state="unknown")
         chunks = self.chunk_results(job_id)
         plan = self.plan(job_id)
         dead = self.dead_letter(job_id)
@@ -334,7 +335,7 @@ class JobStore:
             redelivered_chunks={c: n for c, n in attempts.items() if n > 1},
             waiting=[] if state == "finished" else self.waiting(
                 job_id, [c for c in self._sent_ids(job_id) if c not in chunks]),
-            meta=meta, submitter_alive=alive,
+            meta=meta, submitter_alive=alive, elapsed_s=_elapsed_s(meta, chunks, state),
         )
 
     def _sent_ids(self, job_id: str) -> list[str]:

@@ -1,12 +1,16 @@
-"""Submit an ingestion job to the workers (`--via celery`), or run the same pipeline locally.
+"""Submit an ingestion job to the Celery workers (`--via celery`): the queue's front door.
 
-`run_ingest_job(source, index=..., settings=...)`:
+The job runs the ingestion engine's two stages apart (`convsparse.integration.ingestion`): this
+process reads the source into chunks (`read_chunks`), a worker encodes and writes each one
+(`write_chunk`, in `workers.tasks.ingest_chunk`). `run_ingest_job(source, index=...,
+options=JobOptions(...))`:
 
-1. reads the source with `convsparse.sources.read_records`; rejected records go
-   straight to the job's dead-letter report (they never reach a worker);
-2. cuts the valid records into chunks of at most `chunk_size` documents and `max_chunk_chars`
-   characters (a few MB per message: pass small batches through the broker, not megabytes);
-   chunk ids are their position in the source, so the same source always gives the same chunks;
+1. reads the source with `convsparse.sources.read_records`; rejected records go straight to the job's
+   dead-letter report (they never reach a worker);
+2. cuts the valid records into chunks of at most `Batching.chunk_size` documents and
+   `max_chunk_chars` characters (a few MB per message: pass small batches through the broker,
+   not megabytes); chunk ids are their position in the source, so the same source always gives
+   the same chunks;
 3. keeps at most `max_in_flight` chunks queued or running (backpressure: a 100M-document
    file never floods Redis), polling the per-chunk done markers workers write;
 4. asks a worker, before anything is queued, what it writes the index into (backend, data
@@ -18,13 +22,14 @@
    overwrites instead of duplicating;
 5. resubmits a chunk at once when the worker that started it stops beating (a SIGKILLed or
    lost worker: no waiting for the visibility timeout), and resubmits every chunk in flight
-   when the job makes no progress for `stall_timeout_s` (a message lost with a Redis that
+   when the job makes no progress for `JobTimeouts.stall_s` (a message lost with a Redis that
    restarted without its AOF), at most `max_resubmits` times, then reports it and its document
    ids as missing (`JobStatus.missing_chunks` / `missing_ids`);
-6. while nothing finishes it says, every `report_every_s`, which chunks it waits for (queued,
-   running on which worker for how long, worker lost) and until when before it resubmits.
+6. while nothing finishes it says, every `JobTimeouts.report_every_s`, which chunks it waits
+   for (queued, running on which worker for how long, worker lost) and until when before it
+   resubmits.
 
-`run_local_ingest` is the `--via local` path: same reader, same `encode_and_upsert`.
+The in-process path is `convsparse.integration.ingestion.ingest` (same engine, same report).
 
 Retries, one layer per transport: Redis calls (job state) ride on the redis-py `Retry` of
 `workers.jobs.redis_client` (capped exponential backoff, about 80 s); publishing a chunk rides on
@@ -40,24 +45,58 @@ import logging
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from convsparse.documents import DEFAULT_MAX_TEXT_CHARS
+from convsparse.integration.ingest_options import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_MAX_CHUNK_CHARS,
+    IngestOptions,
+    SourceOptions,
+)
+from convsparse.integration.ingestion import Chunk, read_chunks
 from convsparse.redaction import mask_secrets
-from convsparse.sources import RecordError, is_path_source, read_records
-from convsparse.workers.jobs import DeadLetter, JobStatus, JobStore
+from convsparse.sources import RecordError, is_path_source
+from convsparse.workers.jobs import JobStatus, JobStore
 from convsparse.workers.target import IngestTarget
 
 logger = logging.getLogger(__name__)
 
-#: Documents per task when neither the caller nor CONVSPARSE_INGEST_CHUNK_SIZE says otherwise.
-DEFAULT_CHUNK_SIZE = 1024
-DEFAULT_MAX_CHUNK_CHARS = 2_000_000
-DEFAULT_MAX_IN_FLIGHT = 8
+
+@dataclass(frozen=True)
+class JobTimeouts:
+    """How long the submitter waits, and how often it looks (seconds).
+
+    `stall_s`: no chunk finished for this long, so every chunk in flight is resubmitted (None:
+    ``CONVSPARSE_INGEST_STALL_TIMEOUT_S``, else the visibility timeout plus three restore sweeps
+    plus 30 s); `target_s`: for a worker to say what it writes the index into (None:
+    `stall_s`); `worker_s`: for a worker of the ingest queue to answer (`check_workers`);
+    `follow_s`: stop following the job after this long (it goes on; None: to its end);
+    `poll_s`: between looks at the done markers; `report_every_s`: between "waiting for"
+    lines while nothing finishes."""
+
+    stall_s: float | None = None
+    target_s: float | None = None
+    worker_s: float = 2.0
+    follow_s: float | None = None
+    poll_s: float = 0.05
+    report_every_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class JobOptions(IngestOptions):
+    """`IngestOptions` (how to read the source, how to batch it) plus what only the queue
+    needs: its `timeouts`, how many times a stalled chunk is resubmitted (`max_resubmits`)
+    before it is reported missing, and whether a worker must answer before anything is queued
+    (`require_worker`; without it nothing asks what the workers write into, and the workers
+    check each chunk's done marker themselves)."""
+
+    timeouts: JobTimeouts = field(default_factory=JobTimeouts)
+    max_resubmits: int = 2
+    require_worker: bool = True
 
 
 def default_job_id(source: Any, index: str, chunk_size: int, target: str | None = None) -> str:
@@ -109,45 +148,6 @@ def ask_target(capp, index: str, *, timeout_s: float, say=None) -> IngestTarget 
         raise BackendError(f"the ingest worker cannot open index {index!r}: "
                            f"{error.get('type')}: {error.get('message')}")
     return IngestTarget.from_dict(answer["target"])
-
-
-@dataclass
-class Chunk:
-    id: str
-    records: list[dict[str, Any]]
-
-    @property
-    def ids(self) -> list[str]:
-        return [r["id"] for r in self.records]
-
-
-def chunk_records(
-    results: Iterable[Any], *, chunk_size: int = DEFAULT_CHUNK_SIZE,
-    max_chunk_chars: int = DEFAULT_MAX_CHUNK_CHARS,
-) -> Iterator[Chunk | RecordError]:
-    """Group valid records into `Chunk`s (in source order); pass `RecordError`s through."""
-    buf: list[dict[str, Any]] = []
-    chars = 0
-    n = 0
-
-    def flush() -> Chunk:
-        nonlocal buf, chars, n
-        chunk = Chunk(f"{n:07d}", buf)
-        n += 1
-        buf, chars = [], 0
-        return chunk
-
-    for item in results:
-        if isinstance(item, RecordError):
-            yield item
-            continue
-        size = len(item.text)
-        if buf and (len(buf) >= chunk_size or chars + size > max_chunk_chars):
-            yield flush()
-        buf.append({"id": item.id, "text": item.text, "fields": dict(item.fields)})
-        chars += size
-    if buf:
-        yield flush()
 
 
 def check_redis(url: str, *, timeout_s: float = 2.0) -> None:
@@ -219,288 +219,365 @@ def check_workers(capp, *, queue: str | None = None, timeout_s: float = 2.0) -> 
     return names
 
 
-class _Timeout(Exception):
-    pass
-
-
 #: kombu's publish retry for `send_task` (the Celery transport's one retry layer): rides out a
 #: Redis restart of up to about two minutes.
 PUBLISH_RETRY_POLICY = {"max_retries": 30, "interval_start": 0.2, "interval_step": 0.5,
                         "interval_max": 5.0}
 
 
+class _Timeout(Exception):
+    pass
+
+
+@dataclass
+class _InFlight:
+    """A chunk sent and not done yet."""
+
+    chunk: Chunk
+    sent: float = 0.0  # monotonic time of the last send
+    resubmits: int = 0
+    lost_attempt: int | None = None  # the attempt whose lost worker was already handled
+
+
 def run_ingest_job(
-    source: str | Path | Iterable[Any], *, index: str, settings=None,
-    chunk_size: int | None = None, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-    job_id: str | None = None, progress: bool = True, id_field: str = "id",
-    text_field: str = "text", fields: list[str] | None = None,
-    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, max_chunk_chars: int = DEFAULT_MAX_CHUNK_CHARS,
-    batch_size: int | None = None, stall_timeout_s: float | None = None, max_resubmits: int = 2,
-    redo_chunks: Iterable[str] = (), poll_interval_s: float = 0.05, celery_app=None,
-    report_every_s: float = 10.0, target_timeout_s: float | None = None,
-    require_worker: bool = True, worker_timeout_s: float = 2.0, wait: bool = True,
-    timeout_s: float | None = None, total: int | None = None, format: str | None = None,
+    source: str | Path | Iterable[Any], *, index: str, options: JobOptions | None = None,
+    settings=None, job_id: str | None = None, wait: bool = True, progress: bool = True,
+    total: int | None = None, redo_chunks: Iterable[str] = (), celery_app=None,
 ) -> JobStatus:
     """Run an ingestion job through the Celery workers and wait for it; returns its status.
 
-    Before anything is queued, Redis must answer and (`require_worker`) a worker must consume
-    the ingest queue (`check_workers`), else `WorkerUnavailableError` with the command to start
-    one; then one worker is asked what it writes the index into (`ask_target`, waiting at most
-    `target_timeout_s`, default `stall_timeout_s`; skipped without `require_worker`).
-    `wait=False` queues every chunk and returns the "running" status at once (follow it
-    with `convsparse jobs status`); `timeout_s` stops following after that many seconds (the
-    job goes on). A job whose index belongs to another encoder is stopped and raises
-    `FingerprintMismatchError` (the workers write nothing). Re-running with the same source (or
-    `job_id`) skips chunks already done without failures into the same target (an index
-    deleted or re-created since, or workers on another backend, redo everything); `redo_chunks`
-    forces some to run again. The returned status has `state` "finished", or "incomplete" with
-    `missing_chunks` / `missing_ids`.
+    Before anything is queued, Redis must answer and (`options.require_worker`) a worker must
+    consume the ingest queue (`check_workers`), else `WorkerUnavailableError` with the command
+    to start one; then one worker is asked what it writes the index into (`ask_target`, waiting
+    at most `JobTimeouts.target_s`). `wait=False` queues every chunk and returns the "running"
+    status at once (follow it with `convsparse jobs status`); `JobTimeouts.follow_s` stops
+    following after that many seconds (the job goes on). A job whose index belongs to another
+    encoder is stopped and raises `FingerprintMismatchError` (the workers write nothing).
+    Re-running with the same source (or `job_id`) skips chunks already done without failures
+    into the same target (an index deleted or re-created since, or workers on another backend,
+    redo everything); `redo_chunks` forces some to run again. The returned status has `state`
+    "finished", or "incomplete" with `missing_chunks` / `missing_ids`. `total` sizes the
+    progress bar.
 
-    `chunk_size` (documents per task) and `batch_size` (documents per forward pass) default
-    to `WorkerSettings.ingest_chunk_size` / `ingest_batch_size` (``CONVSPARSE_INGEST_*``)."""
-    from tqdm.auto import tqdm
+    `Batching.chunk_size` (documents per task) and `batch_size` (documents per forward pass)
+    default to `WorkerSettings.ingest_chunk_size` / `ingest_batch_size`
+    (``CONVSPARSE_INGEST_*``)."""
+    from convsparse.workers.app import make_app
 
-    from convsparse.errors import FingerprintMismatchError, WorkerUnavailableError
-    from convsparse.workers.app import INGEST_QUEUE, INGEST_TASK, WorkerSettings, make_app
+    options = options or JobOptions()
+    settings = _worker_settings(settings)
+    options = replace(options, batching=replace(
+        options.batching, chunk_size=options.batching.chunk_size or settings.ingest_chunk_size,
+        batch_size=options.batching.batch_size or settings.ingest_batch_size))
+    capp = celery_app or make_app(settings)
+    check_redis(settings.redis_url)
+    if options.require_worker:
+        check_workers(capp, timeout_s=options.timeouts.worker_s)
+    follow_s = options.timeouts.follow_s
+    job = IngestJob(JobStore.from_url(settings.redis_url), index=index, options=options,
+                    settings=settings, capp=capp, wait=wait, progress=progress,
+                    deadline=time.monotonic() + follow_s if follow_s is not None else None)
+    job.start(source, job_id=job_id, redo_chunks=redo_chunks, total=total)
+    return job.run(source)
+
+
+def _worker_settings(settings):
+    from convsparse.workers.app import WorkerSettings
 
     settings = settings or WorkerSettings()
     if not isinstance(settings, WorkerSettings):  # plain Settings: add the queue knobs
         settings = WorkerSettings(**settings.model_dump())
-    chunk_size = int(chunk_size or settings.ingest_chunk_size)
-    batch_size = int(batch_size or settings.ingest_batch_size)
-    capp = celery_app or make_app(settings)
-    check_redis(settings.redis_url)
-    if require_worker:
-        check_workers(capp, timeout_s=worker_timeout_s)
-    deadline = time.monotonic() + timeout_s if timeout_s is not None else None
-    if not wait:
-        max_in_flight = 1 << 62
-    store = JobStore.from_url(settings.redis_url)
-    if stall_timeout_s is None:
-        stall_timeout_s = settings.ingest_stall_timeout_s or (
-            settings.visibility_timeout_s + 3 * settings.unacked_restore_interval_s + 30)
-    lease_s = float(settings.submitter_lease_s)
-    target = None
-    if require_worker:
-        target = ask_target(capp, index, say=logger.info if not progress else
+    return settings
+
+
+class IngestJob:
+    """The submitter's side of one job: what it planned, what is in flight, what it saw done.
+    `start` opens the job in Redis, `run` queues its chunks and follows them to the end."""
+
+    def __init__(self, store: JobStore, *, index: str, options: JobOptions, settings, capp,
+                 wait: bool, progress: bool, deadline: float | None):
+        timeouts = options.timeouts
+        self.store, self.index, self.options, self.settings, self.capp = (
+            store, index, options, settings, capp)
+        self.wait, self.progress, self.deadline = wait, progress, deadline
+        self.max_in_flight = options.batching.max_in_flight if wait else 1 << 62
+        self.stall_s = timeouts.stall_s if timeouts.stall_s is not None else (
+            settings.ingest_stall_timeout_s or (settings.visibility_timeout_s
+                                                + 3 * settings.unacked_restore_interval_s + 30))
+        self.lease_s = float(settings.submitter_lease_s)
+        self.heartbeat_s = float(getattr(settings, "worker_heartbeat_s", 10.0))
+        self.job_id = ""
+        self.meta: dict[str, Any] = {}
+        self.target: IngestTarget | None = None
+        self.plan: dict[str, list[str]] = {}
+        self.read_errors: list[RecordError] = []
+        self.in_flight: dict[str, _InFlight] = {}
+        self.markers: dict[str, bytes] = {}  # done markers seen, re-written if Redis lost them
+        self.already: set[str] = set()  # chunks done before this run, into the same target
+        self.redo: set[str] = set()
+        self.records_read = self.submitted = 0
+        now = time.monotonic()
+        self.last_progress = self.last_lost_check = self.last_report = now
+        self.lease_at = 0.0
+        self.bar: Any = None
+
+    # ------------------------------------------------------------------ opening the job
+    def start(self, source: Any, *, job_id: str | None, redo_chunks: Iterable[str],
+              total: int | None) -> None:
+        """Ask a worker what it writes into, name the job and open it in Redis (forgetting
+        the done markers not to trust: chunks with failures, or written into another target)."""
+        from tqdm.auto import tqdm
+
+        if self.options.require_worker:
+            self.target = self.ask_target()
+        batching, src = self.options.batching, self.options.source
+        self.job_id = job_id or default_job_id(source, self.index, batching.chunk_size,
+                                               self.target.key if self.target else None)
+        self.meta = {
+            "index": self.index, "source": str(Path(source).resolve()) if is_path_source(source)
+            else "<iterable>", "chunk_size": str(batching.chunk_size), "id_field": src.id_field,
+            "text_field": src.text_field, "fields": list(src.fields) if src.fields is not None
+            else None, "max_text_chars": str(src.max_text_chars),
+            "max_chunk_chars": str(batching.max_chunk_chars),
+            "batch_size": str(batching.batch_size), **({"format": src.format} if src.format else {}),
+            "target": json.dumps(self.target.to_dict() if self.target else None),
+        }
+        self.store.start(self.job_id, self.meta, lease_s=self.lease_s)
+        self.redo = set(redo_chunks) | self.untrusted_chunks()
+        if self.redo:
+            self.store.forget_chunks(self.job_id, self.redo)
+        self.already = self.store.done_chunks(self.job_id)
+        self.bar = tqdm(desc=f"ingest {self.index}", unit="doc", total=total,
+                        disable=not self.progress)
+        if self.progress:
+            self.bar.write(f"job {self.job_id}: {self.meta['source']} -> index {self.index!r} "
+                           f"(follow it with `convsparse jobs status {self.job_id}`)")
+
+    def ask_target(self) -> IngestTarget | None:
+        timeout_s = self.options.timeouts.target_s
+        target = ask_target(self.capp, self.index, say=logger.info if not self.progress else
                             (lambda m: print(m, file=sys.stderr, flush=True)),
-                            timeout_s=stall_timeout_s if target_timeout_s is None else target_timeout_s)
+                            timeout_s=self.stall_s if timeout_s is None else timeout_s)
         if target is None:
             logger.warning("no ingest worker said what it writes index %r into: done markers "
-                           "are checked by the workers chunk by chunk", index)
-    job_id = job_id or default_job_id(source, index, chunk_size, target.key if target else None)
-    meta = {
-        "index": index, "source": str(Path(source).resolve()) if is_path_source(source)
-        else "<iterable>", "chunk_size": str(chunk_size), "id_field": id_field,
-        "text_field": text_field, "fields": fields, "max_text_chars": str(max_text_chars),
-        "max_chunk_chars": str(max_chunk_chars), "batch_size": str(batch_size),
-        **({"format": format} if format else {}),
-        "target": json.dumps(target.to_dict() if target else None),
-    }
-    store.start(job_id, meta, lease_s=lease_s)
-    # Trust only markers of chunks done without failures into this very target; the rest run
-    # again (without a known target, the workers check each chunk's marker themselves).
-    redo = set(redo_chunks)
-    for chunk_id, result in store.chunk_results(job_id).items():
-        if int(result.get("failed", 0)) or (target and result.get("target") != target.key):
-            redo.add(chunk_id)
-    if redo:
-        store.forget_chunks(job_id, redo)
-    already = store.done_chunks(job_id)
+                           "are checked by the workers chunk by chunk", self.index)
+        return target
 
-    plan: dict[str, list[str]] = {}
-    read_errors: list[RecordError] = []
-    in_flight: dict[str, dict[str, Any]] = {}
-    markers: dict[str, bytes] = {}  # done markers seen, re-written if Redis lost them
-    given_up: list[str] = []
-    last_progress = time.monotonic()
-    records_read = submitted = 0
-    bar = tqdm(desc=f"ingest {index}", unit="doc", total=total, disable=not progress)
-    if progress:
-        bar.write(f"job {job_id}: {meta['source']} -> index {index!r} "
-                  f"(follow it with `convsparse jobs status {job_id}`)")
+    def untrusted_chunks(self) -> set[str]:
+        """Done markers not to trust: chunks done with failures, or into another target
+        (without a known target, the workers check each chunk's marker themselves)."""
+        key = self.target.key if self.target else None
+        return {chunk_id for chunk_id, result in self.store.chunk_results(self.job_id).items()
+                if int(result.get("failed", 0)) or (key and result.get("target") != key)}
 
-    task_kwargs = {"target": target.to_dict()} if target else {}
-    lease = {"at": 0.0}
+    # ------------------------------------------------------------------ running it
+    def run(self, source: Any) -> JobStatus:
+        """Queue every chunk of `source` and (`wait`) follow the job to its end."""
+        try:
+            self.submit(source)
+            if not self.wait:
+                self.store.release_lease(self.job_id)  # nobody follows it now: `jobs status` says so
+                return self.store.status(self.job_id)
+            self.wait_for_room(0)
+            self.raise_job_error()  # a last chunk may have recorded it after the last poll
+        except _Timeout:
+            self.store.release_lease(self.job_id)
+            return self.store.status(self.job_id)  # still running; the caller says how to follow it
+        except Exception as e:  # the job says why it stopped instead of staying "running"
+            self.record_stop(e)
+            raise
+        finally:
+            self.bar.close()
+        return self.finalize()
 
-    def renew_lease() -> None:
-        now = time.monotonic()
-        if now - lease["at"] >= lease_s / 6:
-            store.renew_lease(job_id, lease_s)
-            lease["at"] = now
-
-    def send(chunk_id: str, records: list[dict[str, Any]]) -> None:
-        capp.send_task(INGEST_TASK, args=[job_id, chunk_id, records, index, batch_size],
-                       kwargs=task_kwargs, queue=INGEST_QUEUE, retry=True,
-                       retry_policy=PUBLISH_RETRY_POLICY)
-        store.mark_sent(job_id, [chunk_id])
-        if chunk_id in in_flight:
-            in_flight[chunk_id]["sent"] = time.monotonic()
-        renew_lease()
-
-    heartbeat_s = float(getattr(settings, "worker_heartbeat_s", 10.0))
-    checks = {"lost": time.monotonic(), "report": time.monotonic()}
-
-    def say(message: str) -> None:
-        logger.info(message)
-        if progress:
-            bar.write(message)
-
-    def check_lost_workers(now: float) -> None:
-        """Resubmit the chunks whose worker stopped beating (SIGKILL, OOM, a lost host)."""
-        if now - checks["lost"] < max(0.5, heartbeat_s):
-            return
-        checks["lost"] = now
-        waits = store.waiting(job_id, list(in_flight))
-        for w in waits:
-            entry = in_flight.get(w.chunk)
-            if w.state != "worker lost" or entry is None or entry.get("lost_attempt") == w.attempt:
+    def submit(self, source: Any) -> None:
+        """The read stage: plan and send each chunk, at most `max_in_flight` at once."""
+        for item in read_chunks(source, self.options):
+            if isinstance(item, RecordError):
+                self.record_read_error(item)
                 continue
-            entry["lost_attempt"] = w.attempt
-            say(f"job {job_id}: worker {w.worker} stopped beating (no heartbeat for "
-                f"{3 * heartbeat_s:.0f} s) {w.age_s:.0f} s into chunk {w.chunk} (attempt "
-                f"{w.attempt}): resubmitting it now instead of waiting for the visibility "
-                f"timeout ({settings.visibility_timeout_s} s)")
-            send(w.chunk, entry["records"])
+            self.records_read += len(item.records)
+            self.submitted += len(item.records)
+            self.plan[item.id] = item.ids
+            self.store.plan_chunk(self.job_id, item.id, item.ids)
+            if item.id in self.already and item.id not in self.redo:
+                self.bar.update(len(item.records))
+                continue
+            self.wait_for_room(self.max_in_flight - 1)
+            self.in_flight[item.id] = _InFlight(item)
+            self.send(item.id)
+        # Re-write everything the submitter knows (idempotent), in case Redis lost it.
+        self.store.record_read_errors(self.job_id, self.read_errors)
+        self.finish_planning()
 
-    def report_wait(now: float) -> None:
-        """Say what the job waits for, and until when, while nothing finishes."""
-        if now - last_progress < report_every_s or now - checks["report"] < report_every_s:
+    def record_read_error(self, error: RecordError) -> None:
+        self.records_read += 1
+        self.read_errors.append(error)
+        if len(self.read_errors) % 100 == 0:
+            self.store.record_read_errors(self.job_id, self.read_errors[-100:])
+
+    def finish_planning(self) -> None:
+        self.store.finish_planning(self.job_id, chunks_total=len(self.plan),
+                                   records_read=self.records_read, submitted=self.submitted)
+
+    def send(self, chunk_id: str) -> None:
+        from convsparse.workers.app import INGEST_QUEUE, INGEST_TASK
+
+        entry = self.in_flight[chunk_id]
+        self.capp.send_task(
+            INGEST_TASK, args=[self.job_id, chunk_id, entry.chunk.to_message(), self.index,
+                               self.options.batching.batch_size],
+            kwargs={"target": self.target.to_dict()} if self.target else {},
+            queue=INGEST_QUEUE, retry=True, retry_policy=PUBLISH_RETRY_POLICY)
+        self.store.mark_sent(self.job_id, [chunk_id])
+        entry.sent = time.monotonic()
+        self.renew_lease()
+
+    def renew_lease(self) -> None:
+        now = time.monotonic()
+        if now - self.lease_at >= self.lease_s / 6:
+            self.store.renew_lease(self.job_id, self.lease_s)
+            self.lease_at = now
+
+    def wait_for_room(self, limit: int) -> None:
+        while len(self.in_flight) > limit:
+            self.poll()
+            if len(self.in_flight) > limit:
+                time.sleep(self.options.timeouts.poll_s)
+
+    # ------------------------------------------------------------------ following it
+    def poll(self) -> None:
+        """One look at the job: done chunks, lost workers, a stall, a job-level error."""
+        self.renew_lease()
+        if not self.in_flight:
             return
-        checks["report"] = now
-        waits = store.waiting(job_id, list(in_flight))
+        self.raise_job_error()
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise _Timeout
+        done = self.collect_done()
+        now = time.monotonic()
+        if self.in_flight:
+            self.check_lost_workers(now)
+        if done:
+            self.last_progress = now
+        elif self.in_flight and now - self.last_progress <= self.stall_s:
+            self.report_wait(now)
+        elif now - self.last_progress > self.stall_s:
+            self.resubmit_stalled()
+            self.last_progress = now
+
+    def collect_done(self) -> dict[str, bytes]:
+        done = self.store.chunk_markers(self.job_id, list(self.in_flight))
+        self.markers.update(done)
+        for chunk_id in done:
+            self.bar.update(len(self.in_flight.pop(chunk_id).chunk.records))
+        return done
+
+    def check_lost_workers(self, now: float) -> None:
+        """Resubmit the chunks whose worker stopped beating (SIGKILL, OOM, a lost host)."""
+        if now - self.last_lost_check < max(0.5, self.heartbeat_s):
+            return
+        self.last_lost_check = now
+        for w in self.store.waiting(self.job_id, list(self.in_flight)):
+            entry = self.in_flight.get(w.chunk)
+            if w.state != "worker lost" or entry is None or entry.lost_attempt == w.attempt:
+                continue
+            entry.lost_attempt = w.attempt
+            self.say(f"job {self.job_id}: worker {w.worker} stopped beating (no heartbeat for "
+                     f"{3 * self.heartbeat_s:.0f} s) {w.age_s:.0f} s into chunk {w.chunk} "
+                     f"(attempt {w.attempt}): resubmitting it now instead of waiting for the "
+                     f"visibility timeout ({self.settings.visibility_timeout_s} s)")
+            self.send(w.chunk)
+
+    def resubmit_stalled(self) -> None:
+        """Nothing finished for `stall_s`: resubmit every chunk in flight, or give it up."""
+        for chunk_id, entry in list(self.in_flight.items()):
+            if entry.resubmits >= self.options.max_resubmits:
+                logger.error("chunk %s of job %s never finished; giving up", chunk_id, self.job_id)
+                self.in_flight.pop(chunk_id)
+                continue
+            entry.resubmits += 1
+            logger.warning("job %s made no progress for %.0fs: resubmitting chunk %s",
+                           self.job_id, self.stall_s, chunk_id)
+            self.send(chunk_id)
+
+    def report_wait(self, now: float) -> None:
+        """Say what the job waits for, and until when, while nothing finishes."""
+        every = self.options.timeouts.report_every_s
+        if now - self.last_progress < every or now - self.last_report < every:
+            return
+        self.last_report = now
+        waits = self.store.waiting(self.job_id, list(self.in_flight))
         parts = []
         for w in waits[:5]:
             age = w.age_s
             if age is None:  # Redis lost the send time: this process knows it
-                age = now - in_flight.get(w.chunk, {}).get("sent", now)
+                entry = self.in_flight.get(w.chunk)
+                age = now - (entry.sent if entry is not None else now)
             if w.state == "queued":
                 parts.append(f"{w.chunk} queued for {age:.0f} s (no worker took it yet)")
             else:
                 parts.append(f"{w.chunk} {w.state} on {w.worker} for {age:.0f} s "
                              f"(attempt {w.attempt})")
         more = f" and {len(waits) - 5} more" if len(waits) > 5 else ""
-        until = datetime.now(timezone.utc).timestamp() + (stall_timeout_s - (now - last_progress))
+        until = datetime.now(timezone.utc).timestamp() + (
+            self.stall_s - (now - self.last_progress))
         at = datetime.fromtimestamp(until, timezone.utc).strftime("%H:%M:%S UTC")
-        say(f"job {job_id}: no chunk finished for {now - last_progress:.0f} s; waiting for "
-            f"{'; '.join(parts)}{more}. A chunk whose worker dies is resubmitted within "
-            f"{3 * heartbeat_s:.0f} s; if nothing finishes, every chunk in flight is resubmitted "
-            f"at {at}.")
+        self.say(f"job {self.job_id}: no chunk finished for {now - self.last_progress:.0f} s; "
+                 f"waiting for {'; '.join(parts)}{more}. A chunk whose worker dies is "
+                 f"resubmitted within {3 * self.heartbeat_s:.0f} s; if nothing finishes, every "
+                 f"chunk in flight is resubmitted at {at}.")
 
-    def raise_job_error() -> None:
+    def say(self, message: str) -> None:
+        logger.info(message)
+        if self.progress:
+            self.bar.write(message)
+
+    def raise_job_error(self) -> None:
         """A worker recorded a permanent job-level error: stop and raise it."""
-        error = store.job_error(job_id)
+        from convsparse.errors import FingerprintMismatchError, WorkerUnavailableError
+
+        error = self.store.job_error(self.job_id)
         if error and error.get("type") == "FingerprintMismatchError":
             raise FingerprintMismatchError(error["index"], error["index_fingerprint"],
                                            error["fingerprint"], writing=True)
         if error:
-            raise WorkerUnavailableError(f"job {job_id} failed: {error.get('message')}")
+            raise WorkerUnavailableError(f"job {self.job_id} failed: {error.get('message')}")
 
-    def poll() -> None:
-        nonlocal last_progress
-        renew_lease()
-        if not in_flight:
-            return
-        raise_job_error()
-        if deadline is not None and time.monotonic() > deadline:
-            raise _Timeout
-        done = store.chunk_markers(job_id, list(in_flight))
-        markers.update(done)
-        for chunk_id in done:
-            bar.update(len(in_flight.pop(chunk_id)["records"]))
-        now = time.monotonic()
-        if in_flight:
-            check_lost_workers(now)
-        if done:
-            last_progress = now
-        elif in_flight and now - last_progress <= stall_timeout_s:
-            report_wait(now)
-        elif now - last_progress > stall_timeout_s:
-            for chunk_id, entry in list(in_flight.items()):
-                if entry["resubmits"] >= max_resubmits:
-                    logger.error("chunk %s of job %s never finished; giving up", chunk_id, job_id)
-                    given_up.append(chunk_id)
-                    in_flight.pop(chunk_id)
-                    continue
-                entry["resubmits"] += 1
-                logger.warning("job %s made no progress for %.0fs: resubmitting chunk %s",
-                               job_id, stall_timeout_s, chunk_id)
-                send(chunk_id, entry["records"])
-            last_progress = now
-
-    def wait_for_room(limit: int) -> None:
-        while len(in_flight) > limit:
-            poll()
-            if len(in_flight) > limit:
-                time.sleep(poll_interval_s)
-
-    try:
-        reader = read_records(source, id_field=id_field, text_field=text_field, fields=fields,
-                              max_text_chars=max_text_chars, format=format)
-        for item in chunk_records(reader, chunk_size=chunk_size, max_chunk_chars=max_chunk_chars):
-            if isinstance(item, RecordError):
-                records_read += 1
-                read_errors.append(item)
-                if len(read_errors) % 100 == 0:
-                    store.record_read_errors(job_id, read_errors[-100:])
-                continue
-            records_read += len(item.records)
-            submitted += len(item.records)
-            plan[item.id] = item.ids
-            store.plan_chunk(job_id, item.id, item.ids)
-            if item.id in already and item.id not in redo:
-                bar.update(len(item.records))
-                continue
-            wait_for_room(max_in_flight - 1)
-            in_flight[item.id] = {"records": item.records, "resubmits": 0}
-            send(item.id, item.records)
-        # Re-write everything the submitter knows (idempotent), in case Redis lost it.
-        store.record_read_errors(job_id, read_errors)
-        store.finish_planning(job_id, chunks_total=len(plan), records_read=records_read,
-                              submitted=submitted)
-        if not wait:
-            store.release_lease(job_id)  # nobody follows it now: `jobs status` says so
-            return store.status(job_id)
-        wait_for_room(0)
-        raise_job_error()  # a last chunk may have recorded it after the last poll
-    except _Timeout:
-        store.release_lease(job_id)
-        return store.status(job_id)  # still running; the caller says how to follow it
-    except Exception as e:  # the job says why it stopped instead of staying "running"
+    # ------------------------------------------------------------------ ending it
+    def record_stop(self, error: Exception) -> None:
+        """The submitter stops on `error`: the job says why instead of staying "running"."""
         try:
-            if store.job_error(job_id) is None:
-                store.fail_job(job_id, {"type": type(e).__name__,
-                                        "message": f"the submitter stopped: {type(e).__name__}: {e}"})
-            store.release_lease(job_id)
+            if self.store.job_error(self.job_id) is None:
+                self.store.fail_job(self.job_id, {
+                    "type": type(error).__name__,
+                    "message": f"the submitter stopped: {type(error).__name__}: {error}"})
+            self.store.release_lease(self.job_id)
         except Exception:  # Redis itself is what failed: the lease lapses on its own
             pass
-        raise
-    finally:
-        bar.close()
 
-    def finalize() -> JobStatus:
-        store.start(job_id, meta, lease_s=lease_s)
-        for chunk_id, ids in plan.items():
+    def finalize(self) -> JobStatus:
+        """Re-write everything this process knows (a Redis that restarted without its AOF lost
+        it), then mark the job finished or incomplete."""
+        store, job_id = self.store, self.job_id
+        store.start(job_id, self.meta, lease_s=self.lease_s)
+        for chunk_id, ids in self.plan.items():
             store.plan_chunk(job_id, chunk_id, ids)
-        store.record_read_errors(job_id, read_errors)
-        store.restore_markers(job_id, markers)
-        store.finish_planning(job_id, chunks_total=len(plan), records_read=records_read,
-                              submitted=submitted)
+        store.record_read_errors(job_id, self.read_errors)
+        store.restore_markers(job_id, self.markers)
+        self.finish_planning()
         status = store.status(job_id)
         store.set_meta(job_id, state="finished" if status.finished else "incomplete")
         store.release_lease(job_id)
         return store.status(job_id)
 
-    return finalize()
-
 
 def retry_job(job_id: str, *, settings=None, failed: bool = False, progress: bool = True,
-              **kwargs: Any) -> JobStatus:
+              options: JobOptions | None = None, **kwargs: Any) -> JobStatus:
     """Re-run a job from its stored source: unfinished chunks and the chunks that
     dead-lettered documents (e.g. after fixing a backend outage; `failed` is kept for older
-    callers and changes nothing)."""
-    import json
-
+    callers and changes nothing). The source and batching options are the job's own;
+    `options` gives the rest (timeouts)."""
     from convsparse.workers.app import WorkerSettings
 
     settings = settings or WorkerSettings()
@@ -520,68 +597,27 @@ def retry_job(job_id: str, *, settings=None, failed: bool = False, progress: boo
     redo: set[str] = set()
     if failed:
         redo = {c for c, r in store.chunk_results(job_id).items() if int(r.get("failed", 0))}
-    fields = json.loads(meta["fields"]) if meta.get("fields") not in (None, "null") else None
-    return run_ingest_job(
-        source, index=meta["index"], settings=settings, job_id=job_id,
-        chunk_size=int(meta.get("chunk_size", DEFAULT_CHUNK_SIZE)),
-        id_field=meta.get("id_field", "id"), text_field=meta.get("text_field", "text"),
-        fields=fields, max_text_chars=int(meta.get("max_text_chars", DEFAULT_MAX_TEXT_CHARS)),
+    options = options or JobOptions()
+    options = replace(options, source=_stored_source(meta), batching=replace(
+        options.batching, chunk_size=int(meta.get("chunk_size", DEFAULT_CHUNK_SIZE)),
         max_chunk_chars=int(meta.get("max_chunk_chars", DEFAULT_MAX_CHUNK_CHARS)),
-        batch_size=int(meta.get("batch_size", 32)), redo_chunks=redo, progress=progress,
-        format=meta.get("format") or None, **kwargs)
+        batch_size=int(meta.get("batch_size", 32))))
+    return run_ingest_job(source, index=meta["index"], options=options, settings=settings,
+                          job_id=job_id, redo_chunks=redo, progress=progress, **kwargs)
 
 
-@dataclass
-class LocalIngestReport:
-    """Outcome of `run_local_ingest` (same counts and dead letters as a Celery job)."""
+def _stored_source(meta: dict[str, str]) -> SourceOptions:
+    """The `SourceOptions` a job recorded in its meta."""
+    from convsparse.documents import DEFAULT_MAX_TEXT_CHARS
 
-    index: str
-    records_read: int = 0
-    indexed: int = 0
-    failed: int = 0
-    dead_letter: list[DeadLetter] = field(default_factory=list)
+    fields = json.loads(meta["fields"]) if meta.get("fields") not in (None, "null") else None
+    return SourceOptions(
+        id_field=meta.get("id_field", "id"), text_field=meta.get("text_field", "text"),
+        fields=tuple(fields) if fields is not None else None,
+        max_text_chars=int(meta.get("max_text_chars", DEFAULT_MAX_TEXT_CHARS)),
+        format=meta.get("format") or None)
 
 
-def run_local_ingest(
-    source: str | Path | Iterable[Any], *, index: str, encoder=None, backend=None,
-    settings=None, batch_size: int = 32, progress: bool = True, id_field: str = "id",
-    text_field: str = "text", fields: list[str] | None = None,
-    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, chunk_size: int = 256,
-) -> LocalIngestReport:
-    """The `--via local` path: same reader and `encode_and_upsert`, in this process."""
-    from tqdm.auto import tqdm
-
-    from convsparse.compose import load_encoder, open_backend
-    from convsparse.documents import SourceRecord
-    from convsparse.integration.ingestion import encode_and_upsert
-    from convsparse.workers.app import WorkerSettings
-    from convsparse.workers.tasks import ensure_index
-
-    settings = settings or WorkerSettings()
-    encoder = encoder or load_encoder(settings)
-    backend = backend or open_backend(settings)
-    ensure_index(backend, index, encoder)
-    report = LocalIngestReport(index)
-    reader = read_records(source, id_field=id_field, text_field=text_field, fields=fields,
-                          max_text_chars=max_text_chars)
-    with tqdm(desc=f"ingest {index}", unit="doc", disable=not progress) as bar:
-        for item in chunk_records(reader, chunk_size=chunk_size):
-            if isinstance(item, RecordError):
-                report.records_read += 1
-                report.failed += 1
-                report.dead_letter.append(DeadLetter(item.id, item.reason, item.position))
-                continue
-            report.records_read += len(item.records)
-            # validated once, by read_records: rebuilt without a second check
-            recs = [SourceRecord.model_construct(id=r["id"], text=r["text"], fields=r["fields"])
-                    for r in item.records]
-            for res in encode_and_upsert(recs, encoder=encoder, backend=backend, index=index,
-                                         batch_size=batch_size):
-                if res.ok:
-                    report.indexed += 1
-                else:
-                    report.failed += 1
-                    report.dead_letter.append(
-                        DeadLetter(res.id, res.error or f"status {res.status}", chunk=item.id))
-            bar.update(len(item.records))
-    return report
+__all__ = ["PUBLISH_RETRY_POLICY", "IngestJob", "JobOptions", "JobTimeouts", "ask_target",
+           "check_redis", "check_workers", "default_job_id", "redis_auth_message", "retry_job",
+           "run_ingest_job"]

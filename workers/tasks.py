@@ -1,13 +1,13 @@
 """Thin Celery tasks: each calls the same library function the in-process path uses.
 
-- `ingest_chunk` -> `convsparse.integration.ingestion.encode_and_upsert` on one chunk of
-  records, encoded as one unit (`WorkerSettings.ingest_chunk_size`, default 1,024 documents /
-  at most a few MB, in device batches of `ingest_batch_size`), then records the
-  per-document outcome in the job's Redis state (`JobStore.finish_chunk`). Idempotent: document
-  ids are the source ids (a replay overwrites) and the done marker is a hash field; a chunk
-  delivered again after it was done (a resubmission raced the visibility timeout) is skipped.
-  The task returns, and so the message is acknowledged (acks_late), only after the backend's
-  write is durable.
+- `ingest_chunk` -> `convsparse.integration.ingestion.write_chunk` (the ingestion engine's
+  write stage, the one `ingest` runs in process) on one chunk of records, encoded as one unit
+  (`WorkerSettings.ingest_chunk_size`, default 1,024 documents / at most a few MB, in device
+  batches of `ingest_batch_size`), then records the per-document outcome in the job's Redis
+  state (`JobStore.finish_chunk`). Idempotent: document ids are the source ids (a replay
+  overwrites) and the done marker is a hash field; a chunk delivered again after it was done
+  (a resubmission raced the visibility timeout) is skipped. The task returns, and so the
+  message is acknowledged (acks_late), only after the backend's write is durable.
 - `encode_query` -> `encoder.encode_conversation`, answering the rank_features dict and the
   encoder fingerprint so the client can check it matches its index.
 
@@ -45,7 +45,6 @@ from convsparse.workers.target import IngestTarget, target_of
 #: are dead-lettered with the error.
 MAX_CHUNK_RETRIES = 3
 
-_checked_indices: dict[tuple[int, str], str] = {}
 _heartbeat: dict[str, Any] = {}
 logger = logging.getLogger(__name__)
 
@@ -78,34 +77,15 @@ def ensure_heartbeat() -> None:
     _heartbeat.update(name=me, thread=thread, stop=stop)
 
 
-def ensure_index(backend, index: str, encoder) -> None:
-    """`integration.ingestion.ensure_index`, checked once per (backend, index, encoder)."""
-    from convsparse.integration.ingestion import ensure_index as create_or_check
-
-    key = (id(backend), index)
-    if _checked_indices.get(key) == encoder.fingerprint:
-        return
-    create_or_check(backend, index, encoder)
-    _checked_indices[key] = encoder.fingerprint
-
-
 def write_target(index: str, *, create: bool = True) -> IngestTarget:
-    """What this worker writes `index` into now (`workers.target`); creates the index for its
-    encoder when missing and `create` (else `IndexNotFoundError`)."""
-    from convsparse.errors import FingerprintMismatchError, IndexNotFoundError
-    from convsparse.integration.ingestion import ensure_index as create_or_check
+    """What this worker writes `index` into now (`workers.target`), never cached: another
+    process may have deleted or re-created it since. Creates the index for its encoder when
+    missing and `create` (else `IndexNotFoundError`); another encoder's index raises
+    `FingerprintMismatchError`."""
+    from convsparse.integration.ingestion import ensure_index
 
     encoder = get_encoder()
-    backend = get_backend()
-    try:  # never cached: another process may have deleted or re-created it since
-        info = backend.describe_index(index)
-    except IndexNotFoundError:
-        if not create:
-            raise
-        _checked_indices.pop((id(backend), index), None)
-        info = create_or_check(backend, index, encoder)
-    if info.fingerprint and info.fingerprint != encoder.fingerprint:
-        raise FingerprintMismatchError(index, info.fingerprint, encoder.fingerprint, writing=True)
+    info = ensure_index(get_backend(), index, encoder, create=create)
     return target_of(worker_settings(), info, encoder.fingerprint)
 
 
@@ -133,20 +113,14 @@ def target_changed(expected: dict[str, Any] | None, here: IngestTarget | None, i
             "(a new job)")
 
 
-def ingest_records(records: list[dict[str, Any]], index: str, *, batch_size: int = 32):
-    """Encode and upsert `records` ([{id, text, fields}]) with this process's encoder and
-    backend; returns the per-document `DocumentResult`s."""
-    from convsparse.documents import SourceRecord
-    from convsparse.integration.ingestion import encode_and_upsert
+def ingest_records(chunk_id: str, records: list[dict[str, Any]], index: str, *,
+                   batch_size: int = 32):
+    """The engine's write stage (`write_chunk`) on one chunk's records ([{id, text, fields}]),
+    with this process's encoder and backend; returns the per-document `DocumentResult`s."""
+    from convsparse.integration.ingestion import Chunk, write_chunk
 
-    encoder = get_encoder()
-    backend = get_backend()
-    ensure_index(backend, index, encoder)
-    # the submitter validated each record once (read_records); a message is rebuilt, not rechecked
-    recs = [SourceRecord.model_construct(id=r["id"], text=r["text"], fields=r.get("fields") or {})
-            for r in records]
-    return list(encode_and_upsert(recs, encoder=encoder, backend=backend, index=index,
-                                  batch_size=batch_size, flush_size=len(recs)))
+    return write_chunk(Chunk.from_message(chunk_id, records), encoder=get_encoder(),
+                       backend=get_backend(), index=index, batch_size=batch_size)
 
 
 @app.task(name=TARGET_TASK, acks_late=False)
@@ -196,7 +170,6 @@ def ingest_chunk(self, job_id: str | None, chunk_id: str, records: list[dict[str
             raise self.retry(exc=e, countdown=1) from e
         # deleted under a running job: refused below
     except Exception as e:
-        _checked_indices.pop((id(get_backend()), index), None)
         if self.request.retries < MAX_CHUNK_RETRIES:
             raise self.retry(exc=e, countdown=get_exponential_backoff_interval(
                 factor=1, retries=self.request.retries, maximum=30, full_jitter=True)) from e
@@ -205,7 +178,6 @@ def ingest_chunk(self, job_id: str | None, chunk_id: str, records: list[dict[str
                 (r["id"], f"{type(e).__name__}: {e}") for r in records], worker=worker)
         return {"indexed": 0, "failed": len(records)}
     if target is not None and (here is None or here.key != target.get("key")):
-        _checked_indices.pop((id(get_backend()), index), None)
         message = target_changed(target, here, index)
         logger.error("job %s chunk %s refused: %s", job_id, chunk_id, message)
         if store:
@@ -220,7 +192,7 @@ def ingest_chunk(self, job_id: str | None, chunk_id: str, records: list[dict[str
     if delay:
         time.sleep(delay)
     try:
-        results = ingest_records(records, index, batch_size=batch_size)
+        results = ingest_records(chunk_id, records, index, batch_size=batch_size)
         ok_ids = [r.id for r in results if r.ok]
         failures = [(r.id, r.error or f"status {r.status}") for r in results if not r.ok]
     except FingerprintMismatchError as e:  # permanent: no retry, nothing was written
@@ -228,7 +200,6 @@ def ingest_chunk(self, job_id: str | None, chunk_id: str, records: list[dict[str
         if store:  # the submitter stops the job and raises it
             store.fail_job(job_id, _mismatch_error(e))
     except Exception as e:
-        _checked_indices.pop((id(get_backend()), index), None)
         if self.request.retries < MAX_CHUNK_RETRIES:
             # Celery's own backoff (what retry_backoff/retry_jitter compute for autoretry_for,
             # which cannot dead-letter the chunk once the retries are spent).

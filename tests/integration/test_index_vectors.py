@@ -358,7 +358,7 @@ def test_a_passage_that_cannot_be_embedded_fails_alone(tmp_path, tiny_student, m
                                      {"id": "c", "text": "also fine"}], progress=False,
                                     rerank_vectors=True)
     assert report.indexed == 2
-    assert report.failed == [("b", "embedding the passage failed: the bi-encoder choked")]
+    assert report.failures == [("b", "embedding the passage failed: the bi-encoder choked")]
 
 
 # ------------------------------------------------------------------------------ backfill

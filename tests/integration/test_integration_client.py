@@ -98,8 +98,8 @@ def test_index_documents_report(tiny_student, tmp_path):
         progress=False,
     )
     assert report.indexed == 2
-    assert {rid for rid, _ in report.failed} == {"b", "item 3", "item 4"}
-    assert all(reason for _, reason in report.failed)
+    assert {rid for rid, _ in report.failures} == {"b", "item 3", "item 4"}
+    assert all(reason for _, reason in report.failures)
     hit = client.search("sourdough bread", k=1).hits[0]
     assert hit.id == "c" and hit.fields["title"] == "Bread"
     assert not math.isnan(client.search("octopus").flops)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from convsparse.integration.backends.embedded import EmbeddedBackend
+from convsparse.integration.ingest_options import Batching, IngestOptions, SourceOptions
 from convsparse.integration.ingestion import ingest
 from convsparse.sources import RecordError, read_records
 
@@ -94,12 +95,13 @@ def test_fuzz_local_ingest_completes_and_counts_add_up(lines, tiny_student, back
     path, n_lines, n_valid = fuzz_file(tmp_path_factory.mktemp("fz") / "f.jsonl", lines)
     backend = EmbeddedBackend(backend_dir)
     index = f"fz{abs(hash(path)) % 10**9}"
-    report = ingest(read_records(path, max_text_chars=MAX_TEXT), encoder=tiny_student,
-                    backend=backend, index=index, batch_size=4)
-    assert report.indexed == n_valid, report.failed
-    assert report.indexed + report.n_failed == n_lines
+    options = IngestOptions(SourceOptions(max_text_chars=MAX_TEXT), Batching(batch_size=4))
+    report = ingest(path, encoder=tiny_student, backend=backend, index=index, options=options)
+    assert report.indexed == n_valid, report.failures
+    assert report.records_read == report.indexed + report.failed == n_lines
+    assert len(report.dead_letter) == report.failed
     assert backend.count(index) == n_valid
-    for _, reason in report.failed:
+    for _, reason in report.failures:
         assert "\n" not in reason and reason.strip()
 
 

@@ -201,9 +201,9 @@ def test_index_documents_enforces_max_text_chars(tmp_path, tiny_student):
     report = client.index_documents([{"id": "ok", "text": "short text"},
                                      {"id": "big", "text": "word " * 30}], progress=False,
                                     max_text_chars=100)
-    assert report.indexed == 1 and [r[0] for r in report.failed] == ["big"]
-    assert "max_text_chars=100" in report.failed[0][1]
+    assert report.indexed == 1 and [r[0] for r in report.failures] == ["big"]
+    assert "max_text_chars=100" in report.failures[0][1]
     huge = {"id": "huge", "text": "a" * (DEFAULT_MAX_TEXT_CHARS + 1)}
     report = client.index_documents([huge], progress=False)
-    assert report.indexed == 0 and "text too long" in report.failed[0][1]
+    assert report.indexed == 0 and "text too long" in report.failures[0][1]
     assert client.backend.count("docs") == 1

@@ -226,6 +226,16 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.05):
     raise TimeoutError("condition not reached")
 
 
+def fail_fast(chunk_size: int, **source):
+    """Job options that give up on a chunk after 30 s without progress instead of the
+    production hour; `source`: `SourceOptions` fields."""
+    from convsparse.integration.ingest_options import Batching, SourceOptions
+    from convsparse.workers.submit import JobOptions, JobTimeouts
+
+    return JobOptions(SourceOptions(**source), Batching(chunk_size=chunk_size),
+                      JobTimeouts(stall_s=30), max_resubmits=0)
+
+
 @pytest.fixture
 def helpers():
     """The helper functions above (tests cannot import conftest under importlib mode)."""
@@ -233,7 +243,7 @@ def helpers():
 
     return SimpleNamespace(make_corpus=make_corpus, write_jsonl=write_jsonl,
                            settings_for=settings_for, worker_env=worker_env,
-                           wait_for=wait_for)
+                           wait_for=wait_for, fail_fast=fail_fast)
 
 
 @pytest.fixture

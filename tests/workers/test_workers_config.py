@@ -131,7 +131,7 @@ def test_defaults_size_the_queue_to_the_work_and_ack_after_durable_writes(tmp_pa
 
 def test_ingest_units_are_gpu_sized_and_configurable(monkeypatch):
     """Issue 15: a task is a unit of several device batches; both sizes come from settings."""
-    from convsparse.workers.submit import DEFAULT_CHUNK_SIZE
+    from convsparse.integration.ingest_options import DEFAULT_CHUNK_SIZE
 
     settings = WorkerSettings()
     assert settings.ingest_chunk_size == DEFAULT_CHUNK_SIZE == 1024

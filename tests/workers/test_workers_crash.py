@@ -7,8 +7,9 @@ import time
 
 import pytest
 
+from convsparse.integration.ingest_options import Batching
 from convsparse.workers.jobs import JobStore
-from convsparse.workers.submit import run_ingest_job
+from convsparse.workers.submit import JobOptions, JobTimeouts, run_ingest_job
 
 pytestmark = pytest.mark.slow
 
@@ -20,15 +21,16 @@ CHUNK = 50
 N_DOCS = 6 * CHUNK  # -> 6 chunks (the 200-document parity run is in test_workers_e2e.py)
 
 
-def start_job(source, settings, **kwargs):
+def start_job(source, settings, timeouts: JobTimeouts, **options):
     """run_ingest_job in a thread; returns (thread, box) where box["status"] is the outcome."""
     box: dict = {}
+    job_options = JobOptions(batching=Batching(chunk_size=CHUNK, max_in_flight=3),
+                             timeouts=timeouts, **options)
 
     def target():
         try:
             box["status"] = run_ingest_job(source, index="crash", settings=settings,
-                                           chunk_size=CHUNK, max_in_flight=3, progress=False,
-                                           **kwargs)
+                                           options=job_options, progress=False)
         except BaseException as e:  # surfaced by the test
             box["error"] = e
 
@@ -76,7 +78,7 @@ def test_sigkill_worker_mid_task_redelivers_once(redis_db, make_worker, helpers,
     worker.start()
     corpus = helpers.make_corpus(N_DOCS, seed=1)
     source = helpers.write_jsonl(tmp_path / "corpus.jsonl", corpus)
-    thread, box = start_job(source, settings, stall_timeout_s=60, max_resubmits=0)
+    thread, box = start_job(source, settings, JobTimeouts(stall_s=60), max_resubmits=0)
 
     store = JobStore.from_url(redis_db)
     job_id, killed_chunk = wait_for(lambda: running_chunk(store, min_done=2))
@@ -116,7 +118,7 @@ def test_redis_restart_mid_job_loses_nothing(make_redis, make_worker, helpers, t
     worker.start()
     corpus = helpers.make_corpus(N_DOCS, seed=seed)
     source = helpers.write_jsonl(tmp_path / "corpus.jsonl", corpus)
-    thread, box = start_job(source, settings, stall_timeout_s=stall_timeout_s,
+    thread, box = start_job(source, settings, JobTimeouts(stall_s=stall_timeout_s),
                             max_resubmits=max_resubmits)
 
     store = JobStore.from_url(url)
@@ -163,7 +165,7 @@ def test_sigkill_at_the_default_visibility_timeout_is_noticed_in_seconds(
     source = helpers.write_jsonl(tmp_path / "corpus.jsonl", corpus)
     caplog.set_level(logging.INFO, logger="convsparse.workers.submit")
     started = time.monotonic()
-    thread, box = start_job(source, settings, report_every_s=1.0)
+    thread, box = start_job(source, settings, JobTimeouts(report_every_s=1.0))
 
     store = JobStore.from_url(redis_db)
     job_id, killed_chunk = wait_for(lambda: running_chunk(store, min_done=2))

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
+from convsparse.integration.ingest_options import Batching, IngestOptions
+from convsparse.integration.ingestion import ingest
 from convsparse.workers.jobs import JobStore
-from convsparse.workers.submit import run_ingest_job, run_local_ingest
-
-#: Give up on a chunk after 30 s without progress instead of the production hour.
-FAIL_FAST = {"stall_timeout_s": 30, "max_resubmits": 0}
+from convsparse.workers.submit import JobOptions, JobTimeouts, run_ingest_job
 
 
 def stored_term_maps(backend, index: str, ids) -> dict:
@@ -33,8 +33,9 @@ def test_ingest_through_worker_equals_in_process(session_worker, helpers, local_
     settings = session_worker.settings
     corpus = helpers.make_corpus(200)
     source = helpers.write_jsonl(tmp_path / "corpus.jsonl", corpus)
-    status = run_ingest_job(source, index="e2e", settings=settings, chunk_size=16,
-                            max_in_flight=4, progress=False, **FAIL_FAST)
+    options = replace(helpers.fail_fast(16), batching=Batching(chunk_size=16, max_in_flight=4))
+    status = run_ingest_job(source, index="e2e", settings=settings, options=options,
+                            progress=False)
     assert status.state == "finished", status
     assert (status.records_read, status.submitted, status.indexed, status.failed) == (200, 200, 200, 0)
     assert status.chunks_total == status.chunks_done == 13 and not status.missing_chunks
@@ -43,10 +44,11 @@ def test_ingest_through_worker_equals_in_process(session_worker, helpers, local_
     remote = stored_term_maps(EmbeddedBackend(settings.data_dir), "e2e", ids)  # each id, once
     local_backend = EmbeddedBackend(tmp_path / "local")
     # Same chunks -> same padded batches -> bit-identical activations (padding alone moves
-    # weights by ~1e-6, so the in-process run uses the job's chunk size).
-    report = run_local_ingest(source, index="e2e", encoder=local_encoder, backend=local_backend,
-                              chunk_size=16, progress=False)
-    assert (report.indexed, report.failed) == (200, 0)
+    # weights by ~1e-6, so the in-process run uses the job's chunk and batch sizes).
+    report = ingest(source, encoder=local_encoder, backend=local_backend, index="e2e",
+                    options=IngestOptions(batching=Batching(chunk_size=16,
+                                                            batch_size=settings.ingest_batch_size)))
+    assert (report.records_read, report.indexed, report.failed) == (200, 200, 0)
     local = stored_term_maps(local_backend, "e2e", ids)
     assert local == remote  # same term maps as the in-process path
     assert EmbeddedBackend(settings.data_dir).describe_index("e2e").fingerprint == \
@@ -55,8 +57,8 @@ def test_ingest_through_worker_equals_in_process(session_worker, helpers, local_
     # Re-running the job skips every finished chunk (no task runs again).
     store = JobStore.from_url(settings.redis_url)
     attempts_before = store.r.hgetall(store.key(status.job_id, "attempts"))
-    again = run_ingest_job(source, index="e2e", settings=settings, chunk_size=16, progress=False,
-                           **FAIL_FAST)
+    again = run_ingest_job(source, index="e2e", settings=settings, options=helpers.fail_fast(16),
+                           progress=False)
     assert again.job_id == status.job_id and again.state == "finished" and again.indexed == 200
     assert store.r.hgetall(store.key(status.job_id, "attempts")) == attempts_before
     assert EmbeddedBackend(settings.data_dir).count("e2e") == 200
@@ -80,8 +82,8 @@ def test_bad_records_go_to_dead_letter(session_worker, helpers, tmp_path):
     source = tmp_path / "bad.jsonl"
     source.write_bytes(b"\n".join(lines) + b"\n")
 
-    status = run_ingest_job(source, index="dirty", settings=settings, chunk_size=8,
-                            progress=False, **FAIL_FAST)
+    status = run_ingest_job(source, index="dirty", settings=settings,
+                            options=helpers.fail_fast(8), progress=False)
     assert status.state == "finished"
     assert status.indexed == 30 and status.failed == 6 and status.records_read == 36
     reasons = {(d.position, d.id): d.reason for d in status.dead_letter}
@@ -149,9 +151,10 @@ def test_job_without_worker_reports_missing_then_retry_finishes(
     corpus = helpers.make_corpus(40, seed=5)
     source = helpers.write_jsonl(tmp_path / "c.jsonl", corpus)
     # Nobody consumes this database: the job gives up and says exactly what is missing.
-    status = run_ingest_job(source, index="later", settings=settings, chunk_size=10,
-                            progress=False, stall_timeout_s=1.0, max_resubmits=0,
-                            require_worker=False)
+    status = run_ingest_job(source, index="later", settings=settings, progress=False,
+                            options=JobOptions(batching=Batching(chunk_size=10),
+                                               timeouts=JobTimeouts(stall_s=1.0),
+                                               max_resubmits=0, require_worker=False))
     assert status.state == "incomplete" and status.indexed == 0
     assert status.missing_chunks == ["0000000", "0000001", "0000002", "0000003"]
     assert status.missing_ids == [d["id"] for d in corpus]

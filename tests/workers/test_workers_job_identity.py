@@ -17,8 +17,6 @@ from convsparse.integration.backends.embedded import EmbeddedBackend
 from convsparse.workers.jobs import JobStore
 from convsparse.workers.submit import run_ingest_job
 
-FAIL_FAST = {"stall_timeout_s": 30, "max_resubmits": 0}
-
 
 def cli(args, env):
     result = CliRunner().invoke(app, [str(a) for a in args], env=env)
@@ -48,16 +46,16 @@ def test_reingest_after_index_delete_indexes_again(session_worker, helpers, env_
 def test_reingest_into_recreated_index_indexes_again(session_worker, helpers, tmp_path):
     settings = session_worker.settings
     source = helpers.write_jsonl(tmp_path / "b.jsonl", helpers.make_corpus(24, seed=12))
-    first = run_ingest_job(source, index="recreated", settings=settings, chunk_size=8,
-                           progress=False, **FAIL_FAST)
+    first = run_ingest_job(source, index="recreated", settings=settings,
+                           options=helpers.fail_fast(8), progress=False)
     assert first.state == "finished" and first.indexed == 24
     backend = EmbeddedBackend(settings.data_dir)
     info = backend.describe_index("recreated")
     old_id = info.extra.get("creation_id")
     backend.delete_index("recreated")
     backend.create_index("recreated", fingerprint=info.fingerprint, vocabulary=info.vocabulary)
-    again = run_ingest_job(source, index="recreated", settings=settings, chunk_size=8,
-                           progress=False, **FAIL_FAST)
+    again = run_ingest_job(source, index="recreated", settings=settings,
+                           options=helpers.fail_fast(8), progress=False)
     assert again.state == "finished" and again.indexed == 24 and again.job_id != first.job_id
     assert EmbeddedBackend(settings.data_dir).count("recreated") == 24
     assert EmbeddedBackend(settings.data_dir).describe_index("recreated").extra["creation_id"] \
@@ -73,14 +71,14 @@ def test_workers_on_another_data_dir_index_again(redis_db, make_worker, helpers,
     worker = make_worker(helpers.worker_env(redis_db, tiny_model_dir, first_dir), "first")
     worker.start()
     settings = helpers.settings_for(redis_db, tiny_model_dir, first_dir)
-    first = run_ingest_job(source, index="moved", settings=settings, chunk_size=10,
-                           progress=False, **FAIL_FAST)
+    first = run_ingest_job(source, index="moved", settings=settings,
+                           options=helpers.fail_fast(10), progress=False)
     assert first.state == "finished" and EmbeddedBackend(first_dir).count("moved") == 20
     worker.stop()
     # The workers now point at another folder (the submitter's settings did not change).
     make_worker(helpers.worker_env(redis_db, tiny_model_dir, second_dir), "second").start()
-    again = run_ingest_job(source, index="moved", settings=settings, chunk_size=10,
-                           progress=False, **FAIL_FAST)
+    again = run_ingest_job(source, index="moved", settings=settings,
+                           options=helpers.fail_fast(10), progress=False)
     assert again.state == "finished" and again.indexed == 20 and again.job_id != first.job_id
     assert EmbeddedBackend(second_dir).count("moved") == 20
     assert json.loads(again.meta["target"])["location"] == str(second_dir.resolve())
@@ -93,8 +91,8 @@ def test_rerun_after_a_failure_does_the_failed_work(session_worker, helpers, tmp
     settings = session_worker.settings
     store = JobStore.from_url(settings.redis_url)
     source = helpers.write_jsonl(tmp_path / "d.jsonl", helpers.make_corpus(20, seed=14))
-    first = run_ingest_job(source, index="outage", settings=settings, chunk_size=10,
-                           progress=False, **FAIL_FAST)
+    first = run_ingest_job(source, index="outage", settings=settings,
+                           options=helpers.fail_fast(10), progress=False)
     assert first.state == "finished" and first.failed == 0
     marker = json.loads(store.r.hget(store.key(first.job_id, "chunks"), "0000001"))
     lost = store.plan(first.job_id)["0000001"]
@@ -105,8 +103,8 @@ def test_rerun_after_a_failure_does_the_failed_work(session_worker, helpers, tmp
     store.r.hset(store.key(first.job_id, "chunks"), "0000001",
                  json.dumps({**marker, "indexed": 0, "failed": len(lost), "attempt": 4}))
     attempts = int(store.r.hget(store.key(first.job_id, "attempts"), "0000001"))
-    again = run_ingest_job(source, index="outage", settings=settings, chunk_size=10,
-                           progress=False, **FAIL_FAST)
+    again = run_ingest_job(source, index="outage", settings=settings,
+                           options=helpers.fail_fast(10), progress=False)
     assert again.job_id == first.job_id
     assert again.state == "finished" and again.indexed == 20 and again.failed == 0, again
     assert not again.dead_letter
@@ -117,11 +115,11 @@ def test_rerun_after_a_failure_does_the_failed_work(session_worker, helpers, tmp
     # Another encoder's index: refused before anything is queued; deleting it fixes the job.
     EmbeddedBackend(settings.data_dir).create_index("fixme", fingerprint="fp-other")
     with pytest.raises(FingerprintMismatchError):
-        run_ingest_job(source, index="fixme", settings=settings, chunk_size=10, progress=False,
-                       **FAIL_FAST)
+        run_ingest_job(source, index="fixme", settings=settings,
+                       options=helpers.fail_fast(10), progress=False)
     EmbeddedBackend(settings.data_dir).delete_index("fixme")
-    fixed = run_ingest_job(source, index="fixme", settings=settings, chunk_size=10,
-                           progress=False, **FAIL_FAST)
+    fixed = run_ingest_job(source, index="fixme", settings=settings,
+                           options=helpers.fail_fast(10), progress=False)
     assert fixed.state == "finished" and fixed.indexed == 20 and fixed.failed == 0
     assert EmbeddedBackend(settings.data_dir).count("fixme") == 20
 
@@ -133,12 +131,12 @@ def test_fixed_input_after_failed_records_is_indexed(session_worker, helpers, tm
     broken[3]["text"] = "   "
     broken[7] = {"title": "no id", "text": "lost"}
     source = helpers.write_jsonl(tmp_path / "e.jsonl", broken)
-    first = run_ingest_job(source, index="fixinput", settings=settings, chunk_size=5,
-                           progress=False, **FAIL_FAST)
+    first = run_ingest_job(source, index="fixinput", settings=settings,
+                           options=helpers.fail_fast(5), progress=False)
     assert (first.indexed, first.failed) == (10, 2)
     helpers.write_jsonl(source, rows)  # the same file, fixed
-    fixed = run_ingest_job(source, index="fixinput", settings=settings, chunk_size=5,
-                           progress=False, **FAIL_FAST)
+    fixed = run_ingest_job(source, index="fixinput", settings=settings,
+                           options=helpers.fail_fast(5), progress=False)
     assert (fixed.state, fixed.indexed, fixed.failed) == ("finished", 12, 0)
     assert EmbeddedBackend(settings.data_dir).count("fixinput") == 12
 

@@ -22,18 +22,16 @@ _spec.loader.exec_module(_faults)
 record_lines, fuzz_file = _faults.record_lines, _faults.fuzz_file
 DEEP_LINE, MAX_TEXT, EVERY_KIND = _faults.DEEP_LINE, _faults.MAX_TEXT, _faults.EVERY_KIND
 
-FAIL_FAST = {"stall_timeout_s": 30, "max_resubmits": 0}
-
-
 @settings(max_examples=3, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(lines=st.lists(record_lines(), min_size=2, max_size=10))
 @example(lines=EVERY_KIND)
-def test_fuzz_celery_ingest_completes_and_counts_add_up(lines, session_worker, tmp_path_factory):
+def test_fuzz_celery_ingest_completes_and_counts_add_up(lines, session_worker, helpers,
+                                                        tmp_path_factory):
     path, n_lines, n_valid = fuzz_file(tmp_path_factory.mktemp("cfz") / "f.jsonl", lines)
     index = f"cfz{abs(hash(path)) % 10**9}"
-    status = run_ingest_job(path, index=index, settings=session_worker.settings, chunk_size=3,
-                            max_text_chars=MAX_TEXT, progress=False, **FAIL_FAST)
+    status = run_ingest_job(path, index=index, settings=session_worker.settings, progress=False,
+                            options=helpers.fail_fast(3, max_text_chars=MAX_TEXT))
     assert status.state == "finished", status
     assert (status.records_read, status.indexed, status.failed) == (n_lines, n_valid,
                                                                      n_lines - n_valid), status

@@ -18,8 +18,15 @@ import time
 from typer.testing import CliRunner
 
 from convsparse.cli import app
+from convsparse.integration.ingest_options import Batching
 from convsparse.workers.jobs import JobStore
-from convsparse.workers.submit import run_ingest_job
+from convsparse.workers.submit import JobOptions, JobTimeouts, run_ingest_job
+
+
+def blind(timeouts: JobTimeouts | None = None, **options) -> JobOptions:
+    """Chunks of 10, queued without asking a worker first."""
+    return JobOptions(batching=Batching(chunk_size=10), timeouts=timeouts or JobTimeouts(),
+                      require_worker=False, **options)
 
 
 def cli(args, env):
@@ -34,8 +41,11 @@ def test_killed_submitter_is_reported_not_running_forever(redis_db, helpers, tin
     source = helpers.write_jsonl(tmp_path / "c.jsonl", helpers.make_corpus(30, seed=21))
     # No worker: after its first chunk the submitter waits for room, reading the rest later.
     code = ("from convsparse.workers.submit import run_ingest_job\n"
-            f"run_ingest_job({str(source)!r}, index='orphan', chunk_size=5, max_in_flight=1, "
-            "require_worker=False, progress=False)\n")
+            "from convsparse.integration.ingest_options import Batching\n"
+            "from convsparse.workers.submit import JobOptions\n"
+            f"run_ingest_job({str(source)!r}, index='orphan', options=JobOptions("
+            "batching=Batching(chunk_size=5, max_in_flight=1), require_worker=False), "
+            "progress=False)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     store = JobStore.from_url(redis_db)
@@ -58,8 +68,8 @@ def test_lost_worker_without_submitter_names_jobs_retry(redis_db, helpers, tiny_
     settings = helpers.settings_for(redis_db, tiny_model_dir, data)
     env = helpers.worker_env(redis_db, tiny_model_dir, data)
     source = helpers.write_jsonl(tmp_path / "c.jsonl", helpers.make_corpus(20, seed=22))
-    status = run_ingest_job(source, index="ghosted", settings=settings, chunk_size=10,
-                            progress=False, require_worker=False, wait=False)
+    status = run_ingest_job(source, index="ghosted", settings=settings, progress=False,
+                            options=blind(), wait=False)
     assert status.state == "running"
     store = JobStore.from_url(redis_db)
     # A worker took chunk 0 and died (its heartbeat key never exists).
@@ -78,9 +88,9 @@ def test_wait_report_after_redis_lost_its_data_is_not_zero_seconds(redis_db, hel
     box: dict = {}
 
     def submit():
-        box["status"] = run_ingest_job(source, index="amnesia", settings=settings, chunk_size=10,
-                                       progress=False, require_worker=False, report_every_s=1.2,
-                                       stall_timeout_s=6.0, max_resubmits=0)
+        box["status"] = run_ingest_job(
+            source, index="amnesia", settings=settings, progress=False,
+            options=blind(JobTimeouts(report_every_s=1.2, stall_s=6.0), max_resubmits=0))
 
     store = JobStore.from_url(redis_db)
     with caplog.at_level(logging.INFO, logger="convsparse.workers.submit"):
@@ -104,9 +114,8 @@ def test_jobs_retry_of_a_job_that_stays_incomplete_exits_1_with_what_to_do(
     data = tmp_path / "data"
     settings = helpers.settings_for(redis_db, tiny_model_dir, data)
     source = helpers.write_jsonl(tmp_path / "c.jsonl", helpers.make_corpus(20, seed=24))
-    status = run_ingest_job(source, index="slowpoke", settings=settings, chunk_size=10,
-                            progress=False, stall_timeout_s=1.0, max_resubmits=0,
-                            require_worker=False)
+    status = run_ingest_job(source, index="slowpoke", settings=settings, progress=False,
+                            options=blind(JobTimeouts(stall_s=1.0), max_resubmits=0))
     assert status.state == "incomplete"
     make_app(settings).control.purge()  # the first run's messages: the worker starts idle
     env = helpers.worker_env(redis_db, tiny_model_dir, data, CONVSPARSE_TASK_DELAY_S="30")

@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 
 from convsparse.cli import app
 from convsparse.errors import FingerprintMismatchError, WorkerUnavailableError
+from convsparse.integration.ingest_options import Batching
 from convsparse.workers.jobs import JobStore
-from convsparse.workers.submit import run_ingest_job
+from convsparse.workers.submit import JobOptions, JobTimeouts, run_ingest_job
 
 
 def cli(args, env):
@@ -27,8 +28,8 @@ def test_celery_ingest_into_another_encoders_index_is_refused(session_worker, he
     EmbeddedBackend(settings.data_dir).create_index("kitchen-fp", fingerprint="fp-other")
     source = helpers.write_jsonl(tmp_path / "c.jsonl", helpers.make_corpus(20, seed=7))
     with pytest.raises(FingerprintMismatchError) as e:
-        run_ingest_job(source, index="kitchen-fp", settings=settings, chunk_size=5, progress=False,
-                       stall_timeout_s=30, max_resubmits=0)
+        run_ingest_job(source, index="kitchen-fp", settings=settings, progress=False,
+                       options=helpers.fail_fast(5))
     message = str(e.value)
     assert "fp-other" in message and "these documents come from encoder sha256:" in message
     assert "nothing was written" in message and "query" not in message
@@ -39,7 +40,8 @@ def test_celery_ingest_without_worker_fails_fast(redis_db, helpers, tiny_model_d
     settings = helpers.settings_for(redis_db, tiny_model_dir, tmp_path / "data")
     source = helpers.write_jsonl(tmp_path / "c.jsonl", helpers.make_corpus(5))
     with pytest.raises(WorkerUnavailableError) as e:
-        run_ingest_job(source, index="later", settings=settings, progress=False, worker_timeout_s=1.0)
+        run_ingest_job(source, index="later", settings=settings, progress=False,
+                       options=JobOptions(timeouts=JobTimeouts(worker_s=1.0)))
     assert "convsparse worker -Q ingest,query" in str(e.value) and "'ingest'" in str(e.value)
     assert JobStore.from_url(redis_db).r.keys("convsparse:job:*") == []  # no job left "running"
 
@@ -105,8 +107,9 @@ def test_no_wait_then_cancel_cleans_keys_and_workers_skip(redis_db, make_worker,
     data = tmp_path / "data"
     settings = helpers.settings_for(redis_db, tiny_model_dir, data)
     source = helpers.write_jsonl(tmp_path / "c.jsonl", helpers.make_corpus(30, seed=2))
-    status = run_ingest_job(source, index="abandoned", settings=settings, chunk_size=10,
-                            progress=False, require_worker=False, wait=False)
+    status = run_ingest_job(source, index="abandoned", settings=settings, progress=False,
+                            options=JobOptions(batching=Batching(chunk_size=10),
+                                               require_worker=False), wait=False)
     assert status.state == "running" and status.chunks_total == 3
     env = helpers.worker_env(redis_db, tiny_model_dir, data)
     code, out = cli(["jobs", "status", status.job_id], env)

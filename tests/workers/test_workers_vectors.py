@@ -7,8 +7,9 @@ import threading
 
 import pytest
 
+from convsparse.integration.ingest_options import Batching
 from convsparse.workers.jobs import JobStore
-from convsparse.workers.submit import run_ingest_job
+from convsparse.workers.submit import JobOptions, JobTimeouts, run_ingest_job
 
 pytestmark = pytest.mark.slow
 
@@ -30,12 +31,13 @@ def test_a_killed_worker_never_leaves_a_document_without_its_vectors(
     corpus = helpers.make_corpus(N_DOCS, seed=3)
     source = helpers.write_jsonl(tmp_path / "corpus.jsonl", corpus)
     box: dict = {}
+    options = JobOptions(batching=Batching(chunk_size=CHUNK, max_in_flight=2),
+                         timeouts=JobTimeouts(stall_s=300), max_resubmits=3)
 
     def submit():
         try:
-            box["status"] = run_ingest_job(source, index="vec", settings=settings,
-                                           chunk_size=CHUNK, max_in_flight=2, progress=False,
-                                           stall_timeout_s=300, max_resubmits=3)
+            box["status"] = run_ingest_job(source, index="vec", settings=settings, options=options,
+                                           progress=False)
         except BaseException as e:  # surfaced below
             box["error"] = e
 
