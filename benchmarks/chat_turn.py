@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "mtrag-pooled"
 STAGES = ("encode_ms", "search_ms", "rerank_ms", "total_ms", "cpu_ms", "rerank_cpu_ms")
@@ -96,18 +98,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no data at {args.data}", file=sys.stderr)
         return 2
 
+    from heldout import heldout_turns
+
     from convsparse.benchmark_collections import load_collection
     from convsparse.encoders.loading import load_student
     from convsparse.evaluation.metrics import compute_metrics, latency_summary
     from convsparse.integration.backends.embedded import EmbeddedBackend
     from convsparse.integration.client import ConversationalSearch
     from convsparse.reranking import load_reranker
-    from convsparse.reranking.config import RerankConfig
-    from convsparse.training.anchored import split_tasks
 
     col = load_collection(args.data)
-    heldout = split_tasks(col.conversations, col.qrels,
-                          RerankConfig(output_dir=args.out.parent, collection=args.data)).heldout
+    heldout = heldout_turns(col, args.data, args.out.parent)
     index = "mtrag"
     build_index(col, args.index_dir, index)
     backend = EmbeddedBackend(args.index_dir)

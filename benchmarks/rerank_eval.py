@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "mtrag-pooled"
 METRICS = ["mrr@10", "ndcg@3", "recall@10"]
@@ -61,32 +63,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     import torch
+    from heldout import first_stage
     from ranx import Qrels, Run, compare
 
-    from convsparse.benchmark_collections import load_collection
-    from convsparse.encoders.loading import load_student
     from convsparse.evaluation.metrics import compute_metrics, latency_summary, per_query_metric
     from convsparse.reranking import load_reranker
-    from convsparse.reranking.config import RerankConfig
-    from convsparse.reranking.labels import build_labels
     from convsparse.reranking.reranker import DEFAULT_FOLDER
-    from convsparse.settings import get_settings
-    from convsparse.training.anchored import encode_corpus, split_tasks
 
-    col = load_collection(args.data)
-    cfg = RerankConfig(output_dir=args.out.parent, collection=args.data)
-    heldout = split_tasks(col.conversations, col.qrels, cfg).heldout
-    base = load_student(cfg.base, runtime="torch", device="cpu")
-    doc_ids = list(col.corpus)
-    texts = {d: p.encoded_text for d, p in col.corpus.items()}
-    docs = encode_corpus(base, [texts[d] for d in doc_ids], cache=get_settings().cache_dir / "corpus")
-    student = load_student(None, runtime="torch", device="cpu")
-    queries = student.encode_conversations([list(t.turns) for t in heldout]).term_maps
     depth_max = max([args.depth, *args.depths])
-    first = build_labels(heldout, queries, docs, doc_ids, base.vocabulary, depth=depth_max,
-                         teacher_queries=None, qrels=col.qrels)
-    turns = {t.id: list(t.turns) for t in heldout}
-    ids = [t.id for t in heldout]
+    held = first_stage(args.data, args.out.parent, depth_max)
+    col, heldout, texts, first = held.collection, held.heldout, held.texts, held.labels
+    turns, ids = held.turns, held.ids
     runs = {"first stage (shipped student)": {
         lab.task_id: dict(zip(lab.candidates, lab.first_stage)) for lab in first}}
 

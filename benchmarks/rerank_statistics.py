@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "mtrag-pooled"
 METRICS = ["mrr@10", "ndcg@3"]
@@ -46,32 +48,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no data at {args.data}", file=sys.stderr)
         return 2
 
+    from heldout import first_stage
     from scipy.stats import ttest_rel
 
-    from convsparse.benchmark_collections import load_collection
-    from convsparse.encoders.loading import load_student
     from convsparse.evaluation.metrics import compute_metrics, per_query_metric
     from convsparse.integration.collection_statistics import SAMPLE_SIZE
     from convsparse.reranking import load_reranker
-    from convsparse.reranking.config import RerankConfig
     from convsparse.reranking.features import TermStatistics
-    from convsparse.reranking.labels import build_labels
-    from convsparse.settings import get_settings
-    from convsparse.training.anchored import encode_corpus, split_tasks
 
-    col = load_collection(args.data)
-    cfg = RerankConfig(output_dir=args.out.parent, collection=args.data)
-    heldout = split_tasks(col.conversations, col.qrels, cfg).heldout
-    base = load_student(cfg.base, runtime="torch", device="cpu")
-    doc_ids = list(col.corpus)
-    texts = {d: p.encoded_text for d, p in col.corpus.items()}
-    docs = encode_corpus(base, [texts[d] for d in doc_ids], cache=get_settings().cache_dir / "corpus")
-    student = load_student(None, runtime="torch", device="cpu")
-    queries = student.encode_conversations([list(t.turns) for t in heldout]).term_maps
-    first = build_labels(heldout, queries, docs, doc_ids, base.vocabulary, depth=args.depth,
-                         teacher_queries=None, qrels=col.qrels)
-    ids = [t.id for t in heldout]
-    turns = {t.id: list(t.turns) for t in heldout}
+    held = first_stage(args.data, args.out.parent, args.depth)
+    col, heldout, doc_ids, texts, first = (held.collection, held.heldout, held.doc_ids,
+                                           held.texts, held.labels)
+    ids, turns = held.ids, held.turns
 
     rr = load_reranker("default", runtime="onnx")
     if args.vectors is not None and args.vectors.is_file():

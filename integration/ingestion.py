@@ -62,6 +62,7 @@ from convsparse.integration.vectors import (
     default_spec,
     load_embedder,
 )
+from convsparse.progress import progress_bar
 from convsparse.sources import RecordError, read_records
 
 log = logging.getLogger(__name__)
@@ -326,12 +327,10 @@ def ingest(
     """Index `source` (a path, or an iterable of mappings / `SourceRecord`s, read as
     `options.source` says) into `index` in this process, creating the index for `encoder`
     when missing (`vectors`: see `ensure_index`); one progress bar, one `IndexReport`."""
-    from tqdm.auto import tqdm
-
     ensure_index(backend, index, encoder, vectors=vectors)
     report = IndexReport(index)
     start = time.perf_counter()
-    with tqdm(total=total, desc=f"index {index}", unit="doc", disable=not progress) as bar:
+    with progress_bar(total=total, desc=f"index {index}", unit="doc", enabled=progress) as bar:
         for result in stream_ingest(source, encoder=encoder, backend=backend, index=index,
                                     options=options):
             report.add(result)

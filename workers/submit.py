@@ -58,6 +58,7 @@ from convsparse.integration.ingest_options import (
     SourceOptions,
 )
 from convsparse.integration.ingestion import Chunk, read_chunks
+from convsparse.progress import progress_bar
 from convsparse.redaction import mask_secrets
 from convsparse.sources import RecordError, is_path_source
 from convsparse.workers.jobs import JobStatus, JobStore
@@ -326,8 +327,6 @@ class IngestJob:
               total: int | None) -> None:
         """Ask a worker what it writes into, name the job and open it in Redis (forgetting
         the done markers not to trust: chunks with failures, or written into another target)."""
-        from tqdm.auto import tqdm
-
         if self.options.require_worker:
             self.target = self.ask_target()
         batching, src = self.options.batching, self.options.source
@@ -347,8 +346,8 @@ class IngestJob:
         if self.redo:
             self.store.forget_chunks(self.job_id, self.redo)
         self.already = self.store.done_chunks(self.job_id)
-        self.bar = tqdm(desc=f"ingest {self.index}", unit="doc", total=total,
-                        disable=not self.progress)
+        self.bar = progress_bar(desc=f"ingest {self.index}", unit="doc", total=total,
+                                enabled=self.progress)
         if self.progress:
             self.bar.write(f"job {self.job_id}: {self.meta['source']} -> index {self.index!r} "
                            f"(follow it with `convsparse jobs status {self.job_id}`)")
