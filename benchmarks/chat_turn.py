@@ -80,7 +80,8 @@ def build_index(col, data_dir: Path, index: str) -> None:
             for i in range(len(ids))]
     cache = data_dir / "doc_term_maps.jsonl"
     _write_doc_cache(cache, base.fingerprint, ids, maps)
-    index_corpus(col, encoder=base, backend=backend, index=index, cache=cache)
+    # no vectors in the index: the candidates' are stored in the re-ranker beforehand (main)
+    index_corpus(col, encoder=base, backend=backend, index=index, cache=cache, vectors=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -223,6 +223,7 @@ class _EncodedOnce:
 def index_corpus(
     collection: Collection, *, encoder, backend, index: str, batch_size: int = 32,
     recreate: bool = False, progress: bool = False, cache: str | Path | None = None,
+    vectors: bool | None = None,
 ) -> TermStats:
     """Encode every passage once, write it to `backend` under `index` through the ingestion
     driver (`convsparse.integration.ingestion.ingest`, as `convsparse collection index` does),
@@ -230,6 +231,7 @@ def index_corpus(
 
     `cache`: a JSONL file of document term maps for this encoder; read when it exists and holds
     exactly these passages, written otherwise (benchmark reruns skip the encoding).
+    `vectors`: whether a new index stores the re-ranker's passage vectors (`ensure_index`).
     """
     from convsparse.errors import BackendError
     from convsparse.integration.ingest_options import Batching, IngestOptions
@@ -248,7 +250,8 @@ def index_corpus(
             _write_doc_cache(cache, encoder.fingerprint, [p.id for p in passages], maps)
     report = ingest(collection.source_records(), backend=backend, index=index,
                     encoder=_EncodedOnce(encoder, {p.id: m for p, m in zip(passages, maps)}),
-                    options=IngestOptions(batching=Batching(batch_size=max(batch_size, 256))))
+                    options=IngestOptions(batching=Batching(batch_size=max(batch_size, 256))),
+                    vectors=vectors)
     if report.failed:
         raise BackendError(f"{report.failed} passages failed to index, first: "
                            f"{report.failures[0]}")
