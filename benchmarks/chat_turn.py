@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from heldout import heldout_turns
+    from one_core import pin_to_one_core
 
     from convsparse.benchmark_collections import load_collection
     from convsparse.encoders.loading import load_student
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     del bulk
 
     # the budget: one core; ONNX Runtime sizes its pools by the CPUs a process may use
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    pin_to_one_core()
     encoder = load_student(None, runtime="onnx", device="cpu")
     rr = load_reranker(args.reranker, runtime="onnx")
     if rr.semantic is not None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -64,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
     from heldout import first_stage
+    from one_core import pin_to_one_core
     from ranx import Qrels, Run, compare
 
     from convsparse.evaluation.metrics import compute_metrics, latency_summary, per_query_metric
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         precompute(load_reranker(path, runtime="onnx"))  # the export embeds faster than PyTorch
     # the budget is one CPU core: PyTorch and ONNX Runtime (whose thread pools are sized by
     # the CPUs a process may use, when a session is made) see exactly one from here on
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    pin_to_one_core()
     torch.set_num_threads(1)
     tuning, cold_runs, runtimes = [], [], []
     for path in args.reranker:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -63,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     for rr in models.values():  # on every core this process has: embedding is bulk work
         if rr.semantic is not None:
             rr.semantic.add(wanted, progress=True)
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # the budget is one core
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from one_core import pin_to_one_core
+
+    pin_to_one_core()  # the budget is one core
     torch.set_num_threads(1)
 
     def score(rr, lab) -> float:
