@@ -119,7 +119,6 @@ def main(argv: list[str] | None = None) -> int:
     from convsparse.settings import get_settings
     from convsparse.training.anchored import (
         AnchoredExample,
-        GateObjective,
         _dense,
         encode_corpus,
         search_matrix,
@@ -127,7 +126,6 @@ def main(argv: list[str] | None = None) -> int:
         view_matrices,
     )
     from convsparse.training.config import AnchoredConfig
-    from convsparse.training.losses import quadratic_warmup
 
     torch.set_num_threads(args.threads)
     t0 = time.time()
@@ -274,28 +272,17 @@ def main(argv: list[str] | None = None) -> int:
             rows = [r for r in dev_rows if fold_of[cid(mtrag[r])] == k]
             train = [e for e, t in zip(cache_ex[depth], mtrag) if fold_of.get(cid(t), -1) != k]
             torch.manual_seed(0)
-            rng = random.Random(0)
             gate = make()
-            objective = GateObjective(cfg)
-            opt = torch.optim.Adam(gate.parameters(), lr=cfg.learning_rate)
             m, r = per_turn(gate, rows)
             mrr[0].update(m)
             rec[0].update(r)
-            steps = args.epochs * ((len(train) + cfg.batch_size - 1) // cfg.batch_size)
-            step = 0
-            for epoch in range(args.epochs):
-                rng.shuffle(train)
-                for s in range(0, len(train), cfg.batch_size):
-                    step += 1
-                    gate.rows = [row_of_task[e.task_id] for e in train[s:s + cfg.batch_size]]
-                    loss = objective(gate, train[s:s + cfg.batch_size], docs,
-                                     quadratic_warmup(cfg.flops_weight, step, max(1, steps // 3)), rng)
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
+
+            def after_epoch(epoch, gate=gate, rows=rows, mrr=mrr, rec=rec):
                 m, r = per_turn(gate, rows)
                 mrr[epoch + 1].update(m)
                 rec[epoch + 1].update(r)
+
+            train_gate(gate, train, cfg, docs, row_of_task, args.epochs, after_epoch)
         mrr_means = [float(np.mean([pe[q] for q in dev_ids])) for pe in mrr]
         rec_means = [float(np.mean([pe[q] for q in dev_ids])) for pe in rec]
         best = int(np.argmax(mrr_means[1:])) + 1
@@ -318,6 +305,35 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def train_gate(gate, train, cfg, docs, row_of_task, epochs: int, after_epoch=None) -> None:
+    """`epochs` passes of the anchored recipe's objective (`GateObjective`) over the examples
+    `train` (shuffled each epoch, seed 0), FLOPS weight warmed up over the first third of the
+    steps; `after_epoch(epoch)` after each pass."""
+    import torch
+
+    from convsparse.training.anchored import GateObjective
+    from convsparse.training.losses import quadratic_warmup
+
+    rng = random.Random(0)
+    objective = GateObjective(cfg)
+    opt = torch.optim.Adam(gate.parameters(), lr=cfg.learning_rate)
+    steps = epochs * ((len(train) + cfg.batch_size - 1) // cfg.batch_size)
+    step = 0
+    for epoch in range(epochs):
+        rng.shuffle(train)
+        for s in range(0, len(train), cfg.batch_size):
+            step += 1
+            batch = train[s:s + cfg.batch_size]
+            gate.rows = [row_of_task[e.task_id] for e in batch]
+            loss = objective(gate, batch, docs,
+                             quadratic_warmup(cfg.flops_weight, step, max(1, steps // 3)), rng)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if after_epoch is not None:
+            after_epoch(epoch)
+
+
 def heldout_table(args, col, docs, doc_ids, base, held_tasks, variants, examples, scale, cost,
                   row_of_task, cfg0, log) -> int:
     """Each gate variant trained on every labelled (non-held-out) turn for `args.epochs`
@@ -327,8 +343,7 @@ def heldout_table(args, col, docs, doc_ids, base, held_tasks, variants, examples
     from scipy.stats import ttest_rel
 
     from convsparse.evaluation.metrics import per_query_metric
-    from convsparse.training.anchored import GateObjective, _dense, search_matrix, view_matrices
-    from convsparse.training.losses import quadratic_warmup
+    from convsparse.training.anchored import _dense, search_matrix, view_matrices
 
     current, history = view_matrices(base, held_tasks)
     ids = [t.id for t in held_tasks]
@@ -359,23 +374,9 @@ def heldout_table(args, col, docs, doc_ids, base, held_tasks, variants, examples
         cfg = cfg0.model_copy(update=update)
         train = list(examples(depth, scale))
         torch.manual_seed(0)
-        rng = random.Random(0)
         gate = make()
         before = scores(gate)
-        objective = GateObjective(cfg)
-        opt = torch.optim.Adam(gate.parameters(), lr=cfg.learning_rate)
-        steps = args.epochs * ((len(train) + cfg.batch_size - 1) // cfg.batch_size)
-        step = 0
-        for _ in range(args.epochs):
-            rng.shuffle(train)
-            for s in range(0, len(train), cfg.batch_size):
-                step += 1
-                gate.rows = [row_of_task[e.task_id] for e in train[s:s + cfg.batch_size]]
-                loss = objective(gate, train[s:s + cfg.batch_size], docs,
-                                 quadratic_warmup(cfg.flops_weight, step, max(1, steps // 3)), rng)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+        train_gate(gate, train, cfg, docs, row_of_task, args.epochs)
         rows.append({"variant": name, "teacher_depth": depth, "config": update,
                      **compare(before, scores(gate))})
         log(f"{name}: {rows[-1]}")
