@@ -379,8 +379,12 @@ class ConversationalSearch:
         options = IngestOptions(SourceOptions(id_field=id_field, text_field=text_field,
                                               max_text_chars=limit),
                                 Batching(batch_size=batch_size))
-        return ingest(records, encoder=self.encoder, backend=self.backend, index=self.index,
-                      options=options, progress=progress, total=total, vectors=rerank_vectors)
+        try:
+            return ingest(records, encoder=self.encoder, backend=self.backend, index=self.index,
+                          options=options, progress=progress, total=total,
+                          vectors=rerank_vectors)
+        finally:  # the re-ranker's statistics follow this client's own writes at once
+            self._statistics.forget(self.index)
 
 
 __all__ = ["DEFAULT_RERANKER", "ConversationalSearch", "IndexReport", "SearchResult",

@@ -14,12 +14,16 @@ re-ranker's word pieces, the way Lucene reads them from the index it searches.
 - A backend that cannot sample, or a sample that fails, also keeps the folder's; the search
   says which statistics it used (`SearchResult.rerank_statistics`).
 - Computed once per (re-ranker, index), again when the index's count has moved by more than
-  `REFRESH_FRACTION` since.
+  `REFRESH_FRACTION` since. The count is asked at most every `COUNT_CHECK_S` seconds (a request
+  to OpenSearch or Elasticsearch, not one per chat turn), and at once after the client's own
+  writes (`forget`).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +35,8 @@ SAMPLE_SIZE = 10_000
 MIN_PASSAGES = 1_000
 #: the statistics are computed again once the index's count has moved by this fraction
 REFRESH_FRACTION = 0.1
+#: how often (seconds) the index's count is asked to decide on a refresh
+COUNT_CHECK_S = 60.0
 #: how `IndexStatistics.source` names the re-ranker folder's own statistics
 TRAINING = "the re-ranker's training collection"
 
@@ -52,28 +58,39 @@ class CollectionStatistics:
     """Per-(re-ranker, index) statistics, computed on first use and refreshed as the index
     grows or shrinks (one per `ConversationalSearch`)."""
 
-    def __init__(self, *, sample_size: int | None = None, min_passages: int | None = None):
+    def __init__(self, *, sample_size: int | None = None, min_passages: int | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         """None: the module's `SAMPLE_SIZE` and `MIN_PASSAGES` when used."""
         self._sample_size = sample_size
         self._min_passages = min_passages
-        self._held: dict[tuple[int, str], IndexStatistics] = {}
+        self._clock = clock
+        #: index -> (the re-ranker they are for, when the count was last asked, statistics)
+        self._held: dict[str, tuple[Any, float, IndexStatistics]] = {}
+
+    def forget(self, index: str) -> None:
+        """Drop what is held for `index` (after a write: the next search asks its count)."""
+        self._held.pop(index, None)
 
     def for_index(self, backend: Backend, index: str, reranker: Any) -> IndexStatistics:
         """The statistics `reranker`'s BM25 features should read for `index`."""
         if getattr(reranker, "statistics", None) is None:
             # a model trained without BM25 features must not be handed some
             return IndexStatistics(None, "none: the re-ranker reads no BM25 features", 0)
+        now = self._clock()
+        held, asked = None, float("-inf")
+        entry = self._held.get(index)
+        if entry is not None and entry[0] is reranker:
+            _, asked, held = entry
+        if held is not None and now - asked < COUNT_CHECK_S:
+            return held
         try:
             count = backend.count(index)
         except Exception as e:  # the search itself got through: keep the folder's
             return IndexStatistics(None, f"{TRAINING}: the index's size is unknown "
                                          f"({type(e).__name__})", 0)
-        key = (id(reranker), index)
-        held = self._held.get(key)
-        if held is not None and abs(count - held.count) <= REFRESH_FRACTION * max(held.count, 1):
-            return held
-        held = self._compute(backend, index, reranker, count)
-        self._held[key] = held
+        if held is None or abs(count - held.count) > REFRESH_FRACTION * max(held.count, 1):
+            held = self._compute(backend, index, reranker, count)
+        self._held[index] = (reranker, now, held)
         return held
 
     def _compute(self, backend: Backend, index: str, reranker: Any, count: int) -> IndexStatistics:
@@ -100,5 +117,5 @@ class CollectionStatistics:
         return IndexStatistics(stats, f"index: {len(texts):,} of {count:,} passages", count)
 
 
-__all__ = ["MIN_PASSAGES", "REFRESH_FRACTION", "SAMPLE_SIZE", "CollectionStatistics",
+__all__ = ["COUNT_CHECK_S", "MIN_PASSAGES", "REFRESH_FRACTION", "SAMPLE_SIZE", "CollectionStatistics",
            "IndexStatistics"]

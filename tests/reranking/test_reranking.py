@@ -610,3 +610,31 @@ def test_a_small_index_or_a_failed_sample_keeps_the_folder_statistics(client_par
     assert ConversationalSearch("docs", encoder=encoder, backend=backend, reranker=Slow(),
                                 ).search(CONV, k=3).rerank_statistics == (
         "none: the re-ranker reads no BM25 features")
+
+
+def test_the_index_count_is_asked_once_a_minute_not_every_turn(client_parts, reranker,
+                                                                 monkeypatch):
+    from convsparse.integration import collection_statistics
+    from convsparse.integration.collection_statistics import CollectionStatistics
+
+    encoder, backend = client_parts
+    monkeypatch.setattr(collection_statistics, "MIN_PASSAGES", 2)
+    now = [0.0]
+    counts = []
+    monkeypatch.setattr(backend, "count", lambda name, real=backend.count: counts.append(name)
+                        or real(name))
+    stats = CollectionStatistics(clock=lambda: now[0])
+    first = stats.for_index(backend, "docs", reranker)
+    assert first.source == "index: 3 of 3 passages" and counts == ["docs"]
+    for _ in range(5):
+        assert stats.for_index(backend, "docs", reranker) is first
+    assert counts == ["docs"]  # no request per turn
+    now[0] += collection_statistics.COUNT_CHECK_S
+    assert stats.for_index(backend, "docs", reranker) is first  # asked again, unchanged
+    assert counts == ["docs", "docs"]
+    from types import SimpleNamespace
+
+    other = SimpleNamespace(statistics=reranker.statistics, tokenizer=reranker.tokenizer)
+    assert stats.for_index(backend, "docs", other) is not first  # held for one re-ranker only
+    stats.forget("docs")
+    assert stats.for_index(backend, "docs", reranker) is not first
