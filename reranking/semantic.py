@@ -326,28 +326,27 @@ class PassageVectors:
     def _store_missing(self, keys: Sequence[str], texts: Sequence[str], *,
                        progress: bool = False) -> int:
         new, unwindowed = self.store.missing(keys)
-        todo = {k: t for k, t in zip(keys, texts) if k in new}
-        windowed = {k: t for k, t in zip(keys, texts) if k in unwindowed}
-        if not todo and not windowed:
+        todo = {k: t for k, t in zip(keys, texts) if k in new or k in unwindowed}
+        if not todo:
             return 0
-        # one batch for the passages and their windows: embedding is the cost here
-        pieces = {k: self.window_texts(t) for k, t in windowed.items()}
-        flat = [*todo.values(), *(w for ws in pieces.values() for w in ws)]
-        desc = (f"embedding {len(todo)} passages" if not pieces else
-                f"embedding {len(todo)} passages and {len(flat) - len(todo)} windows")
-        vecs = self._encode(flat, progress=progress, desc=desc).astype(np.float16)
-        ends = np.cumsum([len(todo), *(len(ws) for ws in pieces.values())])
-        self.store.put(zip(todo, vecs[:len(todo)]), zip(pieces, np.split(vecs, ends[:-1])[1:]))
-        return len(todo.keys() | windowed.keys())
+        # the index's own path (`embed_passages`): one batch, a short passage embedded once
+        rows = self.embed_passages(list(todo.values()), progress=progress)
+        self.store.put(((k, r[0]) for k, r in zip(todo, rows) if k in new),
+                       ((k, r[1:]) for k, r in zip(todo, rows) if k in unwindowed))
+        return len(todo)
 
-    def embed_passages(self, texts: Sequence[str], *, batch_size: int = 32) -> list[np.ndarray]:
+    def embed_passages(self, texts: Sequence[str], *, batch_size: int = 32,
+                       progress: bool = False) -> list[np.ndarray]:
         """Each passage's float16 unit vectors, not kept here (an index stores them beside the
         term map): row 0 the whole passage, then its windows (with `window`). A passage that
         fits one window is not embedded twice: its window is the whole passage."""
         cuts = [self.window_texts(t) if self.window is not None else [] for t in texts]
         cuts = [[] if len(ws) == 1 else ws for ws in cuts]
         flat = [*texts, *(w for ws in cuts for w in ws)]
-        vecs = self._encode(flat, batch_size=batch_size).astype(np.float16)
+        desc = (f"embedding {len(texts)} passages" if len(flat) == len(texts) else
+                f"embedding {len(texts)} passages and {len(flat) - len(texts)} windows")
+        vecs = self._encode(flat, batch_size=batch_size, progress=progress,
+                            desc=desc).astype(np.float16)
         ends = np.cumsum([len(texts), *(len(ws) for ws in cuts)])
         out = []
         for i, win in enumerate(np.split(vecs, ends[:-1])[1:]):
