@@ -34,10 +34,33 @@ log = logging.getLogger(__name__)
 TOKENIZE_GROUP = 4096
 
 
+#: Largest share of a batch's positions that may be padding before the batch is closed early.
+MAX_PADDING = 0.25
+
+
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length, so padding stays small."""
+    """Indices grouped into batches of similar length, so padding stays small: sorted by
+    length, at most `batch_size` each, and a batch is closed early when adding the next (longer)
+    row would make more than `MAX_PADDING` of its positions padding. Every position costs the
+    masked-LM head a full vocabulary row, so a short text padded to a long one's width costs as
+    much as the long one: the four views of one conversation (12 to 90 word pieces) ran 2.6
+    times slower padded into one batch than one by one. A long sorted list rarely closes early,
+    since neighbours have nearly the same length."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches: list[list[int]] = []
+    current: list[int] = []
+    tokens = 0
+    for i in order:
+        width = max(lengths[i], 1)
+        if current and (len(current) == batch_size
+                        or tokens + width < (1 - MAX_PADDING) * (len(current) + 1) * width):
+            batches.append(current)
+            current, tokens = [], 0
+        current.append(i)
+        tokens += width
+    if current:
+        batches.append(current)
+    return batches
 
 
 def pad_batch(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:

@@ -124,6 +124,8 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(tiny_student, monkeypa
 
     monkeypatch.setattr(type(tiny_student), "pooled", pooled)
     monkeypatch.setattr(tiny_student, "max_batch", None)
+    # all seven documents in one batch whatever their padding, so the first batch is too big
+    monkeypatch.setattr("convsparse.encoders.student_encoder_base.MAX_PADDING", 1.0)
     got = tiny_student.encode_documents(DOCS, ids=IDS, batch_size=8)
     assert got.ids == IDS and len(got) == len(DOCS)
     assert tiny_student.max_batch == 2  # later batches start at the size that fitted
@@ -152,6 +154,7 @@ def test_cpu_batches_run_in_passes_under_the_logits_budget(tiny_student, tiny_on
         monkeypatch.setattr(type(student), "_sparse_rows", sparse_rows)
         width = max(len(r) for r in student.tokenize_documents(DOCS))
         monkeypatch.setattr(student, "CPU_LOGITS_BYTES", 2 * width * len(student.vocabulary) * 4)
+        monkeypatch.setattr("convsparse.encoders.student_encoder_base.MAX_PADDING", 1.0)  # one batch
         got = student.encode_documents(DOCS, ids=IDS, batch_size=8)
         assert got.ids == IDS and [n for n, _ in widths] == [2, 2, 2, 1]
         for a, b in zip(expected, got):
