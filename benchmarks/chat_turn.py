@@ -116,10 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     backend = EmbeddedBackend(args.index_dir)
 
     # passage vectors before any query, on every core: bulk work, not the turn's
-    vectors = Path(tempfile.mkdtemp()) / "vectors.safetensors"
+    # kept beside the index (a cache like it): a rerun embeds only passages new to it
+    vectors = args.index_dir / f"vectors-{Path(str(args.reranker)).name}.safetensors"
     bulk = load_reranker(args.reranker, runtime="onnx")
     if bulk.semantic is not None:
-        for seed in args.vectors:
+        for seed in [*args.vectors, *([vectors] if vectors.is_file() else [])]:
             bulk.semantic.merge_vectors(seed)
         first = ConversationalSearch(index, encoder=load_student(None, runtime="onnx", device="cpu"),
                                      backend=backend)
