@@ -37,14 +37,15 @@ def _max_length(settings: Settings) -> int | None:
 
 def load_encoder(settings: Settings | None = None) -> Encoder:
     """The student named by `settings`: `model` ('' = the shipped student), `runtime`
-    (torch | onnx), `device`, `max_length`, `cache_dir`, `dtype` (PyTorch: "auto" = bf16 on CUDA)."""
+    (torch | onnx), `device`, `max_length`, `cache_dir`, `dtype` (PyTorch: "auto" = bf16 on CUDA),
+    `query_precision` (int8 | fp32: the graph conversations run on a CPU)."""
     from convsparse.encoders.loading import load_student
 
     settings = settings or get_settings()
     with naming_missing_extras():  # e.g. runtime torch without the torch extra
         return load_student(settings.model or None, runtime=settings.runtime, device=settings.device,
                             max_length=_max_length(settings), cache_dir=settings.cache_dir,
-                            dtype=settings.dtype)
+                            dtype=settings.dtype, query_precision=settings.query_precision)
 
 
 def open_backend(settings: Settings | None = None, **options: object) -> Backend:

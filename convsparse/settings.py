@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     dtype: str = "auto"
     max_length: int | None = Field(default=None, ge=8, description="Token limit; None = the model's own (at most 256)")
     cache_dir: Path = Path.home() / ".cache" / "convsparse"
+    #: Conversations on ONNX Runtime's CPU: "int8" runs the int8 query graph (documents keep
+    #: float32, the index is unchanged; `encoders/query_graph.py`), "fp32" the float32 graph.
+    query_precision: Literal["int8", "fp32"] = "int8"
     #: New indices store the re-ranker's passage vectors with the term maps (the second stage
     #: then re-ranks them by default); False: term maps only (`--no-rerank-vectors`).
     rerank_vectors: bool = True

@@ -144,8 +144,12 @@ class AnchoredStudent:
 
     runtime_suffix = "+anchored"
 
-    def __init__(self, base: Any, gate: GateWeights | AnchoredGate, *, source: str = ""):
+    def __init__(self, base: Any, gate: GateWeights | AnchoredGate, *, source: str = "",
+                 query_base: Any = None):
         self.base = base
+        #: what the conversation views run through: `base`, or `base` on its int8 query graph
+        #: (`encoders/query_graph.py`); documents always run through `base`
+        self.query_base = query_base if query_base is not None else base
         # a trainable gate (training) runs in torch; a loaded one in numpy
         self.gate = gate if isinstance(gate, GateWeights) else gate.eval()
         self.source = source
@@ -176,6 +180,11 @@ class AnchoredStudent:
         return self.base.runtime + self.runtime_suffix
 
     @property
+    def query_precision(self) -> str:
+        """'int8' when conversations run the int8 query graph, else 'fp32'."""
+        return "fp32" if self.query_base is self.base else "int8"
+
+    @property
     def document_pruning(self):
         return self.base.document_pruning
 
@@ -187,10 +196,10 @@ class AnchoredStudent:
         """(current (n, vocab), history (n, n_views, vocab)) activations of the base."""
         texts = [t for v in views for t in v.texts()]
         present = [i for i, t in enumerate(texts) if t.strip()]
-        rows = self.base.tokenize_documents([texts[i] for i in present])
+        rows = self.query_base.tokenize_documents([texts[i] for i in present])
         dense = np.zeros((len(texts), len(self.vocabulary)), dtype=np.float32)
         if present:
-            dense[present] = self.base.activations_for_ids(rows, batch_size=batch_size)
+            dense[present] = self.query_base.activations_for_ids(rows, batch_size=batch_size)
         per = dense.reshape(len(views), 1 + len(VIEWS), -1)
         return per[:, 0], per[:, 1:]
 

@@ -2,7 +2,8 @@
 
 A folder gets ``model.onnx``, the tokenizer files and ``convsparse_encoder.json`` (fingerprint,
 max length, pooling, precision, output form), which is what a service needs to run the
-encoder without PyTorch. The export itself is `onnx_runtime.export_onnx` (pooling inside the
+encoder without PyTorch, and, for a float32 export, ``query-int8.onnx``: the int8 graph that
+encodes conversations on a CPU (`encoders/query_graph.py`). The export itself is `onnx_runtime.export_onnx` (pooling inside the
 graph, dynamic batch and sequence axes), reused from the fingerprint cache when present.
 """
 
@@ -26,6 +27,8 @@ class ExportReport:
     top_k: int | None
     source: str
     vocabulary_name: str = ""
+    #: the int8 query graph's file name in the folder (`encoders/query_graph.py`), or None
+    query_int8: str | None = None
 
     def to_json(self) -> dict[str, object]:
         from convsparse.encoders.onnx_runtime import GRAPH_VERSION
@@ -47,6 +50,7 @@ def export_student(
     path becomes a folder with the graph, the tokenizer and the metadata."""
     from convsparse.encoders.loading import load_student
     from convsparse.encoders.onnx_runtime import export_onnx, onnx_cache_path
+    from convsparse.encoders.query_graph import QUERY_INT8, build_query_int8
 
     student = load_student(model, runtime="torch", device="cpu", max_length=max_length)
     fingerprint = student.fingerprint
@@ -62,8 +66,13 @@ def export_student(
         target, meta_path = out / "model.onnx", out / METADATA_NAME
         student.tokenizer.save_pretrained(out)
     shutil.copyfile(cached, target)
+    query_int8 = None
+    if out.suffix != ".onnx" and not fp16 and not top_k:  # a folder of the float32 graph
+        build_query_int8(cached, out / QUERY_INT8)
+        query_int8 = QUERY_INT8
     report = ExportReport(target, fingerprint, student.max_length, fp16, top_k,
-                          getattr(student, "source", str(model)), student.vocabulary_name)
+                          getattr(student, "source", str(model)), student.vocabulary_name,
+                          query_int8)
     meta_path.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
     return report
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from convsparse.encoders.query_graph import DEFAULT_QUERY_PRECISION, QueryPrecision, query_encoder
 from convsparse.errors import UnsupportedModelError
 from convsparse.pruning import PruningPolicy
 from convsparse.settings import DEFAULT_RUNTIME, Runtime
@@ -148,6 +149,7 @@ def load_student(
     compile: bool = False,
     onnx_optimize: bool = False,
     onnx_int8: bool = False,
+    query_precision: QueryPrecision = DEFAULT_QUERY_PRECISION,
 ):
     """Load a student encoder (a `StudentEncoderBase`).
 
@@ -162,6 +164,11 @@ def load_student(
     opt-ins (CPU): ``onnx_optimize`` runs ONNX Runtime's transformer optimizer on the export,
     ``onnx_int8`` adds int8 dynamic quantization (see `encoders/onnx_runtime.py` for the speed
     and ranking-quality numbers).
+
+    ``query_precision`` (anchored students, the shipped one included): ``"int8"`` encodes
+    conversations on ONNX Runtime's CPU through the int8 query graph while documents keep the
+    float32 one (same fingerprint; `encoders/query_graph.py`); ``"fp32"`` through the float32
+    graph, as documents.
     """
     from convsparse.encoders.anchored import AnchoredStudent, GateWeights, is_anchored_folder
     from convsparse.encoders.base_models import BASE_MODELS, base_model_dir
@@ -180,7 +187,8 @@ def load_student(
                             document_pruning=document_pruning, fp16=fp16, cache_dir=cache_dir,
                             dtype=dtype, compile=compile, onnx_optimize=onnx_optimize,
                             onnx_int8=onnx_int8)
-        return AnchoredStudent(base, gate, source=str(source))
+        return AnchoredStudent(base, gate, source=str(source),
+                               query_base=query_encoder(base, query_precision, cache_dir=cache_dir))
     if isinstance(source, Path) and is_export_folder(source):
         if runtime != "onnx":
             raise UnsupportedModelError(f"{source} is an ONNX export: run it with runtime 'onnx' "

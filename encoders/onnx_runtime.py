@@ -35,10 +35,12 @@ activations and their token ids), never the ``batch x tokens x vocab`` logits.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -99,18 +101,33 @@ def optimize_onnx(src: str | Path, out_path: str | Path, *, num_heads: int = 0,
     return out_path
 
 
-def quantize_int8(src: str | Path, out_path: str | Path) -> Path:
-    """int8 dynamic quantization of the MatMul weights of `src` (atomic write)."""
+@contextlib.contextmanager
+def _root_warnings_silenced() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def quantize_int8(src: str | Path, out_path: str | Path, *, embeddings: bool = False) -> Path:
+    """int8 dynamic quantization of the MatMul weights of `src` (atomic write); with
+    `embeddings`, of the embedding tables (Gather) too, which makes the file 2.4 times smaller
+    (the query graph the package ships) for no ranking change measured on the dev turns."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     out_path = Path(out_path)
     tmp = out_path.with_name(f".{out_path.name}.tmp.onnx")
     import onnx
 
-    # The optimizer's fused ops (com.microsoft domain) defeat shape inference: say FLOAT.
-    quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8,
-                     op_types_to_quantize=["MatMul"],
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    # The optimizer's fused ops (com.microsoft domain) defeat shape inference: say FLOAT. The
+    # quantizer's advice to pre-process (logged on the root logger) does not apply to it.
+    with _root_warnings_silenced():
+        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul", *(["Gather"] if embeddings else [])],
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     os.replace(tmp, out_path)
     return out_path
 
@@ -216,6 +233,7 @@ class OnnxStudent(StudentEncoderBase):
         if vocabulary_name is not None:  # as the exporting student named it
             self.__dict__["vocabulary_name"] = vocabulary_name
         self.source = source
+        self.intra_op_threads = intra_op_threads
         self.providers = providers_for(device)
         self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
         # No CPU memory arena: a bulk batch's (batch x tokens x vocab) logits are gigabytes,
@@ -228,6 +246,15 @@ class OnnxStudent(StudentEncoderBase):
     @property
     def fingerprint(self) -> str:
         return self._fingerprint
+
+    def with_graph(self, onnx_path: str | Path) -> OnnxStudent:
+        """This student on another graph of the same model (the int8 query graph): same
+        tokenizer, fingerprint, limits and device."""
+        return OnnxStudent(onnx_path, self.tokenizer, fingerprint=self.fingerprint,
+                           max_length=self.max_length, document_pruning=self.document_pruning,
+                           device=self.device, intra_op_threads=self.intra_op_threads,
+                           source=self.source,
+                           vocabulary_name=self.vocabulary_name)
 
     @classmethod
     def from_export_folder(

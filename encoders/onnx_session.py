@@ -41,8 +41,10 @@ GRAPH_VERSION = 3
 def onnx_cache_path(
     fingerprint: str, *, fp16: bool = False, top_k: int | None = None,
     cache_dir: str | Path | None = None, optimize: bool = False, int8: bool = False,
+    query_int8: bool = False,
 ) -> Path:
-    """Where the export of the encoder with this fingerprint is cached."""
+    """Where the export of the encoder with this fingerprint is cached (`query_int8`: its int8
+    query graph, `encoders/query_graph.py`)."""
     if cache_dir is None:
         from convsparse.settings import get_settings
 
@@ -56,6 +58,8 @@ def onnx_cache_path(
         name += "-opt"
     if int8:
         name += "-int8"
+    if query_int8:
+        name += "-query-int8"
     return Path(cache_dir) / "onnx" / f"{name}.onnx"
 
 

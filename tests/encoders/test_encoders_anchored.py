@@ -100,7 +100,8 @@ def test_load_student_reads_an_anchored_folder_on_both_runtimes(tiny_model_dir, 
     shutil.copytree(tiny_model_dir, tmp_path / "base")
     AnchoredGate().save(tmp_path, base="base")
     torch_student = load_student(tmp_path, runtime="torch", device="cpu")
-    onnx_student = load_student(tmp_path, runtime="onnx", device="cpu")
+    # runtime parity: the float32 query graph (int8 queries are tests/encoders/test_query_graph.py's)
+    onnx_student = load_student(tmp_path, runtime="onnx", device="cpu", query_precision="fp32")
     assert isinstance(torch_student, AnchoredStudent) and isinstance(onnx_student, AnchoredStudent)
     assert torch_student.fingerprint == onnx_student.fingerprint
     a, b = torch_student.encode_conversation(CONVERSATION), onnx_student.encode_conversation(CONVERSATION)

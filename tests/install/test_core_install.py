@@ -105,7 +105,8 @@ def test_default_student_on_onnx_matches_the_torch_gate():
     from convsparse.encoders.loading import load_student, shipped_student_dir
     from convsparse.encoders.onnx_runtime import OnnxStudent
 
-    default = load_student(None, runtime="onnx", device="cpu")
+    # the float32 query graph: the int8 one is tests/encoders/test_query_graph.py's
+    default = load_student(None, runtime="onnx", device="cpu", query_precision="fp32")
     assert isinstance(default, AnchoredStudent) and isinstance(default.gate, GateWeights)
     torch_base = load_student("splade-tiny", runtime="torch", device="cpu")
     today = AnchoredStudent(OnnxStudent.from_torch(torch_base, device="cpu"),
