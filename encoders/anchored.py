@@ -102,13 +102,23 @@ class GateWeights:
         return cls.from_dict(d), str(d.get("base") or "splade-tiny")
 
     def __call__(self, current: np.ndarray, views: np.ndarray) -> np.ndarray:
-        """`current` (batch, vocab), `views` (batch, n_views, vocab) -> (batch, vocab)."""
-        history = np.moveaxis(views, 1, 2)                                    # (B, V, n)
-        phi = np.stack([current, *np.moveaxis(views, 1, 0), (current > 0).astype(current.dtype),
-                        np.ones_like(current)], -1)                           # (B, V, F)
-        gate = _sigmoid(phi @ self.theta.T + self.bias)                      # (B, V, n)
+        """`current` (batch, vocab), `views` (batch, n_views, vocab) -> (batch, vocab).
+
+        Only the terms some view holds are gated: a term with no history gets ``current +
+        gate * 0``, i.e. `current`, so the few hundred held terms are computed instead of the
+        whole vocabulary (9 ms of a one-core chat turn before)."""
+        out = np.array(current, dtype=np.float32)
+        rows, terms = np.nonzero((views != 0).any(axis=1))                    # held terms
+        if rows.size == 0:
+            return out
+        cur = out[rows, terms]                                                # (k,)
+        history = views[rows, :, terms].astype(np.float32, copy=False)        # (k, n)
+        phi = np.column_stack([cur, history, (cur > 0).astype(np.float32),
+                               np.ones_like(cur)])                            # (k, F)
+        gate = _sigmoid(phi @ self.theta.T + self.bias)                      # (k, n)
         weight = np.logaddexp(0.0, self.alpha).astype(np.float32)           # softplus, (n,)
-        return (current + (gate * weight * history).sum(-1)).astype(np.float32, copy=False)
+        out[rows, terms] = cur + (gate * weight * history).sum(-1)
+        return out
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
