@@ -197,6 +197,19 @@ def test_document_frequencies(backend):
     assert backend.document_frequencies("i", ["x", "y", "nope"]) == {"x": 0.5, "y": 0.25, "nope": 0.0}
 
 
+def test_document_frequencies_follow_deletes_overwrites_and_new_writes(backend):
+    # the counts are kept between searches: every write must drop them
+    backend.create_index("i", fingerprint="fp")
+    list(backend.upsert("i", [doc("a", x=1.0), doc("b", x=1.0), doc("c", y=1.0), doc("d", y=1.0)]))
+    assert backend.document_frequencies("i", ["x", "y"]) == {"x": 0.5, "y": 0.5}
+    list(backend.delete_documents("i", ["a"]))
+    assert backend.document_frequencies("i", ["x", "y"]) == {"x": 1 / 3, "y": 2 / 3}
+    list(backend.upsert("i", [doc("b", y=1.0)]))  # b's x is overwritten away
+    assert backend.document_frequencies("i", ["x", "y"]) == {"x": 0.0, "y": 1.0}
+    list(backend.upsert("i", [doc("e", x=1.0, w=1.0)]))
+    assert backend.document_frequencies("i", ["x", "w", "y"]) == {"x": 0.25, "w": 0.25, "y": 0.75}
+
+
 def test_csr_backed_term_maps_index_like_dict_ones(backend):
     """Term maps from the bulk (CSR) path are written straight from their arrays."""
     from convsparse.termmap import CsrRows, TermMapBatch

@@ -55,6 +55,8 @@ class IndexCache:
     docs: sp.csr_matrix | None = None
     inverted: sp.csc_matrix | None = None
     alive_mask: np.ndarray | None = None
+    # live documents per term id (`search.live_document_counts`), counted once per state
+    live_counts: np.ndarray | None = None
     quantized: bool = False
     # rows written since the ANN build, sliced once per (docs matrix, first fresh row)
     fresh: tuple[sp.csr_matrix, int, sp.csr_matrix] | None = None
@@ -110,14 +112,14 @@ class IndexCache:
         """The term ids and weights of the rows last added with `add_id`, in their order: rows
         `lens` long, concatenated in `cols` and `vals`."""
         self.pending.append((lens, cols, vals))
-        self.docs = self.inverted = self.alive_mask = self.fresh = None
+        self.docs = self.inverted = self.alive_mask = self.fresh = self.live_counts = None
 
     def delete_row(self, doc_id: str) -> bool:
         row = self.row_of.pop(doc_id, None)
         if row is None:
             return False
         self.alive[row] = False
-        self.alive_mask = None
+        self.alive_mask = self.live_counts = None
         return True
 
     def add_terms(self, tokens: Iterable[str]) -> None:
