@@ -106,7 +106,11 @@ class FastTokenizer:
         limit = max_length if truncation and max_length else None
         single = isinstance(text, str)
         texts = [text] if single else list(text)
-        encodings = self._tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)
+        # without offsets, the tokenizer's fast path: the same ids, ~30% less time (a re-rank
+        # tokenizes 20 whole passages on the chat turn's core)
+        encode = (self._tokenizer.encode_batch if return_offsets_mapping
+                  else self._tokenizer.encode_batch_fast)
+        encodings = encode(texts, add_special_tokens=add_special_tokens)
         out: dict[str, Any] = {"input_ids": [
             _truncate(e.ids, e.special_tokens_mask, limit) if limit else e.ids for e in encodings]}
         if return_offsets_mapping:
