@@ -12,8 +12,8 @@ the dev turns and the held-out split: `benchmarks/results/query_precision.md`.
 Where the int8 graph comes from, first found wins:
 1. shipped beside the export (`QUERY_INT8` in the folder, named by its metadata's
    ``query_int8``): the package's SPLADE-tiny, and folders written by `convsparse export`;
-2. built once from the float32 export into the cache (``…-query-int8.onnx``), which needs the
-   ``onnx`` package (the ``torch`` extra);
+2. built once from the float32 export into the cache (``…-query-int8.onnx``,
+   `cached_query_int8`), which needs the ``onnx`` package (the ``torch`` extra);
 3. neither: conversations run the float32 graph, and the log says why, once.
 
 Only the ONNX Runtime student on a CPU has an int8 query graph: the PyTorch runtime, CUDA, and a
@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 log = logging.getLogger(__name__)
+#: exports already said to run float32 for want of the onnx package (said once each)
+_TOLD: set[str] = set()
 
 #: The int8 query graph's file name inside an export folder.
 QUERY_INT8 = "query-int8.onnx"
@@ -37,7 +40,7 @@ QueryPrecision = Literal["int8", "fp32"]
 DEFAULT_QUERY_PRECISION: QueryPrecision = "int8"
 
 
-def build_query_int8(plain: str | Path, out: str | Path) -> Path:
+def build_query_int8(plain: str | Path, out: str | Path, *, per_channel: bool = False) -> Path:
     """`out`: the int8 query graph of float32 export `plain` (optimizer fusions, then int8
     matrix products and embeddings); written atomically. Needs the ``onnx`` package."""
     from convsparse.encoders.onnx_runtime import optimize_onnx, quantize_int8
@@ -46,7 +49,37 @@ def build_query_int8(plain: str | Path, out: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         fused = optimize_onnx(plain, Path(tmp) / "fused.onnx")
-        return quantize_int8(fused, out, embeddings=True)
+        return quantize_int8(fused, out, embeddings=True, per_channel=per_channel)
+
+
+def cached_query_int8(plain: str | Path, key: str, *, cache_dir: str | Path | None = None,
+                      per_channel: bool = False,
+                      prepare: Callable[[Path, Path], object] | None = None) -> Path | None:
+    """The int8 query graph of export `plain`, cached as ``<key>-…-query-int8.onnx`` (`key`
+    names the weights: a fingerprint or a model tag) and built there the first time
+    (`prepare(plain, tmp)` first writes the float32 graph to quantize when `plain` is not one);
+    None, logged once per export, where the ``onnx`` package is missing."""
+    from convsparse.encoders.onnx_session import onnx_cache_path
+
+    path = onnx_cache_path(key, cache_dir=cache_dir, query_int8=True)
+    if path.is_file():
+        return path
+    try:
+        import onnx  # noqa: F401 - the quantizer's own dependency, absent from the core install
+    except ImportError:
+        if str(plain) not in _TOLD:
+            _TOLD.add(str(plain))
+            log.info("conversations run the float32 graph of %s: building its int8 query graph "
+                     "needs the onnx package (pip install onnx, or the torch extra)", plain)
+        return None
+    log.info("building the int8 query graph of %s once, into %s", plain, path)
+    if prepare is None:
+        return build_query_int8(plain, path, per_channel=per_channel)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        source = Path(tmp) / "float32.onnx"
+        prepare(Path(plain), source)
+        return build_query_int8(source, path, per_channel=per_channel)
 
 
 def _shipped(base: Any) -> Path | None:
@@ -71,23 +104,6 @@ def _plain_graph(base: Any) -> bool:
     return not any(tag in stem for tag in ("-opt", "-int8", "query-"))
 
 
-def _built(base: Any, cache_dir: str | Path | None) -> Path | None:
-    from convsparse.encoders.onnx_session import onnx_cache_path
-
-    path = onnx_cache_path(base.fingerprint, cache_dir=cache_dir, query_int8=True)
-    if path.is_file():
-        return path
-    try:
-        import onnx  # noqa: F401 - the quantizer's own dependency, absent from the core install
-    except ImportError:
-        log.info("conversations run the float32 graph: %s ships no int8 query graph and "
-                 "building one needs the onnx package (pip install 'convsparse[torch]')",
-                 base.onnx_path)
-        return None
-    log.info("building the int8 query graph of %s once, into %s", base.onnx_path, path)
-    return build_query_int8(base.onnx_path, path)
-
-
 def query_encoder(base: Any, precision: QueryPrecision = DEFAULT_QUERY_PRECISION, *,
                   cache_dir: str | Path | None = None) -> Any:
     """The encoder that `base`'s conversations run through at `precision` (module docstring):
@@ -97,9 +113,9 @@ def query_encoder(base: Any, precision: QueryPrecision = DEFAULT_QUERY_PRECISION
     if (precision == "fp32" or getattr(base, "runtime", "") != "onnx"
             or getattr(base, "device", "cpu") != "cpu" or not _plain_graph(base)):
         return base
-    path = _shipped(base) or _built(base, cache_dir)
+    path = _shipped(base) or cached_query_int8(base.onnx_path, base.fingerprint, cache_dir=cache_dir)
     return base.with_graph(path) if path is not None else base
 
 
 __all__ = ["DEFAULT_QUERY_PRECISION", "QUERY_INT8", "QueryPrecision", "build_query_int8",
-           "query_encoder"]
+           "cached_query_int8", "query_encoder"]

@@ -50,21 +50,23 @@ class _ShippedWhereVectors:
 
 
 DEFAULT_RERANKER: Any = _ShippedWhereVectors()
-_SHIPPED: dict[str, Any] = {}
+_SHIPPED: dict[tuple[str, str], Any] = {}
 
 
-def shipped_reranker(runtime: Literal["torch", "onnx"]) -> Any:
-    """The shipped re-ranker (`load_reranker("default")`), loaded once per process and
-    runtime; a string saying why when it cannot be loaded (the search keeps its first stage)."""
-    loaded = _SHIPPED.get(runtime)
+def shipped_reranker(runtime: Literal["torch", "onnx"],
+                     query_precision: Literal["int8", "fp32"] = "int8") -> Any:
+    """The shipped re-ranker (`load_reranker("default")`), loaded once per process, runtime and
+    query precision; a string saying why when it cannot be loaded (the search keeps its first
+    stage)."""
+    loaded = _SHIPPED.get((runtime, query_precision))
     if loaded is None:
         try:
             from convsparse.reranking import load_reranker
 
-            loaded = load_reranker("default", runtime=runtime)
+            loaded = load_reranker("default", runtime=runtime, query_precision=query_precision)
         except Exception as e:  # noqa: BLE001 - reported in result.rerank, never raised
             loaded = f"the shipped re-ranker cannot be loaded ({type(e).__name__}: {e})"
-        _SHIPPED[runtime] = loaded
+        _SHIPPED[runtime, query_precision] = loaded
     return loaded
 
 
@@ -147,7 +149,9 @@ class ConversationalSearch:
             from convsparse.reranking import load_reranker
             from convsparse.settings import get_settings
 
-            reranker = load_reranker(reranker, runtime=(settings or get_settings()).runtime)
+            chosen = settings or get_settings()
+            reranker = load_reranker(reranker, runtime=chosen.runtime,
+                                     query_precision=chosen.query_precision)
         self.reranker = reranker
         self._reranker_spec: tuple[Any, Any] | None = None  # (re-ranker, its VectorSpec)
         self._statistics = CollectionStatistics()
@@ -269,8 +273,8 @@ class ConversationalSearch:
             return None, "off"
         from convsparse.settings import get_settings
 
-        runtime = (self._settings or get_settings()).runtime
-        loaded = shipped_reranker(runtime)
+        settings = self._settings or get_settings()
+        loaded = shipped_reranker(settings.runtime, settings.query_precision)
         if isinstance(loaded, str):
             return None, f"fallback: {loaded}"
         return loaded, "ok"

@@ -43,6 +43,7 @@ import convsparse
 from convsparse.conversation import ConversationLike, parse_conversation
 from convsparse.documents import document_text
 from convsparse.encoders.formatter import ConversationFormatter
+from convsparse.encoders.query_graph import DEFAULT_QUERY_PRECISION, QueryPrecision
 from convsparse.errors import UnsupportedModelError
 from convsparse.hits import Hit
 from convsparse.reranking.features import (
@@ -577,7 +578,8 @@ def _head_check(spec: RerankerSpec, names_wanted: set[str]):
     return check
 
 
-def _load_onnx(path: Path, spec: RerankerSpec, device: str) -> Reranker:
+def _load_onnx(path: Path, spec: RerankerSpec, device: str,
+               query_precision: QueryPrecision = DEFAULT_QUERY_PRECISION) -> Reranker:
     """The serving path: ONNX Runtime sessions of the exports (made first, with torch, when
     missing or unusable), the `tokenizers` library and numpy; no torch or transformers when
     the exports are there."""
@@ -617,6 +619,8 @@ def _load_onnx(path: Path, spec: RerankerSpec, device: str) -> Reranker:
             semantic.use_onnx(exports[1], device=device)
         else:
             use_builtin_export(semantic, device=device)
+            if query_precision == "int8":
+                semantic.use_query_int8()
     return Reranker(None, tokenizer, max_length=spec.max_length, query_length=spec.query_length,
                     device=device, statistics=stats, semantic=semantic, session=session,
                     parts=Parts(spec.term_control, spec.cross_encoder, spec.n_semantic))
@@ -631,7 +635,8 @@ def _read_only(target: Path) -> None:
 
 
 def load_reranker(path: str | Path | None = "default", *, device: str = "cpu",
-                  runtime: Literal["torch", "onnx"] = "torch") -> Reranker:
+                  runtime: Literal["torch", "onnx"] = "torch",
+                  query_precision: QueryPrecision = DEFAULT_QUERY_PRECISION) -> Reranker:
     """A trained re-ranker from its folder (`Reranker.save`); ``"default"`` (or None) is the
     one that ships in the package (`DEFAULT_FOLDER`, see its MODEL_CARD.md).
     ``runtime="onnx"`` scores the heads and embeds the conversation's views with ONNX Runtime
@@ -639,13 +644,16 @@ def load_reranker(path: str | Path | None = "default", *, device: str = "cpu",
     and, for a bi-encoder of its own, ``semantic.onnx``, or into the cache when the folder is
     read-only: `onnx_exports`; a built-in bi-encoder's export is shared from the cache:
     `builtin_export`; the faster choice on a CPU core). A folder that cannot be read is an
-    `UnsupportedModelError` naming the file and the fix."""
+    `UnsupportedModelError` naming the file and the fix. On ONNX Runtime's CPU,
+    ``query_precision="int8"`` embeds the conversation's views with an int8 graph of a
+    built-in bi-encoder where the ``onnx`` package can build it (`PassageVectors.use_query_int8`);
+    passages keep float32."""
     if runtime not in ("torch", "onnx"):
         raise UnsupportedModelError(f"runtime must be 'torch' or 'onnx', not {runtime!r}")
     path = DEFAULT_FOLDER if path is None or str(path) == "default" else Path(path)
     spec = read_spec(path)
     if runtime == "onnx":
-        return _load_onnx(path, spec, device)
+        return _load_onnx(path, spec, device, query_precision)
     return _load_torch(path, spec, device)
 
 

