@@ -20,6 +20,10 @@ judgments. Wall-clock times on a shared machine include waiting for the core, so
 the process spent on the turn (``cpu_ms``, `time.process_time`: every thread; ONNX Runtime runs
 in the caller's thread with one core) and on the re-rank stage (``rerank_cpu_ms``) are reported
 too: what a quiet core's wall clock would show, within cache effects.
+Settings: no re-rank; each depth with the defaults (conversations in int8 on both models:
+the student's shipped query graph and the bi-encoder's, built where the onnx package is
+installed); depth 20 as the core install runs it (no onnx: the bi-encoder's views in
+float32); depth 20 with float32 conversations throughout (``query_precision="fp32"``).
 Goals (issue 31): re-rank stage <= 25 ms p50 at depth 20, whole turn <= 60 ms p50.
 
 Writes benchmarks/results/chat_turn.{json,md}.
@@ -136,15 +140,29 @@ def main(argv: list[str] | None = None) -> int:
 
     # the budget: one core; ONNX Runtime sizes its pools by the CPUs a process may use
     pin_to_one_core()
-    encoder = load_student(None, runtime="onnx", device="cpu")
-    rr = load_reranker(args.reranker, runtime="onnx")
-    if rr.semantic is not None:
-        rr.semantic.merge_vectors(vectors)
-    settings = {"no re-rank": None, **{f"depth {d}": d for d in args.depths}}
-    timed = CpuTimed(rr)
-    clients = {name: ConversationalSearch(index, encoder=encoder, backend=backend,
-                                          reranker=timed if d else None, rerank_depth=d or 20)
-               for name, d in settings.items()}
+    # the default (int8 conversations on both models, where the onnx package can build the
+    # bi-encoder's), the core install (no onnx: the bi-encoder's views in float32), and
+    # float32 conversations throughout (query_precision="fp32")
+    encoders = {p: load_student(None, runtime="onnx", device="cpu", query_precision=p)
+                for p in ("int8", "fp32")}
+    #: name -> (depth or None, the student's query precision, the re-ranker's)
+    settings = {"no re-rank": (None, "int8", "int8"),
+                **{f"depth {d}": (d, "int8", "int8") for d in args.depths},
+                "depth 20, core install (views float32)": (20, "int8", "fp32"),
+                "depth 20, float32 conversations": (20, "fp32", "fp32")}
+
+    def reranker(precision: str):
+        rr = load_reranker(args.reranker, runtime="onnx", query_precision=precision)
+        if rr.semantic is not None:
+            rr.semantic.merge_vectors(vectors)
+        return rr
+
+    # one re-ranker per setting: each keeps its own cache of tokenized passages (a chat's next
+    # turn meets many of the same passages), which another setting's turn must not warm
+    timed = {name: CpuTimed(reranker(views)) for name, (d, _, views) in settings.items() if d}
+    clients = {name: ConversationalSearch(index, encoder=encoders[student], backend=backend,
+                                          reranker=timed.get(name), rerank_depth=d or 20)
+               for name, (d, student, _) in settings.items()}
     for client in clients.values():  # warm-up: lazy initialisation, first-use caches
         client.search(list(heldout[0].turns), k=10)
     times: dict[str, dict[str, list[float]]] = {n: {s: [] for s in STAGES} for n in clients}
@@ -153,12 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     for t in heldout:
         for name, client in clients.items():
-            timed.last_ms = None
+            clock = timed.get(name)
+            if clock is not None:
+                clock.last_ms = None
             cpu = time.process_time()
             res = client.search(list(t.turns), k=10)
             res.timings["cpu_ms"] = (time.process_time() - cpu) * 1000
-            if timed.last_ms is not None:
-                res.timings["rerank_cpu_ms"] = timed.last_ms
+            if clock is not None and clock.last_ms is not None:
+                res.timings["rerank_cpu_ms"] = clock.last_ms
             for s in STAGES:
                 if s in res.timings:
                     times[name][s].append(res.timings[s])
@@ -167,7 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     ids = [t.id for t in heldout]
     rows = []
     for name in clients:
-        rows.append({"setting": name, "depth": settings[name], "turns": len(ids),
+        depth, student, views = settings[name]
+        semantic = timed[name].reranker.semantic if name in timed else None
+        rows.append({"setting": name, "depth": depth, "student_queries": student,
+                     "bi_encoder_views": "int8" if semantic is not None
+                     and semantic.query_session is not None else "fp32",
+                     "turns": len(ids),
                      **compute_metrics(col.qrels, runs[name], ["mrr@10", "ndcg@3"], query_ids=ids),
                      "rerank_status": statuses[name],
                      **{s: latency_summary(v) for s, v in times[name].items() if v}})
@@ -186,16 +211,19 @@ def main(argv: list[str] | None = None) -> int:
 def markdown(res: dict) -> str:
     lines = [f"# The warm chat turn on one CPU core ({res['heldout_turns']} held-out MTRAG turns, "
              f"{res['corpus']} passages, ONNX Runtime, k={res['k']})", "",
-             "| setting | MRR@10 | nDCG@3 | turn p50 / p95 ms | turn CPU p50 / p95 ms | encode p50 | "
+             "| setting | conversations: student / bi-encoder views | MRR@10 | nDCG@3 | "
+             "turn p50 / p95 ms | turn CPU p50 / p95 ms | encode p50 | "
              "search p50 | re-rank p50 / p95 ms | re-rank CPU p50 / p95 ms |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
     def pair(r: dict, key: str) -> str:
         return f"{r[key]['p50']:.1f} / {r[key]['p95']:.1f}" if key in r else "–"
 
     for r in res["rows"]:
         lines.append(
-            f"| {r['setting']} | {r['mrr@10']:.3f} | {r['ndcg@3']:.3f} | {pair(r, 'total_ms')} | "
+            f"| {r['setting']} | {r.get('student_queries', '?')} / "
+            f"{r.get('bi_encoder_views', '?') if r['depth'] else '–'} | "
+            f"{r['mrr@10']:.3f} | {r['ndcg@3']:.3f} | {pair(r, 'total_ms')} | "
             f"{pair(r, 'cpu_ms')} | {r['encode_ms']['p50']:.1f} | {r['search_ms']['p50']:.1f} | "
             f"{pair(r, 'rerank_ms')} | {pair(r, 'rerank_cpu_ms')} |")
     lines += ["", "`ConversationalSearch.search(conversation, k=10)` per held-out turn, the settings "
