@@ -3,8 +3,9 @@
 A folder gets ``model.onnx``, the tokenizer files and ``convsparse_encoder.json`` (fingerprint,
 max length, pooling, precision, output form), which is what a service needs to run the
 encoder without PyTorch, and, for a float32 export, ``query-int8.onnx``: the int8 graph that
-encodes conversations on a CPU (`encoders/query_graph.py`). The export itself is `onnx_runtime.export_onnx` (pooling inside the
-graph, dynamic batch and sequence axes), reused from the fingerprint cache when present.
+encodes conversations on a CPU (`encoders/query_graph.py`). The export itself is
+`onnx_runtime.export_onnx` (pooling inside the graph, dynamic batch and sequence axes), reused
+from the fingerprint cache when present.
 """
 
 from __future__ import annotations

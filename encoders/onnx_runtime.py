@@ -122,7 +122,7 @@ def quantize_int8(src: str | Path, out_path: str | Path, *, embeddings: bool = F
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     out_path = Path(out_path)
-    tmp = out_path.with_name(f".{out_path.name}.tmp.onnx")
+    tmp = temporary_sibling(out_path)  # unique: two processes may build the same graph at once
     import onnx
 
     # The optimizer's fused ops (com.microsoft domain) defeat shape inference: say FLOAT. The

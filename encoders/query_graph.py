@@ -40,25 +40,30 @@ QueryPrecision = Literal["int8", "fp32"]
 DEFAULT_QUERY_PRECISION: QueryPrecision = "int8"
 
 
-def build_query_int8(plain: str | Path, out: str | Path, *, per_channel: bool = False) -> Path:
-    """`out`: the int8 query graph of float32 export `plain` (optimizer fusions, then int8
-    matrix products and embeddings); written atomically. Needs the ``onnx`` package."""
+def build_query_int8(plain: str | Path, out: str | Path, *, per_channel: bool = False,
+                     fuse: bool = True) -> Path:
+    """`out`: the int8 query graph of float32 export `plain` (with `fuse`, the optimizer's
+    fusions first; then int8 matrix products and embeddings); written atomically. Needs the
+    ``onnx`` package."""
     from convsparse.encoders.onnx_runtime import optimize_onnx, quantize_int8
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if not fuse:
+        return quantize_int8(plain, out, embeddings=True, per_channel=per_channel)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         fused = optimize_onnx(plain, Path(tmp) / "fused.onnx")
         return quantize_int8(fused, out, embeddings=True, per_channel=per_channel)
 
 
 def cached_query_int8(plain: str | Path, key: str, *, cache_dir: str | Path | None = None,
-                      per_channel: bool = False,
+                      per_channel: bool = False, fuse: bool = True,
                       prepare: Callable[[Path, Path], object] | None = None) -> Path | None:
     """The int8 query graph of export `plain`, cached as ``<key>-…-query-int8.onnx`` (`key`
     names the weights: a fingerprint or a model tag) and built there the first time
-    (`prepare(plain, tmp)` first writes the float32 graph to quantize when `plain` is not one);
-    None, logged once per export, where the ``onnx`` package is missing."""
+    (`prepare(plain, tmp)` first writes the float32 graph to quantize when `plain` is not one;
+    `per_channel`, `fuse`: `build_query_int8`'s); None, logged once per export, where the
+    ``onnx`` package is missing."""
     from convsparse.encoders.onnx_session import onnx_cache_path
 
     path = onnx_cache_path(key, cache_dir=cache_dir, query_int8=True)
@@ -74,12 +79,12 @@ def cached_query_int8(plain: str | Path, key: str, *, cache_dir: str | Path | No
         return None
     log.info("building the int8 query graph of %s once, into %s", plain, path)
     if prepare is None:
-        return build_query_int8(plain, path, per_channel=per_channel)
+        return build_query_int8(plain, path, per_channel=per_channel, fuse=fuse)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         source = Path(tmp) / "float32.onnx"
         prepare(Path(plain), source)
-        return build_query_int8(source, path, per_channel=per_channel)
+        return build_query_int8(source, path, per_channel=per_channel, fuse=fuse)
 
 
 def _shipped(base: Any) -> Path | None:

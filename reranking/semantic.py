@@ -44,6 +44,7 @@ choice, the views and the one-pass format.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -55,6 +56,8 @@ from convsparse.document_vectors import text_key
 from convsparse.errors import UnsupportedModelError
 from convsparse.progress import progress_bar
 from convsparse.reranking.passage_store import PassageVectorStore
+
+log = logging.getLogger(__name__)
 
 MODEL_DIR = "semantic"
 VECTORS_FILE = "passage_vectors.safetensors"
@@ -276,12 +279,15 @@ class PassageVectors:
 
     def use_query_int8(self, *, cache_dir: str | Path | None = None) -> PassageVectors:
         """Embed the conversation's views with the int8 graph of the ONNX export (built once
-        into the cache, `encoders/query_graph.py`; per-channel scales) while passages keep the
+        into the cache, `encoders/query_graph.py`; per-channel scales, no optimizer fusions:
+        as fast here, and half the build: ~6 s, once a machine) while passages keep the
         export's float32 arithmetic, so stored vectors stay valid. Only for a built-in
         bi-encoder (its tag names the cached graph) on a CPU session, and only where the
         ``onnx`` package can build it (else the float32 graph, logged once).
         Why: the views' pass is the largest part of a re-rank on one core; on the 274 dev
-        turns the re-ranked MRR@10 went .5894 -> .5917 (p .35) with it."""
+        turns the re-ranked MRR@10 went .5894 -> .5917 (p .35) with it. Built in the
+        foreground: a background thread would hold the interpreter while a chat turn runs, and
+        a short command would exit before it finished."""
         from convsparse.encoders.onnx_session import inference_session
         from convsparse.encoders.query_graph import cached_query_int8
         from convsparse.reranking.shipped_bi_encoder import float32_weights
@@ -289,10 +295,15 @@ class PassageVectors:
         if (self.session is None or self.onnx_path is None or self.model_tag is None
                 or self.session.get_providers()[0] != "CPUExecutionProvider"):
             return self
-        path = cached_query_int8(self.onnx_path, "bi-encoder:" + self.model_tag.replace("==", "-"),
-                                 cache_dir=cache_dir, per_channel=True, prepare=float32_weights)
-        if path is not None:
-            self.query_session = inference_session(path, self.session.get_providers())
+        try:
+            path = cached_query_int8(self.onnx_path, "bi-encoder:" + self.model_tag.replace("==", "-"),
+                                     cache_dir=cache_dir, per_channel=True, fuse=False,
+                                     prepare=float32_weights)
+            if path is not None:
+                self.query_session = inference_session(path, self.session.get_providers())
+        except Exception as e:  # noqa: BLE001 - an optimisation: the float32 graph still serves
+            log.warning("the bi-encoder's int8 graph could not be built (%s: %s); the "
+                        "conversation's views run float32", type(e).__name__, e)
         return self
 
     def __len__(self) -> int:
