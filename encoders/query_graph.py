@@ -16,6 +16,10 @@ Where the int8 graph comes from, first found wins:
    `cached_query_int8`), which needs the ``onnx`` package (the ``torch`` extra);
 3. neither: conversations run the float32 graph, and the log says why, once.
 
+The re-ranker's bi-encoder reads the conversation the same way: its views run an int8 graph of
+its export (`PassageVectors.use_query_int8`: per-channel scales, no fusions, built into the
+cache) while passage vectors keep float32.
+
 Only the ONNX Runtime student on a CPU has an int8 query graph: the PyTorch runtime, CUDA, and a
 base already opened on an optimized or int8 graph (the ``onnx_optimize`` / ``onnx_int8``
 opt-ins: a choice made for both sides) encode conversations as they encode documents.
