@@ -78,14 +78,16 @@ def rerank_vectors(
             "`convsparse rerank vectors` takes an index name now: passage vectors live in the "
             "index, stored with the term maps at ingestion (`convsparse ingest SOURCE --index "
             "NAME`); `convsparse rerank vectors NAME [--rerank FOLDER]` fills in those missing")
-    be = open_backend(settings_from(data_dir=data_dir, backend=backend))
+    settings = settings_from(data_dir=data_dir, backend=backend)
+    be = open_backend(settings)
     be.describe_index(index)  # IndexNotFoundError (exit 1) before any model loads
     if not isinstance(be, SupportsPassageVectors):
         raise UsageError(f"the {type(be).__name__} cannot store passage vectors")
     if rerank is not None:
         from convsparse.reranking import load_reranker
 
-        rr = load_reranker(rerank)  # UnsupportedModelError (exit 2) names the folder
+        # UnsupportedModelError (exit 2) names the folder
+        rr = load_reranker(rerank, runtime=settings.runtime)
         if rr.semantic is None:
             raise UsageError(f"{rerank}: this re-ranker reads no passage vectors")
         embedder = PassageEmbedder(rr.semantic)

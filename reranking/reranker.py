@@ -20,7 +20,7 @@ re-ranker) and the bi-encoder's (the built-in MiniLM's ships in the package:
 `shipped_bi_encoder`; another one's is built once with torch, into the folder or the cache);
 tokenizing is the `tokenizers` library's (`FastTokenizer`), the term features numpy.
 
-    >>> rr = load_reranker("runs/reranker")                                # doctest: +SKIP
+    >>> rr = load_reranker("runs/reranker")                    # ONNX Runtime; doctest: +SKIP
     >>> hits = rr.rerank(conversation, query_term_map, first_stage_hits)   # doctest: +SKIP
 """
 
@@ -45,6 +45,7 @@ from convsparse.documents import document_text
 from convsparse.encoders.formatter import ConversationFormatter
 from convsparse.encoders.query_graph import DEFAULT_QUERY_PRECISION, QueryPrecision
 from convsparse.errors import UnsupportedModelError
+from convsparse.settings import DEFAULT_RUNTIME, Runtime
 from convsparse.hits import Hit
 from convsparse.reranking.features import (
     N_FEATURES,
@@ -635,11 +636,12 @@ def _read_only(target: Path) -> None:
 
 
 def load_reranker(path: str | Path | None = "default", *, device: str = "cpu",
-                  runtime: Literal["torch", "onnx"] = "torch",
+                  runtime: Runtime = DEFAULT_RUNTIME,
                   query_precision: QueryPrecision = DEFAULT_QUERY_PRECISION) -> Reranker:
     """A trained re-ranker from its folder (`Reranker.save`); ``"default"`` (or None) is the
     one that ships in the package (`DEFAULT_FOLDER`, see its MODEL_CARD.md).
-    ``runtime="onnx"`` scores the heads and embeds the conversation's views with ONNX Runtime
+    ``runtime`` defaults to the project's one default runtime, ONNX Runtime (as `load_student`):
+    ``"torch"`` loads the trainable model (the `rerank` extra). ``runtime="onnx"`` scores the heads and embeds the conversation's views with ONNX Runtime
     without importing torch or transformers (exported once into the folder as ``model.onnx``
     and, for a bi-encoder of its own, ``semantic.onnx``, or into the cache when the folder is
     read-only: `onnx_exports`; a built-in bi-encoder's export is shared from the cache:

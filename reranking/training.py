@@ -207,7 +207,7 @@ def train_reranker(cfg: RerankConfig, *, log: Say = print) -> Path:
     ck = cfg.output_dir / "checkpoint"
     start_epoch, best = 0, (-1.0, -1)
     if cfg.resume and (ck / "state.pt").exists():
-        reranker = load_reranker(ck / "reranker")
+        reranker = load_reranker(ck / "reranker", runtime="torch")  # trained on
         state = load_checkpoint(ck / "state.pt", "cpu")
         start_epoch, best = int(state["epoch"]) + 1, (float(state["best"]), int(state["best_epoch"]))
         log(f"resuming after epoch {start_epoch}" + (

