@@ -21,6 +21,16 @@ the student's dot products. Reported per variant and epoch: pooled MRR@10 and R@
 the best epoch by MRR@10 paired t-tests over turns against epoch 0 (the best epoch is chosen on
 the same turns: an optimistic figure, which only matters if a variant looks better).
 Writes benchmarks/results/student_distill_reranker.{json,md,png}.
+
+`--extra mtrag-un,cast` adds train-only turns, labelled by the same teacher at the same depth
+and cached per source (`<cache>/labels-<source>-d<depth>.jsonl`; the MTRAG file is unchanged):
+the mtrag-pooled tasks of source "mtrag-un" (judged: KL and InfoNCE) and the TREC CAsT turns
+of `--cast` (no qrels: searched over the same corpus, KL only; `--cast-conversations N` labels
+a seeded subset of N conversations instead of all). They are never scored. Fifteen MTRAG-UN
+tasks open with the first question of an MTRAG conversation (the same conversation under
+another id, `continued_mtrag_conversation`): those continuing a held-out conversation are
+dropped, the others train only in the folds where that conversation is not tested. Writes
+..._extra.
 """
 
 from __future__ import annotations
@@ -39,41 +49,91 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
+#: the train-only sources `--extra` can add
+EXTRA_SOURCES = ("mtrag-un", "cast")
 
 
-def make_labels(args, col, tasks, docs, base, log):
-    """The re-ranker teacher's labels for `tasks`, cached under `args.cache`."""
+def make_labels(args, col, tasks, docs, log, source: str = "mtrag", teacher: dict | None = None):
+    """The re-ranker teacher's labels for `tasks` (of `source`), cached under `args.cache`:
+    ``labels-d<depth>.jsonl`` for MTRAG, ``labels-<source>-d<depth>.jsonl`` for the others.
+    `teacher`: a dict the loaded re-ranker and first stage are kept in between sources."""
     from convsparse.encoders.loading import load_student
     from convsparse.reranking.labels import read_labels, write_labels
     from convsparse.reranking.reranker import load_reranker
     from convsparse.training.teachers.reranker import reranker_labels
 
-    path = args.cache / f"labels-d{args.depth}.jsonl"
+    stem = f"labels-d{args.depth}" if source == "mtrag" else f"labels-{source}-d{args.depth}"
+    path = args.cache / f"{stem}.jsonl"
     if path.exists():
         labels = {lab.task_id: lab for lab in read_labels(path)}
         if all(t.id in labels for t in tasks):
-            return labels, json.loads((args.cache / f"labels-d{args.depth}-cost.json").read_text())
-    t0 = time.time()
-    rr = load_reranker(args.reranker)
+            return labels, json.loads((args.cache / f"{stem}-cost.json").read_text())
+    teacher = {} if teacher is None else teacher
     vectors = args.cache / "passage_vectors-w128s96.safetensors"
-    for f in (vectors, *args.vectors):
-        if f.is_file():
-            rr.semantic.merge_vectors(f)
+    t0 = time.time()
+    if not teacher:
+        teacher["reranker"] = load_reranker(args.reranker)
+        for f in (vectors, *args.vectors):
+            if f.is_file():
+                teacher["reranker"].semantic.merge_vectors(f)
+        teacher["first_stage"] = load_student(runtime="torch", device="cpu")
+    rr = teacher["reranker"]
     stored = len(rr.semantic.store)
-    first = load_student(runtime="torch", device="cpu")
     t1 = time.time()
     texts = {d: p.encoded_text for d, p in col.corpus.items()}
-    labels = reranker_labels(tasks, texts, reranker=rr, first_stage=first, depth=args.depth,
-                             documents=docs, qrels=col.qrels, progress=True)
+    labels = reranker_labels(tasks, texts, reranker=rr, first_stage=teacher["first_stage"],
+                             depth=args.depth, documents=docs, qrels=col.qrels, progress=True)
     t2 = time.time()
     rr.semantic.save_vectors(vectors)
     write_labels(labels, path)
-    cost = {"turns": len(tasks), "depth": args.depth,
+    cost = {"source": source, "turns": len(tasks), "depth": args.depth,
             "passages_embedded": len(rr.semantic.store) - stored,
             "seconds_loading": round(t1 - t0, 1), "seconds_labelling": round(t2 - t1, 1)}
-    (args.cache / f"labels-d{args.depth}-cost.json").write_text(json.dumps(cost) + "\n")
+    (args.cache / f"{stem}-cost.json").write_text(json.dumps(cost) + "\n")
     log(f"labels: {cost}")
     return {lab.task_id: lab for lab in labels}, cost
+
+
+def continued_mtrag_conversation(tasks, mtrag_tasks) -> dict[str, str]:
+    """{task id: MTRAG conversation id} for each of `tasks` whose first user question opens an
+    MTRAG conversation: mtrag-pooled holds some conversations twice, as MTRAG turns and as an
+    MTRAG-UN task under another id (often with the same questions up to its last)."""
+    def opening(t) -> str:
+        return next(x.text for x in t.turns if x.role == "user").strip().lower()
+
+    opens = {opening(t): t.conversation_id or t.id for t in mtrag_tasks}
+    return {t.id: opens[opening(t)] for t in tasks if opening(t) in opens}
+
+
+def extra_tasks(args, col, held_out: set[str], mtrag_conversations: set[str], log):
+    """The train-only tasks of `args.extra` by source, {task id: the dev MTRAG conversation it
+    continues}, and how many tasks of each source were dropped: MTRAG-UN tasks continuing a
+    held-out conversation (only the held-out conversations' opening questions are read, to
+    find them)."""
+    from convsparse.benchmark_collections import load_conversations
+
+    wanted = [s for s in args.extra.split(",") if s]
+    unknown = set(wanted) - set(EXTRA_SOURCES)
+    if unknown:
+        raise SystemExit(f"--extra: unknown source(s) {sorted(unknown)}; known: {EXTRA_SOURCES}")
+    out, continued, dropped = {}, {}, {}
+    if "mtrag-un" in wanted:
+        un = [t for t in col.conversations if t.fields.get("source") == "mtrag-un"]
+        every_mtrag = [t for t in col.conversations if t.fields.get("source") == "mtrag"]
+        cont = continued_mtrag_conversation(un, every_mtrag)
+        out["mtrag-un"] = [t for t in un if cont.get(t.id) not in held_out]
+        dropped["mtrag-un"] = len(un) - len(out["mtrag-un"])
+        continued = {q: c for q, c in cont.items() if c in mtrag_conversations}
+        log(f"mtrag-un: {len(un)} tasks, {len(cont)} continue an MTRAG conversation, "
+            f"{dropped['mtrag-un']} of them a held-out one (dropped)")
+    if "cast" in wanted:
+        cast = load_conversations(args.cast)
+        if args.cast_conversations:
+            convs = sorted({t.conversation_id or t.id for t in cast})
+            keep = set(random.Random(args.seed).sample(convs, min(args.cast_conversations, len(convs))))
+            cast = [t for t in cast if (t.conversation_id or t.id) in keep]
+        out["cast"] = cast
+    return out, continued, dropped
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,13 +154,19 @@ def main(argv: list[str] | None = None) -> int:
                          "turn for --epochs epochs, then score the held-out turns once (the only "
                          "read of them); writes ..._heldout")
     ap.add_argument("--variants", default="", help="comma-separated indices of the variants to run (default all)")
+    ap.add_argument("--extra", default="",
+                    help=f"comma-separated train-only sources to label and add ({', '.join(EXTRA_SOURCES)})")
+    ap.add_argument("--cast", type=Path, default=DATA / "cast" / "conversations.jsonl")
+    ap.add_argument("--cast-conversations", type=int, default=0,
+                    help="label only this many CAsT conversations, drawn with --seed (0: all)")
+    ap.add_argument("--seed", type=int, default=0, help="draws the CAsT subset")
     ap.add_argument("--out", type=Path, default=None,
                     help="default benchmarks/results/student_distill_reranker (depth 50) or "
                          "..._d<depth>")
     args = ap.parse_args(argv)
     if args.out is None:
         name = ("student_distill_reranker" + ("" if args.depth == 50 else f"_d{args.depth}")
-                + ("_heldout" if args.heldout else ""))
+                + ("_extra" if args.extra else "") + ("_heldout" if args.heldout else ""))
         args.out = REPO / "benchmarks" / "results" / name
     if not args.data.is_dir():
         print(f"no data at {args.data}", file=sys.stderr)
@@ -146,22 +212,37 @@ def main(argv: list[str] | None = None) -> int:
     held = {cid(t) for t in split_tasks(col.conversations, col.qrels, cfg0).heldout}
     mtrag = [t for t in col.conversations
              if t.fields.get("source") == cfg0.heldout_source and cid(t) not in held]
-    labels, cost = make_labels(args, col, mtrag, docs, base, log)
+    teacher: dict = {}
+    labels, cost = make_labels(args, col, mtrag, docs, log, teacher=teacher)
+    extras, continued, dropped = extra_tasks(args, col, held, {cid(t) for t in mtrag}, log)
+    extra_cost = {}
+    for source, tasks in extras.items():
+        got, extra_cost[source] = make_labels(args, col, tasks, docs, log, source, teacher)
+        labels.update(got)
     if args.labels_only:
         return 0
     dev = [t for t in mtrag if t.id in col.qrels]  # as student_gate_cv.py
     dev_ids = [t.id for t in dev]
     row_of = {d: i for i, d in enumerate(doc_ids)}
-    current, history = view_matrices(base, mtrag)
+    # every training turn: the MTRAG ones first (their rows are the dev rows), then the extras
+    trained = mtrag + [t for tasks in extras.values() for t in tasks]
+
+    def fold_key(t):
+        """The conversation whose fold decides when `t` trains (an MTRAG-UN task continuing a
+        dev conversation goes with it; other extras have none and always train)."""
+        return continued.get(t.id, cid(t))
+
+    current, history = view_matrices(base, trained)
     n_docs = docs.shape[0]
     df = np.asarray((docs > 0).sum(0)).ravel()
     idf = torch.tensor(np.log((n_docs + 1) / (df + 1)) / np.log(n_docs + 1), dtype=torch.float32)
     log(f"{len(dev)} dev turns, {len({cid(t) for t in dev})} conversations, "
-        f"{len(mtrag)} labelled turns")
+        f"{len(mtrag)} labelled MTRAG turns, extra: "
+        + ", ".join(f"{s} {len(ts)}" for s, ts in extras.items()))
 
     def examples(depth: int, scale: float) -> list[AnchoredExample]:
         out = []
-        for i, t in enumerate(mtrag):
+        for i, t in enumerate(trained):
             lab = labels[t.id]
             pos = np.array([row_of[d] for d, r in col.qrels.get(t.id, {}).items()
                             if r > 0 and d in row_of], dtype=np.int64)
@@ -174,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     dev_rows = [mtrag.index(t) for t in dev]
 
     def per_turn(gate, rows):
-        ids = [mtrag[i].id for i in rows]
+        ids = [trained[i].id for i in rows]
         gate.rows = rows
         with torch.no_grad():
             q = gate(_dense([current[rows]]),
@@ -201,6 +282,14 @@ def main(argv: list[str] | None = None) -> int:
     # the teacher's within-turn spread matched to the first stage's: one scale for all turns
     scale = float(np.mean([np.std(labels[t.id].teacher) for t in mtrag])
                   / np.mean([np.std(labels[t.id].first_stage) for t in mtrag]))
+    # kept from the MTRAG turns for every source (the teacher's scale is the re-ranker's, and
+    # the MTRAG examples stay those of the run without extras); each source's own, for the record
+    spread = {s: float(np.mean([np.std(labels[t.id].teacher) for t in ts])
+                       / np.mean([np.std(labels[t.id].first_stage) for t in ts]))
+              for s, ts in extras.items()}
+    if spread:
+        log(f"teacher/first-stage spread by source: MTRAG {scale:.3f}, "
+            + ", ".join(f"{s} {v:.3f}" for s, v in spread.items()))
 
     rich = rich_gate_class()
 
@@ -211,8 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     from convsparse.encoders.student import pad_batch
 
     question_ids = base.tokenize_documents(
-        [v.current for v in AnchoredStudent(base, AnchoredGate()).views([list(t.turns) for t in mtrag])])
-    row_of_task = {t.id: i for i, t in enumerate(mtrag)}
+        [v.current for v in AnchoredStudent(base, AnchoredGate()).views([list(t.turns) for t in trained])])
+    row_of_task = {t.id: i for i, t in enumerate(trained)}
 
     class QuestionEncoder(torch.nn.Module):
         """The shipped gate (frozen) over a trainable copy of SPLADE-tiny for the current
@@ -256,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
                       if t.id in col.qrels]
         return heldout_table(args, col, docs, doc_ids, base, held_tasks,
                              [v for v in variants if v[1] is not QuestionEncoder],
-                             examples, scale, cost, row_of_task, cfg0, log)
+                             examples, scale, cost, row_of_task, cfg0, log,
+                             extra_summary(extras, extra_cost, spread, dropped))
     convs = sorted({cid(t) for t in dev})
     random.Random(0).shuffle(convs)
     fold_of = {c: i % args.folds for i, c in enumerate(convs)}
@@ -269,8 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         mrr = [{} for _ in range(args.epochs + 1)]
         rec = [{} for _ in range(args.epochs + 1)]
         for k in range(args.folds):
-            rows = [r for r in dev_rows if fold_of[cid(mtrag[r])] == k]
-            train = [e for e, t in zip(cache_ex[depth], mtrag) if fold_of.get(cid(t), -1) != k]
+            rows = [r for r in dev_rows if fold_of[cid(trained[r])] == k]
+            train = [e for e, t in zip(cache_ex[depth], trained) if fold_of.get(fold_key(t), -1) != k]
             torch.manual_seed(0)
             gate = make()
             m, r = per_turn(gate, rows)
@@ -301,8 +391,60 @@ def main(argv: list[str] | None = None) -> int:
         write(args, {"dev_turns": len(dev), "labelled_turns": len(mtrag), "folds": args.folds,
                      "epochs": args.epochs, "depth": args.depth, "teacher_scale": scale,
                      "teacher_cost": cost, "reference": reference, "rows": rows_out,
+                     **({"extra": extra_summary(extras, extra_cost, spread, dropped, fold_of,
+                                                fold_key, args.folds),
+                         "mtrag_trained_per_fold": [sum(fold_of.get(cid(t), -1) != k for t in mtrag)
+                                                    for k in range(args.folds)]}
+                        if extras else {}),
                      "seconds": round(time.time() - t0)})
     return 0
+
+
+def extra_summary(extras, costs, spread, dropped, fold_of=None, fold_key=None,
+                  folds: int = 0) -> dict:
+    """Per extra source: its turns, how many were dropped (they continue a held-out
+    conversation) or continue a dev conversation, how many trained in each fold, its own
+    teacher spread, and its labelling cost."""
+    out = {}
+    for source, tasks in extras.items():
+        entry = {"turns": len(tasks), "dropped": dropped.get(source, 0),
+                 "teacher_spread": spread[source], "cost": costs[source]}
+        if fold_of is not None:
+            keys = [fold_of.get(fold_key(t), -1) for t in tasks]
+            entry["continuing_a_dev_conversation"] = sum(k >= 0 for k in keys)
+            entry["trained_per_fold"] = [sum(x != k for x in keys) for k in range(folds)]
+        out[source] = entry
+    return out
+
+
+def _span(counts: list[int]) -> str:
+    return f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
+
+
+def extra_lines(extra: dict, mtrag_per_fold: list[int] | None = None) -> list[str]:
+    """The markdown sentences on the extra sources (`extra_summary`) and, in cross-validation,
+    the MTRAG turns of a fold's training set."""
+    if not extra:
+        return []
+    parts = []
+    for source, e in extra.items():
+        c = e["cost"]
+        per_fold = e.get("trained_per_fold")
+        notes = [f"{_span(per_fold)} in a fold's training set"] if per_fold else []
+        if e.get("continuing_a_dev_conversation"):
+            notes.append(f"{e['continuing_a_dev_conversation']} continue a dev conversation "
+                         "and train only in the folds that do not test it")
+        if e.get("dropped"):
+            notes.append(f"{e['dropped']} more continue a held-out conversation and were dropped")
+        parts.append(
+            f"{source} {e['turns']} turns" + (f" ({'; '.join(notes)})" if notes else "")
+            + f", labelled in {c['seconds_labelling']:.0f} s with {c['passages_embedded']} "
+            f"passages newly embedded (the teacher's spread over the first stage's: "
+            f"{e['teacher_spread']:.3f})")
+    head = (f"Turns in a fold's training set: MTRAG {_span(mtrag_per_fold)}, then train-only "
+            "turns (never scored, the same teacher and depth): " if mtrag_per_fold else
+            "Train-only turns added (the same teacher and depth): ")
+    return ["", head + "; ".join(parts) + "."]
 
 
 def train_gate(gate, train, cfg, docs, row_of_task, epochs: int, after_epoch=None) -> None:
@@ -335,7 +477,7 @@ def train_gate(gate, train, cfg, docs, row_of_task, epochs: int, after_epoch=Non
 
 
 def heldout_table(args, col, docs, doc_ids, base, held_tasks, variants, examples, scale, cost,
-                  row_of_task, cfg0, log) -> int:
+                  row_of_task, cfg0, log, extra: dict | None = None) -> int:
     """Each gate variant trained on every labelled (non-held-out) turn for `args.epochs`
     epochs, then the held-out turns scored once against the untrained (shipped) gate: MRR@10
     and R@100, the paired difference with a 95% bootstrap interval and a paired t-test."""
@@ -381,13 +523,17 @@ def heldout_table(args, col, docs, doc_ids, base, held_tasks, variants, examples
                      **compare(before, scores(gate))})
         log(f"{name}: {rows[-1]}")
     result = {"heldout_turns": len(ids), "train_turns": len(row_of_task), "epochs": args.epochs,
-              "depth": args.depth, "teacher_scale": scale, "teacher_cost": cost, "rows": rows}
+              "depth": args.depth, "teacher_scale": scale, "teacher_cost": cost, "rows": rows,
+              **({"extra": extra} if extra else {})}
+    n_extra = sum(e["turns"] for e in (extra or {}).values())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{args.out}.json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [f"# Distilling the re-ranker into the first stage: the held-out split "
              f"({len(ids)} judged MTRAG turns never trained on)", "",
-             f"Each gate variant trained for {args.epochs} epoch(s) on all {len(row_of_task)} "
-             f"labelled non-held-out MTRAG turns (teacher: the shipped re-ranker's scores over "
+             f"Each gate variant trained for {args.epochs} epoch(s) on all "
+             f"{len(row_of_task) - n_extra} labelled non-held-out MTRAG turns"
+             + (f" and {n_extra} train-only turns ({', '.join(extra)})" if extra else "")
+             + " (teacher: the shipped re-ranker's scores over "
              f"the first stage's top {args.depth}), then compared with the untrained gate (the "
              "shipped first stage) on the held-out turns: paired difference, 95% bootstrap "
              "interval, paired t-test.", "",
@@ -400,6 +546,7 @@ def heldout_table(args, col, docs, doc_ids, base, held_tasks, variants, examples
             f"[{a['ci95'][0]:+.3f}, {a['ci95'][1]:+.3f}] | {a['p']:.3f} | {b['shipped']:.3f} | "
             f"{b['trained']:.3f} | {b['difference']:+.3f} [{b['ci95'][0]:+.3f}, {b['ci95'][1]:+.3f}] "
             f"| {b['p']:.3f} |")
+    lines += extra_lines(extra or {})
     Path(f"{args.out}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
@@ -444,6 +591,7 @@ def markdown(res: dict) -> str:
     out += ["", f"Teacher cost: {c['turns']} turns at depth {c['depth']} labelled in "
             f"{c['seconds_labelling']:.0f} s ({c['passages_embedded']} passages newly embedded), "
             f"under CPU contention at the lowest priority. Whole run: {res['seconds']} s."]
+    out += extra_lines(res.get("extra", {}), res.get("mtrag_trained_per_fold"))
     return "\n".join(out)
 
 
