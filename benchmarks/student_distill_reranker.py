@@ -72,7 +72,7 @@ def make_labels(args, col, tasks, docs, log, source: str = "mtrag", teacher: dic
     vectors = args.cache / "passage_vectors-w128s96.safetensors"
     t0 = time.time()
     if not teacher:
-        teacher["reranker"] = load_reranker(args.reranker)
+        teacher["reranker"] = load_reranker(args.reranker, runtime="torch")  # as the cached labels were made
         for f in (vectors, *args.vectors):
             if f.is_file():
                 teacher["reranker"].semantic.merge_vectors(f)
