@@ -34,7 +34,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -45,7 +45,6 @@ from convsparse.documents import document_text
 from convsparse.encoders.formatter import ConversationFormatter
 from convsparse.encoders.query_graph import DEFAULT_QUERY_PRECISION, QueryPrecision
 from convsparse.errors import UnsupportedModelError
-from convsparse.settings import DEFAULT_RUNTIME, Runtime
 from convsparse.hits import Hit
 from convsparse.reranking.features import (
     N_FEATURES,
@@ -57,6 +56,7 @@ from convsparse.reranking.features import (
 from convsparse.reranking.semantic import BUILTIN_MODELS, VIEW_LENGTH, VIEWS, PassageVectors
 from convsparse.reranking.semantic import MODEL_DIR as SEMANTIC_DIR
 from convsparse.reranking.semantic import ONNX_FILE as SEMANTIC_ONNX_FILE
+from convsparse.settings import DEFAULT_RUNTIME, Runtime
 
 if TYPE_CHECKING:
     import torch
@@ -641,8 +641,9 @@ def load_reranker(path: str | Path | None = "default", *, device: str = "cpu",
     """A trained re-ranker from its folder (`Reranker.save`); ``"default"`` (or None) is the
     one that ships in the package (`DEFAULT_FOLDER`, see its MODEL_CARD.md).
     ``runtime`` defaults to the project's one default runtime, ONNX Runtime (as `load_student`):
-    ``"torch"`` loads the trainable model (the `rerank` extra). ``runtime="onnx"`` scores the heads and embeds the conversation's views with ONNX Runtime
-    without importing torch or transformers (exported once into the folder as ``model.onnx``
+    ``"torch"`` loads the trainable model (the `rerank` extra). ``runtime="onnx"`` scores the
+    heads and embeds the conversation's views with ONNX Runtime without importing torch or
+    transformers (exported once into the folder as ``model.onnx``
     and, for a bi-encoder of its own, ``semantic.onnx``, or into the cache when the folder is
     read-only: `onnx_exports`; a built-in bi-encoder's export is shared from the cache:
     `builtin_export`; the faster choice on a CPU core). A folder that cannot be read is an
