@@ -26,6 +26,19 @@ def tiny_model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def load_benchmark():
+    """``load_benchmark("rerank_cv")``: a script of benchmarks/ as a module (it is no package)."""
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load
+
+
+@pytest.fixture(scope="session")
 def tiny_student(tiny_model_dir):
     from convsparse.encoders.student import SpladeStudent
 

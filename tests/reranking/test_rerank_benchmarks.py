@@ -3,7 +3,6 @@ recipe's choices cite) and `rerank_latency.py` (re-rankers' cost side by side)."
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -13,18 +12,10 @@ import torch
 import convsparse
 
 SAMPLE = Path(convsparse.__file__).parent / "sample_data"
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-def benchmark(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_cross_validation_compares_variants_over_unseen_folds(tiny_model_dir, tmp_path):
-    rerank_cv = benchmark("rerank_cv")
+def test_cross_validation_compares_variants_over_unseen_folds(tiny_model_dir, tmp_path, load_benchmark):
+    rerank_cv = load_benchmark("rerank_cv")
     config = tmp_path / "rerank.yaml"
     config.write_text(json.dumps({  # JSON is YAML
         "output_dir": str(tmp_path / "run"), "collection": str(SAMPLE), "base": str(tiny_model_dir),
@@ -44,7 +35,7 @@ def test_cross_validation_compares_variants_over_unseen_folds(tiny_model_dir, tm
     assert (tmp_path / "run" / "labels.jsonl").is_file()  # generated once, as training does
 
 
-def test_latency_compares_rerankers_turn_by_turn(tiny_model_dir, tmp_path):
+def test_latency_compares_rerankers_turn_by_turn(tiny_model_dir, tmp_path, load_benchmark):
     from convsparse.reranking.config import RerankConfig
     from convsparse.reranking.training import train_reranker
 
@@ -61,7 +52,7 @@ def test_latency_compares_rerankers_turn_by_turn(tiny_model_dir, tmp_path):
             "--depth", "4", "--runtime", "torch", "--out", str(out)]
     cores, threads = os.sched_getaffinity(0), torch.get_num_threads()
     try:  # the benchmark pins its process to one core, as a serving budget
-        assert benchmark("rerank_latency").main(
+        assert load_benchmark("rerank_latency").main(
             [*argv, "--reranker", str(folders[0]), "--reranker", str(folders[1])]) == 0
     finally:  # the rest of the suite gets its cores back
         os.sched_setaffinity(0, cores)

@@ -2,20 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 from convsparse.benchmark_collections import ConversationTask
 from convsparse.conversation import Turn
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def benchmark(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def task(tid: str, conversation: str, *questions: str) -> ConversationTask:
@@ -25,8 +13,8 @@ def task(tid: str, conversation: str, *questions: str) -> ConversationTask:
     return ConversationTask(tid, tuple(turns[:-1]), conversation_id=conversation)
 
 
-def test_an_extra_task_opening_an_mtrag_conversation_is_that_conversation():
-    bench = benchmark("student_distill_reranker")
+def test_an_extra_task_opening_an_mtrag_conversation_is_that_conversation(load_benchmark):
+    bench = load_benchmark("student_distill_reranker")
     mtrag = [task("a1", "A", "What is a Roth IRA?"), task("a2", "A", "What is a Roth IRA?", "Limits?"),
              task("b1", "B", "Who wrote Hamlet?")]
     extra = [task("u1", "U1", " what is a roth ira? ", "And in 2020?"),
@@ -34,8 +22,8 @@ def test_an_extra_task_opening_an_mtrag_conversation_is_that_conversation():
     assert bench.continued_mtrag_conversation(extra, mtrag) == {"u1": "A"}
 
 
-def test_the_summary_counts_the_extra_turns_each_fold_trains_on():
-    bench = benchmark("student_distill_reranker")
+def test_the_summary_counts_the_extra_turns_each_fold_trains_on(load_benchmark):
+    bench = load_benchmark("student_distill_reranker")
     extras = {"mtrag-un": [task("u1", "U1", "q"), task("u2", "U2", "q2")]}
     continued = {"u1": "A"}
     summary = bench.extra_summary(
