@@ -35,29 +35,6 @@ DATA = REPO.parent / "shared" / "data" / "mtrag-pooled"
 METRICS = ["mrr@10", "ndcg@3"]
 
 
-def float32_weights(src: Path, dst: Path) -> Path:
-    """The shipped export with its float16 initializers made float32 again (no casts), which
-    ONNX Runtime's dynamic quantizer can read."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(src))
-    graph = model.graph
-    half = {i.name: i for i in graph.initializer}
-    casts = [n for n in graph.node if n.op_type == "Cast" and n.input[0] in half]
-    kept = [i for i in graph.initializer if i.name not in {c.input[0] for c in casts}]
-    for c in casts:
-        kept.append(numpy_helper.from_array(
-            numpy_helper.to_array(half[c.input[0]]).astype(np.float32), c.output[0]))
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    nodes = [n for n in graph.node if n not in casts]
-    del graph.node[:]
-    graph.node.extend(nodes)
-    onnx.save(model, str(dst))
-    return dst
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--data", type=Path, default=DATA)
@@ -80,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from convsparse.reranking import load_reranker
     from convsparse.reranking.reranker import use_builtin_export
     from convsparse.reranking.semantic import PassageVectors, builtin_dir
-    from convsparse.reranking.shipped_bi_encoder import SHIPPED_DIR
+    from convsparse.reranking.shipped_bi_encoder import SHIPPED_DIR, float32_weights
 
     held = first_stage(args.data, args.out.parent, args.depth)
     texts = held.texts
