@@ -187,8 +187,10 @@ def load_student(
                             document_pruning=document_pruning, fp16=fp16, cache_dir=cache_dir,
                             dtype=dtype, compile=compile, onnx_optimize=onnx_optimize,
                             onnx_int8=onnx_int8)
+        # the optimizer / int8 opt-ins already chose the graph for both sides
+        chosen = "fp32" if onnx_optimize or onnx_int8 else query_precision
         return AnchoredStudent(base, gate, source=str(source),
-                               query_base=query_encoder(base, query_precision, cache_dir=cache_dir))
+                               query_base=query_encoder(base, chosen, cache_dir=cache_dir))
     if isinstance(source, Path) and is_export_folder(source):
         if runtime != "onnx":
             raise UnsupportedModelError(f"{source} is an ONNX export: run it with runtime 'onnx' "

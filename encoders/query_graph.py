@@ -21,7 +21,7 @@ its export (`PassageVectors.use_query_int8`: per-channel scales, no fusions, bui
 cache) while passage vectors keep float32.
 
 Only the ONNX Runtime student on a CPU has an int8 query graph: the PyTorch runtime, CUDA, and a
-base already opened on an optimized or int8 graph (the ``onnx_optimize`` / ``onnx_int8``
+base opened on an optimized or int8 graph (`load_student`'s ``onnx_optimize`` / ``onnx_int8``
 opt-ins: a choice made for both sides) encode conversations as they encode documents.
 """
 
@@ -107,12 +107,6 @@ def _shipped(base: Any) -> Path | None:
     return path if path.is_file() and Path(base.onnx_path).name != name else None
 
 
-def _plain_graph(base: Any) -> bool:
-    """Whether `base` runs its float32 export as written (not an optimized, int8 or query graph)."""
-    stem = Path(base.onnx_path).stem
-    return not any(tag in stem for tag in ("-opt", "-int8", "query-"))
-
-
 def query_encoder(base: Any, precision: QueryPrecision = DEFAULT_QUERY_PRECISION, *,
                   cache_dir: str | Path | None = None) -> Any:
     """The encoder that `base`'s conversations run through at `precision` (module docstring):
@@ -120,7 +114,7 @@ def query_encoder(base: Any, precision: QueryPrecision = DEFAULT_QUERY_PRECISION
     if precision not in ("int8", "fp32"):
         raise ValueError(f"query_precision must be 'int8' or 'fp32', got {precision!r}")
     if (precision == "fp32" or getattr(base, "runtime", "") != "onnx"
-            or getattr(base, "device", "cpu") != "cpu" or not _plain_graph(base)):
+            or getattr(base, "device", "cpu") != "cpu"):
         return base
     path = _shipped(base) or cached_query_int8(base.onnx_path, base.fingerprint, cache_dir=cache_dir)
     return base.with_graph(path) if path is not None else base
